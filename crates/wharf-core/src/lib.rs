@@ -1,0 +1,23 @@
+//! Wharf's domain types: the vocabulary every other crate speaks.
+//!
+//! Owns: content digests ([`Digest`]), repository names ([`RepoName`]),
+//! tags and references ([`Tag`], [`Reference`]), upload session ids
+//! ([`UploadId`]), the media types Wharf understands ([`media`]), manifest
+//! parsing and validation ([`manifest`]), and the single error type of the
+//! service layer with its OCI code and HTTP status ([`error`]).
+//!
+//! Must never: do I/O, know about HTTP frameworks, or let an invalid value be
+//! constructed. Every type here is parsed once, at the edge, and is valid for
+//! the rest of its life; no bare `String` carries a name or digest past it.
+
+#![forbid(unsafe_code)]
+
+pub mod digest;
+pub mod error;
+pub mod manifest;
+pub mod media;
+pub mod names;
+
+pub use digest::{Algorithm, Digest, Hasher};
+pub use error::{ErrorCode, RegistryError};
+pub use names::{RepoName, Reference, Tag, UploadId};

@@ -1,0 +1,1 @@
+//! The embedded backend. (Being written.)

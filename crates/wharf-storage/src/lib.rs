@@ -1,0 +1,107 @@
+//! Blob storage: where the bytes of blobs and manifests live.
+//!
+//! Owns: the [`BlobStore`] trait (a small, content-addressed contract:
+//! stat, ranged read, durable put, resumable uploads that verify their digest
+//! while streaming, delete, list), the filesystem backend ([`fs::FsStore`]),
+//! and the shared behaviour suite ([`suite`]) that every backend must pass.
+//!
+//! Must never: know about repositories, tags, manifests or HTTP. It stores
+//! bytes by digest and upload bytes by upload id, nothing more. A blob is
+//! visible under its digest only once its bytes are verified and durable
+//! (invariant 6 of the design): a crash at any point leaves either the whole
+//! verified blob or nothing.
+
+#![forbid(unsafe_code)]
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use wharf_core::{Digest, UploadId};
+
+pub mod fs;
+pub mod suite;
+
+/// A stream of blob bytes. Blob bodies are always streams, never whole
+/// vectors, so memory stays flat whatever the blob's size.
+pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// What a storage call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// No blob with that digest, or no upload with that id.
+    #[error("not found")]
+    NotFound,
+    /// The uploaded bytes hash to `actual`, not the `expected` digest. The
+    /// upload has been discarded and nothing was stored.
+    #[error("digest mismatch: expected {expected}, content is {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    /// An append did not start at the end of the upload (`size` bytes).
+    #[error("upload has {size} bytes; append must start there")]
+    OffsetMismatch { size: u64 },
+    /// The request body failed part-way (client went away, timed out). The
+    /// bytes received before the failure are kept, and the upload can be
+    /// resumed from its new size.
+    #[error("request body failed: {0}")]
+    Body(String),
+    /// The backend cannot be reached or refused the call.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A content-addressed blob store with resumable uploads.
+///
+/// Implementations must be safe to call concurrently from many tasks, and
+/// must make a blob visible under its digest only after its content was
+/// verified against that digest and made durable.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// The size of the blob `digest`, or `None` when it is not stored.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError>;
+
+    /// Streams the blob, or the bytes `range` of it (which the caller has
+    /// checked lies inside the blob). `NotFound` when it is not stored.
+    async fn get(&self, digest: &Digest, range: Option<Range<u64>>)
+        -> Result<ByteStream, StorageError>;
+
+    /// Stores small content (manifests) in one call: verifies that `bytes`
+    /// hash to `digest`, then stores them durably. Storing content that is
+    /// already there is a no-op.
+    async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<(), StorageError>;
+
+    /// Removes the blob. `NotFound` when it was not stored.
+    async fn delete(&self, digest: &Digest) -> Result<(), StorageError>;
+
+    /// Every stored blob's digest (for garbage collection and checks).
+    async fn list(&self) -> Result<Vec<Digest>, StorageError>;
+
+    /// Opens an empty upload session `id`.
+    async fn upload_start(&self, id: &UploadId) -> Result<(), StorageError>;
+
+    /// How many bytes upload `id` holds. `NotFound` for an unknown id.
+    async fn upload_size(&self, id: &UploadId) -> Result<u64, StorageError>;
+
+    /// Appends `body` to upload `id`, which must currently hold exactly
+    /// `offset` bytes (else `OffsetMismatch`, and nothing is written).
+    /// Returns the new size. Concurrent appends to one upload are serialised.
+    async fn upload_append(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        body: ByteStream,
+    ) -> Result<u64, StorageError>;
+
+    /// Verifies that the upload's bytes hash to `digest`; if so, makes them
+    /// the durable blob `digest` and ends the session, returning the size.
+    /// On a mismatch the session is discarded and `DigestMismatch` returned.
+    async fn upload_commit(&self, id: &UploadId, digest: &Digest) -> Result<u64, StorageError>;
+
+    /// Discards upload `id`. `NotFound` for an unknown id.
+    async fn upload_cancel(&self, id: &UploadId) -> Result<(), StorageError>;
+
+    /// The ids of all open upload sessions (for expiry of abandoned ones).
+    async fn upload_list(&self) -> Result<Vec<UploadId>, StorageError>;
+}

@@ -1,0 +1,1 @@
+//! The shared behaviour suite. (Being written.)
