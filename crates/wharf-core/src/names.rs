@@ -214,6 +214,25 @@ macro_rules! display_as_str {
 }
 display_as_str!(RepoName, Tag, UploadId);
 
+/// Serialised as their string; deserialising re-parses, so stored data can
+/// never smuggle in a value the grammar refuses.
+macro_rules! serde_via_str {
+    ($($t:ty),*) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+serde_via_str!(RepoName, Tag, UploadId);
+
 #[cfg(test)]
 mod tests {
     use super::*;
