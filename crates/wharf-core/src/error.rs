@@ -97,6 +97,12 @@ pub enum RegistryError {
     TooManyRequests { reason: String, retry_after: u32 },
     #[error("service unavailable: {reason}")]
     Unavailable { reason: String, retry_after: u32 },
+    /// A path under `/v2/` that names no API endpoint.
+    #[error("no such endpoint: {0}")]
+    EndpointUnknown(String),
+    /// A known endpoint called with a method it does not serve.
+    #[error("method not allowed on this endpoint: {0}")]
+    MethodNotAllowed(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -126,6 +132,8 @@ impl RegistryError {
             RegistryError::Unsupported(_) => (C::Unsupported, 405),
             RegistryError::TooManyRequests { .. } => (C::TooManyRequests, 429),
             RegistryError::Unavailable { .. } => (C::Unavailable, 503),
+            RegistryError::EndpointUnknown(_) => (C::Unsupported, 404),
+            RegistryError::MethodNotAllowed(_) => (C::Unsupported, 405),
             RegistryError::Internal(_) => (C::Unknown, 500),
         }
     }
@@ -193,6 +201,8 @@ mod tests {
             (RegistryError::Unsupported(s()), "UNSUPPORTED", 405),
             (RegistryError::TooManyRequests { reason: s(), retry_after: 1 }, "TOOMANYREQUESTS", 429),
             (RegistryError::Unavailable { reason: s(), retry_after: 1 }, "UNAVAILABLE", 503),
+            (RegistryError::EndpointUnknown(s()), "UNSUPPORTED", 404),
+            (RegistryError::MethodNotAllowed(s()), "UNSUPPORTED", 405),
             (RegistryError::Internal(s()), "UNKNOWN", 500),
         ];
         for (err, code, status) in table {

@@ -1,1 +1,123 @@
+//! Registry logic: what a push or a pull means, over any blob store and any
+//! metadata store.
+//!
+//! Owns: blob access by repository ([`blobs`]), upload sessions ([`uploads`]),
+//! manifests and tags ([`manifests`]), the referrers index ([`referrers`]) and
+//! the catalog. Handlers in the HTTP crate call [`Registry`] and nothing
+//! below it.
+//!
+//! Must never: speak HTTP (no status codes, no headers: errors are
+//! [`RegistryError`] values, classified in one place in `wharf-core`), or
+//! touch storage other than through the `BlobStore` and `MetaStore` traits.
+//! A manifest is recorded in metadata only after its bytes are durable in the
+//! blob store, so metadata never points at bytes that are not there.
 
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use wharf_core::RegistryError;
+use wharf_meta::{MetaError, MetaStore};
+use wharf_storage::{BlobStore, StorageError};
+
+pub mod blobs;
+mod cache;
+pub mod manifests;
+pub mod referrers;
+pub mod uploads;
+
+pub use blobs::{BlobRead, ByteRange};
+pub use manifests::{PutOutcome, StoredManifest};
+pub use wharf_storage::ByteStream;
+
+/// Tunables of the registry service.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Bytes of manifest content kept in memory for fast pulls.
+    pub manifest_cache_bytes: usize,
+    /// Upload sessions idle for longer than this are removed.
+    pub upload_expiry: std::time::Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            manifest_cache_bytes: 64 * 1024 * 1024,
+            upload_expiry: std::time::Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The registry service: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Where blob and manifest bytes live.
+    blobs: Arc<dyn BlobStore>,
+    /// Which repository holds what; tags; referrers; upload sessions.
+    meta: Arc<dyn MetaStore>,
+    /// Manifest bytes by repository and digest (immutable, so always valid
+    /// until the manifest is deleted).
+    manifests: cache::ManifestCache,
+    config: RegistryConfig,
+}
+
+impl Registry {
+    pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>, config: RegistryConfig) -> Self {
+        Registry {
+            inner: Arc::new(Inner {
+                manifests: cache::ManifestCache::new(config.manifest_cache_bytes),
+                blobs,
+                meta,
+                config,
+            }),
+        }
+    }
+
+    fn blobs(&self) -> &dyn BlobStore {
+        &*self.inner.blobs
+    }
+
+    fn meta(&self) -> &dyn MetaStore {
+        &*self.inner.meta
+    }
+
+    /// Repository names after `last`, at most `n`.
+    pub async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>, RegistryError> {
+        self.meta().list_repos(last, n).await.map_err(meta_err)
+    }
+}
+
+/// Storage failures as clients see them. `NotFound` is mapped by callers,
+/// who know what was not found; reaching here it is a surprise.
+pub(crate) fn storage_err(e: StorageError) -> RegistryError {
+    match e {
+        StorageError::Unavailable(reason) => RegistryError::Unavailable {
+            reason: format!("blob storage: {reason}"),
+            retry_after: 1,
+        },
+        StorageError::DigestMismatch { expected, actual } => {
+            RegistryError::DigestInvalid(format!("content hashes to {actual}, not {expected}"))
+        }
+        StorageError::OffsetMismatch { size } => RegistryError::UploadOutOfOrder { size, start: 0 },
+        StorageError::Body(msg) => {
+            RegistryError::BlobUploadInvalid(format!("request body failed: {msg}"))
+        }
+        StorageError::NotFound => RegistryError::Internal("storage object missing".into()),
+        StorageError::Io(e) => RegistryError::Internal(format!("storage i/o: {e}")),
+    }
+}
+
+/// Metadata failures as clients see them.
+pub(crate) fn meta_err(e: MetaError) -> RegistryError {
+    match e {
+        MetaError::Unavailable(reason) => RegistryError::Unavailable {
+            reason: format!("metadata: {reason}"),
+            retry_after: 1,
+        },
+        MetaError::Internal(msg) => RegistryError::Internal(format!("metadata: {msg}")),
+    }
+}

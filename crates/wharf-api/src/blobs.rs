@@ -1,0 +1,54 @@
+//! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`.
+
+use axum::body::Body;
+use axum::http::{header, Method, StatusCode};
+use axum::response::Response;
+use wharf_core::{Digest, RepoName};
+use wharf_registry::{ByteRange, Registry};
+
+use crate::headers::{self, set};
+use crate::{Req, Result};
+
+/// Serves a blob, whole or one byte range (`206`), or just its headers.
+pub async fn get_blob(reg: &Registry, repo: &RepoName, digest: &Digest, req: &Req) -> Result {
+    let range = headers::get(&req.headers, "range").and_then(ByteRange::parse);
+    let mut resp = if req.method == Method::HEAD {
+        // HEAD reports the whole blob; ranges only shape bodies.
+        let size = reg.stat_blob(repo, digest).await?;
+        let mut r = Response::new(Body::empty());
+        set(&mut r, "content-length", size.to_string());
+        r
+    } else {
+        let read = reg.get_blob(repo, digest, range).await?;
+        let mut r = Response::new(Body::from_stream(read.stream));
+        match &read.range {
+            Some(range) => {
+                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                set(&mut r, "content-length", (range.end - range.start).to_string());
+                set(
+                    &mut r,
+                    "content-range",
+                    format!("bytes {}-{}/{}", range.start, range.end - 1, read.size),
+                );
+            }
+            None => set(&mut r, "content-length", read.size.to_string()),
+        }
+        r
+    };
+    set(&mut resp, "content-type", "application/octet-stream");
+    set(&mut resp, "docker-content-digest", digest.to_string());
+    set(&mut resp, "etag", format!("\"{digest}\""));
+    set(&mut resp, "accept-ranges", "bytes");
+    // Content addressed by digest never changes.
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("max-age=31536000, immutable"),
+    );
+    Ok(resp)
+}
+
+/// Removes the blob from the repository: `202`.
+pub async fn delete_blob(reg: &Registry, repo: &RepoName, digest: &Digest) -> Result {
+    reg.delete_blob(repo, digest).await?;
+    Ok(headers::empty(202))
+}

@@ -1,0 +1,118 @@
+//! `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+use wharf_core::{media, RegistryError, RepoName, Reference};
+use wharf_registry::Registry;
+
+use crate::headers::{self, set};
+use crate::{Req, Result};
+
+/// Whether a client's `Accept` headers allow a manifest of `media_type`.
+/// A client that names no manifest type at all (no header, `*/*`,
+/// `application/json`) takes what is stored; one that lists manifest types
+/// gets only those.
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    let mut named_manifest_types = false;
+    for value in headers.get_all("accept") {
+        let Ok(value) = value.to_str() else { continue };
+        for t in value.split(',').map(media::essence) {
+            if t == media_type || t == "*/*" {
+                return true;
+            }
+            named_manifest_types |= media::is_manifest_type(t);
+        }
+    }
+    !named_manifest_types
+}
+
+/// Serves a manifest's exact stored bytes (or, for `HEAD`, its headers).
+pub async fn get_manifest(reg: &Registry, repo: &RepoName, r: &Reference, req: &Req) -> Result {
+    let m = reg.get_manifest(repo, r).await?;
+    if !accepts(&req.headers, &m.media_type) {
+        return Err(RegistryError::ManifestUnknown(format!(
+            "{repo} {r} is a {} and the request's Accept header does not include it",
+            m.media_type
+        )));
+    }
+    let len = m.bytes.len();
+    let mut resp = if req.method == Method::HEAD {
+        Response::new(Body::empty())
+    } else {
+        Response::new(Body::from(m.bytes))
+    };
+    set(&mut resp, "content-type", &m.media_type);
+    set(&mut resp, "content-length", len.to_string());
+    set(&mut resp, "docker-content-digest", m.digest.to_string());
+    set(&mut resp, "etag", format!("\"{}\"", m.digest));
+    Ok(resp)
+}
+
+/// Stores a manifest: `201` with `Location`, its digest, and `OCI-Subject`
+/// when it refers to another manifest.
+pub async fn put_manifest(
+    reg: &Registry,
+    repo: &RepoName,
+    r: &Reference,
+    req: &Req,
+    body: Body,
+) -> Result {
+    let limit = media::MAX_MANIFEST_BYTES;
+    let too_large = |size: u64| RegistryError::ManifestTooLarge {
+        size,
+        limit: limit as u64,
+    };
+    if let Some(len) = headers::content_length(&req.headers)? {
+        if len > limit as u64 {
+            return Err(too_large(len));
+        }
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large(limit as u64 + 1))?;
+    let content_type = headers::get(&req.headers, "content-type");
+    let out = reg.put_manifest(repo, r, content_type, bytes).await?;
+    let mut resp = headers::empty(201);
+    set(&mut resp, "location", format!("/v2/{repo}/manifests/{}", out.digest));
+    set(&mut resp, "docker-content-digest", out.digest.to_string());
+    if let Some(subject) = out.subject {
+        set(&mut resp, "oci-subject", subject.to_string());
+    }
+    Ok(resp)
+}
+
+/// Deletes a tag, or a manifest by digest: `202`.
+pub async fn delete_manifest(reg: &Registry, repo: &RepoName, r: &Reference) -> Result {
+    reg.delete_manifest(repo, r).await?;
+    Ok(headers::empty(202))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_accept(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("accept", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn negotiates_on_accept() {
+        assert!(accepts(&with_accept(&[]), media::OCI_INDEX));
+        assert!(accepts(&with_accept(&["*/*"]), media::OCI_INDEX));
+        assert!(accepts(&with_accept(&["application/json"]), media::OCI_INDEX));
+        assert!(accepts(
+            &with_accept(&[media::DOCKER_MANIFEST, media::OCI_INDEX]),
+            media::OCI_INDEX
+        ));
+        assert!(accepts(
+            &with_accept(&[&format!("{}; q=0.5, {}", media::DOCKER_MANIFEST, media::OCI_MANIFEST)]),
+            media::OCI_MANIFEST
+        ));
+        assert!(!accepts(&with_accept(&[media::DOCKER_MANIFEST]), media::OCI_INDEX));
+    }
+}

@@ -1,0 +1,179 @@
+//! The one parser of `/v2/…` paths: turns a raw request path into an
+//! [`Endpoint`] whose parts are already valid domain values.
+//!
+//! Repository names contain slashes, so the path is read from its end: the
+//! last one or two segments say which endpoint it is, and everything before
+//! them is the name. The path is parsed as received (percent-encoded): no
+//! name, tag, digest or upload id may contain `%`, so an encoded slash or dot
+//! can never sneak past the grammar.
+
+use std::str::FromStr;
+
+use wharf_core::{Digest, RegistryError, RepoName, Reference, UploadId};
+
+/// Every endpoint of the distribution API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v2/`
+    Base,
+    /// `/v2/_catalog`
+    Catalog,
+    /// `/v2/<name>/tags/list`
+    Tags(RepoName),
+    /// `/v2/<name>/manifests/<reference>`
+    Manifest(RepoName, Reference),
+    /// `/v2/<name>/blobs/<digest>`
+    Blob(RepoName, Digest),
+    /// `/v2/<name>/blobs/uploads/`
+    Uploads(RepoName),
+    /// `/v2/<name>/blobs/uploads/<id>`
+    Upload(RepoName, UploadId),
+    /// `/v2/<name>/referrers/<digest>`
+    Referrers(RepoName, Digest),
+}
+
+fn name(s: &str) -> Result<RepoName, RegistryError> {
+    RepoName::from_str(s).map_err(|e| RegistryError::NameInvalid(e.to_string()))
+}
+
+fn digest(s: &str) -> Result<Digest, RegistryError> {
+    Digest::from_str(s).map_err(|e| RegistryError::DigestInvalid(e.to_string()))
+}
+
+/// Parses a request path. Paths outside `/v2/` or of no known shape are
+/// `EndpointUnknown`; a known shape with a bad name, digest, tag or id gets
+/// the error for that part.
+pub fn parse(path: &str) -> Result<Endpoint, RegistryError> {
+    let unknown = || RegistryError::EndpointUnknown(path.to_string());
+    let rest = path.strip_prefix("/v2").ok_or_else(unknown)?;
+    if rest.is_empty() || rest == "/" {
+        return Ok(Endpoint::Base);
+    }
+    let rest = rest.strip_prefix('/').ok_or_else(unknown)?;
+    if rest == "_catalog" {
+        return Ok(Endpoint::Catalog);
+    }
+    if let Some(n) = rest
+        .strip_suffix("/blobs/uploads/")
+        .or_else(|| rest.strip_suffix("/blobs/uploads"))
+    {
+        return Ok(Endpoint::Uploads(name(n)?));
+    }
+    if let Some(n) = rest.strip_suffix("/tags/list") {
+        return Ok(Endpoint::Tags(name(n)?));
+    }
+    let (prefix, last) = rest.rsplit_once('/').ok_or_else(unknown)?;
+    let (n, kind) = prefix.rsplit_once('/').ok_or_else(unknown)?;
+    match kind {
+        "manifests" => {
+            let reference = Reference::from_str(last).map_err(|e| match e {
+                wharf_core::names::ReferenceError::Digest(e) => {
+                    RegistryError::DigestInvalid(e.to_string())
+                }
+                wharf_core::names::ReferenceError::Tag(e) => {
+                    RegistryError::ManifestInvalid(e.to_string())
+                }
+            })?;
+            Ok(Endpoint::Manifest(name(n)?, reference))
+        }
+        "blobs" => Ok(Endpoint::Blob(name(n)?, digest(last)?)),
+        "referrers" => Ok(Endpoint::Referrers(name(n)?, digest(last)?)),
+        "uploads" => {
+            let n = n.strip_suffix("/blobs").ok_or_else(unknown)?;
+            let id = UploadId::from_str(last).map_err(|_| RegistryError::BlobUploadUnknown)?;
+            Ok(Endpoint::Upload(name(n)?, id))
+        }
+        _ => Err(unknown()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d() -> String {
+        format!("sha256:{}", "ab".repeat(32))
+    }
+
+    #[test]
+    fn parses_every_endpoint() {
+        let r = |s: &str| -> RepoName { s.parse().unwrap() };
+        assert_eq!(parse("/v2/").unwrap(), Endpoint::Base);
+        assert_eq!(parse("/v2").unwrap(), Endpoint::Base);
+        assert_eq!(parse("/v2/_catalog").unwrap(), Endpoint::Catalog);
+        assert_eq!(parse("/v2/a/b/tags/list").unwrap(), Endpoint::Tags(r("a/b")));
+        assert_eq!(
+            parse("/v2/a/manifests/latest").unwrap(),
+            Endpoint::Manifest(r("a"), "latest".parse().unwrap())
+        );
+        assert_eq!(
+            parse(&format!("/v2/a/b/c/manifests/{}", d())).unwrap(),
+            Endpoint::Manifest(r("a/b/c"), d().parse().unwrap())
+        );
+        assert_eq!(
+            parse(&format!("/v2/a/blobs/{}", d())).unwrap(),
+            Endpoint::Blob(r("a"), d().parse().unwrap())
+        );
+        assert_eq!(parse("/v2/a/blobs/uploads/").unwrap(), Endpoint::Uploads(r("a")));
+        assert_eq!(parse("/v2/a/blobs/uploads").unwrap(), Endpoint::Uploads(r("a")));
+        assert_eq!(
+            parse("/v2/a/blobs/uploads/abc-123").unwrap(),
+            Endpoint::Upload(r("a"), "abc-123".parse().unwrap())
+        );
+        assert_eq!(
+            parse(&format!("/v2/a/referrers/{}", d())).unwrap(),
+            Endpoint::Referrers(r("a"), d().parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn names_may_contain_endpoint_words() {
+        let r = |s: &str| -> RepoName { s.parse().unwrap() };
+        assert_eq!(
+            parse("/v2/x/blobs/manifests/v1").unwrap(),
+            Endpoint::Manifest(r("x/blobs"), "v1".parse().unwrap())
+        );
+        assert_eq!(parse("/v2/x/tags/tags/list").unwrap(), Endpoint::Tags(r("x/tags")));
+        assert_eq!(
+            parse("/v2/x/blobs/blobs/uploads/").unwrap(),
+            Endpoint::Uploads(r("x/blobs"))
+        );
+    }
+
+    #[test]
+    fn refuses_bad_parts() {
+        let code = |p: &str| parse(p).unwrap_err().classify().0.as_str();
+        assert_eq!(code("/v2/A/tags/list"), "NAME_INVALID");
+        assert_eq!(code("/v2/a/../b/tags/list"), "NAME_INVALID");
+        assert_eq!(code("/v2/a%2fb/tags/list"), "NAME_INVALID");
+        assert_eq!(code("/v2/a/%2e%2e/tags/list"), "NAME_INVALID");
+        assert_eq!(code("/v2/a/blobs/sha256:1234"), "DIGEST_INVALID");
+        assert_eq!(code("/v2/a/manifests/sha256:xyz"), "DIGEST_INVALID");
+        assert_eq!(code("/v2/a/manifests/-bad"), "MANIFEST_INVALID");
+        assert_eq!(code("/v2/a/blobs/uploads/../x"), "NAME_INVALID");
+        assert_eq!(code("/v2/a/blobs/uploads/a.b"), "BLOB_UPLOAD_UNKNOWN");
+        assert_eq!(code("/v3/"), "UNSUPPORTED");
+        assert_eq!(code("/v2/a"), "UNSUPPORTED");
+        assert_eq!(code("/v2/a/nope/x"), "UNSUPPORTED");
+        assert_eq!(code("/v2//manifests/x"), "NAME_INVALID");
+    }
+
+    #[test]
+    fn never_panics_on_arbitrary_paths() {
+        // A cheap deterministic fuzz: every short path over a hostile alphabet.
+        let alphabet = ["/", "a", "v2", "blobs", "uploads", "manifests", "tags", "list", ":", ".", "%2f", ""];
+        let mut count = 0;
+        for a in alphabet {
+            for b in alphabet {
+                for c in alphabet {
+                    for e in alphabet {
+                        let p = format!("/v2/{a}/{b}/{c}{e}");
+                        let _ = parse(&p);
+                        count += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(count, alphabet.len().pow(4));
+    }
+}

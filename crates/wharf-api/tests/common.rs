@@ -1,0 +1,144 @@
+//! A real Wharf server on `127.0.0.1:0` over a temporary data directory,
+//! and small helpers to push content through its HTTP API.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use reqwest::{Client, Method, Response};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::oneshot;
+use wharf_meta::embedded::EmbeddedStore;
+use wharf_registry::{Registry, RegistryConfig};
+use wharf_storage::fs::FsStore;
+
+pub struct Server {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub client: Client,
+    /// Data directory (kept alive by `_dir` unless given by the caller).
+    pub data: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Server::start_in(dir.path()).await;
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts a server over an existing data directory (for restarts).
+    pub async fn start_in(data: &Path) -> Server {
+        let blobs = FsStore::open(data).await.unwrap();
+        let meta = EmbeddedStore::open(data.join("meta.redb")).unwrap();
+        let registry = Registry::new(Arc::new(blobs), Arc::new(meta), RegistryConfig::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            wharf_api::serve(listener, wharf_api::app(registry), async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Server {
+            base: format!("http://{addr}"),
+            client: Client::builder().build().unwrap(),
+            data: data.to_path_buf(),
+            stop: Some(tx),
+            task: Some(task),
+            _dir: None,
+        }
+    }
+
+    /// Stops the server and waits until it has let go of its data directory.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// Pushes `bytes` as a blob of `repo` monolithically; returns its digest.
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let d = sha256(bytes);
+        let r = self
+            .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={d}"))
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "push blob: {}", r.text().await.unwrap());
+        d
+    }
+
+    /// Pushes a manifest; returns the response.
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &str) -> Response {
+        self.req(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
+            .header("content-type", media_type)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Pushes a small image (config + one layer) tagged `tag`; returns the
+    /// manifest's body and digest.
+    pub async fn push_image(&self, repo: &str, tag: &str, seed: &str) -> (String, String) {
+        let config = format!("{{\"seed\":\"{seed}\"}}");
+        let layer = format!("layer of {seed}");
+        let cd = self.push_blob(repo, config.as_bytes()).await;
+        let ld = self.push_blob(repo, layer.as_bytes()).await;
+        let body = image_manifest(&cd, config.len(), &ld, layer.len(), "");
+        let r = self.put_manifest(repo, tag, OCI_MANIFEST, &body).await;
+        assert_eq!(r.status(), 201, "push manifest: {}", r.text().await.unwrap());
+        let d = sha256(body.as_bytes());
+        (body, d)
+    }
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// An OCI image manifest over one config and one layer; `extra` is appended
+/// inside the top-level object (e.g. `,"subject":{…}`).
+pub fn image_manifest(config: &str, config_len: usize, layer: &str, layer_len: usize, extra: &str) -> String {
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_len}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer}","size":{layer_len}}}]{extra}}}"#
+    )
+}
+
+/// The OCI error code of a response body.
+pub async fn error_code(r: Response) -> String {
+    let v: serde_json::Value = r.json().await.expect("an OCI error body");
+    v["errors"][0]["code"].as_str().unwrap_or("").to_string()
+}
+
+pub fn header(r: &Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}

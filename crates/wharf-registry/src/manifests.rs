@@ -1,0 +1,236 @@
+//! Manifests and tags: validated on push, served from memory on pull.
+//!
+//! A `PUT` is accepted only when the manifest parses, its digest reference
+//! (if pushed by digest) matches its bytes, and everything it references is
+//! already in the repository. Its bytes are made durable in the blob store
+//! before metadata records it.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::TryStreamExt;
+use wharf_core::manifest::{Manifest, ManifestKind};
+use wharf_core::{media, Digest, RegistryError, RepoName, Reference};
+use wharf_meta::ManifestRecord;
+use wharf_storage::StorageError;
+
+use crate::cache::Cached;
+use crate::{meta_err, storage_err, Registry};
+
+/// A manifest as served: exactly the bytes that were pushed.
+#[derive(Clone, Debug)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// What a successful manifest `PUT` tells the client.
+#[derive(Clone, Debug)]
+pub struct PutOutcome {
+    /// The manifest's digest (the reference's algorithm if pushed by digest,
+    /// else sha256).
+    pub digest: Digest,
+    /// The subject it refers to, echoed as `OCI-Subject`.
+    pub subject: Option<Digest>,
+}
+
+impl Registry {
+    /// The digest a reference names in `repo` (resolving tags).
+    async fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Digest, RegistryError> {
+        match reference {
+            Reference::Digest(d) => Ok(d.clone()),
+            Reference::Tag(t) => self
+                .meta()
+                .resolve_tag(repo, t)
+                .await
+                .map_err(meta_err)?
+                .ok_or_else(|| RegistryError::ManifestUnknown(format!("{repo}:{t}"))),
+        }
+    }
+
+    /// The manifest `reference` names in `repo`.
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<StoredManifest, RegistryError> {
+        let digest = self.resolve(repo, reference).await?;
+        if let Some(c) = self.inner.manifests.get(repo, &digest) {
+            return Ok(StoredManifest {
+                digest,
+                media_type: c.media_type,
+                bytes: c.bytes,
+            });
+        }
+        let unknown = || RegistryError::ManifestUnknown(format!("{repo}@{digest}"));
+        let record = self
+            .meta()
+            .get_manifest(repo, &digest)
+            .await
+            .map_err(meta_err)?
+            .ok_or_else(unknown)?;
+        let bytes = match self.read_small(&digest, record.size).await {
+            Err(RegistryError::BlobUnknown(_)) => {
+                tracing::error!(%repo, %digest, "manifest recorded in metadata is missing from storage");
+                return Err(unknown());
+            }
+            other => other?,
+        };
+        self.inner.manifests.insert(
+            repo,
+            &digest,
+            Cached {
+                media_type: record.media_type.clone(),
+                bytes: bytes.clone(),
+            },
+        );
+        Ok(StoredManifest {
+            digest,
+            media_type: record.media_type,
+            bytes,
+        })
+    }
+
+    /// Reads a small stored object (a manifest) whole.
+    async fn read_small(&self, digest: &Digest, size: u64) -> Result<Bytes, RegistryError> {
+        let stream = match self.blobs().get(digest, None).await {
+            Ok(s) => s,
+            Err(StorageError::NotFound) => return Err(RegistryError::BlobUnknown(digest.clone())),
+            Err(e) => return Err(storage_err(e)),
+        };
+        let mut buf = BytesMut::with_capacity(size.min(media::MAX_MANIFEST_BYTES as u64) as usize);
+        let mut stream = stream;
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|e| RegistryError::Internal(format!("reading manifest: {e}")))?
+        {
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    }
+
+    /// Stores a manifest pushed to `repo` under `reference`.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PutOutcome, RegistryError> {
+        let manifest = Manifest::parse(content_type, &bytes)?;
+        let digest = match reference {
+            Reference::Digest(d) if d.verifies(&bytes) => d.clone(),
+            Reference::Digest(d) => {
+                return Err(RegistryError::DigestInvalid(format!(
+                    "manifest content does not hash to {d}"
+                )))
+            }
+            Reference::Tag(_) => Digest::sha256_of(&bytes),
+        };
+        self.check_references(repo, &manifest).await?;
+
+        self.blobs()
+            .put(&digest, bytes.clone())
+            .await
+            .map_err(storage_err)?;
+        let record = ManifestRecord {
+            digest: digest.clone(),
+            media_type: manifest.media_type.clone(),
+            size: bytes.len() as u64,
+            artifact_type: manifest.referrer_artifact_type(),
+            annotations: manifest.annotations.clone(),
+            subject: manifest.subject.as_ref().map(|s| s.digest.clone()),
+            references: manifest
+                .config
+                .iter()
+                .chain(&manifest.layers)
+                .chain(&manifest.manifests)
+                .map(|d| d.digest.clone())
+                .collect(),
+        };
+        let tag = match reference {
+            Reference::Tag(t) => Some(t),
+            Reference::Digest(_) => None,
+        };
+        self.meta()
+            .put_manifest(repo, &record, tag)
+            .await
+            .map_err(meta_err)?;
+        self.inner.manifests.insert(
+            repo,
+            &digest,
+            Cached {
+                media_type: manifest.media_type,
+                bytes,
+            },
+        );
+        Ok(PutOutcome {
+            digest,
+            subject: record.subject,
+        })
+    }
+
+    /// Refuses a manifest whose blobs (image) or child manifests (index) are
+    /// not in `repo`.
+    async fn check_references(&self, repo: &RepoName, m: &Manifest) -> Result<(), RegistryError> {
+        for blob in m.required_blobs() {
+            let held = self
+                .meta()
+                .blob_size(repo, &blob.digest)
+                .await
+                .map_err(meta_err)?;
+            if held.is_none() {
+                return Err(RegistryError::ManifestBlobUnknown(blob.digest.clone()));
+            }
+        }
+        if m.kind == ManifestKind::Index {
+            for child in &m.manifests {
+                let held = self
+                    .meta()
+                    .get_manifest(repo, &child.digest)
+                    .await
+                    .map_err(meta_err)?;
+                if held.is_none() {
+                    return Err(RegistryError::ManifestChildUnknown(child.digest.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a tag (by tag reference) or a manifest with all its tags (by
+    /// digest).
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<(), RegistryError> {
+        let found = match reference {
+            Reference::Tag(t) => self.meta().delete_tag(repo, t).await.map_err(meta_err)?,
+            Reference::Digest(d) => {
+                let found = self.meta().delete_manifest(repo, d).await.map_err(meta_err)?;
+                self.inner.manifests.remove(repo, d);
+                found
+            }
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(RegistryError::ManifestUnknown(format!("{repo} {reference}")))
+        }
+    }
+
+    /// Tags of `repo` after `last`, at most `n`; `NAME_UNKNOWN` for a
+    /// repository that was never pushed to.
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>, RegistryError> {
+        if !self.meta().repo_exists(repo).await.map_err(meta_err)? {
+            return Err(RegistryError::NameUnknown(repo.to_string()));
+        }
+        self.meta().list_tags(repo, last, n).await.map_err(meta_err)
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The one command that runs every Wharf test, on a fresh machine or a warm
+# one: installs what the tests need (idempotent), checks formatting and
+# lints, runs the Rust test suites, then the end-to-end tests with real
+# clients (skopeo, podman, docker) against a release build.
+#
+#   bash scripts/test.sh            # everything
+#   WHARF_SKIP_E2E=1 bash scripts/test.sh   # Rust suites only (quick loop)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing test dependencies"
+bash scripts/install-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked 2>&1 | tee target/cargo-test.log
+# Sum the per-binary result lines so the run ends with one honest total.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "rust: %d passed, %d failed\n", p, f }' target/cargo-test.log
+
+if [ "${WHARF_SKIP_E2E:-0}" = 1 ]; then
+  echo "WHARF_SKIP_E2E=1: end-to-end tests skipped"
+  exit 0
+fi
+
+step "release build"
+cargo build --release --locked -p wharf
+
+step "end-to-end tests with real clients"
+WHARF_BIN="$PWD/target/release/wharf" bash tests/e2e/run.sh
