@@ -1,0 +1,100 @@
+//! [`GuardedMetaStore`]: any `MetaStore` behind a [`Guard`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use wharf_core::{Digest, RepoName, Tag, UploadId};
+use wharf_meta::{ManifestRecord, MetaError, MetaStore, UploadRecord};
+
+use crate::{Guard, GuardError};
+
+/// A metadata store whose every call has a slot, a deadline and a breaker.
+pub struct GuardedMetaStore {
+    inner: Arc<dyn MetaStore>,
+    guard: Guard,
+}
+
+impl GuardedMetaStore {
+    pub fn new(inner: Arc<dyn MetaStore>, guard: Guard) -> Self {
+        GuardedMetaStore { inner, guard }
+    }
+
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    async fn call<T>(&self, f: impl std::future::Future<Output = Result<T, MetaError>>) -> Result<T, MetaError> {
+        let failure = |e: &MetaError| matches!(e, MetaError::Unavailable(_));
+        self.guard.run(true, failure, f).await.map_err(|e| match e {
+            GuardError::Inner(e) => e,
+            other => MetaError::Unavailable(format!("{}: {other}", self.guard.name())),
+        })
+    }
+}
+
+#[async_trait]
+impl MetaStore for GuardedMetaStore {
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<(), MetaError> {
+        self.call(self.inner.link_blob(repo, digest, size)).await
+    }
+
+    async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        self.call(self.inner.blob_size(repo, digest)).await
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        self.call(self.inner.unlink_blob(repo, digest)).await
+    }
+
+    async fn put_manifest(&self, repo: &RepoName, record: &ManifestRecord, tag: Option<&Tag>) -> Result<(), MetaError> {
+        self.call(self.inner.put_manifest(repo, record, tag)).await
+    }
+
+    async fn get_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>, MetaError> {
+        self.call(self.inner.get_manifest(repo, digest)).await
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        self.call(self.inner.delete_manifest(repo, digest)).await
+    }
+
+    async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, MetaError> {
+        self.call(self.inner.resolve_tag(repo, tag)).await
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
+        self.call(self.inner.delete_tag(repo, tag)).await
+    }
+
+    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Vec<String>, MetaError> {
+        self.call(self.inner.list_tags(repo, last, n)).await
+    }
+
+    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<ManifestRecord>, MetaError> {
+        self.call(self.inner.referrers(repo, subject)).await
+    }
+
+    async fn repo_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
+        self.call(self.inner.repo_exists(repo)).await
+    }
+
+    async fn list_repos(&self, last: Option<&str>, n: usize) -> Result<Vec<String>, MetaError> {
+        self.call(self.inner.list_repos(last, n)).await
+    }
+
+    async fn put_upload(&self, upload: &UploadRecord) -> Result<(), MetaError> {
+        self.call(self.inner.put_upload(upload)).await
+    }
+
+    async fn get_upload(&self, id: &UploadId) -> Result<Option<UploadRecord>, MetaError> {
+        self.call(self.inner.get_upload(id)).await
+    }
+
+    async fn delete_upload(&self, id: &UploadId) -> Result<(), MetaError> {
+        self.call(self.inner.delete_upload(id)).await
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<UploadRecord>, MetaError> {
+        self.call(self.inner.list_uploads()).await
+    }
+}
