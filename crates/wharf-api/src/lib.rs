@@ -32,6 +32,7 @@ mod headers;
 mod manifests;
 mod referrers;
 pub mod routes;
+pub mod server;
 mod tags;
 mod uploads;
 
@@ -42,16 +43,17 @@ pub fn app(registry: Registry) -> Router {
     Router::new().fallback(dispatch).with_state(registry)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets requests
-/// in flight finish.
+pub use server::{serve_with, ConnStats, ServerConfig};
+
+/// Serves `app` on `listener` with default limits until `shutdown`
+/// resolves, then lets requests in flight finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let stats = std::sync::Arc::new(ConnStats::default());
+    serve_with(listener, app, ServerConfig::default(), stats, shutdown).await
 }
 
 /// What every handler returns.
