@@ -18,15 +18,23 @@
 
 use std::future::Future;
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use axum::response::Response;
 use axum::Router;
+use wharf_admission::{Admission, Class, Refusal};
 use wharf_core::RegistryError;
 use wharf_registry::Registry;
+use wharf_telemetry::RequestMetrics;
+
+pub use body::MinRate;
 
 mod blobs;
+mod body;
 pub mod error;
 mod headers;
 mod manifests;
@@ -38,9 +46,38 @@ mod uploads;
 
 use routes::Endpoint;
 
-/// Builds the registry's router.
+/// Everything a request handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    /// Admission control; `None` admits everything (tests of pure API
+    /// behaviour).
+    pub admission: Option<Admission>,
+    pub metrics: Arc<RequestMetrics>,
+    /// The slowest an upload body may arrive.
+    pub min_rate: MinRate,
+}
+
+impl AppState {
+    /// State with no admission control and default limits.
+    pub fn new(registry: Registry) -> AppState {
+        AppState {
+            registry,
+            admission: None,
+            metrics: Arc::new(RequestMetrics::default()),
+            min_rate: MinRate::default(),
+        }
+    }
+}
+
+/// Builds the registry's router with no admission control.
 pub fn app(registry: Registry) -> Router {
-    Router::new().fallback(dispatch).with_state(registry)
+    app_with(AppState::new(registry))
+}
+
+/// Builds the registry's router over `state`.
+pub fn app_with(state: AppState) -> Router {
+    Router::new().fallback(dispatch).with_state(state)
 }
 
 pub use server::{serve_with, ConnStats, ServerConfig};
@@ -52,7 +89,7 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let stats = std::sync::Arc::new(ConnStats::default());
+    let stats = Arc::new(ConnStats::default());
     serve_with(listener, app, ServerConfig::default(), stats, shutdown).await
 }
 
@@ -66,19 +103,107 @@ pub(crate) struct Req {
     pub headers: HeaderMap,
 }
 
-/// Routes every request: parse the path once, then match endpoint and method.
-async fn dispatch(State(reg): State<Registry>, request: Request<Body>) -> Response {
+/// What admission and metrics need to know about a request.
+struct Classified {
+    class: Class,
+    /// A fixed name for metrics labels.
+    route: &'static str,
+    /// Whose share the request counts against.
+    tenant: String,
+}
+
+fn classify(endpoint: Option<&Endpoint>, method: &Method) -> Classified {
+    use Endpoint as E;
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    let (class, route, repo) = match endpoint {
+        None => (Class::Admin, "unknown", None),
+        Some(E::Base) => (Class::Admin, "base", None),
+        Some(E::Catalog) => (Class::Admin, "catalog", None),
+        Some(E::Tags(r)) => (Class::Admin, "tags", Some(r)),
+        Some(E::Referrers(r, _)) => (Class::Admin, "referrers", Some(r)),
+        Some(E::Manifest(r, _)) if read => (Class::Pull, "manifest", Some(r)),
+        Some(E::Manifest(r, _)) => (Class::Push, "manifest", Some(r)),
+        Some(E::Blob(r, _)) if read => (Class::Pull, "blob", Some(r)),
+        Some(E::Blob(r, _)) => (Class::Push, "blob", Some(r)),
+        Some(E::Uploads(r)) => (Class::Push, "uploads", Some(r)),
+        Some(E::Upload(r, _)) => (Class::Push, "upload", Some(r)),
+    };
+    Classified {
+        class,
+        route,
+        tenant: repo.map(|r| r.namespace().to_string()).unwrap_or_default(),
+    }
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => "OTHER",
+    }
+}
+
+fn refusal_error(r: Refusal) -> RegistryError {
+    let retry_after = r.retry_after().as_secs().max(1) as u32;
+    match r {
+        Refusal::NodeBusy { class, .. } => RegistryError::Unavailable {
+            reason: format!("this node is at its limit for {} requests", class.as_str()),
+            retry_after,
+        },
+        Refusal::TenantOverShare { class, .. } => RegistryError::TooManyRequests {
+            reason: format!(
+                "this namespace is using its full share of the node's {} capacity",
+                class.as_str()
+            ),
+            retry_after,
+        },
+    }
+}
+
+/// Routes every request: parse the path once, admit it (or refuse at once),
+/// then match endpoint and method; record its latency and bytes.
+async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Response {
+    let started = Instant::now();
     let (parts, body) = request.into_parts();
     let req = Req {
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
     };
-    let result = match routes::parse(req.uri.path()) {
-        Ok(endpoint) => route(&reg, endpoint, &req, body).await,
+    let head = req.method == Method::HEAD;
+    let endpoint = routes::parse(req.uri.path());
+    let c = classify(endpoint.as_ref().ok(), &req.method);
+    let permit = match &state.admission {
+        Some(a) => match a.acquire(c.class, &c.tenant).await {
+            Ok(p) => Some(p),
+            Err(refusal) => {
+                let resp = finish(error::error_response(&refusal_error(refusal), head));
+                state.metrics.observe(c.route, method_label(&req.method), resp.status().as_u16(), started.elapsed());
+                return resp;
+            }
+        },
+        None => None,
+    };
+    let body = body::Counted::wrap(body, state.metrics.clone(), body::Direction::In, None);
+    let result = match endpoint {
+        Ok(endpoint) => route(&state, endpoint, &req, body).await,
         Err(e) => Err(e),
     };
-    let mut response = result.unwrap_or_else(|e| error::error_response(&e, req.method == Method::HEAD));
+    let response = finish(result.unwrap_or_else(|e| error::error_response(&e, head)));
+    state
+        .metrics
+        .observe(c.route, method_label(&req.method), response.status().as_u16(), started.elapsed());
+    let (parts, body) = response.into_parts();
+    let body = body::Counted::wrap(body, state.metrics.clone(), body::Direction::Out, permit);
+    Response::from_parts(parts, body)
+}
+
+/// Headers every response carries.
+fn finish(mut response: Response) -> Response {
     response.headers_mut().insert(
         "docker-distribution-api-version",
         HeaderValue::from_static("registry/2.0"),
@@ -86,8 +211,9 @@ async fn dispatch(State(reg): State<Registry>, request: Request<Body>) -> Respon
     response
 }
 
-async fn route(reg: &Registry, endpoint: Endpoint, req: &Req, body: Body) -> Result {
+async fn route(state: &AppState, endpoint: Endpoint, req: &Req, body: Body) -> Result {
     use Endpoint as E;
+    let reg = &state.registry;
     let m = &req.method;
     match endpoint {
         E::Base if matches!(*m, Method::GET | Method::HEAD) => Ok(headers::empty(200)),
@@ -104,11 +230,11 @@ async fn route(reg: &Registry, endpoint: Endpoint, req: &Req, body: Body) -> Res
             Method::DELETE => blobs::delete_blob(reg, &repo, &d).await,
             _ => not_allowed(req),
         },
-        E::Uploads(repo) if *m == Method::POST => uploads::post_upload(reg, &repo, req, body).await,
+        E::Uploads(repo) if *m == Method::POST => uploads::post_upload(state, &repo, req, body).await,
         E::Upload(repo, id) => match *m {
             Method::GET => uploads::get_upload(reg, &repo, &id).await,
-            Method::PATCH => uploads::patch_upload(reg, &repo, &id, req, body).await,
-            Method::PUT => uploads::put_upload(reg, &repo, &id, req, body).await,
+            Method::PATCH => uploads::patch_upload(state, &repo, &id, req, body).await,
+            Method::PUT => uploads::put_upload(state, &repo, &id, req, body).await,
             Method::DELETE => uploads::delete_upload(reg, &repo, &id).await,
             _ => not_allowed(req),
         },

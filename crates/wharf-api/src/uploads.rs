@@ -6,11 +6,15 @@ use futures_util::{StreamExt, TryStreamExt};
 use wharf_core::{Digest, RegistryError, RepoName, UploadId};
 use wharf_registry::{ByteStream, Registry};
 
+use crate::body::RateChecked;
 use crate::headers::{self, set};
-use crate::{Req, Result};
+use crate::{AppState, Req, Result};
 
-fn stream(body: Body) -> ByteStream {
-    body.into_data_stream().map_err(std::io::Error::other).boxed()
+/// The request body as a byte stream that fails if it trickles in below
+/// the minimum rate.
+fn stream(state: &AppState, body: Body) -> ByteStream {
+    let raw = body.into_data_stream().map_err(std::io::Error::other);
+    RateChecked::new(raw, state.min_rate).boxed()
 }
 
 fn query_digest(req: &Req) -> Result<Option<Digest>> {
@@ -41,7 +45,8 @@ fn session(status: u16, repo: &RepoName, id: &UploadId, size: u64) -> Result {
 
 /// Starts an upload: a mount (`?mount=&from=`), a monolithic upload
 /// (`?digest=` with the blob as body), or an empty session (`202`).
-pub async fn post_upload(reg: &Registry, repo: &RepoName, req: &Req, body: Body) -> Result {
+pub async fn post_upload(state: &AppState, repo: &RepoName, req: &Req, body: Body) -> Result {
+    let reg = &state.registry;
     if let Some(mount) = headers::query(&req.uri, "mount") {
         let digest: Digest = mount
             .parse()
@@ -55,7 +60,7 @@ pub async fn post_upload(reg: &Registry, repo: &RepoName, req: &Req, body: Body)
             }
         }
     } else if let Some(digest) = query_digest(req)? {
-        reg.push_blob(repo, &digest, stream(body)).await?;
+        reg.push_blob(repo, &digest, stream(state, body)).await?;
         return created(repo, &digest);
     }
     let id = reg.start_upload(repo).await?;
@@ -88,7 +93,7 @@ fn content_range(v: &str) -> Result<(u64, u64)> {
 
 /// Appends a chunk: `202` with the new `Range`.
 pub async fn patch_upload(
-    reg: &Registry,
+    state: &AppState,
     repo: &RepoName,
     id: &UploadId,
     req: &Req,
@@ -104,15 +109,16 @@ pub async fn patch_upload(
             )));
         }
     }
-    let size = reg
-        .patch_upload(repo, id, range.map(|(start, _)| start), stream(body))
+    let size = state
+        .registry
+        .patch_upload(repo, id, range.map(|(start, _)| start), stream(state, body))
         .await?;
     session(202, repo, id, size)
 }
 
 /// Completes an upload with `?digest=` (and perhaps a last chunk): `201`.
 pub async fn put_upload(
-    reg: &Registry,
+    state: &AppState,
     repo: &RepoName,
     id: &UploadId,
     req: &Req,
@@ -120,8 +126,8 @@ pub async fn put_upload(
 ) -> Result {
     let digest = query_digest(req)?
         .ok_or_else(|| RegistryError::DigestInvalid("the digest query parameter is required".into()))?;
-    let body = headers::has_body(&req.headers)?.then(|| stream(body));
-    reg.finish_upload(repo, id, &digest, body).await?;
+    let body = headers::has_body(&req.headers)?.then(|| stream(state, body));
+    state.registry.finish_upload(repo, id, &digest, body).await?;
     created(repo, &digest)
 }
 
