@@ -92,7 +92,11 @@ impl AdaptiveLimit {
 
     /// The limit now in force.
     pub fn limit(&self) -> usize {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).limit.round() as usize
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .limit
+            .round() as usize
     }
 }
 
@@ -126,7 +130,11 @@ mod tests {
         for _ in 0..300 {
             a.record(Duration::from_millis(2));
         }
-        assert!(a.limit() > low * 3, "limit should recover, is {}", a.limit());
+        assert!(
+            a.limit() > low * 3,
+            "limit should recover, is {}",
+            a.limit()
+        );
     }
 
     #[test]

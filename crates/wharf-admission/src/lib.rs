@@ -93,9 +93,8 @@ impl Refusal {
 
     pub fn retry_after(&self) -> Duration {
         match self {
-            Refusal::NodeBusy { retry_after, .. } | Refusal::TenantOverShare { retry_after, .. } => {
-                *retry_after
-            }
+            Refusal::NodeBusy { retry_after, .. }
+            | Refusal::TenantOverShare { retry_after, .. } => *retry_after,
         }
     }
 
@@ -330,7 +329,11 @@ mod tests {
     }
 
     fn admission(max: usize, share: f64, wait_ms: u64) -> Admission {
-        Admission::new(limits(max, share, wait_ms), limits(max, share, wait_ms), limits(max, share, wait_ms))
+        Admission::new(
+            limits(max, share, wait_ms),
+            limits(max, share, wait_ms),
+            limits(max, share, wait_ms),
+        )
     }
 
     #[tokio::test]
@@ -341,7 +344,13 @@ mod tests {
             held.push(a.acquire(Class::Pull, &format!("t{i}")).await.unwrap());
         }
         let r = a.acquire(Class::Pull, "t9").await.err().unwrap();
-        assert!(matches!(r, Refusal::NodeBusy { class: Class::Pull, .. }));
+        assert!(matches!(
+            r,
+            Refusal::NodeBusy {
+                class: Class::Pull,
+                ..
+            }
+        ));
         assert_eq!(a.stats(Class::Pull).in_flight, 4);
         assert_eq!(a.stats(Class::Pull).refused_node_total, 1);
         held.pop();
@@ -401,7 +410,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(a.stats(Class::Pull).waiting, 1);
         drop(p);
-        assert!(waiter.await.unwrap(), "waiter admitted once the slot was released");
+        assert!(
+            waiter.await.unwrap(),
+            "waiter admitted once the slot was released"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -424,7 +436,9 @@ mod tests {
         let mut waiters = Vec::new();
         for _ in 0..2 {
             let a = a.clone();
-            waiters.push(tokio::spawn(async move { a.acquire(Class::Pull, "w").await.is_ok() }));
+            waiters.push(tokio::spawn(async move {
+                a.acquire(Class::Pull, "w").await.is_ok()
+            }));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(a.stats(Class::Pull).waiting, 2);

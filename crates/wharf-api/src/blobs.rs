@@ -24,7 +24,11 @@ pub async fn get_blob(reg: &Registry, repo: &RepoName, digest: &Digest, req: &Re
         match &read.range {
             Some(range) => {
                 *r.status_mut() = StatusCode::PARTIAL_CONTENT;
-                set(&mut r, "content-length", (range.end - range.start).to_string());
+                set(
+                    &mut r,
+                    "content-length",
+                    (range.end - range.start).to_string(),
+                );
                 set(
                     &mut r,
                     "content-range",

@@ -33,7 +33,12 @@ pub struct Counted {
 }
 
 impl Counted {
-    pub fn wrap(inner: Body, metrics: Arc<RequestMetrics>, direction: Direction, permit: Option<Permit>) -> Body {
+    pub fn wrap(
+        inner: Body,
+        metrics: Arc<RequestMetrics>,
+        direction: Direction,
+        permit: Option<Permit>,
+    ) -> Body {
         Body::new(Counted {
             inner,
             metrics,
@@ -167,7 +172,10 @@ mod tests {
     async fn a_stalled_body_fails_after_the_grace_period() {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         let stream = tokio_stream_from(rx);
-        let rate = MinRate { bytes_per_sec: 1000, grace: Duration::from_secs(5) };
+        let rate = MinRate {
+            bytes_per_sec: 1000,
+            grace: Duration::from_secs(5),
+        };
         let mut checked = RateChecked::new(stream, rate);
         tx.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
         assert_eq!(checked.next().await.unwrap().unwrap().as_ref(), b"abc");
@@ -181,7 +189,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_steady_body_passes() {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-        let rate = MinRate { bytes_per_sec: 1000, grace: Duration::from_secs(2) };
+        let rate = MinRate {
+            bytes_per_sec: 1000,
+            grace: Duration::from_secs(2),
+        };
         let mut checked = RateChecked::new(tokio_stream_from(rx), rate);
         let sender = tokio::spawn(async move {
             for _ in 0..20 {

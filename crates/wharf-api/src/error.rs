@@ -16,10 +16,17 @@ pub fn error_response(err: &RegistryError, head: bool) -> Response {
     }
     let body = err.to_json().to_string();
     let len = body.len();
-    let mut resp = Response::new(if head { Body::empty() } else { Body::from(body) });
+    let mut resp = Response::new(if head {
+        Body::empty()
+    } else {
+        Body::from(body)
+    });
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if let Some(secs) = err.retry_after() {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -112,7 +112,9 @@ pub fn pagination(
             .map_err(|_| RegistryError::SizeInvalid(format!("n must be a number, not {v:?}")))?
             .min(max),
     };
-    let last = query(uri, "last").map(|v| v.into_owned()).filter(|v| !v.is_empty());
+    let last = query(uri, "last")
+        .map(|v| v.into_owned())
+        .filter(|v| !v.is_empty());
     Ok((n, last))
 }
 

@@ -182,7 +182,12 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
             Ok(p) => Some(p),
             Err(refusal) => {
                 let resp = finish(error::error_response(&refusal_error(refusal), head));
-                state.metrics.observe(c.route, method_label(&req.method), resp.status().as_u16(), started.elapsed());
+                state.metrics.observe(
+                    c.route,
+                    method_label(&req.method),
+                    resp.status().as_u16(),
+                    started.elapsed(),
+                );
                 return resp;
             }
         },
@@ -194,9 +199,12 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
         Err(e) => Err(e),
     };
     let response = finish(result.unwrap_or_else(|e| error::error_response(&e, head)));
-    state
-        .metrics
-        .observe(c.route, method_label(&req.method), response.status().as_u16(), started.elapsed());
+    state.metrics.observe(
+        c.route,
+        method_label(&req.method),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     let (parts, body) = response.into_parts();
     let body = body::Counted::wrap(body, state.metrics.clone(), body::Direction::Out, permit);
     Response::from_parts(parts, body)
@@ -230,7 +238,9 @@ async fn route(state: &AppState, endpoint: Endpoint, req: &Req, body: Body) -> R
             Method::DELETE => blobs::delete_blob(reg, &repo, &d).await,
             _ => not_allowed(req),
         },
-        E::Uploads(repo) if *m == Method::POST => uploads::post_upload(state, &repo, req, body).await,
+        E::Uploads(repo) if *m == Method::POST => {
+            uploads::post_upload(state, &repo, req, body).await
+        }
         E::Upload(repo, id) => match *m {
             Method::GET => uploads::get_upload(reg, &repo, &id).await,
             Method::PATCH => uploads::patch_upload(state, &repo, &id, req, body).await,

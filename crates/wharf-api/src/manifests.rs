@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
-use wharf_core::{media, RegistryError, RepoName, Reference};
+use wharf_core::{media, Reference, RegistryError, RepoName};
 use wharf_registry::Registry;
 
 use crate::headers::{self, set};
@@ -74,7 +74,11 @@ pub async fn put_manifest(
     let content_type = headers::get(&req.headers, "content-type");
     let out = reg.put_manifest(repo, r, content_type, bytes).await?;
     let mut resp = headers::empty(201);
-    set(&mut resp, "location", format!("/v2/{repo}/manifests/{}", out.digest));
+    set(
+        &mut resp,
+        "location",
+        format!("/v2/{repo}/manifests/{}", out.digest),
+    );
     set(&mut resp, "docker-content-digest", out.digest.to_string());
     if let Some(subject) = out.subject {
         set(&mut resp, "oci-subject", subject.to_string());
@@ -104,15 +108,25 @@ mod tests {
     fn negotiates_on_accept() {
         assert!(accepts(&with_accept(&[]), media::OCI_INDEX));
         assert!(accepts(&with_accept(&["*/*"]), media::OCI_INDEX));
-        assert!(accepts(&with_accept(&["application/json"]), media::OCI_INDEX));
+        assert!(accepts(
+            &with_accept(&["application/json"]),
+            media::OCI_INDEX
+        ));
         assert!(accepts(
             &with_accept(&[media::DOCKER_MANIFEST, media::OCI_INDEX]),
             media::OCI_INDEX
         ));
         assert!(accepts(
-            &with_accept(&[&format!("{}; q=0.5, {}", media::DOCKER_MANIFEST, media::OCI_MANIFEST)]),
+            &with_accept(&[&format!(
+                "{}; q=0.5, {}",
+                media::DOCKER_MANIFEST,
+                media::OCI_MANIFEST
+            )]),
             media::OCI_MANIFEST
         ));
-        assert!(!accepts(&with_accept(&[media::DOCKER_MANIFEST]), media::OCI_INDEX));
+        assert!(!accepts(
+            &with_accept(&[media::DOCKER_MANIFEST]),
+            media::OCI_INDEX
+        ));
     }
 }

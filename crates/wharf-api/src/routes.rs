@@ -9,7 +9,7 @@
 
 use std::str::FromStr;
 
-use wharf_core::{Digest, RegistryError, RepoName, Reference, UploadId};
+use wharf_core::{Digest, Reference, RegistryError, RepoName, UploadId};
 
 /// Every endpoint of the distribution API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,7 +101,10 @@ mod tests {
         assert_eq!(parse("/v2/").unwrap(), Endpoint::Base);
         assert_eq!(parse("/v2").unwrap(), Endpoint::Base);
         assert_eq!(parse("/v2/_catalog").unwrap(), Endpoint::Catalog);
-        assert_eq!(parse("/v2/a/b/tags/list").unwrap(), Endpoint::Tags(r("a/b")));
+        assert_eq!(
+            parse("/v2/a/b/tags/list").unwrap(),
+            Endpoint::Tags(r("a/b"))
+        );
         assert_eq!(
             parse("/v2/a/manifests/latest").unwrap(),
             Endpoint::Manifest(r("a"), "latest".parse().unwrap())
@@ -114,8 +117,14 @@ mod tests {
             parse(&format!("/v2/a/blobs/{}", d())).unwrap(),
             Endpoint::Blob(r("a"), d().parse().unwrap())
         );
-        assert_eq!(parse("/v2/a/blobs/uploads/").unwrap(), Endpoint::Uploads(r("a")));
-        assert_eq!(parse("/v2/a/blobs/uploads").unwrap(), Endpoint::Uploads(r("a")));
+        assert_eq!(
+            parse("/v2/a/blobs/uploads/").unwrap(),
+            Endpoint::Uploads(r("a"))
+        );
+        assert_eq!(
+            parse("/v2/a/blobs/uploads").unwrap(),
+            Endpoint::Uploads(r("a"))
+        );
         assert_eq!(
             parse("/v2/a/blobs/uploads/abc-123").unwrap(),
             Endpoint::Upload(r("a"), "abc-123".parse().unwrap())
@@ -133,7 +142,10 @@ mod tests {
             parse("/v2/x/blobs/manifests/v1").unwrap(),
             Endpoint::Manifest(r("x/blobs"), "v1".parse().unwrap())
         );
-        assert_eq!(parse("/v2/x/tags/tags/list").unwrap(), Endpoint::Tags(r("x/tags")));
+        assert_eq!(
+            parse("/v2/x/tags/tags/list").unwrap(),
+            Endpoint::Tags(r("x/tags"))
+        );
         assert_eq!(
             parse("/v2/x/blobs/blobs/uploads/").unwrap(),
             Endpoint::Uploads(r("x/blobs"))
@@ -150,7 +162,9 @@ mod tests {
         assert_eq!(code("/v2/a/blobs/sha256:1234"), "DIGEST_INVALID");
         assert_eq!(code("/v2/a/manifests/sha256:xyz"), "DIGEST_INVALID");
         assert_eq!(code("/v2/a/manifests/-bad"), "MANIFEST_INVALID");
-        assert_eq!(code("/v2/a/blobs/uploads/../x"), "NAME_INVALID");
+        // No endpoint ends in `/../<x>`: refused as unknown, never resolved.
+        assert_eq!(code("/v2/a/blobs/uploads/../x"), "UNSUPPORTED");
+        assert_eq!(code(&format!("/v2/../blobs/{}", d())), "NAME_INVALID");
         assert_eq!(code("/v2/a/blobs/uploads/a.b"), "BLOB_UPLOAD_UNKNOWN");
         assert_eq!(code("/v3/"), "UNSUPPORTED");
         assert_eq!(code("/v2/a"), "UNSUPPORTED");
@@ -161,7 +175,20 @@ mod tests {
     #[test]
     fn never_panics_on_arbitrary_paths() {
         // A cheap deterministic fuzz: every short path over a hostile alphabet.
-        let alphabet = ["/", "a", "v2", "blobs", "uploads", "manifests", "tags", "list", ":", ".", "%2f", ""];
+        let alphabet = [
+            "/",
+            "a",
+            "v2",
+            "blobs",
+            "uploads",
+            "manifests",
+            "tags",
+            "list",
+            ":",
+            ".",
+            "%2f",
+            "",
+        ];
         let mut count = 0;
         for a in alphabet {
             for b in alphabet {

@@ -153,7 +153,9 @@ pub async fn serve_with(
                     (clock.elapsed().as_millis() as u64)
                         .saturating_sub(activity.load(Ordering::Relaxed)),
                 );
-                let check_in = idle_timeout.saturating_sub(idle_for).max(Duration::from_millis(100));
+                let check_in = idle_timeout
+                    .saturating_sub(idle_for)
+                    .max(Duration::from_millis(100));
                 tokio::select! {
                     _ = conn.as_mut() => break,
                     _ = tokio::time::sleep(check_in), if !closing => {
@@ -229,7 +231,11 @@ impl Tracked {
 }
 
 impl AsyncRead for Tracked {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -241,7 +247,11 @@ impl AsyncRead for Tracked {
 }
 
 impl AsyncWrite for Tracked {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {

@@ -48,7 +48,10 @@ pub async fn get_tags(reg: &Registry, repo: &RepoName, req: &Req) -> Result {
     };
     let (tags, more) = split_page(tags, n);
     let next = more.map(|l| format!("/v2/{repo}/tags/list?n={n}&last={l}"));
-    page(serde_json::json!({ "name": repo.as_str(), "tags": tags }), next)
+    page(
+        serde_json::json!({ "name": repo.as_str(), "tags": tags }),
+        next,
+    )
 }
 
 pub async fn get_catalog(reg: &Registry, req: &Req) -> Result {

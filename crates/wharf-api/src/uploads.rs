@@ -50,7 +50,9 @@ pub async fn post_upload(state: &AppState, repo: &RepoName, req: &Req, body: Bod
     if let Some(mount) = headers::query(&req.uri, "mount") {
         let digest: Digest = mount
             .parse()
-            .map_err(|e: wharf_core::digest::DigestError| RegistryError::DigestInvalid(e.to_string()))?;
+            .map_err(|e: wharf_core::digest::DigestError| {
+                RegistryError::DigestInvalid(e.to_string())
+            })?;
         // A missing or invalid `from` just means "not mountable": fall back
         // to a normal upload, as the spec asks.
         let from = headers::query(&req.uri, "from").and_then(|f| f.parse::<RepoName>().ok());
@@ -84,7 +86,10 @@ fn content_range(v: &str) -> Result<(u64, u64)> {
         .unwrap_or(s);
     let s = s.split('/').next().unwrap_or(s);
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    let (a, b): (u64, u64) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
     if b < a {
         return Err(bad());
     }
@@ -124,10 +129,14 @@ pub async fn put_upload(
     req: &Req,
     body: Body,
 ) -> Result {
-    let digest = query_digest(req)?
-        .ok_or_else(|| RegistryError::DigestInvalid("the digest query parameter is required".into()))?;
+    let digest = query_digest(req)?.ok_or_else(|| {
+        RegistryError::DigestInvalid("the digest query parameter is required".into())
+    })?;
     let body = headers::has_body(&req.headers)?.then(|| stream(state, body));
-    state.registry.finish_upload(repo, id, &digest, body).await?;
+    state
+        .registry
+        .finish_upload(repo, id, &digest, body)
+        .await?;
     created(repo, &digest)
 }
 

@@ -75,11 +75,35 @@ impl Server {
         self.client.request(method, self.url(path))
     }
 
+    /// Sends `GET path` over a bare socket, byte for byte as given (HTTP
+    /// clients normalise `..` and `%2e%2e` away before sending, which would
+    /// hide what the server does with them). Returns the status and body.
+    pub async fn raw_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.base.trim_start_matches("http://");
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        sock.write_all(head.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        sock.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("an HTTP status line");
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
     /// Pushes `bytes` as a blob of `repo` monolithically; returns its digest.
     pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
         let d = sha256(bytes);
         let r = self
-            .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={d}"))
+            .req(
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+            )
             .body(bytes.to_vec())
             .send()
             .await
@@ -89,7 +113,13 @@ impl Server {
     }
 
     /// Pushes a manifest; returns the response.
-    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &str) -> Response {
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &str,
+    ) -> Response {
         self.req(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
             .header("content-type", media_type)
             .body(body.to_string())
@@ -107,7 +137,12 @@ impl Server {
         let ld = self.push_blob(repo, layer.as_bytes()).await;
         let body = image_manifest(&cd, config.len(), &ld, layer.len(), "");
         let r = self.put_manifest(repo, tag, OCI_MANIFEST, &body).await;
-        assert_eq!(r.status(), 201, "push manifest: {}", r.text().await.unwrap());
+        assert_eq!(
+            r.status(),
+            201,
+            "push manifest: {}",
+            r.text().await.unwrap()
+        );
         let d = sha256(body.as_bytes());
         (body, d)
     }
@@ -124,7 +159,13 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 /// An OCI image manifest over one config and one layer; `extra` is appended
 /// inside the top-level object (e.g. `,"subject":{…}`).
-pub fn image_manifest(config: &str, config_len: usize, layer: &str, layer_len: usize, extra: &str) -> String {
+pub fn image_manifest(
+    config: &str,
+    config_len: usize,
+    layer: &str,
+    layer_len: usize,
+    extra: &str,
+) -> String {
     format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_len}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer}","size":{layer_len}}}]{extra}}}"#
     )

@@ -20,7 +20,11 @@ async fn put_then_get_by_tag_and_digest_returns_exact_bytes() {
         assert_eq!(header(&r, "content-type"), OCI_MANIFEST);
         assert_eq!(header(&r, "docker-content-digest"), d);
         assert_eq!(r.text().await.unwrap(), body);
-        let r = s.req(Method::HEAD, &format!("/v2/acme/app/manifests/{reference}")).send().await.unwrap();
+        let r = s
+            .req(Method::HEAD, &format!("/v2/acme/app/manifests/{reference}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "content-length"), body.len().to_string());
         assert_eq!(header(&r, "docker-content-digest"), d);
@@ -72,7 +76,11 @@ async fn missing_blobs_and_children_are_refused() {
     let r = s.put_manifest("a", "idx", OCI_INDEX, &index).await;
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
-    let r = s.req(Method::GET, "/v2/a/manifests/idx").send().await.unwrap();
+    let r = s
+        .req(Method::GET, "/v2/a/manifests/idx")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
@@ -81,15 +89,24 @@ async fn malformed_and_oversized_manifests_are_refused() {
     let s = Server::start().await;
     for (ct, body) in [
         (OCI_MANIFEST, "{not json"),
-        (OCI_MANIFEST, r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#),
+        (
+            OCI_MANIFEST,
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#,
+        ),
         (OCI_MANIFEST, r#"{"schemaVersion":1}"#),
-        ("text/plain", r#"{"schemaVersion":2,"mediaType":"text/plain"}"#),
+        (
+            "text/plain",
+            r#"{"schemaVersion":2,"mediaType":"text/plain"}"#,
+        ),
     ] {
         let r = s.put_manifest("a", "bad", ct, body).await;
         assert_eq!(r.status(), 400, "{body}");
         assert_eq!(error_code(r).await, "MANIFEST_INVALID", "{body}");
     }
-    let big = format!("{{\"schemaVersion\":2,\"pad\":\"{}\"}}", "x".repeat(4 * 1024 * 1024));
+    let big = format!(
+        "{{\"schemaVersion\":2,\"pad\":\"{}\"}}",
+        "x".repeat(4 * 1024 * 1024)
+    );
     let r = s.put_manifest("a", "big", OCI_MANIFEST, &big).await;
     assert_eq!(r.status(), 413);
     assert_eq!(error_code(r).await, "MANIFEST_INVALID");
@@ -100,10 +117,18 @@ async fn malformed_and_oversized_manifests_are_refused() {
 #[tokio::test]
 async fn unknown_manifests() {
     let s = Server::start().await;
-    let r = s.req(Method::GET, "/v2/a/manifests/nope").send().await.unwrap();
+    let r = s
+        .req(Method::GET, "/v2/a/manifests/nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
-    let r = s.req(Method::HEAD, &format!("/v2/a/manifests/{}", sha256(b"x"))).send().await.unwrap();
+    let r = s
+        .req(Method::HEAD, &format!("/v2/a/manifests/{}", sha256(b"x")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
@@ -119,11 +144,21 @@ async fn index_and_docker_formats() {
     );
     let r = s.put_manifest("multi", "latest", OCI_INDEX, &index).await;
     assert_eq!(r.status(), 201);
-    let r = s.req(Method::GET, "/v2/multi/manifests/latest").header("accept", OCI_INDEX).send().await.unwrap();
+    let r = s
+        .req(Method::GET, "/v2/multi/manifests/latest")
+        .header("accept", OCI_INDEX)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(header(&r, "content-type"), OCI_INDEX);
     assert_eq!(r.text().await.unwrap(), index);
     // A client that only takes Docker manifests is not handed an OCI index.
-    let r = s.req(Method::GET, "/v2/multi/manifests/latest").header("accept", DOCKER_MANIFEST).send().await.unwrap();
+    let r = s
+        .req(Method::GET, "/v2/multi/manifests/latest")
+        .header("accept", DOCKER_MANIFEST)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
 
@@ -133,13 +168,23 @@ async fn index_and_docker_formats() {
     let dm = format!(
         r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{cd}","size":7}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{ld}","size":5}}]}}"#
     );
-    assert_eq!(s.put_manifest("dock", "v1", DOCKER_MANIFEST, &dm).await.status(), 201);
+    assert_eq!(
+        s.put_manifest("dock", "v1", DOCKER_MANIFEST, &dm)
+            .await
+            .status(),
+        201
+    );
     let dmd = sha256(dm.as_bytes());
     let list = format!(
         r#"{{"schemaVersion":2,"mediaType":"{DOCKER_LIST}","manifests":[{{"mediaType":"{DOCKER_MANIFEST}","digest":"{dmd}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
         dm.len()
     );
-    assert_eq!(s.put_manifest("dock", "list", DOCKER_LIST, &list).await.status(), 201);
+    assert_eq!(
+        s.put_manifest("dock", "list", DOCKER_LIST, &list)
+            .await
+            .status(),
+        201
+    );
     let r = s
         .req(Method::GET, "/v2/dock/manifests/list")
         .header("accept", format!("{DOCKER_MANIFEST}, {DOCKER_LIST}"))
@@ -161,22 +206,45 @@ async fn tags_list_with_pagination() {
     assert_eq!(v["name"], "t");
     assert_eq!(v["tags"], serde_json::json!(["a", "b", "c", "d"]));
 
-    let r = s.req(Method::GET, "/v2/t/tags/list?n=2").send().await.unwrap();
-    assert_eq!(header(&r, "link"), "</v2/t/tags/list?n=2&last=b>; rel=\"next\"");
+    let r = s
+        .req(Method::GET, "/v2/t/tags/list?n=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&r, "link"),
+        "</v2/t/tags/list?n=2&last=b>; rel=\"next\""
+    );
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["tags"], serde_json::json!(["a", "b"]));
-    let r = s.req(Method::GET, "/v2/t/tags/list?n=2&last=b").send().await.unwrap();
+    let r = s
+        .req(Method::GET, "/v2/t/tags/list?n=2&last=b")
+        .send()
+        .await
+        .unwrap();
     assert!(r.headers().get("link").is_none());
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["tags"], serde_json::json!(["c", "d"]));
-    let r = s.req(Method::GET, "/v2/t/tags/list?n=0").send().await.unwrap();
+    let r = s
+        .req(Method::GET, "/v2/t/tags/list?n=0")
+        .send()
+        .await
+        .unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["tags"], serde_json::json!([]));
 
-    let r = s.req(Method::GET, "/v2/never/pushed/tags/list").send().await.unwrap();
+    let r = s
+        .req(Method::GET, "/v2/never/pushed/tags/list")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "NAME_UNKNOWN");
-    let r = s.req(Method::GET, "/v2/t/tags/list?n=many").send().await.unwrap();
+    let r = s
+        .req(Method::GET, "/v2/t/tags/list?n=many")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 }
 
@@ -188,10 +256,20 @@ async fn catalog_with_pagination() {
     }
     let r = s.req(Method::GET, "/v2/_catalog").send().await.unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["repositories"], serde_json::json!(["alpha/one", "alpha/two", "beta", "zeta"]));
+    assert_eq!(
+        v["repositories"],
+        serde_json::json!(["alpha/one", "alpha/two", "beta", "zeta"])
+    );
     let r = s.req(Method::GET, "/v2/_catalog?n=3").send().await.unwrap();
-    assert_eq!(header(&r, "link"), "</v2/_catalog?n=3&last=beta>; rel=\"next\"");
-    let r = s.req(Method::GET, "/v2/_catalog?n=3&last=beta").send().await.unwrap();
+    assert_eq!(
+        header(&r, "link"),
+        "</v2/_catalog?n=3&last=beta>; rel=\"next\""
+    );
+    let r = s
+        .req(Method::GET, "/v2/_catalog?n=3&last=beta")
+        .send()
+        .await
+        .unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["repositories"], serde_json::json!(["zeta"]));
 }
@@ -200,24 +278,91 @@ async fn catalog_with_pagination() {
 async fn delete_tag_and_manifest() {
     let s = Server::start().await;
     let (_, d) = s.push_image("del", "one", "x").await;
-    let r = s.put_manifest("del", "two", OCI_MANIFEST, &s.req(Method::GET, "/v2/del/manifests/one").send().await.unwrap().text().await.unwrap()).await;
+    let r = s
+        .put_manifest(
+            "del",
+            "two",
+            OCI_MANIFEST,
+            &s.req(Method::GET, "/v2/del/manifests/one")
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+        .await;
     assert_eq!(r.status(), 201);
 
     // Deleting a tag keeps the manifest and the other tag.
-    let r = s.req(Method::DELETE, "/v2/del/manifests/one").send().await.unwrap();
+    let r = s
+        .req(Method::DELETE, "/v2/del/manifests/one")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
-    assert_eq!(s.req(Method::GET, "/v2/del/manifests/one").send().await.unwrap().status(), 404);
-    assert_eq!(s.req(Method::GET, "/v2/del/manifests/two").send().await.unwrap().status(), 200);
-    assert_eq!(s.req(Method::GET, &format!("/v2/del/manifests/{d}")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        s.req(Method::GET, "/v2/del/manifests/one")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        s.req(Method::GET, "/v2/del/manifests/two")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        s.req(Method::GET, &format!("/v2/del/manifests/{d}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // Deleting by digest removes the manifest and every tag on it.
-    let r = s.req(Method::DELETE, &format!("/v2/del/manifests/{d}")).send().await.unwrap();
+    let r = s
+        .req(Method::DELETE, &format!("/v2/del/manifests/{d}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
-    assert_eq!(s.req(Method::GET, &format!("/v2/del/manifests/{d}")).send().await.unwrap().status(), 404);
-    assert_eq!(s.req(Method::GET, "/v2/del/manifests/two").send().await.unwrap().status(), 404);
-    let v: serde_json::Value = s.req(Method::GET, "/v2/del/tags/list").send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        s.req(Method::GET, &format!("/v2/del/manifests/{d}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        s.req(Method::GET, "/v2/del/manifests/two")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let v: serde_json::Value = s
+        .req(Method::GET, "/v2/del/tags/list")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["tags"], serde_json::json!([]));
-    let r = s.req(Method::DELETE, &format!("/v2/del/manifests/{d}")).send().await.unwrap();
+    let r = s
+        .req(Method::DELETE, &format!("/v2/del/manifests/{d}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
 }
@@ -248,24 +393,44 @@ async fn referrers_and_subject() {
     let sig = push_artifact("application/vnd.example.sig", "signature").await;
     let sbom = push_artifact("application/vnd.example.sbom", "sbom").await;
 
-    let r = s.req(Method::GET, &format!("/v2/r/referrers/{subject}")).send().await.unwrap();
+    let r = s
+        .req(Method::GET, &format!("/v2/r/referrers/{subject}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "content-type"), OCI_INDEX);
     assert!(r.headers().get("oci-filters-applied").is_none());
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["schemaVersion"], 2);
     assert_eq!(v["mediaType"], OCI_INDEX);
-    let listed: Vec<&str> = v["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()).collect();
+    let listed: Vec<&str> = v["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
     let mut expected = vec![sig.as_str(), sbom.as_str()];
     expected.sort();
     assert_eq!(listed, expected);
-    let sig_entry = v["manifests"].as_array().unwrap().iter().find(|m| m["digest"] == sig.as_str()).unwrap();
+    let sig_entry = v["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["digest"] == sig.as_str())
+        .unwrap();
     assert_eq!(sig_entry["artifactType"], "application/vnd.example.sig");
     assert_eq!(sig_entry["mediaType"], OCI_MANIFEST);
-    assert_eq!(sig_entry["annotations"]["kind"], "application/vnd.example.sig");
+    assert_eq!(
+        sig_entry["annotations"]["kind"],
+        "application/vnd.example.sig"
+    );
 
     let r = s
-        .req(Method::GET, &format!("/v2/r/referrers/{subject}?artifactType=application/vnd.example.sbom"))
+        .req(
+            Method::GET,
+            &format!("/v2/r/referrers/{subject}?artifactType=application/vnd.example.sbom"),
+        )
         .send()
         .await
         .unwrap();
@@ -275,12 +440,29 @@ async fn referrers_and_subject() {
     assert_eq!(v["manifests"][0]["digest"], sbom.as_str());
 
     // Deleting a referrer removes it from the list.
-    s.req(Method::DELETE, &format!("/v2/r/manifests/{sig}")).send().await.unwrap();
-    let v: serde_json::Value = s.req(Method::GET, &format!("/v2/r/referrers/{subject}")).send().await.unwrap().json().await.unwrap();
+    s.req(Method::DELETE, &format!("/v2/r/manifests/{sig}"))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = s
+        .req(Method::GET, &format!("/v2/r/referrers/{subject}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
 
     // An unknown subject has no referrers; it is not a 404.
-    let r = s.req(Method::GET, &format!("/v2/r/referrers/{}", sha256(b"nothing"))).send().await.unwrap();
+    let r = s
+        .req(
+            Method::GET,
+            &format!("/v2/r/referrers/{}", sha256(b"nothing")),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["manifests"], serde_json::json!([]));

@@ -184,14 +184,38 @@ mod tests {
         let table: Vec<(RegistryError, &str, u16)> = vec![
             (RegistryError::BlobUnknown(d.clone()), "BLOB_UNKNOWN", 404),
             (RegistryError::BlobUploadUnknown, "BLOB_UPLOAD_UNKNOWN", 404),
-            (RegistryError::BlobUploadInvalid(s()), "BLOB_UPLOAD_INVALID", 400),
-            (RegistryError::UploadOutOfOrder { size: 1, start: 2 }, "BLOB_UPLOAD_INVALID", 416),
-            (RegistryError::RangeNotSatisfiable { size: 1 }, "SIZE_INVALID", 416),
+            (
+                RegistryError::BlobUploadInvalid(s()),
+                "BLOB_UPLOAD_INVALID",
+                400,
+            ),
+            (
+                RegistryError::UploadOutOfOrder { size: 1, start: 2 },
+                "BLOB_UPLOAD_INVALID",
+                416,
+            ),
+            (
+                RegistryError::RangeNotSatisfiable { size: 1 },
+                "SIZE_INVALID",
+                416,
+            ),
             (RegistryError::DigestInvalid(s()), "DIGEST_INVALID", 400),
-            (RegistryError::ManifestBlobUnknown(d.clone()), "MANIFEST_BLOB_UNKNOWN", 400),
-            (RegistryError::ManifestChildUnknown(d.clone()), "MANIFEST_UNKNOWN", 400),
+            (
+                RegistryError::ManifestBlobUnknown(d.clone()),
+                "MANIFEST_BLOB_UNKNOWN",
+                400,
+            ),
+            (
+                RegistryError::ManifestChildUnknown(d.clone()),
+                "MANIFEST_UNKNOWN",
+                400,
+            ),
             (RegistryError::ManifestInvalid(s()), "MANIFEST_INVALID", 400),
-            (RegistryError::ManifestTooLarge { size: 2, limit: 1 }, "MANIFEST_INVALID", 413),
+            (
+                RegistryError::ManifestTooLarge { size: 2, limit: 1 },
+                "MANIFEST_INVALID",
+                413,
+            ),
             (RegistryError::ManifestUnknown(s()), "MANIFEST_UNKNOWN", 404),
             (RegistryError::NameInvalid(s()), "NAME_INVALID", 400),
             (RegistryError::NameUnknown(s()), "NAME_UNKNOWN", 404),
@@ -199,8 +223,22 @@ mod tests {
             (RegistryError::Unauthorized, "UNAUTHORIZED", 401),
             (RegistryError::Denied(s()), "DENIED", 403),
             (RegistryError::Unsupported(s()), "UNSUPPORTED", 405),
-            (RegistryError::TooManyRequests { reason: s(), retry_after: 1 }, "TOOMANYREQUESTS", 429),
-            (RegistryError::Unavailable { reason: s(), retry_after: 1 }, "UNAVAILABLE", 503),
+            (
+                RegistryError::TooManyRequests {
+                    reason: s(),
+                    retry_after: 1,
+                },
+                "TOOMANYREQUESTS",
+                429,
+            ),
+            (
+                RegistryError::Unavailable {
+                    reason: s(),
+                    retry_after: 1,
+                },
+                "UNAVAILABLE",
+                503,
+            ),
             (RegistryError::EndpointUnknown(s()), "UNSUPPORTED", 404),
             (RegistryError::MethodNotAllowed(s()), "UNSUPPORTED", 405),
             (RegistryError::Internal(s()), "UNKNOWN", 500),
@@ -210,14 +248,20 @@ mod tests {
             assert_eq!((c.as_str(), st), (code, status), "{err:?}");
             let body = err.to_json();
             assert_eq!(body["errors"][0]["code"], code);
-            assert!(body["errors"][0]["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert!(body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()));
         }
     }
 
     #[test]
     fn retry_after_only_on_refusals() {
         assert_eq!(
-            RegistryError::Unavailable { reason: "x".into(), retry_after: 3 }.retry_after(),
+            RegistryError::Unavailable {
+                reason: "x".into(),
+                retry_after: 3
+            }
+            .retry_after(),
             Some(3)
         );
         assert_eq!(RegistryError::Unauthorized.retry_after(), None);

@@ -20,4 +20,4 @@ pub mod names;
 
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::{ErrorCode, RegistryError};
-pub use names::{RepoName, Reference, Tag, UploadId};
+pub use names::{Reference, RepoName, Tag, UploadId};

@@ -109,7 +109,11 @@ impl Manifest {
         let kind = match media_type.as_str() {
             media::OCI_MANIFEST | media::DOCKER_MANIFEST => ManifestKind::Image,
             media::OCI_INDEX | media::DOCKER_MANIFEST_LIST => ManifestKind::Index,
-            other => return Err(invalid(format!("unsupported manifest media type {other:?}"))),
+            other => {
+                return Err(invalid(format!(
+                    "unsupported manifest media type {other:?}"
+                )))
+            }
         };
         let manifest = match kind {
             ManifestKind::Image => {
@@ -132,7 +136,9 @@ impl Manifest {
                     return Err(invalid("an index must not have config or layers"));
                 }
                 Manifest {
-                    manifests: raw.manifests.ok_or_else(|| invalid("manifests is required"))?,
+                    manifests: raw
+                        .manifests
+                        .ok_or_else(|| invalid("manifests is required"))?,
                     config: None,
                     layers: Vec::new(),
                     media_type,
@@ -207,7 +213,10 @@ mod tests {
         );
         let m = Manifest::parse(None, image(&extra).as_bytes()).unwrap();
         assert_eq!(m.subject.as_ref().unwrap().digest.to_string(), digest('c'));
-        assert_eq!(m.referrer_artifact_type().as_deref(), Some("application/x-sig"));
+        assert_eq!(
+            m.referrer_artifact_type().as_deref(),
+            Some("application/x-sig")
+        );
     }
 
     #[test]
@@ -229,14 +238,23 @@ mod tests {
             "not json".to_string(),
             "[]".to_string(),
             r#"{"schemaVersion":1}"#.to_string(),
-            format!(r#"{{"schemaVersion":2,"mediaType":"{}","layers":[]}}"#, media::OCI_MANIFEST),
-            format!(r#"{{"schemaVersion":2,"mediaType":"{}"}}"#, media::OCI_INDEX),
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","layers":[]}}"#,
+                media::OCI_MANIFEST
+            ),
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}"}}"#,
+                media::OCI_INDEX
+            ),
             r#"{"schemaVersion":2,"mediaType":"text/plain"}"#.to_string(),
             image("").replace(&digest('a'), "sha256:nothex"),
         ];
         for body in cases {
             let err = Manifest::parse(None, body.as_bytes()).unwrap_err();
-            assert!(matches!(err, RegistryError::ManifestInvalid(_)), "{body}: {err:?}");
+            assert!(
+                matches!(err, RegistryError::ManifestInvalid(_)),
+                "{body}: {err:?}"
+            );
         }
     }
 

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use wharf_telemetry::{Histogram, LATENCY_BUCKETS};
 
 mod breaker;
 mod meta;
@@ -105,6 +106,8 @@ struct GuardInner {
     rejected_open: AtomicU64,
     wait_micros: AtomicU64,
     call_micros: AtomicU64,
+    /// Latency of calls that reached the dependency.
+    latency: Histogram,
 }
 
 impl Guard {
@@ -121,12 +124,23 @@ impl Guard {
                 rejected_open: AtomicU64::new(0),
                 wait_micros: AtomicU64::new(0),
                 call_micros: AtomicU64::new(0),
+                latency: Histogram::new(&LATENCY_BUCKETS),
             }),
         }
     }
 
     pub fn name(&self) -> &'static str {
         self.inner.config.name
+    }
+
+    /// Latency of the calls that reached the dependency.
+    pub fn latency(&self) -> &Histogram {
+        &self.inner.latency
+    }
+
+    /// Whether the breaker is open (the dependency counts as unreachable).
+    pub fn is_open(&self) -> bool {
+        self.inner.breaker.state() == BreakerState::Open
     }
 
     pub fn stats(&self) -> GuardStats {
@@ -187,7 +201,9 @@ impl Guard {
             call.await.map_err(GuardError::Inner)
         };
         drop(slot);
-        add_micros(&i.call_micros, started.elapsed());
+        let took = started.elapsed();
+        add_micros(&i.call_micros, took);
+        i.latency.observe(took);
         match &result {
             Err(GuardError::Timeout) => {
                 i.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -271,11 +287,17 @@ mod tests {
     async fn breaker_opens_then_probes_closed() {
         let g = guard(4);
         for _ in 0..3 {
-            assert!(matches!(g.run(true, |_: &String| true, fail()).await, Err(GuardError::Inner(_))));
+            assert!(matches!(
+                g.run(true, |_: &String| true, fail()).await,
+                Err(GuardError::Inner(_))
+            ));
         }
         assert_eq!(g.stats().breaker, BreakerState::Open);
         // Open: refused without calling the dependency.
-        assert!(matches!(g.run(true, |_: &String| true, ok()).await, Err(GuardError::Open)));
+        assert!(matches!(
+            g.run(true, |_: &String| true, ok()).await,
+            Err(GuardError::Open)
+        ));
         assert_eq!(g.stats().rejected_open_total, 1);
         // After the cool-off one probe goes through; its success closes it.
         tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -23,7 +23,10 @@ impl GuardedMetaStore {
         &self.guard
     }
 
-    async fn call<T>(&self, f: impl std::future::Future<Output = Result<T, MetaError>>) -> Result<T, MetaError> {
+    async fn call<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, MetaError>>,
+    ) -> Result<T, MetaError> {
         let failure = |e: &MetaError| matches!(e, MetaError::Unavailable(_));
         self.guard.run(true, failure, f).await.map_err(|e| match e {
             GuardError::Inner(e) => e,
@@ -34,7 +37,12 @@ impl GuardedMetaStore {
 
 #[async_trait]
 impl MetaStore for GuardedMetaStore {
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<(), MetaError> {
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), MetaError> {
         self.call(self.inner.link_blob(repo, digest, size)).await
     }
 
@@ -46,11 +54,20 @@ impl MetaStore for GuardedMetaStore {
         self.call(self.inner.unlink_blob(repo, digest)).await
     }
 
-    async fn put_manifest(&self, repo: &RepoName, record: &ManifestRecord, tag: Option<&Tag>) -> Result<(), MetaError> {
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        record: &ManifestRecord,
+        tag: Option<&Tag>,
+    ) -> Result<(), MetaError> {
         self.call(self.inner.put_manifest(repo, record, tag)).await
     }
 
-    async fn get_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>, MetaError> {
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>, MetaError> {
         self.call(self.inner.get_manifest(repo, digest)).await
     }
 
@@ -66,11 +83,20 @@ impl MetaStore for GuardedMetaStore {
         self.call(self.inner.delete_tag(repo, tag)).await
     }
 
-    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Vec<String>, MetaError> {
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>, MetaError> {
         self.call(self.inner.list_tags(repo, last, n)).await
     }
 
-    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<ManifestRecord>, MetaError> {
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<ManifestRecord>, MetaError> {
         self.call(self.inner.referrers(repo, subject)).await
     }
 

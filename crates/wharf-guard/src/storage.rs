@@ -33,11 +33,15 @@ impl GuardedBlobStore {
         deadline: bool,
         f: impl std::future::Future<Output = Result<T, StorageError>>,
     ) -> Result<T, StorageError> {
-        let failure = |e: &StorageError| matches!(e, StorageError::Unavailable(_) | StorageError::Io(_));
-        self.guard.run(deadline, failure, f).await.map_err(|e| match e {
-            GuardError::Inner(e) => e,
-            other => StorageError::Unavailable(format!("{}: {other}", self.guard.name())),
-        })
+        let failure =
+            |e: &StorageError| matches!(e, StorageError::Unavailable(_) | StorageError::Io(_));
+        self.guard
+            .run(deadline, failure, f)
+            .await
+            .map_err(|e| match e {
+                GuardError::Inner(e) => e,
+                other => StorageError::Unavailable(format!("{}: {other}", self.guard.name())),
+            })
     }
 }
 
@@ -47,7 +51,11 @@ impl BlobStore for GuardedBlobStore {
         self.call(true, self.inner.stat(digest)).await
     }
 
-    async fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream, StorageError> {
+    async fn get(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, StorageError> {
         self.call(true, self.inner.get(digest, range)).await
     }
 
@@ -71,8 +79,14 @@ impl BlobStore for GuardedBlobStore {
         self.call(true, self.inner.upload_size(id)).await
     }
 
-    async fn upload_append(&self, id: &UploadId, offset: u64, body: ByteStream) -> Result<u64, StorageError> {
-        self.call(false, self.inner.upload_append(id, offset, body)).await
+    async fn upload_append(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        body: ByteStream,
+    ) -> Result<u64, StorageError> {
+        self.call(false, self.inner.upload_append(id, offset, body))
+            .await
     }
 
     async fn upload_commit(&self, id: &UploadId, digest: &Digest) -> Result<u64, StorageError> {

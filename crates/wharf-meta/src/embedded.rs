@@ -1,1 +1,494 @@
-//! The embedded backend. (Being written.)
+//! The embedded backend: [`EmbeddedStore`], registry metadata in one redb file.
+//!
+//! Owns: the redb database file and six tables in it. Composite keys join
+//! their parts with `"\0"`; repository names, tags and digests can never
+//! contain NUL (their grammars forbid it), so a key splits back unambiguously
+//! and every entry of a repository sorts inside `"repo\0" .. "repo\x01"`.
+//!
+//! | table       | key                         | value                          |
+//! |-------------|-----------------------------|--------------------------------|
+//! | `blobs`     | `repo\0digest`              | blob size (`u64`)              |
+//! | `manifests` | `repo\0digest`              | JSON of [`ManifestRecord`]     |
+//! | `tags`      | `repo\0tag`                 | digest string                  |
+//! | `referrers` | `repo\0subject\0digest`     | `()`                           |
+//! | `repos`     | `repo`                      | `()`                           |
+//! | `uploads`   | `upload id`                 | JSON of [`UploadRecord`]       |
+//!
+//! Must never: block the async runtime on a write. redb serialises write
+//! transactions and a commit waits on fsync, so every write transaction runs
+//! in [`tokio::task::spawn_blocking`]. Reads use MVCC snapshots that never
+//! wait for a writer, so short reads run inline.
+
+use std::fmt;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+use wharf_core::{Digest, RepoName, Tag, UploadId};
+
+use crate::{ManifestRecord, MetaError, MetaStore, UploadRecord};
+
+const BLOBS: TableDefinition<&str, u64> = TableDefinition::new("blobs");
+const MANIFESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("manifests");
+const TAGS: TableDefinition<&str, &str> = TableDefinition::new("tags");
+const REFERRERS: TableDefinition<&str, ()> = TableDefinition::new("referrers");
+const REPOS: TableDefinition<&str, ()> = TableDefinition::new("repos");
+const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+
+/// Separates the parts of a composite key.
+const SEP: char = '\0';
+/// The character right after [`SEP`]: `prefix + SEP .. prefix + END` covers
+/// exactly the keys that start with `prefix + SEP`.
+const END: char = '\x01';
+
+/// Registry metadata in an embedded redb database. Cloning is cheap and every
+/// clone shares the same open database.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore").finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens the database at `path`, creating it (and its parent directory)
+    /// if needed, and makes sure every table exists.
+    ///
+    /// Synchronous: call it at start-up, before serving, or from
+    /// `spawn_blocking`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, MetaError> {
+        let path = path.as_ref();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                MetaError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let db = Database::create(path).map_err(engine)?;
+
+        // Create every table up front, so read transactions can always open
+        // them and never see "table does not exist".
+        let txn = db.begin_write().map_err(engine)?;
+        txn.open_table(BLOBS).map_err(engine)?;
+        txn.open_table(MANIFESTS).map_err(engine)?;
+        txn.open_table(TAGS).map_err(engine)?;
+        txn.open_table(REFERRERS).map_err(engine)?;
+        txn.open_table(REPOS).map_err(engine)?;
+        txn.open_table(UPLOADS).map_err(engine)?;
+        txn.commit().map_err(engine)?;
+
+        tracing::debug!(path = %path.display(), "opened embedded metadata store");
+        Ok(EmbeddedStore { db: Arc::new(db) })
+    }
+
+    /// Runs `f` in one write transaction on the blocking pool and commits it
+    /// if `f` succeeds; on error nothing `f` did becomes visible.
+    async fn write<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, MetaError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(engine)?;
+            match f(&txn) {
+                Ok(out) => {
+                    txn.commit().map_err(engine)?;
+                    Ok(out)
+                }
+                Err(e) => {
+                    // Abort explicitly: the caller's error matters more than
+                    // a failure to roll back, so the latter is only logged.
+                    if let Err(abort) = txn.abort() {
+                        tracing::warn!(error = %abort, "aborting metadata transaction failed");
+                    }
+                    Err(e)
+                }
+            }
+        })
+        .await
+        .map_err(|e| MetaError::Internal(format!("metadata write task failed: {e}")))?
+    }
+
+    /// Runs `f` on a read snapshot, inline.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, MetaError>,
+    ) -> Result<T, MetaError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        f(&txn)
+    }
+}
+
+/// Maps any redb error: I/O trouble and a database held by another process
+/// mean the store is unavailable; everything else is internal.
+fn engine(e: impl Into<redb::Error>) -> MetaError {
+    match e.into() {
+        e @ (redb::Error::Io(_) | redb::Error::DatabaseAlreadyOpen) => {
+            MetaError::Unavailable(e.to_string())
+        }
+        e => MetaError::Internal(e.to_string()),
+    }
+}
+
+fn corrupt(what: &str, e: impl fmt::Display) -> MetaError {
+    MetaError::Internal(format!("stored {what} is corrupt: {e}"))
+}
+
+/// `a\0b`.
+fn key2(a: &str, b: &str) -> String {
+    format!("{a}{SEP}{b}")
+}
+
+/// `a\0b\0c`.
+fn key3(a: &str, b: &str, c: &str) -> String {
+    format!("{a}{SEP}{b}{SEP}{c}")
+}
+
+/// The bounds of a page of keys under `prefix` (which ends in [`SEP`]):
+/// those strictly after `prefix + last` (or all, without `last`) and before
+/// the end of the prefix range. `None` when `last` is at or past the end, so
+/// the caller never builds an inverted range.
+fn page_bounds(prefix: &str, last: Option<&str>) -> Option<(Bound<String>, Bound<String>)> {
+    // `prefix` ends in SEP; swapping it for END gives the first key past
+    // every key that starts with `prefix`.
+    let end = format!("{}{END}", &prefix[..prefix.len() - SEP.len_utf8()]);
+    let start = match last {
+        Some(last) => {
+            let start = format!("{prefix}{last}");
+            if start >= end {
+                return None;
+            }
+            Bound::Excluded(start)
+        }
+        None => Bound::Included(prefix.to_string()),
+    };
+    Some((start, Bound::Excluded(end)))
+}
+
+/// Borrows owned range bounds as the `&str` keys redb compares with.
+fn borrowed(bounds: &(Bound<String>, Bound<String>)) -> (Bound<&str>, Bound<&str>) {
+    (
+        bounds.0.as_ref().map(String::as_str),
+        bounds.1.as_ref().map(String::as_str),
+    )
+}
+
+fn decode_manifest(bytes: &[u8]) -> Result<ManifestRecord, MetaError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt("manifest record", e))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, MetaError> {
+    serde_json::to_vec(value).map_err(|e| MetaError::Internal(format!("cannot encode: {e}")))
+}
+
+#[async_trait]
+impl MetaStore for EmbeddedStore {
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), MetaError> {
+        let repo = repo.to_string();
+        let key = key2(&repo, &digest.to_string());
+        self.write(move |txn| {
+            txn.open_table(BLOBS)
+                .map_err(engine)?
+                .insert(key.as_str(), size)
+                .map_err(engine)?;
+            txn.open_table(REPOS)
+                .map_err(engine)?
+                .insert(repo.as_str(), ())
+                .map_err(engine)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        let key = key2(repo.as_str(), &digest.to_string());
+        self.read(|txn| {
+            let table = txn.open_table(BLOBS).map_err(engine)?;
+            let size = table.get(key.as_str()).map_err(engine)?;
+            Ok(size.map(|v| v.value()))
+        })
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        let key = key2(repo.as_str(), &digest.to_string());
+        self.write(move |txn| {
+            let mut table = txn.open_table(BLOBS).map_err(engine)?;
+            let removed = table.remove(key.as_str()).map_err(engine)?;
+            Ok(removed.is_some())
+        })
+        .await
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        record: &ManifestRecord,
+        tag: Option<&Tag>,
+    ) -> Result<(), MetaError> {
+        let repo = repo.to_string();
+        let digest = record.digest.to_string();
+        let subject = record.subject.as_ref().map(Digest::to_string);
+        let bytes = encode(record)?;
+        let tag = tag.map(Tag::to_string);
+        self.write(move |txn| {
+            let key = key2(&repo, &digest);
+            let mut manifests = txn.open_table(MANIFESTS).map_err(engine)?;
+            let previous = manifests
+                .insert(key.as_str(), bytes.as_slice())
+                .map_err(engine)?
+                .map(|old| decode_manifest(old.value()))
+                .transpose()?;
+
+            let mut referrers = txn.open_table(REFERRERS).map_err(engine)?;
+            // Same digest means same bytes, so the subject cannot really
+            // change; still, never leave an index entry the record disowns.
+            if let Some(old_subject) = previous.and_then(|p| p.subject) {
+                let old_subject = old_subject.to_string();
+                if subject.as_deref() != Some(old_subject.as_str()) {
+                    referrers
+                        .remove(key3(&repo, &old_subject, &digest).as_str())
+                        .map_err(engine)?;
+                }
+            }
+            if let Some(subject) = &subject {
+                referrers
+                    .insert(key3(&repo, subject, &digest).as_str(), ())
+                    .map_err(engine)?;
+            }
+
+            if let Some(tag) = &tag {
+                txn.open_table(TAGS)
+                    .map_err(engine)?
+                    .insert(key2(&repo, tag).as_str(), digest.as_str())
+                    .map_err(engine)?;
+            }
+            txn.open_table(REPOS)
+                .map_err(engine)?
+                .insert(repo.as_str(), ())
+                .map_err(engine)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>, MetaError> {
+        let key = key2(repo.as_str(), &digest.to_string());
+        self.read(|txn| {
+            let table = txn.open_table(MANIFESTS).map_err(engine)?;
+            let value = table.get(key.as_str()).map_err(engine)?;
+            value.map(|v| decode_manifest(v.value())).transpose()
+        })
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        let repo = repo.to_string();
+        let digest = digest.to_string();
+        self.write(move |txn| {
+            let removed = txn
+                .open_table(MANIFESTS)
+                .map_err(engine)?
+                .remove(key2(&repo, &digest).as_str())
+                .map_err(engine)?
+                .map(|v| decode_manifest(v.value()))
+                .transpose()?;
+            let Some(record) = removed else {
+                return Ok(false);
+            };
+
+            if let Some(subject) = &record.subject {
+                txn.open_table(REFERRERS)
+                    .map_err(engine)?
+                    .remove(key3(&repo, &subject.to_string(), &digest).as_str())
+                    .map_err(engine)?;
+            }
+
+            // Tags are keyed by name, not target, so find the ones pointing
+            // here by scanning this repository's tags; then remove them.
+            let mut tags = txn.open_table(TAGS).map_err(engine)?;
+            let prefix = key2(&repo, "");
+            let end = format!("{repo}{END}");
+            let mut doomed = Vec::new();
+            for entry in tags.range(prefix.as_str()..end.as_str()).map_err(engine)? {
+                let (k, v) = entry.map_err(engine)?;
+                if v.value() == digest {
+                    doomed.push(k.value().to_string());
+                }
+            }
+            for key in doomed {
+                tags.remove(key.as_str()).map_err(engine)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, MetaError> {
+        let key = key2(repo.as_str(), tag.as_str());
+        self.read(|txn| {
+            let table = txn.open_table(TAGS).map_err(engine)?;
+            let value = table.get(key.as_str()).map_err(engine)?;
+            value
+                .map(|v| v.value().parse().map_err(|e| corrupt("tag target", e)))
+                .transpose()
+        })
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
+        let key = key2(repo.as_str(), tag.as_str());
+        self.write(move |txn| {
+            let mut table = txn.open_table(TAGS).map_err(engine)?;
+            let removed = table.remove(key.as_str()).map_err(engine)?;
+            Ok(removed.is_some())
+        })
+        .await
+    }
+
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>, MetaError> {
+        let prefix = key2(repo.as_str(), "");
+        let Some(bounds) = page_bounds(&prefix, last) else {
+            return Ok(Vec::new());
+        };
+        self.read(|txn| {
+            let table = txn.open_table(TAGS).map_err(engine)?;
+            let mut out = Vec::new();
+            for entry in table
+                .range::<&str>(borrowed(&bounds))
+                .map_err(engine)?
+                .take(n)
+            {
+                let (k, _) = entry.map_err(engine)?;
+                // The range only holds keys starting with `prefix`.
+                out.push(k.value()[prefix.len()..].to_string());
+            }
+            Ok(out)
+        })
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<ManifestRecord>, MetaError> {
+        let prefix = key3(repo.as_str(), &subject.to_string(), "");
+        let bounds = page_bounds(&prefix, None).expect("without `last` a range is never empty");
+        self.read(|txn| {
+            let index = txn.open_table(REFERRERS).map_err(engine)?;
+            let manifests = txn.open_table(MANIFESTS).map_err(engine)?;
+            let mut out = Vec::new();
+            // Keys end in the referrer's digest, so key order is digest order.
+            for entry in index.range::<&str>(borrowed(&bounds)).map_err(engine)? {
+                let (k, _) = entry.map_err(engine)?;
+                let digest = &k.value()[prefix.len()..];
+                let record = manifests
+                    .get(key2(repo.as_str(), digest).as_str())
+                    .map_err(engine)?;
+                // The entry and its manifest are always written and removed
+                // in the same transaction, so a dangling entry is corruption.
+                let bytes = record.ok_or_else(|| {
+                    corrupt(
+                        "referrers index",
+                        format_args!("{repo}: {digest} is indexed but not stored"),
+                    )
+                })?;
+                out.push(decode_manifest(bytes.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    async fn repo_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
+        self.read(|txn| {
+            let table = txn.open_table(REPOS).map_err(engine)?;
+            Ok(table.get(repo.as_str()).map_err(engine)?.is_some())
+        })
+    }
+
+    async fn list_repos(&self, last: Option<&str>, n: usize) -> Result<Vec<String>, MetaError> {
+        self.read(|txn| {
+            let table = txn.open_table(REPOS).map_err(engine)?;
+            let start = match last {
+                Some(last) => Bound::Excluded(last),
+                None => Bound::Unbounded,
+            };
+            let mut out = Vec::new();
+            for entry in table
+                .range::<&str>((start, Bound::Unbounded))
+                .map_err(engine)?
+                .take(n)
+            {
+                let (k, _) = entry.map_err(engine)?;
+                out.push(k.value().to_string());
+            }
+            Ok(out)
+        })
+    }
+
+    async fn put_upload(&self, upload: &UploadRecord) -> Result<(), MetaError> {
+        let id = upload.id.to_string();
+        let bytes = encode(upload)?;
+        self.write(move |txn| {
+            txn.open_table(UPLOADS)
+                .map_err(engine)?
+                .insert(id.as_str(), bytes.as_slice())
+                .map_err(engine)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_upload(&self, id: &UploadId) -> Result<Option<UploadRecord>, MetaError> {
+        self.read(|txn| {
+            let table = txn.open_table(UPLOADS).map_err(engine)?;
+            let value = table.get(id.as_str()).map_err(engine)?;
+            value
+                .map(|v| serde_json::from_slice(v.value()).map_err(|e| corrupt("upload record", e)))
+                .transpose()
+        })
+    }
+
+    async fn delete_upload(&self, id: &UploadId) -> Result<(), MetaError> {
+        let id = id.to_string();
+        self.write(move |txn| {
+            txn.open_table(UPLOADS)
+                .map_err(engine)?
+                .remove(id.as_str())
+                .map_err(engine)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<UploadRecord>, MetaError> {
+        self.read(|txn| {
+            let table = txn.open_table(UPLOADS).map_err(engine)?;
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(engine)? {
+                let (_, v) = entry.map_err(engine)?;
+                out.push(
+                    serde_json::from_slice(v.value()).map_err(|e| corrupt("upload record", e))?,
+                );
+            }
+            Ok(out)
+        })
+    }
+}

@@ -102,7 +102,12 @@ impl Registry {
     /// repository (or manifest) may still use them; reclaiming unreferenced
     /// bytes is garbage collection's job.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
-        if self.meta().unlink_blob(repo, digest).await.map_err(meta_err)? {
+        if self
+            .meta()
+            .unlink_blob(repo, digest)
+            .await
+            .map_err(meta_err)?
+        {
             Ok(())
         } else {
             Err(RegistryError::BlobUnknown(digest.clone()))
@@ -119,7 +124,13 @@ mod tests {
         assert_eq!(ByteRange::parse("bytes=0-9"), Some(ByteRange::FromTo(0, 9)));
         assert_eq!(ByteRange::parse("bytes=5-"), Some(ByteRange::From(5)));
         assert_eq!(ByteRange::parse("bytes=-3"), Some(ByteRange::Suffix(3)));
-        for ignored in ["bytes=9-0", "bytes=0-1,3-4", "items=0-1", "bytes=-", "bytes=a-b"] {
+        for ignored in [
+            "bytes=9-0",
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes=-",
+            "bytes=a-b",
+        ] {
             assert_eq!(ByteRange::parse(ignored), None, "{ignored}");
         }
     }

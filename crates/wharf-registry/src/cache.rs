@@ -59,7 +59,9 @@ impl ManifestCache {
             return;
         }
         while state.used + size > self.budget {
-            let Some(old) = state.order.pop_front() else { break };
+            let Some(old) = state.order.pop_front() else {
+                break;
+            };
             if let Some(e) = state.map.remove(&old) {
                 state.used -= e.bytes.len();
             }

@@ -66,7 +66,11 @@ struct Inner {
 }
 
 impl Registry {
-    pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>, config: RegistryConfig) -> Self {
+    pub fn new(
+        blobs: Arc<dyn BlobStore>,
+        meta: Arc<dyn MetaStore>,
+        config: RegistryConfig,
+    ) -> Self {
         Registry {
             inner: Arc::new(Inner {
                 manifests: cache::ManifestCache::new(config.manifest_cache_bytes),
@@ -86,7 +90,11 @@ impl Registry {
     }
 
     /// Repository names after `last`, at most `n`.
-    pub async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>, RegistryError> {
+    pub async fn catalog(
+        &self,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>, RegistryError> {
         self.meta().list_repos(last, n).await.map_err(meta_err)
     }
 }

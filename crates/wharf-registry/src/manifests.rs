@@ -8,7 +8,7 @@
 use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
 use wharf_core::manifest::{Manifest, ManifestKind};
-use wharf_core::{media, Digest, RegistryError, RepoName, Reference};
+use wharf_core::{media, Digest, Reference, RegistryError, RepoName};
 use wharf_meta::ManifestRecord;
 use wharf_storage::StorageError;
 
@@ -35,7 +35,11 @@ pub struct PutOutcome {
 
 impl Registry {
     /// The digest a reference names in `repo` (resolving tags).
-    async fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Digest, RegistryError> {
+    async fn resolve(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Digest, RegistryError> {
         match reference {
             Reference::Digest(d) => Ok(d.clone()),
             Reference::Tag(t) => self
@@ -208,7 +212,11 @@ impl Registry {
         let found = match reference {
             Reference::Tag(t) => self.meta().delete_tag(repo, t).await.map_err(meta_err)?,
             Reference::Digest(d) => {
-                let found = self.meta().delete_manifest(repo, d).await.map_err(meta_err)?;
+                let found = self
+                    .meta()
+                    .delete_manifest(repo, d)
+                    .await
+                    .map_err(meta_err)?;
                 self.inner.manifests.remove(repo, d);
                 found
             }
@@ -216,7 +224,9 @@ impl Registry {
         if found {
             Ok(())
         } else {
-            Err(RegistryError::ManifestUnknown(format!("{repo} {reference}")))
+            Err(RegistryError::ManifestUnknown(format!(
+                "{repo} {reference}"
+            )))
         }
     }
 

@@ -16,7 +16,11 @@ impl Registry {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Descriptor>, RegistryError> {
-        let records = self.meta().referrers(repo, subject).await.map_err(meta_err)?;
+        let records = self
+            .meta()
+            .referrers(repo, subject)
+            .await
+            .map_err(meta_err)?;
         Ok(records
             .into_iter()
             .filter(|r| artifact_type.is_none_or(|t| r.artifact_type.as_deref() == Some(t)))

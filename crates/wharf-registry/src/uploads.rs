@@ -72,9 +72,10 @@ impl Registry {
         };
         match self.blobs().upload_append(id, offset, body).await {
             Ok(size) => Ok(size),
-            Err(StorageError::OffsetMismatch { size }) => {
-                Err(RegistryError::UploadOutOfOrder { size, start: offset })
-            }
+            Err(StorageError::OffsetMismatch { size }) => Err(RegistryError::UploadOutOfOrder {
+                size,
+                start: offset,
+            }),
             Err(e) => Err(upload_err(e)),
         }
     }
@@ -144,10 +145,21 @@ impl Registry {
         digest: &Digest,
         from: &RepoName,
     ) -> Result<Option<u64>, RegistryError> {
-        let Some(size) = self.meta().blob_size(from, digest).await.map_err(meta_err)? else {
+        let Some(size) = self
+            .meta()
+            .blob_size(from, digest)
+            .await
+            .map_err(meta_err)?
+        else {
             return Ok(None);
         };
-        if self.blobs().stat(digest).await.map_err(storage_err)?.is_none() {
+        if self
+            .blobs()
+            .stat(digest)
+            .await
+            .map_err(storage_err)?
+            .is_none()
+        {
             return Ok(None);
         }
         self.meta()

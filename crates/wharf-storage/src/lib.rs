@@ -64,8 +64,11 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Streams the blob, or the bytes `range` of it (which the caller has
     /// checked lies inside the blob). `NotFound` when it is not stored.
-    async fn get(&self, digest: &Digest, range: Option<Range<u64>>)
-        -> Result<ByteStream, StorageError>;
+    async fn get(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, StorageError>;
 
     /// Stores small content (manifests) in one call: verifies that `bytes`
     /// hash to `digest`, then stores them durably. Storing content that is

@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+pub mod process;
+
 /// Upper bounds (seconds) of the latency histogram buckets.
 pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -46,9 +48,14 @@ impl Histogram {
 
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        let i = self.bounds.iter().position(|&b| secs <= b).unwrap_or(self.bounds.len());
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(self.bounds.len());
         self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
     pub fn count(&self) -> u64 {
@@ -71,9 +78,20 @@ pub struct RequestMetrics {
 
 impl RequestMetrics {
     /// Records one request. `route` and `method` must come from fixed sets.
-    pub fn observe(&self, route: &'static str, method: &'static str, status: u16, latency: Duration) {
+    pub fn observe(
+        &self,
+        route: &'static str,
+        method: &'static str,
+        status: u16,
+        latency: Duration,
+    ) {
         let key = (route, method, status);
-        if let Some(h) = self.series.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(h) = self
+            .series
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             h.observe(latency);
             return;
         }
@@ -110,7 +128,11 @@ impl RequestMetrics {
         );
         for ((route, method, status), h) in sorted {
             let status = status.to_string();
-            let labels = [("route", *route), ("method", *method), ("status", status.as_str())];
+            let labels = [
+                ("route", *route),
+                ("method", *method),
+                ("status", status.as_str()),
+            ];
             out.histogram_series("wharf_http_request_duration_seconds", &labels, h);
         }
         out.counter(
@@ -138,14 +160,19 @@ pub struct Exposition {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn labels_text(labels: &[(&str, &str)]) -> String {
     if labels.is_empty() {
         return String::new();
     }
-    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
     format!("{{{}}}", inner.join(","))
 }
 
@@ -178,16 +205,30 @@ impl Exposition {
         self.sample(name, labels, value);
     }
 
+    /// Writes one histogram series (buckets, sum, count) under `name`.
+    pub fn histogram(&mut self, name: &str, help: &str, labels: &[(&str, &str)], h: &Histogram) {
+        self.header(name, "histogram", help);
+        self.histogram_series(name, labels, h);
+    }
+
     fn histogram_series(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
         let mut cumulative = 0u64;
         for (i, c) in h.counts.iter().enumerate() {
             cumulative += c.load(Ordering::Relaxed);
-            let le = h.bounds.get(i).map(|b| b.to_string()).unwrap_or_else(|| "+Inf".into());
+            let le = h
+                .bounds
+                .get(i)
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "+Inf".into());
             let mut l: Vec<(&str, &str)> = labels.to_vec();
             l.push(("le", le.as_str()));
             self.sample(&format!("{name}_bucket"), &l, cumulative as f64);
         }
-        self.sample(&format!("{name}_sum"), labels, h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        self.sample(
+            &format!("{name}_sum"),
+            labels,
+            h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        );
         self.sample(&format!("{name}_count"), labels, cumulative as f64);
     }
 
@@ -212,13 +253,22 @@ mod tests {
         m.render(&mut e);
         let text = e.finish();
         assert!(text.contains("# TYPE wharf_http_request_duration_seconds histogram"));
-        let line = |needle: &str| text.lines().find(|l| l.starts_with(needle)).unwrap_or_else(|| panic!("{needle} in\n{text}")).to_string();
+        let line = |needle: &str| {
+            text.lines()
+                .find(|l| l.starts_with(needle))
+                .unwrap_or_else(|| panic!("{needle} in\n{text}"))
+                .to_string()
+        };
         assert!(line("wharf_http_request_duration_seconds_bucket{route=\"manifest\",method=\"GET\",status=\"200\",le=\"0.0005\"}").ends_with(" 1"));
         assert!(line("wharf_http_request_duration_seconds_bucket{route=\"manifest\",method=\"GET\",status=\"200\",le=\"0.005\"}").ends_with(" 2"));
         assert!(line("wharf_http_request_duration_seconds_bucket{route=\"manifest\",method=\"GET\",status=\"200\",le=\"+Inf\"}").ends_with(" 3"));
         assert!(line("wharf_http_request_duration_seconds_count{route=\"manifest\",method=\"GET\",status=\"200\"}").ends_with(" 3"));
         // One HELP line per family, however many series.
-        assert_eq!(text.matches("# HELP wharf_http_request_duration_seconds ").count(), 1);
+        assert_eq!(
+            text.matches("# HELP wharf_http_request_duration_seconds ")
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -103,7 +103,10 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             addr_file: args.addr_file.or(file.addr_file),
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
-            manifest_cache_bytes: args.manifest_cache_mib.or(file.manifest_cache_mib).unwrap_or(64)
+            manifest_cache_bytes: args
+                .manifest_cache_mib
+                .or(file.manifest_cache_mib)
+                .unwrap_or(64)
                 * 1024
                 * 1024,
             upload_expiry: Duration::from_secs(
@@ -131,14 +134,19 @@ mod tests {
     #[test]
     fn flags_beat_file() {
         let file: FileConfig =
-            toml::from_str("listen = \"127.0.0.1:7000\"\ndata_dir = \"/f\"\nlog = \"debug\"").unwrap();
+            toml::from_str("listen = \"127.0.0.1:7000\"\ndata_dir = \"/f\"\nlog = \"debug\"")
+                .unwrap();
         let args = ServeArgs {
             listen: Some("127.0.0.1:8000".parse().unwrap()),
             ..Default::default()
         };
         let c = Config::merge(args, file);
         assert_eq!(c.listen.port(), 8000, "flag wins");
-        assert_eq!(c.data_dir, PathBuf::from("/f"), "file fills what flags leave");
+        assert_eq!(
+            c.data_dir,
+            PathBuf::from("/f"),
+            "file fills what flags leave"
+        );
         assert_eq!(c.log, "debug");
     }
 

@@ -111,7 +111,12 @@ fn assert_blob_files_verified(root: &Path) {
     for f in files {
         let bytes = std::fs::read(&f).unwrap();
         let name = f.file_name().unwrap().to_str().unwrap();
-        assert_eq!(hex::encode(Sha256::digest(&bytes)), name, "{} is corrupt", f.display());
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            name,
+            "{} is corrupt",
+            f.display()
+        );
     }
 }
 
@@ -123,7 +128,10 @@ fn sigkill_mid_upload_then_resume() {
     let digest = sha256(&blob);
 
     let w = Wharf::start(dir.path());
-    let r = client.post(format!("{}/v2/crash/up/blobs/uploads/", w.base)).send().unwrap();
+    let r = client
+        .post(format!("{}/v2/crash/up/blobs/uploads/", w.base))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 202);
     let loc = r.headers()["location"].to_str().unwrap().to_string();
     // A PATCH announcing the whole blob but delivering only 3 MiB of it.
@@ -137,7 +145,10 @@ fn sigkill_mid_upload_then_resume() {
 
     let w = Wharf::start(dir.path());
     // Not visible as a blob.
-    let r = client.head(format!("{}/v2/crash/up/blobs/{digest}", w.base)).send().unwrap();
+    let r = client
+        .head(format!("{}/v2/crash/up/blobs/{digest}", w.base))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 404);
     // The session survived, holding at most what was sent.
     let r = client.get(format!("{}{loc}", w.base)).send().unwrap();
@@ -154,9 +165,17 @@ fn sigkill_mid_upload_then_resume() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 202, "{}", r.text().unwrap());
-    let r = client.put(format!("{}{loc}?digest={digest}", w.base)).send().unwrap();
+    let r = client
+        .put(format!("{}{loc}?digest={digest}", w.base))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
-    let got = client.get(format!("{}/v2/crash/up/blobs/{digest}", w.base)).send().unwrap().bytes().unwrap();
+    let got = client
+        .get(format!("{}/v2/crash/up/blobs/{digest}", w.base))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
     assert!(got.as_ref() == blob.as_slice(), "resumed blob differs");
     w.kill();
     assert_blob_files_verified(dir.path());
@@ -171,7 +190,11 @@ fn sigkill_mid_manifest_put_then_complete() {
     let layer = data(64 * 1024, 2);
     for b in [&config, &layer] {
         let r = client
-            .post(format!("{}/v2/crash/m/blobs/uploads/?digest={}", w.base, sha256(b)))
+            .post(format!(
+                "{}/v2/crash/m/blobs/uploads/?digest={}",
+                w.base,
+                sha256(b)
+            ))
             .body(b.to_vec())
             .send()
             .unwrap();
@@ -193,9 +216,15 @@ fn sigkill_mid_manifest_put_then_complete() {
     w.kill();
 
     let w = Wharf::start(dir.path());
-    let r = client.get(format!("{}/v2/crash/m/manifests/v1", w.base)).send().unwrap();
+    let r = client
+        .get(format!("{}/v2/crash/m/manifests/v1", w.base))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 404, "a half-sent manifest must not be visible");
-    let r = client.get(format!("{}/v2/crash/m/tags/list", w.base)).send().unwrap();
+    let r = client
+        .get(format!("{}/v2/crash/m/tags/list", w.base))
+        .send()
+        .unwrap();
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["tags"], serde_json::json!([]));
     // The blobs pushed before the crash are intact and the push completes.
@@ -206,7 +235,10 @@ fn sigkill_mid_manifest_put_then_complete() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
-    let r = client.get(format!("{}/v2/crash/m/manifests/v1", w.base)).send().unwrap();
+    let r = client
+        .get(format!("{}/v2/crash/m/manifests/v1", w.base))
+        .send()
+        .unwrap();
     assert_eq!(r.text().unwrap(), manifest);
     w.kill();
     assert_blob_files_verified(dir.path());
@@ -220,12 +252,19 @@ fn sigkill_during_a_stream_of_pushes_leaves_a_consistent_store() {
     // Push blobs and manifests in a background thread; kill the server while
     // it is busy. Bounded: at most 200 pushes.
     let pusher = std::thread::spawn(move || {
-        let client = Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        let client = Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
         let mut acknowledged = Vec::new();
         for i in 0..200u32 {
             let b = data(256 * 1024 + i as usize, (i % 251) as u8);
             let d = sha256(&b);
-            match client.post(format!("{base}/v2/crash/many/blobs/uploads/?digest={d}")).body(b).send() {
+            match client
+                .post(format!("{base}/v2/crash/many/blobs/uploads/?digest={d}"))
+                .body(b)
+                .send()
+            {
                 Ok(r) if r.status() == 201 => acknowledged.push(d),
                 _ => break,
             }
@@ -235,13 +274,19 @@ fn sigkill_during_a_stream_of_pushes_leaves_a_consistent_store() {
     std::thread::sleep(Duration::from_millis(700));
     w.kill();
     let acknowledged = pusher.join().unwrap();
-    assert!(!acknowledged.is_empty(), "nothing was pushed before the kill");
+    assert!(
+        !acknowledged.is_empty(),
+        "nothing was pushed before the kill"
+    );
 
     let w = Wharf::start(dir.path());
     let client = Client::new();
     // Every acknowledged blob is there and intact.
     for d in &acknowledged {
-        let r = client.get(format!("{}/v2/crash/many/blobs/{d}", w.base)).send().unwrap();
+        let r = client
+            .get(format!("{}/v2/crash/many/blobs/{d}", w.base))
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 200, "acknowledged blob {d} lost");
         assert_eq!(&sha256(&r.bytes().unwrap()), d);
     }

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Installs what Wharf's tests need, on a fresh Debian 12 machine or a warm one.
+# Idempotent and fast when everything is present: each tool is checked with
+# `command -v` first, and `apt-get update` runs once, only if something is
+# missing. Prints what it installed.
+#
+#   bash scripts/install-deps.sh
+#
+# Needs root, or sudo when not root.
+set -euo pipefail
+
+SUDO=()
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+  else
+    echo "install-deps: not root and no sudo; cannot install packages" >&2
+  fi
+fi
+
+# command -> Debian package. Order matters only for readability.
+# docker.io gives dockerd (the docker client may already exist elsewhere).
+declare -a WANT=(
+  "skopeo:skopeo"
+  "podman:podman"
+  "dockerd:docker.io"
+  "umoci:umoci"
+  "jq:jq"
+  "curl:curl"
+  "wrk:wrk"
+  "nginx:nginx-light"
+  "docker-registry:docker-registry"
+  "python3:python3"
+)
+# Rootless podman needs subordinate id mapping and a FUSE overlay; as root
+# (how CI runs) the tests use the vfs driver and need neither.
+if [ "$(id -u)" != 0 ]; then
+  WANT+=("newuidmap:uidmap" "fuse-overlayfs:fuse-overlayfs")
+fi
+
+missing_pkgs=()
+for pair in "${WANT[@]}"; do
+  cmd=${pair%%:*}
+  pkg=${pair#*:}
+  # docker-registry installs its binary under /usr/bin; nginx under /usr/sbin.
+  if command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/usr/bin/$cmd" ]; then
+    continue
+  fi
+  missing_pkgs+=("$pkg")
+done
+
+installed=()
+if [ "${#missing_pkgs[@]}" -gt 0 ]; then
+  echo "install-deps: missing: ${missing_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Services from these packages must not start at install time (there may be
+  # no init system, and a started nginx/registry would hold ports).
+  policy_created=0
+  if [ ! -e /usr/sbin/policy-rc.d ] && [ "${#SUDO[@]}" -eq 0 ] && [ "$(id -u)" = 0 ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    policy_created=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  "${SUDO[@]}" apt-get update -qq
+  # Install what exists in this release's archive; report what does not.
+  avail=()
+  for pkg in "${missing_pkgs[@]}"; do
+    if apt-cache show "$pkg" >/dev/null 2>&1; then
+      avail+=("$pkg")
+    else
+      echo "install-deps: package $pkg is not available here; skipping" >&2
+    fi
+  done
+  if [ "${#avail[@]}" -gt 0 ]; then
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends "${avail[@]}"
+    installed+=("${avail[@]}")
+  fi
+  if [ "$policy_created" = 1 ]; then
+    rm -f /usr/sbin/policy-rc.d
+    trap - EXIT
+  fi
+fi
+
+# Rust components used by scripts/test.sh.
+if command -v rustup >/dev/null 2>&1; then
+  comps=()
+  cargo fmt --version >/dev/null 2>&1 || comps+=(rustfmt)
+  cargo clippy --version >/dev/null 2>&1 || comps+=(clippy)
+  if [ "${#comps[@]}" -gt 0 ]; then
+    rustup component add "${comps[@]}"
+    installed+=("rustup:${comps[*]}")
+  fi
+fi
+
+if [ "${#installed[@]}" -gt 0 ]; then
+  echo "install-deps: installed: ${installed[*]}"
+else
+  echo "install-deps: everything already present"
+fi
