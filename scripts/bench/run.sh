@@ -136,7 +136,7 @@ declare -A ADDR PID
 # ---------------------------------------------------------------- servers
 start_wharf() {
   mkdir -p "$W/wharf-data"
-  "$WHARF_BIN" serve --listen 127.0.0.1:0 --addr-file "$W/wharf.addr" \
+  "$WHARF_BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --addr-file "$W/wharf.addr" \
     --data-dir "$W/wharf-data" --log error >"$RUN/logs/wharf.log" 2>&1 &
   PID[wharf]=$!; PIDS+=("$!")
   local i; for i in $(seq 1 100); do [ -s "$W/wharf.addr" ] && break; sleep 0.1; done

@@ -184,7 +184,7 @@ start_wharf() {
   [ -x "$WHARF_BIN" ] || die "WHARF_BIN=$WHARF_BIN is not an executable" || return 1
   local addr_file=$TMP/wharf.addr i
   rm -f "$addr_file"
-  "$WHARF_BIN" serve --listen 127.0.0.1:0 --data-dir "$TMP/wharf-data" \
+  "$WHARF_BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$TMP/wharf-data" \
     --addr-file "$addr_file" --log "${WHARF_E2E_LOG:-info}" >>"$LOGS/wharf.out" 2>&1 3>&- 4>&- &
   WHARF_PID=$!
   for ((i = 0; i < 150; i++)); do

@@ -227,8 +227,8 @@ impl Admission {
         }
     }
 
-    /// True when every class has reached its limit (the node should look
-    /// not-ready to a load balancer).
+    /// True when any class is at its limit with requests already waiting
+    /// for a slot (the node should look not-ready to a load balancer).
     pub fn saturated(&self) -> bool {
         Class::ALL.iter().any(|&c| {
             let s = self.state(c);

@@ -11,7 +11,11 @@ use wharf_core::RegistryError;
 pub fn error_response(err: &RegistryError, head: bool) -> Response {
     let (_, status) = err.classify();
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if status.is_server_error() {
+    // A refusal is the node working as designed, and under a surge there
+    // are thousands a second: they are counted in metrics, logged at debug.
+    if err.retry_after().is_some() {
+        tracing::debug!(error = %err, "request refused");
+    } else if status.is_server_error() {
         tracing::warn!(error = %err, "request failed");
     }
     let body = err.to_json().to_string();

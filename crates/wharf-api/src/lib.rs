@@ -33,6 +33,7 @@ use wharf_telemetry::RequestMetrics;
 
 pub use body::MinRate;
 
+pub mod admin;
 mod blobs;
 mod body;
 pub mod error;

@@ -92,7 +92,10 @@ impl Server {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .expect("an HTTP status line");
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         (status, body)
     }
 

@@ -15,16 +15,23 @@ use serde::Deserialize;
 
 /// Where the registry listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
+/// Where the admin port listens unless told otherwise.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:5001";
 /// Where data lives unless told otherwise (relative to the working dir).
 pub const DEFAULT_DATA_DIR: &str = "./wharf-data";
 
 /// Flags of `wharf serve`. Each can also be set by the environment variable
-/// shown, or in the TOML file given by `--config`.
-#[derive(Args, Debug, Default, Clone)]
+/// shown, or in the TOML file given by `--config` under the flag's name with
+/// `_` for `-`. Limits left unset are derived from the machine (see
+/// [`Limits::derive`]); `--help` on a machine shows its derived values in
+/// the log line printed at start.
+#[derive(Args, Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServeArgs {
     /// TOML configuration file. Its keys are the long flag names with `_`
     /// for `-` (e.g. `data_dir = "/var/lib/wharf"`).
     #[arg(long, env = "WHARF_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// Address to listen on for registry traffic [default: 127.0.0.1:5000].
@@ -41,6 +48,15 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,
 
+    /// Address of the admin port: /healthz, /readyz and /metrics
+    /// [default: 127.0.0.1:5001]. Port 0 picks a free port.
+    #[arg(long, env = "WHARF_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Once listening, write the admin port's address to this file.
+    #[arg(long, env = "WHARF_ADMIN_ADDR_FILE")]
+    pub admin_addr_file: Option<PathBuf>,
+
     /// Log filter, e.g. `info` or `wharf=debug` [default: info].
     #[arg(long, env = "WHARF_LOG")]
     pub log: Option<String>,
@@ -52,18 +68,185 @@ pub struct ServeArgs {
     /// Upload sessions older than this many hours are removed [default: 24].
     #[arg(long, env = "WHARF_UPLOAD_EXPIRY_HOURS")]
     pub upload_expiry_hours: Option<u64>,
+
+    /// Client connections served at once; more are answered `503` at once
+    /// [default: from the open-file limit: (soft limit - 256) / 2, within
+    /// 64..=16384].
+    #[arg(long, env = "WHARF_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Pull requests (blob and manifest GET/HEAD) in flight at once
+    /// [default: 128 per core, within 32..=4096, at most the connection cap].
+    #[arg(long, env = "WHARF_PULL_LIMIT")]
+    pub pull_limit: Option<usize>,
+
+    /// Push requests (uploads, manifest PUT, deletes) in flight at once
+    /// [default: 32 per core, within 8..=1024].
+    #[arg(long, env = "WHARF_PUSH_LIMIT")]
+    pub push_limit: Option<usize>,
+
+    /// Other requests (/v2/, tags, catalog, referrers) in flight at once
+    /// [default: 16 per core, within 8..=512].
+    #[arg(long, env = "WHARF_ADMIN_LIMIT")]
+    pub admin_limit: Option<usize>,
+
+    /// Fraction of a class's limit one tenant (first path component of the
+    /// repository name) may hold once the class is half full; over it,
+    /// `429` [default: 0.5].
+    #[arg(long, env = "WHARF_TENANT_SHARE")]
+    pub tenant_share: Option<f64>,
+
+    /// Longest a request waits for a slot in its class before `503`, in ms
+    /// [default: 50]. At most as many requests as the class limit wait.
+    #[arg(long, env = "WHARF_MAX_WAIT_MS")]
+    pub max_wait_ms: Option<u64>,
+
+    /// Lower each class's limit while its latency climbs (gradient-style
+    /// adaptive limit), never above the configured limit [default: off].
+    #[arg(long, env = "WHARF_ADAPTIVE", num_args = 0..=1, default_missing_value = "true")]
+    pub adaptive: Option<bool>,
+
+    /// A client must send a request's headers within this many seconds
+    /// [default: 10].
+    #[arg(long, env = "WHARF_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+
+    /// A connection with no bytes moving for this many seconds is closed
+    /// [default: 60].
+    #[arg(long, env = "WHARF_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+
+    /// Slowest an upload body may arrive, in bytes per second, averaged
+    /// after a 30 s grace [default: 16384].
+    #[arg(long, env = "WHARF_MIN_UPLOAD_RATE")]
+    pub min_upload_rate: Option<u64>,
+
+    /// Blob storage calls in flight at once from this node (its pool)
+    /// [default: 16 per core, within 16..=256].
+    #[arg(long, env = "WHARF_STORAGE_POOL")]
+    pub storage_pool: Option<usize>,
+
+    /// Metadata calls in flight at once from this node (its pool)
+    /// [default: 8 per core, within 8..=64].
+    #[arg(long, env = "WHARF_METADATA_POOL")]
+    pub metadata_pool: Option<usize>,
+
+    /// Deadline of one storage or metadata call, in ms; past it the request
+    /// gets `503` [default: 10000].
+    #[arg(long, env = "WHARF_DEPENDENCY_DEADLINE_MS")]
+    pub dependency_deadline_ms: Option<u64>,
+
+    /// On SIGTERM, requests in flight get this many seconds to finish
+    /// [default: 30].
+    #[arg(long, env = "WHARF_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
 }
 
-/// The TOML file: every key optional, same names as the flags.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<SocketAddr>,
-    pub data_dir: Option<PathBuf>,
-    pub addr_file: Option<PathBuf>,
-    pub log: Option<String>,
-    pub manifest_cache_mib: Option<usize>,
-    pub upload_expiry_hours: Option<u64>,
+/// `$target.field = $args.field.or($file.field)` for each field: flags (and
+/// their environment variables) win over the file.
+macro_rules! overlay {
+    ($args:ident, $file:ident; $($field:ident),* $(,)?) => {
+        ServeArgs {
+            config: $args.config,
+            $($field: $args.$field.or($file.$field),)*
+        }
+    };
+}
+
+/// What the machine offers, read once at start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Machine {
+    pub cores: usize,
+    /// Soft limit on open files (`None`: unlimited or unknown).
+    pub open_files: Option<u64>,
+}
+
+impl Machine {
+    pub fn read() -> Machine {
+        Machine {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            open_files: wharf_telemetry::process::fd_limit(),
+        }
+    }
+}
+
+/// The node's limits, after defaults were derived from the machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub pull: usize,
+    pub push: usize,
+    pub admin: usize,
+    pub tenant_share: f64,
+    pub max_wait: Duration,
+    pub adaptive: bool,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub min_upload_rate: u64,
+    pub storage_pool: usize,
+    pub metadata_pool: usize,
+    pub dependency_deadline: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Limits {
+    /// Fills what `a` leaves unset from `m`. Every connection and every blob
+    /// being read holds a file descriptor, so the connection cap keeps half
+    /// the open-file limit (less a reserve for the store) for them.
+    pub fn derive(a: &ServeArgs, m: Machine) -> Result<Limits, String> {
+        let per_core = |n: usize, lo: usize, hi: usize| (m.cores * n).clamp(lo, hi);
+        let fds = m.open_files.unwrap_or(65536).min(1 << 20) as usize;
+        let max_connections = a
+            .max_connections
+            .unwrap_or_else(|| (fds.saturating_sub(256) / 2).clamp(64, 16384));
+        let limits = Limits {
+            max_connections,
+            pull: a
+                .pull_limit
+                .unwrap_or_else(|| per_core(128, 32, 4096).min(max_connections)),
+            push: a.push_limit.unwrap_or_else(|| per_core(32, 8, 1024)),
+            admin: a.admin_limit.unwrap_or_else(|| per_core(16, 8, 512)),
+            tenant_share: a.tenant_share.unwrap_or(0.5),
+            max_wait: Duration::from_millis(a.max_wait_ms.unwrap_or(50)),
+            adaptive: a.adaptive.unwrap_or(false),
+            header_timeout: Duration::from_secs(a.header_timeout_secs.unwrap_or(10)),
+            idle_timeout: Duration::from_secs(a.idle_timeout_secs.unwrap_or(60)),
+            min_upload_rate: a.min_upload_rate.unwrap_or(16 * 1024),
+            storage_pool: a.storage_pool.unwrap_or_else(|| per_core(16, 16, 256)),
+            metadata_pool: a.metadata_pool.unwrap_or_else(|| per_core(8, 8, 64)),
+            dependency_deadline: Duration::from_millis(a.dependency_deadline_ms.unwrap_or(10_000)),
+            shutdown_grace: Duration::from_secs(a.shutdown_grace_secs.unwrap_or(30)),
+        };
+        limits.check()?;
+        Ok(limits)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let positive = [
+            ("max-connections", self.max_connections),
+            ("pull-limit", self.pull),
+            ("push-limit", self.push),
+            ("admin-limit", self.admin),
+            ("storage-pool", self.storage_pool),
+            ("metadata-pool", self.metadata_pool),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("--{name} must be at least 1"));
+        }
+        if !(self.tenant_share > 0.0 && self.tenant_share <= 1.0) {
+            return Err(format!(
+                "--tenant-share must be in (0, 1], not {}",
+                self.tenant_share
+            ));
+        }
+        if self.header_timeout.is_zero() || self.idle_timeout.is_zero() {
+            return Err("timeouts must be at least 1 second".into());
+        }
+        if self.dependency_deadline.is_zero() {
+            return Err("--dependency-deadline-ms must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// The merged configuration `wharf serve` runs with.
@@ -72,9 +255,12 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub addr_file: Option<PathBuf>,
+    pub admin_listen: SocketAddr,
+    pub admin_addr_file: Option<PathBuf>,
     pub log: String,
     pub manifest_cache_bytes: usize,
     pub upload_expiry: Duration,
+    pub limits: Limits,
 }
 
 impl Config {
@@ -86,36 +272,34 @@ impl Config {
                     .map_err(|e| format!("reading {}: {e}", path.display()))?;
                 toml::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?
             }
-            None => FileConfig::default(),
+            None => ServeArgs::default(),
         };
-        Ok(Config::merge(args.clone(), file))
+        Config::merge(args.clone(), file, Machine::read())
     }
 
-    fn merge(args: ServeArgs, file: FileConfig) -> Config {
-        Config {
-            listen: args
+    fn merge(args: ServeArgs, file: ServeArgs, machine: Machine) -> Result<Config, String> {
+        let a = overlay!(args, file;
+            listen, data_dir, addr_file, admin_listen, admin_addr_file, log,
+            manifest_cache_mib, upload_expiry_hours, max_connections, pull_limit,
+            push_limit, admin_limit, tenant_share, max_wait_ms, adaptive,
+            header_timeout_secs, idle_timeout_secs, min_upload_rate, storage_pool,
+            metadata_pool, dependency_deadline_ms, shutdown_grace_secs,
+        );
+        Ok(Config {
+            limits: Limits::derive(&a, machine)?,
+            listen: a
                 .listen
-                .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
-            addr_file: args.addr_file.or(file.addr_file),
-            log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
-            manifest_cache_bytes: args
-                .manifest_cache_mib
-                .or(file.manifest_cache_mib)
-                .unwrap_or(64)
-                * 1024
-                * 1024,
-            upload_expiry: Duration::from_secs(
-                args.upload_expiry_hours
-                    .or(file.upload_expiry_hours)
-                    .unwrap_or(24)
-                    * 3600,
-            ),
-        }
+            data_dir: a.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            addr_file: a.addr_file,
+            admin_listen: a
+                .admin_listen
+                .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().expect("valid default")),
+            admin_addr_file: a.admin_addr_file,
+            log: a.log.unwrap_or_else(|| "info".into()),
+            manifest_cache_bytes: a.manifest_cache_mib.unwrap_or(64) * 1024 * 1024,
+            upload_expiry: Duration::from_secs(a.upload_expiry_hours.unwrap_or(24) * 3600),
+        })
     }
 }
 
@@ -123,35 +307,86 @@ impl Config {
 mod tests {
     use super::*;
 
+    const SMALL: Machine = Machine {
+        cores: 2,
+        open_files: Some(1024),
+    };
+
+    fn merge(args: ServeArgs, file: &str) -> Result<Config, String> {
+        Config::merge(args, toml::from_str(file).unwrap(), SMALL)
+    }
+
     #[test]
     fn defaults() {
-        let c = Config::merge(ServeArgs::default(), FileConfig::default());
+        let c = merge(ServeArgs::default(), "").unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(c.log, "info");
     }
 
     #[test]
     fn flags_beat_file() {
-        let file: FileConfig =
-            toml::from_str("listen = \"127.0.0.1:7000\"\ndata_dir = \"/f\"\nlog = \"debug\"")
-                .unwrap();
         let args = ServeArgs {
             listen: Some("127.0.0.1:8000".parse().unwrap()),
+            pull_limit: Some(7),
             ..Default::default()
         };
-        let c = Config::merge(args, file);
+        let file = "listen = \"127.0.0.1:7000\"\ndata_dir = \"/f\"\nlog = \"debug\"\npull_limit = 9\npush_limit = 3";
+        let c = merge(args, file).unwrap();
         assert_eq!(c.listen.port(), 8000, "flag wins");
-        assert_eq!(
-            c.data_dir,
-            PathBuf::from("/f"),
-            "file fills what flags leave"
-        );
+        assert_eq!(c.limits.pull, 7, "flag wins");
+        assert_eq!(c.limits.push, 3, "file fills what flags leave");
+        assert_eq!(c.data_dir, PathBuf::from("/f"));
         assert_eq!(c.log, "debug");
     }
 
     #[test]
     fn unknown_file_keys_are_refused() {
-        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+        assert!(toml::from_str::<ServeArgs>("lisen = \"x\"").is_err());
+        assert!(toml::from_str::<ServeArgs>("config = \"x\"").is_err());
+    }
+
+    #[test]
+    fn limits_follow_the_machine() {
+        let small = Limits::derive(&ServeArgs::default(), SMALL).unwrap();
+        assert_eq!(small.max_connections, (1024 - 256) / 2);
+        assert_eq!(small.pull, 256);
+        assert_eq!(small.push, 64);
+        assert_eq!(small.storage_pool, 32);
+        let big = Machine {
+            cores: 64,
+            open_files: Some(1 << 20),
+        };
+        let big = Limits::derive(&ServeArgs::default(), big).unwrap();
+        assert_eq!(big.max_connections, 16384, "capped");
+        assert_eq!(big.pull, 4096, "capped");
+        let few_fds = Machine {
+            cores: 64,
+            open_files: Some(300),
+        };
+        let few = Limits::derive(&ServeArgs::default(), few_fds).unwrap();
+        assert_eq!(few.max_connections, 64, "floor");
+        assert_eq!(few.pull, 64, "never more pulls than connections");
+    }
+
+    #[test]
+    fn nonsense_limits_are_refused() {
+        for args in [
+            ServeArgs {
+                pull_limit: Some(0),
+                ..Default::default()
+            },
+            ServeArgs {
+                tenant_share: Some(1.5),
+                ..Default::default()
+            },
+            ServeArgs {
+                header_timeout_secs: Some(0),
+                ..Default::default()
+            },
+        ] {
+            assert!(Limits::derive(&args, SMALL).is_err(), "{args:?}");
+        }
     }
 }

@@ -6,10 +6,20 @@
 
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
+use wharf_admission::{AdaptiveConfig, Admission, ClassLimits};
+use wharf_api::admin::{admin_app, NodeState};
+use wharf_api::{app_with, serve_with, AppState, ConnStats, MinRate, ServerConfig};
+use wharf_guard::{BreakerConfig, Guard, GuardConfig, GuardedBlobStore, GuardedMetaStore};
 use wharf_meta::embedded::EmbeddedStore;
 use wharf_registry::{Registry, RegistryConfig};
 use wharf_storage::fs::FsStore;
@@ -65,19 +75,38 @@ fn init_logging(filter: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
 async fn serve(config: Config) -> Result<(), String> {
     let data = &config.data_dir;
+    let l = &config.limits;
+    tracing::info!(?l, "limits in force (unset ones derived from this machine)");
     let blobs = FsStore::open(data)
         .await
         .map_err(|e| format!("opening blob storage in {}: {e}", data.display()))?;
     let meta = EmbeddedStore::open(data.join("meta.redb"))
         .map_err(|e| format!("opening metadata in {}: {e}", data.display()))?;
+    let guard = |name, size| {
+        Guard::new(GuardConfig {
+            name,
+            max_concurrent: size,
+            // A call that cannot get a slot quickly is better refused than
+            // queued: the client retries, the node stays responsive.
+            max_wait: Duration::from_millis(100),
+            deadline: l.dependency_deadline,
+            breaker: BreakerConfig::default(),
+        })
+    };
+    let storage_guard = guard("blob_storage", l.storage_pool);
+    let meta_guard = guard("metadata", l.metadata_pool);
     let registry = Registry::new(
-        Arc::new(blobs),
-        Arc::new(meta),
+        Arc::new(GuardedBlobStore::new(
+            Arc::new(blobs),
+            storage_guard.clone(),
+        )),
+        Arc::new(GuardedMetaStore::new(Arc::new(meta), meta_guard.clone())),
         RegistryConfig {
             manifest_cache_bytes: config.manifest_cache_bytes,
             upload_expiry: config.upload_expiry,
@@ -100,24 +129,99 @@ async fn serve(config: Config) -> Result<(), String> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let class = |max_in_flight: usize| ClassLimits {
+        max_in_flight,
+        tenant_share: l.tenant_share,
+        max_wait: l.max_wait,
+        max_waiters: max_in_flight,
+        adaptive: l.adaptive.then(AdaptiveConfig::default),
+    };
+    let admission = Admission::new(class(l.pull), class(l.push), class(l.admin));
+    let mut state = AppState::new(registry);
+    state.admission = Some(admission.clone());
+    state.min_rate = MinRate {
+        bytes_per_sec: l.min_upload_rate,
+        ..MinRate::default()
+    };
+    let connections = Arc::new(ConnStats::default());
+    let node = Arc::new(NodeState::new(
+        Some(admission),
+        connections.clone(),
+        state.metrics.clone(),
+        vec![storage_guard, meta_guard],
+    ));
+
+    let listener = bind(config.listen, config.addr_file.as_deref()).await?;
+    let admin_listener = bind(config.admin_listen, config.admin_addr_file.as_deref()).await?;
+    tracing::info!(
+        addr = %listener.local_addr().map_err(|e| e.to_string())?,
+        admin = %admin_listener.local_addr().map_err(|e| e.to_string())?,
+        data_dir = %data.display(),
+        "wharf listening"
+    );
+
+    // On SIGTERM: turn not-ready first (a load balancer stops sending new
+    // work), then stop accepting and drain. The admin port keeps answering
+    // until the drain is over, so the not-ready state is observable.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signalled = node.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signalled.shutting_down.store(true, Ordering::Relaxed);
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let admin_config = ServerConfig {
+        max_connections: 64,
+        ..ServerConfig::default()
+    };
+    let (admin_done_tx, admin_done_rx) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(serve_with(
+        admin_listener,
+        admin_app(node),
+        admin_config,
+        Arc::new(ConnStats::default()),
+        async move {
+            let _ = admin_done_rx.await;
+        },
+    ));
+    let server_config = ServerConfig {
+        max_connections: l.max_connections,
+        header_read_timeout: l.header_timeout,
+        idle_timeout: l.idle_timeout,
+        shutdown_grace: l.shutdown_grace,
+    };
+    let served = serve_with(
+        listener,
+        app_with(state),
+        server_config,
+        connections,
+        stopped(stop_rx),
+    )
+    .await;
+    let _ = admin_done_tx.send(());
+    let _ = admin.await;
+    served.map_err(|e| format!("serving: {e}"))?;
+    tracing::info!("wharf stopped");
+    Ok(())
+}
+
+/// Binds `addr`; if asked, writes the bound address to `addr_file` via a
+/// temporary file and a rename, so a reader never sees half an address.
+async fn bind(addr: SocketAddr, addr_file: Option<&Path>) -> Result<TcpListener, String> {
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("binding {}: {e}", config.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    if let Some(path) = &config.addr_file {
-        // Written via a temporary file and a rename, so a reader never sees
-        // a half-written address.
+        .map_err(|e| format!("binding {addr}: {e}"))?;
+    if let Some(path) = addr_file {
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, addr.to_string())
+        std::fs::write(&tmp, bound.to_string())
             .and_then(|()| std::fs::rename(&tmp, path))
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
-    tracing::info!(%addr, data_dir = %data.display(), "wharf listening");
-    wharf_api::serve(listener, wharf_api::app(registry), shutdown_signal())
-        .await
-        .map_err(|e| format!("serving: {e}"))?;
-    tracing::info!("wharf stopped");
-    Ok(())
+    Ok(listener)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -128,5 +232,5 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    tracing::info!("shutting down: finishing requests in flight");
+    tracing::info!("shutting down: not ready, finishing requests in flight");
 }

@@ -6,77 +6,13 @@
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::blocking::Client;
 use sha2::{Digest as _, Sha256};
 
-struct Wharf {
-    child: Child,
-    base: String,
-}
-
-impl Wharf {
-    fn start(data: &Path) -> Wharf {
-        let addr_file = data.join("addr");
-        let _ = std::fs::remove_file(&addr_file);
-        let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
-            .arg("--data-dir")
-            .arg(data)
-            .arg("--addr-file")
-            .arg(&addr_file)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start wharf");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
-            if let Ok(a) = std::fs::read_to_string(&addr_file) {
-                break a;
-            }
-            assert!(Instant::now() < deadline, "wharf did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Wharf {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    /// SIGKILL: no chance to flush or clean up anything.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn addr(&self) -> &str {
-        self.base.trim_start_matches("http://")
-    }
-}
-
-impl Drop for Wharf {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn sha256(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
-}
-
-fn data(len: usize, seed: u8) -> Vec<u8> {
-    let mut x: u32 = 0x9e37_79b9 ^ seed as u32;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
+mod common;
+use common::{data, sha256, Wharf};
 
 /// Sends a request whose body is only partly written, then returns with
 /// the connection still open (the server is then killed mid-body).

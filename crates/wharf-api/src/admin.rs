@@ -1,0 +1,341 @@
+//! The admin port: liveness, readiness and metrics, apart from client
+//! traffic so that a flood of registry requests cannot hide a node's state
+//! from its load balancer or its monitoring.
+//!
+//! Owns: [`NodeState`] (what the node knows about its own saturation and
+//! dependencies) and [`admin_app`], the router serving `/healthz`,
+//! `/readyz` and `/metrics` over it.
+//!
+//! Must never: touch a dependency to answer (a probe that waits on a slow
+//! database would itself pile up), or block: every answer is read from
+//! counters the request path already keeps.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use wharf_admission::{Admission, Class};
+use wharf_guard::Guard;
+use wharf_telemetry::{process, Exposition, RequestMetrics};
+
+use crate::server::ConnStats;
+
+/// Connections open at or above this fraction of the cap count as saturated.
+const CONNECTIONS_SATURATED: f64 = 0.95;
+
+/// Everything the admin port reports on. Cheap to share.
+pub struct NodeState {
+    /// Admission budgets (absent when the node runs without them).
+    pub admission: Option<Admission>,
+    /// The client listener's connection counters.
+    pub connections: Arc<ConnStats>,
+    /// Request latency and traffic.
+    pub requests: Arc<RequestMetrics>,
+    /// One guard per dependency; a required dependency whose breaker is
+    /// open makes the node not ready.
+    pub guards: Vec<Guard>,
+    /// Set once shutdown begins: the node drains and looks not ready.
+    pub shutting_down: AtomicBool,
+}
+
+/// Why the node is not ready, if it is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReady {
+    ShuttingDown,
+    ConnectionsSaturated,
+    ClassSaturated(&'static str),
+    DependencyDown(&'static str),
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::ShuttingDown => f.write_str("shutting down"),
+            NotReady::ConnectionsSaturated => f.write_str("connections near the cap"),
+            NotReady::ClassSaturated(c) => write!(f, "{c} requests at their limit with waiters"),
+            NotReady::DependencyDown(d) => write!(f, "{d} unreachable (circuit open)"),
+        }
+    }
+}
+
+impl NodeState {
+    pub fn new(
+        admission: Option<Admission>,
+        connections: Arc<ConnStats>,
+        requests: Arc<RequestMetrics>,
+        guards: Vec<Guard>,
+    ) -> NodeState {
+        NodeState {
+            admission,
+            connections,
+            requests,
+            guards,
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// `Ok` when the node should receive traffic, else the first reason not.
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(NotReady::ShuttingDown);
+        }
+        let open = self.connections.open.load(Ordering::Relaxed) as f64;
+        let limit = self.connections.limit.load(Ordering::Relaxed) as f64;
+        if limit > 0.0 && open >= limit * CONNECTIONS_SATURATED {
+            return Err(NotReady::ConnectionsSaturated);
+        }
+        if let Some(a) = &self.admission {
+            for c in Class::ALL {
+                let s = a.stats(c);
+                if s.in_flight >= s.limit && s.waiting > 0 {
+                    return Err(NotReady::ClassSaturated(c.as_str()));
+                }
+            }
+        }
+        if let Some(g) = self.guards.iter().find(|g| g.is_open()) {
+            return Err(NotReady::DependencyDown(g.name()));
+        }
+        Ok(())
+    }
+
+    /// The Prometheus text exposition of every bounded resource and counter.
+    pub fn render_metrics(&self) -> String {
+        let mut out = Exposition::new();
+        self.render_connections(&mut out);
+        if let Some(a) = &self.admission {
+            render_admission(a, &mut out);
+        }
+        self.requests.render(&mut out);
+        self.render_dependencies(&mut out);
+        out.gauge(
+            "wharf_ready",
+            "1 when /readyz answers ready, else 0.",
+            &[],
+            if self.readiness().is_ok() { 1.0 } else { 0.0 },
+        );
+        if let Some(p) = process::sample() {
+            out.gauge(
+                "wharf_process_resident_memory_bytes",
+                "Resident memory of the process.",
+                &[],
+                p.resident_bytes as f64,
+            );
+            out.gauge(
+                "wharf_process_open_fds",
+                "Open file descriptors.",
+                &[],
+                p.open_fds as f64,
+            );
+            if let Some(max) = p.max_fds {
+                out.gauge(
+                    "wharf_process_max_fds",
+                    "Soft limit on open file descriptors.",
+                    &[],
+                    max as f64,
+                );
+            }
+        }
+        out.finish()
+    }
+
+    fn render_connections(&self, out: &mut Exposition) {
+        let c = &self.connections;
+        let load = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Relaxed) as f64;
+        let load64 = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+        out.gauge(
+            "wharf_connections_open",
+            "Client connections being served.",
+            &[],
+            load(&c.open),
+        );
+        out.gauge(
+            "wharf_connections_limit",
+            "Cap on client connections; more are answered 503 at once.",
+            &[],
+            load(&c.limit),
+        );
+        out.counter(
+            "wharf_connections_accepted_total",
+            "Client connections accepted under the cap.",
+            &[],
+            load64(&c.accepted_total),
+        );
+        out.counter(
+            "wharf_connections_refused_total",
+            "Client connections refused at the cap (fast 503).",
+            &[],
+            load64(&c.refused_total),
+        );
+        out.counter(
+            "wharf_connections_idle_closed_total",
+            "Client connections closed for idling.",
+            &[],
+            load64(&c.idle_closed_total),
+        );
+    }
+
+    fn render_dependencies(&self, out: &mut Exposition) {
+        let stats: Vec<_> = self.guards.iter().map(|g| g.stats()).collect();
+        type Field = fn(&wharf_guard::GuardStats) -> f64;
+        let gauges: [(&str, &str, Field); 3] = [
+            (
+                "wharf_dependency_pool_size",
+                "Calls this node may have in flight to the dependency.",
+                |s| s.size as f64,
+            ),
+            (
+                "wharf_dependency_pool_in_use",
+                "Calls in flight to the dependency.",
+                |s| s.in_use as f64,
+            ),
+            (
+                "wharf_dependency_breaker_open",
+                "1 while the dependency's circuit breaker is open.",
+                |s| f64::from(u8::from(s.breaker == wharf_guard::BreakerState::Open)),
+            ),
+        ];
+        for (name, help, f) in gauges {
+            for s in &stats {
+                out.gauge(name, help, &[("dependency", s.name)], f(s));
+            }
+        }
+        let counters: [(&str, &str, Field); 6] = [
+            (
+                "wharf_dependency_calls_total",
+                "Calls that reached the dependency.",
+                |s| s.calls_total as f64,
+            ),
+            (
+                "wharf_dependency_busy_total",
+                "Calls refused because no slot freed in time.",
+                |s| s.busy_total as f64,
+            ),
+            (
+                "wharf_dependency_timeouts_total",
+                "Calls that passed their deadline.",
+                |s| s.timeouts_total as f64,
+            ),
+            (
+                "wharf_dependency_failures_total",
+                "Calls the dependency failed.",
+                |s| s.failures_total as f64,
+            ),
+            (
+                "wharf_dependency_rejected_open_total",
+                "Calls refused by an open circuit breaker.",
+                |s| s.rejected_open_total as f64,
+            ),
+            (
+                "wharf_dependency_wait_seconds_total",
+                "Time calls spent waiting for a slot.",
+                |s| s.wait_seconds_total,
+            ),
+        ];
+        for (name, help, f) in counters {
+            for s in &stats {
+                out.counter(name, help, &[("dependency", s.name)], f(s));
+            }
+        }
+        for g in &self.guards {
+            out.histogram(
+                "wharf_dependency_call_duration_seconds",
+                "Duration of calls that reached the dependency.",
+                &[("dependency", g.name())],
+                g.latency(),
+            );
+        }
+    }
+}
+
+fn render_admission(a: &Admission, out: &mut Exposition) {
+    let stats: Vec<_> = Class::ALL
+        .iter()
+        .map(|&c| (c.as_str(), a.stats(c)))
+        .collect();
+    for (class, s) in &stats {
+        out.gauge(
+            "wharf_requests_in_flight",
+            "Requests admitted and not yet answered in full, by class.",
+            &[("class", class)],
+            s.in_flight as f64,
+        );
+    }
+    for (class, s) in &stats {
+        out.gauge(
+            "wharf_requests_in_flight_limit",
+            "The in-flight limit in force, by class (lowered by the adaptive limit).",
+            &[("class", class)],
+            s.limit as f64,
+        );
+    }
+    for (class, s) in &stats {
+        out.gauge(
+            "wharf_requests_waiting",
+            "Requests waiting (bounded) for a slot, by class.",
+            &[("class", class)],
+            s.waiting as f64,
+        );
+    }
+    for (class, s) in &stats {
+        out.counter(
+            "wharf_requests_admitted_total",
+            "Requests admitted, by class.",
+            &[("class", class)],
+            s.admitted_total as f64,
+        );
+    }
+    for (class, s) in &stats {
+        for (reason, n) in [
+            ("node_busy", s.refused_node_total),
+            ("tenant_share", s.refused_tenant_total),
+        ] {
+            out.counter(
+                "wharf_requests_shed_total",
+                "Requests refused at once: node_busy answered 503, tenant_share 429.",
+                &[("class", class), ("reason", reason)],
+                n as f64,
+            );
+        }
+    }
+}
+
+/// The admin router over `node`.
+pub fn admin_app(node: Arc<NodeState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(node)
+}
+
+async fn healthz() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+async fn readyz(State(node): State<Arc<NodeState>>) -> Response {
+    match node.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        node.render_metrics(),
+    )
+        .into_response()
+}

@@ -1,0 +1,277 @@
+//! The admin port and the process's life cycle on the real binary: health,
+//! readiness (and what turns it off), the metrics contract the shipped alert
+//! rules rely on, and the graceful drain on SIGTERM.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+
+mod common;
+use common::{data, sha256, Wharf};
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn get(url: &str) -> (u16, String) {
+    let r = client().get(url).send().unwrap();
+    (r.status().as_u16(), r.text().unwrap())
+}
+
+/// The value of one sample line (`name{labels} value`) in an exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Polls `f` until it returns true, for at most `within`.
+fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+fn push_blob(w: &Wharf, repo: &str, bytes: Vec<u8>) -> String {
+    let d = sha256(&bytes);
+    let r = client()
+        .post(format!("{}/v2/{repo}/blobs/uploads/?digest={d}", w.base))
+        .body(bytes)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    d
+}
+
+#[test]
+fn admin_port_answers_health_readiness_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Wharf::start_with(dir.path(), &["--pull-limit", "7", "--storage-pool", "5"]);
+    assert_eq!(get(&format!("{}/healthz", w.admin)).0, 200);
+    assert_eq!(get(&format!("{}/readyz", w.admin)).0, 200);
+    // Client traffic, to see it counted.
+    assert_eq!(get(&format!("{}/v2/", w.base)).0, 200);
+    push_blob(&w, "team/app", data(1000, 1));
+
+    let (status, text) = get(&format!("{}/metrics", w.admin));
+    assert_eq!(status, 200);
+    // Every family the alert rules in deploy/ use is exported.
+    for family in [
+        "wharf_connections_open",
+        "wharf_connections_limit",
+        "wharf_connections_refused_total",
+        "wharf_requests_in_flight",
+        "wharf_requests_in_flight_limit",
+        "wharf_requests_shed_total",
+        "wharf_http_request_duration_seconds",
+        "wharf_http_request_bytes_total",
+        "wharf_http_response_bytes_total",
+        "wharf_dependency_pool_size",
+        "wharf_dependency_pool_in_use",
+        "wharf_dependency_breaker_open",
+        "wharf_dependency_timeouts_total",
+        "wharf_dependency_call_duration_seconds",
+        "wharf_ready",
+        "wharf_process_open_fds",
+        "wharf_process_max_fds",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family} missing from /metrics"
+        );
+    }
+    assert_eq!(
+        sample(&text, r#"wharf_requests_in_flight_limit{class="pull"}"#),
+        Some(7.0),
+        "the flag sets the limit"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"wharf_dependency_pool_size{dependency="blob_storage"}"#
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(&text, r#"wharf_requests_admitted_total{class="push"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "wharf_http_request_bytes_total"),
+        Some(1000.0)
+    );
+    assert_eq!(sample(&text, "wharf_ready"), Some(1.0));
+}
+
+#[test]
+fn a_saturated_class_turns_the_node_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Wharf::start_with(dir.path(), &["--pull-limit", "1", "--max-wait-ms", "3000"]);
+    // A blob larger than the socket buffers: a client that does not read
+    // it keeps its pull slot.
+    let blob = push_blob(&w, "a/big", data(48 << 20, 2));
+    let mut holder = TcpStream::connect(w.addr()).unwrap();
+    write!(
+        holder,
+        "GET /v2/a/big/blobs/{blob} HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 12];
+    holder.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+
+    // A second pull now waits for the slot (bounded by --max-wait-ms), and
+    // while it waits the node says it is saturated.
+    let waiter_url = format!("{}/v2/a/big/blobs/{blob}", w.base);
+    let waiter = std::thread::spawn(move || client().head(waiter_url).send().unwrap().status());
+    let readyz = format!("{}/readyz", w.admin);
+    let mut seen = String::new();
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            let (s, body) = get(&readyz);
+            seen = body;
+            s == 503
+        }),
+        "readyz stayed ready while pulls queued: {seen}"
+    );
+    assert!(seen.contains("pull"), "{seen}");
+    // The waiter is refused when its bounded wait ends: honest and fast.
+    assert_eq!(waiter.join().unwrap(), 503);
+    drop(holder);
+    assert!(
+        eventually(Duration::from_secs(3), || get(&readyz).0 == 200),
+        "ready again once the slot is free"
+    );
+}
+
+#[test]
+fn sigterm_turns_not_ready_and_drains_requests_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = Wharf::start_with(dir.path(), &["--shutdown-grace-secs", "20"]);
+    let c = client();
+    let r = c
+        .post(format!("{}/v2/a/app/blobs/uploads/", w.base))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let body = data(64 * 1024, 3);
+    let digest = sha256(&body);
+
+    // A PUT whose body is half sent when the signal arrives.
+    let mut put = TcpStream::connect(w.addr()).unwrap();
+    put.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    write!(
+        put,
+        "PUT {location}{sep}digest={digest} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    put.write_all(&body[..body.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    w.terminate();
+    let readyz = format!("{}/readyz", w.admin);
+    let mut seen = String::new();
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            match client().get(&readyz).send() {
+                Ok(r) if r.status() == 503 => {
+                    seen = r.text().unwrap_or_default();
+                    true
+                }
+                _ => false,
+            }
+        }),
+        "readyz did not turn 503 on SIGTERM"
+    );
+    assert!(seen.contains("shutting down"), "{seen}");
+    // No new client connections are taken.
+    assert!(
+        eventually(Duration::from_secs(3), || TcpStream::connect(w.addr())
+            .is_err()),
+        "still accepting after SIGTERM"
+    );
+
+    // The request in flight finishes and is acknowledged.
+    put.write_all(&body[body.len() / 2..]).unwrap();
+    let mut answer = String::new();
+    let _ = put.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let status = w
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after the drain");
+    assert!(status.success(), "{status:?}");
+
+    // What was acknowledged is there after a restart.
+    let w = Wharf::start(dir.path());
+    let r = client()
+        .get(format!("{}/v2/a/app/blobs/{digest}", w.base))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().unwrap().as_ref(), body.as_slice());
+}
+
+#[test]
+fn serve_help_documents_every_limit() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--admin-listen",
+        "--max-connections",
+        "--pull-limit",
+        "--push-limit",
+        "--admin-limit",
+        "--tenant-share",
+        "--max-wait-ms",
+        "--adaptive",
+        "--header-timeout-secs",
+        "--idle-timeout-secs",
+        "--min-upload-rate",
+        "--storage-pool",
+        "--metadata-pool",
+        "--dependency-deadline-ms",
+        "--shutdown-grace-secs",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from serve --help");
+    }
+}
+
+#[test]
+fn nonsense_limits_stop_the_start_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--tenant-share", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--tenant-share"), "{err}");
+}
