@@ -31,6 +31,7 @@ declare -a WANT=(
   "nginx:nginx-light"
   "docker-registry:docker-registry"
   "python3:python3"
+  "promtool:prometheus"
 )
 # Rootless podman needs subordinate id mapping and a FUSE overlay; as root
 # (how CI runs) the tests use the vfs driver and need neither.

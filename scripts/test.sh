@@ -20,6 +20,9 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "alert rules (promtool)"
+bash scripts/check-alerts.sh
+
 step "cargo test"
 cargo test --workspace --locked 2>&1 | tee target/cargo-test.log
 # Sum the per-binary result lines so the run ends with one honest total.

@@ -184,20 +184,13 @@ fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<(u64, Hasher)> {
     Ok((len, hasher))
 }
 
-/// Reads up to `len` bytes from `file` (fewer only at end of file).
+/// Reads up to `len` bytes from `file` (fewer only at end of file), into
+/// a buffer that is not zeroed first: on the pull path every pass over
+/// memory counts, and a zeroing pass is pure waste before a read fills it.
 fn read_piece(file: &mut File, len: usize) -> io::Result<Bytes> {
-    let mut buf = BytesMut::zeroed(len);
-    let mut filled = 0;
-    while filled < len {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(filled);
-    Ok(buf.freeze())
+    let mut buf = Vec::with_capacity(len);
+    file.take(len as u64).read_to_end(&mut buf)?;
+    Ok(Bytes::from(buf))
 }
 
 #[async_trait]
