@@ -230,7 +230,7 @@ async fn route(state: &AppState, endpoint: Endpoint, req: &Req, body: Body) -> R
         E::Tags(repo) if *m == Method::GET => tags::get_tags(reg, &repo, req).await,
         E::Manifest(repo, r) => match *m {
             Method::GET | Method::HEAD => manifests::get_manifest(reg, &repo, &r, req).await,
-            Method::PUT => manifests::put_manifest(reg, &repo, &r, req, body).await,
+            Method::PUT => manifests::put_manifest(state, &repo, &r, req, body).await,
             Method::DELETE => manifests::delete_manifest(reg, &repo, &r).await,
             _ => not_allowed(req),
         },

@@ -3,11 +3,14 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
+use bytes::BytesMut;
+use futures_util::{StreamExt, TryStreamExt};
 use wharf_core::{media, Reference, RegistryError, RepoName};
 use wharf_registry::Registry;
 
+use crate::body::RateChecked;
 use crate::headers::{self, set};
-use crate::{Req, Result};
+use crate::{AppState, Req, Result};
 
 /// Whether a client's `Accept` headers allow a manifest of `media_type`.
 /// A client that names no manifest type at all (no header, `*/*`,
@@ -52,7 +55,7 @@ pub async fn get_manifest(reg: &Registry, repo: &RepoName, r: &Reference, req: &
 /// Stores a manifest: `201` with `Location`, its digest, and `OCI-Subject`
 /// when it refers to another manifest.
 pub async fn put_manifest(
-    reg: &Registry,
+    state: &AppState,
     repo: &RepoName,
     r: &Reference,
     req: &Req,
@@ -68,9 +71,22 @@ pub async fn put_manifest(
             return Err(too_large(len));
         }
     }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large(limit as u64 + 1))?;
+    // Read under the same minimum rate as blob uploads: a stalled body must
+    // not hold a push slot for ever.
+    let raw = body.into_data_stream().map_err(std::io::Error::other);
+    let mut stream = RateChecked::new(raw, state.min_rate);
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            RegistryError::ManifestInvalid(format!("reading the manifest body failed: {e}"))
+        })?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large((buf.len() + chunk.len()) as u64));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let bytes = buf.freeze();
+    let reg = &state.registry;
     let content_type = headers::get(&req.headers, "content-type");
     let out = reg.put_manifest(repo, r, content_type, bytes).await?;
     let mut resp = headers::empty(201);

@@ -94,6 +94,8 @@ pub async fn serve_with(
     let refusal = Arc::new(refusal_bytes());
     stats.limit.store(config.max_connections, Ordering::Relaxed);
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Past the grace period, connections still open are closed outright.
+    let (abort_tx, abort_rx) = watch::channel(false);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -137,14 +139,28 @@ pub async fn serve_with(
         let stats = stats.clone();
         let mut stop = stop_rx.clone();
         let idle_timeout = config.idle_timeout;
+        let mut abort = abort_rx.clone();
+        let header_timeout = config.header_read_timeout;
         tokio::spawn(async move {
+            // hyper-util's auto builder waits for the first bytes (to tell
+            // HTTP/1 from HTTP/2) with no timer of its own: a client that
+            // connects and says nothing is bounded here instead.
+            let mut first = [0u8; 1];
+            let spoke = tokio::select! {
+                r = tokio::time::timeout(header_timeout, stream.peek(&mut first)) => {
+                    matches!(r, Ok(Ok(n)) if n > 0)
+                }
+                _ = stop.changed() => false,
+                _ = abort.changed() => false,
+            };
+            if !spoke {
+                stats.open.fetch_sub(1, Ordering::Relaxed);
+                drop(slot);
+                return;
+            }
             let activity = Arc::new(AtomicU64::new(0));
             let clock = tokio::time::Instant::now();
-            let io = TokioIo::new(Tracked {
-                inner: stream,
-                activity: activity.clone(),
-                clock,
-            });
+            let io = TokioIo::new(Tracked::new(stream, activity.clone(), clock));
             let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(app));
             tokio::pin!(conn);
             let mut closing = false;
@@ -158,19 +174,30 @@ pub async fn serve_with(
                     .max(Duration::from_millis(100));
                 tokio::select! {
                     _ = conn.as_mut() => break,
-                    _ = tokio::time::sleep(check_in), if !closing => {
+                    _ = tokio::time::sleep(check_in) => {
                         let idle = (clock.elapsed().as_millis() as u64)
                             .saturating_sub(activity.load(Ordering::Relaxed));
                         if idle >= idle_timeout.as_millis() as u64 {
+                            // No byte moved either way for the whole idle
+                            // timeout. Between requests a graceful close
+                            // does; in the middle of one (a client that
+                            // stopped reading or sending) nothing graceful
+                            // can finish, so the connection is dropped and
+                            // its slots freed.
                             stats.idle_closed_total.fetch_add(1, Ordering::Relaxed);
+                            if closing {
+                                break;
+                            }
                             conn.as_mut().graceful_shutdown();
                             closing = true;
+                            activity.store(clock.elapsed().as_millis() as u64, Ordering::Relaxed);
                         }
                     }
                     _ = stop.changed(), if !closing => {
                         conn.as_mut().graceful_shutdown();
                         closing = true;
                     }
+                    _ = abort.changed() => break,
                 }
             }
             stats.open.fetch_sub(1, Ordering::Relaxed);
@@ -189,41 +216,89 @@ pub async fn serve_with(
     {
         tracing::warn!(
             open = stats.open.load(Ordering::Relaxed),
-            "shutdown grace period over with connections still open"
+            "shutdown grace period over: closing the connections still open"
         );
+        let _ = abort_tx.send(true);
+        // Each connection task ends at its next poll; wait for them (briefly)
+        // so that what they hold (admission slots, the registry) is released
+        // before this returns.
+        let _ = tokio::time::timeout(Duration::from_secs(2), slots.acquire_many(all)).await;
     }
     Ok(())
 }
 
 /// Answers a refused connection with the canned `503`, then closes it
-/// gently: reading what the client sent first, so the close is a FIN the
-/// client can read the answer before, not a reset.
+/// gently. The request head is read first: an HTTP client treats an answer
+/// that arrives before it has sent its request as a protocol error, not as
+/// the refusal it is. Then the rest of what the client sends is drained for
+/// a moment, so the close is a FIN the client can read the answer before,
+/// not a reset that destroys it. Every step is bounded in time and bytes.
 async fn refuse(mut stream: TcpStream, answer: &[u8]) {
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        // A client that has sent nothing within half a second is answered
+        // all the same.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            let mut head = Vec::with_capacity(1024);
+            let mut buf = [0u8; 4096];
+            while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
         stream.write_all(answer).await?;
         stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        let mut drained = 0;
-        while drained < 64 * 1024 {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
-            }
-        }
+        drain(&mut stream, 256 * 1024).await;
         Ok::<_, std::io::Error>(())
     })
     .await;
 }
 
+/// Reads and discards up to `budget` bytes, until the peer closes.
+async fn drain(stream: &mut TcpStream, budget: usize) {
+    let mut sink = [0u8; 8192];
+    let mut drained = 0;
+    while drained < budget {
+        match stream.read(&mut sink).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// After a response, how long a closing connection keeps reading (and
+/// discarding) what the client still sends, and how much of it.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
 /// A connection that remembers when bytes last moved (milliseconds since
-/// `clock`), for the idle timeout.
+/// `clock`), for the idle timeout, and closes with a lingering drain.
+///
+/// When hyper closes a connection whose request body it did not read (a
+/// refusal or an error answered before the body), closing the socket with
+/// unread bytes would make the kernel send a reset, and the client would
+/// lose the answer it has not read yet. So shutdown sends FIN, then keeps
+/// reading and discarding for a bounded time and byte count.
 struct Tracked {
     inner: TcpStream,
     activity: Arc<AtomicU64>,
     clock: tokio::time::Instant,
+    /// Set once the write side is shut: the drain's deadline and budget.
+    linger: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
 }
 
 impl Tracked {
+    fn new(inner: TcpStream, activity: Arc<AtomicU64>, clock: tokio::time::Instant) -> Tracked {
+        Tracked {
+            inner,
+            activity,
+            clock,
+            linger: None,
+        }
+    }
+
     fn touch(&self) {
         self.activity
             .store(self.clock.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -282,6 +357,28 @@ impl AsyncWrite for Tracked {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.linger.is_none() {
+            if let Err(e) = std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx)) {
+                return Poll::Ready(Err(e));
+            }
+            this.linger = Some((Box::pin(tokio::time::sleep(LINGER_TIME)), LINGER_BYTES));
+        }
+        let Some((deadline, budget)) = this.linger.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut sink = [0u8; 8192];
+        loop {
+            if *budget == 0 || deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut sink);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => *budget = budget.saturating_sub(buf.filled().len()),
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
