@@ -6,7 +6,7 @@ use std::ops::Range;
 use wharf_core::{Digest, RegistryError, RepoName};
 use wharf_storage::{ByteStream, StorageError};
 
-use crate::{meta_err, storage_err, Registry};
+use crate::{meta_err, storage_err, unreachable, Registry};
 
 /// A parsed `Range: bytes=…` request, before the blob's size is known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,11 +67,27 @@ pub struct BlobRead {
 impl Registry {
     /// The size of blob `digest` in `repo`, or `BLOB_UNKNOWN`.
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, RegistryError> {
-        self.meta()
-            .blob_size(repo, digest)
-            .await
-            .map_err(meta_err)?
-            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))
+        let key = (repo.clone(), digest.clone());
+        let size = match self.meta().blob_size(repo, digest).await {
+            Ok(size) => size,
+            // Metadata unreachable: a link this node saw is still good for
+            // a pull (the bytes are immutable and stay until GC).
+            Err(e) if unreachable(&e) => match self.inner.links.get(&key) {
+                Some(size) => return Ok(size),
+                None => return Err(meta_err(e)),
+            },
+            Err(e) => return Err(meta_err(e)),
+        };
+        match size {
+            Some(size) => {
+                self.inner.links.put(key, size);
+                Ok(size)
+            }
+            None => {
+                self.inner.links.remove(&key);
+                Err(RegistryError::BlobUnknown(digest.clone()))
+            }
+        }
     }
 
     /// Opens blob `digest` of `repo` for reading, whole or a range of it.
@@ -102,12 +118,13 @@ impl Registry {
     /// repository (or manifest) may still use them; reclaiming unreferenced
     /// bytes is garbage collection's job.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
-        if self
+        let removed = self
             .meta()
             .unlink_blob(repo, digest)
             .await
-            .map_err(meta_err)?
-        {
+            .map_err(meta_err)?;
+        self.inner.links.remove(&(repo.clone(), digest.clone()));
+        if removed {
             Ok(())
         } else {
             Err(RegistryError::BlobUnknown(digest.clone()))

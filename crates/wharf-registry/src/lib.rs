@@ -16,12 +16,13 @@
 
 use std::sync::Arc;
 
-use wharf_core::RegistryError;
+use wharf_core::{Digest, RegistryError, RepoName, Tag};
 use wharf_meta::{MetaError, MetaStore};
 use wharf_storage::{BlobStore, StorageError};
 
 pub mod blobs;
 mod cache;
+mod last_known;
 pub mod manifests;
 pub mod referrers;
 pub mod uploads;
@@ -37,6 +38,9 @@ pub struct RegistryConfig {
     pub manifest_cache_bytes: usize,
     /// Upload sessions idle for longer than this are removed.
     pub upload_expiry: std::time::Duration,
+    /// Blob links and tags remembered (each) to serve pulls while metadata
+    /// is unreachable; 0 turns that off.
+    pub last_known_entries: usize,
 }
 
 impl Default for RegistryConfig {
@@ -44,6 +48,7 @@ impl Default for RegistryConfig {
         RegistryConfig {
             manifest_cache_bytes: 64 * 1024 * 1024,
             upload_expiry: std::time::Duration::from_secs(24 * 3600),
+            last_known_entries: 100_000,
         }
     }
 }
@@ -62,6 +67,10 @@ struct Inner {
     /// Manifest bytes by repository and digest (immutable, so always valid
     /// until the manifest is deleted).
     manifests: cache::ManifestCache,
+    /// Blob links (repository, digest) -> size, last learned from metadata.
+    links: last_known::LastKnown<(RepoName, Digest), u64>,
+    /// Tags (repository, tag) -> digest, last learned from metadata.
+    tags: last_known::LastKnown<(RepoName, Tag), Digest>,
     config: RegistryConfig,
 }
 
@@ -74,6 +83,8 @@ impl Registry {
         Registry {
             inner: Arc::new(Inner {
                 manifests: cache::ManifestCache::new(config.manifest_cache_bytes),
+                links: last_known::LastKnown::new(config.last_known_entries),
+                tags: last_known::LastKnown::new(config.last_known_entries),
                 blobs,
                 meta,
                 config,
@@ -117,6 +128,12 @@ pub(crate) fn storage_err(e: StorageError) -> RegistryError {
         StorageError::NotFound => RegistryError::Internal("storage object missing".into()),
         StorageError::Io(e) => RegistryError::Internal(format!("storage i/o: {e}")),
     }
+}
+
+/// True for a metadata failure that means "cannot be reached now" (the
+/// case where what this node last knew may answer instead).
+pub(crate) fn unreachable(e: &MetaError) -> bool {
+    matches!(e, MetaError::Unavailable(_))
 }
 
 /// Metadata failures as clients see them.

@@ -13,7 +13,7 @@ use wharf_meta::ManifestRecord;
 use wharf_storage::StorageError;
 
 use crate::cache::Cached;
-use crate::{meta_err, storage_err, Registry};
+use crate::{meta_err, storage_err, unreachable, Registry};
 
 /// A manifest as served: exactly the bytes that were pushed.
 #[derive(Clone, Debug)]
@@ -42,12 +42,24 @@ impl Registry {
     ) -> Result<Digest, RegistryError> {
         match reference {
             Reference::Digest(d) => Ok(d.clone()),
-            Reference::Tag(t) => self
-                .meta()
-                .resolve_tag(repo, t)
-                .await
-                .map_err(meta_err)?
-                .ok_or_else(|| RegistryError::ManifestUnknown(format!("{repo}:{t}"))),
+            Reference::Tag(t) => {
+                let key = (repo.clone(), t.clone());
+                match self.meta().resolve_tag(repo, t).await {
+                    Ok(Some(d)) => {
+                        self.inner.tags.put(key, d.clone());
+                        Ok(d)
+                    }
+                    Ok(None) => {
+                        self.inner.tags.remove(&key);
+                        Err(RegistryError::ManifestUnknown(format!("{repo}:{t}")))
+                    }
+                    // Metadata unreachable: the tag as this node last saw it.
+                    Err(e) if unreachable(&e) => {
+                        self.inner.tags.get(&key).ok_or_else(|| meta_err(e))
+                    }
+                    Err(e) => Err(meta_err(e)),
+                }
+            }
         }
     }
 
@@ -160,6 +172,11 @@ impl Registry {
             .put_manifest(repo, &record, tag)
             .await
             .map_err(meta_err)?;
+        if let Some(t) = tag {
+            self.inner
+                .tags
+                .put((repo.clone(), t.clone()), digest.clone());
+        }
         self.inner.manifests.insert(
             repo,
             &digest,
@@ -210,7 +227,11 @@ impl Registry {
         reference: &Reference,
     ) -> Result<(), RegistryError> {
         let found = match reference {
-            Reference::Tag(t) => self.meta().delete_tag(repo, t).await.map_err(meta_err)?,
+            Reference::Tag(t) => {
+                let found = self.meta().delete_tag(repo, t).await.map_err(meta_err)?;
+                self.inner.tags.remove(&(repo.clone(), t.clone()));
+                found
+            }
             Reference::Digest(d) => {
                 let found = self
                     .meta()
@@ -218,6 +239,9 @@ impl Registry {
                     .await
                     .map_err(meta_err)?;
                 self.inner.manifests.remove(repo, d);
+                self.inner
+                    .tags
+                    .remove_where(|(r, _), digest| r == repo && digest == d);
                 found
             }
         };

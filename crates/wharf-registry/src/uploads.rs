@@ -108,6 +108,7 @@ impl Registry {
             .link_blob(repo, digest, size)
             .await
             .map_err(meta_err)?;
+        self.inner.links.put((repo.clone(), digest.clone()), size);
         Ok(size)
     }
 
@@ -166,6 +167,7 @@ impl Registry {
             .link_blob(repo, digest, size)
             .await
             .map_err(meta_err)?;
+        self.inner.links.put((repo.clone(), digest.clone()), size);
         Ok(Some(size))
     }
 

@@ -1,0 +1,131 @@
+//! What this node last learned from metadata, kept for when metadata cannot
+//! be reached (design invariant 3: pulls of known content survive a
+//! control-plane outage).
+//!
+//! Owns: [`LastKnown`], a bounded map of the answers pulls depend on: which
+//! repository holds a blob (and its size) and which digest a tag names. It is
+//! fed by every successful lookup and by this node's own writes, and emptied
+//! of an entry by this node's deletes.
+//!
+//! Must never: answer while metadata is reachable (the store stays the
+//! source of truth, so a delete made through another node takes effect at
+//! once there), or grow without a bound.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::sync::Mutex;
+
+/// A bounded map, oldest insertion evicted first.
+pub(crate) struct LastKnown<K, V> {
+    capacity: usize,
+    inner: Mutex<Entries<K, V>>,
+}
+
+struct Entries<K, V> {
+    /// Each value with the generation it was inserted at.
+    map: HashMap<K, (V, u64)>,
+    /// Insertion order as (key, generation); an item whose generation no
+    /// longer matches the map's is stale and skipped on eviction.
+    order: VecDeque<(K, u64)>,
+    next: u64,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> LastKnown<K, V> {
+    pub fn new(capacity: usize) -> Self {
+        LastKnown {
+            capacity,
+            inner: Mutex::new(Entries {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+                next: 0,
+            }),
+        }
+    }
+
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.lock().map.get(key).map(|(v, _)| v.clone())
+    }
+
+    pub fn put(&self, key: K, value: V) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut e = self.lock();
+        let generation = e.next;
+        e.next += 1;
+        e.map.insert(key.clone(), (value, generation));
+        e.order.push_back((key, generation));
+        // Evict the oldest live entries past the capacity, and keep the
+        // order queue itself bounded (stale items are dropped as they come).
+        while e.map.len() > self.capacity || e.order.len() > 2 * self.capacity {
+            let Some((old, g)) = e.order.pop_front() else {
+                break;
+            };
+            let live = e.map.get(&old).is_some_and(|(_, cur)| *cur == g);
+            if live && e.map.len() > self.capacity {
+                e.map.remove(&old);
+            } else if live {
+                // Still live but the queue is long: requeue it as newest.
+                e.order.push_back((old, g));
+            }
+        }
+    }
+
+    pub fn remove(&self, key: &K) {
+        self.lock().map.remove(key);
+    }
+
+    /// Removes every entry for which `f` is true.
+    pub fn remove_where(&self, f: impl Fn(&K, &V) -> bool) {
+        self.lock().map.retain(|k, (v, _)| !f(k, v));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries<K, V>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_at_most_its_capacity_oldest_out_first() {
+        let c = LastKnown::new(2);
+        c.put("a", 1);
+        c.put("b", 2);
+        c.put("c", 3);
+        assert_eq!(c.get(&"a"), None);
+        assert_eq!(c.get(&"b"), Some(2));
+        assert_eq!(c.get(&"c"), Some(3));
+    }
+
+    #[test]
+    fn updates_and_removals() {
+        let c = LastKnown::new(4);
+        c.put("t", 1);
+        c.put("t", 2);
+        assert_eq!(c.get(&"t"), Some(2));
+        c.remove(&"t");
+        assert_eq!(c.get(&"t"), None);
+        c.put("x", 7);
+        c.put("y", 8);
+        c.remove_where(|_, v| *v == 7);
+        assert_eq!(c.get(&"x"), None);
+        assert_eq!(c.get(&"y"), Some(8));
+    }
+
+    #[test]
+    fn churn_stays_bounded() {
+        let c = LastKnown::new(8);
+        for i in 0..10_000 {
+            c.put(i % 50, i);
+            if i % 3 == 0 {
+                c.remove(&(i % 50));
+            }
+        }
+        let e = c.lock();
+        assert!(e.map.len() <= 8);
+        assert!(e.order.len() <= 16);
+    }
+}
