@@ -261,6 +261,18 @@ pub struct Config {
     pub manifest_cache_bytes: usize,
     pub upload_expiry: Duration,
     pub limits: Limits,
+    /// Nodes sharing this configuration's dependencies (for the budget).
+    pub cluster_nodes: usize,
+}
+
+impl Config {
+    /// The dependencies this node shares with the other nodes of its
+    /// cluster, with its pool to each and each one's connection limit.
+    /// The embedded defaults (local files, embedded metadata) are not
+    /// shared, so they have no budget to keep.
+    pub fn shared_dependencies(&self) -> Vec<crate::budget::Dependency> {
+        Vec::new()
+    }
 }
 
 impl Config {
@@ -299,6 +311,7 @@ impl Config {
             log: a.log.unwrap_or_else(|| "info".into()),
             manifest_cache_bytes: a.manifest_cache_mib.unwrap_or(64) * 1024 * 1024,
             upload_expiry: Duration::from_secs(a.upload_expiry_hours.unwrap_or(24) * 3600),
+            cluster_nodes: 1,
         })
     }
 }

@@ -24,6 +24,7 @@ use wharf_meta::embedded::EmbeddedStore;
 use wharf_registry::{Registry, RegistryConfig};
 use wharf_storage::fs::FsStore;
 
+mod budget;
 mod config;
 
 use config::{Config, ServeArgs};
@@ -40,11 +41,37 @@ struct Cli {
 enum Command {
     /// Run the registry.
     Serve(ServeArgs),
+    /// Check a configuration without starting anything: prints the limits
+    /// in force (derived from this machine where unset) and whether the
+    /// pools of all nodes fit what each shared dependency accepts. Exits
+    /// non-zero if the configuration is refused. Takes the flags of `serve`.
+    Check(ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Check(args) => match Config::load(&args) {
+            Ok(config) => {
+                println!("{:#?}", config.limits);
+                let results = budget::check(config.cluster_nodes, &config.shared_dependencies());
+                if results.is_empty() {
+                    println!("no shared dependency configured: no connection budget to check");
+                }
+                for line in budget::describe(config.cluster_nodes, &results) {
+                    println!("{line}");
+                }
+                if budget::all_fit(&results) {
+                    std::process::ExitCode::SUCCESS
+                } else {
+                    std::process::ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("wharf: {e}");
+                std::process::ExitCode::from(2)
+            }
+        },
         Command::Serve(args) => {
             let config = match Config::load(&args) {
                 Ok(c) => c,
@@ -110,6 +137,7 @@ async fn serve(config: Config) -> Result<(), String> {
         RegistryConfig {
             manifest_cache_bytes: config.manifest_cache_bytes,
             upload_expiry: config.upload_expiry,
+            ..RegistryConfig::default()
         },
     );
     match registry.expire_uploads(true).await {
