@@ -32,6 +32,7 @@ declare -a WANT=(
   "docker-registry:docker-registry"
   "python3:python3"
   "promtool:prometheus"
+  "pg_ctlcluster:postgresql"
 )
 # Rootless podman needs subordinate id mapping and a FUSE overlay; as root
 # (how CI runs) the tests use the vfs driver and need neither.

@@ -23,6 +23,21 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "alert rules (promtool)"
 bash scripts/check-alerts.sh
 
+# Services the suites run against for real, started here and stopped at
+# exit whatever happens. Each start pushes its stop onto CLEANUP.
+CLEANUP=()
+cleanup() {
+  local i
+  for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do eval "${CLEANUP[i]}" || true; done
+}
+trap cleanup EXIT
+
+step "PostgreSQL for the metadata suites"
+PG_DIR=$(mktemp -d)
+CLEANUP+=("bash scripts/postgres.sh stop '$PG_DIR'; rm -rf '$PG_DIR'")
+WHARF_TEST_POSTGRES_URL=$(bash scripts/postgres.sh start "$PG_DIR" 55432)
+export WHARF_TEST_POSTGRES_URL WHARF_REQUIRE_POSTGRES=1
+
 step "cargo test"
 cargo test --workspace --locked 2>&1 | tee target/cargo-test.log
 # Sum the per-binary result lines so the run ends with one honest total.

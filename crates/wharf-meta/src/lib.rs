@@ -3,8 +3,10 @@
 //!
 //! Owns: the [`MetaStore`] trait, the embedded backend ([`embedded::EmbeddedStore`],
 //! on redb: a pure-Rust, ACID, single-file store, so the default install
-//! needs no other service), and the shared behaviour suite ([`suite`]) that
-//! every backend must pass.
+//! needs no other service), the PostgreSQL backend
+//! ([`postgres::PostgresStore`], which the nodes of a multi-node registry
+//! share, each through its own bounded pool), and the shared behaviour
+//! suite ([`suite`]) that every backend must pass.
 //!
 //! Must never: hold blob bytes (those live in a `BlobStore`), or leave a
 //! half-applied change visible: every mutating call is one transaction.
@@ -18,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use wharf_core::{Digest, RepoName, Tag, UploadId};
 
 pub mod embedded;
+pub mod postgres;
 pub mod suite;
 
 /// What the registry remembers about a manifest stored in a repository.

@@ -1,0 +1,865 @@
+//! The PostgreSQL backend: [`PostgresStore`], registry metadata shared by
+//! every node of a multi-node registry.
+//!
+//! Owns: the node's own bounded pool of connections to the server (design
+//! invariant 2), the schema and its migrations, and the mapping of
+//! PostgreSQL's answers onto [`MetaError`].
+//!
+//! Must never: wait without a bound, or leave a half-applied change visible.
+//! Getting a connection waits at most `connect_timeout` for a free slot and
+//! as long again to open one; every statement is bounded by the server's
+//! `statement_timeout` (set on each connection), and a whole call by
+//! `2 × connect_timeout + statement_timeout` on the client, so a server that
+//! stops answering still yields a prompt [`MetaError::Unavailable`]. Every
+//! mutating call is one transaction.
+//!
+//! # Crates
+//!
+//! [`tokio_postgres`] speaks the protocol; [`deadpool_postgres`] pools its
+//! connections. deadpool over bb8 because it has exactly the knobs this
+//! backend needs and little else: a hard `max_size`; separate wait, create
+//! and recycle timeouts (bb8 has one `connection_timeout` for waiting and
+//! connecting together); and a [`Status`](deadpool_postgres::Status) that
+//! counts the callers waiting right now (bb8 only counts, afterwards, the
+//! gets that had to wait). It spawns no background task of its own (bb8
+//! runs a reaper), and its manager caches prepared statements per
+//! connection, so a call pays no extra round trip to parse its SQL.
+//!
+//! # Schema
+//!
+//! Everything lives in the schema `wharf`, created by the migrations in
+//! [`MIGRATIONS`]; `wharf.schema_version` records which have run. Every text
+//! column uses the `"C"` collation, so comparisons and `ORDER BY` are
+//! byte-wise whatever the database's locale: the same order as the
+//! embedded backend's keys.
+//!
+//! | table        | key                  | columns                           |
+//! |--------------|----------------------|-----------------------------------|
+//! | `repos`      | `name`               |                                   |
+//! | `blobs`      | `(repo, digest)`     | `size`                            |
+//! | `manifests`  | `(repo, digest)`     | `subject`, `record` (JSON of [`ManifestRecord`]) |
+//! | `tags`       | `(repo, tag)`        | `digest` → `manifests`, `ON DELETE CASCADE` |
+//! | `uploads`    | `id`                 | `repo`, `started_unix`            |
+//!
+//! The referrers index is an index on `manifests (repo, subject, digest)`, so
+//! it cannot disagree with the manifests it lists; tags reference their
+//! manifest, so deleting a manifest takes its tags with it and no tag can
+//! point at nothing.
+//!
+//! # Concurrency
+//!
+//! Nodes write with `INSERT … ON CONFLICT` at `READ COMMITTED`: two nodes
+//! pushing the same tag, blob or manifest at once serialise on that row and
+//! the later commit wins, never a unique-violation error. Every transaction
+//! takes its row locks in the same table order (blobs or manifests, then
+//! tags, then repos), so they should never deadlock each other; should the
+//! server still abort one for a conflict (SQLSTATE `40001` or `40P01`), it
+//! is run again, at most [`CONFLICT_ATTEMPTS`] times within its deadline.
+//! That is not a retry of a failing dependency (which the guard forbids):
+//! the server rolled back a healthy transaction and asks for it again.
+//!
+//! A call that is abandoned midway (its future dropped by a caller's
+//! deadline) or fails does not hand its connection back to the pool: the
+//! connection is closed, and if a statement was still running the server is
+//! asked to cancel it, so no lock or backend is left busy on behalf of a
+//! call nobody waits for any more.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+use wharf_core::{Digest, RepoName, Tag, UploadId};
+
+use crate::{ManifestRecord, MetaError, MetaStore, UploadRecord};
+
+/// How a node reaches its PostgreSQL server.
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// A libpq connection string, as a URL (`postgres://user@host:5432/db`)
+    /// or as `key=value` pairs. TLS is not supported yet: use a trusted
+    /// network or a local proxy.
+    pub url: String,
+    /// Connections this node may hold open at once. The sum over every node
+    /// must fit in the server's `max_connections`; `connect` refuses a pool
+    /// that alone would not.
+    pub pool_size: usize,
+    /// Bounds opening one connection, and separately waiting for a free one
+    /// when all `pool_size` are in use.
+    pub connect_timeout: Duration,
+    /// The server's `statement_timeout` (and
+    /// `idle_in_transaction_session_timeout`) on every connection.
+    pub statement_timeout: Duration,
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("PostgresConfig")
+            .field("url", &"<hidden>")
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
+/// A snapshot of a [`PostgresStore`]'s connection pool, for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStats {
+    /// The most connections the pool opens (`pool_size`).
+    pub max_size: usize,
+    /// Connections open now, in use or idle.
+    pub open: usize,
+    /// Connections checked out by a call now.
+    pub in_use: usize,
+    /// Calls waiting for a free connection now.
+    pub waiting: usize,
+}
+
+/// The schema version this code writes and expects.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Schema migrations, in order: `(version, SQL)`. Each runs once, in the
+/// start-up transaction of the first node that finds it missing.
+pub const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE wharf.repos (
+    name text COLLATE "C" PRIMARY KEY
+);
+CREATE TABLE wharf.blobs (
+    repo   text COLLATE "C" NOT NULL,
+    digest text COLLATE "C" NOT NULL,
+    size   bigint NOT NULL CHECK (size >= 0),
+    PRIMARY KEY (repo, digest)
+);
+CREATE TABLE wharf.manifests (
+    repo    text COLLATE "C" NOT NULL,
+    digest  text COLLATE "C" NOT NULL,
+    subject text COLLATE "C",
+    record  jsonb NOT NULL,
+    PRIMARY KEY (repo, digest)
+);
+CREATE INDEX manifests_by_subject ON wharf.manifests (repo, subject, digest)
+    WHERE subject IS NOT NULL;
+CREATE TABLE wharf.tags (
+    repo   text COLLATE "C" NOT NULL,
+    tag    text COLLATE "C" NOT NULL,
+    digest text COLLATE "C" NOT NULL,
+    PRIMARY KEY (repo, tag),
+    FOREIGN KEY (repo, digest) REFERENCES wharf.manifests (repo, digest) ON DELETE CASCADE
+);
+CREATE INDEX tags_by_digest ON wharf.tags (repo, digest);
+CREATE TABLE wharf.uploads (
+    id           text COLLATE "C" PRIMARY KEY,
+    repo         text COLLATE "C" NOT NULL,
+    started_unix bigint NOT NULL CHECK (started_unix >= 0)
+);
+"#,
+)];
+
+/// Key of the transaction-scoped advisory lock that serialises migrations
+/// across nodes starting at once ("wharf_m1" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7768_6172_665f_6d31;
+
+/// How often a transaction the server aborted for a conflict is run.
+pub const CONFLICT_ATTEMPTS: u32 = 3;
+
+const UPSERT_BLOB: &str = "INSERT INTO wharf.blobs (repo, digest, size) VALUES ($1, $2, $3) \
+     ON CONFLICT (repo, digest) DO UPDATE SET size = EXCLUDED.size \
+     WHERE wharf.blobs.size <> EXCLUDED.size";
+const ENSURE_REPO: &str = "INSERT INTO wharf.repos (name) VALUES ($1) ON CONFLICT DO NOTHING";
+const BLOB_SIZE: &str = "SELECT size FROM wharf.blobs WHERE repo = $1 AND digest = $2";
+const DELETE_BLOB: &str = "DELETE FROM wharf.blobs WHERE repo = $1 AND digest = $2";
+// The `WHERE` skips rewriting an identical row (re-pushes are common), which
+// would only leave a dead tuple behind; the row is locked either way.
+const UPSERT_MANIFEST: &str =
+    "INSERT INTO wharf.manifests (repo, digest, subject, record) VALUES ($1, $2, $3, $4::text::jsonb) \
+     ON CONFLICT (repo, digest) DO UPDATE SET subject = EXCLUDED.subject, record = EXCLUDED.record \
+     WHERE (wharf.manifests.subject, wharf.manifests.record) \
+         IS DISTINCT FROM (EXCLUDED.subject, EXCLUDED.record)";
+const UPSERT_TAG: &str = "INSERT INTO wharf.tags (repo, tag, digest) VALUES ($1, $2, $3) \
+     ON CONFLICT (repo, tag) DO UPDATE SET digest = EXCLUDED.digest \
+     WHERE wharf.tags.digest <> EXCLUDED.digest";
+const GET_MANIFEST: &str =
+    "SELECT record::text FROM wharf.manifests WHERE repo = $1 AND digest = $2";
+// Tags go with it through their foreign key's ON DELETE CASCADE.
+const DELETE_MANIFEST: &str = "DELETE FROM wharf.manifests WHERE repo = $1 AND digest = $2";
+const RESOLVE_TAG: &str = "SELECT digest FROM wharf.tags WHERE repo = $1 AND tag = $2";
+const DELETE_TAG: &str = "DELETE FROM wharf.tags WHERE repo = $1 AND tag = $2";
+// Tags and repository names are never empty, so `> ''` is "from the start";
+// `coalesce` keeps the bound an index condition (an `OR` would not be).
+const LIST_TAGS: &str = "SELECT tag FROM wharf.tags WHERE repo = $1 AND tag > coalesce($2, '') \
+     ORDER BY tag LIMIT $3";
+const REFERRERS: &str =
+    "SELECT record::text FROM wharf.manifests WHERE repo = $1 AND subject = $2 ORDER BY digest";
+const REPO_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM wharf.repos WHERE name = $1)";
+const LIST_REPOS: &str =
+    "SELECT name FROM wharf.repos WHERE name > coalesce($1, '') ORDER BY name LIMIT $2";
+const UPSERT_UPLOAD: &str =
+    "INSERT INTO wharf.uploads (id, repo, started_unix) VALUES ($1, $2, $3) \
+     ON CONFLICT (id) DO UPDATE SET repo = EXCLUDED.repo, started_unix = EXCLUDED.started_unix";
+const GET_UPLOAD: &str = "SELECT id, repo, started_unix FROM wharf.uploads WHERE id = $1";
+const DELETE_UPLOAD: &str = "DELETE FROM wharf.uploads WHERE id = $1";
+const LIST_UPLOADS: &str = "SELECT id, repo, started_unix FROM wharf.uploads ORDER BY id";
+
+/// Registry metadata in PostgreSQL. Cloning is cheap and every clone shares
+/// the same pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    /// Bounds one whole call, retries included.
+    deadline: Duration,
+    /// Bounds the cancel request sent for an abandoned statement.
+    connect_timeout: Duration,
+    /// Connections the server accepts from non-superusers.
+    server_limit: usize,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.pool_stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Builds the pool, then, in one transaction under an advisory lock (so
+    /// nodes starting together take turns), brings the schema up to
+    /// [`SCHEMA_VERSION`]. Idempotent: a schema that is current is left
+    /// alone.
+    ///
+    /// Fails with [`MetaError::Unavailable`] when the server cannot be
+    /// reached, and with [`MetaError::Internal`] for a bad configuration, a
+    /// pool larger than the server accepts, or a schema newer than this code.
+    pub async fn connect(config: PostgresConfig) -> Result<Self, MetaError> {
+        let invalid =
+            |what: &str| MetaError::Internal(format!("invalid PostgreSQL config: {what}"));
+        if config.pool_size == 0 {
+            return Err(invalid("pool_size must be at least 1"));
+        }
+        if config.connect_timeout.is_zero() || config.statement_timeout.is_zero() {
+            // A zero statement_timeout would mean "none" to the server.
+            return Err(invalid(
+                "connect_timeout and statement_timeout must be positive",
+            ));
+        }
+        let mut pg: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|e| invalid(&format!("url: {e}")))?;
+        pg.connect_timeout(config.connect_timeout);
+        if pg.get_application_name().is_none() {
+            pg.application_name("wharf");
+        }
+        let timeout_ms = config.statement_timeout.as_millis().max(1);
+        let session = format!(
+            "-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={timeout_ms}"
+        );
+        let options = match pg.get_options() {
+            Some(given) if !given.trim().is_empty() => format!("{given} {session}"),
+            _ => session,
+        };
+        pg.options(options);
+
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                // `is_closed` only: a dead connection is found on first use
+                // and then dropped, rather than paying a round trip per call.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.connect_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.connect_timeout))
+            .build()
+            .map_err(|e| MetaError::Internal(format!("cannot build the connection pool: {e}")))?;
+
+        let mut store = PostgresStore {
+            pool,
+            deadline: config.connect_timeout * 2 + config.statement_timeout,
+            connect_timeout: config.connect_timeout,
+            server_limit: 0,
+        };
+        store.server_limit = store.migrate().await?;
+        if config.pool_size > store.server_limit {
+            return Err(invalid(&format!(
+                "pool_size {} exceeds the {} connections the server accepts",
+                config.pool_size, store.server_limit
+            )));
+        }
+        tracing::debug!(
+            pool_size = config.pool_size,
+            server_limit = store.server_limit,
+            "connected to PostgreSQL metadata store"
+        );
+        Ok(store)
+    }
+
+    /// The pool's size, use and waiters right now.
+    pub fn pool_stats(&self) -> PoolStats {
+        let status = self.pool.status();
+        PoolStats {
+            max_size: status.max_size,
+            open: status.size,
+            in_use: status.size.saturating_sub(status.available),
+            waiting: status.waiting,
+        }
+    }
+
+    /// How many connections the server accepts from ordinary roles
+    /// (`max_connections - superuser_reserved_connections`), read at
+    /// [`connect`](Self::connect): every node's `pool_size` together must
+    /// fit in it.
+    pub fn server_connection_limit(&self) -> usize {
+        self.server_limit
+    }
+
+    /// Applies missing migrations; returns the server's connection limit.
+    async fn migrate(&self) -> Result<usize, MetaError> {
+        self.call("migrate", || async move {
+            let mut c = self.conn().await?;
+            c.batch("BEGIN").await?;
+            c.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            c.batch(
+                "CREATE SCHEMA IF NOT EXISTS wharf; \
+                 CREATE TABLE IF NOT EXISTS wharf.schema_version ( \
+                     version integer PRIMARY KEY, \
+                     applied_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .await?;
+            let rows = c
+                .query(
+                    "SELECT coalesce(max(version), 0) FROM wharf.schema_version",
+                    &[],
+                )
+                .await?;
+            let current: i32 = rows[0].try_get(0).map_err(Failure::from)?;
+            if current > SCHEMA_VERSION {
+                return Err(MetaError::Internal(format!(
+                    "schema version {current} is newer than this build's {SCHEMA_VERSION}: \
+                     upgrade this node"
+                ))
+                .into());
+            }
+            for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+                c.batch(sql).await?;
+                c.execute(
+                    "INSERT INTO wharf.schema_version (version) VALUES ($1)",
+                    &[version],
+                )
+                .await?;
+                tracing::info!(version, "applied metadata schema migration");
+            }
+            let rows = c
+                .query(
+                    "SELECT current_setting('max_connections')::int \
+                          - current_setting('superuser_reserved_connections')::int",
+                    &[],
+                )
+                .await?;
+            let limit: i32 = rows[0].try_get(0).map_err(Failure::from)?;
+            c.batch("COMMIT").await?;
+            c.release();
+            Ok(usize::try_from(limit).unwrap_or(0))
+        })
+        .await
+    }
+
+    /// Runs `attempt` (one whole call: check out, statements, commit) within
+    /// the call's deadline, again while the server aborts it for a conflict.
+    async fn call<T, F, Fut>(&self, what: &'static str, mut attempt: F) -> Result<T, MetaError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let attempts = async {
+            let mut tries = 1;
+            loop {
+                match attempt().await {
+                    Ok(out) => return Ok(out),
+                    Err(f) if f.conflict && tries < CONFLICT_ATTEMPTS => {
+                        tracing::debug!(call = what, error = %f.error, "metadata transaction conflict; running it again");
+                        tries += 1;
+                    }
+                    Err(f) => return Err(f.error),
+                }
+            }
+        };
+        match tokio::time::timeout(self.deadline, attempts).await {
+            Ok(result) => result,
+            Err(_) => Err(MetaError::Unavailable(format!(
+                "{what}: no answer from PostgreSQL within {:?}",
+                self.deadline
+            ))),
+        }
+    }
+
+    /// Checks a connection out of the pool, waiting at most
+    /// `connect_timeout` for one to be free (and as long to open one).
+    async fn conn(&self) -> Result<Conn, Failure> {
+        let obj = self.pool.get().await.map_err(|e| match e {
+            PoolError::Timeout(kind) => MetaError::Unavailable(format!(
+                "no PostgreSQL connection within the timeout ({kind:?}); pool: {:?}",
+                self.pool_stats()
+            )),
+            PoolError::Backend(e) => {
+                MetaError::Unavailable(format!("cannot connect to PostgreSQL: {e}"))
+            }
+            PoolError::Closed => {
+                MetaError::Unavailable("the PostgreSQL connection pool is closed".into())
+            }
+            PoolError::PostCreateHook(e) => {
+                MetaError::Unavailable(format!("cannot set up a PostgreSQL connection: {e}"))
+            }
+            PoolError::NoRuntimeSpecified => {
+                MetaError::Internal("the PostgreSQL pool has no runtime".into())
+            }
+        })?;
+        Ok(Conn {
+            obj: Some(obj),
+            busy: false,
+            cancel_timeout: self.connect_timeout,
+        })
+    }
+}
+
+/// A pooled connection checked out for one call.
+///
+/// Only [`Conn::release`], reached when the call finished cleanly, returns
+/// it to the pool. Dropped any other way (an error, or the call's future
+/// abandoned) it is closed instead, since its state (an open transaction, a
+/// statement still running) is unknown; if a statement was in flight the
+/// server is first asked to cancel it.
+struct Conn {
+    obj: Option<Object>,
+    /// A request has been sent and its answer not yet read.
+    busy: bool,
+    cancel_timeout: Duration,
+}
+
+impl Conn {
+    fn client(&self) -> &Object {
+        self.obj
+            .as_ref()
+            .expect("a Conn holds its connection until dropped")
+    }
+
+    async fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Failure> {
+        self.busy = true;
+        let client = self
+            .obj
+            .as_ref()
+            .expect("a Conn holds its connection until dropped");
+        let result = async {
+            let statement = client.prepare_cached(sql).await?;
+            client.query(&statement, params).await
+        }
+        .await;
+        self.busy = false;
+        Ok(result?)
+    }
+
+    /// Runs one statement; the number of rows it changed.
+    async fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Failure> {
+        self.busy = true;
+        let client = self
+            .obj
+            .as_ref()
+            .expect("a Conn holds its connection until dropped");
+        let result = async {
+            let statement = client.prepare_cached(sql).await?;
+            client.execute(&statement, params).await
+        }
+        .await;
+        self.busy = false;
+        Ok(result?)
+    }
+
+    /// Runs SQL without parameters (`BEGIN`, `COMMIT`, DDL).
+    async fn batch(&mut self, sql: &str) -> Result<(), Failure> {
+        self.busy = true;
+        let result = self.client().batch_execute(sql).await;
+        self.busy = false;
+        Ok(result?)
+    }
+
+    /// Returns the connection to the pool: the call is over, no transaction
+    /// is open and no statement runs.
+    fn release(mut self) {
+        drop(self.obj.take());
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let Some(obj) = self.obj.take() else {
+            return;
+        };
+        if self.busy && !obj.is_closed() {
+            // Closing the socket alone does not stop a statement that waits
+            // on a lock: the server notices only when it next talks to us.
+            let token = obj.cancel_token();
+            let bound = self.cancel_timeout;
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = tokio::time::timeout(bound, token.cancel_query(NoTls)).await;
+                });
+            }
+        }
+        // Taken out of the pool, the connection closes when dropped here.
+        drop(Object::take(obj));
+    }
+}
+
+/// Why one attempt at a call failed.
+struct Failure {
+    error: MetaError,
+    /// The server rolled the transaction back for a conflict with another;
+    /// running it again is expected to succeed.
+    conflict: bool,
+}
+
+impl From<MetaError> for Failure {
+    fn from(error: MetaError) -> Self {
+        Failure {
+            error,
+            conflict: false,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let conflict = matches!(
+            e.code(),
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+        );
+        Failure {
+            error: pg_error(e),
+            conflict,
+        }
+    }
+}
+
+/// Maps a PostgreSQL error as the embedded backend maps redb's: trouble
+/// reaching or with the server is `Unavailable`, anything else (a
+/// constraint, a type, SQL the server rejects: bugs) is `Internal`.
+fn pg_error(e: tokio_postgres::Error) -> MetaError {
+    let Some(db) = e.as_db_error() else {
+        // Not an answer from the server: I/O, a closed connection, a
+        // connect timeout, the protocol breaking down.
+        return MetaError::Unavailable(format!("PostgreSQL: {e}"));
+    };
+    let code = db.code().code();
+    let unavailable = matches!(
+        &code[..2],
+        "08" // connection exception
+        | "53" // insufficient resources: too many connections, disk full
+        | "57" // operator intervention: statement_timeout, cancel, shutdown
+        | "58" // system error: I/O outside PostgreSQL
+        | "40" // transaction rollback, left after its retries
+    ) || matches!(
+        code,
+        "55P03" // lock_not_available
+        | "25006" // read_only_sql_transaction: a standby after failover
+    );
+    let message = format!("PostgreSQL {code}: {}", db.message());
+    if unavailable {
+        MetaError::Unavailable(message)
+    } else {
+        MetaError::Internal(message)
+    }
+}
+
+fn corrupt(what: &str, e: impl fmt::Display) -> MetaError {
+    MetaError::Internal(format!("stored {what} is corrupt: {e}"))
+}
+
+/// A `u64` as PostgreSQL's `bigint`.
+fn to_db(value: u64, what: &str) -> Result<i64, MetaError> {
+    i64::try_from(value)
+        .map_err(|_| MetaError::Internal(format!("{what} {value} does not fit in a bigint")))
+}
+
+/// A `bigint` column back as a `u64`.
+fn from_db(value: i64, what: &str) -> Result<u64, MetaError> {
+    u64::try_from(value).map_err(|_| corrupt(what, format_args!("negative value {value}")))
+}
+
+/// A page size as a `LIMIT`.
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, Failure> {
+    Ok(row.try_get(idx)?)
+}
+
+fn decode_manifest(json: &str) -> Result<ManifestRecord, MetaError> {
+    serde_json::from_str(json).map_err(|e| corrupt("manifest record", e))
+}
+
+fn decode_upload(row: &Row) -> Result<UploadRecord, Failure> {
+    let id: &str = get(row, 0)?;
+    let repo: &str = get(row, 1)?;
+    Ok(UploadRecord {
+        id: id.parse().map_err(|e| corrupt("upload id", e))?,
+        repo: repo.parse().map_err(|e| corrupt("upload repository", e))?,
+        started_unix: from_db(get(row, 2)?, "upload start time")?,
+    })
+}
+
+#[async_trait]
+impl MetaStore for PostgresStore {
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), MetaError> {
+        let size = to_db(size, "blob size")?;
+        let (repo, digest) = (repo.as_str(), &digest.to_string());
+        self.call("link_blob", || async move {
+            let mut c = self.conn().await?;
+            c.batch("BEGIN").await?;
+            c.execute(UPSERT_BLOB, &[&repo, digest, &size]).await?;
+            c.execute(ENSURE_REPO, &[&repo]).await?;
+            c.batch("COMMIT").await?;
+            c.release();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        let (repo, digest) = (repo.as_str(), &digest.to_string());
+        self.call("blob_size", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(BLOB_SIZE, &[&repo, digest]).await?;
+            c.release();
+            match rows.first() {
+                Some(row) => Ok(Some(from_db(get(row, 0)?, "blob size")?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        let (repo, digest) = (repo.as_str(), &digest.to_string());
+        self.call("unlink_blob", || async move {
+            let mut c = self.conn().await?;
+            let removed = c.execute(DELETE_BLOB, &[&repo, digest]).await?;
+            c.release();
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        record: &ManifestRecord,
+        tag: Option<&Tag>,
+    ) -> Result<(), MetaError> {
+        let json = &serde_json::to_string(record)
+            .map_err(|e| MetaError::Internal(format!("cannot encode: {e}")))?;
+        let repo = repo.as_str();
+        let digest = &record.digest.to_string();
+        let subject = &record.subject.as_ref().map(Digest::to_string);
+        let tag = tag.map(Tag::as_str);
+        self.call("put_manifest", || async move {
+            let mut c = self.conn().await?;
+            c.batch("BEGIN").await?;
+            // Row locks in the one order every transaction uses: manifest,
+            // tag, repository.
+            c.execute(UPSERT_MANIFEST, &[&repo, digest, subject, json])
+                .await?;
+            if let Some(tag) = &tag {
+                c.execute(UPSERT_TAG, &[&repo, tag, digest]).await?;
+            }
+            c.execute(ENSURE_REPO, &[&repo]).await?;
+            c.batch("COMMIT").await?;
+            c.release();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>, MetaError> {
+        let (repo, digest) = (repo.as_str(), &digest.to_string());
+        self.call("get_manifest", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(GET_MANIFEST, &[&repo, digest]).await?;
+            c.release();
+            match rows.first() {
+                Some(row) => Ok(Some(decode_manifest(get(row, 0)?)?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        let (repo, digest) = (repo.as_str(), &digest.to_string());
+        // One statement, so one transaction: the row (which is also its
+        // referrers entry) and, by cascade, every tag pointing at it.
+        self.call("delete_manifest", || async move {
+            let mut c = self.conn().await?;
+            let removed = c.execute(DELETE_MANIFEST, &[&repo, digest]).await?;
+            c.release();
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, MetaError> {
+        let (repo, tag) = (repo.as_str(), tag.as_str());
+        self.call("resolve_tag", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(RESOLVE_TAG, &[&repo, &tag]).await?;
+            c.release();
+            match rows.first() {
+                Some(row) => {
+                    let digest: &str = get(row, 0)?;
+                    Ok(Some(digest.parse().map_err(|e| corrupt("tag target", e))?))
+                }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
+        let (repo, tag) = (repo.as_str(), tag.as_str());
+        self.call("delete_tag", || async move {
+            let mut c = self.conn().await?;
+            let removed = c.execute(DELETE_TAG, &[&repo, &tag]).await?;
+            c.release();
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>, MetaError> {
+        let (repo, n) = (repo.as_str(), limit(n));
+        self.call("list_tags", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(LIST_TAGS, &[&repo, &last, &n]).await?;
+            c.release();
+            rows.iter().map(|row| get(row, 0)).collect()
+        })
+        .await
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<ManifestRecord>, MetaError> {
+        let (repo, subject) = (repo.as_str(), &subject.to_string());
+        self.call("referrers", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(REFERRERS, &[&repo, subject]).await?;
+            c.release();
+            rows.iter()
+                .map(|row| Ok(decode_manifest(get(row, 0)?)?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn repo_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
+        let repo = repo.as_str();
+        self.call("repo_exists", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(REPO_EXISTS, &[&repo]).await?;
+            c.release();
+            get(&rows[0], 0)
+        })
+        .await
+    }
+
+    async fn list_repos(&self, last: Option<&str>, n: usize) -> Result<Vec<String>, MetaError> {
+        let n = limit(n);
+        self.call("list_repos", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(LIST_REPOS, &[&last, &n]).await?;
+            c.release();
+            rows.iter().map(|row| get(row, 0)).collect()
+        })
+        .await
+    }
+
+    async fn put_upload(&self, upload: &UploadRecord) -> Result<(), MetaError> {
+        let started = to_db(upload.started_unix, "upload start time")?;
+        let (id, repo) = (upload.id.as_str(), upload.repo.as_str());
+        self.call("put_upload", || async move {
+            let mut c = self.conn().await?;
+            c.execute(UPSERT_UPLOAD, &[&id, &repo, &started]).await?;
+            c.release();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_upload(&self, id: &UploadId) -> Result<Option<UploadRecord>, MetaError> {
+        let id = id.as_str();
+        self.call("get_upload", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(GET_UPLOAD, &[&id]).await?;
+            c.release();
+            rows.first().map(decode_upload).transpose()
+        })
+        .await
+    }
+
+    async fn delete_upload(&self, id: &UploadId) -> Result<(), MetaError> {
+        let id = id.as_str();
+        self.call("delete_upload", || async move {
+            let mut c = self.conn().await?;
+            c.execute(DELETE_UPLOAD, &[&id]).await?;
+            c.release();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<UploadRecord>, MetaError> {
+        self.call("list_uploads", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(LIST_UPLOADS, &[]).await?;
+            c.release();
+            rows.iter().map(decode_upload).collect()
+        })
+        .await
+    }
+}
