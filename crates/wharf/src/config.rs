@@ -57,6 +57,18 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_ADMIN_ADDR_FILE")]
     pub admin_addr_file: Option<PathBuf>,
 
+    /// Metadata in PostgreSQL instead of the embedded store, e.g.
+    /// `postgres://wharf@db:5432/wharf`. Every node of a cluster points at
+    /// the same database, each through its own pool (--metadata-pool).
+    #[arg(long, env = "WHARF_METADATA_URL")]
+    pub metadata_url: Option<String>,
+
+    /// How many nodes share this configuration's database and object store:
+    /// their pools together must fit 80% of what each accepts, checked at
+    /// start and by `wharf check` [default: 1].
+    #[arg(long, env = "WHARF_CLUSTER_NODES")]
+    pub cluster_nodes: Option<usize>,
+
     /// Log filter, e.g. `info` or `wharf=debug` [default: info].
     #[arg(long, env = "WHARF_LOG")]
     pub log: Option<String>,
@@ -263,6 +275,8 @@ pub struct Config {
     pub limits: Limits,
     /// Nodes sharing this configuration's dependencies (for the budget).
     pub cluster_nodes: usize,
+    /// PostgreSQL URL; `None`: the embedded store under the data directory.
+    pub metadata_url: Option<String>,
 }
 
 impl Config {
@@ -270,8 +284,22 @@ impl Config {
     /// cluster, with its pool to each and each one's connection limit.
     /// The embedded defaults (local files, embedded metadata) are not
     /// shared, so they have no budget to keep.
-    pub fn shared_dependencies(&self) -> Vec<crate::budget::Dependency> {
-        Vec::new()
+    ///
+    /// `metadata_limit` is what the database accepts (read from the server
+    /// at start; `None` when not known, as in `wharf check` offline).
+    pub fn shared_dependencies(
+        &self,
+        metadata_limit: Option<usize>,
+    ) -> Vec<crate::budget::Dependency> {
+        let mut deps = Vec::new();
+        if self.metadata_url.is_some() {
+            deps.push(crate::budget::Dependency {
+                name: "PostgreSQL (max_connections less reserved)",
+                per_node: self.limits.metadata_pool,
+                limit: metadata_limit,
+            });
+        }
+        deps
     }
 }
 
@@ -291,7 +319,8 @@ impl Config {
 
     fn merge(args: ServeArgs, file: ServeArgs, machine: Machine) -> Result<Config, String> {
         let a = overlay!(args, file;
-            listen, data_dir, addr_file, admin_listen, admin_addr_file, log,
+            listen, data_dir, addr_file, admin_listen, admin_addr_file, metadata_url,
+            cluster_nodes, log,
             manifest_cache_mib, upload_expiry_hours, max_connections, pull_limit,
             push_limit, admin_limit, tenant_share, max_wait_ms, adaptive,
             header_timeout_secs, idle_timeout_secs, min_upload_rate, storage_pool,
@@ -311,7 +340,8 @@ impl Config {
             log: a.log.unwrap_or_else(|| "info".into()),
             manifest_cache_bytes: a.manifest_cache_mib.unwrap_or(64) * 1024 * 1024,
             upload_expiry: Duration::from_secs(a.upload_expiry_hours.unwrap_or(24) * 3600),
-            cluster_nodes: 1,
+            cluster_nodes: a.cluster_nodes.unwrap_or(1).max(1),
+            metadata_url: a.metadata_url,
         })
     }
 }

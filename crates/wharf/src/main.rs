@@ -21,6 +21,8 @@ use wharf_api::admin::{admin_app, NodeState};
 use wharf_api::{app_with, serve_with, AppState, ConnStats, MinRate, ServerConfig};
 use wharf_guard::{BreakerConfig, Guard, GuardConfig, GuardedBlobStore, GuardedMetaStore};
 use wharf_meta::embedded::EmbeddedStore;
+use wharf_meta::postgres::{PostgresConfig, PostgresStore};
+use wharf_meta::MetaStore;
 use wharf_registry::{Registry, RegistryConfig};
 use wharf_storage::fs::FsStore;
 
@@ -54,7 +56,26 @@ fn main() -> std::process::ExitCode {
         Command::Check(args) => match Config::load(&args) {
             Ok(config) => {
                 println!("{:#?}", config.limits);
-                let results = budget::check(config.cluster_nodes, &config.shared_dependencies());
+                // A shared database's limit is read from the server itself
+                // (connecting applies its migrations, as a start would).
+                let metadata_limit = match &config.metadata_url {
+                    Some(_) => {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .expect("tokio runtime");
+                        match runtime.block_on(open_metadata(&config)) {
+                            Ok((_, limit)) => limit,
+                            Err(e) => {
+                                println!("cannot read the database's limit: {e}");
+                                return std::process::ExitCode::FAILURE;
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                let deps = config.shared_dependencies(metadata_limit);
+                let results = budget::check(config.cluster_nodes, &deps);
                 if results.is_empty() {
                     println!("no shared dependency configured: no connection budget to check");
                 }
@@ -113,8 +134,20 @@ async fn serve(config: Config) -> Result<(), String> {
     let blobs = FsStore::open(data)
         .await
         .map_err(|e| format!("opening blob storage in {}: {e}", data.display()))?;
-    let meta = EmbeddedStore::open(data.join("meta.redb"))
-        .map_err(|e| format!("opening metadata in {}: {e}", data.display()))?;
+    let (meta, metadata_limit) = open_metadata(&config).await?;
+    let results = budget::check(
+        config.cluster_nodes,
+        &config.shared_dependencies(metadata_limit),
+    );
+    for line in budget::describe(config.cluster_nodes, &results) {
+        tracing::info!("connection budget: {line}");
+    }
+    if !budget::all_fit(&results) {
+        return Err(format!(
+            "refusing to start: {}",
+            budget::describe(config.cluster_nodes, &results).join("; ")
+        ));
+    }
     let guard = |name, size| {
         Guard::new(GuardConfig {
             name,
@@ -133,7 +166,7 @@ async fn serve(config: Config) -> Result<(), String> {
             Arc::new(blobs),
             storage_guard.clone(),
         )),
-        Arc::new(GuardedMetaStore::new(Arc::new(meta), meta_guard.clone())),
+        Arc::new(GuardedMetaStore::new(meta, meta_guard.clone())),
         RegistryConfig {
             manifest_cache_bytes: config.manifest_cache_bytes,
             upload_expiry: config.upload_expiry,
@@ -234,6 +267,31 @@ async fn serve(config: Config) -> Result<(), String> {
     served.map_err(|e| format!("serving: {e}"))?;
     tracing::info!("wharf stopped");
     Ok(())
+}
+
+/// The metadata store the configuration names, and (for a shared one) the
+/// number of connections it accepts.
+async fn open_metadata(config: &Config) -> Result<(Arc<dyn MetaStore>, Option<usize>), String> {
+    match &config.metadata_url {
+        Some(url) => {
+            let store = PostgresStore::connect(PostgresConfig {
+                url: url.clone(),
+                pool_size: config.limits.metadata_pool,
+                connect_timeout: Duration::from_secs(5),
+                statement_timeout: config.limits.dependency_deadline,
+            })
+            .await
+            .map_err(|e| format!("connecting to PostgreSQL metadata: {e}"))?;
+            let limit = store.server_connection_limit();
+            Ok((Arc::new(store), Some(limit)))
+        }
+        None => {
+            let path = config.data_dir.join("meta.redb");
+            let store = EmbeddedStore::open(&path)
+                .map_err(|e| format!("opening metadata in {}: {e}", path.display()))?;
+            Ok((Arc::new(store), None))
+        }
+    }
 }
 
 /// Binds `addr`; if asked, writes the bound address to `addr_file` via a
