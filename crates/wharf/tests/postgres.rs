@@ -105,7 +105,7 @@ fn client() -> Client {
 /// manifest's digest and the layer's digest.
 fn push_image(w: &Wharf, repo: &str, tag: &str, seed: u8) -> (String, String) {
     let c = client();
-    let mut blob = |bytes: Vec<u8>| {
+    let blob = |bytes: Vec<u8>| {
         let d = sha256(&bytes);
         let r = c
             .post(format!("{}/v2/{repo}/blobs/uploads/?digest={d}", w.base))
