@@ -62,6 +62,22 @@ pub struct ConnStats {
     pub idle_closed_total: AtomicU64,
 }
 
+/// The header timeout of connections accepted while at least half the
+/// connection cap is in use.
+const PRESSURED_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An HTTP/1.1 and HTTP/2 connection builder with `header_timeout`.
+fn http_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
 /// Refusals answered at once, at most this many at a time.
 const REFUSAL_BUDGET: usize = 1024;
 
@@ -96,14 +112,14 @@ pub async fn serve_with(
     let (stop_tx, stop_rx) = watch::channel(false);
     // Past the grace period, connections still open are closed outright.
     let (abort_tx, abort_rx) = watch::channel(false);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let builder = Arc::new(http_builder(config.header_read_timeout));
+    // Under connection pressure, new connections get a much shorter time to
+    // send their headers: slow-header clients then churn out of their slots
+    // in seconds instead of holding them for the full timeout, and normal
+    // clients keep finding free slots.
+    let strict_timeout = config.header_read_timeout.min(PRESSURED_HEADER_TIMEOUT);
+    let strict = Arc::new(http_builder(strict_timeout));
+    let pressure_at = (config.max_connections / 2).max(1);
 
     tokio::pin!(shutdown);
     loop {
@@ -135,12 +151,22 @@ pub async fn serve_with(
         stats.accepted_total.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
         let app = app.clone();
-        let builder = builder.clone();
+        // `open` already counts this connection.
+        let pressured = stats.open.load(Ordering::Relaxed) > pressure_at;
+        let builder = if pressured {
+            strict.clone()
+        } else {
+            builder.clone()
+        };
+        let header_timeout = if pressured {
+            strict_timeout
+        } else {
+            config.header_read_timeout
+        };
         let stats = stats.clone();
         let mut stop = stop_rx.clone();
         let idle_timeout = config.idle_timeout;
         let mut abort = abort_rx.clone();
-        let header_timeout = config.header_read_timeout;
         tokio::spawn(async move {
             // hyper-util's auto builder waits for the first bytes (to tell
             // HTTP/1 from HTTP/2) with no timer of its own: a client that
@@ -234,10 +260,10 @@ pub async fn serve_with(
 /// a moment, so the close is a FIN the client can read the answer before,
 /// not a reset that destroys it. Every step is bounded in time and bytes.
 async fn refuse(mut stream: TcpStream, answer: &[u8]) {
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        // A client that has sent nothing within half a second is answered
-        // all the same.
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        // A client that has sent nothing within a fifth of a second is
+        // answered all the same.
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
             let mut head = Vec::with_capacity(1024);
             let mut buf = [0u8; 4096];
             while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {

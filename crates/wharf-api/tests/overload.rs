@@ -473,6 +473,52 @@ async fn header_read_timeout_closes_a_client_that_stops_mid_request_line() {
     assert_eq!(r.status, 200);
 }
 
+/// Once half the connection cap is in use, newly accepted connections get a
+/// short header timeout (2 s), so slow-header clients cannot hold slots for
+/// the full configured timeout while normal clients wait; connections
+/// accepted before the pressure keep theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_connection_pressure_slow_headers_get_a_short_timeout() {
+    let srv = TestServer::start(Opts {
+        config: ServerConfig {
+            max_connections: 4,
+            header_read_timeout: Duration::from_secs(30),
+            ..quiet_config()
+        },
+        ..Opts::default()
+    })
+    .await;
+    // Two slow clients fill half the cap, under the normal timeout.
+    let mut early = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect(srv.addr).await;
+        s.write_all(b"GET /v2/ HT").await.unwrap();
+        early.push(s);
+    }
+    eventually("two connections open", || {
+        srv.stats.open.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    // A third slow client arrives under pressure.
+    let started = Instant::now();
+    let mut late = connect(srv.addr).await;
+    late.write_all(b"GET /v2/ HT").await.unwrap();
+    read_until_closed(&mut late, Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "closed after {took:?}; the pressured header timeout is 2 s"
+    );
+    // The early ones still hold their connections (30 s timeout).
+    for s in &mut early {
+        let mut byte = [0u8; 1];
+        let still_open = tokio::time::timeout(Duration::from_millis(200), s.read(&mut byte))
+            .await
+            .is_err();
+        assert!(still_open, "an early slow client was closed too");
+    }
+}
+
 /// Between two requests on a keep-alive connection the server is waiting
 /// for the next request's headers, so `header_read_timeout` bounds that
 /// gap (hyper starts it when it starts reading a request head): a
