@@ -33,6 +33,8 @@ declare -a WANT=(
   "python3:python3"
   "promtool:prometheus"
   "pg_ctlcluster:postgresql"
+  "haproxy:haproxy"
+  "socat:socat"
 )
 # Rootless podman needs subordinate id mapping and a FUSE overlay; as root
 # (how CI runs) the tests use the vfs driver and need neither.

@@ -38,6 +38,15 @@ CLEANUP+=("bash scripts/postgres.sh stop '$PG_DIR'; rm -rf '$PG_DIR'")
 WHARF_TEST_POSTGRES_URL=$(bash scripts/postgres.sh start "$PG_DIR" 55432)
 export WHARF_TEST_POSTGRES_URL WHARF_REQUIRE_POSTGRES=1
 
+step "Garage (S3) for the S3 blob-store suite"
+bash scripts/install-garage.sh
+GARAGE_DIR=$(mktemp -d)
+CLEANUP+=("bash scripts/garage.sh stop '$GARAGE_DIR'; rm -rf '$GARAGE_DIR'")
+bash scripts/garage.sh start "$GARAGE_DIR" 53900
+# shellcheck source=/dev/null
+source "$GARAGE_DIR/env"
+export WHARF_REQUIRE_S3=1
+
 step "cargo test"
 cargo test --workspace --locked 2>&1 | tee target/cargo-test.log
 # Sum the per-binary result lines so the run ends with one honest total.

@@ -7,10 +7,11 @@ use wharf_core::{Digest, RepoName};
 use wharf_registry::{ByteRange, Registry};
 
 use crate::headers::{self, set};
-use crate::{Req, Result};
+use crate::{AppState, Req, Result};
 
 /// Serves a blob, whole or one byte range (`206`), or just its headers.
-pub async fn get_blob(reg: &Registry, repo: &RepoName, digest: &Digest, req: &Req) -> Result {
+pub async fn get_blob(state: &AppState, repo: &RepoName, digest: &Digest, req: &Req) -> Result {
+    let reg = &state.registry;
     let range = headers::get(&req.headers, "range").and_then(ByteRange::parse);
     let mut resp = if req.method == Method::HEAD {
         // HEAD reports the whole blob; ranges only shape bodies.
@@ -18,6 +19,13 @@ pub async fn get_blob(reg: &Registry, repo: &RepoName, digest: &Digest, req: &Re
         let mut r = Response::new(Body::empty());
         set(&mut r, "content-length", size.to_string());
         r
+    } else if let Some(url) = redirect(state, repo, digest, range.is_some()).await? {
+        // The object store serves the bytes; clients (docker, containerd,
+        // skopeo) follow a 307 for a blob GET.
+        let mut r = headers::empty(307);
+        set(&mut r, "location", url);
+        set(&mut r, "docker-content-digest", digest.to_string());
+        return Ok(r);
     } else {
         let read = reg.get_blob(repo, digest, range).await?;
         let mut r = Response::new(Body::from_stream(read.stream));
@@ -49,6 +57,26 @@ pub async fn get_blob(reg: &Registry, repo: &RepoName, digest: &Digest, req: &Re
         header::HeaderValue::from_static("max-age=31536000, immutable"),
     );
     Ok(resp)
+}
+
+/// How long a presigned blob URL handed to a client stays valid.
+const REDIRECT_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A presigned URL for a whole-blob GET, when the storage offers one.
+/// Ranged reads are served by the node, so their `206` semantics stay ours.
+async fn redirect(
+    state: &AppState,
+    repo: &RepoName,
+    digest: &Digest,
+    ranged: bool,
+) -> Result<Option<String>> {
+    if ranged || !state.blob_redirects {
+        return Ok(None);
+    }
+    state
+        .registry
+        .blob_redirect(repo, digest, REDIRECT_TTL)
+        .await
 }
 
 /// Removes the blob from the repository: `202`.

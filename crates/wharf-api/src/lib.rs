@@ -57,6 +57,9 @@ pub struct AppState {
     pub metrics: Arc<RequestMetrics>,
     /// The slowest an upload body may arrive.
     pub min_rate: MinRate,
+    /// Answer whole-blob GETs with a redirect to the storage's presigned
+    /// URL, when it offers one.
+    pub blob_redirects: bool,
 }
 
 impl AppState {
@@ -67,6 +70,7 @@ impl AppState {
             admission: None,
             metrics: Arc::new(RequestMetrics::default()),
             min_rate: MinRate::default(),
+            blob_redirects: false,
         }
     }
 }
@@ -235,7 +239,7 @@ async fn route(state: &AppState, endpoint: Endpoint, req: &Req, body: Body) -> R
             _ => not_allowed(req),
         },
         E::Blob(repo, d) => match *m {
-            Method::GET | Method::HEAD => blobs::get_blob(reg, &repo, &d, req).await,
+            Method::GET | Method::HEAD => blobs::get_blob(state, &repo, &d, req).await,
             Method::DELETE => blobs::delete_blob(reg, &repo, &d).await,
             _ => not_allowed(req),
         },

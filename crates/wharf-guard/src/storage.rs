@@ -79,6 +79,14 @@ impl BlobStore for GuardedBlobStore {
         self.call(true, self.inner.upload_size(id)).await
     }
 
+    async fn redirect_url(
+        &self,
+        digest: &Digest,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, StorageError> {
+        self.call(true, self.inner.redirect_url(digest, ttl)).await
+    }
+
     async fn upload_append(
         &self,
         id: &UploadId,

@@ -90,6 +90,22 @@ impl Registry {
         }
     }
 
+    /// Where a client may fetch blob `digest` of `repo` directly (a
+    /// presigned object-store URL valid for `ttl`), when the storage offers
+    /// it; `None` means the node serves the bytes itself.
+    pub async fn blob_redirect(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, RegistryError> {
+        self.stat_blob(repo, digest).await?;
+        self.blobs()
+            .redirect_url(digest, ttl)
+            .await
+            .map_err(storage_err)
+    }
+
     /// Opens blob `digest` of `repo` for reading, whole or a range of it.
     pub async fn get_blob(
         &self,

@@ -3,7 +3,9 @@
 //! Owns: the [`BlobStore`] trait (a small, content-addressed contract:
 //! stat, ranged read, durable put, resumable uploads that verify their digest
 //! while streaming, delete, list), the filesystem backend ([`fs::FsStore`]),
-//! and the shared behaviour suite ([`suite`]) that every backend must pass.
+//! the S3-compatible backend ([`s3::S3Store`], for nodes that share one
+//! object store), and the shared behaviour suite ([`suite`]) that every
+//! backend must pass.
 //!
 //! Must never: know about repositories, tags, manifests or HTTP. It stores
 //! bytes by digest and upload bytes by upload id, nothing more. A blob is
@@ -14,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 use std::ops::Range;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,6 +24,7 @@ use futures_util::stream::BoxStream;
 use wharf_core::{Digest, UploadId};
 
 pub mod fs;
+pub mod s3;
 pub mod suite;
 
 /// A stream of blob bytes. Blob bodies are always streams, never whole
@@ -107,4 +111,17 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// The ids of all open upload sessions (for expiry of abandoned ones).
     async fn upload_list(&self) -> Result<Vec<UploadId>, StorageError>;
+
+    /// A URL, valid for `ttl`, from which a client can fetch the blob
+    /// directly (a presigned GET of an object store), or `None` when the
+    /// node must serve the bytes itself. The caller has checked that the
+    /// blob exists. Backends offer none unless they say otherwise.
+    async fn redirect_url(
+        &self,
+        digest: &Digest,
+        ttl: Duration,
+    ) -> Result<Option<String>, StorageError> {
+        let _ = (digest, ttl);
+        Ok(None)
+    }
 }

@@ -63,6 +63,43 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_METADATA_URL")]
     pub metadata_url: Option<String>,
 
+    /// Blobs in an S3-compatible object store at this endpoint (e.g.
+    /// `http://garage:3900`) instead of under --data-dir. Every node of a
+    /// cluster points at the same bucket, each through its own pool.
+    #[arg(long, env = "WHARF_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// The bucket (it must exist) [required with --s3-endpoint].
+    #[arg(long, env = "WHARF_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// The region requests are signed for [default: us-east-1].
+    #[arg(long, env = "WHARF_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// Access key id [required with --s3-endpoint; prefer the variable].
+    #[arg(long, env = "WHARF_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+
+    /// Secret access key [required with --s3-endpoint; prefer the variable,
+    /// a flag shows in the process list].
+    #[arg(long, env = "WHARF_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+
+    /// Key prefix inside the bucket, so registries can share one [default: none].
+    #[arg(long, env = "WHARF_S3_PREFIX")]
+    pub s3_prefix: Option<String>,
+
+    /// Answer whole-blob GETs with a 307 to a presigned URL of the object
+    /// store, which then serves the bytes [default: off].
+    #[arg(long, env = "WHARF_S3_PRESIGN_REDIRECTS", num_args = 0..=1, default_missing_value = "true")]
+    pub s3_presign_redirects: Option<bool>,
+
+    /// Connections the object store accepts in all, for the connection
+    /// budget (unchecked when not given: S3 stores do not report it).
+    #[arg(long, env = "WHARF_STORAGE_MAX_CONNECTIONS")]
+    pub storage_max_connections: Option<usize>,
+
     /// How many nodes share this configuration's database and object store:
     /// their pools together must fit 80% of what each accepts, checked at
     /// start and by `wharf check` [default: 1].
@@ -277,6 +314,58 @@ pub struct Config {
     pub cluster_nodes: usize,
     /// PostgreSQL URL; `None`: the embedded store under the data directory.
     pub metadata_url: Option<String>,
+    /// S3-compatible storage; `None`: files under the data directory.
+    pub s3: Option<S3Settings>,
+    /// The object store's connection limit, if the operator gave it.
+    pub storage_max_connections: Option<usize>,
+}
+
+/// Where and how to reach an S3-compatible store.
+#[derive(Clone, PartialEq)]
+pub struct S3Settings {
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub prefix: String,
+    pub presign_redirects: bool,
+}
+
+impl std::fmt::Debug for S3Settings {
+    /// Never prints the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("prefix", &self.prefix)
+            .field("presign_redirects", &self.presign_redirects)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Settings {
+    fn from_args(a: &ServeArgs) -> Result<Option<S3Settings>, String> {
+        let Some(endpoint) = a.s3_endpoint.clone() else {
+            return Ok(None);
+        };
+        let need = |v: &Option<String>, flag: &str| {
+            v.clone()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| format!("--s3-endpoint needs {flag}"))
+        };
+        Ok(Some(S3Settings {
+            bucket: need(&a.s3_bucket, "--s3-bucket")?,
+            access_key_id: need(&a.s3_access_key_id, "--s3-access-key-id")?,
+            secret_access_key: need(&a.s3_secret_access_key, "--s3-secret-access-key")?,
+            region: a.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
+            prefix: a.s3_prefix.clone().unwrap_or_default(),
+            presign_redirects: a.s3_presign_redirects.unwrap_or(false),
+            endpoint,
+        }))
+    }
 }
 
 impl Config {
@@ -297,6 +386,13 @@ impl Config {
                 name: "PostgreSQL (max_connections less reserved)",
                 per_node: self.limits.metadata_pool,
                 limit: metadata_limit,
+            });
+        }
+        if self.s3.is_some() {
+            deps.push(crate::budget::Dependency {
+                name: "the object store (--storage-max-connections)",
+                per_node: self.limits.storage_pool,
+                limit: self.storage_max_connections,
             });
         }
         deps
@@ -320,14 +416,17 @@ impl Config {
     fn merge(args: ServeArgs, file: ServeArgs, machine: Machine) -> Result<Config, String> {
         let a = overlay!(args, file;
             listen, data_dir, addr_file, admin_listen, admin_addr_file, metadata_url,
-            cluster_nodes, log,
+            cluster_nodes, log, s3_endpoint, s3_bucket, s3_region, s3_access_key_id,
+            s3_secret_access_key, s3_prefix, s3_presign_redirects, storage_max_connections,
             manifest_cache_mib, upload_expiry_hours, max_connections, pull_limit,
             push_limit, admin_limit, tenant_share, max_wait_ms, adaptive,
             header_timeout_secs, idle_timeout_secs, min_upload_rate, storage_pool,
             metadata_pool, dependency_deadline_ms, shutdown_grace_secs,
         );
+        let limits = Limits::derive(&a, machine)?;
+        let s3 = S3Settings::from_args(&a)?;
         Ok(Config {
-            limits: Limits::derive(&a, machine)?,
+            limits,
             listen: a
                 .listen
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
@@ -341,6 +440,8 @@ impl Config {
             manifest_cache_bytes: a.manifest_cache_mib.unwrap_or(64) * 1024 * 1024,
             upload_expiry: Duration::from_secs(a.upload_expiry_hours.unwrap_or(24) * 3600),
             cluster_nodes: a.cluster_nodes.unwrap_or(1).max(1),
+            s3,
+            storage_max_connections: a.storage_max_connections,
             metadata_url: a.metadata_url,
         })
     }

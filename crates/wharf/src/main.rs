@@ -25,6 +25,8 @@ use wharf_meta::postgres::{PostgresConfig, PostgresStore};
 use wharf_meta::MetaStore;
 use wharf_registry::{Registry, RegistryConfig};
 use wharf_storage::fs::FsStore;
+use wharf_storage::s3::{S3Config, S3Store};
+use wharf_storage::BlobStore;
 
 mod budget;
 mod config;
@@ -131,9 +133,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let data = &config.data_dir;
     let l = &config.limits;
     tracing::info!(?l, "limits in force (unset ones derived from this machine)");
-    let blobs = FsStore::open(data)
-        .await
-        .map_err(|e| format!("opening blob storage in {}: {e}", data.display()))?;
+    let blobs = open_storage(&config).await?;
     let (meta, metadata_limit) = open_metadata(&config).await?;
     let results = budget::check(
         config.cluster_nodes,
@@ -162,10 +162,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let storage_guard = guard("blob_storage", l.storage_pool);
     let meta_guard = guard("metadata", l.metadata_pool);
     let registry = Registry::new(
-        Arc::new(GuardedBlobStore::new(
-            Arc::new(blobs),
-            storage_guard.clone(),
-        )),
+        Arc::new(GuardedBlobStore::new(blobs, storage_guard.clone())),
         Arc::new(GuardedMetaStore::new(meta, meta_guard.clone())),
         RegistryConfig {
             manifest_cache_bytes: config.manifest_cache_bytes,
@@ -200,6 +197,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let admission = Admission::new(class(l.pull), class(l.push), class(l.admin));
     let mut state = AppState::new(registry);
     state.admission = Some(admission.clone());
+    state.blob_redirects = config.s3.as_ref().is_some_and(|s| s.presign_redirects);
     state.min_rate = MinRate {
         bytes_per_sec: l.min_upload_rate,
         ..MinRate::default()
@@ -267,6 +265,34 @@ async fn serve(config: Config) -> Result<(), String> {
     served.map_err(|e| format!("serving: {e}"))?;
     tracing::info!("wharf stopped");
     Ok(())
+}
+
+/// The blob store the configuration names.
+async fn open_storage(config: &Config) -> Result<Arc<dyn BlobStore>, String> {
+    match &config.s3 {
+        Some(s3) => {
+            let mut c = S3Config::new(
+                &s3.endpoint,
+                &s3.bucket,
+                &s3.region,
+                &s3.access_key_id,
+                &s3.secret_access_key,
+            );
+            c.prefix = s3.prefix.clone();
+            c.presign_redirects = s3.presign_redirects;
+            c.pool_max_idle_per_host = config.limits.storage_pool;
+            c.request_timeout = c.request_timeout.max(config.limits.dependency_deadline);
+            let store = S3Store::new(c).map_err(|e| format!("configuring S3 storage: {e}"))?;
+            Ok(Arc::new(store))
+        }
+        None => {
+            let data = &config.data_dir;
+            let store = FsStore::open(data)
+                .await
+                .map_err(|e| format!("opening blob storage in {}: {e}", data.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// The metadata store the configuration names, and (for a shared one) the
