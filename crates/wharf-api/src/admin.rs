@@ -35,9 +35,16 @@ pub struct NodeState {
     pub connections: Arc<ConnStats>,
     /// Request latency and traffic.
     pub requests: Arc<RequestMetrics>,
-    /// One guard per dependency; a required dependency whose breaker is
-    /// open makes the node not ready.
+    /// One guard per dependency, all exported in metrics.
     pub guards: Vec<Guard>,
+    /// The names of the guards whose open breaker makes this node not
+    /// ready: node-local dependencies only (its own disk, its embedded
+    /// database). A dependency shared by every node (PostgreSQL, the object
+    /// store) must not: it would drain every node at once, and the load
+    /// balancer's bare refusals would replace the node's own answers, which
+    /// keep serving pulls of known content and refuse the rest fast, with
+    /// `Retry-After` and an OCI error body.
+    pub local_dependencies: Vec<&'static str>,
     /// Set once shutdown begins: the node drains and looks not ready.
     pub shutting_down: AtomicBool,
 }
@@ -68,12 +75,14 @@ impl NodeState {
         connections: Arc<ConnStats>,
         requests: Arc<RequestMetrics>,
         guards: Vec<Guard>,
+        local_dependencies: Vec<&'static str>,
     ) -> NodeState {
         NodeState {
             admission,
             connections,
             requests,
             guards,
+            local_dependencies,
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -96,7 +105,11 @@ impl NodeState {
                 }
             }
         }
-        if let Some(g) = self.guards.iter().find(|g| g.is_open()) {
+        if let Some(g) = self
+            .guards
+            .iter()
+            .find(|g| g.is_open() && self.local_dependencies.contains(&g.name()))
+        {
             return Err(NotReady::DependencyDown(g.name()));
         }
         Ok(())
@@ -338,4 +351,71 @@ async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
         node.render_metrics(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use wharf_guard::{BreakerConfig, GuardConfig};
+
+    fn guard(name: &'static str) -> Guard {
+        Guard::new(GuardConfig {
+            name,
+            max_concurrent: 4,
+            max_wait: Duration::from_millis(10),
+            deadline: Duration::from_secs(1),
+            breaker: BreakerConfig {
+                failures_to_open: 1,
+                open_for: Duration::from_secs(60),
+            },
+        })
+    }
+
+    async fn fail_once(g: &Guard) {
+        let r: Result<(), _> = g.run(true, |_: &()| true, async { Err(()) }).await;
+        assert!(r.is_err());
+        assert!(g.is_open());
+    }
+
+    fn node(guards: Vec<Guard>, local: Vec<&'static str>) -> NodeState {
+        NodeState::new(
+            None,
+            Arc::new(ConnStats::default()),
+            Arc::new(RequestMetrics::default()),
+            guards,
+            local,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_local_dependency_down_drains_the_node() {
+        let disk = guard("blob_storage");
+        fail_once(&disk).await;
+        let n = node(vec![disk], vec!["blob_storage"]);
+        assert_eq!(n.readiness(), Err(NotReady::DependencyDown("blob_storage")));
+    }
+
+    #[tokio::test]
+    async fn a_shared_dependency_down_does_not() {
+        let db = guard("metadata");
+        fail_once(&db).await;
+        let n = node(vec![db], vec!["blob_storage"]);
+        assert_eq!(n.readiness(), Ok(()));
+        assert!(n
+            .render_metrics()
+            .contains("wharf_dependency_breaker_open{dependency=\"metadata\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn shutting_down_and_a_full_connection_cap_are_not_ready() {
+        let n = node(vec![], vec![]);
+        assert_eq!(n.readiness(), Ok(()));
+        n.connections.limit.store(100, Ordering::Relaxed);
+        n.connections.open.store(95, Ordering::Relaxed);
+        assert_eq!(n.readiness(), Err(NotReady::ConnectionsSaturated));
+        n.connections.open.store(10, Ordering::Relaxed);
+        n.shutting_down.store(true, Ordering::Relaxed);
+        assert_eq!(n.readiness(), Err(NotReady::ShuttingDown));
+    }
 }

@@ -425,6 +425,13 @@ impl Config {
         );
         let limits = Limits::derive(&a, machine)?;
         let s3 = S3Settings::from_args(&a)?;
+        let nodes = a.cluster_nodes.unwrap_or(1);
+        if nodes > 1 && (a.metadata_url.is_none() || s3.is_none()) {
+            return Err(format!(
+                "--cluster-nodes {nodes} needs shared storage: --metadata-url and --s3-endpoint \
+                 (without them each node would keep data of its own)"
+            ));
+        }
         Ok(Config {
             limits,
             listen: a

@@ -45,10 +45,12 @@ struct Cli {
 enum Command {
     /// Run the registry.
     Serve(ServeArgs),
-    /// Check a configuration without starting anything: prints the limits
+    /// Check a configuration without serving anything: prints the limits
     /// in force (derived from this machine where unset) and whether the
-    /// pools of all nodes fit what each shared dependency accepts. Exits
-    /// non-zero if the configuration is refused. Takes the flags of `serve`.
+    /// pools of all nodes fit what each shared dependency accepts. With
+    /// --metadata-url it connects to read the database's limit (applying
+    /// pending migrations, as a start would). Exits non-zero if the
+    /// configuration is refused. Takes the flags of `serve`.
     Check(ServeArgs),
 }
 
@@ -208,6 +210,7 @@ async fn serve(config: Config) -> Result<(), String> {
         connections.clone(),
         state.metrics.clone(),
         vec![storage_guard, meta_guard],
+        local_dependencies(&config),
     ));
 
     let listener = bind(config.listen, config.addr_file.as_deref()).await?;
@@ -265,6 +268,20 @@ async fn serve(config: Config) -> Result<(), String> {
     served.map_err(|e| format!("serving: {e}"))?;
     tracing::info!("wharf stopped");
     Ok(())
+}
+
+/// The dependencies only this node uses (its own disk, its embedded
+/// database): if one fails, draining this node helps; a shared one failing
+/// would drain every node at once, so it does not count (see NodeState).
+fn local_dependencies(config: &Config) -> Vec<&'static str> {
+    let mut local = Vec::new();
+    if config.s3.is_none() {
+        local.push("blob_storage");
+    }
+    if config.metadata_url.is_none() {
+        local.push("metadata");
+    }
+    local
 }
 
 /// The blob store the configuration names.

@@ -256,6 +256,20 @@ fn serve_help_documents_every_limit() {
 }
 
 #[test]
+fn a_cluster_without_shared_storage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["check", "--cluster-nodes", "3"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("needs shared storage"), "{err}");
+}
+
+#[test]
 fn nonsense_limits_stop_the_start_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
