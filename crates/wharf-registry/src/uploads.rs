@@ -177,6 +177,16 @@ impl Registry {
     pub async fn expire_uploads(&self, orphans: bool) -> Result<usize, RegistryError> {
         let max_age = self.inner.config.upload_expiry;
         let cutoff = now_unix().saturating_sub(max_age.as_secs());
+        // Storage is listed before metadata. A session is recorded in
+        // metadata before storage opens it, and leaves storage before its
+        // record is deleted, so a session missing from a later metadata
+        // listing is a true orphan (or already gone), never one that another
+        // node has just started.
+        let in_storage = if orphans {
+            self.blobs().upload_list().await.map_err(storage_err)?
+        } else {
+            Vec::new()
+        };
         let records = self.meta().list_uploads().await.map_err(meta_err)?;
         let mut removed = 0;
         for r in &records {
@@ -191,7 +201,7 @@ impl Registry {
         }
         if orphans {
             let known: std::collections::HashSet<_> = records.iter().map(|r| &r.id).collect();
-            for id in self.blobs().upload_list().await.map_err(storage_err)? {
+            for id in in_storage {
                 if !known.contains(&id) {
                     let _ = self.blobs().upload_cancel(&id).await;
                     removed += 1;
