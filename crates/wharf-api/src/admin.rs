@@ -373,7 +373,9 @@ mod tests {
     }
 
     async fn fail_once(g: &Guard) {
-        let r: Result<(), _> = g.run(true, |_: &()| true, async { Err(()) }).await;
+        let r: Result<(), _> = g
+            .run(true, |_: &String| true, async { Err("down".to_string()) })
+            .await;
         assert!(r.is_err());
         assert!(g.is_open());
     }

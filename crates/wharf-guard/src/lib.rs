@@ -108,6 +108,8 @@ struct GuardInner {
     call_micros: AtomicU64,
     /// Latency of calls that reached the dependency.
     latency: Histogram,
+    /// Whether the breaker's opening was logged (and not yet its closing).
+    reported_open: std::sync::atomic::AtomicBool,
 }
 
 impl Guard {
@@ -125,6 +127,7 @@ impl Guard {
                 wait_micros: AtomicU64::new(0),
                 call_micros: AtomicU64::new(0),
                 latency: Histogram::new(&LATENCY_BUCKETS),
+                reported_open: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -172,6 +175,7 @@ impl Guard {
         call: F,
     ) -> Result<T, GuardError<E>>
     where
+        E: std::fmt::Display,
         F: Future<Output = Result<T, E>>,
     {
         let i = &self.inner;
@@ -204,16 +208,35 @@ impl Guard {
         let took = started.elapsed();
         add_micros(&i.call_micros, took);
         i.latency.observe(took);
-        match &result {
+        let failed = match &result {
             Err(GuardError::Timeout) => {
                 i.timeouts.fetch_add(1, Ordering::Relaxed);
                 ticket.failure();
+                true
             }
             Err(GuardError::Inner(e)) if is_failure(e) => {
                 i.failures.fetch_add(1, Ordering::Relaxed);
                 ticket.failure();
+                true
             }
-            _ => ticket.success(),
+            _ => {
+                ticket.success();
+                false
+            }
+        };
+        // Log the transition, once, with the cause: clients only get a
+        // generic 503, so this is where an operator finds what went wrong.
+        if failed && i.breaker.state() == BreakerState::Open {
+            if !i.reported_open.swap(true, Ordering::Relaxed) {
+                if let Err(e) = &result {
+                    tracing::warn!(dependency = i.config.name, error = %e, "circuit opened");
+                }
+            }
+        } else if !failed && i.reported_open.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                dependency = i.config.name,
+                "circuit closed: dependency answering again"
+            );
         }
         result
     }

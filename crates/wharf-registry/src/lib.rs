@@ -114,10 +114,15 @@ impl Registry {
 /// who know what was not found; reaching here it is a surprise.
 pub(crate) fn storage_err(e: StorageError) -> RegistryError {
     match e {
-        StorageError::Unavailable(reason) => RegistryError::Unavailable {
-            reason: format!("blob storage: {reason}"),
-            retry_after: 1,
-        },
+        StorageError::Unavailable(reason) => {
+            // The detail (addresses, bucket, key layout) is for the log, not
+            // for clients.
+            tracing::debug!(%reason, "blob storage unavailable");
+            RegistryError::Unavailable {
+                reason: "blob storage is unavailable; retry later".into(),
+                retry_after: 1,
+            }
+        }
         StorageError::DigestMismatch { expected, actual } => {
             RegistryError::DigestInvalid(format!("content hashes to {actual}, not {expected}"))
         }
@@ -139,10 +144,13 @@ pub(crate) fn unreachable(e: &MetaError) -> bool {
 /// Metadata failures as clients see them.
 pub(crate) fn meta_err(e: MetaError) -> RegistryError {
     match e {
-        MetaError::Unavailable(reason) => RegistryError::Unavailable {
-            reason: format!("metadata: {reason}"),
-            retry_after: 1,
-        },
+        MetaError::Unavailable(reason) => {
+            tracing::debug!(%reason, "metadata unavailable");
+            RegistryError::Unavailable {
+                reason: "metadata store is unavailable; retry later".into(),
+                retry_after: 1,
+            }
+        }
         MetaError::Internal(msg) => RegistryError::Internal(format!("metadata: {msg}")),
     }
 }
