@@ -2,7 +2,9 @@
 # The one command that runs every Wharf test, on a fresh machine or a warm
 # one: installs what the tests need (idempotent), checks formatting and
 # lints, runs the Rust test suites, then the end-to-end tests with real
-# clients (skopeo, podman, docker) against a release build.
+# clients (skopeo, podman, docker) against a release build, and the
+# multi-node tests (three nodes on PostgreSQL and Garage behind HAProxy,
+# tests/cluster/run.sh).
 #
 #   bash scripts/test.sh            # everything
 #   WHARF_SKIP_E2E=1 bash scripts/test.sh   # Rust suites only (quick loop)
@@ -62,3 +64,6 @@ cargo build --release --locked -p wharf
 
 step "end-to-end tests with real clients"
 WHARF_BIN="$PWD/target/release/wharf" bash tests/e2e/run.sh
+
+step "multi-node cluster tests"
+WHARF_BIN="$PWD/target/release/wharf" bash tests/cluster/run.sh
