@@ -62,13 +62,19 @@ pub fn query_all<'a>(
     uri: &'a axum::http::Uri,
     key: &'a str,
 ) -> impl Iterator<Item = std::borrow::Cow<'a, str>> + 'a {
-    uri.query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(move |pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == key).then(|| percent_decode(v))
-        })
+    form_values(uri.query().unwrap_or(""), key)
+}
+
+/// Every value of `key` in an `application/x-www-form-urlencoded` string
+/// (a query, or a form body), percent-decoded.
+pub fn form_values<'a>(
+    form: &'a str,
+    key: &'a str,
+) -> impl Iterator<Item = std::borrow::Cow<'a, str>> + 'a {
+    form.split('&').filter_map(move |pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| percent_decode(v))
+    })
 }
 
 fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {

@@ -10,6 +10,11 @@
 //! an error status itself (every error goes through [`error::error_response`],
 //! which uses the one table in `wharf-core`), or buffer a blob body in memory.
 //!
+//! Authentication ([`auth`]) runs right after the path is parsed and before
+//! admission, so requests without valid credentials never hold a slot; the
+//! token endpoint (`/auth/token`, outside `/v2/`) is routed here too, in
+//! the admin class.
+//!
 //! [`app`] builds the router from state; [`serve`] runs it on a listener the
 //! caller bound, until the caller's shutdown future resolves, so tests bind
 //! `127.0.0.1:0` and hand the listener in.
@@ -34,6 +39,7 @@ use wharf_telemetry::RequestMetrics;
 pub use body::MinRate;
 
 pub mod admin;
+pub mod auth;
 mod blobs;
 mod body;
 pub mod error;
@@ -60,6 +66,10 @@ pub struct AppState {
     /// Answer whole-blob GETs with a redirect to the storage's presigned
     /// URL, when it offers one.
     pub blob_redirects: bool,
+    /// How requests are authenticated ([`auth::Auth::None`]: not at all).
+    pub auth: auth::Auth,
+    /// The token endpoint (`/auth/token`), when this node issues tokens.
+    pub token_service: Option<Arc<auth::TokenService>>,
 }
 
 impl AppState {
@@ -71,6 +81,8 @@ impl AppState {
             metrics: Arc::new(RequestMetrics::default()),
             min_rate: MinRate::default(),
             blob_redirects: false,
+            auth: auth::Auth::None,
+            token_service: None,
         }
     }
 }
@@ -169,8 +181,9 @@ fn refusal_error(r: Refusal) -> RegistryError {
     }
 }
 
-/// Routes every request: parse the path once, admit it (or refuse at once),
-/// then match endpoint and method; record its latency and bytes.
+/// Routes every request: parse the path once, authenticate it, admit it (or
+/// refuse at once), then match endpoint and method; record its latency and
+/// bytes.
 async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
@@ -180,8 +193,34 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
         headers: parts.headers,
     };
     let head = req.method == Method::HEAD;
+    let token_service = match &state.token_service {
+        Some(t) if req.uri.path() == auth::TOKEN_PATH => Some(t.clone()),
+        _ => None,
+    };
     let endpoint = routes::parse(req.uri.path());
-    let c = classify(endpoint.as_ref().ok(), &req.method);
+    let c = match token_service {
+        Some(_) => Classified {
+            class: Class::Admin,
+            route: "token",
+            tenant: String::new(),
+        },
+        None => classify(endpoint.as_ref().ok(), &req.method),
+    };
+    // Before admission, so that requests without valid credentials never
+    // hold a slot; the token endpoint checks its own credentials.
+    if token_service.is_none() {
+        let need = auth::need(endpoint.as_ref(), &req.method, &req.uri);
+        if let Err(resp) = auth::check(&state.auth, &need, &req.headers, head).await {
+            let resp = finish(resp);
+            state.metrics.observe(
+                c.route,
+                method_label(&req.method),
+                resp.status().as_u16(),
+                started.elapsed(),
+            );
+            return resp;
+        }
+    }
     let permit = match &state.admission {
         Some(a) => match a.acquire(c.class, &c.tenant).await {
             Ok(p) => Some(p),
@@ -199,11 +238,18 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
         None => None,
     };
     let body = body::Counted::wrap(body, state.metrics.clone(), body::Direction::In, None);
-    let result = match endpoint {
-        Ok(endpoint) => route(&state, endpoint, &req, body).await,
-        Err(e) => Err(e),
+    let response = match (token_service, endpoint) {
+        (Some(t), _) => match t.handle(&req.method, &req.uri, &req.headers, body).await {
+            Ok(r) => r,
+            Err(RegistryError::Unauthorized) => t.unauthorized(head),
+            Err(e) => error::error_response(&e, head),
+        },
+        (None, Ok(endpoint)) => route(&state, endpoint, &req, body)
+            .await
+            .unwrap_or_else(|e| error::error_response(&e, head)),
+        (None, Err(e)) => error::error_response(&e, head),
     };
-    let response = finish(result.unwrap_or_else(|e| error::error_response(&e, head)));
+    let response = finish(response);
     state.metrics.observe(
         c.route,
         method_label(&req.method),

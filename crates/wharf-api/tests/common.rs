@@ -34,14 +34,32 @@ impl Server {
 
     /// Starts a server over an existing data directory (for restarts).
     pub async fn start_in(data: &Path) -> Server {
+        Server::start_configured(data, |_| {}).await
+    }
+
+    /// Starts a server over a temporary directory with `configure` applied
+    /// to its state (auth, limits).
+    pub async fn start_with(configure: impl FnOnce(&mut wharf_api::AppState)) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Server::start_configured(dir.path(), configure).await;
+        s._dir = Some(dir);
+        s
+    }
+
+    async fn start_configured(
+        data: &Path,
+        configure: impl FnOnce(&mut wharf_api::AppState),
+    ) -> Server {
         let blobs = FsStore::open(data).await.unwrap();
         let meta = EmbeddedStore::open(data.join("meta.redb")).unwrap();
         let registry = Registry::new(Arc::new(blobs), Arc::new(meta), RegistryConfig::default());
+        let mut state = wharf_api::AppState::new(registry);
+        configure(&mut state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            wharf_api::serve(listener, wharf_api::app(registry), async {
+            wharf_api::serve(listener, wharf_api::app_with(state), async {
                 let _ = rx.await;
             })
             .await
@@ -79,10 +97,16 @@ impl Server {
     /// clients normalise `..` and `%2e%2e` away before sending, which would
     /// hide what the server does with them). Returns the status and body.
     pub async fn raw_get(&self, path: &str) -> (u16, String) {
+        self.raw_get_with(path, "").await
+    }
+
+    /// [`Server::raw_get`] with `extra` header lines (each ending `\r\n`).
+    pub async fn raw_get_with(&self, path: &str, extra: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.base.trim_start_matches("http://");
         let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let head =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
         sock.write_all(head.as_bytes()).await.unwrap();
         let mut out = Vec::new();
         sock.read_to_end(&mut out).await.unwrap();

@@ -93,6 +93,10 @@ pub enum RegistryError {
     Denied(String),
     #[error("the operation is unsupported: {0}")]
     Unsupported(String),
+    /// A request whose parameters or headers are malformed or too large
+    /// (the spec's `UNSUPPORTED`: "an invalid set of parameters").
+    #[error("invalid request: {0}")]
+    InvalidParameters(String),
     #[error("too many requests: {reason}")]
     TooManyRequests { reason: String, retry_after: u32 },
     #[error("service unavailable: {reason}")]
@@ -130,6 +134,7 @@ impl RegistryError {
             RegistryError::Unauthorized => (C::Unauthorized, 401),
             RegistryError::Denied(_) => (C::Denied, 403),
             RegistryError::Unsupported(_) => (C::Unsupported, 405),
+            RegistryError::InvalidParameters(_) => (C::Unsupported, 400),
             RegistryError::TooManyRequests { .. } => (C::TooManyRequests, 429),
             RegistryError::Unavailable { .. } => (C::Unavailable, 503),
             RegistryError::EndpointUnknown(_) => (C::Unsupported, 404),
@@ -223,6 +228,7 @@ mod tests {
             (RegistryError::Unauthorized, "UNAUTHORIZED", 401),
             (RegistryError::Denied(s()), "DENIED", 403),
             (RegistryError::Unsupported(s()), "UNSUPPORTED", 405),
+            (RegistryError::InvalidParameters(s()), "UNSUPPORTED", 400),
             (
                 RegistryError::TooManyRequests {
                     reason: s(),

@@ -189,6 +189,138 @@ pub struct ServeArgs {
     /// [default: 30].
     #[arg(long, env = "WHARF_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+
+    /// How clients authenticate [default: none]. `none`: anyone may do
+    /// anything. `htpasswd`: HTTP Basic against --htpasswd, with --grants.
+    /// `token`: Docker bearer tokens verified with --token-keys (issued by
+    /// this node's /auth/token when --token-signing-key is given, or by
+    /// another token service at --token-realm).
+    #[arg(long, env = "WHARF_AUTH", value_enum)]
+    pub auth: Option<AuthMode>,
+
+    /// htpasswd file of users, bcrypt entries only (`htpasswd -B`). The
+    /// users of `--auth htpasswd`, and of /auth/token in token mode.
+    #[arg(long, env = "WHARF_HTPASSWD")]
+    pub htpasswd: Option<PathBuf>,
+
+    /// TOML file of what each htpasswd user may do:
+    /// `[[user]] name = "alice" grants = ["acme/*:pull,push", "public/*:pull"]`
+    /// (actions: pull, push, delete). Users not listed may do nothing.
+    /// Without it every htpasswd user may do everything.
+    #[arg(long, env = "WHARF_GRANTS")]
+    pub grants: Option<PathBuf>,
+
+    /// Repositories anyone may pull without credentials: `acme/*` (every
+    /// repository under acme/) or `public/app`. Repeatable or
+    /// comma-separated [default: none].
+    #[arg(long, env = "WHARF_ANONYMOUS_PULL", value_delimiter = ',')]
+    pub anonymous_pull: Option<Vec<String>>,
+
+    /// The token endpoint URL that 401 challenges advertise
+    /// [default: http://<bound --listen address>/auth/token]. Set it when
+    /// clients reach this node by another name, or tokens come from
+    /// another service.
+    #[arg(long, env = "WHARF_TOKEN_REALM")]
+    pub token_realm: Option<String>,
+
+    /// The service name: the `aud` tokens must carry and the `service` of
+    /// challenges [default: wharf].
+    #[arg(long, env = "WHARF_TOKEN_SERVICE")]
+    pub token_service: Option<String>,
+
+    /// The `iss` tokens must carry (and that this node signs with)
+    /// [default: wharf].
+    #[arg(long, env = "WHARF_TOKEN_ISSUER")]
+    pub token_issuer: Option<String>,
+
+    /// Directory of `*.pem` public keys that tokens are verified with
+    /// (private keys there count by their public half). To rotate: add the
+    /// new key here on every node, switch the signer, and remove the old
+    /// key once the token lifetime has passed [default: the public half of
+    /// --token-signing-key].
+    #[arg(long, env = "WHARF_TOKEN_KEYS")]
+    pub token_keys: Option<PathBuf>,
+
+    /// The private key (PEM) this node signs tokens with when it serves
+    /// /auth/token, or a directory whose last-sorting private key is used
+    /// (`wharf keygen` writes one). Without it, /auth/token is not served.
+    #[arg(long, env = "WHARF_TOKEN_SIGNING_KEY")]
+    pub token_signing_key: Option<PathBuf>,
+
+    /// Lifetime of issued tokens in seconds, within 60..=3600 [default: 300].
+    #[arg(long, env = "WHARF_TOKEN_LIFETIME_SECS")]
+    pub token_lifetime_secs: Option<u64>,
+}
+
+/// How clients authenticate.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    #[default]
+    None,
+    Htpasswd,
+    Token,
+}
+
+/// The authentication settings, checked but not loaded (files are read by
+/// `serve`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    pub htpasswd: Option<PathBuf>,
+    pub grants: Option<PathBuf>,
+    pub anonymous_pull: Vec<wharf_auth::RepoPattern>,
+    pub token_realm: Option<String>,
+    pub token_service: String,
+    pub token_issuer: String,
+    pub token_keys: Option<PathBuf>,
+    pub token_signing_key: Option<PathBuf>,
+    pub token_lifetime: Duration,
+}
+
+impl AuthSettings {
+    fn from_args(a: &ServeArgs) -> Result<AuthSettings, String> {
+        let mode = a.auth.unwrap_or_default();
+        let anonymous_pull =
+            wharf_api::auth::parse_patterns(a.anonymous_pull.as_deref().unwrap_or_default())
+                .map_err(|e| format!("--anonymous-pull: {e}"))?;
+        let lifetime = a.token_lifetime_secs.unwrap_or(300);
+        if !(60..=3600).contains(&lifetime) {
+            return Err(format!(
+                "--token-lifetime-secs must be within 60..=3600, not {lifetime}"
+            ));
+        }
+        match mode {
+            AuthMode::None => {}
+            AuthMode::Htpasswd if a.htpasswd.is_none() => {
+                return Err("--auth htpasswd needs --htpasswd".into())
+            }
+            AuthMode::Htpasswd => {}
+            AuthMode::Token => {
+                if a.token_keys.is_none() && a.token_signing_key.is_none() {
+                    return Err("--auth token needs --token-keys (or --token-signing-key)".into());
+                }
+                if a.token_signing_key.is_some() && a.htpasswd.is_none() {
+                    return Err(
+                        "--token-signing-key serves /auth/token, whose users come from --htpasswd"
+                            .into(),
+                    );
+                }
+            }
+        }
+        Ok(AuthSettings {
+            mode,
+            htpasswd: a.htpasswd.clone(),
+            grants: a.grants.clone(),
+            anonymous_pull,
+            token_realm: a.token_realm.clone(),
+            token_service: a.token_service.clone().unwrap_or_else(|| "wharf".into()),
+            token_issuer: a.token_issuer.clone().unwrap_or_else(|| "wharf".into()),
+            token_keys: a.token_keys.clone(),
+            token_signing_key: a.token_signing_key.clone(),
+            token_lifetime: Duration::from_secs(lifetime),
+        })
+    }
 }
 
 /// `$target.field = $args.field.or($file.field)` for each field: flags (and
@@ -318,6 +450,8 @@ pub struct Config {
     pub s3: Option<S3Settings>,
     /// The object store's connection limit, if the operator gave it.
     pub storage_max_connections: Option<usize>,
+    /// Who may do what on the registry port.
+    pub auth: AuthSettings,
 }
 
 /// Where and how to reach an S3-compatible store.
@@ -421,10 +555,13 @@ impl Config {
             manifest_cache_mib, upload_expiry_hours, max_connections, pull_limit,
             push_limit, admin_limit, tenant_share, max_wait_ms, adaptive,
             header_timeout_secs, idle_timeout_secs, min_upload_rate, storage_pool,
-            metadata_pool, dependency_deadline_ms, shutdown_grace_secs,
+            metadata_pool, dependency_deadline_ms, shutdown_grace_secs, auth, htpasswd,
+            grants, anonymous_pull, token_realm, token_service, token_issuer, token_keys,
+            token_signing_key, token_lifetime_secs,
         );
         let limits = Limits::derive(&a, machine)?;
         let s3 = S3Settings::from_args(&a)?;
+        let auth = AuthSettings::from_args(&a)?;
         let nodes = a.cluster_nodes.unwrap_or(1);
         if nodes > 1 && (a.metadata_url.is_none() || s3.is_none()) {
             return Err(format!(
@@ -450,6 +587,7 @@ impl Config {
             s3,
             storage_max_connections: a.storage_max_connections,
             metadata_url: a.metadata_url,
+            auth,
         })
     }
 }
@@ -519,6 +657,53 @@ mod tests {
         let few = Limits::derive(&ServeArgs::default(), few_fds).unwrap();
         assert_eq!(few.max_connections, 64, "floor");
         assert_eq!(few.pull, 64, "never more pulls than connections");
+    }
+
+    #[test]
+    fn auth_settings_from_file_and_flags() {
+        let c = merge(ServeArgs::default(), "").unwrap();
+        assert_eq!(c.auth.mode, AuthMode::None);
+        assert_eq!(c.auth.token_service, "wharf");
+        assert_eq!(c.auth.token_lifetime, Duration::from_secs(300));
+        let c = merge(
+            ServeArgs {
+                anonymous_pull: Some(vec!["acme/*".into(), "public/app,x/*".into()]),
+                ..Default::default()
+            },
+            r#"
+auth = "token"
+token_keys = "/keys"
+token_service = "registry.example"
+anonymous_pull = ["ignored/*"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.auth.mode, AuthMode::Token);
+        assert_eq!(c.auth.token_service, "registry.example");
+        let pulls: Vec<String> = c
+            .auth
+            .anonymous_pull
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            pulls,
+            ["acme/*", "public/app", "x/*"],
+            "flags win over the file"
+        );
+    }
+
+    #[test]
+    fn incomplete_auth_settings_are_refused() {
+        for file in [
+            "auth = \"htpasswd\"",
+            "auth = \"token\"",
+            "auth = \"token\"\ntoken_signing_key = \"/k.pem\"",
+            "auth = \"token\"\ntoken_keys = \"/k\"\ntoken_lifetime_secs = 5",
+            "anonymous_pull = [\"ACME/*\"]",
+        ] {
+            assert!(merge(ServeArgs::default(), file).is_err(), "{file}");
+        }
     }
 
     #[test]

@@ -52,11 +52,26 @@ enum Command {
     /// pending migrations, as a start would). Exits non-zero if the
     /// configuration is refused. Takes the flags of `serve`.
     Check(ServeArgs),
+    /// Generate a token signing key: writes `DIR/<time>-<kid>.private.pem`
+    /// (P-256, PKCS#8, mode 0600: give it to --token-signing-key) and
+    /// `DIR/<time>-<kid>.public.pem` (copy it into every node's
+    /// --token-keys directory), and prints the key id.
+    Keygen {
+        /// Directory to write the key pair into (created if missing).
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Keygen { dir } => match keygen(&dir) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wharf: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         Command::Check(args) => match Config::load(&args) {
             Ok(config) => {
                 println!("{:#?}", config.limits);
@@ -213,7 +228,10 @@ async fn serve(config: Config) -> Result<(), String> {
         local_dependencies(&config),
     ));
 
+    let auth = LoadedAuth::load(&config.auth)?;
     let listener = bind(config.listen, config.addr_file.as_deref()).await?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    (state.auth, state.token_service) = auth.into_state(&config.auth, bound)?;
     let admin_listener = bind(config.admin_listen, config.admin_addr_file.as_deref()).await?;
     tracing::info!(
         addr = %listener.local_addr().map_err(|e| e.to_string())?,
@@ -268,6 +286,174 @@ async fn serve(config: Config) -> Result<(), String> {
     served.map_err(|e| format!("serving: {e}"))?;
     tracing::info!("wharf stopped");
     Ok(())
+}
+
+/// Writes a new signing key pair into `dir` (see `Command::Keygen`).
+fn keygen(dir: &Path) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let key = wharf_auth::SigningKey::generate();
+    let now = wharf_auth::token::now_unix();
+    // Names sort by time, so `--token-signing-key DIR` picks the newest.
+    let stem = format!(
+        "{}-{}",
+        wharf_api::auth::rfc3339(now).replace(':', ""),
+        &key.kid()[..4]
+    );
+    let write = |name: String, text: String, mode: u32| -> Result<std::path::PathBuf, String> {
+        let path = dir.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(path)
+    };
+    let private = write(format!("{stem}.private.pem"), key.to_pkcs8_pem(), 0o600)?;
+    let public = write(
+        format!("{stem}.public.pem"),
+        key.public_key().to_pem(),
+        0o644,
+    )?;
+    println!("kid {}", key.kid());
+    println!("private key (keep secret): {}", private.display());
+    println!("public key: {}", public.display());
+    Ok(())
+}
+
+/// Authentication files read at start, before anything is bound.
+struct LoadedAuth {
+    users: Option<Arc<wharf_api::auth::Users>>,
+    keys: wharf_auth::KeySet,
+    signing: Option<wharf_auth::SigningKey>,
+}
+
+impl LoadedAuth {
+    fn load(a: &config::AuthSettings) -> Result<LoadedAuth, String> {
+        use config::AuthMode;
+        if a.mode == AuthMode::None {
+            return Ok(LoadedAuth {
+                users: None,
+                keys: wharf_auth::KeySet::new(),
+                signing: None,
+            });
+        }
+        let users = match &a.htpasswd {
+            Some(path) => Some(Arc::new(wharf_api::auth::Users::load(
+                path,
+                a.grants.as_deref(),
+            )?)),
+            None => None,
+        };
+        let signing = match (&a.mode, &a.token_signing_key) {
+            (AuthMode::Token, Some(path)) if path.is_dir() => {
+                Some(wharf_auth::SigningKey::load_newest(path).map_err(|e| e.to_string())?)
+            }
+            (AuthMode::Token, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("reading {}: {e}", path.display()))?;
+                Some(
+                    wharf_auth::SigningKey::from_pem(&text)
+                        .map_err(|e| format!("{}: {e}", path.display()))?,
+                )
+            }
+            _ => None,
+        };
+        let mut keys = match (&a.mode, &a.token_keys) {
+            (AuthMode::Token, Some(dir)) => {
+                wharf_auth::KeySet::load_dir(dir).map_err(|e| e.to_string())?
+            }
+            _ => wharf_auth::KeySet::new(),
+        };
+        if let Some(k) = &signing {
+            keys.insert(k.public_key());
+        }
+        if a.mode == AuthMode::Token && keys.is_empty() {
+            return Err("--token-keys holds no key: no token could ever verify".into());
+        }
+        Ok(LoadedAuth {
+            users,
+            keys,
+            signing,
+        })
+    }
+
+    /// The state's auth mode and token endpoint, once the listener's
+    /// address (for the default realm) is known.
+    fn into_state(
+        self,
+        a: &config::AuthSettings,
+        bound: SocketAddr,
+    ) -> Result<
+        (
+            wharf_api::auth::Auth,
+            Option<Arc<wharf_api::auth::TokenService>>,
+        ),
+        String,
+    > {
+        use config::AuthMode;
+        use wharf_api::auth::{Auth, TokenService};
+        let anonymous: Arc<[wharf_auth::RepoPattern]> = a.anonymous_pull.clone().into();
+        let basic = wharf_auth::BasicChallenge::new("wharf").map_err(|e| e.to_string())?;
+        match a.mode {
+            AuthMode::None => Ok((Auth::None, None)),
+            AuthMode::Htpasswd => {
+                let users = self.users.ok_or("--auth htpasswd needs --htpasswd")?;
+                tracing::info!(users = ?users, anonymous_pull = anonymous.len(), "htpasswd authentication");
+                Ok((
+                    Auth::Htpasswd {
+                        users,
+                        challenge: basic,
+                        anonymous_pull: anonymous,
+                    },
+                    None,
+                ))
+            }
+            AuthMode::Token => {
+                let realm = a
+                    .token_realm
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{bound}/auth/token"));
+                let challenge = wharf_auth::BearerChallenge::new(&realm, &a.token_service)
+                    .map_err(|e| format!("--token-realm or --token-service: {e}"))?;
+                let kids: Vec<&str> = self.keys.kids().collect();
+                tracing::info!(?kids, %realm, service = %a.token_service, "token authentication");
+                let verifier =
+                    wharf_auth::Verifier::new(self.keys.clone(), &a.token_issuer, &a.token_service);
+                let tokens = match (self.signing, self.users) {
+                    (Some(key), Some(users)) => {
+                        tracing::info!(kid = key.kid(), "serving /auth/token");
+                        let issuer =
+                            wharf_auth::Issuer::new(key, &a.token_issuer, &a.token_service)
+                                .with_lifetime(a.token_lifetime);
+                        Some(Arc::new(TokenService::new(
+                            users,
+                            issuer,
+                            &a.token_service,
+                            basic,
+                            anonymous.clone(),
+                        )))
+                    }
+                    _ => None,
+                };
+                Ok((
+                    Auth::Token {
+                        verifier: Arc::new(verifier),
+                        challenge,
+                        anonymous_pull: anonymous,
+                    },
+                    tokens,
+                ))
+            }
+        }
+    }
 }
 
 /// The dependencies only this node uses (its own disk, its embedded
