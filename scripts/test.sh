@@ -28,9 +28,13 @@ bash scripts/check-alerts.sh
 # Services the suites run against for real, started here and stopped at
 # exit whatever happens. Each start pushes its stop onto CLEANUP.
 CLEANUP=()
+# Their stop messages go to a log, so each stage's own closing line (e.g.
+# `cluster: N passed, M failed`) stays the last thing the run prints.
 cleanup() {
   local i
-  for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do eval "${CLEANUP[i]}" || true; done
+  for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do
+    eval "${CLEANUP[i]}" >>target/test-services.log 2>&1 || true
+  done
 }
 trap cleanup EXIT
 
