@@ -38,17 +38,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Fixed ports sit below the kernel's ephemeral range (32768-60999), so no
+# client socket of a running test can hold them by chance.
 step "PostgreSQL for the metadata suites"
 PG_DIR=$(mktemp -d)
 CLEANUP+=("bash scripts/postgres.sh stop '$PG_DIR'; rm -rf '$PG_DIR'")
-WHARF_TEST_POSTGRES_URL=$(bash scripts/postgres.sh start "$PG_DIR" 55432)
+WHARF_TEST_POSTGRES_URL=$(bash scripts/postgres.sh start "$PG_DIR" 15432)
 export WHARF_TEST_POSTGRES_URL WHARF_REQUIRE_POSTGRES=1
 
 step "Garage (S3) for the S3 blob-store suite"
 bash scripts/install-garage.sh
 GARAGE_DIR=$(mktemp -d)
 CLEANUP+=("bash scripts/garage.sh stop '$GARAGE_DIR'; rm -rf '$GARAGE_DIR'")
-bash scripts/garage.sh start "$GARAGE_DIR" 53900
+bash scripts/garage.sh start "$GARAGE_DIR" 13900
 # shellcheck source=/dev/null
 source "$GARAGE_DIR/env"
 export WHARF_REQUIRE_S3=1

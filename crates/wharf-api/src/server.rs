@@ -120,6 +120,8 @@ pub async fn serve_with(
     let strict_timeout = config.header_read_timeout.min(PRESSURED_HEADER_TIMEOUT);
     let strict = Arc::new(http_builder(strict_timeout));
     let pressure_at = (config.max_connections / 2).max(1);
+    let reserve_size = (config.max_connections / 16).clamp(4, 256);
+    let reserve = Arc::new(Semaphore::new(reserve_size));
 
     tokio::pin!(shutdown);
     loop {
@@ -138,40 +140,70 @@ pub async fn serve_with(
         };
         let _ = stream.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            stats.refused_total.fetch_add(1, Ordering::Relaxed);
-            if let Ok(r) = refusals.clone().try_acquire_owned() {
-                let bytes = refusal.clone();
-                tokio::spawn(async move {
-                    refuse(stream, &bytes).await;
-                    drop(r);
-                });
-            }
+            let Ok(r) = refusals.clone().try_acquire_owned() else {
+                stats.refused_total.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            // At the cap, read the request head first: a push or an admin
+            // request (not a pull) may still be served on one of the few
+            // reserved connections, so a flood of pulls that fills the cap
+            // cannot starve pushes at the connection level either.
+            let bytes = refusal.clone();
+            let reserve = reserve.clone();
+            let conn = conn_ctx(
+                &app,
+                &strict,
+                &stats,
+                &stop_rx,
+                &abort_rx,
+                config.idle_timeout,
+            );
+            tokio::spawn(async move {
+                let (mut stream, head) = read_head(stream).await;
+                let admitted = (!head.is_empty() && !is_pull(&head))
+                    .then(|| reserve.try_acquire_owned().ok())
+                    .flatten();
+                drop(r);
+                match admitted {
+                    Some(reserved) => {
+                        let stats = conn.stats.clone();
+                        stats.accepted_total.fetch_add(1, Ordering::Relaxed);
+                        stats.open.fetch_add(1, Ordering::Relaxed);
+                        conn.run(Prefixed::new(stream, head)).await;
+                        stats.open.fetch_sub(1, Ordering::Relaxed);
+                        drop(reserved);
+                    }
+                    None => {
+                        conn.stats.refused_total.fetch_add(1, Ordering::Relaxed);
+                        refuse(&mut stream, &bytes).await;
+                    }
+                }
+            });
             continue;
         };
         stats.accepted_total.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
-        let app = app.clone();
         // `open` already counts this connection.
         let pressured = stats.open.load(Ordering::Relaxed) > pressure_at;
-        let builder = if pressured {
-            strict.clone()
+        let (builder, header_timeout) = if pressured {
+            (&strict, strict_timeout)
         } else {
-            builder.clone()
+            (&builder, config.header_read_timeout)
         };
-        let header_timeout = if pressured {
-            strict_timeout
-        } else {
-            config.header_read_timeout
-        };
-        let stats = stats.clone();
-        let mut stop = stop_rx.clone();
-        let idle_timeout = config.idle_timeout;
-        let mut abort = abort_rx.clone();
+        let conn = conn_ctx(
+            &app,
+            builder,
+            &stats,
+            &stop_rx,
+            &abort_rx,
+            config.idle_timeout,
+        );
         tokio::spawn(async move {
             // hyper-util's auto builder waits for the first bytes (to tell
             // HTTP/1 from HTTP/2) with no timer of its own: a client that
             // connects and says nothing is bounded here instead.
             let mut first = [0u8; 1];
+            let (mut stop, mut abort) = (conn.stop.clone(), conn.abort.clone());
             let spoke = tokio::select! {
                 r = tokio::time::timeout(header_timeout, stream.peek(&mut first)) => {
                     matches!(r, Ok(Ok(n)) if n > 0)
@@ -179,52 +211,9 @@ pub async fn serve_with(
                 _ = stop.changed() => false,
                 _ = abort.changed() => false,
             };
-            if !spoke {
-                stats.open.fetch_sub(1, Ordering::Relaxed);
-                drop(slot);
-                return;
-            }
-            let activity = Arc::new(AtomicU64::new(0));
-            let clock = tokio::time::Instant::now();
-            let io = TokioIo::new(Tracked::new(stream, activity.clone(), clock));
-            let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(app));
-            tokio::pin!(conn);
-            let mut closing = false;
-            loop {
-                let idle_for = Duration::from_millis(
-                    (clock.elapsed().as_millis() as u64)
-                        .saturating_sub(activity.load(Ordering::Relaxed)),
-                );
-                let check_in = idle_timeout
-                    .saturating_sub(idle_for)
-                    .max(Duration::from_millis(100));
-                tokio::select! {
-                    _ = conn.as_mut() => break,
-                    _ = tokio::time::sleep(check_in) => {
-                        let idle = (clock.elapsed().as_millis() as u64)
-                            .saturating_sub(activity.load(Ordering::Relaxed));
-                        if idle >= idle_timeout.as_millis() as u64 {
-                            // No byte moved either way for the whole idle
-                            // timeout. Between requests a graceful close
-                            // does; in the middle of one (a client that
-                            // stopped reading or sending) nothing graceful
-                            // can finish, so the connection is dropped and
-                            // its slots freed.
-                            stats.idle_closed_total.fetch_add(1, Ordering::Relaxed);
-                            if closing {
-                                break;
-                            }
-                            conn.as_mut().graceful_shutdown();
-                            closing = true;
-                            activity.store(clock.elapsed().as_millis() as u64, Ordering::Relaxed);
-                        }
-                    }
-                    _ = stop.changed(), if !closing => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    _ = abort.changed() => break,
-                }
+            let stats = conn.stats.clone();
+            if spoke {
+                conn.run(Prefixed::new(stream, Vec::new())).await;
             }
             stats.open.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
@@ -250,33 +239,198 @@ pub async fn serve_with(
         // before this returns.
         let _ = tokio::time::timeout(Duration::from_secs(2), slots.acquire_many(all)).await;
     }
+    let reserved = u32::try_from(reserve_size).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(2), reserve.acquire_many(reserved)).await;
     Ok(())
 }
 
-/// Answers a refused connection with the canned `503`, then closes it
-/// gently. The request head is read first: an HTTP client treats an answer
-/// that arrives before it has sent its request as a protocol error, not as
-/// the refusal it is. Then the rest of what the client sends is drained for
-/// a moment, so the close is a FIN the client can read the answer before,
-/// not a reset that destroys it. Every step is bounded in time and bytes.
-async fn refuse(mut stream: TcpStream, answer: &[u8]) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        // A client that has sent nothing within a fifth of a second is
-        // answered all the same.
-        let _ = tokio::time::timeout(Duration::from_millis(200), async {
-            let mut head = Vec::with_capacity(1024);
-            let mut buf = [0u8; 4096];
-            while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
+/// What serving one connection needs, cloned out of the accept loop.
+struct ConnCtx {
+    app: Router,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stats: Arc<ConnStats>,
+    stop: watch::Receiver<bool>,
+    abort: watch::Receiver<bool>,
+    idle_timeout: Duration,
+}
+
+fn conn_ctx(
+    app: &Router,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
+    stats: &Arc<ConnStats>,
+    stop: &watch::Receiver<bool>,
+    abort: &watch::Receiver<bool>,
+    idle_timeout: Duration,
+) -> ConnCtx {
+    ConnCtx {
+        app: app.clone(),
+        builder: builder.clone(),
+        stats: stats.clone(),
+        stop: stop.clone(),
+        abort: abort.clone(),
+        idle_timeout,
+    }
+}
+
+impl ConnCtx {
+    /// Serves HTTP on `stream` until the client goes, the connection idles
+    /// out, or shutdown asks it to finish (or, past the grace, to stop).
+    async fn run(mut self, stream: Prefixed) {
+        let idle_timeout = self.idle_timeout;
+        let activity = Arc::new(AtomicU64::new(0));
+        let clock = tokio::time::Instant::now();
+        let io = TokioIo::new(Tracked::new(stream, activity.clone(), clock));
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(io, TowerToHyperService::new(self.app));
+        tokio::pin!(conn);
+        let mut closing = false;
+        loop {
+            let idle_for = Duration::from_millis(
+                (clock.elapsed().as_millis() as u64)
+                    .saturating_sub(activity.load(Ordering::Relaxed)),
+            );
+            let check_in = idle_timeout
+                .saturating_sub(idle_for)
+                .max(Duration::from_millis(100));
+            tokio::select! {
+                _ = conn.as_mut() => break,
+                _ = tokio::time::sleep(check_in) => {
+                    let idle = (clock.elapsed().as_millis() as u64)
+                        .saturating_sub(activity.load(Ordering::Relaxed));
+                    if idle >= idle_timeout.as_millis() as u64 {
+                        // No byte moved either way for the whole idle
+                        // timeout. Between requests a graceful close does;
+                        // in the middle of one (a client that stopped
+                        // reading or sending) nothing graceful can finish,
+                        // so the connection is dropped and its slots freed.
+                        self.stats.idle_closed_total.fetch_add(1, Ordering::Relaxed);
+                        if closing {
+                            break;
+                        }
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        activity.store(clock.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    }
                 }
+                _ = self.stop.changed(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = self.abort.changed() => break,
             }
-        })
-        .await;
+        }
+    }
+}
+
+/// A TCP stream whose first reads return bytes already taken from it (a
+/// request head read to decide whether to serve the connection).
+struct Prefixed {
+    stream: TcpStream,
+    prefix: Vec<u8>,
+    /// How much of `prefix` was handed out.
+    pos: usize,
+}
+
+impl Prefixed {
+    fn new(stream: TcpStream, prefix: Vec<u8>) -> Prefixed {
+        Prefixed {
+            stream,
+            prefix,
+            pos: 0,
+        }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.prefix.len() {
+            let n = (this.prefix.len() - this.pos).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
+            this.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// Reads what a client sends first, up to the end of its request head (at
+/// most 16 KiB, at most 200 ms): an HTTP client treats an answer that
+/// arrives before it has sent its request as a protocol error, not as the
+/// refusal it is, and the head says whether the request is a pull.
+async fn read_head(mut stream: TcpStream) -> (TcpStream, Vec<u8>) {
+    let mut head = Vec::with_capacity(1024);
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        let mut buf = [0u8; 4096];
+        while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    (stream, head)
+}
+
+/// Whether a request head is a pull (a blob or manifest `GET`/`HEAD`):
+/// those are what floods are made of, and they are refused at the cap.
+fn is_pull(head: &[u8]) -> bool {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let read = method == b"GET" || method == b"HEAD";
+    let contains = |needle: &[u8]| path.windows(needle.len()).any(|w| w == needle);
+    read && path.starts_with(b"/v2/")
+        && (contains(b"/manifests/") || (contains(b"/blobs/") && !contains(b"/blobs/uploads")))
+}
+
+/// Answers a refused connection (its head already read) with the canned
+/// `503`, then closes it gently: the rest of what the client sends is
+/// drained for a moment, so the close is a FIN the client can read the
+/// answer before, not a reset that destroys it. Bounded in time and bytes.
+async fn refuse(stream: &mut TcpStream, answer: &[u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(answer).await?;
         stream.shutdown().await?;
-        drain(&mut stream, 256 * 1024).await;
+        drain(stream, 256 * 1024).await;
         Ok::<_, std::io::Error>(())
     })
     .await;
@@ -308,7 +462,7 @@ const LINGER_BYTES: usize = 64 * 1024 * 1024;
 /// lose the answer it has not read yet. So shutdown sends FIN, then keeps
 /// reading and discarding for a bounded time and byte count.
 struct Tracked {
-    inner: TcpStream,
+    inner: Prefixed,
     activity: Arc<AtomicU64>,
     clock: tokio::time::Instant,
     /// Set once the write side is shut: the drain's deadline and budget.
@@ -316,7 +470,7 @@ struct Tracked {
 }
 
 impl Tracked {
-    fn new(inner: TcpStream, activity: Arc<AtomicU64>, clock: tokio::time::Instant) -> Tracked {
+    fn new(inner: Prefixed, activity: Arc<AtomicU64>, clock: tokio::time::Instant) -> Tracked {
         Tracked {
             inner,
             activity,

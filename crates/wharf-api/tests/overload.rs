@@ -68,10 +68,10 @@ async fn connection_cap_refuses_the_extra_connection_at_once_with_503() {
     })
     .await;
 
-    // The fourth sends a request and gets the refusal, fast, then EOF.
+    // The fourth sends a pull and gets the refusal, fast, then EOF.
     let started = Instant::now();
     let mut s = connect(srv.addr).await;
-    s.write_all(get(srv.addr, "/v2/", true).as_bytes())
+    s.write_all(get(srv.addr, "/v2/a/app/manifests/latest", true).as_bytes())
         .await
         .unwrap();
     let r = within(WAIT, "the refusal", read_response(&mut s))
@@ -132,7 +132,7 @@ async fn a_real_http_client_sees_the_connection_cap_503() {
     let mut failures = Vec::new();
     for _ in 0..20 {
         let r = reqwest::Client::new()
-            .get(srv.url("/v2/"))
+            .get(srv.url("/v2/a/app/manifests/latest"))
             .timeout(WAIT)
             .send()
             .await;
@@ -151,6 +151,50 @@ async fn a_real_http_client_sees_the_connection_cap_503() {
         failures.len(),
         failures.first()
     );
+}
+
+/// At the connection cap pulls are refused, but a push (or any request
+/// that is not a pull) is served on one of a few reserved connections: a
+/// flood of pulls that fills the cap cannot starve pushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_a_push_is_served_on_a_reserved_connection() {
+    let srv = TestServer::start(Opts {
+        config: ServerConfig {
+            max_connections: 2,
+            ..quiet_config()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect(srv.addr).await;
+        let r = request(&mut s, &get(srv.addr, "/v2/", true)).await;
+        assert_eq!(r.status, 200);
+        held.push(s);
+    }
+    let client = reqwest::Client::new();
+    let pull = client
+        .get(srv.url("/v2/a/app/manifests/latest"))
+        .timeout(WAIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pull.status(), 503, "a pull at the cap is refused");
+    let push = client
+        .post(srv.url("/v2/a/app/blobs/uploads/"))
+        .timeout(WAIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(push.status(), 202, "a push at the cap is served");
+    let ping = client
+        .get(srv.url("/v2/"))
+        .timeout(WAIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), 200, "the client's /v2/ probe too");
 }
 
 /// With the pull class full (its two slots held by blob `GET`s whose bodies

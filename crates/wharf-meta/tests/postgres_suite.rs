@@ -5,7 +5,7 @@
 //! exhausted, a statement runs too long or the server goes away.
 //!
 //! The server comes from `WHARF_TEST_POSTGRES_URL` (a URL such as
-//! `postgres://wharf@127.0.0.1:55432/wharf`; `scripts/postgres.sh` starts a
+//! `postgres://wharf@127.0.0.1:15432/wharf`; `scripts/postgres.sh` starts a
 //! throwaway one) and needs a role that may create databases. Each test
 //! creates its own database, named after the test plus a random suffix, and
 //! drops it at the end, so tests are independent and run in parallel.
@@ -50,8 +50,8 @@ fn server() -> Option<String> {
         // `eprintln!` of passing tests, and this line must be seen.
         let _ = writeln!(
             std::io::stderr(),
-            "postgres_suite: skipped: set {URL_VAR} (e.g. postgres://wharf@127.0.0.1:55432/wharf; \
-             `bash scripts/postgres.sh start DIR 55432` starts one) to run the PostgreSQL tests"
+            "postgres_suite: skipped: set {URL_VAR} (e.g. postgres://wharf@127.0.0.1:15432/wharf; \
+             `bash scripts/postgres.sh start DIR 15432` starts one) to run the PostgreSQL tests"
         );
     });
     None

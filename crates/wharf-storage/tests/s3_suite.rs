@@ -47,12 +47,12 @@ fn config_or_skip() -> Option<S3Config> {
     if required {
         panic!(
             "S3 tests required (CI or WHARF_REQUIRE_S3=1) but {} unset: run \
-             `bash scripts/garage.sh start DIR 53900 && source DIR/env` first",
+             `bash scripts/garage.sh start DIR 13900 && source DIR/env` first",
             missing.join(", ")
         );
     }
     println!(
-        "skipped: {} unset; run `bash scripts/garage.sh start DIR 53900 && source DIR/env`",
+        "skipped: {} unset; run `bash scripts/garage.sh start DIR 13900 && source DIR/env`",
         missing.join(", ")
     );
     None

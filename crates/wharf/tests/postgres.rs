@@ -153,7 +153,7 @@ fn status(url: &str) -> (u16, String, Duration) {
 
 #[test]
 fn pulls_survive_a_database_outage_and_pushes_fail_fast() {
-    let Some(pg) = Cluster::start(55461) else {
+    let Some(pg) = Cluster::start(15461) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -243,7 +243,7 @@ const SHARED_STORAGE: [&str; 8] = [
 
 #[test]
 fn a_cluster_whose_pools_overflow_the_database_is_refused() {
-    let Some(pg) = Cluster::start(55462) else {
+    let Some(pg) = Cluster::start(15462) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
