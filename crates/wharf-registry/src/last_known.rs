@@ -7,13 +7,15 @@
 //! fed by every successful lookup and by this node's own writes, and emptied
 //! of an entry by this node's deletes.
 //!
-//! Must never: answer while metadata is reachable (the store stays the
-//! source of truth, so a delete made through another node takes effect at
-//! once there), or grow without a bound.
+//! Must never: answer for blob links while metadata is reachable (the store
+//! stays the source of truth, so a delete made through another node takes
+//! effect at once there), answer for a tag learned longer ago than the tag
+//! TTL while metadata is reachable, or grow without a bound.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// A bounded map, oldest insertion evicted first.
 pub(crate) struct LastKnown<K, V> {
@@ -22,8 +24,8 @@ pub(crate) struct LastKnown<K, V> {
 }
 
 struct Entries<K, V> {
-    /// Each value with the generation it was inserted at.
-    map: HashMap<K, (V, u64)>,
+    /// Each value with the generation and the time it was inserted at.
+    map: HashMap<K, (V, u64, Instant)>,
     /// Insertion order as (key, generation); an item whose generation no
     /// longer matches the map's is stale and skipped on eviction.
     order: VecDeque<(K, u64)>,
@@ -43,7 +45,16 @@ impl<K: Eq + Hash + Clone, V: Clone> LastKnown<K, V> {
     }
 
     pub fn get(&self, key: &K) -> Option<V> {
-        self.lock().map.get(key).map(|(v, _)| v.clone())
+        self.lock().map.get(key).map(|(v, _, _)| v.clone())
+    }
+
+    /// The value if it was learned less than `ttl` ago.
+    pub fn get_fresh(&self, key: &K, ttl: Duration) -> Option<V> {
+        self.lock()
+            .map
+            .get(key)
+            .filter(|(_, _, at)| at.elapsed() < ttl)
+            .map(|(v, _, _)| v.clone())
     }
 
     pub fn put(&self, key: K, value: V) {
@@ -53,7 +64,8 @@ impl<K: Eq + Hash + Clone, V: Clone> LastKnown<K, V> {
         let mut e = self.lock();
         let generation = e.next;
         e.next += 1;
-        e.map.insert(key.clone(), (value, generation));
+        e.map
+            .insert(key.clone(), (value, generation, Instant::now()));
         e.order.push_back((key, generation));
         // Evict the oldest live entries past the capacity, and keep the
         // order queue itself bounded (stale items are dropped as they come).
@@ -61,7 +73,7 @@ impl<K: Eq + Hash + Clone, V: Clone> LastKnown<K, V> {
             let Some((old, g)) = e.order.pop_front() else {
                 break;
             };
-            let live = e.map.get(&old).is_some_and(|(_, cur)| *cur == g);
+            let live = e.map.get(&old).is_some_and(|(_, cur, _)| *cur == g);
             if live && e.map.len() > self.capacity {
                 e.map.remove(&old);
             } else if live {
@@ -77,7 +89,7 @@ impl<K: Eq + Hash + Clone, V: Clone> LastKnown<K, V> {
 
     /// Removes every entry for which `f` is true.
     pub fn remove_where(&self, f: impl Fn(&K, &V) -> bool) {
-        self.lock().map.retain(|k, (v, _)| !f(k, v));
+        self.lock().map.retain(|k, (v, _, _)| !f(k, v));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries<K, V>> {
@@ -113,6 +125,16 @@ mod tests {
         c.remove_where(|_, v| *v == 7);
         assert_eq!(c.get(&"x"), None);
         assert_eq!(c.get(&"y"), Some(8));
+    }
+
+    #[test]
+    fn fresh_only_within_the_ttl() {
+        let c = LastKnown::new(4);
+        c.put("t", 1);
+        assert_eq!(c.get_fresh(&"t", Duration::from_secs(60)), Some(1));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(c.get_fresh(&"t", Duration::from_millis(10)), None);
+        assert_eq!(c.get(&"t"), Some(1), "still there for outages");
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub struct RegistryConfig {
     /// Blob links and tags remembered (each) to serve pulls while metadata
     /// is unreachable; 0 turns that off.
     pub last_known_entries: usize,
+    /// How long a tag looked up in metadata is used without asking again
+    /// (zero: ask every time). Bounds how late a tag moved through another
+    /// node shows on this one.
+    pub tag_cache_ttl: std::time::Duration,
 }
 
 impl Default for RegistryConfig {
@@ -49,6 +53,7 @@ impl Default for RegistryConfig {
             manifest_cache_bytes: 64 * 1024 * 1024,
             upload_expiry: std::time::Duration::from_secs(24 * 3600),
             last_known_entries: 100_000,
+            tag_cache_ttl: std::time::Duration::from_secs(2),
         }
     }
 }

@@ -44,6 +44,13 @@ impl Registry {
             Reference::Digest(d) => Ok(d.clone()),
             Reference::Tag(t) => {
                 let key = (repo.clone(), t.clone());
+                // A tag this node learned moments ago is good enough: a
+                // move made through another node shows here within the TTL
+                // (this node's own moves update the entry at once).
+                let ttl = self.inner.config.tag_cache_ttl;
+                if let Some(d) = self.inner.tags.get_fresh(&key, ttl) {
+                    return Ok(d);
+                }
                 match self.meta().resolve_tag(repo, t).await {
                     Ok(Some(d)) => {
                         self.inner.tags.put(key, d.clone());
