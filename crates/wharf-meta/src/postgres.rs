@@ -389,12 +389,21 @@ impl PostgresStore {
     {
         let attempts = async {
             let mut tries = 1;
+            let mut refreshed = false;
             loop {
                 match attempt().await {
                     Ok(out) => return Ok(out),
                     Err(f) if f.conflict && tries < CONFLICT_ATTEMPTS => {
                         tracing::debug!(call = what, error = %f.error, "metadata transaction conflict; running it again");
                         tries += 1;
+                    }
+                    // After a server restart every pooled connection is dead
+                    // and would fail one call each: drop the idle ones and
+                    // try once more on a fresh connection.
+                    Err(f) if f.stale && !refreshed => {
+                        tracing::debug!(call = what, error = %f.error, "stale PostgreSQL connection; dropping idle ones and trying once more");
+                        self.pool.retain(|_, _| false);
+                        refreshed = true;
                     }
                     Err(f) => return Err(f.error),
                 }
@@ -536,6 +545,10 @@ struct Failure {
     /// The server rolled the transaction back for a conflict with another;
     /// running it again is expected to succeed.
     conflict: bool,
+    /// The connection itself was found dead (closed by a server restart or
+    /// a network cut while it sat in the pool): every idle connection of
+    /// the pool is then suspect, and one fresh attempt is worth making.
+    stale: bool,
 }
 
 impl From<MetaError> for Failure {
@@ -543,6 +556,7 @@ impl From<MetaError> for Failure {
         Failure {
             error,
             conflict: false,
+            stale: false,
         }
     }
 }
@@ -553,9 +567,15 @@ impl From<tokio_postgres::Error> for Failure {
             e.code(),
             Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
         );
+        let stale = e.is_closed()
+            || matches!(
+                e.code(),
+                Some(c) if *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CRASH_SHUTDOWN
+            );
         Failure {
             error: pg_error(e),
             conflict,
+            stale,
         }
     }
 }

@@ -19,7 +19,9 @@ use tracing_subscriber::EnvFilter;
 use wharf_admission::{AdaptiveConfig, Admission, ClassLimits};
 use wharf_api::admin::{admin_app, NodeState};
 use wharf_api::{app_with, serve_with, AppState, ConnStats, MinRate, ServerConfig};
-use wharf_guard::{BreakerConfig, Guard, GuardConfig, GuardedBlobStore, GuardedMetaStore};
+use wharf_guard::{
+    BreakerConfig, BreakerState, Guard, GuardConfig, GuardedBlobStore, GuardedMetaStore,
+};
 use wharf_meta::embedded::EmbeddedStore;
 use wharf_meta::postgres::{PostgresConfig, PostgresStore};
 use wharf_meta::MetaStore;
@@ -178,6 +180,12 @@ async fn serve(config: Config) -> Result<(), String> {
     };
     let storage_guard = guard("blob_storage", l.storage_pool);
     let meta_guard = guard("metadata", l.metadata_pool);
+    spawn_probes(
+        storage_guard.clone(),
+        blobs.clone(),
+        meta_guard.clone(),
+        meta.clone(),
+    );
     let registry = Registry::new(
         Arc::new(GuardedBlobStore::new(blobs, storage_guard.clone())),
         Arc::new(GuardedMetaStore::new(meta, meta_guard.clone())),
@@ -454,6 +462,43 @@ impl LoadedAuth {
             }
         }
     }
+}
+
+/// While a dependency's breaker is open, probes it twice a second with a
+/// cheap call through its guard, so the breaker closes as soon as the
+/// dependency answers again, not only when the next client request happens
+/// to be the one let through (and its neighbours refused meanwhile).
+fn spawn_probes(
+    storage_guard: Guard,
+    blobs: Arc<dyn BlobStore>,
+    meta_guard: Guard,
+    meta: Arc<dyn MetaStore>,
+) {
+    let probe_digest: wharf_core::Digest =
+        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .expect("the digest of nothing");
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            if storage_guard.stats().breaker != BreakerState::Closed {
+                let unavailable = |e: &wharf_storage::StorageError| {
+                    !matches!(e, wharf_storage::StorageError::NotFound)
+                };
+                let _ = storage_guard
+                    .run(true, unavailable, blobs.stat(&probe_digest))
+                    .await;
+            }
+            if meta_guard.stats().breaker != BreakerState::Closed {
+                let unavailable =
+                    |e: &wharf_meta::MetaError| matches!(e, wharf_meta::MetaError::Unavailable(_));
+                let _ = meta_guard
+                    .run(true, unavailable, meta.list_repos(None, 1))
+                    .await;
+            }
+        }
+    });
 }
 
 /// The dependencies only this node uses (its own disk, its embedded
