@@ -743,6 +743,19 @@ case_pg_back_push() {
   done
   echo "POST upload through the LB -> $code $((SECONDS - t0))s after PostgreSQL came back"
   [ "$code" = 202 ] || die "pushes still refused ($code) 20s after PostgreSQL came back" || return 1
+  # The node that answered has recovered; each of the others does on its
+  # own (its breaker's background probe), within a few seconds. Recovery
+  # without a restart means every node, so wait (bounded) for each.
+  local n
+  for n in 1 2 3; do
+    for ((i = 0; i < 40; i++)); do
+      code=$(http_code POST "http://${NODE_ADDR[$n]}/v2/cl/x/blobs/uploads/")
+      [ "$code" = 202 ] && break
+      sleep 0.5
+    done
+    echo "POST upload through node$n -> $code $((SECONDS - t0))s after PostgreSQL came back"
+    [ "$code" = 202 ] || die "node$n still refuses pushes ($code) 20s after PostgreSQL came back" || return 1
+  done
   same_nodes || return 1
   sk copy --dest-tls-verify=false "oci:$IMAGES:after-pg" "docker://$LB/cl/after-pg:1" ||
     die "skopeo push through the LB after PostgreSQL came back failed" || return 1

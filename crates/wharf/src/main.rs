@@ -175,7 +175,12 @@ async fn serve(config: Config) -> Result<(), String> {
             // queued: the client retries, the node stays responsive.
             max_wait: Duration::from_millis(100),
             deadline: l.dependency_deadline,
-            breaker: BreakerConfig::default(),
+            // Open for a second at a time: with the background probes
+            // below, a dependency that is back is used again within ~1.5 s.
+            breaker: BreakerConfig {
+                open_for: Duration::from_secs(1),
+                ..BreakerConfig::default()
+            },
         })
     };
     let storage_guard = guard("blob_storage", l.storage_pool);
