@@ -418,6 +418,23 @@ impl PostgresStore {
         }
     }
 
+    /// Runs one `DELETE` keyed by (repository, `key`); whether a row went.
+    async fn delete_row(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        repo: &str,
+        key: &str,
+    ) -> Result<bool, MetaError> {
+        self.call(what, || async move {
+            let mut c = self.conn().await?;
+            let removed = c.execute(sql, &[&repo, &key]).await?;
+            c.release();
+            Ok(removed > 0)
+        })
+        .await
+    }
+
     /// Checks a connection out of the pool, waiting at most
     /// `connect_timeout` for one to be free (and as long to open one).
     async fn conn(&self) -> Result<Conn, Failure> {
@@ -685,13 +702,12 @@ impl MetaStore for PostgresStore {
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        let (repo, digest) = (repo.as_str(), &digest.to_string());
-        self.call("unlink_blob", || async move {
-            let mut c = self.conn().await?;
-            let removed = c.execute(DELETE_BLOB, &[&repo, digest]).await?;
-            c.release();
-            Ok(removed > 0)
-        })
+        self.delete_row(
+            "unlink_blob",
+            DELETE_BLOB,
+            repo.as_str(),
+            &digest.to_string(),
+        )
         .await
     }
 
@@ -744,15 +760,14 @@ impl MetaStore for PostgresStore {
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        let (repo, digest) = (repo.as_str(), &digest.to_string());
         // One statement, so one transaction: the row (which is also its
         // referrers entry) and, by cascade, every tag pointing at it.
-        self.call("delete_manifest", || async move {
-            let mut c = self.conn().await?;
-            let removed = c.execute(DELETE_MANIFEST, &[&repo, digest]).await?;
-            c.release();
-            Ok(removed > 0)
-        })
+        self.delete_row(
+            "delete_manifest",
+            DELETE_MANIFEST,
+            repo.as_str(),
+            &digest.to_string(),
+        )
         .await
     }
 
@@ -774,14 +789,8 @@ impl MetaStore for PostgresStore {
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
-        let (repo, tag) = (repo.as_str(), tag.as_str());
-        self.call("delete_tag", || async move {
-            let mut c = self.conn().await?;
-            let removed = c.execute(DELETE_TAG, &[&repo, &tag]).await?;
-            c.release();
-            Ok(removed > 0)
-        })
-        .await
+        self.delete_row("delete_tag", DELETE_TAG, repo.as_str(), tag.as_str())
+            .await
     }
 
     async fn list_tags(
