@@ -132,8 +132,9 @@ macro_rules! blob_store_suite {
             #[tokio::test]
             async fn ranged_get_returns_exactly_the_range_across_pieces() {
                 let (store, _guard) = $make.await;
-                // Larger than one read piece, so ranges cross piece borders.
-                let bytes = content(3 * (1 << 20) + 123, 4);
+                // Larger than a read piece (1 MiB) plus two mapped windows
+                // (4 MiB), so ranges cross piece and window borders.
+                let bytes = content(9 * (1 << 20) + 123, 4);
                 let digest = sha256(&bytes);
                 let id = upload_id(1);
                 store.upload_start(&id).await.unwrap();
@@ -146,6 +147,8 @@ macro_rules! blob_store_suite {
                     (0u64, 1u64),
                     (5, 1 << 20),
                     ((1 << 20) - 7, (2 << 20) + 9),
+                    ((5 << 20) - 3, (9 << 20) + 1),
+                    ((1 << 20) + 4095, (1 << 20) + 4097),
                     (100, bytes.len() as u64),
                 ] {
                     let got = collect(store.get(&digest, Some(start..end)).await.unwrap()).await;
