@@ -38,6 +38,7 @@ source "$HERE/../harness.sh"
 cleanup() {
   [ -n "$WATCHDOG_PID" ] && kill "$WATCHDOG_PID" 2>/dev/null
   stop_dockerd
+  stop_secure_wharf
   stop_pid "$WHARF_PID" 10
   WHARF_PID=
   if [ "$FAILED" -gt 0 ] || [ "${WHARF_E2E_KEEP:-0}" = 1 ]; then
@@ -610,6 +611,11 @@ case_wharf_restart() {
   [ "$code" = 404 ] || die "deleted manifest is back after restart ($code)"
 }
 
+# ---------------------------------------------------------------- auth
+
+# shellcheck source=auth.sh
+source "$HERE/auth.sh"
+
 # ---------------------------------------------------------------- main
 
 echo "e2e run: temp dir $TMP"
@@ -650,6 +656,13 @@ if [ -n "$REFS" ] && [ -s "$REFS" ]; then
     run_case podman-pull-arm64 case_podman_pull_arm64
   fi
 
+  AUTH_UP=0
+  if run_case auth-start case_auth_start && run_case auth-admin case_auth_admin; then
+    AUTH_UP=1
+    run_case auth-skopeo-creds case_auth_skopeo_creds
+    run_case auth-podman-login case_auth_podman_login
+  fi
+
   if [ "${WHARF_E2E_SKIP_DOCKER:-0}" = 1 ]; then
     skip_note docker "WHARF_E2E_SKIP_DOCKER=1"
   elif run_case docker-daemon case_docker_daemon; then
@@ -657,10 +670,19 @@ if [ -n "$REFS" ] && [ -s "$REFS" ]; then
       run_case docker-push case_docker_push &&
         run_case docker-pushed-verify case_docker_pushed_verify
       run_case docker-push-upload case_docker_push_upload
+      [ "$AUTH_UP" = 1 ] && run_case auth-docker-login case_auth_docker_login
       [ -s "$TMP/docker-push.out" ] && run_case docker-pull-back case_docker_pull_back
     fi
     stop_dockerd
   fi
+
+  if [ "$AUTH_UP" = 1 ]; then
+    run_case auth-robot case_auth_robot
+    run_case auth-robot-revoked case_auth_robot_revoked
+    run_case auth-robot-expired case_auth_robot_expired
+    run_case auth-quota case_auth_quota
+  fi
+  stop_secure_wharf
 
   run_case wharf-restart case_wharf_restart
 else

@@ -139,7 +139,14 @@ struct ClassState {
 #[derive(Clone)]
 pub struct Admission {
     classes: Arc<[ClassState; 3]>,
+    /// Per-tenant shares overriding each class's `tenant_share`.
+    shares: Option<TenantShares>,
 }
+
+/// Looks up a tenant's own share of each class (a fraction in (0, 1]);
+/// `None` keeps the class's default. Called on every admission, so it must
+/// answer from memory.
+pub type TenantShares = Arc<dyn Fn(&str) -> Option<f64> + Send + Sync>;
 
 /// A slot held by an admitted request; released on drop.
 pub struct Permit {
@@ -202,7 +209,15 @@ impl Admission {
         };
         Admission {
             classes: Arc::new([state(pull), state(push), state(admin)]),
+            shares: None,
         }
+    }
+
+    /// Gives tenants their own shares (from the tenant directory); call
+    /// before the controller is cloned.
+    pub fn with_tenant_shares(mut self, shares: TenantShares) -> Admission {
+        self.shares = Some(shares);
+        self
     }
 
     fn state(&self, class: Class) -> &ClassState {
@@ -240,13 +255,21 @@ impl Admission {
     fn try_admit(&self, class: Class, tenant: &str) -> Attempt {
         let s = self.state(class);
         let limit = s.limit.load(Ordering::Relaxed).max(1);
+        // Looked up before the lock is taken: the lookup reads the
+        // directory snapshot, which is not this lock's business.
+        let fraction = self
+            .shares
+            .as_ref()
+            .and_then(|f| f(tenant))
+            .filter(|f| *f > 0.0 && *f <= 1.0)
+            .unwrap_or(s.limits.tenant_share);
         let mut tenants = s.tenants.lock().unwrap_or_else(|p| p.into_inner());
         let in_flight = s.in_flight.load(Ordering::Acquire);
         if in_flight >= limit {
             return Attempt::Full;
         }
         let held = tenants.get(tenant).copied().unwrap_or(0);
-        let share = ((limit as f64) * s.limits.tenant_share).ceil().max(1.0) as usize;
+        let share = ((limit as f64) * fraction).ceil().max(1.0) as usize;
         if in_flight * 2 >= limit && held >= share {
             return Attempt::TenantFull;
         }
@@ -397,6 +420,56 @@ mod tests {
         let _y = a.acquire(Class::Push, "solo").await.unwrap();
         assert!(matches!(
             a.acquire(Class::Push, "solo").await,
+            Err(Refusal::TenantOverShare { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_tenant_share_from_the_directory_overrides_the_default() {
+        // Default share 0.5 of 10 = 5; "small" is given 0.2 (2 slots) and
+        // "big" 0.8 (8 slots), each counted once the class is half full.
+        let shares: TenantShares = Arc::new(|t: &str| match t {
+            "small" => Some(0.2),
+            "big" => Some(0.8),
+            "broken" => Some(7.0),
+            _ => None,
+        });
+        let a = admission(10, 0.5, 0).with_tenant_shares(shares);
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(a.acquire(Class::Pull, "filler").await.unwrap());
+        }
+        held.push(a.acquire(Class::Pull, "small").await.unwrap());
+        held.push(a.acquire(Class::Pull, "small").await.unwrap());
+        assert!(matches!(
+            a.acquire(Class::Pull, "small").await,
+            Err(Refusal::TenantOverShare { .. })
+        ));
+        // The filler tenant is at the default share (5 of 10).
+        assert!(matches!(
+            a.acquire(Class::Pull, "filler").await,
+            Err(Refusal::TenantOverShare { .. })
+        ));
+        held.push(a.acquire(Class::Pull, "big").await.unwrap());
+        drop(held);
+
+        // Big may hold 8 of 10; a nonsense share (7.0) falls back to the
+        // default 5 instead of lifting the limit.
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(a.acquire(Class::Pull, "big").await.unwrap());
+        }
+        assert!(matches!(
+            a.acquire(Class::Pull, "big").await,
+            Err(Refusal::TenantOverShare { .. })
+        ));
+        drop(held);
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(a.acquire(Class::Pull, "broken").await.unwrap());
+        }
+        assert!(matches!(
+            a.acquire(Class::Pull, "broken").await,
             Err(Refusal::TenantOverShare { .. })
         ));
     }

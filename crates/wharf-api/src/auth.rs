@@ -23,6 +23,7 @@
 //! [`anonymous_allows`]), so an anonymous client learns nothing from them.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,9 +39,10 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 use wharf_auth::{
     Access, Action, Actions, BasicChallenge, BearerChallenge, BearerError, Grant, Htpasswd, Issuer,
-    Principal, RefreshToken, RepoPattern, Resource, Scope, Verifier,
+    LoginLimiter, Principal, RefreshToken, RepoPattern, Resource, Scope, Verifier,
 };
 use wharf_core::{RegistryError, RepoName};
+use wharf_tenants::{verify_password, Directory, SubjectStatus};
 
 use crate::error::error_response;
 use crate::headers;
@@ -86,14 +88,25 @@ pub enum Auth {
         challenge: BearerChallenge,
         /// Repositories anyone may pull without a token.
         anonymous_pull: Arc<[RepoPattern]>,
+        /// The tenant directory: a token whose subject it reports inactive
+        /// (a revoked or expired robot, a deleted tenant's user) is refused
+        /// although its signature is good.
+        directory: Option<Directory>,
     },
 }
 
-/// Users of an htpasswd file and what each may do.
+/// Who may log in and what each may do: the users of an htpasswd file
+/// (the operator's own, with the grants file), and the tenant directory's
+/// users and robot accounts (with their roles and grants), which come
+/// first. Failed logins are rate limited per client and per account.
 pub struct Users {
     htpasswd: Arc<Htpasswd>,
-    /// `None` (no grants file): every user may do everything.
+    /// `None` (no grants file): every htpasswd user may do everything.
     grants: Option<HashMap<String, Vec<Grant>>>,
+    /// Tenants' users and robots, answered from memory.
+    directory: Option<Directory>,
+    /// Failed logins per client and per account.
+    limiter: LoginLimiter,
     /// SHA-256 of `user:password` → when the successful check expires.
     cache: Mutex<HashMap<[u8; 32], Instant>>,
     /// bcrypt runs at once (one per core).
@@ -124,27 +137,7 @@ struct UserGrants {
     grants: Vec<String>,
 }
 
-/// `acme/*:pull,push` or `acme/app:pull`.
-pub fn parse_grant(s: &str) -> Result<Grant, String> {
-    let (pattern, actions) = s
-        .rsplit_once(':')
-        .ok_or_else(|| format!("grant {s:?} is not pattern:actions"))?;
-    let pattern: RepoPattern = pattern.parse().map_err(|e| format!("grant {s:?}: {e}"))?;
-    let mut set = Actions::NONE;
-    for a in actions.split(',') {
-        match a.trim() {
-            "pull" => set.insert(Action::Pull),
-            "push" => set.insert(Action::Push),
-            "delete" => set.insert(Action::Delete),
-            other => {
-                return Err(format!(
-                    "grant {s:?}: action {other:?} is not pull, push or delete"
-                ))
-            }
-        }
-    }
-    Ok(Grant::new(pattern, set))
-}
+pub use wharf_auth::parse_grant;
 
 /// Parses the TOML grants file.
 pub fn parse_grants(text: &str) -> Result<HashMap<String, Vec<Grant>>, String> {
@@ -186,9 +179,38 @@ impl Users {
         Users {
             htpasswd: Arc::new(htpasswd),
             grants,
+            directory: None,
+            limiter: LoginLimiter::default(),
             cache: Mutex::new(HashMap::new()),
             bcrypt_slots: Semaphore::new(cores.clamp(1, 16)),
             waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Also accepts the tenant directory's users and robot accounts (they
+    /// take precedence over an htpasswd user of the same name).
+    pub fn with_directory(mut self, directory: Directory) -> Users {
+        self.directory = Some(directory);
+        self
+    }
+
+    /// Replaces the failed-login limits.
+    pub fn with_limiter(mut self, limiter: LoginLimiter) -> Users {
+        self.limiter = limiter;
+        self
+    }
+
+    /// Users of the tenant directory only (no htpasswd file).
+    pub fn directory_only(directory: Directory) -> Users {
+        let empty = Htpasswd::parse("").expect("an empty htpasswd file parses");
+        Users::new(empty, Some(HashMap::new())).with_directory(directory)
+    }
+
+    /// The directory's view of `subject` now.
+    fn status(&self, subject: &str) -> SubjectStatus {
+        match &self.directory {
+            Some(d) => d.subject_active(subject, now_unix()),
+            None => SubjectStatus::NotInDirectory,
         }
     }
 
@@ -207,8 +229,37 @@ impl Users {
     }
 
     /// Whether `password` is `user`'s: from the cache, or one bcrypt on a
-    /// blocking thread. `Err` (`503`) when too many checks are waiting.
-    async fn login(&self, user: &str, password: &str) -> Result<Login, RegistryError> {
+    /// blocking thread. `Err` (`503`) when too many checks are waiting,
+    /// `429` when `client` or `user` failed too often lately (refused
+    /// before any password is checked).
+    async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Login, RegistryError> {
+        let now = Instant::now();
+        if let Err(wait) = self.limiter.check(client, user, now) {
+            tracing::debug!(user = %user, ?client, "login refused: too many failures");
+            return Err(RegistryError::TooManyRequests {
+                reason: "too many failed logins; try again later".into(),
+                retry_after: wait.as_secs().max(1) as u32,
+            });
+        }
+        let outcome = self.check_password(user, password).await?;
+        match outcome {
+            Login::Ok => self.limiter.succeeded(client, user, Instant::now()),
+            Login::Wrong => self.limiter.failed(client, user, Instant::now()),
+        }
+        Ok(outcome)
+    }
+
+    async fn check_password(&self, user: &str, password: &str) -> Result<Login, RegistryError> {
+        // A revoked or expired robot, or a user whose tenant is gone, is
+        // refused even while a check of its password is remembered.
+        if self.status(user) == SubjectStatus::Inactive {
+            return Ok(Login::Wrong);
+        }
         let key: [u8; 32] = {
             let mut h = Sha256::new();
             h.update(user.as_bytes());
@@ -241,10 +292,14 @@ impl Users {
             _ => return Err(busy()),
         };
         let file = self.htpasswd.clone();
+        let credential = self.directory.as_ref().and_then(|d| d.credential(user));
         let (u, p) = (user.to_string(), password.to_string());
-        let ok = tokio::task::spawn_blocking(move || file.verify(&u, &p))
-            .await
-            .unwrap_or(false);
+        let ok = tokio::task::spawn_blocking(move || match credential {
+            Some(c) => verify_password(&c, &p, now_unix()),
+            None => file.verify(&u, &p),
+        })
+        .await
+        .unwrap_or(false);
         if !ok {
             return Ok(Login::Wrong);
         }
@@ -262,6 +317,9 @@ impl Users {
 
     /// What `user` may do on `resource`.
     fn actions_on(&self, user: &str, resource: &Resource) -> Actions {
+        if let Some(grants) = self.directory_grants(user) {
+            return Principal::new(user, grants).actions_on(resource);
+        }
         match &self.grants {
             None => Actions::ALL,
             Some(grants) => Principal::new(user, grants.get(user).cloned().unwrap_or_default())
@@ -273,6 +331,9 @@ impl Users {
     /// every user may do everything, which repository patterns cannot say,
     /// so the grants are made from what is requested.
     fn principal(&self, user: &str, requested: &Scope) -> Principal {
+        if let Some(grants) = self.directory_grants(user) {
+            return Principal::new(user, grants);
+        }
         let grants = match &self.grants {
             Some(g) => g.get(user).cloned().unwrap_or_default(),
             None => requested
@@ -291,6 +352,25 @@ impl Users {
         };
         Principal::new(user, grants)
     }
+}
+
+impl Users {
+    /// The grants of a directory user or robot; `None` when the directory
+    /// does not know `user` (an htpasswd user) — an inactive one gets none.
+    fn directory_grants(&self, user: &str) -> Option<Vec<Grant>> {
+        let d = self.directory.as_ref()?;
+        match d.subject_active(user, now_unix()) {
+            SubjectStatus::NotInDirectory => None,
+            SubjectStatus::Inactive => Some(Vec::new()),
+            SubjectStatus::Active => Some(d.grants_of(user).unwrap_or_default()),
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// What a request needs.
@@ -437,6 +517,7 @@ pub async fn check(
     need: &Need,
     headers: &HeaderMap,
     head: bool,
+    client: Option<IpAddr>,
 ) -> Result<(), Response> {
     let creds = match auth {
         Auth::None => return Ok(()),
@@ -448,6 +529,7 @@ pub async fn check(
             verifier,
             challenge,
             anonymous_pull,
+            directory,
         } => {
             let token = match creds {
                 Presented::Bearer(token) => token,
@@ -470,6 +552,19 @@ pub async fn check(
                     ));
                 }
             };
+            let inactive = directory.as_ref().is_some_and(|d| {
+                d.subject_active(verified.subject(), now_unix()) == SubjectStatus::Inactive
+            });
+            if inactive {
+                tracing::debug!(
+                    subject = verified.subject(),
+                    "token refused: its subject was revoked, expired or removed"
+                );
+                return Err(unauthorized(
+                    challenge.header_value(&need.scope(), Some(BearerError::InvalidToken)),
+                    head,
+                ));
+            }
             let allowed = match need {
                 Need::Credentials => true,
                 Need::Access(list) => list.iter().all(|(r, a)| {
@@ -497,7 +592,7 @@ pub async fn check(
                 Presented::None if anonymous_allows(anonymous_pull, need) => return Ok(()),
                 _ => return Err(unauthorized(challenge.header_value(), head)),
             };
-            match users.login(&user, &password).await {
+            match users.login(&user, &password, client).await {
                 Err(busy) => return Err(error_response(&busy, head)),
                 Ok(Login::Wrong) => {
                     tracing::debug!(user = %user, "wrong password or unknown user");
@@ -610,10 +705,11 @@ impl TokenService {
         uri: &Uri,
         headers: &HeaderMap,
         body: Body,
+        client: Option<IpAddr>,
     ) -> crate::Result {
         match *method {
-            Method::GET => self.get_token(uri, headers).await,
-            Method::POST => self.post_token(body).await,
+            Method::GET => self.get_token(uri, headers, client).await,
+            Method::POST => self.post_token(body, client).await,
             _ => Err(RegistryError::MethodNotAllowed(format!(
                 "{method} /auth/token"
             ))),
@@ -621,8 +717,8 @@ impl TokenService {
     }
 
     /// Verifies `user`'s password; `Err` is the response to send.
-    async fn login(&self, user: &str, password: &str) -> crate::Result<()> {
-        match self.users.login(user, password).await? {
+    async fn login(&self, user: &str, password: &str, client: Option<IpAddr>) -> crate::Result<()> {
+        match self.users.login(user, password, client).await? {
             Login::Ok => Ok(()),
             Login::Wrong => {
                 tracing::debug!(user = %user, "token endpoint: wrong password or unknown user");
@@ -631,13 +727,18 @@ impl TokenService {
         }
     }
 
-    async fn get_token(&self, uri: &Uri, headers: &HeaderMap) -> crate::Result {
+    async fn get_token(
+        &self,
+        uri: &Uri,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+    ) -> crate::Result {
         let query = uri.query().unwrap_or("");
         let scope = parse_scope(headers::form_values(query, "scope"))?;
         let service = service_param(headers::form_values(query, "service").next(), &self.service);
         let principal = match presented(headers)? {
             Presented::Basic { user, password } => {
-                self.login(&user, &password).await?;
+                self.login(&user, &password, client).await?;
                 self.users.principal(&user, &scope)
             }
             Presented::None => self.anonymous(),
@@ -651,7 +752,7 @@ impl TokenService {
         self.respond(&principal, &scope, &service, None, false)
     }
 
-    async fn post_token(&self, body: Body) -> crate::Result {
+    async fn post_token(&self, body: Body, client: Option<IpAddr>) -> crate::Result {
         let bytes = axum::body::to_bytes(body, MAX_FORM_LEN)
             .await
             .map_err(|_| {
@@ -668,7 +769,7 @@ impl TokenService {
             Some("password") => {
                 let user = param("username").unwrap_or_default();
                 let password = param("password").unwrap_or_default();
-                self.login(&user, &password).await?;
+                self.login(&user, &password, client).await?;
                 let principal = self.users.principal(&user, &scope);
                 let refresh = if param("access_type").as_deref() == Some("offline") {
                     self.new_refresh(&user, &service)?
@@ -688,6 +789,9 @@ impl TokenService {
                         _ => None.ok_or(RegistryError::Unauthorized)?,
                     }
                 };
+                if self.users.status(&subject) == SubjectStatus::Inactive {
+                    return Err(RegistryError::Unauthorized);
+                }
                 let principal = self.users.principal(&subject, &scope);
                 self.respond(
                     &principal,

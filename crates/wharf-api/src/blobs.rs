@@ -3,11 +3,29 @@
 use axum::body::Body;
 use axum::http::{header, Method, StatusCode};
 use axum::response::Response;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
 use wharf_core::{Digest, RepoName};
-use wharf_registry::{ByteRange, Registry};
+use wharf_registry::{ByteRange, ByteStream, Registry};
 
 use crate::headers::{self, set};
 use crate::{AppState, Req, Result};
+
+/// The bytes of `stream` when its first piece already holds all `want` of
+/// them (most configs and small layers: the store reads the first piece
+/// whole). Such a body is in memory already, and a body of known length
+/// frees its admission slot as soon as the handler returns. Otherwise the
+/// stream, with the piece read put back in front.
+async fn whole_in_first_piece(
+    mut stream: ByteStream,
+    want: u64,
+) -> std::result::Result<Bytes, ByteStream> {
+    match stream.next().await {
+        Some(Ok(first)) if first.len() as u64 == want => Ok(first),
+        None if want == 0 => Ok(Bytes::new()),
+        first => Err(futures_util::stream::iter(first).chain(stream).boxed()),
+    }
+}
 
 /// Serves a blob, whole or one byte range (`206`), or just its headers.
 pub async fn get_blob(state: &AppState, repo: &RepoName, digest: &Digest, req: &Req) -> Result {
@@ -28,7 +46,12 @@ pub async fn get_blob(state: &AppState, repo: &RepoName, digest: &Digest, req: &
         return Ok(r);
     } else {
         let read = reg.get_blob(repo, digest, range).await?;
-        let mut r = Response::new(Body::from_stream(read.stream));
+        let want = read.range.as_ref().map_or(read.size, |r| r.end - r.start);
+        let body = match whole_in_first_piece(read.stream, want).await {
+            Ok(bytes) => Body::from(bytes),
+            Err(rest) => Body::from_stream(rest),
+        };
+        let mut r = Response::new(body);
         match &read.range {
             Some(range) => {
                 *r.status_mut() = StatusCode::PARTIAL_CONTENT;

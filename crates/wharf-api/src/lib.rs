@@ -31,6 +31,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use axum::response::Response;
 use axum::Router;
+use http_body::Body as _;
 use wharf_admission::{Admission, Class, Refusal};
 use wharf_core::RegistryError;
 use wharf_registry::Registry;
@@ -39,6 +40,7 @@ use wharf_telemetry::RequestMetrics;
 pub use body::MinRate;
 
 pub mod admin;
+pub mod admin_api;
 pub mod auth;
 mod blobs;
 mod body;
@@ -70,6 +72,8 @@ pub struct AppState {
     pub auth: auth::Auth,
     /// The token endpoint (`/auth/token`), when this node issues tokens.
     pub token_service: Option<Arc<auth::TokenService>>,
+    /// The tenant directory (hostnames of tenants), when there is one.
+    pub directory: Option<wharf_tenants::Directory>,
 }
 
 impl AppState {
@@ -83,6 +87,7 @@ impl AppState {
             blob_redirects: false,
             auth: auth::Auth::None,
             token_service: None,
+            directory: None,
         }
     }
 }
@@ -187,6 +192,10 @@ fn refusal_error(r: Refusal) -> RegistryError {
 async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
+    let client = parts
+        .extensions
+        .get::<server::ClientAddr>()
+        .map(|c| c.0.ip());
     let req = Req {
         method: parts.method,
         uri: parts.uri,
@@ -209,8 +218,15 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
     // Before admission, so that requests without valid credentials never
     // hold a slot; the token endpoint checks its own credentials.
     if token_service.is_none() {
-        let need = auth::need(endpoint.as_ref(), &req.method, &req.uri);
-        if let Err(resp) = auth::check(&state.auth, &need, &req.headers, head).await {
+        let checked = match host_tenant_refusal(&state, &endpoint, &req.headers) {
+            Some(refusal) => Err(error::error_response(&refusal, head)),
+            None if matches!(state.auth, auth::Auth::None) => Ok(()),
+            None => {
+                let need = auth::need(endpoint.as_ref(), &req.method, &req.uri);
+                auth::check(&state.auth, &need, &req.headers, head, client).await
+            }
+        };
+        if let Err(resp) = checked {
             let resp = finish(resp);
             state.metrics.observe(
                 c.route,
@@ -239,7 +255,10 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
     };
     let body = body::Counted::wrap(body, state.metrics.clone(), body::Direction::In, None);
     let response = match (token_service, endpoint) {
-        (Some(t), _) => match t.handle(&req.method, &req.uri, &req.headers, body).await {
+        (Some(t), _) => match t
+            .handle(&req.method, &req.uri, &req.headers, body, client)
+            .await
+        {
             Ok(r) => r,
             Err(RegistryError::Unauthorized) => t.unauthorized(head),
             Err(e) => error::error_response(&e, head),
@@ -257,8 +276,62 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
         started.elapsed(),
     );
     let (parts, body) = response.into_parts();
+    // A body already in memory (manifests, errors, small JSON) is done with
+    // the node's resources: its slot is freed now rather than when the
+    // client has read it. Otherwise, in a surge, admitted requests hold
+    // their slots while thousands of connections share the CPU, and the
+    // slots, not the work, become what limits goodput.
+    if let Some(n) = body
+        .size_hint()
+        .exact()
+        .filter(|n| *n <= IN_MEMORY_BODY_MAX)
+    {
+        state
+            .metrics
+            .bytes_out
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        drop(permit);
+        return Response::from_parts(parts, body);
+    }
     let body = body::Counted::wrap(body, state.metrics.clone(), body::Direction::Out, permit);
     Response::from_parts(parts, body)
+}
+
+/// The largest response body treated as already in memory (a manifest is
+/// at most 4 MiB).
+const IN_MEMORY_BODY_MAX: u64 = 4 * 1024 * 1024;
+
+/// A request that came in on a tenant's own hostname may only reach that
+/// tenant's repositories; anything else is refused (`DENIED`) before
+/// credentials are even looked at.
+fn host_tenant_refusal(
+    state: &AppState,
+    endpoint: &std::result::Result<Endpoint, RegistryError>,
+    headers: &HeaderMap,
+) -> Option<RegistryError> {
+    let directory = state.directory.as_ref()?;
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())?;
+    let tenant = directory.tenant_for_host(host)?;
+    let repos: Vec<&wharf_core::RepoName> = match endpoint.as_ref().ok()? {
+        Endpoint::Base => return None,
+        Endpoint::Catalog => {
+            return Some(RegistryError::Denied(format!(
+                "{host} serves tenant {tenant} only; it has no catalog"
+            )))
+        }
+        Endpoint::Tags(r)
+        | Endpoint::Referrers(r, _)
+        | Endpoint::Manifest(r, _)
+        | Endpoint::Blob(r, _)
+        | Endpoint::Upload(r, _)
+        | Endpoint::Uploads(r) => vec![r],
+    };
+    repos
+        .into_iter()
+        .find(|r| r.namespace() != tenant)
+        .map(|r| RegistryError::Denied(format!("{host} serves tenant {tenant} only, not {r}")))
 }
 
 /// Headers every response carries.

@@ -9,19 +9,23 @@
 //! answers have their own small budget; past it they are simply closed).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::http::Request;
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tower::ServiceExt as _;
 
 /// Limits of the listener.
 #[derive(Clone, Debug)]
@@ -125,7 +129,7 @@ pub async fn serve_with(
 
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -157,6 +161,7 @@ pub async fn serve_with(
                 &stop_rx,
                 &abort_rx,
                 config.idle_timeout,
+                peer,
             );
             tokio::spawn(async move {
                 let (mut stream, head) = read_head(stream).await;
@@ -197,6 +202,7 @@ pub async fn serve_with(
             &stop_rx,
             &abort_rx,
             config.idle_timeout,
+            peer,
         );
         tokio::spawn(async move {
             // hyper-util's auto builder waits for the first bytes (to tell
@@ -252,7 +258,14 @@ struct ConnCtx {
     stop: watch::Receiver<bool>,
     abort: watch::Receiver<bool>,
     idle_timeout: Duration,
+    /// The client's address, handed to every request as [`ClientAddr`].
+    peer: SocketAddr,
 }
+
+/// The address of the client a request came from (a request extension):
+/// failed logins are counted per client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
 
 fn conn_ctx(
     app: &Router,
@@ -261,6 +274,7 @@ fn conn_ctx(
     stop: &watch::Receiver<bool>,
     abort: &watch::Receiver<bool>,
     idle_timeout: Duration,
+    peer: SocketAddr,
 ) -> ConnCtx {
     ConnCtx {
         app: app.clone(),
@@ -269,6 +283,7 @@ fn conn_ctx(
         stop: stop.clone(),
         abort: abort.clone(),
         idle_timeout,
+        peer,
     }
 }
 
@@ -280,9 +295,14 @@ impl ConnCtx {
         let activity = Arc::new(AtomicU64::new(0));
         let clock = tokio::time::Instant::now();
         let io = TokioIo::new(Tracked::new(stream, activity.clone(), clock));
+        let peer = ClientAddr(self.peer);
+        let app = self.app.map_request(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(peer);
+            req
+        });
         let conn = self
             .builder
-            .serve_connection_with_upgrades(io, TowerToHyperService::new(self.app));
+            .serve_connection_with_upgrades(io, TowerToHyperService::new(app));
         tokio::pin!(conn);
         let mut closing = false;
         loop {

@@ -65,6 +65,7 @@ async fn token_server(anonymous: &[&str]) -> (Server, SigningKey) {
             verifier: Arc::new(Verifier::new(keys, ISSUER, SERVICE)),
             challenge: BearerChallenge::new(REALM, SERVICE).unwrap(),
             anonymous_pull: anonymous,
+            directory: None,
         };
         s.token_service = Some(Arc::new(tokens));
     })
@@ -493,6 +494,7 @@ async fn unauthenticated_requests_never_take_admission_slots() {
             verifier: Arc::new(Verifier::new(keys, ISSUER, SERVICE)),
             challenge: BearerChallenge::new(REALM, SERVICE).unwrap(),
             anonymous_pull: Arc::from(Vec::new()),
+            directory: None,
         };
     })
     .await;

@@ -25,7 +25,7 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use wharf_core::RepoName;
 
-use crate::scope::{Actions, Resource, Scope};
+use crate::scope::{Action, Actions, Resource, Scope};
 use crate::token::{encode, now_unix, Claims, SigningKey};
 
 /// How long an issued token lives unless configured otherwise.
@@ -104,6 +104,37 @@ impl Grant {
     pub fn new(pattern: RepoPattern, actions: Actions) -> Grant {
         Grant { pattern, actions }
     }
+}
+
+/// `acme/*:pull,push`: the form [`parse_grant`] reads back.
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.pattern, self.actions)
+    }
+}
+
+/// `acme/*:pull,push` or `acme/app:pull`: a pattern, `:`, and a
+/// comma-separated list of `pull`, `push` and `delete` (`*` is refused: a
+/// grant names what it allows).
+pub fn parse_grant(s: &str) -> Result<Grant, String> {
+    let (pattern, actions) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("grant {s:?} is not pattern:actions"))?;
+    let pattern: RepoPattern = pattern.parse().map_err(|e| format!("grant {s:?}: {e}"))?;
+    let mut set = Actions::NONE;
+    for a in actions.split(',') {
+        match a.trim() {
+            "pull" => set.insert(Action::Pull),
+            "push" => set.insert(Action::Push),
+            "delete" => set.insert(Action::Delete),
+            other => {
+                return Err(format!(
+                    "grant {s:?}: action {other:?} is not pull, push or delete"
+                ))
+            }
+        }
+    }
+    Ok(Grant::new(pattern, set))
 }
 
 /// Someone whose credentials were verified, and what they may do.
@@ -321,7 +352,7 @@ pub fn verify_secret(secret: &str, stored_hash: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scope::{Access, Action, MAX_SCOPE_ENTRIES};
+    use crate::scope::{Access, MAX_SCOPE_ENTRIES};
     use crate::token::{KeySet, Verifier, MAX_TOKEN_LEN};
     use wharf_core::names::MAX_NAME_LEN;
 
@@ -390,6 +421,18 @@ mod tests {
             "",
         ] {
             assert!(bad.parse::<RepoPattern>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn grant_parses_and_prints_back() {
+        let g = parse_grant("acme/team/*:push,pull").unwrap();
+        assert_eq!(g.pattern, pattern("acme/team/*"));
+        assert_eq!(g.actions, pull_push());
+        assert_eq!(g.to_string(), "acme/team/*:pull,push");
+        assert_eq!(parse_grant(&g.to_string()), Ok(g));
+        for bad in ["acme/*", "acme/*:fly", "acme/*:*", "ACME/*:pull", ":pull"] {
+            assert!(parse_grant(bad).is_err(), "{bad:?} accepted");
         }
     }
 

@@ -15,6 +15,8 @@
 //! - [`htpasswd`]: bcrypt htpasswd files for the single-operator mode.
 //! - [`issuer`]: the token endpoint's logic — grants over repository
 //!   patterns, issuing short-lived tokens, refresh tokens and hashed secrets.
+//! - [`limiter`]: failed-login counts per client and per account
+//!   ([`LoginLimiter`]), consulted before any password is checked.
 //!
 //! Must never: call another service while verifying (design invariant 3: a
 //! node checks tokens with the public keys it has loaded, so pulls keep
@@ -35,15 +37,17 @@
 pub mod challenge;
 pub mod htpasswd;
 pub mod issuer;
+pub mod limiter;
 pub mod scope;
 pub mod token;
 
 pub use challenge::{BasicChallenge, BearerChallenge, BearerError, ChallengeError};
 pub use htpasswd::{Htpasswd, HtpasswdError};
 pub use issuer::{
-    hash_secret, verify_secret, Grant, IssueError, IssuedToken, Issuer, PatternError, Principal,
-    RefreshToken, RepoPattern,
+    hash_secret, parse_grant, verify_secret, Grant, IssueError, IssuedToken, Issuer, PatternError,
+    Principal, RefreshToken, RepoPattern,
 };
+pub use limiter::{LimiterConfig, LoginLimiter};
 pub use scope::{Access, Action, Actions, Resource, Scope, ScopeError};
 pub use token::{
     encode, AuthError, Authorizer, Claims, Denied, KeyError, KeySet, PublicKey, SigningKey,

@@ -17,7 +17,9 @@ pub mod error;
 pub mod manifest;
 pub mod media;
 pub mod names;
+pub mod quota;
 
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::{ErrorCode, RegistryError};
 pub use names::{Reference, RepoName, Tag, UploadId};
+pub use quota::{Quota, QuotaSource};

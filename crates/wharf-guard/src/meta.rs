@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use wharf_core::{Digest, RepoName, Tag, UploadId};
-use wharf_meta::{ManifestRecord, MetaError, MetaStore, UploadRecord};
+use wharf_meta::{
+    DirectorySnapshot, ManifestRecord, MetaError, MetaStore, NamespaceUsage, UploadRecord,
+};
 
 use crate::{Guard, GuardError};
 
@@ -122,5 +124,37 @@ impl MetaStore for GuardedMetaStore {
 
     async fn list_uploads(&self) -> Result<Vec<UploadRecord>, MetaError> {
         self.call(self.inner.list_uploads()).await
+    }
+
+    async fn namespace_usage(
+        &self,
+        namespace: &str,
+        digest: Option<&Digest>,
+    ) -> Result<NamespaceUsage, MetaError> {
+        self.call(self.inner.namespace_usage(namespace, digest))
+            .await
+    }
+
+    async fn directory_put(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &str,
+        create_only: bool,
+    ) -> Result<bool, MetaError> {
+        self.call(self.inner.directory_put(kind, key, value, create_only))
+            .await
+    }
+
+    async fn directory_delete(&self, kind: &str, key: &str) -> Result<bool, MetaError> {
+        self.call(self.inner.directory_delete(kind, key)).await
+    }
+
+    async fn directory_version(&self) -> Result<u64, MetaError> {
+        self.call(self.inner.directory_version()).await
+    }
+
+    async fn directory_snapshot(&self) -> Result<DirectorySnapshot, MetaError> {
+        self.call(self.inner.directory_snapshot()).await
     }
 }

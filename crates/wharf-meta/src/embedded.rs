@@ -1,34 +1,47 @@
 //! The embedded backend: [`EmbeddedStore`], registry metadata in one redb file.
 //!
-//! Owns: the redb database file and six tables in it. Composite keys join
+//! Owns: the redb database file and eight tables in it. Composite keys join
 //! their parts with `"\0"`; repository names, tags and digests can never
-//! contain NUL (their grammars forbid it), so a key splits back unambiguously
-//! and every entry of a repository sorts inside `"repo\0" .. "repo\x01"`.
+//! contain NUL (their grammars forbid it), nor may directory kinds and keys
+//! (the trait refuses them), so a key splits back unambiguously and every
+//! entry of a repository sorts inside `"repo\0" .. "repo\x01"`. The entries
+//! of a namespace `ns` are those two ranges: `"ns\0" .. "ns\x01"` (the
+//! repository named `ns`) and `"ns/" .. "ns0"` (`'0'` is the byte after
+//! `'/'`), so a namespace is counted without reading any other.
 //!
-//! | table       | key                         | value                          |
-//! |-------------|-----------------------------|--------------------------------|
-//! | `blobs`     | `repo\0digest`              | blob size (`u64`)              |
-//! | `manifests` | `repo\0digest`              | JSON of [`ManifestRecord`]     |
-//! | `tags`      | `repo\0tag`                 | digest string                  |
-//! | `referrers` | `repo\0subject\0digest`     | `()`                           |
-//! | `repos`     | `repo`                      | `()`                           |
-//! | `uploads`   | `upload id`                 | JSON of [`UploadRecord`]       |
+//! | table               | key                     | value                      |
+//! |---------------------|-------------------------|----------------------------|
+//! | `blobs`             | `repo\0digest`          | blob size (`u64`)          |
+//! | `manifests`         | `repo\0digest`          | JSON of [`ManifestRecord`] |
+//! | `tags`              | `repo\0tag`             | digest string              |
+//! | `referrers`         | `repo\0subject\0digest` | `()`                       |
+//! | `repos`             | `repo`                  | `()`                       |
+//! | `uploads`           | `upload id`             | JSON of [`UploadRecord`]   |
+//! | `directory`         | `kind\0key`             | the entry's value          |
+//! | `directory_version` | `()`                    | version (`u64`), bumped in every directory write |
 //!
 //! Must never: block the async runtime on a write. redb serialises write
 //! transactions and a commit waits on fsync, so every write transaction runs
 //! in [`tokio::task::spawn_blocking`]. Reads use MVCC snapshots that never
 //! wait for a writer, so short reads run inline.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    AccessGuard, Database, ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
 use wharf_core::{Digest, RepoName, Tag, UploadId};
 
-use crate::{ManifestRecord, MetaError, MetaStore, UploadRecord};
+use crate::{
+    check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestRecord,
+    MetaError, MetaStore, NamespaceUsage, UploadRecord,
+};
 
 const BLOBS: TableDefinition<&str, u64> = TableDefinition::new("blobs");
 const MANIFESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("manifests");
@@ -36,6 +49,8 @@ const TAGS: TableDefinition<&str, &str> = TableDefinition::new("tags");
 const REFERRERS: TableDefinition<&str, ()> = TableDefinition::new("referrers");
 const REPOS: TableDefinition<&str, ()> = TableDefinition::new("repos");
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+const DIRECTORY: TableDefinition<&str, &str> = TableDefinition::new("directory");
+const DIRECTORY_VERSION: TableDefinition<(), u64> = TableDefinition::new("directory_version");
 
 /// Separates the parts of a composite key.
 const SEP: char = '\0';
@@ -80,6 +95,8 @@ impl EmbeddedStore {
         txn.open_table(REFERRERS).map_err(engine)?;
         txn.open_table(REPOS).map_err(engine)?;
         txn.open_table(UPLOADS).map_err(engine)?;
+        txn.open_table(DIRECTORY).map_err(engine)?;
+        txn.open_table(DIRECTORY_VERSION).map_err(engine)?;
         txn.commit().map_err(engine)?;
 
         tracing::debug!(path = %path.display(), "opened embedded metadata store");
@@ -177,6 +194,42 @@ fn borrowed(bounds: &(Bound<String>, Bound<String>)) -> (Bound<&str>, Bound<&str
         bounds.0.as_ref().map(String::as_str),
         bounds.1.as_ref().map(String::as_str),
     )
+}
+
+/// Calls `f(repo, rest, value)` for every entry of `table` (keyed
+/// `repo\0rest`) whose repository belongs to `namespace`, by two range
+/// scans (see the module docs).
+fn for_each_in_namespace<V: redb::Value + 'static>(
+    table: &ReadOnlyTable<&'static str, V>,
+    namespace: &str,
+    mut f: impl FnMut(&str, &str, AccessGuard<'_, V>) -> Result<(), MetaError>,
+) -> Result<(), MetaError> {
+    let ranges = [
+        (key2(namespace, ""), format!("{namespace}{END}")),
+        (format!("{namespace}/"), format!("{namespace}0")),
+    ];
+    for (start, end) in &ranges {
+        for entry in table.range(start.as_str()..end.as_str()).map_err(engine)? {
+            let (k, v) = entry.map_err(engine)?;
+            let (repo, rest) = k
+                .value()
+                .split_once(SEP)
+                .ok_or_else(|| corrupt("key", format_args!("{:?} has no separator", k.value())))?;
+            f(repo, rest, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds one to the directory version, in the caller's transaction.
+fn bump_directory_version(txn: &WriteTransaction) -> Result<(), MetaError> {
+    let mut table = txn.open_table(DIRECTORY_VERSION).map_err(engine)?;
+    let current = table.get(()).map_err(engine)?.map_or(0, |v| v.value());
+    let next = current
+        .checked_add(1)
+        .ok_or_else(|| corrupt("directory version", "it cannot grow any more"))?;
+    table.insert((), next).map_err(engine)?;
+    Ok(())
 }
 
 fn decode_manifest(bytes: &[u8]) -> Result<ManifestRecord, MetaError> {
@@ -489,6 +542,131 @@ impl MetaStore for EmbeddedStore {
                 );
             }
             Ok(out)
+        })
+    }
+
+    async fn namespace_usage(
+        &self,
+        namespace: &str,
+        digest: Option<&Digest>,
+    ) -> Result<NamespaceUsage, MetaError> {
+        check_namespace(namespace)?;
+        let asked = digest.map(Digest::to_string);
+        let asked = asked.as_deref();
+        // One snapshot for both tables, so a manifest put between the two
+        // scans cannot be half counted.
+        self.read(|txn| {
+            let mut blobs: HashMap<String, u64> = HashMap::new();
+            let mut manifests: HashMap<String, u64> = HashMap::new();
+            let mut repos: HashSet<String> = HashSet::new();
+            let mut holds_digest = false;
+            let mut note = |repo: &str, digest: &str| {
+                if !repos.contains(repo) {
+                    repos.insert(repo.to_string());
+                }
+                holds_digest |= asked == Some(digest);
+            };
+
+            let table = txn.open_table(BLOBS).map_err(engine)?;
+            for_each_in_namespace(&table, namespace, |repo, digest, size| {
+                note(repo, digest);
+                // The same digest has the same size everywhere; should two
+                // links disagree, count the larger, as PostgreSQL does.
+                let seen = blobs.entry(digest.to_string()).or_insert(0);
+                *seen = (*seen).max(size.value());
+                Ok(())
+            })?;
+            let table = txn.open_table(MANIFESTS).map_err(engine)?;
+            for_each_in_namespace(&table, namespace, |repo, digest, record| {
+                note(repo, digest);
+                if !manifests.contains_key(digest) {
+                    let size = decode_manifest(record.value())?.size;
+                    manifests.insert(digest.to_string(), size);
+                }
+                Ok(())
+            })?;
+
+            let bytes = blobs
+                .values()
+                .chain(manifests.values())
+                .fold(0u64, |sum, size| sum.saturating_add(*size));
+            Ok(NamespaceUsage {
+                bytes,
+                repositories: repos.len() as u64,
+                holds_digest,
+            })
+        })
+    }
+
+    async fn directory_put(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &str,
+        create_only: bool,
+    ) -> Result<bool, MetaError> {
+        check_directory_text(&[kind, key, value])?;
+        let key = key2(kind, key);
+        let value = value.to_string();
+        self.write(move |txn| {
+            let mut table = txn.open_table(DIRECTORY).map_err(engine)?;
+            if create_only && table.get(key.as_str()).map_err(engine)?.is_some() {
+                return Ok(false);
+            }
+            table.insert(key.as_str(), value.as_str()).map_err(engine)?;
+            bump_directory_version(txn)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn directory_delete(&self, kind: &str, key: &str) -> Result<bool, MetaError> {
+        check_directory_text(&[kind, key])?;
+        let key = key2(kind, key);
+        self.write(move |txn| {
+            let mut table = txn.open_table(DIRECTORY).map_err(engine)?;
+            if table.remove(key.as_str()).map_err(engine)?.is_none() {
+                return Ok(false);
+            }
+            bump_directory_version(txn)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn directory_version(&self) -> Result<u64, MetaError> {
+        self.read(|txn| {
+            let table = txn.open_table(DIRECTORY_VERSION).map_err(engine)?;
+            Ok(table.get(()).map_err(engine)?.map_or(0, |v| v.value()))
+        })
+    }
+
+    async fn directory_snapshot(&self) -> Result<DirectorySnapshot, MetaError> {
+        self.read(|txn| {
+            let version = txn
+                .open_table(DIRECTORY_VERSION)
+                .map_err(engine)?
+                .get(())
+                .map_err(engine)?
+                .map_or(0, |v| v.value());
+            let table = txn.open_table(DIRECTORY).map_err(engine)?;
+            let mut records = Vec::new();
+            // Kinds hold no NUL, so `kind\0key` order is kind-then-key order.
+            for entry in table.iter().map_err(engine)? {
+                let (k, v) = entry.map_err(engine)?;
+                let (kind, key) = k.value().split_once(SEP).ok_or_else(|| {
+                    corrupt(
+                        "directory key",
+                        format_args!("{:?} has no separator", k.value()),
+                    )
+                })?;
+                records.push(DirectoryRecord {
+                    kind: kind.to_string(),
+                    key: key.to_string(),
+                    value: v.value().to_string(),
+                });
+            }
+            Ok(DirectorySnapshot { version, records })
         })
     }
 }

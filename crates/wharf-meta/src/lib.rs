@@ -1,5 +1,6 @@
 //! Registry metadata: which repositories hold which blobs and manifests,
-//! tags, the referrers index and upload sessions.
+//! tags, the referrers index, upload sessions, what each namespace holds,
+//! and the tenant directory (opaque entries under one version number).
 //!
 //! Owns: the [`MetaStore`] trait, the embedded backend ([`embedded::EmbeddedStore`],
 //! on redb: a pure-Rust, ACID, single-file store, so the default install
@@ -8,8 +9,10 @@
 //! share, each through its own bounded pool), and the shared behaviour
 //! suite ([`suite`]) that every backend must pass.
 //!
-//! Must never: hold blob bytes (those live in a `BlobStore`), or leave a
-//! half-applied change visible: every mutating call is one transaction.
+//! Must never: hold blob bytes (those live in a `BlobStore`), interpret
+//! directory values (`wharf-tenants` owns their format), or leave a
+//! half-applied change visible: every mutating call is one transaction, and
+//! a directory change bumps the version in the same transaction.
 
 #![forbid(unsafe_code)]
 
@@ -48,6 +51,43 @@ pub struct UploadRecord {
     pub repo: RepoName,
     /// When the session started, in seconds since the Unix epoch.
     pub started_unix: u64,
+}
+
+/// One entry of the tenant directory (tenants, users, robot accounts). The
+/// store keeps `value` as opaque text (JSON written by `wharf-tenants`);
+/// `kind` and `key` identify it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryRecord {
+    /// `tenant`, `user` or `robot` (the store does not interpret it).
+    pub kind: String,
+    /// Unique within `kind`.
+    pub key: String,
+    pub value: String,
+}
+
+/// The whole directory as of one version.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirectorySnapshot {
+    /// Bumped by every change; 0 for a directory never written.
+    pub version: u64,
+    /// Ordered by kind, then key.
+    pub records: Vec<DirectoryRecord>,
+}
+
+/// What a namespace (a tenant: the first path component of its
+/// repositories) holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceUsage {
+    /// Sizes of the distinct blobs linked in the namespace's repositories
+    /// (a blob in two of its repositories counts once), plus the sizes of
+    /// its manifests (each distinct manifest digest once).
+    pub bytes: u64,
+    /// Repositories of the namespace that hold anything (a blob link or a
+    /// manifest).
+    pub repositories: u64,
+    /// Whether some repository of the namespace already holds the blob or
+    /// manifest asked about (`false` when none was asked about).
+    pub holds_digest: bool,
 }
 
 /// What a metadata call can fail with.
@@ -137,4 +177,60 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Every open upload session.
     async fn list_uploads(&self) -> Result<Vec<UploadRecord>, MetaError>;
+
+    /// What namespace `namespace` holds (repositories named `namespace` or
+    /// `namespace/…`, never `namespace-other/…`), and whether it already
+    /// holds `digest`. `namespace` is one repository-name component (what
+    /// [`RepoName::namespace`] returns); anything else is a caller's bug,
+    /// refused as [`MetaError::Internal`].
+    async fn namespace_usage(
+        &self,
+        namespace: &str,
+        digest: Option<&Digest>,
+    ) -> Result<NamespaceUsage, MetaError>;
+
+    /// Writes directory entry (`kind`, `key`) and bumps the directory
+    /// version, in one transaction; true when written. With `create_only`,
+    /// an existing entry is left alone (no bump) and `false` returned.
+    /// `kind`, `key` and `value` may hold any text but NUL (which
+    /// PostgreSQL's `text` cannot store), refused as [`MetaError::Internal`].
+    async fn directory_put(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &str,
+        create_only: bool,
+    ) -> Result<bool, MetaError>;
+
+    /// Removes directory entry (`kind`, `key`) and bumps the version; false
+    /// (and no bump) if it was absent.
+    async fn directory_delete(&self, kind: &str, key: &str) -> Result<bool, MetaError>;
+
+    /// The directory's current version (cheap: nodes poll it).
+    async fn directory_version(&self) -> Result<u64, MetaError>;
+
+    /// Every directory entry and the version they are consistent with.
+    async fn directory_snapshot(&self) -> Result<DirectorySnapshot, MetaError>;
+}
+
+/// Refuses a `namespace` that is not one repository-name component, so no
+/// backend ever matches a prefix it was not asked about.
+fn check_namespace(namespace: &str) -> Result<(), MetaError> {
+    if namespace.contains('/') || namespace.parse::<RepoName>().is_err() {
+        return Err(MetaError::Internal(format!(
+            "{namespace:?} is not a namespace (one repository-name component)"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses directory text neither backend can store alike: the embedded
+/// backend uses NUL as its key separator, PostgreSQL cannot store it at all.
+fn check_directory_text(parts: &[&str]) -> Result<(), MetaError> {
+    if parts.iter().any(|p| p.contains('\0')) {
+        return Err(MetaError::Internal(
+            "directory kind, key and value must not contain NUL".into(),
+        ));
+    }
+    Ok(())
 }

@@ -40,11 +40,15 @@
 //! | `manifests`  | `(repo, digest)`     | `subject`, `record` (JSON of [`ManifestRecord`]) |
 //! | `tags`       | `(repo, tag)`        | `digest` → `manifests`, `ON DELETE CASCADE` |
 //! | `uploads`    | `id`                 | `repo`, `started_unix`            |
+//! | `directory`  | `(kind, key)`        | `value`                           |
+//! | `directory_version` | one row       | `version`                         |
 //!
 //! The referrers index is an index on `manifests (repo, subject, digest)`, so
 //! it cannot disagree with the manifests it lists; tags reference their
 //! manifest, so deleting a manifest takes its tags with it and no tag can
-//! point at nothing.
+//! point at nothing. A namespace's repositories are found through the
+//! primary keys of `blobs` and `manifests` by two range conditions on
+//! `repo` (see `NAMESPACE_USAGE`), never by scanning other namespaces.
 //!
 //! # Concurrency
 //!
@@ -57,6 +61,12 @@
 //! is run again, at most [`CONFLICT_ATTEMPTS`] times within its deadline.
 //! That is not a retry of a failing dependency (which the guard forbids):
 //! the server rolled back a healthy transaction and asks for it again.
+//!
+//! Every directory write bumps the one `directory_version` row in its own
+//! transaction, after its entry row: writers serialise on that row, and at
+//! `READ COMMITTED` each `version + 1` reads the version the previous writer
+//! committed, so no bump is lost. A snapshot reads the version and the
+//! entries in one `REPEATABLE READ` transaction, so they agree.
 //!
 //! A call that is abandoned midway (its future dropped by a caller's
 //! deadline) or fails does not hand its connection back to the pool: the
@@ -77,7 +87,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use wharf_core::{Digest, RepoName, Tag, UploadId};
 
-use crate::{ManifestRecord, MetaError, MetaStore, UploadRecord};
+use crate::{
+    check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestRecord,
+    MetaError, MetaStore, NamespaceUsage, UploadRecord,
+};
 
 /// How a node reaches its PostgreSQL server.
 #[derive(Clone)]
@@ -124,13 +137,15 @@ pub struct PoolStats {
 }
 
 /// The schema version this code writes and expects.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Schema migrations, in order: `(version, SQL)`. Each runs once, in the
-/// start-up transaction of the first node that finds it missing.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+/// start-up transaction of the first node that finds it missing. Never edit
+/// one that has shipped: add the next.
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE wharf.repos (
     name text COLLATE "C" PRIMARY KEY
 );
@@ -163,7 +178,24 @@ CREATE TABLE wharf.uploads (
     started_unix bigint NOT NULL CHECK (started_unix >= 0)
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE wharf.directory (
+    kind  text COLLATE "C" NOT NULL,
+    key   text COLLATE "C" NOT NULL,
+    value text NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE TABLE wharf.directory_version (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    version  bigint NOT NULL CHECK (version >= 0)
+);
+INSERT INTO wharf.directory_version (version) VALUES (0);
+"#,
+    ),
+];
 
 /// Key of the transaction-scoped advisory lock that serialises migrations
 /// across nodes starting at once ("wharf_m1" in ASCII).
@@ -209,6 +241,36 @@ const UPSERT_UPLOAD: &str =
 const GET_UPLOAD: &str = "SELECT id, repo, started_unix FROM wharf.uploads WHERE id = $1";
 const DELETE_UPLOAD: &str = "DELETE FROM wharf.uploads WHERE id = $1";
 const LIST_UPLOADS: &str = "SELECT id, repo, started_unix FROM wharf.uploads ORDER BY id";
+/// `$1` is the namespace, `$2` and `$3` are `$1 || '/'` and `$1 || '0'`
+/// (`'0'` is the byte after `'/'`): `repo = $1 OR repo >= $2 AND repo < $3`
+/// is exactly the repositories named `$1` or `$1/…`, two ranges of each
+/// table's primary key. The bounds are bound values, not patterns, so no
+/// character of a name is a wildcard; the columns are `COLLATE "C"`, so
+/// the ranges are byte-wise. `$4` is the digest asked about, or NULL.
+const NAMESPACE_USAGE: &str = "\
+WITH b AS (
+    SELECT repo, digest, size FROM wharf.blobs
+    WHERE repo = $1 OR (repo >= $2 AND repo < $3)
+), m AS (
+    SELECT repo, digest, (record->>'size')::bigint AS size FROM wharf.manifests
+    WHERE repo = $1 OR (repo >= $2 AND repo < $3)
+)
+SELECT
+    (SELECT coalesce(sum(size), 0) FROM (SELECT max(size) AS size FROM b GROUP BY digest) AS d)::bigint
+        + (SELECT coalesce(sum(size), 0) FROM (SELECT max(size) AS size FROM m GROUP BY digest) AS d)::bigint,
+    (SELECT count(*) FROM (SELECT repo FROM b UNION SELECT repo FROM m) AS r),
+    coalesce($4 IN (SELECT digest FROM b UNION ALL SELECT digest FROM m), false)";
+const INSERT_DIRECTORY: &str =
+    "INSERT INTO wharf.directory (kind, key, value) VALUES ($1, $2, $3) \
+     ON CONFLICT (kind, key) DO NOTHING";
+const UPSERT_DIRECTORY: &str =
+    "INSERT INTO wharf.directory (kind, key, value) VALUES ($1, $2, $3) \
+     ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value";
+const DELETE_DIRECTORY: &str = "DELETE FROM wharf.directory WHERE kind = $1 AND key = $2";
+const BUMP_DIRECTORY_VERSION: &str =
+    "UPDATE wharf.directory_version SET version = version + 1 RETURNING version";
+const DIRECTORY_VERSION: &str = "SELECT version FROM wharf.directory_version";
+const DIRECTORY_ENTRIES: &str = "SELECT kind, key, value FROM wharf.directory ORDER BY kind, key";
 
 /// Registry metadata in PostgreSQL. Cloning is cheap and every clone shares
 /// the same pool.
@@ -655,6 +717,15 @@ fn decode_manifest(json: &str) -> Result<ManifestRecord, MetaError> {
     serde_json::from_str(json).map_err(|e| corrupt("manifest record", e))
 }
 
+/// The directory version from a one-row, one-column answer; a missing row
+/// means the migration's row was deleted behind this code's back.
+fn directory_version(rows: &[Row]) -> Result<u64, Failure> {
+    let row = rows
+        .first()
+        .ok_or_else(|| corrupt("directory version", "its row is missing"))?;
+    Ok(from_db(get(row, 0)?, "directory version")?)
+}
+
 fn decode_upload(row: &Row) -> Result<UploadRecord, Failure> {
     let id: &str = get(row, 0)?;
     let repo: &str = get(row, 1)?;
@@ -888,6 +959,118 @@ impl MetaStore for PostgresStore {
             let rows = c.query(LIST_UPLOADS, &[]).await?;
             c.release();
             rows.iter().map(decode_upload).collect()
+        })
+        .await
+    }
+
+    async fn namespace_usage(
+        &self,
+        namespace: &str,
+        digest: Option<&Digest>,
+    ) -> Result<NamespaceUsage, MetaError> {
+        check_namespace(namespace)?;
+        let (below, past) = (&format!("{namespace}/"), &format!("{namespace}0"));
+        let digest = &digest.map(Digest::to_string);
+        self.call("namespace_usage", || async move {
+            let mut c = self.conn().await?;
+            let rows = c
+                .query(NAMESPACE_USAGE, &[&namespace, below, past, digest])
+                .await?;
+            c.release();
+            let row = rows
+                .first()
+                .ok_or_else(|| MetaError::Internal("namespace usage returned no row".into()))?;
+            Ok(NamespaceUsage {
+                bytes: from_db(get(row, 0)?, "namespace size")?,
+                repositories: from_db(get(row, 1)?, "repository count")?,
+                holds_digest: get(row, 2)?,
+            })
+        })
+        .await
+    }
+
+    async fn directory_put(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &str,
+        create_only: bool,
+    ) -> Result<bool, MetaError> {
+        check_directory_text(&[kind, key, value])?;
+        let sql = if create_only {
+            INSERT_DIRECTORY
+        } else {
+            UPSERT_DIRECTORY
+        };
+        self.call("directory_put", || async move {
+            let mut c = self.conn().await?;
+            c.batch("BEGIN").await?;
+            // Row locks in the one order every directory write uses: the
+            // entry, then the version.
+            if c.execute(sql, &[&kind, &key, &value]).await? == 0 {
+                // Only `DO NOTHING` changes no row: the entry exists.
+                c.batch("ROLLBACK").await?;
+                c.release();
+                return Ok(false);
+            }
+            let rows = c.query(BUMP_DIRECTORY_VERSION, &[]).await?;
+            directory_version(&rows)?;
+            c.batch("COMMIT").await?;
+            c.release();
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn directory_delete(&self, kind: &str, key: &str) -> Result<bool, MetaError> {
+        check_directory_text(&[kind, key])?;
+        self.call("directory_delete", || async move {
+            let mut c = self.conn().await?;
+            c.batch("BEGIN").await?;
+            if c.execute(DELETE_DIRECTORY, &[&kind, &key]).await? == 0 {
+                c.batch("ROLLBACK").await?;
+                c.release();
+                return Ok(false);
+            }
+            let rows = c.query(BUMP_DIRECTORY_VERSION, &[]).await?;
+            directory_version(&rows)?;
+            c.batch("COMMIT").await?;
+            c.release();
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn directory_version(&self) -> Result<u64, MetaError> {
+        self.call("directory_version", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(DIRECTORY_VERSION, &[]).await?;
+            c.release();
+            directory_version(&rows)
+        })
+        .await
+    }
+
+    async fn directory_snapshot(&self) -> Result<DirectorySnapshot, MetaError> {
+        self.call("directory_snapshot", || async move {
+            let mut c = self.conn().await?;
+            c.batch("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .await?;
+            let version = directory_version(&c.query(DIRECTORY_VERSION, &[]).await?)?;
+            let rows = c.query(DIRECTORY_ENTRIES, &[]).await?;
+            c.batch("COMMIT").await?;
+            c.release();
+            let records = rows
+                .iter()
+                .map(|row| {
+                    Ok(DirectoryRecord {
+                        kind: get(row, 0)?,
+                        key: get(row, 1)?,
+                        value: get(row, 2)?,
+                    })
+                })
+                .collect::<Result<_, Failure>>()?;
+            Ok(DirectorySnapshot { version, records })
         })
         .await
     }

@@ -36,7 +36,10 @@ use std::sync::Arc;
 
 use wharf_core::{Digest, RepoName, Tag, UploadId};
 
-use crate::{ManifestRecord, MetaStore, UploadRecord};
+use crate::{
+    DirectoryRecord, DirectorySnapshot, ManifestRecord, MetaError, MetaStore, NamespaceUsage,
+    UploadRecord,
+};
 
 /// Expands to the whole behaviour suite as `#[tokio::test]` functions; see
 /// the [module docs](crate::suite) for what `$make` must be.
@@ -55,21 +58,35 @@ macro_rules! meta_store_suite {
             referrers_are_ordered_by_digest_and_scoped,
             repo_exists_after_link_blob_or_put_manifest,
             uploads_put_get_list_delete,
+            directory_put_and_delete_bump_the_version,
+            directory_snapshot_is_ordered_by_kind_then_key,
+            directory_values_round_trip_byte_exact,
+            directory_and_namespace_refuse_what_no_backend_can_store,
+            namespace_usage_counts_distinct_content_of_its_repositories,
+            namespace_usage_of_an_empty_namespace_is_zero,
         );
 
-        // Several worker threads, so the tasks really run at the same time.
-        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn concurrent_puts_from_16_tasks_all_land() {
-            let (store, _guard) = ($make)().await;
-            $crate::suite::concurrent_puts_from_16_tasks_all_land(::std::sync::Arc::new(store))
-                .await;
-        }
+        $crate::meta_store_suite!(@concurrent $make;
+            concurrent_puts_from_16_tasks_all_land,
+            concurrent_directory_puts_all_land_and_bump_once_each,
+            directory_snapshot_agrees_with_its_version_under_writes,
+        );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(
             #[::tokio::test]
             async fn $name() {
                 // `_guard`, not `_`: it must live until the test ends.
+                let (store, _guard) = ($make)().await;
+                $crate::suite::$name(::std::sync::Arc::new(store)).await;
+            }
+        )*
+    };
+    (@concurrent $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            // Several worker threads, so the tasks really run at the same time.
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
                 let (store, _guard) = ($make)().await;
                 $crate::suite::$name(::std::sync::Arc::new(store)).await;
             }
@@ -127,6 +144,22 @@ fn referrer(seed: &str, subject: &Digest) -> ManifestRecord {
         subject: Some(subject.clone()),
         ..manifest(seed)
     }
+}
+
+/// A directory record.
+fn entry(kind: &str, key: &str, value: &str) -> DirectoryRecord {
+    DirectoryRecord {
+        kind: kind.to_string(),
+        key: key.to_string(),
+        value: value.to_string(),
+    }
+}
+
+fn assert_internal<T: std::fmt::Debug>(result: Result<T, MetaError>, what: &str) {
+    assert!(
+        matches!(result, Err(MetaError::Internal(_))),
+        "{what}: expected Internal, got {result:?}"
+    );
 }
 
 // ---- behaviours ----
@@ -591,4 +624,448 @@ pub async fn concurrent_puts_from_16_tasks_all_land<S: MetaStore>(store: Arc<S>)
         store.referrers(&r, &subject.digest).await.unwrap().len(),
         TASKS
     );
+}
+
+/// Every write bumps the directory version by one, in step with what a
+/// snapshot shows; a `create_only` put over an existing entry and a delete
+/// of an absent one change nothing, the version included.
+pub async fn directory_put_and_delete_bump_the_version<S: MetaStore>(store: Arc<S>) {
+    let at = |version: u64, records: &[DirectoryRecord]| DirectorySnapshot {
+        version,
+        records: records.to_vec(),
+    };
+    assert_eq!(store.directory_version().await.unwrap(), 0);
+    assert_eq!(store.directory_snapshot().await.unwrap(), at(0, &[]));
+
+    assert!(store
+        .directory_put("tenant", "acme", "v1", true)
+        .await
+        .unwrap());
+    assert_eq!(store.directory_version().await.unwrap(), 1);
+    assert!(
+        !store
+            .directory_put("tenant", "acme", "v2", true)
+            .await
+            .unwrap(),
+        "create_only wrote over an existing entry"
+    );
+    assert_eq!(
+        store.directory_snapshot().await.unwrap(),
+        at(1, &[entry("tenant", "acme", "v1")]),
+        "a refused create_only put changed something"
+    );
+
+    assert!(store
+        .directory_put("tenant", "acme", "v3", false)
+        .await
+        .unwrap());
+    assert_eq!(store.directory_version().await.unwrap(), 2);
+    // Writing the same value again is still a write.
+    assert!(store
+        .directory_put("tenant", "acme", "v3", false)
+        .await
+        .unwrap());
+    // The same key under another kind is another entry.
+    assert!(store
+        .directory_put("user", "acme", "u", true)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.directory_snapshot().await.unwrap(),
+        at(
+            4,
+            &[entry("tenant", "acme", "v3"), entry("user", "acme", "u")]
+        )
+    );
+
+    assert!(store.directory_delete("tenant", "acme").await.unwrap());
+    assert_eq!(store.directory_version().await.unwrap(), 5);
+    assert!(
+        !store.directory_delete("tenant", "acme").await.unwrap(),
+        "deleted twice"
+    );
+    assert!(!store.directory_delete("robot", "acme").await.unwrap());
+    assert!(!store.directory_delete("user", "acm").await.unwrap());
+    assert_eq!(
+        store.directory_snapshot().await.unwrap(),
+        at(5, &[entry("user", "acme", "u")]),
+        "deleting absent entries changed something"
+    );
+
+    assert!(store
+        .directory_put("tenant", "acme", "again", true)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.directory_snapshot().await.unwrap(),
+        at(
+            6,
+            &[entry("tenant", "acme", "again"), entry("user", "acme", "u")]
+        )
+    );
+}
+
+/// A snapshot lists entries by kind, then key, both in byte order (so no
+/// kind's entries interleave with a kind it is a prefix of), with the
+/// version they were read at.
+pub async fn directory_snapshot_is_ordered_by_kind_then_key<S: MetaStore>(store: Arc<S>) {
+    // In the order expected back: 'R' < 'r', 'B' < 'a', '-' < '/' < 'b',
+    // 'z' < 'é' (0xc3), and "tenant" < "tenant-x", "user" < "users" as
+    // kinds whatever their keys.
+    let expected = [
+        ("Robot", "x"),
+        ("robot", "ci"),
+        ("tenant", "B"),
+        ("tenant", "a"),
+        ("tenant", "a-b"),
+        ("tenant", "a/b"),
+        ("tenant", "ab"),
+        ("tenant", "z"),
+        ("tenant", "é"),
+        ("tenant-x", "a"),
+        ("user", "z"),
+        ("users", "a"),
+    ];
+    // Written in another order.
+    for (kind, key) in expected
+        .iter()
+        .rev()
+        .step_by(2)
+        .chain(expected.iter().step_by(2))
+    {
+        let value = format!("{kind}={key}");
+        assert!(store.directory_put(kind, key, &value, true).await.unwrap());
+    }
+
+    let snapshot = store.directory_snapshot().await.unwrap();
+    let listed: Vec<(&str, &str)> = snapshot
+        .records
+        .iter()
+        .map(|r| (r.kind.as_str(), r.key.as_str()))
+        .collect();
+    assert_eq!(listed, expected);
+    for r in &snapshot.records {
+        assert_eq!(r.value, format!("{}={}", r.kind, r.key));
+    }
+    assert_eq!(snapshot.version, expected.len() as u64);
+    assert_eq!(store.directory_version().await.unwrap(), snapshot.version);
+}
+
+/// Kinds, keys and values come back exactly as written: any Unicode,
+/// quotes, backslashes, wildcard characters, whitespace, the empty string
+/// and a value of about 64 KiB.
+pub async fn directory_values_round_trip_byte_exact<S: MetaStore>(store: Arc<S>) {
+    let piece = "Zoë's \"layer\" 🚀 \\n\n";
+    let large = piece.repeat(64 * 1024 / piece.len() + 1);
+    assert!(
+        large.len() >= 64 * 1024,
+        "large value is {} bytes",
+        large.len()
+    );
+    let mut written = vec![
+        entry(
+            "tenant",
+            "plain",
+            r#"{"name":"acme","quota":{"max_bytes":1000}}"#,
+        ),
+        entry("tenant", "empty", ""),
+        entry(
+            "tenant",
+            "quotes 'single' \"double\" `back`",
+            r#"{"q":"\"","s":"'","b":"\\","u":"\u00e9"}"#,
+        ),
+        entry("user", "100%_off*?[x]", "%_*?[]^$.\\"),
+        entry("user", "Zoë 日本語 🚀", "日本語 🚀 émoji\u{200b}"),
+        entry("user", " spaced ", "  leading and trailing  \r\n\ttabs\n"),
+        entry("robot", "large", &large),
+    ];
+    for r in &written {
+        assert!(store
+            .directory_put(&r.kind, &r.key, &r.value, false)
+            .await
+            .unwrap());
+    }
+    written.sort_by(|a, b| (&a.kind, &a.key).cmp(&(&b.kind, &b.key)));
+    let snapshot = store.directory_snapshot().await.unwrap();
+    assert_eq!(snapshot.records.len(), written.len());
+    for (got, want) in snapshot.records.iter().zip(&written) {
+        assert!(got == want, "{:?} came back changed", want.key);
+    }
+
+    // Overwriting the large value with a short one leaves nothing behind.
+    assert!(store
+        .directory_put("robot", "large", "short", false)
+        .await
+        .unwrap());
+    let snapshot = store.directory_snapshot().await.unwrap();
+    let large = snapshot.records.iter().find(|r| r.key == "large").unwrap();
+    assert_eq!(large.value, "short");
+}
+
+/// NUL in directory text, and a namespace that is not one repository-name
+/// component, are refused alike by every backend, and change nothing.
+pub async fn directory_and_namespace_refuse_what_no_backend_can_store<S: MetaStore>(store: Arc<S>) {
+    assert_internal(
+        store.directory_put("tenant", "a\0b", "v", false).await,
+        "NUL in a key",
+    );
+    assert_internal(
+        store.directory_put("ten\0ant", "a", "v", true).await,
+        "NUL in a kind",
+    );
+    assert_internal(
+        store.directory_put("tenant", "a", "v\0", false).await,
+        "NUL in a value",
+    );
+    assert_internal(
+        store.directory_delete("tenant", "a\0").await,
+        "NUL in a deleted key",
+    );
+    assert_eq!(
+        store.directory_snapshot().await.unwrap(),
+        DirectorySnapshot::default()
+    );
+
+    store
+        .link_blob(&repo("acme/app"), &digest("blob"), 1)
+        .await
+        .unwrap();
+    for bad in ["", "acme/app", "acme/", "Acme", "acme\0", "-acme"] {
+        assert_internal(
+            store.namespace_usage(bad, None).await,
+            &format!("namespace {bad:?}"),
+        );
+    }
+}
+
+/// A namespace's usage counts each distinct blob and manifest once across
+/// all its repositories (`ns` itself and everything under `ns/`), and
+/// nothing of repositories whose names merely start like it.
+pub async fn namespace_usage_counts_distinct_content_of_its_repositories<S: MetaStore>(
+    store: Arc<S>,
+) {
+    let shared = digest("shared-layer");
+    let only_a = digest("a-layer");
+    let top = digest("top-layer");
+    let deep = digest("deep-layer");
+    // In two repositories of the namespace: counted once.
+    store
+        .link_blob(&repo("acme/a"), &shared, 1000)
+        .await
+        .unwrap();
+    store
+        .link_blob(&repo("acme/b"), &shared, 1000)
+        .await
+        .unwrap();
+    store
+        .link_blob(&repo("acme/a"), &only_a, 100)
+        .await
+        .unwrap();
+    // The repository named just like the namespace belongs to it.
+    store.link_blob(&repo("acme"), &top, 10).await.unwrap();
+    store
+        .link_blob(&repo("acme/team/app"), &deep, 1)
+        .await
+        .unwrap();
+    let m = manifest("m");
+    let n = manifest("n");
+    store
+        .put_manifest(&repo("acme/a"), &m, Some(&tag("v1")))
+        .await
+        .unwrap();
+    store.put_manifest(&repo("acme/c"), &m, None).await.unwrap();
+    store.put_manifest(&repo("acme"), &n, None).await.unwrap();
+    // A repository that held something and holds nothing now.
+    let gone = digest("gone");
+    store.link_blob(&repo("acme/gone"), &gone, 7).await.unwrap();
+    assert!(store.unlink_blob(&repo("acme/gone"), &gone).await.unwrap());
+
+    // Neighbours whose names start like the namespace.
+    let foreign = digest("foreign");
+    let evil = manifest("evil");
+    for name in ["acme-evil/x", "acmex/y", "acm", "acme0"] {
+        store.link_blob(&repo(name), &foreign, 5000).await.unwrap();
+    }
+    store
+        .link_blob(&repo("acme-evil/x"), &shared, 1000)
+        .await
+        .unwrap();
+    store
+        .put_manifest(&repo("acme-evil/x"), &evil, None)
+        .await
+        .unwrap();
+
+    let usage = store.namespace_usage("acme", None).await.unwrap();
+    assert_eq!(
+        usage,
+        NamespaceUsage {
+            bytes: 1000 + 100 + 10 + 1 + m.size + n.size,
+            // acme, acme/a, acme/b, acme/c, acme/team/app
+            repositories: 5,
+            holds_digest: false,
+        }
+    );
+    for (asked, held) in [
+        (&shared, true),
+        (&only_a, true),
+        (&top, true),
+        (&deep, true),
+        (&m.digest, true),
+        (&n.digest, true),
+        (&gone, false),
+        (&foreign, false),
+        (&evil.digest, false),
+        (&digest("never"), false),
+    ] {
+        let usage = store.namespace_usage("acme", Some(asked)).await.unwrap();
+        assert_eq!(usage.holds_digest, held, "holds {asked}?");
+        assert_eq!(usage.bytes, 1000 + 100 + 10 + 1 + m.size + n.size);
+    }
+
+    assert_eq!(
+        store
+            .namespace_usage("acme-evil", Some(&shared))
+            .await
+            .unwrap(),
+        NamespaceUsage {
+            bytes: 5000 + 1000 + evil.size,
+            repositories: 1,
+            holds_digest: true,
+        }
+    );
+    for ns in ["acmex", "acm", "acme0"] {
+        assert_eq!(
+            store.namespace_usage(ns, Some(&foreign)).await.unwrap(),
+            NamespaceUsage {
+                bytes: 5000,
+                repositories: 1,
+                holds_digest: true,
+            },
+            "namespace {ns}"
+        );
+    }
+}
+
+/// A namespace holding nothing reports zeros, however much its neighbours
+/// hold.
+pub async fn namespace_usage_of_an_empty_namespace_is_zero<S: MetaStore>(store: Arc<S>) {
+    let blob = digest("blob");
+    assert_eq!(
+        store.namespace_usage("acme", None).await.unwrap(),
+        NamespaceUsage::default()
+    );
+    assert_eq!(
+        store.namespace_usage("acme", Some(&blob)).await.unwrap(),
+        NamespaceUsage::default()
+    );
+
+    for name in [
+        "acme-evil/x",
+        "acmex/y",
+        "acme0",
+        "acme0/x",
+        "acme.x/y",
+        "acm/e",
+        "a",
+    ] {
+        store.link_blob(&repo(name), &blob, 10).await.unwrap();
+        store
+            .put_manifest(&repo(name), &manifest(name), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.namespace_usage("acme", Some(&blob)).await.unwrap(),
+        NamespaceUsage::default()
+    );
+}
+
+/// Sixteen tasks writing directory entries at once all land, and the
+/// version moves by exactly one per write: no bump is lost. Of sixteen
+/// `create_only` puts of the same entry, exactly one wins.
+pub async fn concurrent_directory_puts_all_land_and_bump_once_each<S: MetaStore>(store: Arc<S>) {
+    const TASKS: usize = 16;
+    assert!(store
+        .directory_put("tenant", "seed", "{}", false)
+        .await
+        .unwrap());
+    let before = store.directory_version().await.unwrap();
+
+    let handles: Vec<_> = (0..TASKS)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mine = store
+                    .directory_put("user", &format!("u{i:02}"), &format!("{{\"n\":{i}}}"), true)
+                    .await
+                    .unwrap();
+                assert!(mine, "u{i:02} existed before it was written");
+                store
+                    .directory_put("tenant", "contested", &format!("{i}"), true)
+                    .await
+                    .unwrap()
+                    .then_some(i)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for h in handles {
+        winners.extend(h.await.expect("writer task panicked"));
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "winners of the contested entry: {winners:?}"
+    );
+
+    let snapshot = store.directory_snapshot().await.unwrap();
+    assert_eq!(snapshot.version, before + TASKS as u64 + 1);
+    assert_eq!(store.directory_version().await.unwrap(), snapshot.version);
+    let mut expected = vec![
+        entry("tenant", "contested", &winners[0].to_string()),
+        entry("tenant", "seed", "{}"),
+    ];
+    expected
+        .extend((0..TASKS).map(|i| entry("user", &format!("u{i:02}"), &format!("{{\"n\":{i}}}"))));
+    assert_eq!(snapshot.records, expected);
+}
+
+/// Snapshots taken while two tasks keep adding entries each agree with
+/// their version: with only new entries written to an empty directory, a
+/// consistent snapshot holds exactly `version` of them.
+pub async fn directory_snapshot_agrees_with_its_version_under_writes<S: MetaStore>(store: Arc<S>) {
+    const PER_WRITER: usize = 20;
+    let writers: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|writer| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for i in 0..PER_WRITER {
+                    let key = format!("{writer}{i:02}");
+                    assert!(store.directory_put("user", &key, "{}", true).await.unwrap());
+                }
+            })
+        })
+        .collect();
+
+    let mut last = 0;
+    let mut snapshots = 0;
+    while writers.iter().any(|w| !w.is_finished()) || snapshots == 0 {
+        let snapshot = store.directory_snapshot().await.unwrap();
+        assert_eq!(
+            snapshot.records.len() as u64,
+            snapshot.version,
+            "a snapshot disagrees with its version"
+        );
+        assert!(snapshot.version >= last, "the version went back");
+        last = snapshot.version;
+        snapshots += 1;
+        tokio::task::yield_now().await;
+    }
+    for w in writers {
+        w.await.expect("writer task panicked");
+    }
+    let snapshot = store.directory_snapshot().await.unwrap();
+    assert_eq!(snapshot.version, 2 * PER_WRITER as u64);
+    assert_eq!(snapshot.records.len(), 2 * PER_WRITER);
 }

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use wharf_core::{Digest, RegistryError, RepoName, Tag};
+use wharf_core::{Digest, QuotaSource, RegistryError, RepoName, Tag};
 use wharf_meta::{MetaError, MetaStore};
 use wharf_storage::{BlobStore, StorageError};
 
@@ -24,6 +24,7 @@ pub mod blobs;
 mod cache;
 mod last_known;
 pub mod manifests;
+mod quota;
 pub mod referrers;
 pub mod uploads;
 
@@ -76,6 +77,8 @@ struct Inner {
     links: last_known::LastKnown<(RepoName, Digest), u64>,
     /// Tags (repository, tag) -> digest, last learned from metadata.
     tags: last_known::LastKnown<(RepoName, Tag), Digest>,
+    /// Tenant quotas, looked up in memory; `None`: no limits.
+    quotas: Option<Arc<dyn QuotaSource>>,
     config: RegistryConfig,
 }
 
@@ -92,9 +95,19 @@ impl Registry {
                 tags: last_known::LastKnown::new(config.last_known_entries),
                 blobs,
                 meta,
+                quotas: None,
                 config,
             }),
         }
+    }
+
+    /// Enforces the quotas `source` gives per namespace. Call before the
+    /// registry is cloned or shared.
+    pub fn with_quotas(mut self, source: Arc<dyn QuotaSource>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_quotas is called before the registry is shared")
+            .quotas = Some(source);
+        self
     }
 
     fn blobs(&self) -> &dyn BlobStore {

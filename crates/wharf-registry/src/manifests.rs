@@ -13,6 +13,7 @@ use wharf_meta::ManifestRecord;
 use wharf_storage::StorageError;
 
 use crate::cache::Cached;
+use crate::quota::Addition;
 use crate::{meta_err, storage_err, unreachable, Registry};
 
 /// A manifest as served: exactly the bytes that were pushed.
@@ -151,6 +152,12 @@ impl Registry {
             Reference::Tag(_) => Digest::sha256_of(&bytes),
         };
         self.check_references(repo, &manifest).await?;
+        self.check_quota(Addition {
+            repo,
+            digest: Some(&digest),
+            bytes: bytes.len() as u64,
+        })
+        .await?;
 
         self.blobs()
             .put(&digest, bytes.clone())

@@ -11,6 +11,7 @@ use wharf_core::{Digest, RegistryError, RepoName, UploadId};
 use wharf_meta::UploadRecord;
 use wharf_storage::{ByteStream, StorageError};
 
+use crate::quota::Addition;
 use crate::{meta_err, storage_err, Registry};
 
 fn now_unix() -> u64 {
@@ -71,7 +72,20 @@ impl Registry {
             None => self.blobs().upload_size(id).await.map_err(upload_err)?,
         };
         match self.blobs().upload_append(id, offset, body).await {
-            Ok(size) => Ok(size),
+            Ok(size) => {
+                // Stop an upload that already holds more than the quota
+                // allows, rather than let it grow until it completes.
+                let add = Addition {
+                    repo,
+                    digest: None,
+                    bytes: size,
+                };
+                if let Err(e) = self.check_quota(add).await {
+                    self.end_refused_upload(id).await;
+                    return Err(e);
+                }
+                Ok(size)
+            }
             Err(StorageError::OffsetMismatch { size }) => Err(RegistryError::UploadOutOfOrder {
                 size,
                 start: offset,
@@ -97,6 +111,16 @@ impl Registry {
                 .upload_append(id, offset, body)
                 .await
                 .map_err(upload_err)?;
+        }
+        let size = self.blobs().upload_size(id).await.map_err(upload_err)?;
+        let add = Addition {
+            repo,
+            digest: Some(digest),
+            bytes: size,
+        };
+        if let Err(e) = self.check_quota(add).await {
+            self.end_refused_upload(id).await;
+            return Err(e);
         }
         let committed = self.blobs().upload_commit(id, digest).await;
         if matches!(committed, Ok(_) | Err(StorageError::DigestMismatch { .. })) {
@@ -125,6 +149,17 @@ impl Registry {
             let _ = self.cancel_upload(repo, &id).await;
         }
         result
+    }
+
+    /// Ends a session a quota refused: its bytes are discarded (best
+    /// effort: the start-up sweep removes what a failure here leaves).
+    async fn end_refused_upload(&self, id: &UploadId) {
+        if let Err(e) = self.blobs().upload_cancel(id).await {
+            tracing::debug!(error = %e, "discarding a refused upload");
+        }
+        if let Err(e) = self.meta().delete_upload(id).await {
+            tracing::debug!(error = %e, "forgetting a refused upload");
+        }
     }
 
     /// Ends session `id` and discards its bytes.
@@ -163,6 +198,12 @@ impl Registry {
         {
             return Ok(None);
         }
+        self.check_quota(Addition {
+            repo,
+            digest: Some(digest),
+            bytes: size,
+        })
+        .await?;
         self.meta()
             .link_blob(repo, digest, size)
             .await

@@ -250,6 +250,13 @@ pub struct ServeArgs {
     /// Lifetime of issued tokens in seconds, within 60..=3600 [default: 300].
     #[arg(long, env = "WHARF_TOKEN_LIFETIME_SECS")]
     pub token_lifetime_secs: Option<u64>,
+
+    /// File holding `sha256:<hex>`, the SHA-256 of the token the admin API
+    /// (`/admin/v1` on the admin port) requires as `Authorization: Bearer`
+    /// (`wharf admin token` makes one). Without it the admin API is open
+    /// to whoever reaches the admin port (loopback by default).
+    #[arg(long, env = "WHARF_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// How clients authenticate.
@@ -291,20 +298,11 @@ impl AuthSettings {
             ));
         }
         match mode {
-            AuthMode::None => {}
-            AuthMode::Htpasswd if a.htpasswd.is_none() => {
-                return Err("--auth htpasswd needs --htpasswd".into())
-            }
-            AuthMode::Htpasswd => {}
+            // Users come from --htpasswd, the tenant directory, or both.
+            AuthMode::None | AuthMode::Htpasswd => {}
             AuthMode::Token => {
                 if a.token_keys.is_none() && a.token_signing_key.is_none() {
                     return Err("--auth token needs --token-keys (or --token-signing-key)".into());
-                }
-                if a.token_signing_key.is_some() && a.htpasswd.is_none() {
-                    return Err(
-                        "--token-signing-key serves /auth/token, whose users come from --htpasswd"
-                            .into(),
-                    );
                 }
             }
         }
@@ -452,6 +450,8 @@ pub struct Config {
     pub storage_max_connections: Option<usize>,
     /// Who may do what on the registry port.
     pub auth: AuthSettings,
+    /// The admin API's token hash file, if any.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// Where and how to reach an S3-compatible store.
@@ -557,7 +557,7 @@ impl Config {
             header_timeout_secs, idle_timeout_secs, min_upload_rate, storage_pool,
             metadata_pool, dependency_deadline_ms, shutdown_grace_secs, auth, htpasswd,
             grants, anonymous_pull, token_realm, token_service, token_issuer, token_keys,
-            token_signing_key, token_lifetime_secs,
+            token_signing_key, token_lifetime_secs, admin_token_file,
         );
         let limits = Limits::derive(&a, machine)?;
         let s3 = S3Settings::from_args(&a)?;
@@ -588,6 +588,7 @@ impl Config {
             storage_max_connections: a.storage_max_connections,
             metadata_url: a.metadata_url,
             auth,
+            admin_token_file: a.admin_token_file,
         })
     }
 }
@@ -696,13 +697,22 @@ anonymous_pull = ["ignored/*"]
     #[test]
     fn incomplete_auth_settings_are_refused() {
         for file in [
-            "auth = \"htpasswd\"",
             "auth = \"token\"",
-            "auth = \"token\"\ntoken_signing_key = \"/k.pem\"",
             "auth = \"token\"\ntoken_keys = \"/k\"\ntoken_lifetime_secs = 5",
             "anonymous_pull = [\"ACME/*\"]",
         ] {
             assert!(merge(ServeArgs::default(), file).is_err(), "{file}");
+        }
+    }
+
+    #[test]
+    fn users_may_come_from_the_tenant_directory_alone() {
+        // No --htpasswd: the directory's users and robots log in.
+        for file in [
+            "auth = \"htpasswd\"",
+            "auth = \"token\"\ntoken_signing_key = \"/k.pem\"",
+        ] {
+            assert!(merge(ServeArgs::default(), file).is_ok(), "{file}");
         }
     }
 

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use wharf_admission::{AdaptiveConfig, Admission, ClassLimits};
 use wharf_api::admin::{admin_app, NodeState};
+use wharf_api::admin_api::{admin_api_router, parse_token_hash, AdminApi};
 use wharf_api::{app_with, serve_with, AppState, ConnStats, MinRate, ServerConfig};
 use wharf_guard::{
     BreakerConfig, BreakerState, Guard, GuardConfig, GuardedBlobStore, GuardedMetaStore,
@@ -29,7 +30,9 @@ use wharf_registry::{Registry, RegistryConfig};
 use wharf_storage::fs::FsStore;
 use wharf_storage::s3::{S3Config, S3Store};
 use wharf_storage::BlobStore;
+use wharf_tenants::Directory;
 
+mod admin_cli;
 mod budget;
 mod config;
 
@@ -62,11 +65,15 @@ enum Command {
         /// Directory to write the key pair into (created if missing).
         dir: std::path::PathBuf,
     },
+    /// Manage tenants, users and robot accounts through the admin API of
+    /// a running server (docs/admin.md).
+    Admin(admin_cli::AdminArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Admin(args) => admin_cli::run(args),
         Command::Keygen { dir } => match keygen(&dir) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
@@ -191,15 +198,31 @@ async fn serve(config: Config) -> Result<(), String> {
         meta_guard.clone(),
         meta.clone(),
     );
+    let guarded_meta: Arc<dyn MetaStore> =
+        Arc::new(GuardedMetaStore::new(meta, meta_guard.clone()));
+    // Tenants, users and robots: loaded now and refreshed in the
+    // background, so every check on the request path is answered from
+    // memory. If metadata is unreachable at start, the node starts with
+    // an empty directory and picks it up as soon as metadata answers.
+    let directory = Directory::new(guarded_meta.clone());
+    match directory.load().await {
+        Ok(()) => tracing::info!(
+            tenants = directory.tenants().len(),
+            "tenant directory loaded"
+        ),
+        Err(e) => tracing::warn!("tenant directory not loaded yet: {e}"),
+    }
+    directory.spawn_refresher(DIRECTORY_REFRESH);
     let registry = Registry::new(
         Arc::new(GuardedBlobStore::new(blobs, storage_guard.clone())),
-        Arc::new(GuardedMetaStore::new(meta, meta_guard.clone())),
+        guarded_meta,
         RegistryConfig {
             manifest_cache_bytes: config.manifest_cache_bytes,
             upload_expiry: config.upload_expiry,
             ..RegistryConfig::default()
         },
-    );
+    )
+    .with_quotas(Arc::new(directory.clone()));
     match registry.expire_uploads(true).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, "removed expired or orphaned upload sessions"),
@@ -224,7 +247,9 @@ async fn serve(config: Config) -> Result<(), String> {
         max_waiters: max_in_flight,
         adaptive: l.adaptive.then(AdaptiveConfig::default),
     };
-    let admission = Admission::new(class(l.pull), class(l.push), class(l.admin));
+    let shares = directory.clone();
+    let admission = Admission::new(class(l.pull), class(l.push), class(l.admin))
+        .with_tenant_shares(Arc::new(move |t: &str| shares.concurrency_share(t)));
     let mut state = AppState::new(registry);
     state.admission = Some(admission.clone());
     state.blob_redirects = config.s3.as_ref().is_some_and(|s| s.presign_redirects);
@@ -241,7 +266,17 @@ async fn serve(config: Config) -> Result<(), String> {
         local_dependencies(&config),
     ));
 
-    let auth = LoadedAuth::load(&config.auth)?;
+    let auth = LoadedAuth::load(&config.auth, &directory)?;
+    let admin_token = match &config.admin_token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            Some(parse_token_hash(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let admin_api = Arc::new(AdminApi::new(directory.clone(), admin_token));
+    state.directory = Some(directory);
     let listener = bind(config.listen, config.addr_file.as_deref()).await?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     (state.auth, state.token_service) = auth.into_state(&config.auth, bound)?;
@@ -273,7 +308,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let (admin_done_tx, admin_done_rx) = tokio::sync::oneshot::channel::<()>();
     let admin = tokio::spawn(serve_with(
         admin_listener,
-        admin_app(node),
+        admin_app(node).merge(admin_api_router(admin_api)),
         admin_config,
         Arc::new(ConnStats::default()),
         async move {
@@ -341,30 +376,38 @@ fn keygen(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// How often each node asks metadata whether the tenant directory changed
+/// (a change made through any node's admin API is in force everywhere
+/// within about this long).
+const DIRECTORY_REFRESH: Duration = Duration::from_secs(1);
+
 /// Authentication files read at start, before anything is bound.
 struct LoadedAuth {
     users: Option<Arc<wharf_api::auth::Users>>,
+    directory: Directory,
     keys: wharf_auth::KeySet,
     signing: Option<wharf_auth::SigningKey>,
 }
 
 impl LoadedAuth {
-    fn load(a: &config::AuthSettings) -> Result<LoadedAuth, String> {
+    fn load(a: &config::AuthSettings, directory: &Directory) -> Result<LoadedAuth, String> {
         use config::AuthMode;
         if a.mode == AuthMode::None {
             return Ok(LoadedAuth {
                 users: None,
+                directory: directory.clone(),
                 keys: wharf_auth::KeySet::new(),
                 signing: None,
             });
         }
+        // The tenant directory's users and robots, and the operator's
+        // htpasswd users if a file is given.
         let users = match &a.htpasswd {
-            Some(path) => Some(Arc::new(wharf_api::auth::Users::load(
-                path,
-                a.grants.as_deref(),
-            )?)),
-            None => None,
+            Some(path) => wharf_api::auth::Users::load(path, a.grants.as_deref())?
+                .with_directory(directory.clone()),
+            None => wharf_api::auth::Users::directory_only(directory.clone()),
         };
+        let users = Some(Arc::new(users));
         let signing = match (&a.mode, &a.token_signing_key) {
             (AuthMode::Token, Some(path)) if path.is_dir() => {
                 Some(wharf_auth::SigningKey::load_newest(path).map_err(|e| e.to_string())?)
@@ -393,6 +436,7 @@ impl LoadedAuth {
         }
         Ok(LoadedAuth {
             users,
+            directory: directory.clone(),
             keys,
             signing,
         })
@@ -461,6 +505,7 @@ impl LoadedAuth {
                         verifier: Arc::new(verifier),
                         challenge,
                         anonymous_pull: anonymous,
+                        directory: Some(self.directory.clone()),
                     },
                     tokens,
                 ))

@@ -1,0 +1,507 @@
+//! The admin API: tenants, users, robot accounts, quotas and usage, as JSON
+//! over HTTP under `/admin/v1` on the admin port (described by
+//! `docs/admin-api.yaml`; `wharf admin …` is its command-line client).
+//!
+//! Owns: the admin routes, checking the operator's admin token, reading
+//! request JSON into the directory's input types, and shaping answers
+//! (times as RFC 3339, errors in the OCI error envelope with codes
+//! `UNAUTHORIZED`, `NOT_FOUND`, `CONFLICT`, `INVALID`, `UNAVAILABLE`).
+//! What a tenant, user or robot may be is `wharf-tenants`' business.
+//!
+//! Must never: return or log a password, a robot secret (other than once,
+//! in the answer that created it), a hash or the admin token; accept a body
+//! larger than [`MAX_BODY`]; or serve these routes on the registry port.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, put};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use wharf_auth::{hash_secret, parse_grant, Grant};
+use wharf_tenants::{Directory, DirectoryError, NewTenant, RoleSpec, TenantPatch};
+
+use crate::auth::rfc3339;
+
+/// The largest request body the admin API reads.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What the admin routes need.
+pub struct AdminApi {
+    directory: Directory,
+    /// SHA-256 (hex) of the admin token; `None`: no token asked for (the
+    /// admin port is then open to whoever can reach it: loopback by
+    /// default).
+    token_hash: Option<String>,
+}
+
+impl AdminApi {
+    pub fn new(directory: Directory, token_hash: Option<String>) -> AdminApi {
+        AdminApi {
+            directory,
+            token_hash: token_hash.map(|h| h.to_ascii_lowercase()),
+        }
+    }
+}
+
+/// Reads an admin token file: one line `sha256:<64 hex>`, the SHA-256 of
+/// the token (so the file holds no secret). Returns the hex.
+pub fn parse_token_hash(text: &str) -> Result<String, String> {
+    let line = text.lines().next().unwrap_or("").trim();
+    let hex = line
+        .strip_prefix("sha256:")
+        .ok_or("the admin token file must hold one line sha256:<64 hex digits>")?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("the admin token file must hold one line sha256:<64 hex digits>".into());
+    }
+    Ok(hex.to_ascii_lowercase())
+}
+
+/// The admin API's routes, to merge into the admin port's router.
+pub fn admin_api_router(api: Arc<AdminApi>) -> Router {
+    Router::new()
+        .route("/admin/v1/tenants", get(list_tenants).post(create_tenant))
+        .route(
+            "/admin/v1/tenants/{tenant}",
+            get(get_tenant).patch(patch_tenant).delete(delete_tenant),
+        )
+        .route("/admin/v1/tenants/{tenant}/usage", get(usage))
+        .route("/admin/v1/tenants/{tenant}/users", get(list_users))
+        .route(
+            "/admin/v1/tenants/{tenant}/users/{user}",
+            put(put_user).delete(delete_user),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}/robots",
+            get(list_robots).post(create_robot),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}/robots/{robot}",
+            delete(revoke_robot),
+        )
+        .fallback(not_found)
+        .with_state(api)
+}
+
+/// An admin API failure: status, code, message.
+struct Failure(StatusCode, &'static str, String);
+
+impl Failure {
+    fn invalid(msg: impl Into<String>) -> Failure {
+        Failure(StatusCode::BAD_REQUEST, "INVALID", msg.into())
+    }
+}
+
+impl From<DirectoryError> for Failure {
+    fn from(e: DirectoryError) -> Failure {
+        match e {
+            DirectoryError::NotFound(m) => Failure(StatusCode::NOT_FOUND, "NOT_FOUND", m),
+            DirectoryError::Conflict(m) => Failure(StatusCode::CONFLICT, "CONFLICT", m),
+            DirectoryError::Invalid(m) => Failure::invalid(m),
+            DirectoryError::Unavailable(m) => {
+                Failure(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", m)
+            }
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let Failure(status, code, message) = self;
+        let body = json!({ "errors": [{ "code": code, "message": message }] });
+        let mut resp = (status, json_body(&body)).into_response();
+        set_json(&mut resp);
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"wharf-admin\""),
+                );
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+type Answer = Result<Response, Failure>;
+
+fn json_body(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
+}
+
+fn set_json(resp: &mut Response) {
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+fn answer(status: StatusCode, v: Value) -> Answer {
+    let mut resp = (status, json_body(&v)).into_response();
+    set_json(&mut resp);
+    Ok(resp)
+}
+
+/// A view as JSON, with `*_unix` times turned into RFC 3339 (`created`,
+/// `expires`).
+fn view(v: impl serde::Serialize) -> Value {
+    let mut v = serde_json::to_value(v).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        for (from, to) in [("created_unix", "created"), ("expires_unix", "expires")] {
+            if let Some(t) = map.remove(from) {
+                let t = t.as_u64().map_or(Value::Null, |s| Value::from(rfc3339(s)));
+                map.insert(to.into(), t);
+            }
+        }
+    }
+    v
+}
+
+/// Checks the admin token, when one is configured.
+fn authorize(api: &AdminApi, headers: &HeaderMap) -> Result<(), Failure> {
+    let Some(expected) = &api.token_hash else {
+        return Ok(());
+    };
+    let denied = || {
+        Failure(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "a valid admin token is required (Authorization: Bearer <token>)".into(),
+        )
+    };
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .filter(|v| v.len() <= 1024)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(denied)?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(denied)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(denied());
+    }
+    let given = hash_secret(token.trim());
+    // Both are hex digests of fixed length; compare without an early exit.
+    let same = given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        tracing::debug!("admin API: wrong admin token");
+        Err(denied())
+    }
+}
+
+/// Reads a JSON body of type `T`.
+fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, Failure> {
+    if body.len() > MAX_BODY {
+        return Err(Failure::invalid(format!(
+            "the body is longer than {MAX_BODY} bytes"
+        )));
+    }
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        if !ct.trim_start().starts_with("application/json") {
+            return Err(Failure::invalid(format!(
+                "Content-Type must be application/json, not {ct:?}"
+            )));
+        }
+    }
+    serde_json::from_slice(body).map_err(|e| Failure::invalid(format!("bad JSON body: {e}")))
+}
+
+async fn read_body(body: Body) -> Result<Bytes, Failure> {
+    axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| Failure::invalid(format!("the body is longer than {MAX_BODY} bytes")))
+}
+
+async fn not_found(State(api): State<Arc<AdminApi>>, headers: HeaderMap) -> Answer {
+    authorize(&api, &headers)?;
+    Err(Failure(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "no such admin API route (see docs/admin-api.yaml)".into(),
+    ))
+}
+
+async fn list_tenants(State(api): State<Arc<AdminApi>>, headers: HeaderMap) -> Answer {
+    authorize(&api, &headers)?;
+    let tenants: Vec<Value> = api.directory.tenants().into_iter().map(view).collect();
+    answer(StatusCode::OK, json!({ "tenants": tenants }))
+}
+
+async fn create_tenant(State(api): State<Arc<AdminApi>>, headers: HeaderMap, body: Body) -> Answer {
+    authorize(&api, &headers)?;
+    let new: NewTenant = parse_json(&headers, &read_body(body).await?)?;
+    let tenant = api.directory.create_tenant(new).await?;
+    tracing::info!(tenant = %tenant.name, "admin: tenant created");
+    answer(StatusCode::CREATED, view(tenant))
+}
+
+fn known_tenant(api: &AdminApi, name: &str) -> Result<wharf_tenants::Tenant, Failure> {
+    api.directory.tenant(name).ok_or_else(|| {
+        Failure(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no tenant {name:?}"),
+        )
+    })
+}
+
+async fn get_tenant(
+    State(api): State<Arc<AdminApi>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Answer {
+    authorize(&api, &headers)?;
+    answer(StatusCode::OK, view(known_tenant(&api, &tenant)?))
+}
+
+async fn patch_tenant(
+    State(api): State<Arc<AdminApi>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: Body,
+) -> Answer {
+    authorize(&api, &headers)?;
+    let patch: TenantPatch = parse_json(&headers, &read_body(body).await?)?;
+    let t = api.directory.update_tenant(&tenant, &patch).await?;
+    tracing::info!(tenant = %t.name, "admin: tenant changed");
+    answer(StatusCode::OK, view(t))
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    #[serde(default)]
+    force: Option<String>,
+}
+
+async fn delete_tenant(
+    State(api): State<Arc<AdminApi>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> Answer {
+    authorize(&api, &headers)?;
+    let force = match q.force.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(Failure::invalid(format!("force={other:?}: true or false"))),
+    };
+    api.directory.delete_tenant(&tenant, force).await?;
+    tracing::info!(%tenant, force, "admin: tenant deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn usage(
+    State(api): State<Arc<AdminApi>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Answer {
+    authorize(&api, &headers)?;
+    let u = api.directory.usage(&tenant).await?;
+    answer(StatusCode::OK, view(u))
+}
+
+async fn list_users(
+    State(api): State<Arc<AdminApi>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Answer {
+    authorize(&api, &headers)?;
+    let users: Vec<Value> = api
+        .directory
+        .users(&tenant)?
+        .into_iter()
+        .map(view)
+        .collect();
+    answer(StatusCode::OK, json!({ "users": users }))
+}
+
+/// `PUT …/users/{user}`: the password (required to create) and roles.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserInput {
+    #[serde(default)]
+    password: Option<String>,
+    /// Absent on an update: the roles stay as they are.
+    #[serde(default)]
+    roles: Option<Vec<RoleSpec>>,
+}
+
+async fn put_user(
+    State(api): State<Arc<AdminApi>>,
+    headers: HeaderMap,
+    Path((tenant, user)): Path<(String, String)>,
+    body: Body,
+) -> Answer {
+    authorize(&api, &headers)?;
+    let input: UserInput = parse_json(&headers, &read_body(body).await?)?;
+    let roles = match input.roles {
+        Some(roles) => roles,
+        // Keep what the user has (a password change alone).
+        None => api
+            .directory
+            .users(&tenant)?
+            .into_iter()
+            .find(|u| u.name == user)
+            .map(|u| {
+                u.roles
+                    .into_iter()
+                    .map(|b| RoleSpec {
+                        role: b.role,
+                        repositories: Some(b.repositories),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let created = api
+        .directory
+        .put_user(&tenant, &user, input.password.as_deref(), &roles)
+        .await?;
+    tracing::info!(%tenant, %user, created, "admin: user written");
+    let shown = api
+        .directory
+        .users(&tenant)?
+        .into_iter()
+        .find(|u| u.name == user)
+        .map(view)
+        .unwrap_or(Value::Null);
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    answer(status, shown)
+}
+
+async fn delete_user(
+    State(api): State<Arc<AdminApi>>,
+    headers: HeaderMap,
+    Path((tenant, user)): Path<(String, String)>,
+) -> Answer {
+    authorize(&api, &headers)?;
+    api.directory.delete_user(&tenant, &user).await?;
+    tracing::info!(%tenant, %user, "admin: user deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_robots(
+    State(api): State<Arc<AdminApi>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Answer {
+    authorize(&api, &headers)?;
+    let robots: Vec<Value> = api
+        .directory
+        .robots(&tenant)?
+        .into_iter()
+        .map(view)
+        .collect();
+    answer(StatusCode::OK, json!({ "robots": robots }))
+}
+
+/// `POST …/robots`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RobotInput {
+    name: String,
+    grants: Vec<String>,
+    #[serde(default)]
+    expires_in_secs: Option<u64>,
+}
+
+/// The longest a robot may be created for (ten years).
+const MAX_ROBOT_LIFETIME_SECS: u64 = 10 * 366 * 24 * 3600;
+
+async fn create_robot(
+    State(api): State<Arc<AdminApi>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: Body,
+) -> Answer {
+    authorize(&api, &headers)?;
+    let input: RobotInput = parse_json(&headers, &read_body(body).await?)?;
+    let grants = input
+        .grants
+        .iter()
+        .map(|g| parse_grant(g).map_err(Failure::invalid))
+        .collect::<Result<Vec<Grant>, _>>()?;
+    let expires_in = match input.expires_in_secs {
+        Some(0) => return Err(Failure::invalid("expires_in_secs must be at least 1")),
+        Some(s) if s > MAX_ROBOT_LIFETIME_SECS => {
+            return Err(Failure::invalid(format!(
+                "expires_in_secs must be at most {MAX_ROBOT_LIFETIME_SECS}"
+            )))
+        }
+        Some(s) => Some(Duration::from_secs(s)),
+        None => None,
+    };
+    let short = input
+        .name
+        .strip_prefix(&format!("{tenant}+"))
+        .unwrap_or(&input.name);
+    let (robot, secret) = api
+        .directory
+        .create_robot(&tenant, short, grants, expires_in)
+        .await?;
+    tracing::info!(%tenant, robot = %robot.name, "admin: robot created");
+    let mut shown = view(robot);
+    shown["secret"] = Value::from(secret.expose());
+    answer(StatusCode::CREATED, shown)
+}
+
+async fn revoke_robot(
+    State(api): State<Arc<AdminApi>>,
+    headers: HeaderMap,
+    Path((tenant, robot)): Path<(String, String)>,
+) -> Answer {
+    authorize(&api, &headers)?;
+    let short = robot.strip_prefix(&format!("{tenant}+")).unwrap_or(&robot);
+    api.directory.revoke_robot(&tenant, short).await?;
+    tracing::info!(%tenant, %robot, "admin: robot revoked");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_file_holds_a_sha256_line() {
+        let hex = "ab".repeat(32);
+        assert_eq!(parse_token_hash(&format!("sha256:{hex}\n")).unwrap(), hex);
+        assert_eq!(
+            parse_token_hash(&format!("sha256:{}", hex.to_uppercase())).unwrap(),
+            hex
+        );
+        assert!(parse_token_hash("plain-token").is_err());
+        assert!(parse_token_hash("sha256:abc").is_err());
+        assert!(parse_token_hash(&format!("sha256:{}", "zz".repeat(32))).is_err());
+    }
+
+    #[test]
+    fn views_show_times_as_rfc3339() {
+        let v = view(json!({"name": "x", "created_unix": 0, "expires_unix": null}));
+        assert_eq!(v["created"], "1970-01-01T00:00:00Z");
+        assert!(v["expires"].is_null());
+        assert!(v.get("created_unix").is_none());
+    }
+}

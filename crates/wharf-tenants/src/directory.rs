@@ -1,0 +1,733 @@
+//! [`Directory`]: the tenant directory as one node holds it.
+//!
+//! Owns: the current snapshot (swapped whole, so a reader sees one
+//! version and never waits on I/O), loading it from the metadata store,
+//! refreshing it in the background, the mutations the admin API makes
+//! (each written through the store, then reloaded), and the lookups the
+//! request path makes from memory.
+//!
+//! Must never: call the store on the request path (every lookup reads the
+//! snapshot); drop the snapshot because the store failed (a metadata outage
+//! must not log anyone out); run bcrypt on the async runtime; or hand out a
+//! robot secret twice (only its hash is stored).
+//!
+//! Consistency: a node's mutations are serialized, and each one checks its
+//! rules (names free, hostname unique, tenant present) against a snapshot
+//! read from the store just before writing. Names are claimed with
+//! create-only writes, so two nodes can never both create tenant, user or
+//! robot `x`; the other rules are checked, not enforced by the store, so
+//! two admins racing on two nodes could in theory both claim one hostname
+//! (the snapshot then resolves it the same way everywhere, see
+//! `Snapshot::build`).
+
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use tokio::task::JoinHandle;
+use wharf_auth::{hash_secret, Action, Actions, Grant, RepoPattern};
+use wharf_core::{Quota, QuotaSource};
+use wharf_meta::MetaStore;
+
+use crate::error::DirectoryError;
+use crate::model::{
+    NewTenant, Robot, RobotView, RoleBinding, RoleSpec, Tenant, TenantPatch, Usage, User, UserView,
+    KIND_ROBOT, KIND_TENANT, KIND_USER,
+};
+use crate::snapshot::{Credential, Snapshot, SubjectStatus};
+use crate::validate::{self, clip, pattern_in_tenant};
+
+/// bcrypt cost of stored passwords (about 50 ms a check on these machines).
+pub const BCRYPT_COST: u32 = 10;
+/// The shortest password accepted, in characters.
+pub const MIN_PASSWORD_LEN: usize = 8;
+/// The longest password accepted, in bytes: bcrypt reads at most 72 bytes
+/// including a terminating NUL, and a longer password would be silently
+/// cut, so it is refused instead.
+pub const MAX_PASSWORD_LEN: usize = 71;
+/// Robot secrets start with this, so secret scanners can recognise them.
+pub const ROBOT_SECRET_PREFIX: &str = "wharf_robot_";
+/// The most role bindings of one user.
+pub const MAX_ROLE_BINDINGS: usize = 32;
+/// The most grants of one robot.
+pub const MAX_ROBOT_GRANTS: usize = 32;
+
+/// A robot's secret, shown once when the robot is created. `Debug` never
+/// prints it, and it is deliberately not `Serialize`: the admin API copies
+/// it into its one response with [`RobotSecret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct RobotSecret(String);
+
+impl RobotSecret {
+    /// `wharf_robot_` and 256 random bits in base64url.
+    fn generate() -> Result<RobotSecret, DirectoryError> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| {
+            tracing::error!(error = %e, "the operating system's random generator failed");
+            DirectoryError::Unavailable("no randomness available for a robot secret".into())
+        })?;
+        Ok(RobotSecret(format!(
+            "{ROBOT_SECRET_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(bytes)
+        )))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RobotSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RobotSecret(<redacted>)")
+    }
+}
+
+/// The tenant directory of one node. Cloning is cheap: clones share one
+/// snapshot and one store.
+#[derive(Clone)]
+pub struct Directory {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn MetaStore>,
+    /// Readers clone the `Arc` under a lock held for nanoseconds; loads
+    /// build a new snapshot off to the side and swap it in.
+    current: RwLock<Arc<Snapshot>>,
+    /// One load at a time, so snapshots are installed in the order they
+    /// were read and a slow old read never replaces a newer one.
+    loads: tokio::sync::Mutex<()>,
+    /// One mutation at a time on this node (check, write, reload).
+    writes: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let snap = self.snap();
+        f.debug_struct("Directory")
+            .field("version", &snap.version)
+            .field("tenants", &snap.tenants.len())
+            .field("users", &snap.users.len())
+            .field("robots", &snap.robots.len())
+            .finish()
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Directory {
+    /// An empty directory over `store`; call [`Directory::load`] before
+    /// serving (or use [`Directory::open`]).
+    pub fn new(store: Arc<dyn MetaStore>) -> Directory {
+        Directory {
+            inner: Arc::new(Inner {
+                store,
+                current: RwLock::new(Arc::new(Snapshot::default())),
+                loads: tokio::sync::Mutex::new(()),
+                writes: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// [`Directory::new`], then a first [`Directory::load`].
+    pub async fn open(store: Arc<dyn MetaStore>) -> Result<Directory, DirectoryError> {
+        let dir = Directory::new(store);
+        dir.load().await?;
+        Ok(dir)
+    }
+
+    fn snap(&self) -> Arc<Snapshot> {
+        let guard = self
+            .inner
+            .current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(&guard)
+    }
+
+    /// The directory version the snapshot was read at (0 before any load).
+    pub fn version(&self) -> u64 {
+        self.snap().version
+    }
+
+    /// Reads the whole directory and swaps it in. On error the current
+    /// snapshot stays.
+    pub async fn load(&self) -> Result<(), DirectoryError> {
+        self.fresh().await.map(drop)
+    }
+
+    /// Loads, and returns what was loaded.
+    async fn fresh(&self) -> Result<Arc<Snapshot>, DirectoryError> {
+        let _one_at_a_time = self.inner.loads.lock().await;
+        let records = self.inner.store.directory_snapshot().await?;
+        let snap = Arc::new(Snapshot::build(records));
+        let mut current = self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *current = Arc::clone(&snap);
+        Ok(snap)
+    }
+
+    /// Loads only if the store's directory version differs from the
+    /// snapshot's; `true` if it loaded.
+    pub async fn refresh(&self) -> Result<bool, DirectoryError> {
+        let version = self.inner.store.directory_version().await?;
+        if version == self.version() {
+            return Ok(false);
+        }
+        self.load().await?;
+        Ok(true)
+    }
+
+    /// Refreshes every `every` (the first time at once) until every clone
+    /// of this directory is dropped or the task is aborted. A failed or
+    /// slow refresh (longer than `every`, at least a second) keeps the
+    /// current snapshot; the first failure is logged as a warning, repeats
+    /// at debug, and the recovery at info.
+    pub fn spawn_refresher(&self, every: Duration) -> JoinHandle<()> {
+        let every = every.max(Duration::from_millis(10));
+        let deadline = every.max(Duration::from_secs(1));
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                ticks.tick().await;
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                let dir = Directory { inner };
+                let outcome = match tokio::time::timeout(deadline, dir.refresh()).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("refresh took longer than {deadline:?}")),
+                };
+                match outcome {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!(version = dir.version(), "tenant directory refreshes again");
+                    }
+                    Ok(()) => {}
+                    Err(error) if failing => {
+                        tracing::debug!(%error, "tenant directory refresh failed again")
+                    }
+                    Err(error) => {
+                        failing = true;
+                        tracing::warn!(%error, version = dir.version(),
+                            "tenant directory refresh failed; serving the last snapshot");
+                    }
+                }
+            }
+        })
+    }
+
+    // ---- request path: from memory only ----
+
+    /// What to check `user`'s password against (`tenant+name` is a robot).
+    pub fn credential(&self, user: &str) -> Option<Credential> {
+        self.snap().credential(user)
+    }
+
+    /// What `subject` may do now: a user's roles as grants, a robot's
+    /// grants; `None` for an unknown subject or a revoked or expired robot.
+    pub fn grants_of(&self, subject: &str) -> Option<Vec<Grant>> {
+        self.grants_of_at(subject, now_unix())
+    }
+
+    /// [`Directory::grants_of`] at `now_unix`.
+    pub fn grants_of_at(&self, subject: &str, now_unix: u64) -> Option<Vec<Grant>> {
+        self.snap().grants_of(subject, now_unix)
+    }
+
+    /// Whether a token naming `subject` may still be honoured.
+    pub fn subject_active(&self, subject: &str, now_unix: u64) -> SubjectStatus {
+        self.snap().subject_status(subject, now_unix)
+    }
+
+    /// The tenant whose hostname `host` (a `Host` header value) is.
+    /// Case-insensitive, a trailing dot ignored. A hostname configured
+    /// without a port matches the host with any port or none; one
+    /// configured with a port matches only that port.
+    pub fn tenant_for_host(&self, host: &str) -> Option<String> {
+        self.snap().tenant_for_host(host).map(str::to_string)
+    }
+
+    /// The share of a node's request slots `namespace`'s tenant may hold.
+    pub fn concurrency_share(&self, namespace: &str) -> Option<f64> {
+        self.snap().tenants.get(namespace)?.concurrency_share
+    }
+
+    // ---- admin reads: from memory ----
+
+    pub fn tenant(&self, name: &str) -> Option<Tenant> {
+        self.snap().tenants.get(name).cloned()
+    }
+
+    /// Every tenant, by name.
+    pub fn tenants(&self) -> Vec<Tenant> {
+        let mut all: Vec<Tenant> = self.snap().tenants.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// The users of `tenant`, by name.
+    pub fn users(&self, tenant: &str) -> Result<Vec<UserView>, DirectoryError> {
+        let snap = self.snap();
+        require_tenant(&snap, tenant)?;
+        let mut all: Vec<UserView> = snap
+            .users
+            .values()
+            .filter(|u| u.tenant == tenant)
+            .map(User::view)
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    /// The robots of `tenant` (revoked ones included), by name.
+    pub fn robots(&self, tenant: &str) -> Result<Vec<RobotView>, DirectoryError> {
+        let snap = self.snap();
+        require_tenant(&snap, tenant)?;
+        let mut all: Vec<RobotView> = snap
+            .robots
+            .values()
+            .filter(|r| r.tenant == tenant)
+            .map(Robot::view)
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    /// What `tenant` holds (asks the store) and its quota.
+    pub async fn usage(&self, tenant: &str) -> Result<Usage, DirectoryError> {
+        let quota = require_tenant(&self.snap(), tenant)?.quota;
+        let used = self.inner.store.namespace_usage(tenant, None).await?;
+        Ok(Usage {
+            tenant: tenant.to_string(),
+            bytes: used.bytes,
+            repositories: used.repositories,
+            quota,
+        })
+    }
+
+    // ---- mutations: through the store, then reloaded ----
+
+    pub async fn create_tenant(&self, new: NewTenant) -> Result<Tenant, DirectoryError> {
+        let tenant = Tenant {
+            name: new.name,
+            hostname: new.hostname,
+            quota: new.quota,
+            concurrency_share: new.concurrency_share,
+            created_unix: now_unix(),
+        };
+        check_tenant(&tenant)?;
+        let _one_writer = self.inner.writes.lock().await;
+        let snap = self.fresh().await?;
+        if snap.tenants.contains_key(&tenant.name) {
+            return Err(DirectoryError::Conflict(format!(
+                "tenant {} exists",
+                tenant.name
+            )));
+        }
+        check_hostname_free(&snap, &tenant)?;
+        // Records an interrupted deletion left must not come back to life
+        // in a new tenant of the same name.
+        for orphan in snap.orphans.iter().filter(|o| o.tenant == tenant.name) {
+            self.inner
+                .store
+                .directory_delete(orphan.kind, &orphan.key)
+                .await?;
+        }
+        if !self.put(KIND_TENANT, &tenant.name, &tenant, true).await? {
+            return Err(DirectoryError::Conflict(format!(
+                "tenant {} exists",
+                tenant.name
+            )));
+        }
+        self.load().await?;
+        Ok(tenant)
+    }
+
+    pub async fn update_tenant(
+        &self,
+        name: &str,
+        patch: &TenantPatch,
+    ) -> Result<Tenant, DirectoryError> {
+        let _one_writer = self.inner.writes.lock().await;
+        let snap = self.fresh().await?;
+        let mut tenant = require_tenant(&snap, name)?.clone();
+        patch.apply(&mut tenant);
+        check_tenant(&tenant)?;
+        check_hostname_free(&snap, &tenant)?;
+        self.put(KIND_TENANT, name, &tenant, false).await?;
+        self.load().await?;
+        Ok(tenant)
+    }
+
+    /// Deletes `name` and its users and robots. Refused while its namespace
+    /// holds repositories, unless `force`; `force` leaves those
+    /// repositories in place (a tenant created later with the same name
+    /// owns them), so callers purge them first when that is not wanted.
+    pub async fn delete_tenant(&self, name: &str, force: bool) -> Result<(), DirectoryError> {
+        let _one_writer = self.inner.writes.lock().await;
+        let snap = self.fresh().await?;
+        require_tenant(&snap, name)?;
+        if !force {
+            let used = self.inner.store.namespace_usage(name, None).await?;
+            if used.repositories > 0 {
+                return Err(DirectoryError::Conflict(format!(
+                    "tenant {name} still holds {} repositories ({} bytes); delete them first or force",
+                    used.repositories, used.bytes
+                )));
+            }
+        }
+        // The tenant first: from the next load on, every node treats its
+        // users and robots as inactive, even if removing them is cut short.
+        if !self.inner.store.directory_delete(KIND_TENANT, name).await? {
+            return Err(DirectoryError::NotFound(format!("tenant {name}")));
+        }
+        let users = snap.users.values().filter(|u| u.tenant == name);
+        let robots = snap.robots.values().filter(|r| r.tenant == name);
+        let orphans = snap.orphans.iter().filter(|o| o.tenant == name);
+        let doomed: Vec<(&str, &str)> = users
+            .map(|u| (KIND_USER, u.name.as_str()))
+            .chain(robots.map(|r| (KIND_ROBOT, r.name.as_str())))
+            .chain(orphans.map(|o| (o.kind, o.key.as_str())))
+            .collect();
+        for (kind, key) in doomed {
+            if let Err(e) = self.inner.store.directory_delete(kind, key).await {
+                // Already inert; swept when a tenant of this name is created.
+                tracing::warn!(tenant = name, kind, key, error = %e,
+                    "left a record of a deleted tenant behind");
+                break;
+            }
+        }
+        self.load().await
+    }
+
+    /// Creates user `name` in `tenant`, or updates it (a `None` password
+    /// keeps the current one; `roles` replace the current ones). `Ok(true)`
+    /// if it was created. User names are unique across tenants.
+    pub async fn put_user(
+        &self,
+        tenant: &str,
+        name: &str,
+        password: Option<&str>,
+        roles: &[RoleSpec],
+    ) -> Result<bool, DirectoryError> {
+        validate::user_name(name).map_err(DirectoryError::Invalid)?;
+        if let Some(password) = password {
+            check_password(password)?;
+        }
+        let roles = role_bindings(tenant, roles)?;
+        let new_hash = match password {
+            Some(password) => Some(hash_password(password).await?),
+            None => None,
+        };
+
+        let _one_writer = self.inner.writes.lock().await;
+        let snap = self.fresh().await?;
+        require_tenant(&snap, tenant)?;
+        match snap.users.get(name) {
+            Some(existing) if existing.tenant != tenant => Err(DirectoryError::Conflict(format!(
+                "user name {name} is taken"
+            ))),
+            Some(existing) => {
+                let user = User {
+                    password_hash: new_hash.unwrap_or_else(|| existing.password_hash.clone()),
+                    roles,
+                    ..existing.clone()
+                };
+                self.put(KIND_USER, name, &user, false).await?;
+                self.load().await?;
+                Ok(false)
+            }
+            None => {
+                let Some(password_hash) = new_hash else {
+                    return Err(DirectoryError::Invalid(
+                        "a new user needs a password".into(),
+                    ));
+                };
+                let user = User {
+                    name: name.to_string(),
+                    tenant: tenant.to_string(),
+                    password_hash,
+                    roles,
+                    created_unix: now_unix(),
+                };
+                // A record of a deleted tenant may still hold the name.
+                let orphaned = snap
+                    .orphans
+                    .iter()
+                    .any(|o| o.kind == KIND_USER && o.key == name);
+                if !self.put(KIND_USER, name, &user, !orphaned).await? {
+                    return Err(DirectoryError::Conflict(format!(
+                        "user name {name} is taken"
+                    )));
+                }
+                self.load().await?;
+                Ok(true)
+            }
+        }
+    }
+
+    pub async fn delete_user(&self, tenant: &str, name: &str) -> Result<(), DirectoryError> {
+        let _one_writer = self.inner.writes.lock().await;
+        let snap = self.fresh().await?;
+        require_tenant(&snap, tenant)?;
+        let not_found =
+            || DirectoryError::NotFound(format!("user {} in tenant {tenant}", clip(name)));
+        match snap.users.get(name) {
+            Some(u) if u.tenant == tenant => {}
+            _ => return Err(not_found()),
+        }
+        if !self.inner.store.directory_delete(KIND_USER, name).await? {
+            return Err(not_found());
+        }
+        self.load().await
+    }
+
+    /// Creates robot `<tenant>+<short>` with `grants` (each inside the
+    /// tenant; `*` is stored as pull,push,delete), expiring `expires_in`
+    /// from now. Returns its secret, which is not kept and cannot be shown
+    /// again.
+    pub async fn create_robot(
+        &self,
+        tenant: &str,
+        short: &str,
+        grants: Vec<Grant>,
+        expires_in: Option<Duration>,
+    ) -> Result<(RobotView, RobotSecret), DirectoryError> {
+        validate::robot_short_name(short).map_err(DirectoryError::Invalid)?;
+        let grants = robot_grants(tenant, grants)?;
+        let now = now_unix();
+        let expires_unix = match expires_in {
+            Some(d) if d.as_secs() == 0 => {
+                return Err(DirectoryError::Invalid(
+                    "a robot must live at least one second".into(),
+                ))
+            }
+            Some(d) => Some(now.saturating_add(d.as_secs())),
+            None => None,
+        };
+        let secret = RobotSecret::generate()?;
+        let name = validate::robot_name(tenant, short);
+        let robot = Robot {
+            name: name.clone(),
+            tenant: tenant.to_string(),
+            secret_hash: hash_secret(secret.expose()),
+            grants,
+            expires_unix,
+            revoked: false,
+            created_unix: now,
+        };
+
+        let _one_writer = self.inner.writes.lock().await;
+        let snap = self.fresh().await?;
+        require_tenant(&snap, tenant)?;
+        // Create-only: a revoked robot keeps its name, so tokens naming it
+        // stay refused.
+        if !self.put(KIND_ROBOT, &name, &robot, true).await? {
+            return Err(DirectoryError::Conflict(format!("robot {name} exists")));
+        }
+        self.load().await?;
+        Ok((robot.view(), secret))
+    }
+
+    /// Revokes robot `<tenant>+<short>`: its secret stops working and
+    /// tokens naming it are refused. The record stays (see
+    /// [`Directory::subject_active`]). Revoking twice is not an error.
+    pub async fn revoke_robot(
+        &self,
+        tenant: &str,
+        short: &str,
+    ) -> Result<RobotView, DirectoryError> {
+        let name = validate::robot_name(tenant, short);
+        let _one_writer = self.inner.writes.lock().await;
+        let snap = self.fresh().await?;
+        require_tenant(&snap, tenant)?;
+        let mut robot = match snap.robots.get(&name) {
+            Some(r) if r.tenant == tenant => r.clone(),
+            _ => return Err(DirectoryError::NotFound(format!("robot {}", clip(&name)))),
+        };
+        if !robot.revoked {
+            robot.revoked = true;
+            self.put(KIND_ROBOT, &name, &robot, false).await?;
+            self.load().await?;
+        }
+        Ok(robot.view())
+    }
+
+    async fn put<T: serde::Serialize>(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &T,
+        create_only: bool,
+    ) -> Result<bool, DirectoryError> {
+        let json = serde_json::to_string(value).map_err(|e| {
+            tracing::error!(kind, key, error = %e, "cannot serialize a directory record");
+            DirectoryError::Invalid("the record cannot be serialized".into())
+        })?;
+        Ok(self
+            .inner
+            .store
+            .directory_put(kind, key, &json, create_only)
+            .await?)
+    }
+}
+
+impl QuotaSource for Directory {
+    /// The tenant's quota, `None` for an unknown tenant or no limit.
+    fn quota(&self, namespace: &str) -> Option<Quota> {
+        let quota: Quota = self.snap().tenants.get(namespace)?.quota.into();
+        quota.is_limited().then_some(quota)
+    }
+}
+
+fn require_tenant<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Tenant, DirectoryError> {
+    snap.tenants
+        .get(name)
+        .ok_or_else(|| DirectoryError::NotFound(format!("tenant {}", clip(name))))
+}
+
+fn check_tenant(t: &Tenant) -> Result<(), DirectoryError> {
+    validate::tenant_name(&t.name).map_err(DirectoryError::Invalid)?;
+    if let Some(host) = &t.hostname {
+        validate::hostname(host).map_err(DirectoryError::Invalid)?;
+    }
+    if let Some(share) = t.concurrency_share {
+        validate::concurrency_share(share).map_err(DirectoryError::Invalid)?;
+    }
+    Ok(())
+}
+
+/// Hostnames are unique by their host part, whatever the ports, so a
+/// request's host never has two candidate tenants.
+fn check_hostname_free(snap: &Snapshot, t: &Tenant) -> Result<(), DirectoryError> {
+    let Some(host) = &t.hostname else {
+        return Ok(());
+    };
+    match snap.hostname_owner(host, &t.name) {
+        Some(other) => Err(DirectoryError::Conflict(format!(
+            "hostname {host} belongs to tenant {other}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn check_password(password: &str) -> Result<(), DirectoryError> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(DirectoryError::Invalid(format!(
+            "a password needs at least {MIN_PASSWORD_LEN} characters"
+        )));
+    }
+    if password.len() > MAX_PASSWORD_LEN {
+        return Err(DirectoryError::Invalid(format!(
+            "a password may have at most {MAX_PASSWORD_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+async fn hash_password(password: &str) -> Result<String, DirectoryError> {
+    let password = password.to_string();
+    let hashed =
+        tokio::task::spawn_blocking(move || bcrypt::non_truncating_hash(password, BCRYPT_COST))
+            .await;
+    match hashed {
+        Ok(Ok(hash)) => Ok(hash),
+        Ok(Err(e)) => Err(DirectoryError::Invalid(format!(
+            "the password cannot be hashed: {e}"
+        ))),
+        Err(e) => {
+            tracing::error!(error = %e, "password hashing task failed");
+            Err(DirectoryError::Unavailable(
+                "password hashing failed".into(),
+            ))
+        }
+    }
+}
+
+fn tenant_wide(tenant: &str) -> Result<RepoPattern, DirectoryError> {
+    tenant
+        .parse()
+        .map(RepoPattern::Under)
+        .map_err(|_| DirectoryError::NotFound(format!("tenant {}", clip(tenant))))
+}
+
+fn outside(pattern: &RepoPattern, tenant: &str) -> DirectoryError {
+    DirectoryError::Invalid(format!(
+        "repository pattern {pattern} is outside tenant {tenant} (use {tenant}/*, {tenant}/<repo> or {tenant}/<path>/*)"
+    ))
+}
+
+fn role_bindings(tenant: &str, roles: &[RoleSpec]) -> Result<Vec<RoleBinding>, DirectoryError> {
+    if roles.len() > MAX_ROLE_BINDINGS {
+        return Err(DirectoryError::Invalid(format!(
+            "a user may have at most {MAX_ROLE_BINDINGS} roles"
+        )));
+    }
+    roles
+        .iter()
+        .map(|spec| {
+            let repositories = match &spec.repositories {
+                Some(p) => p.clone(),
+                None => tenant_wide(tenant)?,
+            };
+            if !pattern_in_tenant(&repositories, tenant) {
+                return Err(outside(&repositories, tenant));
+            }
+            Ok(RoleBinding {
+                role: spec.role,
+                repositories,
+            })
+        })
+        .collect()
+}
+
+fn robot_grants(tenant: &str, grants: Vec<Grant>) -> Result<Vec<Grant>, DirectoryError> {
+    if grants.is_empty() {
+        return Err(DirectoryError::Invalid(
+            "a robot needs at least one grant".into(),
+        ));
+    }
+    if grants.len() > MAX_ROBOT_GRANTS {
+        return Err(DirectoryError::Invalid(format!(
+            "a robot may have at most {MAX_ROBOT_GRANTS} grants"
+        )));
+    }
+    grants
+        .into_iter()
+        .map(|g| {
+            if !pattern_in_tenant(&g.pattern, tenant) {
+                return Err(outside(&g.pattern, tenant));
+            }
+            // Stored as the actions it means, so it prints as a grant that
+            // parses back.
+            let actions = if g.actions.is_all() {
+                Actions::only(Action::Pull)
+                    .with(Action::Push)
+                    .with(Action::Delete)
+            } else {
+                g.actions
+            };
+            if actions.is_empty() {
+                return Err(DirectoryError::Invalid(format!(
+                    "grant on {} names no action",
+                    g.pattern
+                )));
+            }
+            Ok(Grant::new(g.pattern, actions))
+        })
+        .collect()
+}

@@ -1,0 +1,60 @@
+//! The tenant directory: tenants, their users and robot accounts, and their
+//! limits — kept in the metadata store, answered from each node's memory.
+//!
+//! A tenant owns a namespace (the first path component of its repository
+//! names, [`wharf_core::RepoName::namespace`]), users (unique across all
+//! tenants, because `docker login` sends only a user name) with roles over
+//! the tenant's repositories, robot accounts (`<tenant>+<name>`, a random
+//! secret, explicit grants), a quota, an optional hostname and an optional
+//! share of a node's request slots.
+//!
+//! Layout:
+//!
+//! - [`model`]: the records as stored (JSON in `wharf_meta` directory
+//!   records of kinds `tenant`, `user`, `robot`) and the views the admin API
+//!   may serialize.
+//! - [`validate`]: the grammar of names and hostnames, and the rule that a
+//!   repository pattern stays inside its tenant.
+//! - [`snapshot`]: one immutable, indexed version of the directory, the
+//!   [`Credential`] and grant lookups, and [`verify_password`].
+//! - [`directory`]: [`Directory`], which holds the current snapshot, loads
+//!   and refreshes it, and makes the admin mutations.
+//! - [`error`]: [`DirectoryError`], what every call can fail with.
+//!
+//! Owns: the directory's rules (names, uniqueness, patterns inside the
+//! tenant, roles to actions), password hashing (bcrypt, cost 10) and robot
+//! secrets (256 random bits, stored as SHA-256 via `wharf_auth`).
+//!
+//! Must never: make a request wait on the metadata store (design invariant
+//! 3: every lookup answers from the in-memory snapshot, refreshed in the
+//! background, and kept when the store fails); put a password or secret
+//! hash into anything the admin API serializes, or print one in `Debug`;
+//! grant a user or robot anything outside its tenant; or know about HTTP
+//! (errors are values the API layer maps to responses).
+//!
+//! Dependencies beyond the workspace's own: `bcrypt` for passwords (the
+//! hash `docker login` credentials have always been stored with in
+//! htpasswd), `getrandom` and `base64` for robot secrets, `serde_json` for
+//! records.
+
+#![forbid(unsafe_code)]
+
+pub mod directory;
+pub mod error;
+pub mod model;
+pub mod snapshot;
+pub mod validate;
+
+pub use directory::{
+    Directory, RobotSecret, BCRYPT_COST, MAX_PASSWORD_LEN, MAX_ROBOT_GRANTS, MAX_ROLE_BINDINGS,
+    MIN_PASSWORD_LEN, ROBOT_SECRET_PREFIX,
+};
+pub use error::DirectoryError;
+pub use model::{
+    NewTenant, QuotaPatch, RobotView, Role, RoleBinding, RoleSpec, Tenant, TenantPatch,
+    TenantQuota, Usage, UserView,
+};
+pub use snapshot::{verify_password, Credential, SubjectStatus};
+
+#[cfg(test)]
+mod tests;

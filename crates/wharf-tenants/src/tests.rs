@@ -1,0 +1,983 @@
+//! Directory behaviour over an in-memory metadata store that implements only
+//! the directory and namespace-usage calls, and can be switched to fail.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use wharf_auth::{parse_grant, Grant};
+use wharf_core::{Digest, Quota, QuotaSource, RepoName, Tag, UploadId};
+use wharf_meta::{
+    DirectoryRecord, DirectorySnapshot, ManifestRecord, MetaError, MetaStore, NamespaceUsage,
+    UploadRecord,
+};
+
+use crate::*;
+
+/// Seconds since the epoch, far from both ends, for time-dependent checks.
+const NOW: u64 = 1_700_000_000;
+
+#[derive(Default)]
+struct MemStore {
+    state: Mutex<MemState>,
+    failing: AtomicBool,
+}
+
+#[derive(Default)]
+struct MemState {
+    version: u64,
+    records: BTreeMap<(String, String), String>,
+    usage: HashMap<String, NamespaceUsage>,
+}
+
+impl MemStore {
+    fn up(&self) -> Result<std::sync::MutexGuard<'_, MemState>, MetaError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(MetaError::Unavailable(
+                "connection refused by db.internal:5432".into(),
+            ));
+        }
+        Ok(self.state.lock().unwrap())
+    }
+
+    fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    fn set_repositories(&self, namespace: &str, repositories: u64, bytes: u64) {
+        self.state.lock().unwrap().usage.insert(
+            namespace.to_string(),
+            NamespaceUsage {
+                bytes,
+                repositories,
+                holds_digest: false,
+            },
+        );
+    }
+
+    fn has(&self, kind: &str, key: &str) -> bool {
+        let state = self.state.lock().unwrap();
+        state
+            .records
+            .contains_key(&(kind.to_string(), key.to_string()))
+    }
+
+    fn raw(&self, kind: &str, key: &str) -> String {
+        let state = self.state.lock().unwrap();
+        state.records[&(kind.to_string(), key.to_string())].clone()
+    }
+
+    /// Removes a record behind the directory's back (an interrupted
+    /// deletion, another tool).
+    fn remove(&self, kind: &str, key: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.records.remove(&(kind.to_string(), key.to_string()));
+        state.version += 1;
+    }
+}
+
+fn unsupported<T>() -> Result<T, MetaError> {
+    Err(MetaError::Internal("not in the test double".into()))
+}
+
+#[async_trait]
+impl MetaStore for MemStore {
+    async fn link_blob(&self, _: &RepoName, _: &Digest, _: u64) -> Result<(), MetaError> {
+        unsupported()
+    }
+    async fn blob_size(&self, _: &RepoName, _: &Digest) -> Result<Option<u64>, MetaError> {
+        unsupported()
+    }
+    async fn unlink_blob(&self, _: &RepoName, _: &Digest) -> Result<bool, MetaError> {
+        unsupported()
+    }
+    async fn put_manifest(
+        &self,
+        _: &RepoName,
+        _: &ManifestRecord,
+        _: Option<&Tag>,
+    ) -> Result<(), MetaError> {
+        unsupported()
+    }
+    async fn get_manifest(
+        &self,
+        _: &RepoName,
+        _: &Digest,
+    ) -> Result<Option<ManifestRecord>, MetaError> {
+        unsupported()
+    }
+    async fn delete_manifest(&self, _: &RepoName, _: &Digest) -> Result<bool, MetaError> {
+        unsupported()
+    }
+    async fn resolve_tag(&self, _: &RepoName, _: &Tag) -> Result<Option<Digest>, MetaError> {
+        unsupported()
+    }
+    async fn delete_tag(&self, _: &RepoName, _: &Tag) -> Result<bool, MetaError> {
+        unsupported()
+    }
+    async fn list_tags(
+        &self,
+        _: &RepoName,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<String>, MetaError> {
+        unsupported()
+    }
+    async fn referrers(&self, _: &RepoName, _: &Digest) -> Result<Vec<ManifestRecord>, MetaError> {
+        unsupported()
+    }
+    async fn repo_exists(&self, _: &RepoName) -> Result<bool, MetaError> {
+        unsupported()
+    }
+    async fn list_repos(&self, _: Option<&str>, _: usize) -> Result<Vec<String>, MetaError> {
+        unsupported()
+    }
+    async fn put_upload(&self, _: &UploadRecord) -> Result<(), MetaError> {
+        unsupported()
+    }
+    async fn get_upload(&self, _: &UploadId) -> Result<Option<UploadRecord>, MetaError> {
+        unsupported()
+    }
+    async fn delete_upload(&self, _: &UploadId) -> Result<(), MetaError> {
+        unsupported()
+    }
+    async fn list_uploads(&self) -> Result<Vec<UploadRecord>, MetaError> {
+        unsupported()
+    }
+
+    async fn namespace_usage(
+        &self,
+        namespace: &str,
+        _: Option<&Digest>,
+    ) -> Result<NamespaceUsage, MetaError> {
+        Ok(self.up()?.usage.get(namespace).cloned().unwrap_or_default())
+    }
+
+    async fn directory_put(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &str,
+        create_only: bool,
+    ) -> Result<bool, MetaError> {
+        let mut state = self.up()?;
+        let k = (kind.to_string(), key.to_string());
+        if create_only && state.records.contains_key(&k) {
+            return Ok(false);
+        }
+        state.records.insert(k, value.to_string());
+        state.version += 1;
+        Ok(true)
+    }
+
+    async fn directory_delete(&self, kind: &str, key: &str) -> Result<bool, MetaError> {
+        let mut state = self.up()?;
+        let removed = state
+            .records
+            .remove(&(kind.to_string(), key.to_string()))
+            .is_some();
+        if removed {
+            state.version += 1;
+        }
+        Ok(removed)
+    }
+
+    async fn directory_version(&self) -> Result<u64, MetaError> {
+        Ok(self.up()?.version)
+    }
+
+    async fn directory_snapshot(&self) -> Result<DirectorySnapshot, MetaError> {
+        let state = self.up()?;
+        Ok(DirectorySnapshot {
+            version: state.version,
+            records: state
+                .records
+                .iter()
+                .map(|((kind, key), value)| DirectoryRecord {
+                    kind: kind.clone(),
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+        })
+    }
+}
+
+async fn setup() -> (Arc<MemStore>, Directory) {
+    let store = Arc::new(MemStore::default());
+    let dir = Directory::open(store.clone()).await.unwrap();
+    (store, dir)
+}
+
+fn new_tenant(name: &str) -> NewTenant {
+    NewTenant {
+        name: name.to_string(),
+        ..NewTenant::default()
+    }
+}
+
+fn grant(s: &str) -> Grant {
+    parse_grant(s).unwrap()
+}
+
+fn grants_text(grants: &[Grant]) -> Vec<String> {
+    grants.iter().map(Grant::to_string).collect()
+}
+
+fn invalid(r: Result<impl std::fmt::Debug, DirectoryError>) -> String {
+    match r {
+        Err(DirectoryError::Invalid(m)) => m,
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+fn conflict(r: Result<impl std::fmt::Debug, DirectoryError>) -> String {
+    match r {
+        Err(DirectoryError::Conflict(m)) => m,
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+}
+
+fn not_found(r: Result<impl std::fmt::Debug, DirectoryError>) {
+    match r {
+        Err(DirectoryError::NotFound(_)) => {}
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+// ---- tenants ----
+
+#[tokio::test]
+async fn created_tenant_is_visible_with_its_limits() {
+    let (_, dir) = setup().await;
+    let t = dir
+        .create_tenant(NewTenant {
+            name: "acme".into(),
+            hostname: Some("reg.acme.io".into()),
+            quota: TenantQuota {
+                bytes: Some(1 << 30),
+                repositories: None,
+            },
+            concurrency_share: Some(0.25),
+        })
+        .await
+        .unwrap();
+    assert!(t.created_unix > 0);
+    assert_eq!(dir.tenant("acme"), Some(t.clone()));
+    assert_eq!(dir.tenants(), vec![t]);
+    assert_eq!(dir.concurrency_share("acme"), Some(0.25));
+    assert_eq!(dir.concurrency_share("globex"), None);
+    assert_eq!(
+        dir.quota("acme"),
+        Some(Quota {
+            max_bytes: Some(1 << 30),
+            max_repositories: None
+        })
+    );
+    assert_eq!(dir.tenant_for_host("Reg.Acme.IO:443"), Some("acme".into()));
+    assert!(dir.version() > 0);
+}
+
+#[tokio::test]
+async fn tenant_without_limits_has_no_quota() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    assert_eq!(dir.quota("acme"), None);
+    assert_eq!(dir.quota("unknown"), None);
+}
+
+#[tokio::test]
+async fn invalid_tenants_are_refused() {
+    let (store, dir) = setup().await;
+    for name in ["", "Acme", "acme/app", "acme+x", "-acme", &"a".repeat(65)] {
+        invalid(dir.create_tenant(new_tenant(name)).await);
+    }
+    for host in [
+        "REG.acme.io",
+        "reg acme",
+        "reg.acme.io:0",
+        "reg.acme.io:99999",
+    ] {
+        invalid(
+            dir.create_tenant(NewTenant {
+                hostname: Some(host.into()),
+                ..new_tenant("acme")
+            })
+            .await,
+        );
+    }
+    for share in [0.0, -1.0, 1.5, f64::NAN] {
+        invalid(
+            dir.create_tenant(NewTenant {
+                concurrency_share: Some(share),
+                ..new_tenant("acme")
+            })
+            .await,
+        );
+    }
+    assert_eq!(store.state.lock().unwrap().version, 0, "nothing written");
+}
+
+#[tokio::test]
+async fn tenant_names_are_taken_once() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    conflict(dir.create_tenant(new_tenant("acme")).await);
+}
+
+#[tokio::test]
+async fn hostnames_are_unique_across_tenants_whatever_the_port() {
+    let (_, dir) = setup().await;
+    let with_host = |name: &str, host: &str| NewTenant {
+        hostname: Some(host.into()),
+        ..new_tenant(name)
+    };
+    dir.create_tenant(with_host("acme", "reg.acme.io"))
+        .await
+        .unwrap();
+    conflict(dir.create_tenant(with_host("globex", "reg.acme.io")).await);
+    conflict(
+        dir.create_tenant(with_host("globex", "reg.acme.io:5000"))
+            .await,
+    );
+    dir.create_tenant(with_host("globex", "reg.globex.io"))
+        .await
+        .unwrap();
+
+    let take = TenantPatch {
+        hostname: Some(Some("reg.acme.io".into())),
+        ..TenantPatch::default()
+    };
+    conflict(dir.update_tenant("globex", &take).await);
+    // A tenant may keep or re-port its own hostname.
+    let report = TenantPatch {
+        hostname: Some(Some("reg.acme.io:5000".into())),
+        ..TenantPatch::default()
+    };
+    dir.update_tenant("acme", &report).await.unwrap();
+    assert_eq!(dir.tenant_for_host("reg.acme.io"), None);
+    assert_eq!(dir.tenant_for_host("reg.acme.io:5000"), Some("acme".into()));
+
+    // Cleared, it is free again.
+    let clear = TenantPatch {
+        hostname: Some(None),
+        ..TenantPatch::default()
+    };
+    dir.update_tenant("acme", &clear).await.unwrap();
+    dir.update_tenant("globex", &take).await.unwrap();
+    assert_eq!(dir.tenant_for_host("reg.acme.io"), Some("globex".into()));
+}
+
+#[tokio::test]
+async fn update_tenant_patches_and_validates() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(NewTenant {
+        concurrency_share: Some(0.5),
+        quota: TenantQuota {
+            bytes: Some(100),
+            repositories: Some(3),
+        },
+        ..new_tenant("acme")
+    })
+    .await
+    .unwrap();
+    let patch: TenantPatch =
+        serde_json::from_str(r#"{"quota":{"repositories":null},"concurrency_share":0.75}"#)
+            .unwrap();
+    let t = dir.update_tenant("acme", &patch).await.unwrap();
+    assert_eq!(t.quota.bytes, Some(100));
+    assert_eq!(t.quota.repositories, None);
+    assert_eq!(dir.concurrency_share("acme"), Some(0.75));
+
+    let bad: TenantPatch = serde_json::from_str(r#"{"concurrency_share":2}"#).unwrap();
+    invalid(dir.update_tenant("acme", &bad).await);
+    assert_eq!(dir.concurrency_share("acme"), Some(0.75));
+    not_found(dir.update_tenant("globex", &patch).await);
+}
+
+#[tokio::test]
+async fn delete_tenant_refuses_while_it_holds_repositories_unless_forced() {
+    let (store, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    dir.put_user("acme", "alice", Some("correct horse"), &[])
+        .await
+        .unwrap();
+    dir.create_robot("acme", "ci", vec![grant("acme/*:pull")], None)
+        .await
+        .unwrap();
+    store.set_repositories("acme", 2, 1234);
+
+    let msg = conflict(dir.delete_tenant("acme", false).await);
+    assert!(msg.contains("2 repositories"), "{msg}");
+    assert!(dir.tenant("acme").is_some());
+
+    dir.delete_tenant("acme", true).await.unwrap();
+    assert!(dir.tenant("acme").is_none());
+    assert!(!store.has("tenant", "acme"));
+    assert!(!store.has("user", "alice"), "users removed");
+    assert!(!store.has("robot", "acme+ci"), "robots removed");
+    assert_eq!(
+        dir.subject_active("alice", NOW),
+        SubjectStatus::NotInDirectory
+    );
+    assert_eq!(dir.subject_active("acme+ci", NOW), SubjectStatus::Inactive);
+    not_found(dir.delete_tenant("acme", true).await);
+}
+
+#[tokio::test]
+async fn empty_tenant_deletes_without_force() {
+    let (store, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    store.set_repositories("acme-other", 5, 5);
+    dir.delete_tenant("acme", false).await.unwrap();
+    assert!(dir.tenants().is_empty());
+}
+
+#[tokio::test]
+async fn identities_of_a_half_deleted_tenant_are_inactive_and_never_come_back() {
+    let (store, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    dir.put_user("acme", "alice", Some("correct horse"), &[])
+        .await
+        .unwrap();
+    dir.create_robot("acme", "ci", vec![grant("acme/*:pull")], None)
+        .await
+        .unwrap();
+
+    // A deletion cut short after the tenant record went.
+    store.remove("tenant", "acme");
+    dir.load().await.unwrap();
+    assert_eq!(dir.subject_active("alice", NOW), SubjectStatus::Inactive);
+    assert!(dir.credential("alice").is_none());
+    assert!(dir.grants_of("acme+ci").is_none());
+
+    // A new tenant of the same name starts empty.
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    assert!(dir.credential("alice").is_none());
+    assert!(dir.credential("acme+ci").is_none());
+    assert!(dir.users("acme").unwrap().is_empty());
+    assert!(dir.robots("acme").unwrap().is_empty());
+    assert!(!store.has("user", "alice"));
+    assert_eq!(
+        dir.subject_active("alice", NOW),
+        SubjectStatus::NotInDirectory
+    );
+}
+
+#[tokio::test]
+async fn an_orphaned_user_name_can_be_taken_by_another_tenant() {
+    let (store, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    dir.create_tenant(new_tenant("globex")).await.unwrap();
+    dir.put_user("acme", "alice", Some("correct horse"), &[])
+        .await
+        .unwrap();
+    store.remove("tenant", "acme");
+    assert!(dir
+        .put_user("globex", "alice", Some("battery staple"), &[])
+        .await
+        .unwrap());
+    match dir.credential("alice") {
+        Some(Credential::User { tenant, .. }) => assert_eq!(tenant, "globex"),
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---- users ----
+
+#[tokio::test]
+async fn users_get_tenant_wide_roles_by_default_and_verify_with_bcrypt() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    let created = dir
+        .put_user(
+            "acme",
+            "alice",
+            Some("correct horse"),
+            &[
+                RoleSpec::tenant_wide(Role::Pull),
+                RoleSpec {
+                    role: Role::Admin,
+                    repositories: Some("acme/team/*".parse().unwrap()),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(
+        grants_text(&dir.grants_of("alice").unwrap()),
+        ["acme/*:pull", "acme/team/*:pull,push,delete"]
+    );
+    let cred = dir.credential("alice").unwrap();
+    assert_eq!((cred.subject(), cred.tenant()), ("alice", "acme"));
+    match &cred {
+        Credential::User { bcrypt_hash, .. } => assert!(bcrypt_hash.starts_with("$2b$10$")),
+        other => panic!("{other:?}"),
+    }
+    assert!(verify_password(&cred, "correct horse", NOW));
+    assert!(!verify_password(&cred, "correct horsf", NOW));
+    assert_eq!(dir.subject_active("alice", NOW), SubjectStatus::Active);
+    assert_eq!(
+        dir.subject_active("nobody", NOW),
+        SubjectStatus::NotInDirectory
+    );
+    assert!(dir.credential("nobody").is_none());
+    assert!(dir.grants_of("nobody").is_none());
+}
+
+#[tokio::test]
+async fn updating_a_user_keeps_its_password_unless_given() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    dir.put_user("acme", "alice", Some("correct horse"), &[])
+        .await
+        .unwrap();
+    let before = dir.credential("alice").unwrap();
+    let created = dir
+        .put_user("acme", "alice", None, &[RoleSpec::tenant_wide(Role::Push)])
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(dir.credential("alice").unwrap(), before);
+    assert_eq!(
+        grants_text(&dir.grants_of("alice").unwrap()),
+        ["acme/*:pull,push"]
+    );
+    assert_eq!(dir.users("acme").unwrap()[0].roles.len(), 1);
+}
+
+#[tokio::test]
+async fn user_input_is_validated() {
+    let (store, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    let version = store.state.lock().unwrap().version;
+    let pw = Some("correct horse");
+    for name in ["", "Alice", "acme+ci", "al:ice", ".alice", &"a".repeat(65)] {
+        invalid(dir.put_user("acme", name, pw, &[]).await);
+    }
+    let msg = invalid(dir.put_user("acme", "alice", None, &[]).await);
+    assert!(msg.contains("password"), "{msg}");
+    invalid(dir.put_user("acme", "alice", Some("short"), &[]).await);
+    invalid(
+        dir.put_user("acme", "alice", Some(&"x".repeat(72)), &[])
+            .await,
+    );
+    let too_many = vec![RoleSpec::tenant_wide(Role::Pull); MAX_ROLE_BINDINGS + 1];
+    invalid(dir.put_user("acme", "alice", pw, &too_many).await);
+    not_found(dir.put_user("globex", "alice", pw, &[]).await);
+    assert_eq!(
+        store.state.lock().unwrap().version,
+        version,
+        "nothing written"
+    );
+}
+
+#[tokio::test]
+async fn user_roles_outside_the_tenant_are_refused() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    for pattern in [
+        "globex/*",
+        "globex/app",
+        "acme-evil/*",
+        "acmex/app",
+        "acme-evil",
+    ] {
+        let spec = RoleSpec {
+            role: Role::Pull,
+            repositories: Some(pattern.parse().unwrap()),
+        };
+        let msg = invalid(dir.put_user("acme", "alice", None, &[spec]).await);
+        assert!(msg.contains("outside tenant acme"), "{msg}");
+    }
+}
+
+#[tokio::test]
+async fn user_names_are_unique_across_tenants() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    dir.create_tenant(new_tenant("globex")).await.unwrap();
+    dir.put_user("acme", "alice", Some("correct horse"), &[])
+        .await
+        .unwrap();
+    conflict(
+        dir.put_user("globex", "alice", Some("battery staple"), &[])
+            .await,
+    );
+    // Nor can another tenant change or delete it.
+    conflict(dir.put_user("globex", "alice", None, &[]).await);
+    not_found(dir.delete_user("globex", "alice").await);
+    assert_eq!(dir.credential("alice").unwrap().tenant(), "acme");
+}
+
+#[tokio::test]
+async fn deleted_user_leaves_the_directory() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    dir.put_user("acme", "alice", Some("correct horse"), &[])
+        .await
+        .unwrap();
+    dir.delete_user("acme", "alice").await.unwrap();
+    assert!(dir.credential("alice").is_none());
+    assert!(dir.users("acme").unwrap().is_empty());
+    assert_eq!(
+        dir.subject_active("alice", NOW),
+        SubjectStatus::NotInDirectory
+    );
+    not_found(dir.delete_user("acme", "alice").await);
+    not_found(dir.users("globex"));
+}
+
+// ---- robots ----
+
+#[tokio::test]
+async fn robot_gets_a_one_time_secret_that_verifies() {
+    let (store, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    let (view, secret) = dir
+        .create_robot(
+            "acme",
+            "ci",
+            vec![grant("acme/app:pull,push"), grant("acme/team/*:pull")],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(view.name, "acme+ci");
+    assert_eq!(view.tenant, "acme");
+    assert!(!view.revoked);
+    assert_eq!(view.expires_unix, None);
+    let text = secret.expose();
+    assert!(text.starts_with(ROBOT_SECRET_PREFIX));
+    assert_eq!(text.len(), ROBOT_SECRET_PREFIX.len() + 43, "256 bits");
+    assert_eq!(format!("{secret:?}"), "RobotSecret(<redacted>)");
+    assert!(
+        !store.raw("robot", "acme+ci").contains(text),
+        "stored hashed"
+    );
+
+    let cred = dir.credential("acme+ci").unwrap();
+    assert!(verify_password(&cred, text, NOW));
+    assert!(!verify_password(&cred, "wharf_robot_guess", NOW));
+    assert_eq!(
+        grants_text(&dir.grants_of("acme+ci").unwrap()),
+        ["acme/app:pull,push", "acme/team/*:pull"]
+    );
+    assert_eq!(dir.subject_active("acme+ci", NOW), SubjectStatus::Active);
+    assert_eq!(dir.robots("acme").unwrap(), vec![view]);
+
+    let (_, other) = dir
+        .create_robot("acme", "ci2", vec![grant("acme/*:pull")], None)
+        .await
+        .unwrap();
+    assert_ne!(other.expose(), text);
+}
+
+#[tokio::test]
+async fn revoked_robot_is_refused_everywhere_but_kept() {
+    let (store, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    let (_, secret) = dir
+        .create_robot("acme", "ci", vec![grant("acme/*:pull")], None)
+        .await
+        .unwrap();
+    let view = dir.revoke_robot("acme", "ci").await.unwrap();
+    assert!(view.revoked);
+    assert!(store.has("robot", "acme+ci"), "record kept");
+    let cred = dir.credential("acme+ci").unwrap();
+    assert!(!verify_password(&cred, secret.expose(), NOW));
+    assert!(dir.grants_of("acme+ci").is_none());
+    assert_eq!(dir.subject_active("acme+ci", NOW), SubjectStatus::Inactive);
+    assert!(dir.robots("acme").unwrap()[0].revoked);
+
+    // Idempotent, and the name cannot be reused while the record stays.
+    assert!(dir.revoke_robot("acme", "ci").await.unwrap().revoked);
+    conflict(
+        dir.create_robot("acme", "ci", vec![grant("acme/*:pull")], None)
+            .await,
+    );
+    not_found(dir.revoke_robot("acme", "nope").await);
+    not_found(dir.revoke_robot("globex", "ci").await);
+}
+
+#[tokio::test]
+async fn robot_expires_at_its_time() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    let (view, secret) = dir
+        .create_robot(
+            "acme",
+            "ci",
+            vec![grant("acme/*:pull")],
+            Some(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    let expires = view.expires_unix.unwrap();
+    assert!(expires >= view.created_unix + 3600);
+    let cred = dir.credential("acme+ci").unwrap();
+    assert!(verify_password(&cred, secret.expose(), expires - 1));
+    assert!(!verify_password(&cred, secret.expose(), expires));
+    assert!(dir.grants_of_at("acme+ci", expires - 1).is_some());
+    assert!(dir.grants_of_at("acme+ci", expires).is_none());
+    assert_eq!(
+        dir.subject_active("acme+ci", expires - 1),
+        SubjectStatus::Active
+    );
+    assert_eq!(
+        dir.subject_active("acme+ci", expires),
+        SubjectStatus::Inactive
+    );
+    invalid(
+        dir.create_robot(
+            "acme",
+            "ci0",
+            vec![grant("acme/*:pull")],
+            Some(Duration::from_millis(500)),
+        )
+        .await,
+    );
+}
+
+#[tokio::test]
+async fn unknown_robot_looking_names_are_inactive() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    for subject in ["acme+ghost", "globex+ci", "+", "a+b+c"] {
+        assert_eq!(dir.subject_active(subject, NOW), SubjectStatus::Inactive);
+        assert!(dir.credential(subject).is_none());
+    }
+    assert_eq!(dir.subject_active("", NOW), SubjectStatus::NotInDirectory);
+}
+
+#[tokio::test]
+async fn robot_input_is_validated() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    for short in ["", "CI", "c+i", "c:i", &"c".repeat(65)] {
+        invalid(
+            dir.create_robot("acme", short, vec![grant("acme/*:pull")], None)
+                .await,
+        );
+    }
+    invalid(dir.create_robot("acme", "ci", vec![], None).await);
+    for outside in ["globex/*:pull", "acme-evil/*:pull", "acmex:pull"] {
+        let msg = invalid(
+            dir.create_robot("acme", "ci", vec![grant(outside)], None)
+                .await,
+        );
+        assert!(msg.contains("outside tenant acme"), "{msg}");
+    }
+    let nothing = Grant::new("acme/*".parse().unwrap(), wharf_auth::Actions::NONE);
+    invalid(dir.create_robot("acme", "ci", vec![nothing], None).await);
+    let many = vec![grant("acme/*:pull"); MAX_ROBOT_GRANTS + 1];
+    invalid(dir.create_robot("acme", "ci", many, None).await);
+    not_found(
+        dir.create_robot("globex", "ci", vec![grant("globex/*:pull")], None)
+            .await,
+    );
+    assert!(dir.robots("acme").unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn robot_star_grant_is_stored_as_its_actions() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    let all = Grant::new("acme/*".parse().unwrap(), wharf_auth::Actions::ALL);
+    let (view, _) = dir
+        .create_robot("acme", "ci", vec![all], None)
+        .await
+        .unwrap();
+    assert_eq!(grants_text(&view.grants), ["acme/*:pull,push,delete"]);
+    dir.load().await.unwrap();
+    assert_eq!(
+        grants_text(&dir.grants_of("acme+ci").unwrap()),
+        ["acme/*:pull,push,delete"]
+    );
+}
+
+// ---- views ----
+
+#[tokio::test]
+async fn views_never_carry_a_hash() {
+    let (store, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    dir.put_user("acme", "alice", Some("correct horse"), &[])
+        .await
+        .unwrap();
+    let (robot, secret) = dir
+        .create_robot("acme", "ci", vec![grant("acme/*:pull")], None)
+        .await
+        .unwrap();
+    let user_hash = match dir.credential("alice").unwrap() {
+        Credential::User { bcrypt_hash, .. } => bcrypt_hash,
+        other => panic!("{other:?}"),
+    };
+    let robot_hash = wharf_auth::hash_secret(secret.expose());
+    assert!(store.raw("user", "alice").contains(&user_hash));
+    assert!(store.raw("robot", "acme+ci").contains(&robot_hash));
+
+    let shown = [
+        serde_json::to_string(&dir.users("acme").unwrap()).unwrap(),
+        serde_json::to_string(&dir.robots("acme").unwrap()).unwrap(),
+        serde_json::to_string(&robot).unwrap(),
+        serde_json::to_string(&dir.tenants()).unwrap(),
+        serde_json::to_string(&dir.usage("acme").await.unwrap()).unwrap(),
+        format!("{:?}", dir.credential("alice")),
+        format!("{:?}", dir.credential("acme+ci")),
+        format!("{dir:?}"),
+    ];
+    for text in shown {
+        assert!(!text.contains(&user_hash), "{text}");
+        assert!(!text.contains(&robot_hash), "{text}");
+        assert!(!text.contains(secret.expose()), "{text}");
+        assert!(!text.contains("hash"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn usage_reports_the_store_and_the_quota() {
+    let (store, dir) = setup().await;
+    dir.create_tenant(NewTenant {
+        quota: TenantQuota {
+            bytes: Some(10),
+            repositories: Some(2),
+        },
+        ..new_tenant("acme")
+    })
+    .await
+    .unwrap();
+    store.set_repositories("acme", 1, 7);
+    let u = dir.usage("acme").await.unwrap();
+    assert_eq!(
+        u,
+        Usage {
+            tenant: "acme".into(),
+            bytes: 7,
+            repositories: 1,
+            quota: TenantQuota {
+                bytes: Some(10),
+                repositories: Some(2)
+            },
+        }
+    );
+    assert_eq!(
+        serde_json::to_value(&u).unwrap(),
+        serde_json::json!({"tenant": "acme", "bytes": 7, "repositories": 1,
+            "quota": {"bytes": 10, "repositories": 2}})
+    );
+    not_found(dir.usage("globex").await);
+}
+
+// ---- nodes, refresh and outages ----
+
+#[tokio::test]
+async fn refresh_picks_up_changes_made_on_another_node() {
+    let store = Arc::new(MemStore::default());
+    let a = Directory::open(store.clone()).await.unwrap();
+    let b = Directory::open(store.clone()).await.unwrap();
+    assert!(!b.refresh().await.unwrap(), "nothing changed yet");
+
+    a.create_tenant(new_tenant("acme")).await.unwrap();
+    a.create_robot("acme", "ci", vec![grant("acme/*:pull")], None)
+        .await
+        .unwrap();
+    assert!(b.credential("acme+ci").is_none(), "b has not refreshed");
+    assert!(b.refresh().await.unwrap());
+    assert!(b.credential("acme+ci").is_some());
+    assert!(!b.refresh().await.unwrap());
+    assert_eq!(a.version(), b.version());
+
+    // A revocation on b reaches a.
+    b.revoke_robot("acme", "ci").await.unwrap();
+    assert_eq!(a.subject_active("acme+ci", NOW), SubjectStatus::Active);
+    a.refresh().await.unwrap();
+    assert_eq!(a.subject_active("acme+ci", NOW), SubjectStatus::Inactive);
+
+    // Both nodes' checks see each other's names.
+    conflict(b.create_tenant(new_tenant("acme")).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_refresher_follows_the_store_and_stops_with_the_directory() {
+    let store = Arc::new(MemStore::default());
+    let a = Directory::open(store.clone()).await.unwrap();
+    let b = Directory::open(store.clone()).await.unwrap();
+    let refresher = b.spawn_refresher(Duration::from_secs(5));
+
+    a.create_tenant(new_tenant("acme")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(b.tenant("acme").is_some());
+
+    a.create_tenant(new_tenant("globex")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(b.tenants().len(), 2);
+
+    drop(b);
+    tokio::time::timeout(Duration::from_secs(30), refresher)
+        .await
+        .expect("the refresher ends once the directory is gone")
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_survives_a_failing_store() {
+    let store = Arc::new(MemStore::default());
+    let dir = Directory::open(store.clone()).await.unwrap();
+    dir.create_tenant(NewTenant {
+        hostname: Some("reg.acme.io".into()),
+        ..new_tenant("acme")
+    })
+    .await
+    .unwrap();
+    let (_, secret) = dir
+        .create_robot("acme", "ci", vec![grant("acme/*:pull")], None)
+        .await
+        .unwrap();
+    let refresher = dir.spawn_refresher(Duration::from_secs(1));
+
+    store.fail(true);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    match dir.refresh().await {
+        Err(DirectoryError::Unavailable(msg)) => {
+            assert!(!msg.contains("db.internal"), "store detail leaked: {msg}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        dir.load().await,
+        Err(DirectoryError::Unavailable(_))
+    ));
+    // Everything the request path needs still answers.
+    let cred = dir.credential("acme+ci").unwrap();
+    assert!(verify_password(&cred, secret.expose(), NOW));
+    assert!(dir.grants_of("acme+ci").is_some());
+    assert_eq!(dir.tenant_for_host("reg.acme.io"), Some("acme".into()));
+    // Mutations fail fast and clearly.
+    assert!(matches!(
+        dir.create_tenant(new_tenant("globex")).await,
+        Err(DirectoryError::Unavailable(_))
+    ));
+    assert!(matches!(
+        dir.usage("acme").await,
+        Err(DirectoryError::Unavailable(_))
+    ));
+
+    store.fail(false);
+    store.remove("robot", "acme+ci");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(dir.credential("acme+ci").is_none(), "refresher recovered");
+    refresher.abort();
+}
+
+#[tokio::test]
+async fn internal_store_errors_become_a_generic_unavailable() {
+    let e: DirectoryError = MetaError::Internal("duplicate key in pg_catalog".into()).into();
+    match e {
+        DirectoryError::Unavailable(msg) => assert!(!msg.contains("pg_catalog")),
+        other => panic!("{other:?}"),
+    }
+}
