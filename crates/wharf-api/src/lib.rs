@@ -145,7 +145,10 @@ fn classify(endpoint: Option<&Endpoint>, method: &Method) -> Classified {
         Some(E::Referrers(r, _)) => (Class::Admin, "referrers", Some(r)),
         Some(E::Manifest(r, _)) if read => (Class::Pull, "manifest", Some(r)),
         Some(E::Manifest(r, _)) => (Class::Push, "manifest", Some(r)),
-        Some(E::Blob(r, _)) if read => (Class::Pull, "blob", Some(r)),
+        // A blob HEAD is a pusher asking whether a layer is there (pullers
+        // GET blobs): push work, so a flood of pulls cannot shed pushes.
+        Some(E::Blob(r, _)) if *method == Method::GET => (Class::Pull, "blob", Some(r)),
+        Some(E::Blob(r, _)) if read => (Class::Push, "blob", Some(r)),
         Some(E::Blob(r, _)) => (Class::Push, "blob", Some(r)),
         Some(E::Uploads(r)) => (Class::Push, "uploads", Some(r)),
         Some(E::Upload(r, _)) => (Class::Push, "upload", Some(r)),

@@ -436,10 +436,18 @@ fn is_pull(head: &[u8]) -> bool {
     let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
         return false;
     };
-    let read = method == b"GET" || method == b"HEAD";
     let contains = |needle: &[u8]| path.windows(needle.len()).any(|w| w == needle);
-    read && path.starts_with(b"/v2/")
-        && (contains(b"/manifests/") || (contains(b"/blobs/") && !contains(b"/blobs/uploads")))
+    // A blob HEAD is how pushers ask "do you have this layer?" (pulls GET
+    // blobs), so it counts as push work, as in `classify`.
+    path.starts_with(b"/v2/")
+        && match method {
+            b"GET" => {
+                contains(b"/manifests/")
+                    || (contains(b"/blobs/") && !contains(b"/blobs/uploads"))
+            }
+            b"HEAD" => contains(b"/manifests/"),
+            _ => false,
+        }
 }
 
 /// Answers a refused connection (its head already read) with the canned
@@ -580,5 +588,27 @@ impl AsyncWrite for Tracked {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_pull;
+
+    #[test]
+    fn pulls_are_reads_of_manifests_and_blob_gets() {
+        let d = "sha256:".to_string() + &"ab".repeat(32);
+        let head = |s: String| is_pull(format!("{s} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        assert!(head("GET /v2/acme/app/manifests/1".into()));
+        assert!(head("HEAD /v2/acme/app/manifests/1".into()));
+        assert!(head(format!("GET /v2/acme/app/blobs/{d}")));
+        // Pushers ask for layers with HEAD; uploads are pushes whatever
+        // the method; anything else is not a pull either.
+        assert!(!head(format!("HEAD /v2/acme/app/blobs/{d}")));
+        assert!(!head("GET /v2/acme/app/blobs/uploads/abc".into()));
+        assert!(!head("PUT /v2/acme/app/manifests/1".into()));
+        assert!(!head("GET /v2/".into()));
+        assert!(!head("GET /metrics".into()));
+        assert!(!is_pull(b""));
     }
 }
