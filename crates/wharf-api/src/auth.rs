@@ -42,7 +42,7 @@ use wharf_auth::{
     LoginLimiter, Principal, RefreshToken, RepoPattern, Resource, Scope, Verifier,
 };
 use wharf_core::{RegistryError, RepoName};
-use wharf_tenants::{verify_password, Directory, SubjectStatus};
+use wharf_tenants::{verify_password, Credential, Directory, SubjectStatus};
 
 use crate::error::error_response;
 use crate::headers;
@@ -260,11 +260,21 @@ impl Users {
         if self.status(user) == SubjectStatus::Inactive {
             return Ok(Login::Wrong);
         }
+        let credential = self.directory.as_ref().and_then(|d| d.credential(user));
+        // The stored hash is part of the key: once a password is changed,
+        // a remembered check of the old one no longer matches.
+        let stored = match &credential {
+            Some(Credential::User { bcrypt_hash, .. }) => bcrypt_hash.as_str(),
+            Some(Credential::Robot { secret_hash, .. }) => secret_hash.as_str(),
+            None => "",
+        };
         let key: [u8; 32] = {
             let mut h = Sha256::new();
             h.update(user.as_bytes());
             h.update(b":");
             h.update(password.as_bytes());
+            h.update(b":");
+            h.update(stored.as_bytes());
             h.finalize().into()
         };
         let now = Instant::now();
@@ -292,7 +302,6 @@ impl Users {
             _ => return Err(busy()),
         };
         let file = self.htpasswd.clone();
-        let credential = self.directory.as_ref().and_then(|d| d.credential(user));
         let (u, p) = (user.to_string(), password.to_string());
         let ok = tokio::task::spawn_blocking(move || match credential {
             Some(c) => verify_password(&c, &p, now_unix()),

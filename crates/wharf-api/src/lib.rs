@@ -221,7 +221,7 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
     // Before admission, so that requests without valid credentials never
     // hold a slot; the token endpoint checks its own credentials.
     if token_service.is_none() {
-        let checked = match host_tenant_refusal(&state, &endpoint, &req.headers) {
+        let checked = match host_tenant_refusal(&state, &endpoint, &req.uri, &req.headers) {
             Some(refusal) => Err(error::error_response(&refusal, head)),
             None if matches!(state.auth, auth::Auth::None) => Ok(()),
             None => {
@@ -310,6 +310,7 @@ const IN_MEMORY_BODY_MAX: u64 = 4 * 1024 * 1024;
 fn host_tenant_refusal(
     state: &AppState,
     endpoint: &std::result::Result<Endpoint, RegistryError>,
+    uri: &Uri,
     headers: &HeaderMap,
 ) -> Option<RegistryError> {
     let directory = state.directory.as_ref()?;
@@ -317,7 +318,15 @@ fn host_tenant_refusal(
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())?;
     let tenant = directory.tenant_for_host(host)?;
-    let repos: Vec<&wharf_core::RepoName> = match endpoint.as_ref().ok()? {
+    // A mount reads from `from` (when it parses; otherwise the handler
+    // falls back to a plain upload).
+    let from: Option<wharf_core::RepoName> = match endpoint.as_ref().ok()? {
+        Endpoint::Uploads(_) if headers::query(uri, "mount").is_some() => {
+            headers::query(uri, "from").and_then(|f| f.parse().ok())
+        }
+        _ => None,
+    };
+    let mut repos: Vec<&wharf_core::RepoName> = match endpoint.as_ref().ok()? {
         Endpoint::Base => return None,
         Endpoint::Catalog => {
             return Some(RegistryError::Denied(format!(
@@ -331,6 +340,7 @@ fn host_tenant_refusal(
         | Endpoint::Upload(r, _)
         | Endpoint::Uploads(r) => vec![r],
     };
+    repos.extend(from.as_ref());
     repos
         .into_iter()
         .find(|r| r.namespace() != tenant)

@@ -442,8 +442,7 @@ fn is_pull(head: &[u8]) -> bool {
     path.starts_with(b"/v2/")
         && match method {
             b"GET" => {
-                contains(b"/manifests/")
-                    || (contains(b"/blobs/") && !contains(b"/blobs/uploads"))
+                contains(b"/manifests/") || (contains(b"/blobs/") && !contains(b"/blobs/uploads"))
             }
             b"HEAD" => contains(b"/manifests/"),
             _ => false,

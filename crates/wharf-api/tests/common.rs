@@ -46,6 +46,20 @@ impl Server {
         s
     }
 
+    /// Starts a server over `registry`, which the caller built on
+    /// `stores` (to share its metadata store with a tenant directory), with
+    /// `configure` applied to its state. The server keeps the stores'
+    /// directory alive.
+    pub async fn start_over(
+        stores: Stores,
+        registry: Registry,
+        configure: impl FnOnce(&mut wharf_api::AppState),
+    ) -> Server {
+        let mut s = Server::start_registry(stores.dir.path(), registry, configure).await;
+        s._dir = Some(stores.dir);
+        s
+    }
+
     async fn start_configured(
         data: &Path,
         configure: impl FnOnce(&mut wharf_api::AppState),
@@ -53,6 +67,14 @@ impl Server {
         let blobs = FsStore::open(data).await.unwrap();
         let meta = EmbeddedStore::open(data.join("meta.redb")).unwrap();
         let registry = Registry::new(Arc::new(blobs), Arc::new(meta), RegistryConfig::default());
+        Server::start_registry(data, registry, configure).await
+    }
+
+    async fn start_registry(
+        data: &Path,
+        registry: Registry,
+        configure: impl FnOnce(&mut wharf_api::AppState),
+    ) -> Server {
         let mut state = wharf_api::AppState::new(registry);
         configure(&mut state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -102,6 +124,13 @@ impl Server {
 
     /// [`Server::raw_get`] with `extra` header lines (each ending `\r\n`).
     pub async fn raw_get_with(&self, path: &str, extra: &str) -> (u16, String) {
+        let (status, _, body) = self.raw_get_full(path, extra).await;
+        (status, body)
+    }
+
+    /// [`Server::raw_get_with`], also returning the response's header
+    /// block (status line and header lines, as received).
+    pub async fn raw_get_full(&self, path: &str, extra: &str) -> (u16, String, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.base.trim_start_matches("http://");
         let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -116,11 +145,8 @@ impl Server {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .expect("an HTTP status line");
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (status, head.to_string(), body.to_string())
     }
 
     /// Pushes `bytes` as a blob of `repo` monolithically; returns its digest.
@@ -172,6 +198,36 @@ impl Server {
         );
         let d = sha256(body.as_bytes());
         (body, d)
+    }
+}
+
+/// The stores of a server, opened before it starts, for a test that needs
+/// them itself: a tenant directory must share the registry's metadata
+/// store (the embedded store cannot be opened twice), and a test may look
+/// at the blob store's files.
+pub struct Stores {
+    pub blobs: Arc<FsStore>,
+    pub meta: Arc<EmbeddedStore>,
+    /// The data directory both live in.
+    pub dir: tempfile::TempDir,
+}
+
+impl Stores {
+    /// Opens both stores in a new temporary directory.
+    pub async fn open() -> Stores {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Arc::new(FsStore::open(dir.path()).await.unwrap());
+        let meta = Arc::new(EmbeddedStore::open(dir.path().join("meta.redb")).unwrap());
+        Stores { blobs, meta, dir }
+    }
+
+    /// A registry over these stores, with the default configuration.
+    pub fn registry(&self) -> Registry {
+        Registry::new(
+            self.blobs.clone(),
+            self.meta.clone(),
+            RegistryConfig::default(),
+        )
     }
 }
 

@@ -221,13 +221,16 @@ async fn classes_are_isolated_when_the_pull_class_is_full() {
     assert_eq!(r.status(), 503);
     assert_eq!(header(&r, "retry-after"), "1");
     assert_eq!(error_code(r).await, "UNAVAILABLE");
+    let r = srv.send(Method::HEAD, "/v2/acme/app/manifests/v1").await;
+    assert_eq!(r.status(), 503, "a manifest HEAD is a pull too");
+    assert_eq!(header(&r, "retry-after"), "1");
+
+    // Pushes and admin work are not affected, nor are a pusher's layer
+    // checks (blob HEAD is push work).
     let r = srv
         .send(Method::HEAD, &format!("/v2/acme/big/blobs/{big}"))
         .await;
-    assert_eq!(r.status(), 503, "HEAD is a pull too");
-    assert_eq!(header(&r, "retry-after"), "1");
-
-    // Pushes and admin work are not affected.
+    assert_eq!(r.status(), 200, "blob HEAD while pulls are full");
     let r = srv.send(Method::POST, "/v2/acme/new/blobs/uploads/").await;
     assert_eq!(r.status(), 202, "push while pulls are full");
     let r = srv.send(Method::GET, "/v2/").await;
@@ -375,7 +378,7 @@ async fn a_lone_tenant_may_exceed_its_share_until_the_class_is_half_full() {
     let _h2 = hold_blob_get(srv.addr, "solo/big", &big).await;
     assert_eq!(srv.stats_of(Class::Pull).in_flight, 2);
     let r = srv
-        .send(Method::HEAD, &format!("/v2/solo/big/blobs/{big}"))
+        .send(Method::GET, &format!("/v2/solo/big/blobs/{big}"))
         .await;
     assert_eq!(r.status(), 429);
     assert_eq!(header(&r, "retry-after"), "1");

@@ -21,6 +21,8 @@ use crate::{meta_err, Registry};
 /// What an upload, mount or manifest put adds to a namespace.
 pub(crate) struct Addition<'a> {
     pub repo: &'a RepoName,
+    /// What is added; `None` for an upload still in progress, whose digest
+    /// is not known yet.
     pub digest: Option<&'a Digest>,
     pub bytes: u64,
 }
@@ -52,7 +54,11 @@ impl Registry {
         }
         if let Some(max) = quota.max_bytes {
             let after = usage.bytes.saturating_add(add.bytes);
-            if !usage.holds_digest && after > max {
+            // An upload in progress may turn out to be content the tenant
+            // holds, which costs nothing; it cannot be if it is larger
+            // than all the tenant holds, and only then is it stopped early.
+            let may_be_held = add.digest.is_none() && add.bytes <= usage.bytes;
+            if !usage.holds_digest && !may_be_held && after > max {
                 return Err(RegistryError::Denied(format!(
                     "quota exceeded: tenant {ns} holds {} bytes; adding {} would pass its storage quota of {max} bytes",
                     usage.bytes, add.bytes

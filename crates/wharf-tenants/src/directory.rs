@@ -32,11 +32,15 @@ use wharf_meta::MetaStore;
 
 use crate::error::DirectoryError;
 use crate::model::{
-    NewTenant, Robot, RobotView, RoleBinding, RoleSpec, Tenant, TenantPatch, Usage, User, UserView,
-    KIND_ROBOT, KIND_TENANT, KIND_USER,
+    NewTenant, Retired, Robot, RobotView, RoleBinding, RoleSpec, Tenant, TenantPatch, Usage, User,
+    UserView, KIND_RETIRED, KIND_ROBOT, KIND_TENANT, KIND_USER,
 };
 use crate::snapshot::{Credential, Snapshot, SubjectStatus};
 use crate::validate::{self, clip, pattern_in_tenant};
+
+/// How long a deleted user's name is remembered: longer than the longest
+/// token lifetime (an hour), so no token of a deleted user outlives it.
+const RETIRED_KEEP_SECS: u64 = 2 * 3600;
 
 /// bcrypt cost of stored passwords (about 50 ms a check on these machines).
 pub const BCRYPT_COST: u32 = 10;
@@ -403,6 +407,13 @@ impl Directory {
             .chain(robots.map(|r| (KIND_ROBOT, r.name.as_str())))
             .chain(orphans.map(|o| (o.kind, o.key.as_str())))
             .collect();
+        let retired: Vec<String> = snap
+            .users
+            .values()
+            .filter(|u| u.tenant == name)
+            .map(|u| u.name.clone())
+            .collect();
+        self.retire_users(&snap, &retired).await;
         for (kind, key) in doomed {
             if let Err(e) = self.inner.store.directory_delete(kind, key).await {
                 // Already inert; swept when a tenant of this name is created.
@@ -493,7 +504,28 @@ impl Directory {
         if !self.inner.store.directory_delete(KIND_USER, name).await? {
             return Err(not_found());
         }
+        self.retire_users(&snap, &[name.to_string()]).await;
         self.load().await
+    }
+
+    /// Remembers deleted users' names, so that tokens already issued to
+    /// them are refused (a name the directory has never heard of may be an
+    /// htpasswd user, and is not refused). Names retired longer ago than
+    /// any token can live are forgotten here. Best effort: a failure is
+    /// logged, and such a user's tokens then live out their lifetime.
+    async fn retire_users(&self, snap: &Snapshot, names: &[String]) {
+        let now = now_unix();
+        for name in names {
+            let r = Retired { retired_unix: now };
+            if let Err(e) = self.put(KIND_RETIRED, name, &r, false).await {
+                tracing::warn!(user = %clip(name), error = %e, "could not retire a deleted user's name");
+            }
+        }
+        for (name, when) in &snap.retired {
+            if now.saturating_sub(*when) > RETIRED_KEEP_SECS && !names.contains(name) {
+                let _ = self.inner.store.directory_delete(KIND_RETIRED, name).await;
+            }
+        }
     }
 
     /// Creates robot `<tenant>+<short>` with `grants` (each inside the

@@ -22,6 +22,16 @@ pub const KIND_TENANT: &str = "tenant";
 pub const KIND_USER: &str = "user";
 /// Directory record kind of a robot account.
 pub const KIND_ROBOT: &str = "robot";
+/// Directory record kind of a deleted user's name (value: [`Retired`]),
+/// kept for longer than any token lives, so tokens issued to the user are
+/// refused, not honoured until they expire.
+pub const KIND_RETIRED: &str = "retired-user";
+
+/// When a user was deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retired {
+    pub retired_unix: u64,
+}
 
 /// A customer: owns the namespace `name/` and the users and robots bound to
 /// it. It holds no secret, so it is its own view.

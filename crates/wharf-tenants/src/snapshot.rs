@@ -17,7 +17,9 @@ use std::collections::HashMap;
 use wharf_auth::{verify_secret, Grant};
 use wharf_meta::DirectorySnapshot;
 
-use crate::model::{Robot, Tenant, User, KIND_ROBOT, KIND_TENANT, KIND_USER};
+use crate::model::{
+    Retired, Robot, Tenant, User, KIND_RETIRED, KIND_ROBOT, KIND_TENANT, KIND_USER,
+};
 use crate::validate::{self, pattern_in_tenant, split_host, ROBOT_SEPARATOR};
 
 /// What the node checks a password against. `Debug` never shows the hash.
@@ -120,6 +122,8 @@ pub(crate) struct Snapshot {
     /// Host without port → (tenant, the port it was configured with).
     pub hosts: HashMap<String, (String, Option<u16>)>,
     pub orphans: Vec<Orphan>,
+    /// Names of deleted users → when they were deleted.
+    pub retired: HashMap<String, u64>,
 }
 
 impl Snapshot {
@@ -146,6 +150,12 @@ impl Snapshot {
                 },
                 KIND_ROBOT => match serde_json::from_str::<Robot>(&rec.value) {
                     Ok(r) if r.name == rec.key && robot_name_ok(&r) => robots.push(r),
+                    _ => skip(&rec.kind, &rec.key),
+                },
+                KIND_RETIRED => match serde_json::from_str::<Retired>(&rec.value) {
+                    Ok(r) => {
+                        snap.retired.insert(rec.key.clone(), r.retired_unix);
+                    }
                     _ => skip(&rec.kind, &rec.key),
                 },
                 other => tracing::debug!(kind = other, "ignoring unknown directory record kind"),
@@ -237,10 +247,11 @@ impl Snapshot {
             }
         } else if self.users.contains_key(subject) {
             SubjectStatus::Active
-        } else if self
-            .orphans
-            .iter()
-            .any(|o| o.kind == KIND_USER && o.key == subject)
+        } else if self.retired.contains_key(subject)
+            || self
+                .orphans
+                .iter()
+                .any(|o| o.kind == KIND_USER && o.key == subject)
         {
             SubjectStatus::Inactive
         } else {

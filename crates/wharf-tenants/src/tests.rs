@@ -418,10 +418,8 @@ async fn delete_tenant_refuses_while_it_holds_repositories_unless_forced() {
     assert!(!store.has("tenant", "acme"));
     assert!(!store.has("user", "alice"), "users removed");
     assert!(!store.has("robot", "acme+ci"), "robots removed");
-    assert_eq!(
-        dir.subject_active("alice", NOW),
-        SubjectStatus::NotInDirectory
-    );
+    // Retired, so tokens already issued to alice are refused.
+    assert_eq!(dir.subject_active("alice", NOW), SubjectStatus::Inactive);
     assert_eq!(dir.subject_active("acme+ci", NOW), SubjectStatus::Inactive);
     not_found(dir.delete_tenant("acme", true).await);
 }
@@ -623,12 +621,20 @@ async fn deleted_user_leaves_the_directory() {
     dir.delete_user("acme", "alice").await.unwrap();
     assert!(dir.credential("alice").is_none());
     assert!(dir.users("acme").unwrap().is_empty());
-    assert_eq!(
-        dir.subject_active("alice", NOW),
-        SubjectStatus::NotInDirectory
-    );
+    // Retired, so tokens already issued to alice are refused...
+    assert_eq!(dir.subject_active("alice", NOW), SubjectStatus::Inactive);
     not_found(dir.delete_user("acme", "alice").await);
     not_found(dir.users("globex"));
+    // ...until the name is given to a user again.
+    dir.put_user("acme", "alice", Some("battery staple"), &[])
+        .await
+        .unwrap();
+    assert_eq!(dir.subject_active("alice", NOW), SubjectStatus::Active);
+    // A name the directory never had may be an htpasswd user's.
+    assert_eq!(
+        dir.subject_active("bob", NOW),
+        SubjectStatus::NotInDirectory
+    );
 }
 
 // ---- robots ----

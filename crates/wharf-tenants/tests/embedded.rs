@@ -122,8 +122,20 @@ async fn usage_and_deletion_follow_what_the_namespace_holds() {
     dir.delete_tenant("acme", true).await.unwrap();
     assert!(dir.tenant("acme").is_none());
     assert!(dir.credential("alice").is_none());
+    // Only the deleted users' names are left (retired, so their tokens
+    // are refused).
     let left = embedded.directory_snapshot().await.unwrap();
-    assert!(left.records.is_empty(), "{:?}", left.records);
+    assert!(
+        left.records
+            .iter()
+            .all(|r| r.kind == "retired-user" && r.key == "alice"),
+        "{:?}",
+        left.records
+    );
+    assert_eq!(
+        dir.subject_active("alice", 0),
+        wharf_tenants::SubjectStatus::Inactive
+    );
 }
 
 #[tokio::test]

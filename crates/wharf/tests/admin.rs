@@ -133,7 +133,7 @@ fn a_saturated_class_turns_the_node_not_ready() {
 
     // A second pull now waits for the slot (bounded by --max-wait-ms), and
     // while it waits the node says it is saturated.
-    let waiter_url = format!("{}/v2/a/big/blobs/{blob}", w.base);
+    let waiter_url = format!("{}/v2/a/big/manifests/v1", w.base);
     let waiter = std::thread::spawn(move || client().head(waiter_url).send().unwrap().status());
     let readyz = format!("{}/readyz", w.admin);
     let mut seen = String::new();
