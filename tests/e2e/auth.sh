@@ -31,7 +31,7 @@ case_auth_start() {
   "$WHARF_BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$TMP/secure-data" \
     --addr-file "$addr" --admin-addr-file "$admin" --auth token \
     --token-signing-key "$TMP/keys" --admin-token-file "$TMP/admin/admin-token.sha256" \
-    --log "${WHARF_E2E_LOG:-info}" >>"$LOGS/secure-wharf.out" 2>&1 3>&- 4>&- &
+    --log "${WHARF_E2E_AUTH_LOG:-debug}" >>"$LOGS/secure-wharf.out" 2>&1 3>&- 4>&- &
   SWHARF_PID=$!
   for ((i = 0; i < 150; i++)); do
     [ -s "$addr" ] && [ -s "$admin" ] && break
@@ -214,4 +214,21 @@ case_auth_quota() {
   local left
   left=$(find "$TMP/secure-data" -path '*uploads/*' -type f | wc -l)
   [ "$left" = 0 ] || die "$left upload files left behind"
+}
+
+case_auth_no_secrets_logged() {
+  # Passwords, robot secrets, the admin token and tokens never reach the log
+  # (the token-mode server ran every case above at debug level).
+  local log=$LOGS/secure-wharf.out admin_token
+  admin_token=$(head -n 1 "$TMP/admin/admin-token")
+  [ -s "$log" ] || die "no server log at $log" || return 1
+  grep -q 'tenant created' "$log" || die "the log does not show the admin actions: wrong file?" || return 1
+  local leaked=0 what
+  for what in "$ALICE_PW" "$ROBOT_SECRET" "$admin_token" "wharf_robot_" "eyJ"; do
+    if grep -qF -- "$what" "$log"; then
+      echo "leaked into the log: ${what:0:12}…"
+      leaked=1
+    fi
+  done
+  [ "$leaked" = 0 ] || die "secrets in the server log"
 }

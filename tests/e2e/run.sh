@@ -681,6 +681,7 @@ if [ -n "$REFS" ] && [ -s "$REFS" ]; then
     run_case auth-robot-revoked case_auth_robot_revoked
     run_case auth-robot-expired case_auth_robot_expired
     run_case auth-quota case_auth_quota
+    run_case auth-no-secrets-logged case_auth_no_secrets_logged
   fi
   stop_secure_wharf
 

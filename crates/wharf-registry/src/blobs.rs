@@ -6,7 +6,9 @@ use std::ops::Range;
 use wharf_core::{Digest, RegistryError, RepoName};
 use wharf_storage::{ByteStream, StorageError};
 
-use crate::{meta_err, storage_err, unreachable, Registry};
+use futures_util::StreamExt as _;
+
+use crate::{meta_err, storage_err, unreachable, Registry, SMALL_BLOB_MAX};
 
 /// A parsed `Range: bytes=…` request, before the blob's size is known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +70,13 @@ impl Registry {
     /// The size of blob `digest` in `repo`, or `BLOB_UNKNOWN`.
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, RegistryError> {
         let key = (repo.clone(), digest.clone());
+        if let Some(size) = self
+            .inner
+            .links
+            .get_fresh(&key, self.inner.config.link_cache_ttl)
+        {
+            return Ok(size);
+        }
         let size = match self.meta().blob_size(repo, digest).await {
             Ok(size) => size,
             // Metadata unreachable: a link this node saw is still good for
@@ -115,6 +124,35 @@ impl Registry {
     ) -> Result<BlobRead, RegistryError> {
         let size = self.stat_blob(repo, digest).await?;
         let range = range.map(|r| r.resolve(size)).transpose()?;
+        if size <= SMALL_BLOB_MAX && self.inner.config.small_blob_cache_bytes > 0 {
+            let whole = match self.inner.small_blobs.get_key(digest) {
+                Some(b) => b,
+                None => {
+                    let b = self.read_small(digest, size).await.inspect_err(|e| {
+                        if matches!(e, RegistryError::BlobUnknown(_)) {
+                            tracing::error!(%repo, %digest, "blob linked in metadata is missing from storage");
+                        }
+                    })?;
+                    if b.len() as u64 != size {
+                        return Err(RegistryError::Internal(format!(
+                            "blob {digest} holds {} bytes, its link says {size}",
+                            b.len()
+                        )));
+                    }
+                    self.inner.small_blobs.insert_key(digest.clone(), b.clone());
+                    b
+                }
+            };
+            let part = match &range {
+                Some(r) => whole.slice(r.start as usize..r.end as usize),
+                None => whole,
+            };
+            return Ok(BlobRead {
+                size,
+                range,
+                stream: futures_util::stream::iter([Ok(part)]).boxed(),
+            });
+        }
         let stream = match self.blobs().get(digest, range.clone()).await {
             Ok(s) => s,
             Err(StorageError::NotFound) => {

@@ -1,8 +1,12 @@
-//! A bounded in-memory cache of manifest bytes, keyed by repository and
-//! digest. Content addressed by digest never changes, so an entry is valid
-//! until its manifest is deleted; the only policy needed is a byte budget.
+//! Bounded in-memory caches of content bytes: manifests, keyed by
+//! repository and digest, and small blobs, keyed by digest. Content
+//! addressed by digest never changes, so an entry is valid until its
+//! manifest is deleted (blobs: for ever; whether a repository may read a
+//! blob is decided by its link, not here); the only policy needed is a byte
+//! budget.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -15,46 +19,72 @@ pub(crate) struct Cached {
     pub bytes: Bytes,
 }
 
-type Key = (RepoName, Digest);
-
 /// First-in, first-out eviction under a byte budget: simple, and manifests
 /// are small enough that a hot set fits comfortably.
-pub(crate) struct ManifestCache {
-    /// Most bytes held at once; 0 disables caching.
-    budget: usize,
-    inner: Mutex<State>,
+/// What an entry weighs against the budget.
+pub(crate) trait Weighed: Clone {
+    fn weight(&self) -> usize;
 }
 
-#[derive(Default)]
-struct State {
+impl Weighed for Cached {
+    fn weight(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+impl Weighed for Bytes {
+    fn weight(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Manifests by repository and digest.
+pub(crate) type ManifestCache = ByteCache<(RepoName, Digest), Cached>;
+/// Small blobs by digest.
+pub(crate) type BlobCache = ByteCache<Digest, Bytes>;
+
+/// Entries of type `V` by `K`, oldest evicted first past a byte budget.
+pub(crate) struct ByteCache<K, V> {
+    /// Most bytes held at once; 0 disables caching.
+    budget: usize,
+    inner: Mutex<State<K, V>>,
+}
+
+struct State<K, V> {
     /// Entries by key.
-    map: HashMap<Key, Cached>,
+    map: HashMap<K, V>,
     /// Insertion order, for eviction.
-    order: VecDeque<Key>,
+    order: VecDeque<K>,
     /// Bytes currently held.
     used: usize,
 }
 
-impl ManifestCache {
-    pub fn new(budget: usize) -> Self {
-        ManifestCache {
+impl<K: Hash + Eq + Clone, V: Weighed> ByteCache<K, V> {
+    pub fn with_budget(budget: usize) -> Self {
+        ByteCache {
             budget,
-            inner: Mutex::new(State::default()),
+            inner: Mutex::new(State {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+                used: 0,
+            }),
         }
     }
 
-    pub fn get(&self, repo: &RepoName, digest: &Digest) -> Option<Cached> {
+    pub fn get_key(&self, key: &K) -> Option<V> {
+        if self.budget == 0 {
+            return None;
+        }
         let state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        state.map.get(&(repo.clone(), digest.clone())).cloned()
+        state.map.get(key).cloned()
     }
 
-    pub fn insert(&self, repo: &RepoName, digest: &Digest, entry: Cached) {
-        let size = entry.bytes.len();
+    pub fn insert_key(&self, key: K, entry: V) {
+        let size = entry.weight();
         if size > self.budget {
             return;
         }
         let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (repo.clone(), digest.clone());
         if state.map.contains_key(&key) {
             return;
         }
@@ -63,7 +93,7 @@ impl ManifestCache {
                 break;
             };
             if let Some(e) = state.map.remove(&old) {
-                state.used -= e.bytes.len();
+                state.used -= e.weight();
             }
         }
         state.used += size;
@@ -71,13 +101,30 @@ impl ManifestCache {
         state.map.insert(key, entry);
     }
 
-    pub fn remove(&self, repo: &RepoName, digest: &Digest) {
+    pub fn remove_key(&self, key: &K) {
         let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (repo.clone(), digest.clone());
-        if let Some(e) = state.map.remove(&key) {
-            state.used -= e.bytes.len();
-            state.order.retain(|k| *k != key);
+        if let Some(e) = state.map.remove(key) {
+            state.used -= e.weight();
+            state.order.retain(|k| k != key);
         }
+    }
+}
+
+impl ManifestCache {
+    pub fn new(budget: usize) -> Self {
+        ByteCache::with_budget(budget)
+    }
+
+    pub fn get(&self, repo: &RepoName, digest: &Digest) -> Option<Cached> {
+        self.get_key(&(repo.clone(), digest.clone()))
+    }
+
+    pub fn insert(&self, repo: &RepoName, digest: &Digest, entry: Cached) {
+        self.insert_key((repo.clone(), digest.clone()), entry)
+    }
+
+    pub fn remove(&self, repo: &RepoName, digest: &Digest) {
+        self.remove_key(&(repo.clone(), digest.clone()))
     }
 }
 
@@ -106,6 +153,21 @@ mod tests {
         assert!(c.get(&r, &d2).is_none());
         c.insert(&r, &d1, entry(11));
         assert!(c.get(&r, &d1).is_none(), "larger than budget is never held");
+    }
+
+    #[test]
+    fn blob_cache_holds_small_blobs_within_its_budget() {
+        let c = BlobCache::with_budget(8);
+        let d1 = Digest::sha256_of(b"1");
+        let d2 = Digest::sha256_of(b"2");
+        c.insert_key(d1.clone(), Bytes::from_static(b"12345"));
+        assert_eq!(c.get_key(&d1).as_deref(), Some(&b"12345"[..]));
+        c.insert_key(d2.clone(), Bytes::from_static(b"6789"));
+        assert!(c.get_key(&d1).is_none(), "evicted past the budget");
+        assert!(c.get_key(&d2).is_some());
+        let off = BlobCache::with_budget(0);
+        off.insert_key(d1.clone(), Bytes::new());
+        assert!(off.get_key(&d1).is_none(), "a zero budget holds nothing");
     }
 
     #[test]

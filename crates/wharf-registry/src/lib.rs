@@ -46,7 +46,16 @@ pub struct RegistryConfig {
     /// (zero: ask every time). Bounds how late a tag moved through another
     /// node shows on this one.
     pub tag_cache_ttl: std::time::Duration,
+    /// The same for a blob link (a repository holding a blob): how late a
+    /// blob deleted through another node stops being served here.
+    pub link_cache_ttl: std::time::Duration,
+    /// Bytes of small blobs (configs, small layers: up to
+    /// [`SMALL_BLOB_MAX`] each) kept in memory; 0 turns that off.
+    pub small_blob_cache_bytes: usize,
 }
+
+/// The largest blob kept in the small-blob cache.
+pub const SMALL_BLOB_MAX: u64 = 256 * 1024;
 
 impl Default for RegistryConfig {
     fn default() -> Self {
@@ -55,6 +64,8 @@ impl Default for RegistryConfig {
             upload_expiry: std::time::Duration::from_secs(24 * 3600),
             last_known_entries: 100_000,
             tag_cache_ttl: std::time::Duration::from_secs(2),
+            link_cache_ttl: std::time::Duration::from_secs(2),
+            small_blob_cache_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -73,6 +84,9 @@ struct Inner {
     /// Manifest bytes by repository and digest (immutable, so always valid
     /// until the manifest is deleted).
     manifests: cache::ManifestCache,
+    /// Small blobs by digest: a pull of a config or a small layer then
+    /// needs no storage call (and no trip to the blocking pool).
+    small_blobs: cache::BlobCache,
     /// Blob links (repository, digest) -> size, last learned from metadata.
     links: last_known::LastKnown<(RepoName, Digest), u64>,
     /// Tags (repository, tag) -> digest, last learned from metadata.
@@ -91,6 +105,7 @@ impl Registry {
         Registry {
             inner: Arc::new(Inner {
                 manifests: cache::ManifestCache::new(config.manifest_cache_bytes),
+                small_blobs: cache::BlobCache::with_budget(config.small_blob_cache_bytes),
                 links: last_known::LastKnown::new(config.last_known_entries),
                 tags: last_known::LastKnown::new(config.last_known_entries),
                 blobs,

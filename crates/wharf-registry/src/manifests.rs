@@ -115,7 +115,11 @@ impl Registry {
     }
 
     /// Reads a small stored object (a manifest) whole.
-    async fn read_small(&self, digest: &Digest, size: u64) -> Result<Bytes, RegistryError> {
+    pub(crate) async fn read_small(
+        &self,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Bytes, RegistryError> {
         let stream = match self.blobs().get(digest, None).await {
             Ok(s) => s,
             Err(StorageError::NotFound) => return Err(RegistryError::BlobUnknown(digest.clone())),
