@@ -129,7 +129,9 @@ struct ClassState {
     refused_tenant: AtomicU64,
     /// In-flight count per tenant; entries are removed at zero so the map
     /// holds only tenants with work in flight.
-    tenants: Mutex<HashMap<String, usize>>,
+    /// Keys are shared with the permits, so admitting a request of a
+    /// tenant already in flight allocates nothing.
+    tenants: Mutex<HashMap<Arc<str>, usize>>,
     /// Woken whenever a slot is released.
     released: Notify,
     adaptive: Option<AdaptiveLimit>,
@@ -152,7 +154,7 @@ pub type TenantShares = Arc<dyn Fn(&str) -> Option<f64> + Send + Sync>;
 pub struct Permit {
     admission: Admission,
     class: Class,
-    tenant: String,
+    tenant: Arc<str>,
     started: Instant,
 }
 
@@ -171,10 +173,10 @@ impl Drop for Permit {
         }
         {
             let mut tenants = state.tenants.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = tenants.get_mut(&self.tenant) {
+            if let Some(n) = tenants.get_mut(&*self.tenant) {
                 *n -= 1;
                 if *n == 0 {
-                    tenants.remove(&self.tenant);
+                    tenants.remove(&*self.tenant);
                 }
             }
         }
@@ -184,7 +186,8 @@ impl Drop for Permit {
 }
 
 enum Attempt {
-    Admitted,
+    /// Admitted; the tenant's key in the in-flight map, for the permit.
+    Admitted(Arc<str>),
     Full,
     TenantFull,
 }
@@ -273,17 +276,21 @@ impl Admission {
         if in_flight * 2 >= limit && held >= share {
             return Attempt::TenantFull;
         }
-        *tenants.entry(tenant.to_string()).or_insert(0) += 1;
+        let key = match tenants.get_key_value(tenant) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(tenant),
+        };
+        *tenants.entry(key.clone()).or_insert(0) += 1;
         s.in_flight.fetch_add(1, Ordering::AcqRel);
-        Attempt::Admitted
+        Attempt::Admitted(key)
     }
 
-    fn permit(&self, class: Class, tenant: &str) -> Permit {
+    fn permit(&self, class: Class, tenant: Arc<str>) -> Permit {
         self.state(class).admitted.fetch_add(1, Ordering::Relaxed);
         Permit {
             admission: self.clone(),
             class,
-            tenant: tenant.to_string(),
+            tenant,
             started: Instant::now(),
         }
     }
@@ -308,7 +315,7 @@ impl Admission {
     /// let it crowd the queue.
     pub async fn acquire(&self, class: Class, tenant: &str) -> Result<Permit, Refusal> {
         match self.try_admit(class, tenant) {
-            Attempt::Admitted => return Ok(self.permit(class, tenant)),
+            Attempt::Admitted(key) => return Ok(self.permit(class, key)),
             Attempt::TenantFull => return Err(self.refuse(class, true)),
             Attempt::Full => {}
         }
@@ -324,7 +331,7 @@ impl Admission {
         let result = loop {
             let notified = s.released.notified();
             match self.try_admit(class, tenant) {
-                Attempt::Admitted => break Ok(self.permit(class, tenant)),
+                Attempt::Admitted(key) => break Ok(self.permit(class, key)),
                 Attempt::TenantFull => break Err(self.refuse(class, true)),
                 Attempt::Full => {}
             }

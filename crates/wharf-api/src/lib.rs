@@ -99,7 +99,9 @@ pub fn app(registry: Registry) -> Router {
 
 /// Builds the registry's router over `state`.
 pub fn app_with(state: AppState) -> Router {
-    Router::new().fallback(dispatch).with_state(state)
+    // Shared behind one `Arc`: the router hands each request its own
+    // clone of the state, which is then one reference count, not eight.
+    Router::new().fallback(dispatch).with_state(Arc::new(state))
 }
 
 pub use server::{serve_with, ConnStats, ServerConfig};
@@ -192,7 +194,7 @@ fn refusal_error(r: Refusal) -> RegistryError {
 /// Routes every request: parse the path once, authenticate it, admit it (or
 /// refuse at once), then match endpoint and method; record its latency and
 /// bytes.
-async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Response {
+async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let client = parts

@@ -45,10 +45,12 @@ pub async fn get_manifest(reg: &Registry, repo: &RepoName, r: &Reference, req: &
     } else {
         Response::new(Body::from(m.bytes))
     };
+    let digest = m.digest.to_string();
     set(&mut resp, "content-type", &m.media_type);
-    set(&mut resp, "content-length", len.to_string());
-    set(&mut resp, "docker-content-digest", m.digest.to_string());
-    set(&mut resp, "etag", format!("\"{}\"", m.digest));
+    resp.headers_mut()
+        .insert(axum::http::header::CONTENT_LENGTH, len.into());
+    set(&mut resp, "etag", format!("\"{digest}\""));
+    set(&mut resp, "docker-content-digest", digest);
     Ok(resp)
 }
 
