@@ -15,16 +15,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use wharf_auth::{hash_secret, parse_grant, Grant};
+use wharf_auth::{parse_grant, verify_secret, Grant};
 use wharf_tenants::{Directory, DirectoryError, NewTenant, RoleSpec, TenantPatch};
 
 use crate::auth::rfc3339;
@@ -86,6 +87,7 @@ pub fn admin_api_router(api: Arc<AdminApi>) -> Router {
             delete(revoke_robot),
         )
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(api.clone(), require_token))
         .with_state(api)
 }
 
@@ -170,6 +172,19 @@ fn view(v: impl serde::Serialize) -> Value {
     v
 }
 
+/// Every admin request passes here first: the admin token, when one is
+/// configured, is checked once for all routes (and for unknown paths).
+async fn require_token(
+    State(api): State<Arc<AdminApi>>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    match authorize(&api, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
 /// Checks the admin token, when one is configured.
 fn authorize(api: &AdminApi, headers: &HeaderMap) -> Result<(), Failure> {
     let Some(expected) = &api.token_hash else {
@@ -191,15 +206,7 @@ fn authorize(api: &AdminApi, headers: &HeaderMap) -> Result<(), Failure> {
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(denied());
     }
-    let given = hash_secret(token.trim());
-    // Both are hex digests of fixed length; compare without an early exit.
-    let same = given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
+    if verify_secret(token.trim(), expected) {
         Ok(())
     } else {
         tracing::debug!("admin API: wrong admin token");
@@ -207,13 +214,8 @@ fn authorize(api: &AdminApi, headers: &HeaderMap) -> Result<(), Failure> {
     }
 }
 
-/// Reads a JSON body of type `T`.
-fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, Failure> {
-    if body.len() > MAX_BODY {
-        return Err(Failure::invalid(format!(
-            "the body is longer than {MAX_BODY} bytes"
-        )));
-    }
+/// Reads a JSON body of type `T`, of at most [`MAX_BODY`] bytes.
+async fn read_json<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, Failure> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
         if !ct.trim_start().starts_with("application/json") {
@@ -222,17 +224,13 @@ fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<
             )));
         }
     }
-    serde_json::from_slice(body).map_err(|e| Failure::invalid(format!("bad JSON body: {e}")))
-}
-
-async fn read_body(body: Body) -> Result<Bytes, Failure> {
-    axum::body::to_bytes(body, MAX_BODY)
+    let body = axum::body::to_bytes(body, MAX_BODY)
         .await
-        .map_err(|_| Failure::invalid(format!("the body is longer than {MAX_BODY} bytes")))
+        .map_err(|_| Failure::invalid(format!("the body is longer than {MAX_BODY} bytes")))?;
+    serde_json::from_slice(&body).map_err(|e| Failure::invalid(format!("bad JSON body: {e}")))
 }
 
-async fn not_found(State(api): State<Arc<AdminApi>>, headers: HeaderMap) -> Answer {
-    authorize(&api, &headers)?;
+async fn not_found() -> Answer {
     Err(Failure(
         StatusCode::NOT_FOUND,
         "NOT_FOUND",
@@ -240,15 +238,13 @@ async fn not_found(State(api): State<Arc<AdminApi>>, headers: HeaderMap) -> Answ
     ))
 }
 
-async fn list_tenants(State(api): State<Arc<AdminApi>>, headers: HeaderMap) -> Answer {
-    authorize(&api, &headers)?;
+async fn list_tenants(State(api): State<Arc<AdminApi>>) -> Answer {
     let tenants: Vec<Value> = api.directory.tenants().into_iter().map(view).collect();
     answer(StatusCode::OK, json!({ "tenants": tenants }))
 }
 
 async fn create_tenant(State(api): State<Arc<AdminApi>>, headers: HeaderMap, body: Body) -> Answer {
-    authorize(&api, &headers)?;
-    let new: NewTenant = parse_json(&headers, &read_body(body).await?)?;
+    let new: NewTenant = read_json(&headers, body).await?;
     let tenant = api.directory.create_tenant(new).await?;
     tracing::info!(tenant = %tenant.name, "admin: tenant created");
     answer(StatusCode::CREATED, view(tenant))
@@ -264,12 +260,7 @@ fn known_tenant(api: &AdminApi, name: &str) -> Result<wharf_tenants::Tenant, Fai
     })
 }
 
-async fn get_tenant(
-    State(api): State<Arc<AdminApi>>,
-    headers: HeaderMap,
-    Path(tenant): Path<String>,
-) -> Answer {
-    authorize(&api, &headers)?;
+async fn get_tenant(State(api): State<Arc<AdminApi>>, Path(tenant): Path<String>) -> Answer {
     answer(StatusCode::OK, view(known_tenant(&api, &tenant)?))
 }
 
@@ -279,8 +270,7 @@ async fn patch_tenant(
     Path(tenant): Path<String>,
     body: Body,
 ) -> Answer {
-    authorize(&api, &headers)?;
-    let patch: TenantPatch = parse_json(&headers, &read_body(body).await?)?;
+    let patch: TenantPatch = read_json(&headers, body).await?;
     let t = api.directory.update_tenant(&tenant, &patch).await?;
     tracing::info!(tenant = %t.name, "admin: tenant changed");
     answer(StatusCode::OK, view(t))
@@ -294,11 +284,9 @@ struct DeleteQuery {
 
 async fn delete_tenant(
     State(api): State<Arc<AdminApi>>,
-    headers: HeaderMap,
     Path(tenant): Path<String>,
     Query(q): Query<DeleteQuery>,
 ) -> Answer {
-    authorize(&api, &headers)?;
     let force = match q.force.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
@@ -309,22 +297,12 @@ async fn delete_tenant(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn usage(
-    State(api): State<Arc<AdminApi>>,
-    headers: HeaderMap,
-    Path(tenant): Path<String>,
-) -> Answer {
-    authorize(&api, &headers)?;
+async fn usage(State(api): State<Arc<AdminApi>>, Path(tenant): Path<String>) -> Answer {
     let u = api.directory.usage(&tenant).await?;
     answer(StatusCode::OK, view(u))
 }
 
-async fn list_users(
-    State(api): State<Arc<AdminApi>>,
-    headers: HeaderMap,
-    Path(tenant): Path<String>,
-) -> Answer {
-    authorize(&api, &headers)?;
+async fn list_users(State(api): State<Arc<AdminApi>>, Path(tenant): Path<String>) -> Answer {
     let users: Vec<Value> = api
         .directory
         .users(&tenant)?
@@ -351,8 +329,7 @@ async fn put_user(
     Path((tenant, user)): Path<(String, String)>,
     body: Body,
 ) -> Answer {
-    authorize(&api, &headers)?;
-    let input: UserInput = parse_json(&headers, &read_body(body).await?)?;
+    let input: UserInput = read_json(&headers, body).await?;
     let roles = match input.roles {
         Some(roles) => roles,
         // Keep what the user has (a password change alone).
@@ -394,21 +371,14 @@ async fn put_user(
 
 async fn delete_user(
     State(api): State<Arc<AdminApi>>,
-    headers: HeaderMap,
     Path((tenant, user)): Path<(String, String)>,
 ) -> Answer {
-    authorize(&api, &headers)?;
     api.directory.delete_user(&tenant, &user).await?;
     tracing::info!(%tenant, %user, "admin: user deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_robots(
-    State(api): State<Arc<AdminApi>>,
-    headers: HeaderMap,
-    Path(tenant): Path<String>,
-) -> Answer {
-    authorize(&api, &headers)?;
+async fn list_robots(State(api): State<Arc<AdminApi>>, Path(tenant): Path<String>) -> Answer {
     let robots: Vec<Value> = api
         .directory
         .robots(&tenant)?
@@ -437,8 +407,7 @@ async fn create_robot(
     Path(tenant): Path<String>,
     body: Body,
 ) -> Answer {
-    authorize(&api, &headers)?;
-    let input: RobotInput = parse_json(&headers, &read_body(body).await?)?;
+    let input: RobotInput = read_json(&headers, body).await?;
     let grants = input
         .grants
         .iter()
@@ -470,10 +439,8 @@ async fn create_robot(
 
 async fn revoke_robot(
     State(api): State<Arc<AdminApi>>,
-    headers: HeaderMap,
     Path((tenant, robot)): Path<(String, String)>,
 ) -> Answer {
-    authorize(&api, &headers)?;
     let short = robot.strip_prefix(&format!("{tenant}+")).unwrap_or(&robot);
     api.directory.revoke_robot(&tenant, short).await?;
     tracing::info!(%tenant, %robot, "admin: robot revoked");
