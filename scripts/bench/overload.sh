@@ -28,7 +28,9 @@
 #
 # Knobs (environment): QUICK, SERVERS ("wharf reference"), CAP_SECS,
 # PRE_SECS, SURGE_SECS, POST_SECS, SURGE_CLIENTS, SLOW_CONNS, SLOW_SECS,
-# PULL_LIMIT (64), PUSH_LIMIT (16), ADMIN_LIMIT (16), MAX_CONNS (1024),
+# PULL_LIMIT (64), PUSH_LIMIT (16), ADMIN_LIMIT (16), MAX_CONNS (128: the
+# connections served, twice the pull limit), MAX_WAITING (4096: the waiting
+# room, above the surge's client count),
 # MAX_WAIT_MS (50), WHARF_EXTRA_FLAGS (more `wharf serve` flags, e.g.
 # "--header-timeout-secs 5"), TENANTS (8), BLOB_KIB (32), PUSH_LAYERS (3),
 # PUSH_MIB (4), DEADLINE_MS (2000), REFUSAL_PAUSE_MS (0: refused clients
@@ -44,7 +46,7 @@ ROOT=$PWD
 BENCH=$ROOT/scripts/bench
 CMDLINE=""
 for v in QUICK SERVERS CAP_SECS PRE_SECS SURGE_SECS POST_SECS SURGE_CLIENTS SLOW_CONNS \
-         SLOW_SECS PULL_LIMIT PUSH_LIMIT ADMIN_LIMIT MAX_CONNS MAX_WAIT_MS WHARF_EXTRA_FLAGS \
+         SLOW_SECS PULL_LIMIT PUSH_LIMIT ADMIN_LIMIT MAX_CONNS MAX_WAITING MAX_WAIT_MS WHARF_EXTRA_FLAGS \
          TENANTS BLOB_KIB PUSH_LAYERS PUSH_MIB DEADLINE_MS REFUSAL_PAUSE_MS; do
   [ -n "${!v+x}" ] && CMDLINE+="$v=${!v@Q} "
 done
@@ -68,7 +70,8 @@ SERVERS=${SERVERS:-"wharf reference"}
 PULL_LIMIT=${PULL_LIMIT:-64}
 PUSH_LIMIT=${PUSH_LIMIT:-16}
 ADMIN_LIMIT=${ADMIN_LIMIT:-16}
-MAX_CONNS=${MAX_CONNS:-1024}
+MAX_CONNS=${MAX_CONNS:-128}
+MAX_WAITING=${MAX_WAITING:-4096}
 MAX_WAIT_MS=${MAX_WAIT_MS:-50}
 WHARF_EXTRA_FLAGS=${WHARF_EXTRA_FLAGS:-}
 TENANTS=${TENANTS:-8}
@@ -149,7 +152,8 @@ wait_http() { # url: bounded wait (10 s) for a 200
 
 declare -A ADDR PID ADMIN
 # Wharf's limits: flag/value pairs, kept only if this build lists the flag.
-WHARF_WANT=(--max-connections "$MAX_CONNS" --pull-limit "$PULL_LIMIT" --push-limit "$PUSH_LIMIT"
+WHARF_WANT=(--max-connections "$MAX_CONNS" --max-waiting-connections "$MAX_WAITING"
+  --pull-limit "$PULL_LIMIT" --push-limit "$PUSH_LIMIT"
   --admin-limit "$ADMIN_LIMIT" --max-wait-ms "$MAX_WAIT_MS"
   --admin-listen 127.0.0.1:0 --admin-addr-file "$W/wharf-admin.addr")
 read -r -a extra <<<"$WHARF_EXTRA_FLAGS"
@@ -723,15 +727,15 @@ HEAD_503 = 'wharf_http_request_duration_seconds_count{route="blob",method="HEAD"
 if "wharf" in servers and read("metrics-wharf-surge.txt"):
     w("Wharf's own counters (`/metrics` on the admin port), growth during each phase:")
     w("")
-    w("| Phase | connections accepted | refused at the connection cap (canned 503) | pull shed, node busy | "
-      "pull shed, tenant share | push shed | blob HEAD answered 503 | closed idle |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|")
+    w("| Phase | connections accepted | canned 503s at the connection cap | waiting connections served later | "
+      "pull shed, node busy | pull shed, tenant share | push shed | blob HEAD answered 503 | closed idle |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for ph in SNAPS[1:]:
         def d(k, ph=ph):
             return delta("wharf", ph, k)
         ps = [x for x in (d(k) for k in PUSH_SHED) if x is not None]
         w(f"| {ph} | {num(d('wharf_connections_accepted_total'))} | {num(d('wharf_connections_refused_total'))} | "
-          f"{num(d(PULL_BUSY))} | {num(d(PULL_TENANT))} | {num(sum(ps) if ps else None)} | "
+          f"{num(d('wharf_connections_promoted_total'))} | {num(d(PULL_BUSY))} | {num(d(PULL_TENANT))} | {num(sum(ps) if ps else None)} | "
           f"{num(d(HEAD_503) or 0)} | {num(d('wharf_connections_idle_closed_total'))} |")
     w("")
 

@@ -167,9 +167,27 @@ impl NodeState {
         );
         out.gauge(
             "wharf_connections_limit",
-            "Cap on client connections; more are answered 503 at once.",
+            "Cap on client connections served; more wait (503 per request) or are refused.",
             &[],
             load(&c.limit),
+        );
+        out.gauge(
+            "wharf_connections_waiting",
+            "Client connections past the cap, waiting for a slot (each request answered 503).",
+            &[],
+            load(&c.waiting),
+        );
+        out.gauge(
+            "wharf_connections_waiting_limit",
+            "Cap on waiting connections; more are answered 503 and closed.",
+            &[],
+            load(&c.waiting_limit),
+        );
+        out.counter(
+            "wharf_connections_promoted_total",
+            "Waiting connections that got a slot and were served.",
+            &[],
+            load64(&c.promoted_total),
         );
         out.counter(
             "wharf_connections_accepted_total",
@@ -179,7 +197,7 @@ impl NodeState {
         );
         out.counter(
             "wharf_connections_refused_total",
-            "Client connections refused at the cap (fast 503).",
+            "Refusals at the connection cap: canned 503s (several per waiting connection) and connections closed past every budget.",
             &[],
             load64(&c.refused_total),
         );

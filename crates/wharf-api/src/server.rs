@@ -2,11 +2,26 @@
 //! with HTTP/1.1 or HTTP/2, bounds how long a client may take to send its
 //! headers or sit idle, and drains gracefully on shutdown.
 //!
-//! Owns: the connection cap (design invariant 1: no unbounded queue). At the
-//! cap a new connection is not left in the kernel's backlog to time out: it
-//! is accepted, answered at once with a canned `503` and `Retry-After`, and
-//! closed. Must never: spawn unbounded work for refused connections (their
-//! answers have their own small budget; past it they are simply closed).
+//! Owns: the connection cap (design invariant 1: no unbounded queue). Past
+//! the cap a new connection is not left in the kernel's backlog to time out:
+//! it waits in a bounded *waiting room*, where each request it sends is read
+//! and answered at once with a canned `503` and `Retry-After: 1` (or served,
+//! as soon as a slot is free), and the connection is then left unread for
+//! that second. A client that ignores `Retry-After` and asks again at once
+//! gets its answer a second later instead of costing the node a request (or
+//! a new TCP connection) each time: thousands of clients retrying without
+//! pause cannot take the CPU from the connections being served. Past the
+//! waiting room too, a connection is answered the canned `503` and closed.
+//! Must never: spawn unbounded work for refused connections (the waiting
+//! room and the closing refusals each have their own small budget; past
+//! them connections are simply closed), or keep a waiting client more than
+//! about a second without an answer.
+//!
+//! Why a waiting room rather than serving every connection: on two cores, a
+//! node serving 2,000 connections spends about 1.6 times the CPU per request
+//! it spends on 64 (every request's connection state is cold in the cache),
+//! so a surge of clients would cut what the node gets done by a third even
+//! if none were refused (docs/benchmarks.md, "Overload").
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,14 +39,17 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
 /// Limits of the listener.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Connections served at once; more are refused with a fast `503`.
+    /// Connections served at once; more wait in the waiting room.
     pub max_connections: usize,
+    /// Connections in the waiting room at once (each request answered `503`
+    /// unless a slot is free); more are answered `503` and closed.
+    pub max_waiting: usize,
     /// A client must send a request's headers within this time.
     pub header_read_timeout: Duration,
     /// A connection with no bytes moving for this long is closed.
@@ -44,6 +62,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_connections: 4096,
+            max_waiting: 1024,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
@@ -58,17 +77,33 @@ pub struct ConnStats {
     pub open: AtomicUsize,
     /// The cap on `open`.
     pub limit: AtomicUsize,
+    /// Connections in the waiting room now (past the cap, not served).
+    pub waiting: AtomicUsize,
+    /// The cap on `waiting`.
+    pub waiting_limit: AtomicUsize,
     pub accepted_total: AtomicU64,
-    /// Connections refused at the cap (answered `503`, or closed when even
-    /// the refusal budget was spent).
+    /// Refusals at the cap: each canned `503` (a waiting connection may be
+    /// answered several), and each connection closed when even the refusal
+    /// budget was spent.
     pub refused_total: AtomicU64,
+    /// Waiting connections that got a slot and were then served.
+    pub promoted_total: AtomicU64,
     /// Connections closed for idling.
     pub idle_closed_total: AtomicU64,
 }
 
 /// The header timeout of connections accepted while at least half the
-/// connection cap is in use.
+/// connection cap is in use, and how long a waiting connection may stay
+/// silent.
 const PRESSURED_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// While connections wait, a served connection idle between requests this
+/// long is closed (gracefully), so that its slot goes to one that waits.
+const PRESSURED_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a waiting connection is left unread after a refusal: what the
+/// refusal's `Retry-After` asks.
+const WAIT_PACE: Duration = Duration::from_secs(1);
 
 /// An HTTP/1.1 and HTTP/2 connection builder with `header_timeout`.
 fn http_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
@@ -85,16 +120,24 @@ fn http_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
 /// Refusals answered at once, at most this many at a time.
 const REFUSAL_BUDGET: usize = 1024;
 
-fn refusal_bytes() -> Vec<u8> {
+/// The canned refusal at the cap; `keep_alive` leaves the connection open
+/// (in the waiting room) instead of announcing its close.
+fn refusal_bytes(keep_alive: bool) -> Vec<u8> {
     let body = wharf_core::RegistryError::Unavailable {
         reason: "too many connections to this node".into(),
         retry_after: 1,
     }
     .to_json()
     .to_string();
+    let connection = if keep_alive {
+        ""
+    } else {
+        "Connection: close\r\n"
+    };
     format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nDocker-Distribution-API-Version: registry/2.0\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: {}\r\nDocker-Distribution-API-Version: registry/2.0\r\n{connection}\r\n{body}",
+        body.len(),
+        WAIT_PACE.as_secs(),
     )
     .into_bytes()
 }
@@ -111,8 +154,11 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let refusals = Arc::new(Semaphore::new(REFUSAL_BUDGET));
-    let refusal = Arc::new(refusal_bytes());
+    let refusal = Arc::new(refusal_bytes(false));
     stats.limit.store(config.max_connections, Ordering::Relaxed);
+    stats
+        .waiting_limit
+        .store(config.max_waiting, Ordering::Relaxed);
     let (stop_tx, stop_rx) = watch::channel(false);
     // Past the grace period, connections still open are closed outright.
     let (abort_tx, abort_rx) = watch::channel(false);
@@ -126,6 +172,14 @@ pub async fn serve_with(
     let pressure_at = (config.max_connections / 2).max(1);
     let reserve_size = (config.max_connections / 16).clamp(4, 256);
     let reserve = Arc::new(Semaphore::new(reserve_size));
+    let room = Arc::new(Room {
+        seats: Arc::new(Semaphore::new(config.max_waiting)),
+        slots: slots.clone(),
+        reserve: reserve.clone(),
+        refusal: refusal_bytes(true),
+        closing: refusal.clone(),
+        header_timeout: strict_timeout,
+    });
 
     tokio::pin!(shutdown);
     loop {
@@ -143,7 +197,30 @@ pub async fn serve_with(
             },
         };
         let _ = stream.set_nodelay(true);
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        // While connections wait, a new one queues behind them (the waiting
+        // room gives it a slot at its first request if one is free), so a
+        // client reconnecting fast cannot take the slots they wait for.
+        let queued =
+            stats.waiting.load(Ordering::Relaxed) > 0 && room.seats.available_permits() > 0;
+        let slot = if queued {
+            None
+        } else {
+            slots.clone().try_acquire_owned().ok()
+        };
+        let Some(slot) = slot else {
+            if let Ok(seat) = room.seats.clone().try_acquire_owned() {
+                let conn = conn_ctx(
+                    &app,
+                    &strict,
+                    &stats,
+                    &stop_rx,
+                    &abort_rx,
+                    config.idle_timeout,
+                    peer,
+                );
+                tokio::spawn(room.clone().wait(stream, conn, seat));
+                continue;
+            }
             let Ok(r) = refusals.clone().try_acquire_owned() else {
                 stats.refused_total.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -164,7 +241,8 @@ pub async fn serve_with(
                 peer,
             );
             tokio::spawn(async move {
-                let (mut stream, head) = read_head(stream).await;
+                let mut stream = stream;
+                let head = read_head(&mut stream, Duration::from_millis(200)).await;
                 let admitted = (!head.is_empty() && !is_pull(&head))
                     .then(|| reserve.try_acquire_owned().ok())
                     .flatten();
@@ -250,6 +328,135 @@ pub async fn serve_with(
     Ok(())
 }
 
+/// The waiting room: connections past the cap, each answered `503` per
+/// request until a slot is free (see the module doc).
+struct Room {
+    /// One per waiting connection.
+    seats: Arc<Semaphore>,
+    /// The cap's slots, taken by a waiting connection when one is free.
+    slots: Arc<Semaphore>,
+    /// The connections kept for pushes and admin requests.
+    reserve: Arc<Semaphore>,
+    /// The canned `503`s: keeping the connection, and closing it.
+    refusal: Vec<u8>,
+    closing: Arc<Vec<u8>>,
+    /// How long a waiting connection may take to send a request head.
+    header_timeout: Duration,
+}
+
+impl Room {
+    /// Keeps `stream` in the waiting room: reads each request head, serves
+    /// the connection from there on if a slot (or, for a push, a reserved
+    /// one) is free, and otherwise answers the canned `503` and reads
+    /// nothing more for [`WAIT_PACE`]. Leaves (closing the connection) when
+    /// the client is silent past the header timeout or cannot finish a
+    /// request head within it, sends something that cannot be answered and
+    /// kept (a body, HTTP/1.0, HTTP/2), or the node shuts down.
+    async fn wait(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        conn: ConnCtx,
+        seat: OwnedSemaphorePermit,
+    ) {
+        let stats = conn.stats.clone();
+        stats.waiting.fetch_add(1, Ordering::Relaxed);
+        let mut stop = conn.stop.clone();
+        let leave = |stats: &ConnStats| stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        let mut answered_before = false;
+        loop {
+            let head = tokio::select! {
+                head = read_head(&mut stream, self.header_timeout) => head,
+                _ = stop.changed() => Vec::new(),
+            };
+            if head.is_empty() || *stop.borrow() {
+                // A connection that never asked anything still gets the
+                // refusal (as past the waiting room); one that was answered
+                // and went quiet is closed like any idle keep-alive one.
+                if !answered_before {
+                    stats.refused_total.fetch_add(1, Ordering::Relaxed);
+                    refuse(&mut stream, &self.closing).await;
+                }
+                break;
+            }
+            // A client that could not send a whole request head within the
+            // header timeout (a slow-header attack) gets no slot: it is
+            // refused and closed, so it cannot take the slots the clients
+            // waiting with real requests are owed.
+            if !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                stats.refused_total.fetch_add(1, Ordering::Relaxed);
+                refuse(&mut stream, &self.closing).await;
+                break;
+            }
+            // A push or an admin request may take one of the reserved
+            // connections, as at the cap.
+            let reserved = if is_pull(&head) {
+                None
+            } else {
+                self.reserve.clone().try_acquire_owned().ok()
+            };
+            let slot = match reserved {
+                Some(r) => Some(r),
+                None => self.slots.clone().try_acquire_owned().ok(),
+            };
+            if let Some(slot) = slot {
+                leave(&stats);
+                drop(seat);
+                stats.promoted_total.fetch_add(1, Ordering::Relaxed);
+                stats.accepted_total.fetch_add(1, Ordering::Relaxed);
+                stats.open.fetch_add(1, Ordering::Relaxed);
+                conn.run(Prefixed::new(stream, head)).await;
+                stats.open.fetch_sub(1, Ordering::Relaxed);
+                drop(slot);
+                return;
+            }
+            stats.refused_total.fetch_add(1, Ordering::Relaxed);
+            if !can_stay(&head) {
+                refuse(&mut stream, &self.closing).await;
+                break;
+            }
+            let answered =
+                tokio::time::timeout(Duration::from_secs(1), stream.write_all(&self.refusal));
+            if !matches!(answered.await, Ok(Ok(()))) {
+                break;
+            }
+            answered_before = true;
+            tokio::select! {
+                _ = tokio::time::sleep(WAIT_PACE) => {}
+                _ = stop.changed() => break,
+            }
+        }
+        leave(&stats);
+        drop(seat);
+    }
+}
+
+/// Whether a refused request leaves its connection fit to keep: a whole
+/// HTTP/1.1 request head with nothing after it (no body, nothing
+/// pipelined) that does not ask to close.
+fn can_stay(head: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        _ => return false,
+    }
+    if req.version != Some(1) {
+        return false;
+    }
+    req.headers.iter().all(|h| {
+        let v = h.value.trim_ascii();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            v == b"0"
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            false
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            !v.eq_ignore_ascii_case(b"close")
+        } else {
+            true
+        }
+    })
+}
+
 /// What serving one connection needs, cloned out of the accept loop.
 struct ConnCtx {
     app: Router,
@@ -305,6 +512,11 @@ impl ConnCtx {
             .serve_connection_with_upgrades(io, TowerToHyperService::new(app));
         tokio::pin!(conn);
         let mut closing = false;
+        // While connections wait for a slot, one idle between requests for
+        // the shorter pressured timeout is asked to close (gracefully: a
+        // request still being answered finishes first), so it does not keep
+        // its slot from them. The check comes at least that often.
+        let pressured_idle = idle_timeout.min(PRESSURED_IDLE_TIMEOUT);
         loop {
             let idle_for = Duration::from_millis(
                 (clock.elapsed().as_millis() as u64)
@@ -312,13 +524,20 @@ impl ConnCtx {
             );
             let check_in = idle_timeout
                 .saturating_sub(idle_for)
+                .min(pressured_idle)
                 .max(Duration::from_millis(100));
             tokio::select! {
                 _ = conn.as_mut() => break,
                 _ = tokio::time::sleep(check_in) => {
                     let idle = (clock.elapsed().as_millis() as u64)
                         .saturating_sub(activity.load(Ordering::Relaxed));
-                    if idle >= idle_timeout.as_millis() as u64 {
+                    let waiters = self.stats.waiting.load(Ordering::Relaxed) > 0;
+                    if !closing && waiters && idle >= pressured_idle.as_millis() as u64 {
+                        self.stats.idle_closed_total.fetch_add(1, Ordering::Relaxed);
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        activity.store(clock.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    } else if idle >= idle_timeout.as_millis() as u64 {
                         // No byte moved either way for the whole idle
                         // timeout. Between requests a graceful close does;
                         // in the middle of one (a client that stopped
@@ -410,12 +629,12 @@ impl AsyncWrite for Prefixed {
 }
 
 /// Reads what a client sends first, up to the end of its request head (at
-/// most 16 KiB, at most 200 ms): an HTTP client treats an answer that
+/// most 16 KiB, at most `within`): an HTTP client treats an answer that
 /// arrives before it has sent its request as a protocol error, not as the
 /// refusal it is, and the head says whether the request is a pull.
-async fn read_head(mut stream: TcpStream) -> (TcpStream, Vec<u8>) {
+async fn read_head(stream: &mut TcpStream, within: Duration) -> Vec<u8> {
     let mut head = Vec::with_capacity(1024);
-    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+    let _ = tokio::time::timeout(within, async {
         let mut buf = [0u8; 4096];
         while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
             match stream.read(&mut buf).await {
@@ -425,7 +644,7 @@ async fn read_head(mut stream: TcpStream) -> (TcpStream, Vec<u8>) {
         }
     })
     .await;
-    (stream, head)
+    head
 }
 
 /// Whether a request head is a pull (a blob or manifest `GET`/`HEAD`):

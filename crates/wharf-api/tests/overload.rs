@@ -1,4 +1,5 @@
-//! Overload protection over real sockets: the connection cap, admission
+//! Overload protection over real sockets: the connection cap and its
+//! waiting room, admission
 //! classes, tenant shares, the bounded wait, header-read and idle timeouts,
 //! the minimum upload rate and the graceful drain on shutdown.
 //!
@@ -112,6 +113,308 @@ async fn connection_cap_refuses_the_extra_connection_at_once_with_503() {
     let r = request(&mut s, &get(srv.addr, "/v2/", true)).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(srv.stats.accepted_total.load(Ordering::Relaxed), 4);
+}
+
+/// Past the cap, a connection waits in the waiting room: each request on it
+/// is answered `503` with `Retry-After: 1` at once, the connection is kept,
+/// a request sent again at once is answered only after that second (the
+/// node does not spend a request's work on a client that ignores
+/// `Retry-After`), and once a slot frees the same connection is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_cap_a_connection_waits_is_paced_and_is_served_when_a_slot_frees() {
+    let srv = TestServer::start(Opts {
+        config: ServerConfig {
+            max_connections: 1,
+            max_waiting: 4,
+            ..quiet_config()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let mut held = connect(srv.addr).await;
+    assert_eq!(
+        request(&mut held, &get(srv.addr, "/v2/", true))
+            .await
+            .status,
+        200
+    );
+
+    let mut w = connect(srv.addr).await;
+    let started = Instant::now();
+    let r = request(&mut w, &get(srv.addr, "/v2/a/app/manifests/1", true)).await;
+    let first = started.elapsed();
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(
+        r.header("connection"),
+        None,
+        "the waiting connection is kept"
+    );
+    assert_eq!(r.code(), "UNAVAILABLE");
+    assert!(
+        first < Duration::from_millis(500),
+        "first refusal took {first:?}"
+    );
+    assert_eq!(srv.stats.waiting.load(Ordering::Relaxed), 1);
+
+    // Asked again at once: answered, but a second after the first answer.
+    let again = Instant::now();
+    let r = request(&mut w, &get(srv.addr, "/v2/a/app/manifests/1", true)).await;
+    let paced = again.elapsed();
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(
+        paced >= Duration::from_millis(800) && paced < Duration::from_secs(3),
+        "the repeated request was answered after {paced:?}, not about 1 s"
+    );
+    assert_eq!(srv.stats.refused_total.load(Ordering::Relaxed), 2);
+
+    // The held connection goes; the waiting one gets its slot.
+    drop(held);
+    eventually("the held slot to be freed", || {
+        srv.stats.open.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    let r = request(&mut w, &get(srv.addr, "/v2/", true)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = request(&mut w, &get(srv.addr, "/v2/", true)).await;
+    assert_eq!(r.status, 200, "served from then on: {r:?}");
+    assert_eq!(srv.stats.waiting.load(Ordering::Relaxed), 0);
+    assert_eq!(srv.stats.open.load(Ordering::Relaxed), 1);
+    assert_eq!(srv.stats.promoted_total.load(Ordering::Relaxed), 1);
+}
+
+/// A waiting connection whose refused request has a body (or asks to
+/// close) cannot be kept without reading that body: it gets the `503` with
+/// `Connection: close` and is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_connection_that_sends_a_body_is_refused_and_closed() {
+    let srv = TestServer::start(Opts {
+        config: ServerConfig {
+            max_connections: 1,
+            max_waiting: 4,
+            ..quiet_config()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let mut held = connect(srv.addr).await;
+    assert_eq!(
+        request(&mut held, &get(srv.addr, "/v2/", true))
+            .await
+            .status,
+        200
+    );
+    // A pull with a body: not a push, so no reserved connection for it.
+    let mut w = connect(srv.addr).await;
+    let head = format!(
+        "GET /v2/a/app/manifests/1 HTTP/1.1\r\nHost: {}\r\nContent-Length: 5\r\n\r\nhello",
+        srv.addr
+    );
+    let r = request(&mut w, &head).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_closed(&mut w, WAIT).await;
+    // Connection: close is honoured the same way.
+    let mut w = connect(srv.addr).await;
+    let r = request(&mut w, &get(srv.addr, "/v2/a/app/manifests/1", false)).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_closed(&mut w, WAIT).await;
+    eventually("the waiting room to be empty", || {
+        srv.stats.waiting.load(Ordering::Relaxed) == 0
+    })
+    .await;
+}
+
+/// A waiting connection that cannot send a whole request head within the
+/// header timeout (a slow-header client) is refused and closed, even when a
+/// slot is free by then: slots go to clients with real requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_header_client_in_the_waiting_room_gets_no_slot() {
+    let srv = TestServer::start(Opts {
+        config: ServerConfig {
+            max_connections: 1,
+            max_waiting: 4,
+            ..quiet_config()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let mut held = connect(srv.addr).await;
+    assert_eq!(
+        request(&mut held, &get(srv.addr, "/v2/", true))
+            .await
+            .status,
+        200
+    );
+    let mut slow = connect(srv.addr).await;
+    slow.write_all(b"GET /v2/a/app/manifests/1 HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    eventually("the slow client to wait", || {
+        srv.stats.waiting.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    drop(held);
+    eventually("the held slot to be freed", || {
+        srv.stats.open.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    let r = within(WAIT, "the refusal", read_response(&mut slow))
+        .await
+        .expect("a refusal, not a reset");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(srv.stats.promoted_total.load(Ordering::Relaxed), 0);
+    assert_eq!(srv.stats.open.load(Ordering::Relaxed), 0);
+}
+
+/// The waiting room is bounded: past it a connection gets the canned `503`
+/// with `Connection: close` at once and is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_waiting_room_a_connection_is_refused_and_closed() {
+    let srv = TestServer::start(Opts {
+        config: ServerConfig {
+            max_connections: 1,
+            max_waiting: 1,
+            ..quiet_config()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let mut held = connect(srv.addr).await;
+    assert_eq!(
+        request(&mut held, &get(srv.addr, "/v2/", true))
+            .await
+            .status,
+        200
+    );
+    let mut w = connect(srv.addr).await;
+    let r = request(&mut w, &get(srv.addr, "/v2/a/app/manifests/1", true)).await;
+    assert_eq!((r.status, r.header("connection")), (503, None));
+    let started = Instant::now();
+    let mut x = connect(srv.addr).await;
+    let r = request(&mut x, &get(srv.addr, "/v2/a/app/manifests/1", true)).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_closed(&mut x, WAIT).await;
+    assert_eq!(srv.stats.waiting.load(Ordering::Relaxed), 1);
+}
+
+/// While connections wait, a served connection idle between requests is
+/// closed after about 2 s (long before its 30 s idle timeout), and the
+/// waiting connection gets its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_connections_wait_an_idle_served_connection_gives_up_its_slot() {
+    let srv = TestServer::start(Opts {
+        config: ServerConfig {
+            max_connections: 1,
+            max_waiting: 4,
+            ..quiet_config()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let mut held = connect(srv.addr).await;
+    assert_eq!(
+        request(&mut held, &get(srv.addr, "/v2/", true))
+            .await
+            .status,
+        200
+    );
+    let mut w = connect(srv.addr).await;
+    let started = Instant::now();
+    let r = request(&mut w, &get(srv.addr, "/v2/a/app/manifests/1", true)).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_closed(&mut held, WAIT).await;
+    let closed_after = started.elapsed();
+    assert!(
+        closed_after < Duration::from_secs(6),
+        "the idle connection was closed after {closed_after:?}"
+    );
+    drop(held);
+    eventually("the idle connection's slot to be freed", || {
+        srv.stats.open.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    let r = request(&mut w, &get(srv.addr, "/v2/a/app/manifests/1", true)).await;
+    assert_eq!(r.status, 404, "served (no such manifest): {r:?}");
+}
+
+/// A real HTTP client keeps its connection in the waiting room: each of its
+/// pulls is answered (`503` with `Retry-After`), none is a protocol error,
+/// and it is served once a slot frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_http_client_in_the_waiting_room_sees_503s_then_is_served() {
+    let srv = TestServer::start(Opts {
+        config: ServerConfig {
+            max_connections: 1,
+            max_waiting: 4,
+            ..quiet_config()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let mut held = connect(srv.addr).await;
+    assert_eq!(
+        request(&mut held, &get(srv.addr, "/v2/", true))
+            .await
+            .status,
+        200
+    );
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let r = within(
+            WAIT,
+            "a refusal",
+            client.get(srv.url("/v2/a/app/manifests/1")).send(),
+        )
+        .await
+        .expect("an answer, not an error");
+        assert_eq!(r.status(), 503);
+        assert_eq!(header(&r, "retry-after"), "1");
+        assert_eq!(error_code(r).await, "UNAVAILABLE");
+    }
+    drop(held);
+    let r = within(
+        WAIT,
+        "an answer",
+        client.get(srv.url("/v2/a/app/manifests/1")).send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404, "served (no such manifest)");
+}
+
+/// On shutdown, connections in the waiting room are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_the_waiting_connections() {
+    let mut srv = TestServer::start(Opts {
+        config: ServerConfig {
+            max_connections: 1,
+            max_waiting: 4,
+            ..quiet_config()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let mut held = connect(srv.addr).await;
+    assert_eq!(
+        request(&mut held, &get(srv.addr, "/v2/", true))
+            .await
+            .status,
+        200
+    );
+    let mut w = connect(srv.addr).await;
+    let r = request(&mut w, &get(srv.addr, "/v2/a/app/manifests/1", true)).await;
+    assert_eq!(r.status, 503);
+    srv.stop.take().unwrap().send(()).unwrap();
+    assert_closed(&mut w, WAIT).await;
+    eventually("the waiting room to be empty", || {
+        srv.stats.waiting.load(Ordering::Relaxed) == 0
+    })
+    .await;
 }
 
 /// A real HTTP client (reqwest/hyper) connecting to a node at its
@@ -983,6 +1286,7 @@ impl Opts {
 fn quiet_config() -> ServerConfig {
     ServerConfig {
         max_connections: 64,
+        max_waiting: 0,
         header_read_timeout: Duration::from_secs(30),
         idle_timeout: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(2),

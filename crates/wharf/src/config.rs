@@ -124,6 +124,14 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
+    /// Connections past the cap kept waiting for a slot: each request on one
+    /// is answered `503` with `Retry-After: 1` (or served once a slot is
+    /// free), and the connection is not read again for that second; more are
+    /// answered `503` and closed [default: from the open-file limit: (soft
+    /// limit - 256) / 4, within 64..=16384].
+    #[arg(long, env = "WHARF_MAX_WAITING_CONNECTIONS")]
+    pub max_waiting_connections: Option<usize>,
+
     /// Pull requests (blob and manifest GET/HEAD) in flight at once
     /// [default: 128 per core, within 32..=4096, at most the connection cap].
     #[arg(long, env = "WHARF_PULL_LIMIT")]
@@ -353,6 +361,7 @@ impl Machine {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub max_connections: usize,
+    pub max_waiting: usize,
     pub pull: usize,
     pub push: usize,
     pub admin: usize,
@@ -380,6 +389,9 @@ impl Limits {
             .unwrap_or_else(|| (fds.saturating_sub(256) / 2).clamp(64, 16384));
         let limits = Limits {
             max_connections,
+            max_waiting: a
+                .max_waiting_connections
+                .unwrap_or_else(|| (fds.saturating_sub(256) / 4).clamp(64, 16384)),
             pull: a
                 .pull_limit
                 .unwrap_or_else(|| per_core(128, 32, 4096).min(max_connections)),
@@ -552,7 +564,8 @@ impl Config {
             listen, data_dir, addr_file, admin_listen, admin_addr_file, metadata_url,
             cluster_nodes, log, s3_endpoint, s3_bucket, s3_region, s3_access_key_id,
             s3_secret_access_key, s3_prefix, s3_presign_redirects, storage_max_connections,
-            manifest_cache_mib, upload_expiry_hours, max_connections, pull_limit,
+            manifest_cache_mib, upload_expiry_hours, max_connections, max_waiting_connections,
+            pull_limit,
             push_limit, admin_limit, tenant_share, max_wait_ms, adaptive,
             header_timeout_secs, idle_timeout_secs, min_upload_rate, storage_pool,
             metadata_pool, dependency_deadline_ms, shutdown_grace_secs, auth, htpasswd,
@@ -641,6 +654,7 @@ mod tests {
     fn limits_follow_the_machine() {
         let small = Limits::derive(&ServeArgs::default(), SMALL).unwrap();
         assert_eq!(small.max_connections, (1024 - 256) / 2);
+        assert_eq!(small.max_waiting, (1024 - 256) / 4);
         assert_eq!(small.pull, 256);
         assert_eq!(small.push, 64);
         assert_eq!(small.storage_pool, 32);
@@ -657,6 +671,7 @@ mod tests {
         };
         let few = Limits::derive(&ServeArgs::default(), few_fds).unwrap();
         assert_eq!(few.max_connections, 64, "floor");
+        assert_eq!(few.max_waiting, 64, "floor");
         assert_eq!(few.pull, 64, "never more pulls than connections");
     }
 

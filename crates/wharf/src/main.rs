@@ -317,6 +317,7 @@ async fn serve(config: Config) -> Result<(), String> {
     ));
     let server_config = ServerConfig {
         max_connections: l.max_connections,
+        max_waiting: l.max_waiting,
         header_read_timeout: l.header_timeout,
         idle_timeout: l.idle_timeout,
         shutdown_grace: l.shutdown_grace,
