@@ -17,7 +17,8 @@
 #   KEEP=1           keep the temp dir (data, logs) after the run
 #
 # Measures: push/pull of 4 x 64 MiB layers (skopeo), 8 parallel pushes/pulls
-# of small images, manifest GET/HEAD req/s and p99 at 64 connections (wrk),
+# of small images, manifest GET/HEAD req/s and p99 at 64 connections (GET:
+# wrk; HEAD: ab and wharf-load, as wrk cannot read HEAD answers),
 # 64 MiB blob GET MB/s at 1 and 8 connections (wrk), resident memory (VmRSS
 # sampled every 0.5 s, VmHWM) idle, under load, and during a 2 GiB layer push
 # and pull. nginx only takes part in reads.
@@ -48,6 +49,7 @@ SMALL_LAYERS=3
 SMALL_KIB=256
 SERVERS=${SERVERS:-"wharf reference nginx"}
 WHARF_BIN=${WHARF_BIN:-$ROOT/target/release/wharf}
+LOAD_BIN=${LOAD_BIN:-$ROOT/target/release/wharf-load}
 OCI_MT=application/vnd.oci.image.manifest.v1+json
 # Upper bounds so nothing can run forever.
 SKOPEO_TIMEOUT=900
@@ -86,6 +88,11 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 REGISTRY=$(command -v docker-registry || echo /usr/bin/docker-registry)
 
+if [ ! -x "$LOAD_BIN" ]; then
+  log "building wharf-load (cargo build --release -p wharf-load)"
+  cargo build --release -p wharf-load >"$RUN/logs/cargo-build-load.log" 2>&1 \
+    || fail "wharf-load: release build failed (logs/cargo-build-load.log); HEAD is measured with ab only"
+fi
 if has wharf && [ ! -x "$WHARF_BIN" ]; then
   log "building wharf (cargo build --release -p wharf)"
   if ! cargo build --release -p wharf >"$RUN/logs/cargo-build.log" 2>&1; then
@@ -377,6 +384,28 @@ ab_run() { # name server round head(0|1) url
   record "${name}_p99_ms" "$s" "$r" "$p99"
 }
 
+# HEAD with wharf-load too (crates/wharf-load: tokio + hyper's client, which
+# knows a HEAD response has no body): ab is one thread and, near 100k req/s,
+# the limit of both servers, so a second generator shows the servers apart.
+wl_run() { # name server round method url
+  local name=$1 s=$2 r=$3 method=$4 url=$5 outf rps p99 bad
+  [ -x "$LOAD_BIN" ] || return 0
+  outf=$RUN/logs/wl-$name-$s-r$r.json
+  timeout "$WRK_TIMEOUT" "$LOAD_BIN" load --url "$method $url|Accept: $OCI_MT" --clients 64 \
+    --duration "$WRK_SECS" >"$outf" 2>"$RUN/logs/wl-$name-$s-r$r.txt" || true
+  rps=$(jq -r '.stages[0].goodput_rps // empty' "$outf" 2>/dev/null)
+  p99=$(jq -r '.stages[0].outcomes.ok_2xx.p99_ms // empty' "$outf" 2>/dev/null)
+  bad=$(jq -r '[.stages[0].outcomes | to_entries[] | select(.key != "ok_2xx") | .value.count] | add // 0' "$outf" 2>/dev/null)
+  if [ -z "$rps" ] || [ -z "$p99" ]; then
+    fail "$s: wharf-load $name round $r produced no result (logs/${outf##*/})"; return 0
+  fi
+  if [ "${bad:-0}" != 0 ]; then
+    fail "$s: wharf-load $name round $r: $bad answers not 2xx (logs/${outf##*/})"; return 0
+  fi
+  record "${name}_rps" "$s" "$r" "$rps"
+  record "${name}_p99_ms" "$s" "$r" "$p99"
+}
+
 # Same small image on every server: the round-1 small image 1.
 MREPO=bench/small-r1-1
 BREPO=bench/big-r1
@@ -408,6 +437,7 @@ for r in $(seq 1 "$ROUNDS"); do
     u=http://${ADDR[$s]}/v2/$MREPO/manifests/1
     wrk_run mget "$s" "$r" GET "$OCI_MT" "$u" 64 2
     ab_run mhead "$s" "$r" 1 "$u"
+    wl_run mhead_wl "$s" "$r" HEAD "$u"
     ab_run mget_ab "$s" "$r" 0 "$u"
   done
 done

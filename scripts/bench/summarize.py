@@ -29,6 +29,8 @@ ROWS = [
     ("mget_p99_ms", "Manifest GET p99, wrk (ms)", "lower", 1, 2),
     ("mhead_rps", "Manifest HEAD, 64 conns, ab (req/s)", "higher", 1, 0),
     ("mhead_p99_ms", "Manifest HEAD p99, ab (ms)", "lower", 1, 2),
+    ("mhead_wl_rps", "Manifest HEAD, 64 conns, wharf-load (req/s)", "higher", 1, 0),
+    ("mhead_wl_p99_ms", "Manifest HEAD p99, wharf-load (ms)", "lower", 1, 2),
     ("mget_ab_rps", "Manifest GET, 64 conns, ab (req/s)", "higher", 1, 0),
     ("mget_ab_p99_ms", "Manifest GET p99, ab (ms)", "lower", 1, 2),
     ("blob1_MBps", "Blob GET 64 MiB, 1 conn (MB/s)", "higher", 1, 0),
@@ -153,7 +155,7 @@ def main(run):
     def verdict(ok):
         return "n/a" if ok is None else ("**yes**" if ok else "**no**")
 
-    for kind, name in (("mget", "GET (wrk)"), ("mhead", "HEAD (ab)")):
+    for kind, name in (("mget", "GET (wrk)"), ("mhead", "HEAD (ab)"), ("mhead_wl", "HEAD (wharf-load)")):
         rw, rn, p99 = med(f"{kind}_rps", "wharf"), med(f"{kind}_rps", "nginx"), med(f"{kind}_p99_ms", "wharf")
         ok = None if None in (rw, rn, p99) else (rw >= rn and p99 < 5)
         w(f"| Manifest {name} req/s ≥ nginx, p99 < 5 ms | {fmt(rw, 0)} vs {fmt(rn, 0)} req/s "

@@ -20,21 +20,30 @@
 //! | `directory`         | `kind\0key`             | the entry's value          |
 //! | `directory_version` | `()`                    | version (`u64`), bumped in every directory write |
 //!
-//! Must never: block the async runtime on a write. redb serialises write
-//! transactions and a commit waits on fsync, so every write transaction runs
-//! in [`tokio::task::spawn_blocking`]. Reads use MVCC snapshots that never
-//! wait for a writer, so short reads run inline.
+//! Must never: block the async runtime on a write, or answer a write before
+//! it is durable. redb serialises write transactions and a durable commit
+//! waits on fsync, so every write runs on one writer thread, with *group
+//! commit*: the writer takes every write queued at that moment, runs each in
+//! its own transaction committed without fsync (`Durability::None`, so one
+//! write's error rolls back only that write), then makes the whole batch
+//! durable with one empty `Durability::Immediate` commit, and only then
+//! answers each caller. Concurrent pushes share fsyncs instead of queueing
+//! for one each. Reads use MVCC snapshots that never wait for a writer, so
+//! short reads run inline; they may see a batch's writes up to one fsync
+//! before those are durable (and before their callers are answered).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use redb::{
-    AccessGuard, Database, ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition,
-    WriteTransaction,
+    AccessGuard, Database, Durability, ReadOnlyTable, ReadTransaction, ReadableTable,
+    TableDefinition, WriteTransaction,
 };
 use wharf_core::{Digest, RepoName, Tag, UploadId};
 
@@ -63,6 +72,89 @@ const END: char = '\x01';
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    writer: Arc<Writer>,
+}
+
+/// A write queued for the writer thread: runs its transaction (committed
+/// without fsync, or rolled back) and returns whether it committed, and how
+/// to answer its caller once the batch's durable commit is known.
+type Job = Box<dyn FnOnce(&Database) -> Ran + Send>;
+
+struct Ran {
+    committed: bool,
+    answer: Box<dyn FnOnce(Result<(), MetaError>) + Send>,
+}
+
+/// Most writes in one group commit.
+const MAX_BATCH: usize = 64;
+
+/// The writer thread and its queue. Dropped with the last store clone: the
+/// queue closes, the thread finishes what it holds and is joined, so the
+/// database file is released before the drop returns (a reopen right after
+/// does not find it held).
+struct Writer {
+    queue: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    /// Writes run, and durable commits (fsyncs) made for them.
+    counts: Arc<[AtomicU64; 2]>,
+}
+
+impl Writer {
+    fn start(db: Arc<Database>) -> Result<Writer, MetaError> {
+        let (queue, jobs) = mpsc::channel::<Job>();
+        let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let counted = Arc::clone(&counts);
+        let thread = std::thread::Builder::new()
+            .name("wharf-meta-writer".into())
+            .spawn(move || group_commits(&db, &jobs, &counted))
+            .map_err(|e| MetaError::Internal(format!("cannot start the metadata writer: {e}")))?;
+        Ok(Writer {
+            queue: Some(queue),
+            thread: Some(thread),
+            counts,
+        })
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The writer thread's loop: a batch is every job queued when the first one
+/// is taken (at most [`MAX_BATCH`]); one durable commit covers them all.
+fn group_commits(db: &Database, jobs: &mpsc::Receiver<Job>, counts: &[AtomicU64; 2]) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first(db)];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job(db)),
+                Err(_) => break,
+            }
+        }
+        counts[0].fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let durable = if batch.iter().any(|r| r.committed) {
+            counts[1].fetch_add(1, Ordering::Relaxed);
+            make_durable(db)
+        } else {
+            Ok(())
+        };
+        for ran in batch {
+            (ran.answer)(durable.clone());
+        }
+    }
+}
+
+/// Persists every commit made without fsync so far: an empty transaction
+/// committed with the default, immediate durability.
+fn make_durable(db: &Database) -> Result<(), MetaError> {
+    let mut txn = db.begin_write().map_err(engine)?;
+    txn.set_durability(Durability::Immediate);
+    txn.commit().map_err(engine)
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -100,36 +192,46 @@ impl EmbeddedStore {
         txn.commit().map_err(engine)?;
 
         tracing::debug!(path = %path.display(), "opened embedded metadata store");
-        Ok(EmbeddedStore { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let writer = Arc::new(Writer::start(Arc::clone(&db))?);
+        Ok(EmbeddedStore { db, writer })
     }
 
-    /// Runs `f` in one write transaction on the blocking pool and commits it
-    /// if `f` succeeds; on error nothing `f` did becomes visible.
+    /// Writes run so far, and the durable commits (fsyncs) that covered
+    /// them: with concurrent writers, fewer commits than writes.
+    pub fn write_counts(&self) -> (u64, u64) {
+        let c = &self.writer.counts;
+        (c[0].load(Ordering::Relaxed), c[1].load(Ordering::Relaxed))
+    }
+
+    /// Runs `f` in one write transaction on the writer thread, commits it if
+    /// `f` succeeds (on error nothing `f` did becomes visible), and answers
+    /// once the commit is durable.
     async fn write<T, F>(&self, f: F) -> Result<T, MetaError>
     where
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T, MetaError> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_write().map_err(engine)?;
-            match f(&txn) {
-                Ok(out) => {
-                    txn.commit().map_err(engine)?;
-                    Ok(out)
-                }
-                Err(e) => {
-                    // Abort explicitly: the caller's error matters more than
-                    // a failure to roll back, so the latter is only logged.
-                    if let Err(abort) = txn.abort() {
-                        tracing::warn!(error = %abort, "aborting metadata transaction failed");
-                    }
-                    Err(e)
-                }
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, MetaError>>();
+        let job: Job = Box::new(move |db: &Database| {
+            let out = run_one(db, f);
+            Ran {
+                committed: out.is_ok(),
+                answer: Box::new(move |durable| {
+                    let _ = tx.send(out.and_then(|v| durable.map(|()| v)));
+                }),
             }
-        })
-        .await
-        .map_err(|e| MetaError::Internal(format!("metadata write task failed: {e}")))?
+        });
+        let queue = self
+            .writer
+            .queue
+            .as_ref()
+            .expect("the queue lives as long as the store");
+        queue
+            .send(job)
+            .map_err(|_| MetaError::Internal("the metadata writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| MetaError::Internal("the metadata writer dropped a write".into()))?
     }
 
     /// Runs `f` on a read snapshot, inline.
@@ -139,6 +241,30 @@ impl EmbeddedStore {
     ) -> Result<T, MetaError> {
         let txn = self.db.begin_read().map_err(engine)?;
         f(&txn)
+    }
+}
+
+/// One write in its own transaction, committed without fsync (the batch's
+/// durable commit follows) or rolled back if `f` fails.
+fn run_one<T>(
+    db: &Database,
+    f: impl FnOnce(&WriteTransaction) -> Result<T, MetaError>,
+) -> Result<T, MetaError> {
+    let mut txn = db.begin_write().map_err(engine)?;
+    txn.set_durability(Durability::None);
+    match f(&txn) {
+        Ok(out) => {
+            txn.commit().map_err(engine)?;
+            Ok(out)
+        }
+        Err(e) => {
+            // Abort explicitly: the caller's error matters more than a
+            // failure to roll back, so the latter is only logged.
+            if let Err(abort) = txn.abort() {
+                tracing::warn!(error = %abort, "aborting metadata transaction failed");
+            }
+            Err(e)
+        }
     }
 }
 
@@ -668,5 +794,55 @@ impl MetaStore for EmbeddedStore {
             }
             Ok(DirectorySnapshot { version, records })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In a group commit, a write that fails is rolled back alone: the
+    /// writes batched with it commit, and only its caller sees the error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_in_a_batch_rolls_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("meta.redb")).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..64u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .write(move |txn| {
+                        let mut t = txn.open_table(BLOBS).map_err(engine)?;
+                        t.insert(format!("r\0{i}").as_str(), i).map_err(engine)?;
+                        if i % 8 == 0 {
+                            return Err(MetaError::Internal(format!("write {i} fails")));
+                        }
+                        Ok(i)
+                    })
+                    .await
+            }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            let r = t.await.unwrap();
+            if i % 8 == 0 {
+                assert!(r.is_err(), "write {i} should have failed");
+            } else {
+                assert_eq!(r.unwrap(), i as u64);
+            }
+        }
+        let (writes, durable) = store.write_counts();
+        assert_eq!(writes, 64);
+        assert!((1..=64).contains(&durable));
+        store
+            .read(|txn| {
+                let t = txn.open_table(BLOBS).map_err(engine)?;
+                for i in 0..64u64 {
+                    let got = t.get(format!("r\0{i}").as_str()).map_err(engine)?;
+                    assert_eq!(got.map(|v| v.value()), (i % 8 != 0).then_some(i), "key {i}");
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 }

@@ -91,7 +91,7 @@ pub struct NamespaceUsage {
 }
 
 /// What a metadata call can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum MetaError {
     /// The store cannot be reached or refused the call.
     #[error("metadata store unavailable: {0}")]

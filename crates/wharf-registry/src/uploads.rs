@@ -122,16 +122,25 @@ impl Registry {
             self.end_refused_upload(id).await;
             return Err(e);
         }
-        let committed = self.blobs().upload_commit(id, digest).await;
-        if matches!(committed, Ok(_) | Err(StorageError::DigestMismatch { .. })) {
-            // Either way the session is over in storage.
-            self.meta().delete_upload(id).await.map_err(meta_err)?;
-        }
-        let size = committed.map_err(upload_err)?;
-        self.meta()
-            .link_blob(repo, digest, size)
-            .await
-            .map_err(meta_err)?;
+        let size = match self.blobs().upload_commit(id, digest).await {
+            Ok(size) => size,
+            Err(e) => {
+                if matches!(e, StorageError::DigestMismatch { .. }) {
+                    // The session is over in storage all the same.
+                    self.meta().delete_upload(id).await.map_err(meta_err)?;
+                }
+                return Err(upload_err(e));
+            }
+        };
+        // The session is over and the blob is in place: forget the one and
+        // link the other at once, so that a store with group commit (the
+        // embedded one) makes both durable with one fsync.
+        let (forgot, linked) = tokio::join!(
+            self.meta().delete_upload(id),
+            self.meta().link_blob(repo, digest, size)
+        );
+        forgot.map_err(meta_err)?;
+        linked.map_err(meta_err)?;
         self.inner.links.put((repo.clone(), digest.clone()), size);
         Ok(size)
     }
