@@ -181,6 +181,18 @@ pub async fn serve_with(
         header_timeout: strict_timeout,
     });
 
+    // What serving one connection needs, with the header timeout of
+    // `builder`.
+    let ctx = |builder: &Arc<auto::Builder<TokioExecutor>>, peer| ConnCtx {
+        app: app.clone(),
+        builder: builder.clone(),
+        stats: stats.clone(),
+        stop: stop_rx.clone(),
+        abort: abort_rx.clone(),
+        idle_timeout: config.idle_timeout,
+        peer,
+    };
+
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -209,16 +221,7 @@ pub async fn serve_with(
         };
         let Some(slot) = slot else {
             if let Ok(seat) = room.seats.clone().try_acquire_owned() {
-                let conn = conn_ctx(
-                    &app,
-                    &strict,
-                    &stats,
-                    &stop_rx,
-                    &abort_rx,
-                    config.idle_timeout,
-                    peer,
-                );
-                tokio::spawn(room.clone().wait(stream, conn, seat));
+                tokio::spawn(room.clone().wait(stream, ctx(&strict, peer), seat));
                 continue;
             }
             let Ok(r) = refusals.clone().try_acquire_owned() else {
@@ -231,15 +234,7 @@ pub async fn serve_with(
             // cannot starve pushes at the connection level either.
             let bytes = refusal.clone();
             let reserve = reserve.clone();
-            let conn = conn_ctx(
-                &app,
-                &strict,
-                &stats,
-                &stop_rx,
-                &abort_rx,
-                config.idle_timeout,
-                peer,
-            );
+            let conn = ctx(&strict, peer);
             tokio::spawn(async move {
                 let mut stream = stream;
                 let head = read_head(&mut stream, Duration::from_millis(200)).await;
@@ -273,15 +268,7 @@ pub async fn serve_with(
         } else {
             (&builder, config.header_read_timeout)
         };
-        let conn = conn_ctx(
-            &app,
-            builder,
-            &stats,
-            &stop_rx,
-            &abort_rx,
-            config.idle_timeout,
-            peer,
-        );
+        let conn = ctx(builder, peer);
         tokio::spawn(async move {
             // hyper-util's auto builder waits for the first bytes (to tell
             // HTTP/1 from HTTP/2) with no timer of its own: a client that
@@ -457,7 +444,8 @@ fn can_stay(head: &[u8]) -> bool {
     })
 }
 
-/// What serving one connection needs, cloned out of the accept loop.
+/// What serving one connection needs, cloned out of the accept loop (`ctx`
+/// there).
 struct ConnCtx {
     app: Router,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -473,26 +461,6 @@ struct ConnCtx {
 /// failed logins are counted per client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
-
-fn conn_ctx(
-    app: &Router,
-    builder: &Arc<auto::Builder<TokioExecutor>>,
-    stats: &Arc<ConnStats>,
-    stop: &watch::Receiver<bool>,
-    abort: &watch::Receiver<bool>,
-    idle_timeout: Duration,
-    peer: SocketAddr,
-) -> ConnCtx {
-    ConnCtx {
-        app: app.clone(),
-        builder: builder.clone(),
-        stats: stats.clone(),
-        stop: stop.clone(),
-        abort: abort.clone(),
-        idle_timeout,
-        peer,
-    }
-}
 
 impl ConnCtx {
     /// Serves HTTP on `stream` until the client goes, the connection idles

@@ -122,22 +122,7 @@ async fn connection_cap_refuses_the_extra_connection_at_once_with_503() {
 /// `Retry-After`), and once a slot frees the same connection is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_cap_a_connection_waits_is_paced_and_is_served_when_a_slot_frees() {
-    let srv = TestServer::start(Opts {
-        config: ServerConfig {
-            max_connections: 1,
-            max_waiting: 4,
-            ..quiet_config()
-        },
-        ..Opts::default()
-    })
-    .await;
-    let mut held = connect(srv.addr).await;
-    assert_eq!(
-        request(&mut held, &get(srv.addr, "/v2/", true))
-            .await
-            .status,
-        200
-    );
+    let (srv, held) = one_slot_taken(4).await;
 
     let mut w = connect(srv.addr).await;
     let started = Instant::now();
@@ -188,22 +173,7 @@ async fn past_the_cap_a_connection_waits_is_paced_and_is_served_when_a_slot_free
 /// `Connection: close` and is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_connection_that_sends_a_body_is_refused_and_closed() {
-    let srv = TestServer::start(Opts {
-        config: ServerConfig {
-            max_connections: 1,
-            max_waiting: 4,
-            ..quiet_config()
-        },
-        ..Opts::default()
-    })
-    .await;
-    let mut held = connect(srv.addr).await;
-    assert_eq!(
-        request(&mut held, &get(srv.addr, "/v2/", true))
-            .await
-            .status,
-        200
-    );
+    let (srv, _held) = one_slot_taken(4).await;
     // A pull with a body: not a push, so no reserved connection for it.
     let mut w = connect(srv.addr).await;
     let head = format!(
@@ -231,22 +201,7 @@ async fn a_waiting_connection_that_sends_a_body_is_refused_and_closed() {
 /// slot is free by then: slots go to clients with real requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_header_client_in_the_waiting_room_gets_no_slot() {
-    let srv = TestServer::start(Opts {
-        config: ServerConfig {
-            max_connections: 1,
-            max_waiting: 4,
-            ..quiet_config()
-        },
-        ..Opts::default()
-    })
-    .await;
-    let mut held = connect(srv.addr).await;
-    assert_eq!(
-        request(&mut held, &get(srv.addr, "/v2/", true))
-            .await
-            .status,
-        200
-    );
+    let (srv, held) = one_slot_taken(4).await;
     let mut slow = connect(srv.addr).await;
     slow.write_all(b"GET /v2/a/app/manifests/1 HTTP/1.1\r\nHo")
         .await
@@ -273,22 +228,7 @@ async fn a_slow_header_client_in_the_waiting_room_gets_no_slot() {
 /// with `Connection: close` at once and is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_waiting_room_a_connection_is_refused_and_closed() {
-    let srv = TestServer::start(Opts {
-        config: ServerConfig {
-            max_connections: 1,
-            max_waiting: 1,
-            ..quiet_config()
-        },
-        ..Opts::default()
-    })
-    .await;
-    let mut held = connect(srv.addr).await;
-    assert_eq!(
-        request(&mut held, &get(srv.addr, "/v2/", true))
-            .await
-            .status,
-        200
-    );
+    let (srv, _held) = one_slot_taken(1).await;
     let mut w = connect(srv.addr).await;
     let r = request(&mut w, &get(srv.addr, "/v2/a/app/manifests/1", true)).await;
     assert_eq!((r.status, r.header("connection")), (503, None));
@@ -307,22 +247,7 @@ async fn past_the_waiting_room_a_connection_is_refused_and_closed() {
 /// waiting connection gets its slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_connections_wait_an_idle_served_connection_gives_up_its_slot() {
-    let srv = TestServer::start(Opts {
-        config: ServerConfig {
-            max_connections: 1,
-            max_waiting: 4,
-            ..quiet_config()
-        },
-        ..Opts::default()
-    })
-    .await;
-    let mut held = connect(srv.addr).await;
-    assert_eq!(
-        request(&mut held, &get(srv.addr, "/v2/", true))
-            .await
-            .status,
-        200
-    );
+    let (srv, mut held) = one_slot_taken(4).await;
     let mut w = connect(srv.addr).await;
     let started = Instant::now();
     let r = request(&mut w, &get(srv.addr, "/v2/a/app/manifests/1", true)).await;
@@ -347,22 +272,7 @@ async fn while_connections_wait_an_idle_served_connection_gives_up_its_slot() {
 /// and it is served once a slot frees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_http_client_in_the_waiting_room_sees_503s_then_is_served() {
-    let srv = TestServer::start(Opts {
-        config: ServerConfig {
-            max_connections: 1,
-            max_waiting: 4,
-            ..quiet_config()
-        },
-        ..Opts::default()
-    })
-    .await;
-    let mut held = connect(srv.addr).await;
-    assert_eq!(
-        request(&mut held, &get(srv.addr, "/v2/", true))
-            .await
-            .status,
-        200
-    );
+    let (srv, held) = one_slot_taken(4).await;
     let client = reqwest::Client::new();
     for _ in 0..3 {
         let r = within(
@@ -390,22 +300,7 @@ async fn a_real_http_client_in_the_waiting_room_sees_503s_then_is_served() {
 /// On shutdown, connections in the waiting room are closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_the_waiting_connections() {
-    let mut srv = TestServer::start(Opts {
-        config: ServerConfig {
-            max_connections: 1,
-            max_waiting: 4,
-            ..quiet_config()
-        },
-        ..Opts::default()
-    })
-    .await;
-    let mut held = connect(srv.addr).await;
-    assert_eq!(
-        request(&mut held, &get(srv.addr, "/v2/", true))
-            .await
-            .status,
-        200
-    );
+    let (mut srv, _held) = one_slot_taken(4).await;
     let mut w = connect(srv.addr).await;
     let r = request(&mut w, &get(srv.addr, "/v2/a/app/manifests/1", true)).await;
     assert_eq!(r.status, 503);
@@ -1280,6 +1175,24 @@ impl Opts {
             ..Opts::default()
         }
     }
+}
+
+/// A node serving one connection at most, with a waiting room of
+/// `max_waiting`, and the connection that holds its slot (served once).
+async fn one_slot_taken(max_waiting: usize) -> (TestServer, TcpStream) {
+    let srv = TestServer::start(Opts {
+        config: ServerConfig {
+            max_connections: 1,
+            max_waiting,
+            ..quiet_config()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let mut held = connect(srv.addr).await;
+    let r = request(&mut held, &get(srv.addr, "/v2/", true)).await;
+    assert_eq!(r.status, 200, "the first connection is served: {r:?}");
+    (srv, held)
 }
 
 /// Limits no test reaches unless it lowers them.
