@@ -41,7 +41,7 @@ use wharf_auth::{
     Access, Action, Actions, BasicChallenge, BearerChallenge, BearerError, Grant, Htpasswd, Issuer,
     LoginLimiter, Principal, RefreshToken, RepoPattern, Resource, Scope, Verifier,
 };
-use wharf_core::{RegistryError, RepoName};
+use wharf_core::{now_unix, RegistryError, RepoName};
 use wharf_tenants::{verify_password, Credential, Directory, SubjectStatus};
 
 use crate::error::error_response;
@@ -374,12 +374,6 @@ impl Users {
             SubjectStatus::Active => Some(d.grants_of(user).unwrap_or_default()),
         }
     }
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// What a request needs.

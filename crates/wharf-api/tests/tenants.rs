@@ -10,7 +10,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
@@ -22,6 +22,7 @@ use wharf_auth::{
     parse_grant, BasicChallenge, BearerChallenge, Issuer, KeySet, LimiterConfig, LoginLimiter,
     SigningKey, Verifier,
 };
+use wharf_core::now_unix;
 use wharf_meta::MetaStore;
 use wharf_tenants::{Directory, NewTenant, QuotaPatch, Role, RoleSpec, TenantPatch, TenantQuota};
 
@@ -408,13 +409,6 @@ fn upload_files(s: &Server) -> Vec<String> {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect()
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 // ---- 1. tenant users in token mode ----

@@ -23,3 +23,11 @@ pub use digest::{Algorithm, Digest, Hasher};
 pub use error::{ErrorCode, RegistryError};
 pub use names::{Reference, RepoName, Tag, UploadId};
 pub use quota::{Quota, QuotaSource};
+
+/// Seconds since the Unix epoch, now (0 if the clock is before it): the time
+/// stamps of upload sessions, token lifetimes and directory records.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

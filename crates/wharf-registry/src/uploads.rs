@@ -5,21 +5,14 @@
 //! any node can continue a session; the bytes and the running hash live in
 //! the blob store, which verifies the digest while the bytes stream.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use wharf_core::{Digest, RegistryError, RepoName, UploadId};
+use wharf_core::{now_unix, Digest, RegistryError, RepoName, UploadId};
 use wharf_meta::UploadRecord;
 use wharf_storage::{ByteStream, StorageError};
 
 use crate::quota::Addition;
 use crate::{meta_err, storage_err, Registry};
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 fn new_upload_id() -> UploadId {
     UploadId::new(uuid::Uuid::new_v4().to_string()).expect("a hyphenated UUID is a valid upload id")

@@ -21,13 +21,13 @@
 //! `Snapshot::build`).
 
 use std::sync::{Arc, RwLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use tokio::task::JoinHandle;
 use wharf_auth::{hash_secret, Action, Actions, Grant, RepoPattern};
-use wharf_core::{Quota, QuotaSource};
+use wharf_core::{now_unix, Quota, QuotaSource};
 use wharf_meta::MetaStore;
 
 use crate::error::DirectoryError;
@@ -117,12 +117,6 @@ impl std::fmt::Debug for Directory {
             .field("robots", &snap.robots.len())
             .finish()
     }
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Directory {
