@@ -97,10 +97,8 @@ mkdir -p "$RUN/logs"
 FAILS=$RUN/failures.txt
 : >"$FAILS"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-now() { date +%s.%N; }
-fail() { log "FAIL: $*"; printf '%s\n' "$*" >>"$FAILS"; }
+# log, now, fail, free_port, wait_http, start_reference, start_servers
+source "$BENCH/lib.sh"
 
 # ---------------------------------------------------------------- tools
 need=()
@@ -140,15 +138,6 @@ cat >"$W/policy.json" <<'EOF'
 {"default": [{"type": "insecureAcceptAnything"}]}
 EOF
 SKOPEO=(timeout "$SKOPEO_TIMEOUT" skopeo --policy "$W/policy.json" copy --quiet)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { # url: bounded wait (10 s) for a 200
-  local i
-  for i in $(seq 1 100); do
-    [ "$(curl -s -m 1 -o /dev/null -w '%{http_code}' "$1" || true)" = 200 ] && return 0
-    sleep 0.1
-  done
-  return 1
-}
 
 declare -A ADDR PID ADMIN
 # Wharf's limits: flag/value pairs, kept only if this build lists the flag.
@@ -185,39 +174,7 @@ start_wharf() {
     | sed "s|$W|<tmp>|g" >"$RUN/wharf-command.txt"
 }
 
-start_reference() {
-  local port; port=$(free_port)
-  mkdir -p "$W/reference-data"
-  cat >"$W/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $W/reference-data
-  cache:
-    blobdescriptor: inmemory
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$port
-EOF
-  "$REGISTRY" serve "$W/registry.yml" >"$RUN/logs/reference.log" 2>&1 &
-  PID[reference]=$!; PIDS+=("$!")
-  ADDR[reference]=127.0.0.1:$port
-}
-
-for s in $SERVERS; do "start_$s"; done
-for s in $SERVERS; do
-  if [ -z "${ADDR[$s]:-}" ] || ! wait_http "http://${ADDR[$s]}/v2/"; then
-    fail "$s: did not answer 200 on /v2/ within 10 s (logs/$s.log); dropped"
-    SERVERS=${SERVERS//$s/}
-  else
-    log "$s listening on ${ADDR[$s]} (pid ${PID[$s]})${ADMIN[$s]:+, admin ${ADMIN[$s]}}"
-  fi
-done
+start_servers
 
 # ---------------------------------------------------------------- images
 mk() { python3 "$BENCH/mklayout.py" make "$@"; }

@@ -64,12 +64,11 @@ FAILS=$RUN/failures.txt
 : >"$RESULTS"; : >"$FAILS"
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-now() { date +%s.%N; }
+# log, now, fail, free_port, wait_http, start_reference, start_servers
+source "$BENCH/lib.sh"
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
 has() { case " $SERVERS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"; }
-fail() { log "FAIL: $*"; printf '%s\n' "$*" >>"$FAILS"; }
 
 # ---------------------------------------------------------------- tools
 need=()
@@ -128,18 +127,9 @@ cat >"$W/policy.json" <<'EOF'
 EOF
 SKOPEO=(timeout "$SKOPEO_TIMEOUT" skopeo --policy "$W/policy.json" copy --quiet)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-wait_http() { # url: bounded wait (10 s) for /v2/ to answer 200
-  local i
-  for i in $(seq 1 100); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)" = 200 ] && return 0
-    sleep 0.1
-  done
-  return 1
-}
 
-declare -A ADDR PID
+declare -A ADDR PID ADMIN
 # ---------------------------------------------------------------- servers
 start_wharf() {
   mkdir -p "$W/wharf-data"
@@ -150,29 +140,6 @@ start_wharf() {
   ADDR[wharf]=$(cat "$W/wharf.addr" 2>/dev/null || true)
 }
 
-start_reference() {
-  local port; port=$(free_port)
-  mkdir -p "$W/reference-data"
-  cat >"$W/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $W/reference-data
-  cache:
-    blobdescriptor: inmemory
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$port
-EOF
-  "$REGISTRY" serve "$W/registry.yml" >"$RUN/logs/reference.log" 2>&1 &
-  PID[reference]=$!; PIDS+=("$!")
-  ADDR[reference]=127.0.0.1:$port
-}
 
 start_nginx() {
   local port; port=$(free_port)
@@ -220,15 +187,7 @@ EOF
   ADDR[nginx]=127.0.0.1:$port
 }
 
-for s in $SERVERS; do "start_$s"; done
-for s in $SERVERS; do
-  if [ -z "${ADDR[$s]:-}" ] || ! wait_http "http://${ADDR[$s]}/v2/"; then
-    fail "$s: did not answer 200 on /v2/ within 10 s (logs/$s.log); dropped"
-    SERVERS=${SERVERS//$s/}
-  else
-    log "$s listening on ${ADDR[$s]} (pid ${PID[$s]})"
-  fi
-done
+start_servers
 REGISTRIES=""; for s in $SERVERS; do [ "$s" = nginx ] || REGISTRIES+=" $s"; done
 
 # ---------------------------------------------------------------- memory
