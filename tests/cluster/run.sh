@@ -381,47 +381,7 @@ case_index_across_nodes() {
 
 # ---------------------------------------------------------------- docker
 
-DOCKER_SOCK=$TMP/docker.sock
-DOCKER_CLI=
-dk() { timeout 180 "$DOCKER_CLI" -H "unix://$DOCKER_SOCK" "$@"; }
-
-stop_dockerd() {
-  [ -n "$DOCKERD_PID" ] || return 0
-  stop_pid "$DOCKERD_PID" 20
-  DOCKERD_PID=
-}
-
-case_docker_daemon() {
-  need dockerd || return 1
-  local dd
-  dd=$(command -v dockerd)
-  if [ -x "$(dirname "$dd")/docker" ]; then DOCKER_CLI=$(dirname "$dd")/docker; fi
-  [ -x "/usr/bin/docker" ] && [ -z "$DOCKER_CLI" ] && DOCKER_CLI=/usr/bin/docker
-  [ -n "$DOCKER_CLI" ] || DOCKER_CLI=$(command -v docker) || die "no docker client" || return 1
-  echo '{}' >"$TMP/daemon.json"
-  mkdir -p "$TMP/docker-data" "$TMP/docker-exec"
-  dockerd --config-file "$TMP/daemon.json" --storage-driver vfs --iptables=false --ip6tables=false \
-    --ip-masq=false --ip-forward=false --bridge=none --userland-proxy=false \
-    --data-root "$TMP/docker-data" --exec-root "$TMP/docker-exec" --pidfile "$TMP/docker.pid" \
-    -H "unix://$DOCKER_SOCK" >"$LOGS/dockerd.out" 2>&1 3>&- 4>&- &
-  DOCKERD_PID=$!
-  local i
-  for ((i = 0; i < 600; i++)); do # 60s
-    if [ -S "$DOCKER_SOCK" ] && timeout 5 "$DOCKER_CLI" -H "unix://$DOCKER_SOCK" version >/dev/null 2>&1; then
-      dk version
-      return 0
-    fi
-    if ! kill -0 "$DOCKERD_PID" 2>/dev/null; then
-      DOCKERD_PID=
-      tail -n 20 "$LOGS/dockerd.out"
-      die "dockerd exited: $(grep -iE 'level=(fatal|error)|failed' "$LOGS/dockerd.out" | tail -n 1 | cut -c1-200)"
-      return 1
-    fi
-    sleep 0.1
-  done
-  tail -n 20 "$LOGS/dockerd.out"
-  die "dockerd did not answer on $DOCKER_SOCK within 60s"
-}
+# dk, stop_dockerd and case_docker_daemon come from tests/harness.sh.
 
 case_docker_pull_lb() {
   dk pull "$LB/cl/alpine:1" || die "docker pull through the LB failed" || return 1
