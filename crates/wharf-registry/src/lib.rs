@@ -46,8 +46,9 @@ pub struct RegistryConfig {
     /// (zero: ask every time). Bounds how late a tag moved through another
     /// node shows on this one.
     pub tag_cache_ttl: std::time::Duration,
-    /// The same for a blob link (a repository holding a blob): how late a
-    /// blob deleted through another node stops being served here.
+    /// The same for a blob link (a repository holding a blob) and for a
+    /// manifest: how late a blob or manifest deleted through another node
+    /// stops being served here.
     pub link_cache_ttl: std::time::Duration,
     /// Bytes of small blobs (configs, small layers: up to
     /// [`SMALL_BLOB_MAX`] each) kept in memory; 0 turns that off.
@@ -84,6 +85,10 @@ struct Inner {
     /// Manifest bytes by repository and digest (immutable, so always valid
     /// until the manifest is deleted).
     manifests: cache::ManifestCache,
+    /// When this node last saw metadata hold a manifest (repository,
+    /// digest): a cached manifest is served without asking again for the
+    /// link TTL, so a delete made through another node shows here within it.
+    manifests_seen: last_known::LastKnown<(RepoName, Digest), ()>,
     /// Small blobs by digest: a pull of a config or a small layer then
     /// needs no storage call (and no trip to the blocking pool).
     small_blobs: cache::BlobCache,
@@ -107,6 +112,7 @@ impl Registry {
                 manifests: cache::ManifestCache::new(config.manifest_cache_bytes),
                 small_blobs: cache::BlobCache::with_budget(config.small_blob_cache_bytes),
                 links: last_known::LastKnown::new(config.last_known_entries),
+                manifests_seen: last_known::LastKnown::new(config.last_known_entries),
                 tags: last_known::LastKnown::new(config.last_known_entries),
                 blobs,
                 meta,

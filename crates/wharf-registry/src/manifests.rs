@@ -78,20 +78,47 @@ impl Registry {
         reference: &Reference,
     ) -> Result<StoredManifest, RegistryError> {
         let digest = self.resolve(repo, reference).await?;
-        if let Some(c) = self.inner.manifests.get(repo, &digest) {
+        let unknown = || RegistryError::ManifestUnknown(format!("{repo}@{digest}"));
+        let seen = (repo.clone(), digest.clone());
+        let cached = self.inner.manifests.get(repo, &digest);
+        if let Some(c) = &cached {
+            let ttl = self.inner.config.link_cache_ttl;
+            if self.inner.manifests_seen.get_fresh(&seen, ttl).is_some() {
+                return Ok(StoredManifest {
+                    digest,
+                    media_type: c.media_type.clone(),
+                    bytes: c.bytes.clone(),
+                });
+            }
+        }
+        let record = match self.meta().get_manifest(repo, &digest).await {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                // Deleted (through another node, or never here).
+                self.inner.manifests.remove(repo, &digest);
+                self.inner.manifests_seen.remove(&seen);
+                return Err(unknown());
+            }
+            // Metadata unreachable: the bytes this node holds are still the
+            // manifest's (content addressed); serve them.
+            Err(e) if unreachable(&e) && cached.is_some() => {
+                let c = cached.expect("checked above");
+                return Ok(StoredManifest {
+                    digest,
+                    media_type: c.media_type,
+                    bytes: c.bytes,
+                });
+            }
+            Err(e) => return Err(meta_err(e)),
+        };
+        self.inner.manifests_seen.put(seen, ());
+        if let Some(c) = cached {
             return Ok(StoredManifest {
                 digest,
                 media_type: c.media_type,
                 bytes: c.bytes,
             });
         }
-        let unknown = || RegistryError::ManifestUnknown(format!("{repo}@{digest}"));
-        let record = self
-            .meta()
-            .get_manifest(repo, &digest)
-            .await
-            .map_err(meta_err)?
-            .ok_or_else(unknown)?;
         let bytes = match self.read_small(&digest, record.size).await {
             Err(RegistryError::BlobUnknown(_)) => {
                 tracing::error!(%repo, %digest, "manifest recorded in metadata is missing from storage");
@@ -203,6 +230,9 @@ impl Registry {
                 bytes,
             },
         );
+        self.inner
+            .manifests_seen
+            .put((repo.clone(), digest.clone()), ());
         Ok(PutOutcome {
             digest,
             subject: record.subject,
@@ -257,6 +287,7 @@ impl Registry {
                     .await
                     .map_err(meta_err)?;
                 self.inner.manifests.remove(repo, d);
+                self.inner.manifests_seen.remove(&(repo.clone(), d.clone()));
                 self.inner
                     .tags
                     .remove_where(|(r, _), digest| r == repo && digest == d);
