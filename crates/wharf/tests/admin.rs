@@ -57,7 +57,17 @@ fn push_blob(w: &Wharf, repo: &str, bytes: Vec<u8>) -> String {
 #[test]
 fn admin_port_answers_health_readiness_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let w = Wharf::start_with(dir.path(), &["--pull-limit", "7", "--storage-pool", "5"]);
+    let w = Wharf::start_with(
+        dir.path(),
+        &[
+            "--pull-limit",
+            "7",
+            "--storage-pool",
+            "5",
+            "--max-waiting-connections",
+            "33",
+        ],
+    );
     assert_eq!(get(&format!("{}/healthz", w.admin)).0, 200);
     assert_eq!(get(&format!("{}/readyz", w.admin)).0, 200);
     // Client traffic, to see it counted.
@@ -70,6 +80,8 @@ fn admin_port_answers_health_readiness_and_metrics() {
     for family in [
         "wharf_connections_open",
         "wharf_connections_limit",
+        "wharf_connections_waiting",
+        "wharf_connections_waiting_limit",
         "wharf_connections_refused_total",
         "wharf_requests_in_flight",
         "wharf_requests_in_flight_limit",
@@ -96,6 +108,12 @@ fn admin_port_answers_health_readiness_and_metrics() {
         Some(7.0),
         "the flag sets the limit"
     );
+    assert_eq!(
+        sample(&text, "wharf_connections_waiting_limit"),
+        Some(33.0),
+        "the flag sets the waiting room's size"
+    );
+    assert_eq!(sample(&text, "wharf_connections_waiting"), Some(0.0));
     assert_eq!(
         sample(
             &text,
@@ -237,6 +255,7 @@ fn serve_help_documents_every_limit() {
         "--data-dir",
         "--admin-listen",
         "--max-connections",
+        "--max-waiting-connections",
         "--pull-limit",
         "--push-limit",
         "--admin-limit",
