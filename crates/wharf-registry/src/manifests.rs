@@ -81,15 +81,17 @@ impl Registry {
         let unknown = || RegistryError::ManifestUnknown(format!("{repo}@{digest}"));
         let seen = (repo.clone(), digest.clone());
         let cached = self.inner.manifests.get(repo, &digest);
-        if let Some(c) = &cached {
-            let ttl = self.inner.config.link_cache_ttl;
-            if self.inner.manifests_seen.get_fresh(&seen, ttl).is_some() {
-                return Ok(StoredManifest {
-                    digest,
-                    media_type: c.media_type.clone(),
-                    bytes: c.bytes.clone(),
-                });
-            }
+        let from_cache = |c: Cached| StoredManifest {
+            digest: digest.clone(),
+            media_type: c.media_type,
+            bytes: c.bytes,
+        };
+        let ttl = self.inner.config.link_cache_ttl;
+        if let Some(c) = cached
+            .as_ref()
+            .filter(|_| self.inner.manifests_seen.get_fresh(&seen, ttl).is_some())
+        {
+            return Ok(from_cache(c.clone()));
         }
         let record = match self.meta().get_manifest(repo, &digest).await {
             Ok(Some(record)) => record,
@@ -101,23 +103,12 @@ impl Registry {
             }
             // Metadata unreachable: the bytes this node holds are still the
             // manifest's (content addressed); serve them.
-            Err(e) if unreachable(&e) && cached.is_some() => {
-                let c = cached.expect("checked above");
-                return Ok(StoredManifest {
-                    digest,
-                    media_type: c.media_type,
-                    bytes: c.bytes,
-                });
-            }
+            Err(e) if unreachable(&e) => return cached.map(from_cache).ok_or_else(|| meta_err(e)),
             Err(e) => return Err(meta_err(e)),
         };
         self.inner.manifests_seen.put(seen, ());
         if let Some(c) = cached {
-            return Ok(StoredManifest {
-                digest,
-                media_type: c.media_type,
-                bytes: c.bytes,
-            });
+            return Ok(from_cache(c));
         }
         let bytes = match self.read_small(&digest, record.size).await {
             Err(RegistryError::BlobUnknown(_)) => {
