@@ -442,6 +442,33 @@ impl PostgresStore {
         .await
     }
 
+    /// One directory write: `sql` on an entry and, if it changed a row, the
+    /// version bump, in one transaction (row locks in the one order every
+    /// directory write uses: the entry, then the version). Whether a row
+    /// changed.
+    async fn directory_change(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<bool, MetaError> {
+        self.call(what, || async move {
+            let mut c = self.conn().await?;
+            c.batch("BEGIN").await?;
+            if c.execute(sql, params).await? == 0 {
+                c.batch("ROLLBACK").await?;
+                c.release();
+                return Ok(false);
+            }
+            let rows = c.query(BUMP_DIRECTORY_VERSION, &[]).await?;
+            directory_version(&rows)?;
+            c.batch("COMMIT").await?;
+            c.release();
+            Ok(true)
+        })
+        .await
+    }
+
     /// Runs `attempt` (one whole call: check out, statements, commit) within
     /// the call's deadline, again while the server aborts it for a conflict.
     async fn call<T, F, Fut>(&self, what: &'static str, mut attempt: F) -> Result<T, MetaError>
@@ -1002,43 +1029,15 @@ impl MetaStore for PostgresStore {
         } else {
             UPSERT_DIRECTORY
         };
-        self.call("directory_put", || async move {
-            let mut c = self.conn().await?;
-            c.batch("BEGIN").await?;
-            // Row locks in the one order every directory write uses: the
-            // entry, then the version.
-            if c.execute(sql, &[&kind, &key, &value]).await? == 0 {
-                // Only `DO NOTHING` changes no row: the entry exists.
-                c.batch("ROLLBACK").await?;
-                c.release();
-                return Ok(false);
-            }
-            let rows = c.query(BUMP_DIRECTORY_VERSION, &[]).await?;
-            directory_version(&rows)?;
-            c.batch("COMMIT").await?;
-            c.release();
-            Ok(true)
-        })
-        .await
+        // Only `DO NOTHING` changes no row: the entry exists.
+        self.directory_change("directory_put", sql, &[&kind, &key, &value])
+            .await
     }
 
     async fn directory_delete(&self, kind: &str, key: &str) -> Result<bool, MetaError> {
         check_directory_text(&[kind, key])?;
-        self.call("directory_delete", || async move {
-            let mut c = self.conn().await?;
-            c.batch("BEGIN").await?;
-            if c.execute(DELETE_DIRECTORY, &[&kind, &key]).await? == 0 {
-                c.batch("ROLLBACK").await?;
-                c.release();
-                return Ok(false);
-            }
-            let rows = c.query(BUMP_DIRECTORY_VERSION, &[]).await?;
-            directory_version(&rows)?;
-            c.batch("COMMIT").await?;
-            c.release();
-            Ok(true)
-        })
-        .await
+        self.directory_change("directory_delete", DELETE_DIRECTORY, &[&kind, &key])
+            .await
     }
 
     async fn directory_version(&self) -> Result<u64, MetaError> {
