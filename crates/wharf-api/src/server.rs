@@ -243,14 +243,7 @@ pub async fn serve_with(
                     .flatten();
                 drop(r);
                 match admitted {
-                    Some(reserved) => {
-                        let stats = conn.stats.clone();
-                        stats.accepted_total.fetch_add(1, Ordering::Relaxed);
-                        stats.open.fetch_add(1, Ordering::Relaxed);
-                        conn.run(Prefixed::new(stream, head)).await;
-                        stats.open.fetch_sub(1, Ordering::Relaxed);
-                        drop(reserved);
-                    }
+                    Some(reserved) => conn.serve_admitted(stream, head, reserved).await,
                     None => {
                         conn.stats.refused_total.fetch_add(1, Ordering::Relaxed);
                         refuse(&mut stream, &bytes).await;
@@ -381,19 +374,12 @@ impl Room {
             } else {
                 self.reserve.clone().try_acquire_owned().ok()
             };
-            let slot = match reserved {
-                Some(r) => Some(r),
-                None => self.slots.clone().try_acquire_owned().ok(),
-            };
+            let slot = reserved.or_else(|| self.slots.clone().try_acquire_owned().ok());
             if let Some(slot) = slot {
                 leave(&stats);
                 drop(seat);
                 stats.promoted_total.fetch_add(1, Ordering::Relaxed);
-                stats.accepted_total.fetch_add(1, Ordering::Relaxed);
-                stats.open.fetch_add(1, Ordering::Relaxed);
-                conn.run(Prefixed::new(stream, head)).await;
-                stats.open.fetch_sub(1, Ordering::Relaxed);
-                drop(slot);
+                conn.serve_admitted(stream, head, slot).await;
                 return;
             }
             stats.refused_total.fetch_add(1, Ordering::Relaxed);
@@ -463,6 +449,18 @@ struct ConnCtx {
 pub struct ClientAddr(pub SocketAddr);
 
 impl ConnCtx {
+    /// Serves a connection admitted after its request head was read (into
+    /// `head`): counted as accepted and open while it lasts, `slot` (a
+    /// cap's or a reserved one) held until it ends.
+    async fn serve_admitted(self, stream: TcpStream, head: Vec<u8>, slot: OwnedSemaphorePermit) {
+        let stats = self.stats.clone();
+        stats.accepted_total.fetch_add(1, Ordering::Relaxed);
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        self.run(Prefixed::new(stream, head)).await;
+        stats.open.fetch_sub(1, Ordering::Relaxed);
+        drop(slot);
+    }
+
     /// Serves HTTP on `stream` until the client goes, the connection idles
     /// out, or shutdown asks it to finish (or, past the grace, to stop).
     async fn run(mut self, stream: Prefixed) {
