@@ -38,10 +38,13 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 use wharf_auth::{
-    Access, Action, Actions, BasicChallenge, BearerChallenge, BearerError, Grant, Htpasswd, Issuer,
-    LoginLimiter, Principal, RefreshToken, RepoPattern, Resource, Scope, Verifier,
+    Access, Action, Actions, BasicChallenge, BearerChallenge, BearerError, Grant, Htpasswd,
+    Identity, Issuer, LoginLimiter, Principal, RefreshToken, RepoPattern, Resource, Scope,
+    Verifier,
 };
 use wharf_core::{now_unix, RegistryError, RepoName};
+use wharf_meta::{MetaStore, RefreshRecord};
+use wharf_tenants::validate::ROBOT_SEPARATOR;
 use wharf_tenants::{verify_password, Credential, Directory, SubjectStatus};
 
 use crate::error::error_response;
@@ -61,12 +64,17 @@ const LOGIN_CACHE_MAX: usize = 4096;
 const BCRYPT_MAX_WAIT: Duration = Duration::from_secs(2);
 /// The most password checks waiting for a bcrypt slot; more get `503`.
 const BCRYPT_MAX_WAITERS: usize = 64;
-/// The most refresh tokens one node keeps.
-const REFRESH_MAX: usize = 10_000;
+/// The most refresh tokens one identity holds; a new one past it replaces
+/// the oldest.
+pub const REFRESH_PER_IDENTITY: usize = 20;
 /// How long a refresh token lives.
 pub const REFRESH_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The largest `POST /auth/token` form accepted.
-const MAX_FORM_LEN: usize = 16 * 1024;
+pub const MAX_FORM_LEN: usize = 16 * 1024;
+/// How long a `POST /auth/token` form may take to arrive, in full, before
+/// the request holds an admission slot (a form is a few hundred bytes: a
+/// client slower than this is trickling on purpose).
+pub const FORM_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the registry port authenticates requests.
 #[derive(Clone, Default)]
@@ -88,10 +96,14 @@ pub enum Auth {
         challenge: BearerChallenge,
         /// Repositories anyone may pull without a token.
         anonymous_pull: Arc<[RepoPattern]>,
-        /// The tenant directory: a token whose subject it reports inactive
-        /// (a revoked or expired robot, a deleted tenant's user) is refused
-        /// although its signature is good.
-        directory: Option<Directory>,
+        /// The accounts this node issues tokens for. With them, a token
+        /// naming a subject is honoured only while it carries that
+        /// subject's current identity and credential generation: the
+        /// token of a deleted, re-created, downgraded, password-changed or
+        /// revoked account is refused at once although its signature is
+        /// good, and a subject nobody knows gets nothing. `None` trusts
+        /// the issuer's word alone (tokens from an external issuer).
+        identities: Option<Arc<Users>>,
     },
 }
 
@@ -230,63 +242,88 @@ impl Users {
 
     /// Whether `password` is `user`'s: from the cache, or one bcrypt on a
     /// blocking thread. `Err` (`503`) when too many checks are waiting,
-    /// `429` when `client` or `user` failed too often lately (refused
-    /// before any password is checked).
+    /// `429` when this client got `user`'s password wrong too often lately,
+    /// or too many passwords overall (refused before any password is
+    /// checked). A check remembered as right within the cache's lifetime is
+    /// never refused by the limiter: a stranger's failures cannot stop the
+    /// requests of a user who is already logged in.
     async fn login(
         &self,
         user: &str,
         password: &str,
         client: Option<IpAddr>,
     ) -> Result<Login, RegistryError> {
+        let key = self.cache_key(user, password);
+        if self.status(user) != SubjectStatus::Inactive && self.remembered(&key) {
+            return Ok(Login::Ok);
+        }
         let now = Instant::now();
         if let Err(wait) = self.limiter.check(client, user, now) {
-            tracing::debug!(user = %user, ?client, "login refused: too many failures");
+            tracing::warn!(user = %clip(user), client = ?client,
+                retry_after_secs = wait.as_secs(), "login refused: too many failures from this client");
             return Err(RegistryError::TooManyRequests {
-                reason: "too many failed logins; try again later".into(),
+                reason: "too many failed logins from this address; try again later".into(),
                 retry_after: wait.as_secs().max(1) as u32,
             });
         }
-        let outcome = self.check_password(user, password).await?;
+        let outcome = self.check_password(user, password, key).await?;
         match outcome {
             Login::Ok => self.limiter.succeeded(client, user, Instant::now()),
-            Login::Wrong => self.limiter.failed(client, user, Instant::now()),
+            Login::Wrong => {
+                tracing::info!(user = %clip(user), client = ?client, "failed login");
+                self.limiter.failed(client, user, Instant::now())
+            }
         }
         Ok(outcome)
     }
 
-    async fn check_password(&self, user: &str, password: &str) -> Result<Login, RegistryError> {
-        // A revoked or expired robot, or a user whose tenant is gone, is
-        // refused even while a check of its password is remembered.
-        if self.status(user) == SubjectStatus::Inactive {
-            return Ok(Login::Wrong);
-        }
+    /// The login cache's key: the stored hash is part of it, so once a
+    /// password is changed a remembered check of the old one never matches.
+    fn cache_key(&self, user: &str, password: &str) -> [u8; 32] {
         let credential = self.directory.as_ref().and_then(|d| d.credential(user));
-        // The stored hash is part of the key: once a password is changed,
-        // a remembered check of the old one no longer matches.
         let stored = match &credential {
-            Some(Credential::User { bcrypt_hash, .. }) => bcrypt_hash.as_str(),
-            Some(Credential::Robot { secret_hash, .. }) => secret_hash.as_str(),
-            None => "",
+            Some(Credential::User { bcrypt_hash, .. }) => bcrypt_hash.clone(),
+            Some(Credential::Robot { secret_hash, .. }) => secret_hash.clone(),
+            None => self.htpasswd.fingerprint(user).unwrap_or_default(),
         };
-        let key: [u8; 32] = {
-            let mut h = Sha256::new();
-            h.update(user.as_bytes());
-            h.update(b":");
-            h.update(password.as_bytes());
-            h.update(b":");
-            h.update(stored.as_bytes());
-            h.finalize().into()
-        };
+        let mut h = Sha256::new();
+        h.update(user.as_bytes());
+        h.update(b":");
+        h.update(password.as_bytes());
+        h.update(b":");
+        h.update(stored.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Whether a check under `key` succeeded lately; a hit keeps it
+    /// remembered for another [`LOGIN_CACHE_TTL`].
+    fn remembered(&self, key: &[u8; 32]) -> bool {
         let now = Instant::now();
-        if self
-            .cache
-            .lock()
-            .expect("login cache")
-            .get(&key)
-            .is_some_and(|exp| *exp > now)
-        {
-            return Ok(Login::Ok);
+        let mut cache = self.cache.lock().expect("login cache");
+        match cache.get_mut(key) {
+            Some(exp) if *exp > now => {
+                *exp = now + LOGIN_CACHE_TTL;
+                true
+            }
+            _ => false,
         }
+    }
+
+    async fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+        key: [u8; 32],
+    ) -> Result<Login, RegistryError> {
+        // A revoked or expired robot, a deleted user, or a user whose tenant
+        // is gone, is refused; an unknown name too. Each costs the same as
+        // a wrong password of an existing account of its kind, so the time
+        // of the answer tells nothing about which names exist.
+        let inactive = self.status(user) == SubjectStatus::Inactive;
+        let credential = match inactive {
+            true => None,
+            false => self.directory.as_ref().and_then(|d| d.credential(user)),
+        };
         let busy = || RegistryError::Unavailable {
             reason: "too many password checks in progress".into(),
             retry_after: 1,
@@ -303,8 +340,18 @@ impl Users {
         };
         let file = self.htpasswd.clone();
         let (u, p) = (user.to_string(), password.to_string());
+        let robot_form = user.contains(ROBOT_SEPARATOR);
         let ok = tokio::task::spawn_blocking(move || match credential {
             Some(c) => verify_password(&c, &p, now_unix()),
+            None if robot_form => {
+                // What checking a robot's secret costs, for nothing.
+                let _ = wharf_auth::verify_secret(&p, &wharf_auth::hash_secret(""));
+                false
+            }
+            None if inactive => {
+                file.spend_one_check(&p);
+                false
+            }
             None => file.verify(&u, &p),
         })
         .await
@@ -336,12 +383,36 @@ impl Users {
         }
     }
 
-    /// `user` as a principal for the token endpoint. Without a grants file
-    /// every user may do everything, which repository patterns cannot say,
-    /// so the grants are made from what is requested.
-    fn principal(&self, user: &str, requested: &Scope) -> Principal {
+    /// The identity `subject` stands for now: a directory user or robot
+    /// (which take precedence), or an htpasswd user, whose generation is a
+    /// fingerprint of its stored hash joined with the registry-wide session
+    /// generation. `None` for anyone else, including a deleted or revoked
+    /// account.
+    pub fn identity(&self, subject: &str) -> Option<Identity> {
+        let global = match &self.directory {
+            Some(d) => match d.subject_active(subject, now_unix()) {
+                SubjectStatus::Active => return d.identity_of(subject, now_unix()),
+                SubjectStatus::Inactive => return None,
+                SubjectStatus::NotInDirectory => d.revocation_generation(),
+            },
+            None => 0,
+        };
+        let fingerprint = self.htpasswd.fingerprint(subject)?;
+        Some(Identity {
+            id: format!("htpasswd:{subject}"),
+            generation: format!("h{fingerprint}.{global}"),
+        })
+    }
+
+    /// `user` as a principal for the token endpoint, bound to its current
+    /// identity; `None` for a subject no source knows (it gets nothing,
+    /// whatever it asks for). Without a grants file every htpasswd user
+    /// may do everything, which repository patterns cannot say, so its
+    /// grants are made from what is requested.
+    fn principal(&self, user: &str, requested: &Scope) -> Option<Principal> {
+        let identity = self.identity(user)?;
         if let Some(grants) = self.directory_grants(user) {
-            return Principal::new(user, grants);
+            return Some(Principal::new(user, grants).with_identity(identity));
         }
         let grants = match &self.grants {
             Some(g) => g.get(user).cloned().unwrap_or_default(),
@@ -359,8 +430,22 @@ impl Users {
                 })
                 .collect(),
         };
-        Principal::new(user, grants)
+        Some(Principal::new(user, grants).with_identity(identity))
     }
+
+    /// The tenant of a directory subject; empty for the operator's own.
+    fn tenant_of(&self, subject: &str) -> String {
+        self.directory
+            .as_ref()
+            .and_then(|d| d.credential(subject))
+            .map(|c| c.tenant().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// At most 64 characters of a name a client sent, for a log line.
+fn clip(name: &str) -> String {
+    name.chars().take(64).collect()
 }
 
 impl Users {
@@ -532,7 +617,7 @@ pub async fn check(
             verifier,
             challenge,
             anonymous_pull,
-            directory,
+            identities,
         } => {
             let token = match creds {
                 Presented::Bearer(token) => token,
@@ -555,13 +640,13 @@ pub async fn check(
                     ));
                 }
             };
-            let inactive = directory.as_ref().is_some_and(|d| {
-                d.subject_active(verified.subject(), now_unix()) == SubjectStatus::Inactive
-            });
-            if inactive {
+            let stale = identities
+                .as_ref()
+                .is_some_and(|users| !token_identity_is_current(users, verified.claims()));
+            if stale {
                 tracing::debug!(
                     subject = verified.subject(),
-                    "token refused: its subject was revoked, expired or removed"
+                    "token refused: its account was changed, revoked or removed since"
                 );
                 return Err(unauthorized(
                     challenge.header_value(&need.scope(), Some(BearerError::InvalidToken)),
@@ -624,11 +709,19 @@ pub async fn check(
     }
 }
 
-/// One refresh token's binding (the secret itself is never kept).
-struct RefreshEntry {
-    subject: String,
-    service: String,
-    expires: Instant,
+/// Whether the token with `claims` carries the current identity of its
+/// subject. Anonymous tokens (subject `""`) carry only what anonymous
+/// access allows, and need none.
+fn token_identity_is_current(users: &Users, claims: &wharf_auth::Claims) -> bool {
+    if claims.sub.is_empty() {
+        return true;
+    }
+    let (Some(uid), Some(generation)) = (&claims.uid, &claims.gen) else {
+        return false;
+    };
+    users
+        .identity(&claims.sub)
+        .is_some_and(|now| now.id == *uid && now.generation == *generation)
 }
 
 /// The token endpoint: checks Basic credentials (or a refresh token) and
@@ -637,9 +730,12 @@ struct RefreshEntry {
 /// `GET` takes Basic credentials (or none: an anonymous token carrying only
 /// the anonymous pulls); `POST` is the OAuth2 form (`grant_type=password`
 /// or `refresh_token`). Refresh tokens, issued only for `POST` with
-/// `access_type=offline`, are kept hashed in this node's memory: they do
-/// not survive a restart and are not known to other nodes of a cluster (a
-/// client whose refresh fails must log in again with its password).
+/// `access_type=offline`, are kept hashed in the metadata store, so every
+/// node of a cluster honours and revokes them alike. Each is bound to the
+/// identity and credential generation it was issued for (a password or
+/// role change, a deletion or a revocation ends it), used once (a refresh
+/// answers with a new one and the old one is gone), and an identity holds
+/// at most [`REFRESH_PER_IDENTITY`].
 pub struct TokenService {
     users: Arc<Users>,
     issuer: Issuer,
@@ -647,7 +743,8 @@ pub struct TokenService {
     service: String,
     challenge: BasicChallenge,
     anonymous_pull: Arc<[RepoPattern]>,
-    refresh: Mutex<HashMap<String, RefreshEntry>>,
+    /// Where refresh tokens are kept.
+    store: Arc<dyn MetaStore>,
 }
 
 impl TokenService {
@@ -657,6 +754,7 @@ impl TokenService {
         service: impl Into<String>,
         challenge: BasicChallenge,
         anonymous_pull: Arc<[RepoPattern]>,
+        store: Arc<dyn MetaStore>,
     ) -> TokenService {
         TokenService {
             users,
@@ -664,7 +762,7 @@ impl TokenService {
             service: service.into(),
             challenge,
             anonymous_pull,
-            refresh: Mutex::new(HashMap::new()),
+            store,
         }
     }
 
@@ -677,28 +775,33 @@ impl TokenService {
         Principal::new("", grants)
     }
 
-    /// Keeps a new refresh token for `subject`; `None` when the store is
-    /// full of live tokens (the client then gets only an access token).
-    fn new_refresh(&self, subject: &str, service: &str) -> Result<Option<String>, RegistryError> {
+    /// Keeps a new refresh token for `principal` (its hash, in the
+    /// metadata store) and returns its secret.
+    async fn new_refresh(
+        &self,
+        principal: &Principal,
+        service: &str,
+    ) -> Result<String, RegistryError> {
+        let identity = principal
+            .identity()
+            .ok_or_else(|| RegistryError::Internal("a principal without identity".into()))?;
         let token = RefreshToken::generate().map_err(|e| RegistryError::Internal(e.to_string()))?;
-        let mut map = self.refresh.lock().expect("refresh tokens");
-        if map.len() >= REFRESH_MAX {
-            let now = Instant::now();
-            map.retain(|_, e| e.expires > now);
-            if map.len() >= REFRESH_MAX {
-                tracing::warn!("refresh token store full: issuing an access token only");
-                return Ok(None);
-            }
-        }
-        map.insert(
-            token.hash(),
-            RefreshEntry {
-                subject: subject.to_string(),
-                service: service.to_string(),
-                expires: Instant::now() + REFRESH_LIFETIME,
-            },
-        );
-        Ok(Some(token.secret().to_string()))
+        let now = now_unix();
+        let record = RefreshRecord {
+            hash: token.hash(),
+            subject: principal.subject().to_string(),
+            identity: identity.id.clone(),
+            generation: identity.generation.clone(),
+            tenant: self.users.tenant_of(principal.subject()),
+            service: service.to_string(),
+            created_unix: now,
+            expires_unix: now.saturating_add(REFRESH_LIFETIME.as_secs()),
+        };
+        self.store
+            .refresh_put(&record, REFRESH_PER_IDENTITY, now)
+            .await
+            .map_err(wharf_registry::meta_err)?;
+        Ok(token.secret().to_string())
     }
 
     /// `GET` or `POST /auth/token`.
@@ -742,7 +845,9 @@ impl TokenService {
         let principal = match presented(headers)? {
             Presented::Basic { user, password } => {
                 self.login(&user, &password, client).await?;
-                self.users.principal(&user, &scope)
+                self.users
+                    .principal(&user, &scope)
+                    .ok_or(RegistryError::Unauthorized)?
             }
             Presented::None => self.anonymous(),
             Presented::Bearer(_) | Presented::Malformed => return Err(RegistryError::Unauthorized),
@@ -756,13 +861,7 @@ impl TokenService {
     }
 
     async fn post_token(&self, body: Body, client: Option<IpAddr>) -> crate::Result {
-        let bytes = axum::body::to_bytes(body, MAX_FORM_LEN)
-            .await
-            .map_err(|_| {
-                RegistryError::InvalidParameters(format!(
-                    "the form is longer than {MAX_FORM_LEN} bytes"
-                ))
-            })?;
+        let bytes = read_form(body).await?;
         let form = std::str::from_utf8(&bytes)
             .map_err(|_| RegistryError::InvalidParameters("the form is not UTF-8".into()))?;
         let param = |k| headers::form_values(form, k).next();
@@ -773,9 +872,16 @@ impl TokenService {
                 let user = param("username").unwrap_or_default();
                 let password = param("password").unwrap_or_default();
                 self.login(&user, &password, client).await?;
-                let principal = self.users.principal(&user, &scope);
+                let principal = self
+                    .users
+                    .principal(&user, &scope)
+                    .ok_or(RegistryError::Unauthorized)?;
+                // The issuer refuses other services; check before storing.
+                self.issuer
+                    .check_service(&service)
+                    .map_err(|e| RegistryError::InvalidParameters(e.to_string()))?;
                 let refresh = if param("access_type").as_deref() == Some("offline") {
-                    self.new_refresh(&user, &service)?
+                    Some(self.new_refresh(&principal, &service).await?)
                 } else {
                     None
                 };
@@ -783,26 +889,30 @@ impl TokenService {
             }
             Some("refresh_token") => {
                 let secret = param("refresh_token").unwrap_or_default();
-                let subject = {
-                    let map = self.refresh.lock().expect("refresh tokens");
-                    match map.get(&wharf_auth::hash_secret(&secret)) {
-                        Some(e) if e.expires > Instant::now() && e.service == service => {
-                            e.subject.clone()
-                        }
-                        _ => None.ok_or(RegistryError::Unauthorized)?,
-                    }
-                };
-                if self.users.status(&subject) == SubjectStatus::Inactive {
+                // Taken out whatever follows: a refresh token is used once.
+                let record = self
+                    .store
+                    .refresh_take(&wharf_auth::hash_secret(&secret))
+                    .await
+                    .map_err(wharf_registry::meta_err)?
+                    .ok_or(RegistryError::Unauthorized)?;
+                let current = self.users.identity(&record.subject);
+                let honoured = record.expires_unix > now_unix()
+                    && record.service == service
+                    && current.is_some_and(|i| {
+                        i.id == record.identity && i.generation == record.generation
+                    });
+                if !honoured {
+                    tracing::info!(subject = %clip(&record.subject), client = ?client,
+                        "refresh token refused: expired, for another service, or its account changed");
                     return Err(RegistryError::Unauthorized);
                 }
-                let principal = self.users.principal(&subject, &scope);
-                self.respond(
-                    &principal,
-                    &scope,
-                    &service,
-                    Some(secret.into_owned()),
-                    true,
-                )
+                let principal = self
+                    .users
+                    .principal(&record.subject, &scope)
+                    .ok_or(RegistryError::Unauthorized)?;
+                let next = self.new_refresh(&principal, &service).await?;
+                self.respond(&principal, &scope, &service, Some(next), true)
             }
             _ => Err(RegistryError::InvalidParameters(
                 "grant_type must be password or refresh_token".into(),
@@ -855,6 +965,31 @@ impl TokenService {
     pub fn unauthorized(&self, head: bool) -> Response {
         unauthorized(self.challenge.header_value(), head)
     }
+}
+
+/// Reads a token form whole, at most [`MAX_FORM_LEN`] bytes within
+/// [`FORM_READ_TIMEOUT`].
+async fn read_form(body: Body) -> crate::Result<bytes::Bytes> {
+    match tokio::time::timeout(FORM_READ_TIMEOUT, axum::body::to_bytes(body, MAX_FORM_LEN)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(RegistryError::InvalidParameters(format!(
+            "the form is longer than {MAX_FORM_LEN} bytes, or was cut short"
+        ))),
+        Err(_) => Err(RegistryError::InvalidParameters(format!(
+            "the form did not arrive within {} s",
+            FORM_READ_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// `POST /auth/token`'s body read before admission: an unauthenticated
+/// client trickling a form holds a connection, never one of the node's
+/// request slots. Other requests' bodies are left alone.
+pub async fn preread_token_form(method: &Method, body: Body) -> crate::Result<Body> {
+    if *method != Method::POST {
+        return Ok(body);
+    }
+    read_form(body).await.map(Body::from)
 }
 
 fn parse_scope<'a>(

@@ -136,6 +136,22 @@ struct Classified {
     tenant: String,
 }
 
+/// The share key of work that belongs to no tenant (`/v2/`, the catalog,
+/// paths that do not parse, the token endpoint): the client's address
+/// (IPv6 per /64), so that one address cannot take the whole class from
+/// everyone else's logins.
+fn client_share_key(client: Option<std::net::IpAddr>) -> String {
+    use std::net::IpAddr;
+    match client {
+        None => String::new(),
+        Some(IpAddr::V4(v4)) => format!("@{v4}"),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("@{v4}"),
+            None => format!("@{:x}/64", u128::from(v6) >> 64),
+        },
+    }
+}
+
 fn classify(endpoint: Option<&Endpoint>, method: &Method) -> Classified {
     use Endpoint as E;
     let read = matches!(*method, Method::GET | Method::HEAD);
@@ -212,13 +228,34 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
         _ => None,
     };
     let endpoint = routes::parse(req.uri.path());
-    let c = match token_service {
+    let mut c = match token_service {
         Some(_) => Classified {
             class: Class::Admin,
             route: "token",
             tenant: String::new(),
         },
         None => classify(endpoint.as_ref().ok(), &req.method),
+    };
+    if c.tenant.is_empty() {
+        c.tenant = client_share_key(client);
+    }
+    // The token form is read whole before admission: a stranger trickling
+    // it holds a connection, not a slot of the class every login needs.
+    let body = match &token_service {
+        Some(_) => match auth::preread_token_form(&req.method, body).await {
+            Ok(body) => body,
+            Err(e) => {
+                let resp = finish(error::error_response(&e, head));
+                state.metrics.observe(
+                    c.route,
+                    method_label(&req.method),
+                    resp.status().as_u16(),
+                    started.elapsed(),
+                );
+                return resp;
+            }
+        },
+        None => body,
     };
     // Before admission, so that requests without valid credentials never
     // hold a slot; the token endpoint checks its own credentials.

@@ -53,19 +53,26 @@ async fn token_server(anonymous: &[&str]) -> (Server, SigningKey) {
     keys.insert(key.public_key());
     let anonymous: Arc<[_]> = parse_patterns(anonymous).unwrap().into();
     let issuer = Issuer::new(key.clone(), ISSUER, SERVICE);
+    // Refresh tokens live in a metadata store of their own here.
+    let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+    let store = Arc::new(
+        wharf_meta::embedded::EmbeddedStore::open(dir.path().join("refresh.redb")).unwrap(),
+    );
+    let users = users();
     let tokens = TokenService::new(
-        users(),
+        users.clone(),
         issuer,
         SERVICE,
         BasicChallenge::new("wharf").unwrap(),
         anonymous.clone(),
+        store,
     );
     let server = Server::start_with(|s| {
         s.auth = Auth::Token {
             verifier: Arc::new(Verifier::new(keys, ISSUER, SERVICE)),
             challenge: BearerChallenge::new(REALM, SERVICE).unwrap(),
             anonymous_pull: anonymous,
-            directory: None,
+            identities: Some(users),
         };
         s.token_service = Some(Arc::new(tokens));
     })
@@ -247,6 +254,8 @@ fn claims(access: &str, exp_from_now: i64) -> Claims {
         nbf: now - 600,
         iat: now - 600,
         jti: "j".into(),
+        uid: None,
+        gen: None,
         access: access.parse().unwrap(),
     }
 }
@@ -303,8 +312,12 @@ async fn forged_unsigned_and_expired_tokens_are_refused() {
     // Expired (past the leeway), though signed by the trusted key.
     expect_invalid_token(&s, &encode(&claims(access, -120), &key), "expired").await;
     expect_invalid_token(&s, "not-a-token", "garbage").await;
-    // The same token, valid, passes (the manifest does not exist).
-    let r = get_manifest(&s, "acme/app", Some(&good)).await;
+    // Signed with the trusted key, but for a subject no account is
+    // (and without the identity every issued token carries): refused.
+    expect_invalid_token(&s, &good, "a subject nobody is").await;
+    // A token the endpoint issued passes (the manifest does not exist).
+    let issued = token(&s, "alice", access).await;
+    let r = get_manifest(&s, "acme/app", Some(&issued)).await;
     assert_eq!(r.status(), 404);
 }
 
@@ -494,7 +507,7 @@ async fn unauthenticated_requests_never_take_admission_slots() {
             verifier: Arc::new(Verifier::new(keys, ISSUER, SERVICE)),
             challenge: BearerChallenge::new(REALM, SERVICE).unwrap(),
             anonymous_pull: Arc::from(Vec::new()),
-            directory: None,
+            identities: None,
         };
     })
     .await;

@@ -142,6 +142,23 @@ impl Htpasswd {
         matches && known
     }
 
+    /// Spends one bcrypt computation on nothing: what a check of a name
+    /// that must be refused anyway costs, so that its answer takes as long
+    /// as any other (no oracle of which names exist or were deleted).
+    pub fn spend_one_check(&self, password: &str) {
+        let _ = bcrypt::verify(password, &self.dummy_hash);
+    }
+
+    /// A short fingerprint of `user`'s stored hash (`None`: no such user):
+    /// it changes when the password does, so it serves as the credential
+    /// generation of an htpasswd account.
+    pub fn fingerprint(&self, user: &str) -> Option<String> {
+        use sha2::Digest as _;
+        let hash = self.users.get(user)?;
+        let digest = sha2::Sha256::digest(hash.as_bytes());
+        Some(hex::encode(&digest[..8]))
+    }
+
     pub fn len(&self) -> usize {
         self.users.len()
     }

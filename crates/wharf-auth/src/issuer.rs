@@ -137,11 +137,24 @@ pub fn parse_grant(s: &str) -> Result<Grant, String> {
     Ok(Grant::new(pattern, set))
 }
 
+/// Which account a subject name stands for, now: an id that is never
+/// given to another account (a user deleted and created again, or a name
+/// taken by another tenant, gets a new one), and the generation of its
+/// credentials, which changes whenever what it may do changes (password,
+/// roles, revocation). Tokens carry both; a token whose pair is not the
+/// account's current one is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub id: String,
+    pub generation: String,
+}
+
 /// Someone whose credentials were verified, and what they may do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
     subject: String,
     grants: Vec<Grant>,
+    identity: Option<Identity>,
 }
 
 impl Principal {
@@ -149,7 +162,18 @@ impl Principal {
         Principal {
             subject: subject.into(),
             grants,
+            identity: None,
         }
+    }
+
+    /// Binds the tokens issued to this principal to `identity`.
+    pub fn with_identity(mut self, identity: Identity) -> Principal {
+        self.identity = Some(identity);
+        self
+    }
+
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
     }
 
     /// No credentials: subject `""` (as the token spec asks) and no grants.
@@ -252,6 +276,16 @@ impl Issuer {
         self.key.kid()
     }
 
+    /// `Ok` if this issuer signs for `service`.
+    pub fn check_service(&self, service: &str) -> Result<(), IssueError> {
+        if service != self.service {
+            return Err(IssueError::UnknownService(
+                service.chars().take(64).collect(),
+            ));
+        }
+        Ok(())
+    }
+
     /// A token for `principal` carrying the part of `requested` it may have.
     pub fn issue(
         &self,
@@ -270,11 +304,7 @@ impl Issuer {
         service: &str,
         now: u64,
     ) -> Result<IssuedToken, IssueError> {
-        if service != self.service {
-            return Err(IssueError::UnknownService(
-                service.chars().take(64).collect(),
-            ));
-        }
+        self.check_service(service)?;
         if principal.subject.len() > MAX_SUBJECT_LEN {
             return Err(IssueError::SubjectTooLong);
         }
@@ -290,6 +320,8 @@ impl Issuer {
             iat: now,
             jti: jti.clone(),
             access: access.clone(),
+            uid: principal.identity.as_ref().map(|i| i.id.clone()),
+            gen: principal.identity.as_ref().map(|i| i.generation.clone()),
         };
         Ok(IssuedToken {
             token: encode(&claims, &self.key),

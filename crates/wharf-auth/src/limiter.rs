@@ -23,6 +23,37 @@
 //! passed `check` may overshoot a limit by the number of password checks in
 //! flight (which the caller bounds).
 
+//! Failed-login rate limiting that strangers cannot turn against users:
+//! slow down whoever keeps getting passwords wrong, from where they do it,
+//! before any bcrypt is spent on them.
+//!
+//! Owns: two bounded tables of failed password checks. Per *(account,
+//! client address)*: a few free failures, then a block that doubles with
+//! each further failure (1 s, 2 s, 4 s, … up to a ceiling), forgotten after
+//! a quiet spell or a success. Per *client address* overall: a fixed window
+//! of failures across all accounts (password spraying). Answering
+//! "refused, retry after …" ([`LoginLimiter::check`]) from both.
+//!
+//! Must never: lock an account for everyone. There is deliberately no
+//! per-account count: with one, ten wrong passwords a minute from anywhere
+//! kept the real user out (an attack anyone could run on any name, robots
+//! included). An attacker is slowed on the addresses it uses; the user on
+//! their own address is not. Also never: grow without bound (each table
+//! holds at most [`LimiterConfig::max_entries`] keys), keep an account name
+//! in clear (keys are SHA-256 prefixes), read the clock (callers pass
+//! `now`), sleep, or do I/O.
+//!
+//! Limits of the design: an attacker with many addresses guesses one
+//! account at many times the per-pair rate (bcrypt's cost and the node's
+//! bounded bcrypt slots are what bound it then; use long passwords, and
+//! robots, whose 256-bit secrets make guessing pointless). IPv6 clients are
+//! counted per /64, IPv4-mapped IPv6 addresses as their IPv4 address. A
+//! success clears the pair's count but not the address's, so one valid
+//! account cannot reset a sprayer's budget. Checks and failures are
+//! separate calls, so concurrent attempts that all passed `check` may
+//! overshoot by the number of password checks in flight (which the caller
+//! bounds).
+
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
@@ -31,48 +62,59 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-/// How many failures are allowed, over what window, and how many keys are
+/// How many failures are allowed, how blocks grow, and how many keys are
 /// remembered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LimiterConfig {
-    /// Failures one client may have in [`LimiterConfig::client_window`]
-    /// before it is refused; 0 disables the per-client limit.
+    /// Failures one client address may have in
+    /// [`LimiterConfig::client_window`], across all accounts, before it is
+    /// refused; 0 disables the per-client limit.
     pub client_failures: u32,
     /// How long a client's failures are counted, from its first one.
     pub client_window: Duration,
-    /// Failures one account may have in [`LimiterConfig::account_window`]
-    /// before it is refused; 0 disables the per-account limit.
-    pub account_failures: u32,
-    /// How long an account's failures are counted, from its first one.
-    pub account_window: Duration,
-    /// The most keys each table (clients, accounts) remembers.
+    /// Failures of one account from one address that cost nothing; the
+    /// next one blocks that pair for [`LimiterConfig::pair_backoff`], and
+    /// each further one doubles the block. 0 disables the per-pair limit.
+    pub pair_failures: u32,
+    /// The first block of a pair.
+    pub pair_backoff: Duration,
+    /// The longest block of a pair.
+    pub pair_backoff_max: Duration,
+    /// A pair with no failure for this long starts afresh.
+    pub pair_memory: Duration,
+    /// The most keys each table (clients, pairs) remembers.
     pub max_entries: usize,
 }
 
 impl Default for LimiterConfig {
-    /// 20 failures per client and 10 per account, each per 60 s, and 65,536
-    /// keys per table (a few MiB at most).
+    /// 20 failures per client address per 60 s; per account and address 5
+    /// free failures, then blocks of 1 s doubling up to 15 min, forgotten
+    /// after 15 min without a failure; 65,536 keys per table (a few MiB).
     fn default() -> Self {
         LimiterConfig {
             client_failures: 20,
             client_window: Duration::from_secs(60),
-            account_failures: 10,
-            account_window: Duration::from_secs(60),
+            pair_failures: 5,
+            pair_backoff: Duration::from_secs(1),
+            pair_backoff_max: Duration::from_secs(15 * 60),
+            pair_memory: Duration::from_secs(15 * 60),
             max_entries: 65_536,
         }
     }
 }
 
-/// Failed-login counts per client and per account. Cheap to share behind an
-/// `Arc`; every call takes a short lock and does O(1) amortized work.
+/// Failed-login counts per client and per (account, client). Cheap to
+/// share behind an `Arc`; every call takes a short lock and does O(1)
+/// amortized work.
 #[derive(Debug)]
 pub struct LoginLimiter {
     clients: Mutex<Table<IpAddr>>,
-    accounts: Mutex<Table<AccountKey>>,
+    pairs: Mutex<Pairs>,
 }
 
-/// An account name as the tables keep it: the first 16 bytes of its SHA-256.
-type AccountKey = [u8; 16];
+/// An (account, client) pair as the table keeps it: the first 16 bytes of
+/// the SHA-256 of both.
+type PairKey = [u8; 16];
 
 impl LoginLimiter {
     pub fn new(config: LimiterConfig) -> LoginLimiter {
@@ -82,11 +124,7 @@ impl LoginLimiter {
                 config.client_window,
                 config.max_entries,
             )),
-            accounts: Mutex::new(Table::new(
-                config.account_failures,
-                config.account_window,
-                config.max_entries,
-            )),
+            pairs: Mutex::new(Pairs::new(config)),
         }
     }
 
@@ -98,9 +136,9 @@ impl LoginLimiter {
             Some(ip) => lock(&self.clients).blocked_for(&client_key(ip), now),
             None => None,
         };
-        let account = lock(&self.accounts).blocked_for(&account_key(account), now);
-        match client.max(account) {
-            Some(retry_after) => Err(retry_after),
+        let pair = lock(&self.pairs).blocked_for(&pair_key(ip, account), now);
+        match client.max(pair) {
+            Some(retry_after) => Err(retry_after.max(Duration::from_secs(1))),
             None => Ok(()),
         }
     }
@@ -110,14 +148,14 @@ impl LoginLimiter {
         if let Some(ip) = ip {
             lock(&self.clients).fail(client_key(ip), now);
         }
-        lock(&self.accounts).fail(account_key(account), now);
+        lock(&self.pairs).fail(pair_key(ip, account), now);
     }
 
-    /// A password check for `account` succeeded: forgets the account's
-    /// failures (the client's stay counted, see the module docs).
+    /// A password check for `account` from `ip` succeeded: forgets that
+    /// pair's failures (the client's stay counted, see the module docs).
     pub fn succeeded(&self, ip: Option<IpAddr>, account: &str, now: Instant) {
-        let _ = (ip, now);
-        lock(&self.accounts).forget(&account_key(account));
+        let _ = now;
+        lock(&self.pairs).map.remove(&pair_key(ip, account));
     }
 
     /// Clients currently remembered (for a saturation gauge).
@@ -125,9 +163,9 @@ impl LoginLimiter {
         lock(&self.clients).map.len()
     }
 
-    /// Accounts currently remembered (for a saturation gauge).
-    pub fn tracked_accounts(&self) -> usize {
-        lock(&self.accounts).map.len()
+    /// (account, client) pairs currently remembered.
+    pub fn tracked_pairs(&self) -> usize {
+        lock(&self.pairs).map.len()
     }
 }
 
@@ -156,11 +194,98 @@ fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn account_key(account: &str) -> AccountKey {
-    let digest = Sha256::digest(account.as_bytes());
+fn pair_key(ip: Option<IpAddr>, account: &str) -> PairKey {
+    let mut h = Sha256::new();
+    match ip.map(client_key) {
+        Some(IpAddr::V4(v4)) => h.update(v4.octets()),
+        Some(IpAddr::V6(v6)) => h.update(v6.octets()),
+        None => h.update(b"no address"),
+    }
+    h.update(b"\0");
+    h.update(account.as_bytes());
+    let digest = h.finalize();
     let mut key = [0u8; 16];
     key.copy_from_slice(&digest[..16]);
     key
+}
+
+/// One pair's failures and the block they earned.
+#[derive(Debug, Clone, Copy)]
+struct PairSlot {
+    failures: u32,
+    last: Instant,
+    blocked_until: Option<Instant>,
+}
+
+/// The per-(account, client) table.
+#[derive(Debug)]
+struct Pairs {
+    config: LimiterConfig,
+    map: HashMap<PairKey, PairSlot>,
+}
+
+impl Pairs {
+    fn new(config: LimiterConfig) -> Pairs {
+        Pairs {
+            config,
+            map: HashMap::new(),
+        }
+    }
+
+    fn live<'a>(&'a self, key: &PairKey, now: Instant) -> Option<&'a PairSlot> {
+        self.map
+            .get(key)
+            .filter(|s| now.saturating_duration_since(s.last) < self.config.pair_memory)
+    }
+
+    fn blocked_for(&self, key: &PairKey, now: Instant) -> Option<Duration> {
+        let until = self.live(key, now)?.blocked_until?;
+        (until > now).then(|| until - now)
+    }
+
+    fn fail(&mut self, key: PairKey, now: Instant) {
+        let c = self.config;
+        if c.pair_failures == 0 {
+            return;
+        }
+        let failures = self.live(&key, now).map_or(0, |s| s.failures) + 1;
+        let blocked_until = failures.checked_sub(c.pair_failures + 1).map(|extra| {
+            let factor = 1u32.checked_shl(extra.min(31)).unwrap_or(u32::MAX);
+            now + c
+                .pair_backoff
+                .saturating_mul(factor)
+                .min(c.pair_backoff_max)
+        });
+        self.map.insert(
+            key,
+            PairSlot {
+                failures,
+                last: now,
+                blocked_until,
+            },
+        );
+        if self.map.len() > c.max_entries.max(1) {
+            self.shrink(now);
+        }
+    }
+
+    /// Over the cap: drop the pairs quiet long enough to be forgotten, and,
+    /// if that is not enough, the older half (amortized O(log n) a failure,
+    /// since it runs once per cap/2 new keys).
+    fn shrink(&mut self, now: Instant) {
+        let memory = self.config.pair_memory;
+        self.map
+            .retain(|_, s| now.saturating_duration_since(s.last) < memory);
+        let cap = self.config.max_entries.max(1);
+        if self.map.len() <= cap {
+            return;
+        }
+        let mut lasts: Vec<Instant> = self.map.values().map(|s| s.last).collect();
+        let middle = lasts.len() / 2;
+        let (_, median, _) = lasts.select_nth_unstable(middle);
+        let median = *median;
+        self.map.retain(|_, s| s.last > median);
+    }
 }
 
 /// Failures of one key in its current window.
@@ -248,10 +373,6 @@ impl<K: Hash + Eq + Copy> Table<K> {
         }
     }
 
-    fn forget(&mut self, key: &K) {
-        self.map.remove(key);
-    }
-
     /// Is the front item of `order` current (its key's slot opened then)?
     fn front_is_current(&self) -> Option<bool> {
         let (key, start) = self.order.front()?;
@@ -296,18 +417,21 @@ mod tests {
         LimiterConfig {
             client_failures: 5,
             client_window: Duration::from_secs(60),
-            account_failures: 3,
-            account_window: Duration::from_secs(30),
+            pair_failures: 3,
+            pair_backoff: Duration::from_secs(1),
+            pair_backoff_max: Duration::from_secs(8),
+            pair_memory: Duration::from_secs(100),
             max_entries: 1000,
         }
     }
 
     #[test]
-    fn defaults_are_twenty_per_client_and_ten_per_account_per_minute() {
+    fn defaults_are_twenty_per_client_and_five_free_per_pair() {
         let c = LimiterConfig::default();
-        assert_eq!((c.client_failures, c.account_failures), (20, 10));
+        assert_eq!((c.client_failures, c.pair_failures), (20, 5));
         assert_eq!(c.client_window, Duration::from_secs(60));
-        assert_eq!(c.account_window, Duration::from_secs(60));
+        assert_eq!(c.pair_backoff, Duration::from_secs(1));
+        assert_eq!(c.pair_backoff_max, Duration::from_secs(900));
     }
 
     #[test]
@@ -320,78 +444,96 @@ mod tests {
         }
         let retry = l.check(ip(1), "someone-else", t).unwrap_err();
         assert_eq!(retry, Duration::from_secs(60));
-        assert!(l.check(ip(1), "user0", t).is_err());
-        // Another client is not affected, and neither is the account.
+        // Another client is not affected, and neither are the accounts.
         assert_eq!(l.check(ip(2), "someone-else", t), Ok(()));
         assert_eq!(l.check(ip(2), "user0", t), Ok(()));
     }
 
     #[test]
-    fn per_account_block_hits_every_client() {
-        let l = LoginLimiter::new(small());
+    fn a_stranger_hammering_an_account_never_blocks_its_owner() {
+        let l = LoginLimiter::new(LimiterConfig {
+            client_failures: 0,
+            ..small()
+        });
         let t = Instant::now();
-        for i in 0..3 {
-            l.failed(ip(i), "alice", t + Duration::from_secs(u64::from(i)));
+        for i in 0..1000u64 {
+            l.failed(ip(66), "alice", t + Duration::from_millis(i));
         }
-        let now = t + Duration::from_secs(10);
-        assert_eq!(l.check(ip(200), "alice", now), Err(Duration::from_secs(20)));
-        assert!(l.check(None, "alice", now).is_err());
-        assert_eq!(l.check(ip(200), "bob", now), Ok(()));
+        assert!(l.check(ip(66), "alice", t).is_err());
+        assert_eq!(l.check(ip(7), "alice", t), Ok(()));
+        // Robot names are no different: no per-account lockout at all.
+        for _ in 0..1000 {
+            l.failed(ip(66), "acme+ci", t);
+        }
+        assert_eq!(l.check(ip(8), "acme+ci", t), Ok(()));
     }
 
     #[test]
-    fn the_longer_block_is_reported() {
-        let l = LoginLimiter::new(small());
+    fn a_pair_gets_free_failures_then_doubling_blocks_up_to_the_ceiling() {
+        let l = LoginLimiter::new(LimiterConfig {
+            client_failures: 0,
+            ..small()
+        });
+        let t = Instant::now();
+        for _ in 0..3 {
+            l.failed(ip(1), "alice", t);
+            assert_eq!(l.check(ip(1), "alice", t), Ok(()));
+        }
+        let mut blocks = Vec::new();
+        for _ in 0..6 {
+            l.failed(ip(1), "alice", t);
+            blocks.push(l.check(ip(1), "alice", t).unwrap_err().as_secs());
+        }
+        assert_eq!(blocks, vec![1, 2, 4, 8, 8, 8]);
+        assert_eq!(l.check(ip(1), "alice", t + Duration::from_secs(8)), Ok(()));
+        // The same account from elsewhere, and another account from here.
+        assert_eq!(l.check(ip(2), "alice", t), Ok(()));
+        assert_eq!(l.check(ip(1), "bob", t), Ok(()));
+    }
+
+    #[test]
+    fn a_quiet_pair_is_forgotten_and_a_success_clears_it() {
+        let l = LoginLimiter::new(LimiterConfig {
+            client_failures: 0,
+            ..small()
+        });
         let t = Instant::now();
         for _ in 0..5 {
             l.failed(ip(1), "alice", t);
         }
-        // Client blocked 60 s, account 30 s: retry after the longer.
-        assert_eq!(l.check(ip(1), "alice", t), Err(Duration::from_secs(60)));
+        let later = t + Duration::from_secs(100);
+        // After the memory, one failure is a first failure again.
+        l.failed(ip(1), "alice", later);
+        assert_eq!(l.check(ip(1), "alice", later), Ok(()));
+        for _ in 0..5 {
+            l.failed(ip(3), "bob", t);
+        }
+        assert!(l.check(ip(3), "bob", t).is_err());
+        l.succeeded(ip(3), "bob", t);
+        assert_eq!(l.check(ip(3), "bob", t), Ok(()));
     }
 
     #[test]
-    fn window_expiry_unblocks() {
+    fn success_clears_the_pair_but_not_the_client() {
         let l = LoginLimiter::new(small());
         let t = Instant::now();
-        for _ in 0..3 {
-            l.failed(ip(1), "alice", t);
+        for i in 0..4 {
+            l.failed(ip(1), &format!("u{i}"), t);
         }
-        assert!(l
-            .check(ip(1), "alice", t + Duration::from_secs(29))
-            .is_err());
-        assert_eq!(l.check(ip(1), "alice", t + Duration::from_secs(30)), Ok(()));
-        // A new window opens with the next failure, counting from one.
-        let later = t + Duration::from_secs(31);
-        l.failed(ip(1), "alice", later);
-        assert_eq!(l.check(ip(1), "alice", later), Ok(()));
+        l.succeeded(ip(1), "u0", t);
+        l.failed(ip(1), "x", t);
+        assert!(l.check(ip(1), "alice", t).is_err());
     }
 
     #[test]
     fn retry_after_is_never_below_one_second() {
         let l = LoginLimiter::new(small());
         let t = Instant::now();
-        for _ in 0..3 {
+        for _ in 0..4 {
             l.failed(None, "alice", t);
         }
-        let almost = t + Duration::from_millis(29_900);
+        let almost = t + Duration::from_millis(900);
         assert_eq!(l.check(None, "alice", almost), Err(Duration::from_secs(1)));
-    }
-
-    #[test]
-    fn success_clears_the_account_but_not_the_client() {
-        let l = LoginLimiter::new(small());
-        let t = Instant::now();
-        for _ in 0..3 {
-            l.failed(ip(1), "alice", t);
-        }
-        assert!(l.check(ip(2), "alice", t).is_err());
-        l.succeeded(ip(2), "alice", t);
-        assert_eq!(l.check(ip(2), "alice", t), Ok(()));
-        // Client 1 has 3 of its 5; two more failures block it.
-        l.failed(ip(1), "x", t);
-        l.failed(ip(1), "y", t);
-        assert!(l.check(ip(1), "alice", t).is_err());
     }
 
     #[test]
@@ -417,15 +559,17 @@ mod tests {
     #[test]
     fn zero_disables_a_limit() {
         let l = LoginLimiter::new(LimiterConfig {
-            account_failures: 0,
+            pair_failures: 0,
+            client_failures: 0,
             ..small()
         });
         let t = Instant::now();
-        for i in 0..4 {
-            l.failed(ip(i), "alice", t);
+        for _ in 0..50 {
+            l.failed(ip(1), "alice", t);
         }
-        assert_eq!(l.check(ip(100), "alice", t), Ok(()));
-        assert_eq!(l.tracked_accounts(), 0);
+        assert_eq!(l.check(ip(1), "alice", t), Ok(()));
+        assert_eq!(l.tracked_pairs(), 0);
+        assert_eq!(l.tracked_clients(), 0);
     }
 
     #[test]
@@ -438,49 +582,34 @@ mod tests {
         let t = Instant::now();
         for i in 0..1_000_000u32 {
             let ip = IpAddr::V4(Ipv4Addr::from(i));
-            l.failed(Some(ip), &i.to_string(), t);
+            l.failed(
+                Some(ip),
+                &i.to_string(),
+                t + Duration::from_micros(u64::from(i)),
+            );
             if i % 4096 == 0 {
                 assert!(l.tracked_clients() <= cap);
-                assert!(l.tracked_accounts() <= cap);
+                assert!(l.tracked_pairs() <= cap);
             }
         }
         assert_eq!(l.tracked_clients(), cap);
-        assert_eq!(l.tracked_accounts(), cap);
-        for table in [lock(&l.clients).order.len(), lock(&l.accounts).order.len()] {
-            assert!(table <= 2 * cap, "{table}");
-        }
-        // The newest keys are the ones kept.
-        let newest = IpAddr::V4(Ipv4Addr::from(999_999u32));
-        assert_eq!(lock(&l.clients).map[&newest].failures, 1);
+        assert!(l.tracked_pairs() <= cap);
+        assert!(lock(&l.clients).order.len() <= 2 * cap);
+        // The newest pair is one of those kept.
+        let newest = Some(IpAddr::V4(Ipv4Addr::from(999_999u32)));
+        assert!(lock(&l.pairs).map.contains_key(&pair_key(newest, "999999")));
     }
 
     #[test]
-    fn forgotten_keys_do_not_grow_the_queue() {
-        let cap = 100;
-        let l = LoginLimiter::new(LimiterConfig {
-            max_entries: cap,
-            ..LimiterConfig::default()
-        });
-        let t = Instant::now();
-        for i in 0..100_000u32 {
-            let name = format!("user{}", i % 10);
-            l.failed(None, &name, t);
-            l.succeeded(None, &name, t);
-        }
-        assert_eq!(l.tracked_accounts(), 0);
-        assert!(lock(&l.accounts).order.len() <= 2 * cap);
-    }
-
-    #[test]
-    fn expired_entries_are_dropped_as_new_ones_arrive() {
+    fn expired_client_entries_are_dropped_as_new_ones_arrive() {
         let l = LoginLimiter::new(small());
         let t = Instant::now();
         for i in 0..50 {
-            l.failed(None, &format!("old{i}"), t);
+            l.failed(ip(i), "x", t);
         }
-        assert_eq!(l.tracked_accounts(), 50);
-        l.failed(None, "new", t + Duration::from_secs(30));
-        assert_eq!(l.tracked_accounts(), 1);
+        assert_eq!(l.tracked_clients(), 50);
+        l.failed(ip(200), "x", t + Duration::from_secs(60));
+        assert_eq!(l.tracked_clients(), 1);
     }
 
     #[test]
@@ -496,6 +625,6 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
-        assert!(l.check(ip(8), "carol", t).is_err());
+        assert!(l.check(ip(7), "carol", t).is_err());
     }
 }

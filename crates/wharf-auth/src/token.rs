@@ -218,8 +218,10 @@ impl SigningKey {
             .unwrap_or_default()
     }
 
+    /// Always the low-S form, the only one [`Verifier`] accepts.
     fn sign(&self, message: &[u8]) -> Signature {
-        self.key.sign(message)
+        let signature: Signature = self.key.sign(message);
+        signature.normalize_s()
     }
 }
 
@@ -367,6 +369,17 @@ pub struct Claims {
     pub jti: String,
     /// What the bearer may do.
     pub access: Scope,
+    /// The identity it was issued to (`uid`: an id never reused, unlike a
+    /// subject name), absent for anonymous tokens and tokens of issuers
+    /// that do not bind them. A verifier that knows identities refuses a
+    /// named subject's token without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// The credential generation of that identity when the token was
+    /// issued (`gen`); it changes on a password or role change, deletion
+    /// and revocation, and the token stops being honoured at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gen: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -515,6 +528,11 @@ impl Verifier {
 
         let signature = b64(signature_b64, "signature is not base64url")?;
         let signature = Signature::from_slice(&signature).map_err(|_| TokenError::BadSignature)?;
+        // Only the low-S form: a high-S twin of a valid signature verifies
+        // too, and would make one token two different strings.
+        if signature.normalize_s() != signature {
+            return Err(TokenError::BadSignature);
+        }
         let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
         key.key
             .verify(signing_input.as_bytes(), &signature)
@@ -652,6 +670,8 @@ mod tests {
             nbf: NOW,
             iat: NOW,
             jti: "j1".into(),
+            uid: None,
+            gen: None,
             access: access.parse().unwrap(),
         }
     }

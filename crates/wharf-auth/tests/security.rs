@@ -57,6 +57,8 @@ fn claims(w: &World, access: &str) -> Claims {
         nbf: w.now,
         iat: w.now,
         jti: "jti-1".into(),
+        uid: None,
+        gen: None,
         access: access.parse().unwrap(),
     }
 }

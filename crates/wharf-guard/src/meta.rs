@@ -5,7 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use wharf_core::{Digest, RepoName, Tag, UploadId};
 use wharf_meta::{
-    DirectorySnapshot, ManifestRecord, MetaError, MetaStore, NamespaceUsage, UploadRecord,
+    DirectorySnapshot, ManifestRecord, MetaError, MetaStore, NamespaceUsage, RefreshRecord,
+    RefreshScope, UploadRecord,
 };
 
 use crate::{Guard, GuardError};
@@ -156,5 +157,27 @@ impl MetaStore for GuardedMetaStore {
 
     async fn directory_snapshot(&self) -> Result<DirectorySnapshot, MetaError> {
         self.call(self.inner.directory_snapshot()).await
+    }
+
+    async fn refresh_put(
+        &self,
+        record: &RefreshRecord,
+        max_per_identity: usize,
+        now_unix: u64,
+    ) -> Result<(), MetaError> {
+        self.call(self.inner.refresh_put(record, max_per_identity, now_unix))
+            .await
+    }
+
+    async fn refresh_take(&self, hash: &str) -> Result<Option<RefreshRecord>, MetaError> {
+        self.call(self.inner.refresh_take(hash)).await
+    }
+
+    async fn refresh_revoke(&self, which: &RefreshScope) -> Result<u64, MetaError> {
+        self.call(self.inner.refresh_revoke(which)).await
+    }
+
+    async fn refresh_prune(&self, now_unix: u64) -> Result<u64, MetaError> {
+        self.call(self.inner.refresh_prune(now_unix)).await
     }
 }

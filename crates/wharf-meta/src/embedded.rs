@@ -19,6 +19,8 @@
 //! | `uploads`           | `upload id`             | JSON of [`UploadRecord`]   |
 //! | `directory`         | `kind\0key`             | the entry's value          |
 //! | `directory_version` | `()`                    | version (`u64`), bumped in every directory write |
+//! | `refresh`           | secret hash             | JSON of [`RefreshRecord`]  |
+//! | `refresh_by_identity` | `identity\0created\0hash` (created zero-padded) | `()` |
 //!
 //! Must never: block the async runtime on a write, or answer a write before
 //! it is durable. redb serialises write transactions and a durable commit
@@ -49,7 +51,7 @@ use wharf_core::{Digest, RepoName, Tag, UploadId};
 
 use crate::{
     check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestRecord,
-    MetaError, MetaStore, NamespaceUsage, UploadRecord,
+    MetaError, MetaStore, NamespaceUsage, RefreshRecord, RefreshScope, UploadRecord,
 };
 
 const BLOBS: TableDefinition<&str, u64> = TableDefinition::new("blobs");
@@ -60,6 +62,8 @@ const REPOS: TableDefinition<&str, ()> = TableDefinition::new("repos");
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
 const DIRECTORY: TableDefinition<&str, &str> = TableDefinition::new("directory");
 const DIRECTORY_VERSION: TableDefinition<(), u64> = TableDefinition::new("directory_version");
+const REFRESH: TableDefinition<&str, &[u8]> = TableDefinition::new("refresh");
+const REFRESH_BY_IDENTITY: TableDefinition<&str, ()> = TableDefinition::new("refresh_by_identity");
 
 /// Separates the parts of a composite key.
 const SEP: char = '\0';
@@ -189,6 +193,8 @@ impl EmbeddedStore {
         txn.open_table(UPLOADS).map_err(engine)?;
         txn.open_table(DIRECTORY).map_err(engine)?;
         txn.open_table(DIRECTORY_VERSION).map_err(engine)?;
+        txn.open_table(REFRESH).map_err(engine)?;
+        txn.open_table(REFRESH_BY_IDENTITY).map_err(engine)?;
         txn.commit().map_err(engine)?;
 
         tracing::debug!(path = %path.display(), "opened embedded metadata store");
@@ -795,6 +801,127 @@ impl MetaStore for EmbeddedStore {
             Ok(DirectorySnapshot { version, records })
         })
     }
+
+    async fn refresh_put(
+        &self,
+        record: &RefreshRecord,
+        max_per_identity: usize,
+        now_unix: u64,
+    ) -> Result<(), MetaError> {
+        check_directory_text(&[&record.hash, &record.identity])?;
+        let record = record.clone();
+        let bytes = encode(&record)?;
+        self.write(move |txn| {
+            let mut tokens = txn.open_table(REFRESH).map_err(engine)?;
+            let mut index = txn.open_table(REFRESH_BY_IDENTITY).map_err(engine)?;
+            tokens
+                .insert(record.hash.as_str(), bytes.as_slice())
+                .map_err(engine)?;
+            index
+                .insert(refresh_index_key(&record).as_str(), ())
+                .map_err(engine)?;
+            // The identity's tokens, oldest first (the index orders them).
+            let prefix = format!("{}{SEP}", record.identity);
+            let bounds = page_bounds(&prefix, None).expect("a prefix without last has bounds");
+            let mut live = Vec::new();
+            let mut doomed = Vec::new();
+            for entry in index.range::<&str>(borrowed(&bounds)).map_err(engine)? {
+                let (k, _) = entry.map_err(engine)?;
+                let key = k.value().to_string();
+                let hash = key.rsplit(SEP).next().unwrap_or_default().to_string();
+                let expired = match tokens.get(hash.as_str()).map_err(engine)? {
+                    Some(v) => decode_refresh(v.value())?.expires_unix <= now_unix,
+                    None => true,
+                };
+                if expired {
+                    doomed.push((key, hash));
+                } else {
+                    live.push((key, hash));
+                }
+            }
+            let excess = live.len().saturating_sub(max_per_identity.max(1));
+            doomed.extend(live.into_iter().take(excess));
+            for (key, hash) in doomed {
+                index.remove(key.as_str()).map_err(engine)?;
+                tokens.remove(hash.as_str()).map_err(engine)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn refresh_take(&self, hash: &str) -> Result<Option<RefreshRecord>, MetaError> {
+        let hash = hash.to_string();
+        self.write(move |txn| {
+            let mut tokens = txn.open_table(REFRESH).map_err(engine)?;
+            let Some(record) = tokens
+                .remove(hash.as_str())
+                .map_err(engine)?
+                .map(|v| decode_refresh(v.value()))
+                .transpose()?
+            else {
+                return Ok(None);
+            };
+            txn.open_table(REFRESH_BY_IDENTITY)
+                .map_err(engine)?
+                .remove(refresh_index_key(&record).as_str())
+                .map_err(engine)?;
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    async fn refresh_revoke(&self, which: &RefreshScope) -> Result<u64, MetaError> {
+        let which = which.clone();
+        self.write(move |txn| remove_refresh_where(txn, |r| refresh_in_scope(r, &which)))
+            .await
+    }
+
+    async fn refresh_prune(&self, now_unix: u64) -> Result<u64, MetaError> {
+        self.write(move |txn| remove_refresh_where(txn, |r| r.expires_unix <= now_unix))
+            .await
+    }
+}
+
+fn refresh_index_key(r: &RefreshRecord) -> String {
+    key3(&r.identity, &format!("{:020}", r.created_unix), &r.hash)
+}
+
+fn decode_refresh(bytes: &[u8]) -> Result<RefreshRecord, MetaError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt("refresh token record", e))
+}
+
+fn refresh_in_scope(r: &RefreshRecord, which: &RefreshScope) -> bool {
+    match which {
+        RefreshScope::Identity(id) => r.identity == *id,
+        RefreshScope::Tenant(t) => r.tenant == *t,
+        RefreshScope::All => true,
+    }
+}
+
+/// Deletes every refresh token `doomed` picks (a scan: revocations and
+/// pruning are rare, unlike puts and takes); how many.
+fn remove_refresh_where(
+    txn: &WriteTransaction,
+    doomed: impl Fn(&RefreshRecord) -> bool,
+) -> Result<u64, MetaError> {
+    let mut tokens = txn.open_table(REFRESH).map_err(engine)?;
+    let mut index = txn.open_table(REFRESH_BY_IDENTITY).map_err(engine)?;
+    let mut picked = Vec::new();
+    for entry in tokens.iter().map_err(engine)? {
+        let (_, v) = entry.map_err(engine)?;
+        let record = decode_refresh(v.value())?;
+        if doomed(&record) {
+            picked.push(record);
+        }
+    }
+    for r in &picked {
+        tokens.remove(r.hash.as_str()).map_err(engine)?;
+        index
+            .remove(refresh_index_key(r).as_str())
+            .map_err(engine)?;
+    }
+    Ok(picked.len() as u64)
 }
 
 #[cfg(test)]

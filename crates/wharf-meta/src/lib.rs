@@ -74,6 +74,38 @@ pub struct DirectorySnapshot {
     pub records: Vec<DirectoryRecord>,
 }
 
+/// A refresh token as the store keeps it: the hash of its secret (never
+/// the secret), whom it was issued to and until when. All nodes share the
+/// store, so every node honours and revokes a refresh token alike.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    /// SHA-256 hex of the secret; unique.
+    pub hash: String,
+    /// The subject name the token was issued to.
+    pub subject: String,
+    /// The identity id behind that name when it was issued.
+    pub identity: String,
+    /// The identity's credential generation when it was issued.
+    pub generation: String,
+    /// The tenant of the identity; empty for the operator's own accounts.
+    pub tenant: String,
+    /// The service (registry) it is good for.
+    pub service: String,
+    pub created_unix: u64,
+    pub expires_unix: u64,
+}
+
+/// Which refresh tokens a revocation removes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefreshScope {
+    /// Those of one identity (by id).
+    Identity(String),
+    /// Those of every identity of one tenant.
+    Tenant(String),
+    /// Every refresh token.
+    All,
+}
+
 /// What a namespace (a tenant: the first path component of its
 /// repositories) holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -211,6 +243,28 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Every directory entry and the version they are consistent with.
     async fn directory_snapshot(&self) -> Result<DirectorySnapshot, MetaError>;
+
+    /// Keeps refresh token `record`, and in the same transaction deletes
+    /// its identity's tokens expired at `now_unix` and, past
+    /// `max_per_identity` live ones, the oldest (by creation, then hash),
+    /// so one account can never hold more than that many.
+    async fn refresh_put(
+        &self,
+        record: &RefreshRecord,
+        max_per_identity: usize,
+        now_unix: u64,
+    ) -> Result<(), MetaError>;
+
+    /// Removes refresh token `hash` and returns it (`None` if absent): a
+    /// refresh token is used once and replaced, and of two concurrent
+    /// uses only one gets it. Expiry is the caller's to check.
+    async fn refresh_take(&self, hash: &str) -> Result<Option<RefreshRecord>, MetaError>;
+
+    /// Deletes the refresh tokens `which` names; how many it deleted.
+    async fn refresh_revoke(&self, which: &RefreshScope) -> Result<u64, MetaError>;
+
+    /// Deletes refresh tokens expired at `now_unix`; how many.
+    async fn refresh_prune(&self, now_unix: u64) -> Result<u64, MetaError>;
 }
 
 /// Refuses a `namespace` that is not one repository-name component, so no

@@ -89,7 +89,7 @@ use wharf_core::{Digest, RepoName, Tag, UploadId};
 
 use crate::{
     check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestRecord,
-    MetaError, MetaStore, NamespaceUsage, UploadRecord,
+    MetaError, MetaStore, NamespaceUsage, RefreshRecord, RefreshScope, UploadRecord,
 };
 
 /// How a node reaches its PostgreSQL server.
@@ -137,7 +137,7 @@ pub struct PoolStats {
 }
 
 /// The schema version this code writes and expects.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Schema migrations, in order: `(version, SQL)`. Each runs once, in the
 /// start-up transaction of the first node that finds it missing. Never edit
@@ -193,6 +193,24 @@ CREATE TABLE wharf.directory_version (
     version  bigint NOT NULL CHECK (version >= 0)
 );
 INSERT INTO wharf.directory_version (version) VALUES (0);
+"#,
+    ),
+    (
+        3,
+        r#"
+CREATE TABLE wharf.refresh_tokens (
+    hash         text COLLATE "C" PRIMARY KEY,
+    subject      text NOT NULL,
+    identity     text COLLATE "C" NOT NULL,
+    generation   text NOT NULL,
+    tenant       text COLLATE "C" NOT NULL,
+    service      text NOT NULL,
+    created_unix bigint NOT NULL CHECK (created_unix >= 0),
+    expires_unix bigint NOT NULL CHECK (expires_unix >= 0)
+);
+CREATE INDEX refresh_tokens_by_identity ON wharf.refresh_tokens (identity, created_unix, hash);
+CREATE INDEX refresh_tokens_by_tenant ON wharf.refresh_tokens (tenant);
+CREATE INDEX refresh_tokens_by_expiry ON wharf.refresh_tokens (expires_unix);
 "#,
     ),
 ];
@@ -763,6 +781,22 @@ fn decode_upload(row: &Row) -> Result<UploadRecord, Failure> {
     })
 }
 
+const REFRESH_COLUMNS: &str =
+    "hash, subject, identity, generation, tenant, service, created_unix, expires_unix";
+
+fn decode_refresh(row: &Row) -> Result<RefreshRecord, Failure> {
+    Ok(RefreshRecord {
+        hash: get(row, 0)?,
+        subject: get(row, 1)?,
+        identity: get(row, 2)?,
+        generation: get(row, 3)?,
+        tenant: get(row, 4)?,
+        service: get(row, 5)?,
+        created_unix: from_db(get(row, 6)?, "refresh token creation time")?,
+        expires_unix: from_db(get(row, 7)?, "refresh token expiry")?,
+    })
+}
+
 #[async_trait]
 impl MetaStore for PostgresStore {
     async fn link_blob(
@@ -1070,6 +1104,118 @@ impl MetaStore for PostgresStore {
                 })
                 .collect::<Result<_, Failure>>()?;
             Ok(DirectorySnapshot { version, records })
+        })
+        .await
+    }
+
+    async fn refresh_put(
+        &self,
+        record: &RefreshRecord,
+        max_per_identity: usize,
+        now_unix: u64,
+    ) -> Result<(), MetaError> {
+        let r = record;
+        check_directory_text(&[
+            &r.hash,
+            &r.subject,
+            &r.identity,
+            &r.generation,
+            &r.tenant,
+            &r.service,
+        ])?;
+        let created = to_db(r.created_unix, "refresh token creation time")?;
+        let expires = to_db(r.expires_unix, "refresh token expiry")?;
+        let now = to_db(now_unix, "time")?;
+        let keep = to_db(max_per_identity.max(1) as u64, "refresh token bound")?;
+        let insert = format!(
+            "INSERT INTO wharf.refresh_tokens ({REFRESH_COLUMNS})              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        );
+        let insert = insert.as_str();
+        self.call("refresh_put", || async move {
+            let mut c = self.conn().await?;
+            c.batch("BEGIN").await?;
+            c.execute(
+                insert,
+                &[
+                    &r.hash,
+                    &r.subject,
+                    &r.identity,
+                    &r.generation,
+                    &r.tenant,
+                    &r.service,
+                    &created,
+                    &expires,
+                ],
+            )
+            .await?;
+            c.execute(
+                "DELETE FROM wharf.refresh_tokens WHERE identity = $1 AND expires_unix <= $2",
+                &[&r.identity, &now],
+            )
+            .await?;
+            // Past the bound, the oldest go (the index gives the order).
+            c.execute(
+                "DELETE FROM wharf.refresh_tokens WHERE hash IN ( \
+                     SELECT hash FROM wharf.refresh_tokens WHERE identity = $1 \
+                     ORDER BY created_unix DESC, hash DESC OFFSET $2)",
+                &[&r.identity, &keep],
+            )
+            .await?;
+            c.batch("COMMIT").await?;
+            c.release();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn refresh_take(&self, hash: &str) -> Result<Option<RefreshRecord>, MetaError> {
+        let sql =
+            format!("DELETE FROM wharf.refresh_tokens WHERE hash = $1 RETURNING {REFRESH_COLUMNS}");
+        let sql = sql.as_str();
+        self.call("refresh_take", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(sql, &[&hash]).await?;
+            c.release();
+            rows.first().map(decode_refresh).transpose()
+        })
+        .await
+    }
+
+    async fn refresh_revoke(&self, which: &RefreshScope) -> Result<u64, MetaError> {
+        self.call("refresh_revoke", || async move {
+            let mut c = self.conn().await?;
+            let removed = match which {
+                RefreshScope::Identity(id) => {
+                    c.execute(
+                        "DELETE FROM wharf.refresh_tokens WHERE identity = $1",
+                        &[id],
+                    )
+                    .await?
+                }
+                RefreshScope::Tenant(t) => {
+                    c.execute("DELETE FROM wharf.refresh_tokens WHERE tenant = $1", &[t])
+                        .await?
+                }
+                RefreshScope::All => c.execute("DELETE FROM wharf.refresh_tokens", &[]).await?,
+            };
+            c.release();
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn refresh_prune(&self, now_unix: u64) -> Result<u64, MetaError> {
+        let now = to_db(now_unix, "time")?;
+        self.call("refresh_prune", || async move {
+            let mut c = self.conn().await?;
+            let removed = c
+                .execute(
+                    "DELETE FROM wharf.refresh_tokens WHERE expires_unix <= $1",
+                    &[&now],
+                )
+                .await?;
+            c.release();
+            Ok(removed)
         })
         .await
     }

@@ -38,7 +38,7 @@ use wharf_core::{Digest, RepoName, Tag, UploadId};
 
 use crate::{
     DirectoryRecord, DirectorySnapshot, ManifestRecord, MetaError, MetaStore, NamespaceUsage,
-    UploadRecord,
+    RefreshRecord, RefreshScope, UploadRecord,
 };
 
 /// Expands to the whole behaviour suite as `#[tokio::test]` functions; see
@@ -64,6 +64,9 @@ macro_rules! meta_store_suite {
             directory_and_namespace_refuse_what_no_backend_can_store,
             namespace_usage_counts_distinct_content_of_its_repositories,
             namespace_usage_of_an_empty_namespace_is_zero,
+            refresh_tokens_are_taken_once,
+            refresh_tokens_are_bounded_per_identity_oldest_first,
+            refresh_tokens_are_revoked_by_identity_tenant_or_all_and_pruned,
         );
 
         $crate::meta_store_suite!(@concurrent $make;
@@ -1068,4 +1071,95 @@ pub async fn directory_snapshot_agrees_with_its_version_under_writes<S: MetaStor
     let snapshot = store.directory_snapshot().await.unwrap();
     assert_eq!(snapshot.version, 2 * PER_WRITER as u64);
     assert_eq!(snapshot.records.len(), 2 * PER_WRITER);
+}
+
+fn refresh(hash: &str, identity: &str, tenant: &str, created: u64, expires: u64) -> RefreshRecord {
+    RefreshRecord {
+        hash: hash.to_string(),
+        subject: format!("{identity}-name"),
+        identity: identity.to_string(),
+        generation: "0.0.0".to_string(),
+        tenant: tenant.to_string(),
+        service: "registry.test".to_string(),
+        created_unix: created,
+        expires_unix: expires,
+    }
+}
+
+/// A refresh token comes back whole once, then is gone.
+pub async fn refresh_tokens_are_taken_once<S: MetaStore>(store: Arc<S>) {
+    let r = refresh("h1", "id-a", "acme", 10, 1_000);
+    store.refresh_put(&r, 10, 10).await.unwrap();
+    assert_eq!(store.refresh_take("h1").await.unwrap(), Some(r));
+    assert_eq!(store.refresh_take("h1").await.unwrap(), None);
+    assert_eq!(store.refresh_take("never").await.unwrap(), None);
+}
+
+/// Past the bound the oldest tokens of that identity go, expired ones go
+/// first, and other identities are untouched.
+pub async fn refresh_tokens_are_bounded_per_identity_oldest_first<S: MetaStore>(store: Arc<S>) {
+    store
+        .refresh_put(&refresh("other", "id-b", "acme", 1, 1_000), 3, 1)
+        .await
+        .unwrap();
+    for i in 0..5u64 {
+        let r = refresh(&format!("a{i}"), "id-a", "acme", 10 + i, 1_000);
+        store.refresh_put(&r, 3, 10 + i).await.unwrap();
+    }
+    for gone in ["a0", "a1"] {
+        assert_eq!(store.refresh_take(gone).await.unwrap(), None, "{gone}");
+    }
+    // An expired one is dropped by the next put of its identity.
+    store
+        .refresh_put(&refresh("old", "id-c", "acme", 1, 5), 3, 1)
+        .await
+        .unwrap();
+    store
+        .refresh_put(&refresh("new", "id-c", "acme", 6, 1_000), 3, 6)
+        .await
+        .unwrap();
+    assert_eq!(store.refresh_take("old").await.unwrap(), None);
+    for kept in ["a2", "a3", "a4", "other", "new"] {
+        assert!(store.refresh_take(kept).await.unwrap().is_some(), "{kept}");
+    }
+}
+
+/// Revocation removes exactly what it names; pruning only the expired.
+pub async fn refresh_tokens_are_revoked_by_identity_tenant_or_all_and_pruned<S: MetaStore>(
+    store: Arc<S>,
+) {
+    let put = |hash: &'static str, id: &'static str, tenant: &'static str, expires: u64| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .refresh_put(&refresh(hash, id, tenant, 1, expires), 10, 1)
+                .await
+                .unwrap()
+        }
+    };
+    put("a1", "id-a", "acme", 100).await;
+    put("a2", "id-a", "acme", 100).await;
+    put("b1", "id-b", "acme", 100).await;
+    put("g1", "id-g", "globex", 100).await;
+    put("h1", "id-h", "", 100).await;
+    put("x1", "id-x", "globex", 5).await;
+    let n = store
+        .refresh_revoke(&RefreshScope::Identity("id-a".into()))
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert!(store.refresh_take("a1").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .refresh_revoke(&RefreshScope::Tenant("acme".into()))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.refresh_take("b1").await.unwrap().is_none());
+    assert_eq!(store.refresh_prune(50).await.unwrap(), 1);
+    assert!(store.refresh_take("x1").await.unwrap().is_none());
+    assert_eq!(store.refresh_revoke(&RefreshScope::All).await.unwrap(), 2);
+    assert!(store.refresh_take("g1").await.unwrap().is_none());
+    assert!(store.refresh_take("h1").await.unwrap().is_none());
 }

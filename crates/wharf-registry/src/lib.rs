@@ -181,7 +181,7 @@ pub(crate) fn unreachable(e: &MetaError) -> bool {
 }
 
 /// Metadata failures as clients see them.
-pub(crate) fn meta_err(e: MetaError) -> RegistryError {
+pub fn meta_err(e: MetaError) -> RegistryError {
     match e {
         MetaError::Unavailable(reason) => {
             tracing::debug!(%reason, "metadata unavailable");

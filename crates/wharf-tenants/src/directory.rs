@@ -26,14 +26,15 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use tokio::task::JoinHandle;
-use wharf_auth::{hash_secret, Action, Actions, Grant, RepoPattern};
+use wharf_auth::{hash_secret, Action, Actions, Grant, Identity, RepoPattern};
 use wharf_core::{now_unix, Quota, QuotaSource};
-use wharf_meta::MetaStore;
+use wharf_meta::{MetaStore, RefreshScope};
 
 use crate::error::DirectoryError;
 use crate::model::{
-    NewTenant, Retired, Robot, RobotView, RoleBinding, RoleSpec, Tenant, TenantPatch, Usage, User,
-    UserView, KIND_RETIRED, KIND_ROBOT, KIND_TENANT, KIND_USER,
+    NewTenant, Retired, Revocation, Revoked, Robot, RobotView, RoleBinding, RoleSpec, Tenant,
+    TenantPatch, Usage, User, UserView, KIND_RETIRED, KIND_REVOCATION, KIND_ROBOT, KIND_TENANT,
+    KIND_USER, REVOCATION_ALL,
 };
 use crate::snapshot::{Credential, Snapshot, SubjectStatus};
 use crate::validate::{self, clip, pattern_in_tenant};
@@ -80,6 +81,16 @@ impl RobotSecret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+}
+
+/// A new account id: 128 random bits, so no two accounts ever share one.
+fn new_id(prefix: &str) -> Result<String, DirectoryError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        tracing::error!(error = %e, "the operating system's random generator failed");
+        DirectoryError::Unavailable("no randomness available for an account id".into())
+    })?;
+    Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes)))
 }
 
 impl std::fmt::Debug for RobotSecret {
@@ -251,6 +262,19 @@ impl Directory {
         self.snap().subject_status(subject, now_unix)
     }
 
+    /// The identity `subject` stands for now (`None`: unknown, deleted,
+    /// revoked, expired, or its tenant is gone). A token is honoured only
+    /// while the identity it carries is this one.
+    pub fn identity_of(&self, subject: &str, now_unix: u64) -> Option<Identity> {
+        self.snap().identity_of(subject, now_unix)
+    }
+
+    /// The registry-wide session generation, which the operator's own
+    /// (htpasswd) accounts join into theirs.
+    pub fn revocation_generation(&self) -> u64 {
+        self.snap().revocation
+    }
+
     /// The tenant whose hostname `host` (a `Host` header value) is.
     /// Case-insensitive, a trailing dot ignored. A hostname configured
     /// without a port matches the host with any port or none; one
@@ -326,6 +350,7 @@ impl Directory {
             quota: new.quota,
             concurrency_share: new.concurrency_share,
             created_unix: now_unix(),
+            sessions_generation: 0,
         };
         check_tenant(&tenant)?;
         let _one_writer = self.inner.writes.lock().await;
@@ -408,6 +433,8 @@ impl Directory {
             .map(|u| u.name.clone())
             .collect();
         self.retire_users(&snap, &retired).await;
+        self.forget_refresh(RefreshScope::Tenant(name.to_string()))
+            .await;
         for (kind, key) in doomed {
             if let Err(e) = self.inner.store.directory_delete(kind, key).await {
                 // Already inert; swept when a tenant of this name is created.
@@ -447,9 +474,13 @@ impl Directory {
                 "user name {name} is taken"
             ))),
             Some(existing) => {
+                // What the user may do changes: tokens issued before stop
+                // being honoured at once.
+                let changed = new_hash.is_some() || roles != existing.roles;
                 let user = User {
                     password_hash: new_hash.unwrap_or_else(|| existing.password_hash.clone()),
                     roles,
+                    generation: existing.generation + u64::from(changed),
                     ..existing.clone()
                 };
                 self.put(KIND_USER, name, &user, false).await?;
@@ -468,6 +499,8 @@ impl Directory {
                     password_hash,
                     roles,
                     created_unix: now_unix(),
+                    id: new_id("u_")?,
+                    generation: 0,
                 };
                 // A record of a deleted tenant may still hold the name.
                 let orphaned = snap
@@ -499,6 +532,10 @@ impl Directory {
             return Err(not_found());
         }
         self.retire_users(&snap, &[name.to_string()]).await;
+        if let Some(u) = snap.users.get(name) {
+            self.forget_refresh(RefreshScope::Identity(u.id.clone()))
+                .await;
+        }
         self.load().await
     }
 
@@ -555,6 +592,7 @@ impl Directory {
             expires_unix,
             revoked: false,
             created_unix: now,
+            id: new_id("r_")?,
         };
 
         let _one_writer = self.inner.writes.lock().await;
@@ -590,7 +628,80 @@ impl Directory {
             self.put(KIND_ROBOT, &name, &robot, false).await?;
             self.load().await?;
         }
+        self.forget_refresh(RefreshScope::Identity(robot.id.clone()))
+            .await;
         Ok(robot.view())
+    }
+
+    /// Ends every session of user `name` of `tenant`: its access tokens
+    /// stop being honoured at once (its generation changes) and its refresh
+    /// tokens are deleted. Its password still works for a new login.
+    pub async fn revoke_user_sessions(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Revoked, DirectoryError> {
+        let _one_writer = self.inner.writes.lock().await;
+        let snap = self.fresh().await?;
+        require_tenant(&snap, tenant)?;
+        let mut user = match snap.users.get(name) {
+            Some(u) if u.tenant == tenant => u.clone(),
+            _ => {
+                return Err(DirectoryError::NotFound(format!(
+                    "user {} in tenant {tenant}",
+                    clip(name)
+                )))
+            }
+        };
+        user.generation += 1;
+        self.put(KIND_USER, name, &user, false).await?;
+        self.load().await?;
+        let refresh_tokens = self
+            .inner
+            .store
+            .refresh_revoke(&RefreshScope::Identity(user.id.clone()))
+            .await?;
+        Ok(Revoked { refresh_tokens })
+    }
+
+    /// Ends every session of every user and robot of `tenant`.
+    pub async fn revoke_tenant_sessions(&self, tenant: &str) -> Result<Revoked, DirectoryError> {
+        let _one_writer = self.inner.writes.lock().await;
+        let snap = self.fresh().await?;
+        let mut t = require_tenant(&snap, tenant)?.clone();
+        t.sessions_generation += 1;
+        self.put(KIND_TENANT, tenant, &t, false).await?;
+        self.load().await?;
+        let refresh_tokens = self
+            .inner
+            .store
+            .refresh_revoke(&RefreshScope::Tenant(tenant.to_string()))
+            .await?;
+        Ok(Revoked { refresh_tokens })
+    }
+
+    /// Ends every session of the registry: every tenant's accounts and the
+    /// operator's own.
+    pub async fn revoke_all_sessions(&self) -> Result<Revoked, DirectoryError> {
+        let _one_writer = self.inner.writes.lock().await;
+        let snap = self.fresh().await?;
+        let next = Revocation {
+            generation: snap.revocation.saturating_add(1),
+        };
+        self.put(KIND_REVOCATION, REVOCATION_ALL, &next, false)
+            .await?;
+        self.load().await?;
+        let refresh_tokens = self.inner.store.refresh_revoke(&RefreshScope::All).await?;
+        Ok(Revoked { refresh_tokens })
+    }
+
+    /// Deletes refresh tokens that can no longer be used anyway (their
+    /// identity is gone or revoked); best effort, as they are refused at
+    /// use in any case.
+    async fn forget_refresh(&self, which: RefreshScope) {
+        if let Err(e) = self.inner.store.refresh_revoke(&which).await {
+            tracing::warn!(error = %e, "could not delete refresh tokens of a removed account");
+        }
     }
 
     async fn put<T: serde::Serialize>(

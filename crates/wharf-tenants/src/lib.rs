@@ -51,7 +51,7 @@ pub use directory::{
 };
 pub use error::DirectoryError;
 pub use model::{
-    NewTenant, QuotaPatch, RobotView, Role, RoleBinding, RoleSpec, Tenant, TenantPatch,
+    NewTenant, QuotaPatch, Revoked, RobotView, Role, RoleBinding, RoleSpec, Tenant, TenantPatch,
     TenantQuota, Usage, UserView,
 };
 pub use snapshot::{verify_password, Credential, SubjectStatus};

@@ -26,6 +26,18 @@ pub const KIND_ROBOT: &str = "robot";
 /// kept for longer than any token lives, so tokens issued to the user are
 /// refused, not honoured until they expire.
 pub const KIND_RETIRED: &str = "retired-user";
+/// Directory record kind of the registry-wide session generation (key
+/// [`REVOCATION_ALL`], value: [`Revocation`]): bumping it ends every
+/// token and refresh token issued before.
+pub const KIND_REVOCATION: &str = "revocation";
+/// The key of the one [`KIND_REVOCATION`] record.
+pub const REVOCATION_ALL: &str = "all";
+
+/// A generation of sessions: tokens issued under an older one are refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub generation: u64,
+}
 
 /// When a user was deleted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +64,10 @@ pub struct Tenant {
     pub concurrency_share: Option<f64>,
     /// When it was created, seconds since the Unix epoch.
     pub created_unix: u64,
+    /// Bumped to end every session (tokens, refresh tokens) of the
+    /// tenant's users and robots at once.
+    #[serde(default)]
+    pub sessions_generation: u64,
 }
 
 /// A tenant's limits; `None` is unlimited.
@@ -212,6 +228,15 @@ pub(crate) struct User {
     pub password_hash: String,
     pub roles: Vec<RoleBinding>,
     pub created_unix: u64,
+    /// Never given to another account (see [`wharf_auth::Identity`]);
+    /// empty in records written before ids existed (the snapshot derives
+    /// one).
+    #[serde(default)]
+    pub id: String,
+    /// Bumped by every change of the password or roles, and by a
+    /// revocation of the user's sessions.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl User {
@@ -248,6 +273,9 @@ pub(crate) struct Robot {
     pub expires_unix: Option<u64>,
     pub revoked: bool,
     pub created_unix: u64,
+    /// As a user's [`User::id`].
+    #[serde(default)]
+    pub id: String,
 }
 
 impl Robot {
@@ -310,6 +338,13 @@ pub struct Usage {
     pub bytes: u64,
     pub repositories: u64,
     pub quota: TenantQuota,
+}
+
+/// What a revocation of sessions ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoked {
+    /// Refresh tokens deleted from the metadata store.
+    pub refresh_tokens: u64,
 }
 
 /// A value kept as its `Display` form and read back with `FromStr`.
@@ -415,6 +450,7 @@ mod tests {
             },
             concurrency_share: Some(0.5),
             created_unix: 1,
+            sessions_generation: 0,
         };
         p.apply(&mut t);
         assert_eq!(t.hostname, None);
@@ -459,6 +495,7 @@ mod tests {
             expires_unix: Some(10),
             revoked: false,
             created_unix: 1,
+            id: "r1".into(),
         };
         let json = serde_json::to_string(&robot).unwrap();
         assert!(
@@ -477,6 +514,8 @@ mod tests {
                 repositories: "acme/*".parse().unwrap(),
             }],
             created_unix: 1,
+            id: "u1".into(),
+            generation: 3,
         };
         let json = serde_json::to_string(&user).unwrap();
         assert!(json.contains(r#""repositories":"acme/*""#), "{json}");
@@ -494,6 +533,7 @@ mod tests {
             expires_unix: Some(100),
             revoked: false,
             created_unix: 1,
+            id: String::new(),
         };
         assert!(r.active_at(99));
         assert!(!r.active_at(100));

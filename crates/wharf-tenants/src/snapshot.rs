@@ -14,11 +14,13 @@
 
 use std::collections::HashMap;
 
-use wharf_auth::{verify_secret, Grant};
+use sha2::{Digest as _, Sha256};
+use wharf_auth::{verify_secret, Grant, Identity};
 use wharf_meta::DirectorySnapshot;
 
 use crate::model::{
-    Retired, Robot, Tenant, User, KIND_RETIRED, KIND_ROBOT, KIND_TENANT, KIND_USER,
+    Retired, Revocation, Robot, Tenant, User, KIND_RETIRED, KIND_REVOCATION, KIND_ROBOT,
+    KIND_TENANT, KIND_USER, REVOCATION_ALL,
 };
 use crate::validate::{self, pattern_in_tenant, split_host, ROBOT_SEPARATOR};
 
@@ -124,6 +126,8 @@ pub(crate) struct Snapshot {
     pub orphans: Vec<Orphan>,
     /// Names of deleted users → when they were deleted.
     pub retired: HashMap<String, u64>,
+    /// The registry-wide session generation (see [`KIND_REVOCATION`]).
+    pub revocation: u64,
 }
 
 impl Snapshot {
@@ -152,6 +156,16 @@ impl Snapshot {
                     Ok(r) if r.name == rec.key && robot_name_ok(&r) => robots.push(r),
                     _ => skip(&rec.kind, &rec.key),
                 },
+                KIND_REVOCATION if rec.key == REVOCATION_ALL => {
+                    match serde_json::from_str::<Revocation>(&rec.value) {
+                        Ok(r) => snap.revocation = r.generation,
+                        // Unreadable: every session ends rather than none.
+                        Err(_) => {
+                            skip(&rec.kind, &rec.key);
+                            snap.revocation = u64::MAX;
+                        }
+                    }
+                }
                 KIND_RETIRED => match serde_json::from_str::<Retired>(&rec.value) {
                     Ok(r) => {
                         snap.retired.insert(rec.key.clone(), r.retired_unix);
@@ -170,6 +184,9 @@ impl Snapshot {
                 });
                 continue;
             }
+            if u.id.is_empty() {
+                u.id = legacy_id(KIND_USER, &u.name, u.created_unix);
+            }
             let tenant = u.tenant.clone();
             u.roles
                 .retain(|b| keep_inside(&b.repositories, &tenant, KIND_USER, &u.name));
@@ -183,6 +200,9 @@ impl Snapshot {
                     tenant: r.tenant,
                 });
                 continue;
+            }
+            if r.id.is_empty() {
+                r.id = legacy_id(KIND_ROBOT, &r.name, r.created_unix);
             }
             let tenant = r.tenant.clone();
             r.grants
@@ -259,6 +279,25 @@ impl Snapshot {
         }
     }
 
+    /// The identity `subject` stands for now, if it may act: an active user
+    /// or robot of an existing tenant. Its generation joins the account's
+    /// own, its tenant's session generation and the registry-wide one, so
+    /// a revocation at any of the three levels changes it.
+    pub fn identity_of(&self, subject: &str, now_unix: u64) -> Option<Identity> {
+        let (id, own, tenant) = if subject.contains(ROBOT_SEPARATOR) {
+            let r = self.robots.get(subject).filter(|r| r.active_at(now_unix))?;
+            (&r.id, 0, &r.tenant)
+        } else {
+            let u = self.users.get(subject)?;
+            (&u.id, u.generation, &u.tenant)
+        };
+        let tenant = self.tenants.get(tenant)?;
+        Some(Identity {
+            id: id.clone(),
+            generation: format!("{own}.{}.{}", tenant.sessions_generation, self.revocation),
+        })
+    }
+
     /// See [`crate::Directory::tenant_for_host`] for the rules.
     pub fn tenant_for_host(&self, host: &str) -> Option<&str> {
         let host = host.trim().to_ascii_lowercase();
@@ -287,6 +326,14 @@ impl Snapshot {
             })
             .map(|t| t.name.as_str())
     }
+}
+
+/// An id for a record written before ids existed: stable across loads and
+/// nodes, and different for a name deleted and created again (its creation
+/// time differs), though not as strongly as a random id.
+fn legacy_id(kind: &str, name: &str, created_unix: u64) -> String {
+    let digest = Sha256::digest(format!("{kind}\0{name}\0{created_unix}").as_bytes());
+    format!("legacy-{}", hex::encode(&digest[..12]))
 }
 
 fn robot_name_ok(r: &Robot) -> bool {

@@ -11,7 +11,7 @@ use wharf_auth::{parse_grant, Grant};
 use wharf_core::{Digest, Quota, QuotaSource, RepoName, Tag, UploadId};
 use wharf_meta::{
     DirectoryRecord, DirectorySnapshot, ManifestRecord, MetaError, MetaStore, NamespaceUsage,
-    UploadRecord,
+    RefreshRecord, RefreshScope, UploadRecord,
 };
 
 use crate::*;
@@ -202,6 +202,20 @@ impl MetaStore for MemStore {
                 })
                 .collect(),
         })
+    }
+
+    async fn refresh_put(&self, _: &RefreshRecord, _: usize, _: u64) -> Result<(), MetaError> {
+        unsupported()
+    }
+    async fn refresh_take(&self, _: &str) -> Result<Option<RefreshRecord>, MetaError> {
+        unsupported()
+    }
+    /// The double keeps no refresh tokens: revoking them finds none.
+    async fn refresh_revoke(&self, _: &RefreshScope) -> Result<u64, MetaError> {
+        self.up().map(|_| 0)
+    }
+    async fn refresh_prune(&self, _: u64) -> Result<u64, MetaError> {
+        unsupported()
     }
 }
 

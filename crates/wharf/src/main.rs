@@ -213,6 +213,7 @@ async fn serve(config: Config) -> Result<(), String> {
         Err(e) => tracing::warn!("tenant directory not loaded yet: {e}"),
     }
     directory.spawn_refresher(DIRECTORY_REFRESH);
+    let refresh_store = guarded_meta.clone();
     let registry = Registry::new(
         Arc::new(GuardedBlobStore::new(blobs, storage_guard.clone())),
         guarded_meta,
@@ -236,6 +237,18 @@ async fn serve(config: Config) -> Result<(), String> {
             tick.tick().await;
             if let Err(e) = sweeper.expire_uploads(false).await {
                 tracing::warn!("upload sweep failed: {e}");
+            }
+        }
+    });
+    let pruned = refresh_store.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REFRESH_PRUNE_EVERY);
+        loop {
+            tick.tick().await;
+            match pruned.refresh_prune(wharf_core::now_unix()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(removed = n, "expired refresh tokens removed"),
+                Err(e) => tracing::debug!("refresh token pruning failed: {e}"),
             }
         }
     });
@@ -266,7 +279,7 @@ async fn serve(config: Config) -> Result<(), String> {
         local_dependencies(&config),
     ));
 
-    let auth = LoadedAuth::load(&config.auth, &directory)?;
+    let auth = LoadedAuth::load(&config.auth, &directory, refresh_store)?;
     let admin_token = match &config.admin_token_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -382,23 +395,31 @@ fn keygen(dir: &Path) -> Result<(), String> {
 /// within about this long).
 const DIRECTORY_REFRESH: Duration = Duration::from_secs(1);
 
+/// How often expired refresh tokens are deleted from metadata.
+const REFRESH_PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Authentication files read at start, before anything is bound.
 struct LoadedAuth {
     users: Option<Arc<wharf_api::auth::Users>>,
-    directory: Directory,
     keys: wharf_auth::KeySet,
     signing: Option<wharf_auth::SigningKey>,
+    /// Where the token endpoint keeps refresh tokens.
+    store: Arc<dyn MetaStore>,
 }
 
 impl LoadedAuth {
-    fn load(a: &config::AuthSettings, directory: &Directory) -> Result<LoadedAuth, String> {
+    fn load(
+        a: &config::AuthSettings,
+        directory: &Directory,
+        store: Arc<dyn MetaStore>,
+    ) -> Result<LoadedAuth, String> {
         use config::AuthMode;
         if a.mode == AuthMode::None {
             return Ok(LoadedAuth {
                 users: None,
-                directory: directory.clone(),
                 keys: wharf_auth::KeySet::new(),
                 signing: None,
+                store,
             });
         }
         // The tenant directory's users and robots, and the operator's
@@ -437,9 +458,9 @@ impl LoadedAuth {
         }
         Ok(LoadedAuth {
             users,
-            directory: directory.clone(),
             keys,
             signing,
+            store,
         })
     }
 
@@ -485,6 +506,7 @@ impl LoadedAuth {
                 tracing::info!(?kids, %realm, service = %a.token_service, "token authentication");
                 let verifier =
                     wharf_auth::Verifier::new(self.keys.clone(), &a.token_issuer, &a.token_service);
+                let identities = self.users.clone();
                 let tokens = match (self.signing, self.users) {
                     (Some(key), Some(users)) => {
                         tracing::info!(kid = key.kid(), "serving /auth/token");
@@ -497,6 +519,7 @@ impl LoadedAuth {
                             &a.token_service,
                             basic,
                             anonymous.clone(),
+                            self.store,
                         )))
                     }
                     _ => None,
@@ -506,7 +529,7 @@ impl LoadedAuth {
                         verifier: Arc::new(verifier),
                         challenge,
                         anonymous_pull: anonymous,
-                        directory: Some(self.directory.clone()),
+                        identities,
                     },
                     tokens,
                 ))
