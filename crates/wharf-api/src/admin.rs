@@ -334,11 +334,23 @@ fn render_admission(a: &Admission, out: &mut Exposition) {
     }
 }
 
-/// The admin router over `node`.
+/// The admin router over `node`: [`probes_app`] and [`metrics_app`].
 pub fn admin_app(node: Arc<NodeState>) -> Router {
+    probes_app(node.clone()).merge(metrics_app(node))
+}
+
+/// `/healthz` and `/readyz`, which load balancers and orchestrators ask
+/// without credentials.
+pub fn probes_app(node: Arc<NodeState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .with_state(node)
+}
+
+/// `/metrics` alone, so that it can be put behind the admin token.
+pub fn metrics_app(node: Arc<NodeState>) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
         .with_state(node)
 }

@@ -79,6 +79,15 @@ pub fn admin_api_router(api: Arc<AdminApi>) -> Router {
             put(put_user).delete(delete_user),
         )
         .route(
+            "/admin/v1/tenants/{tenant}/users/{user}/sessions",
+            delete(revoke_user_sessions),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}/sessions",
+            delete(revoke_tenant_sessions),
+        )
+        .route("/admin/v1/sessions", delete(revoke_all_sessions))
+        .route(
             "/admin/v1/tenants/{tenant}/robots",
             get(list_robots).post(create_robot),
         )
@@ -89,6 +98,12 @@ pub fn admin_api_router(api: Arc<AdminApi>) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(api.clone(), require_token))
         .with_state(api)
+}
+
+/// `router` behind the same admin token check as the admin API (for
+/// `/metrics` when the operator asks for it).
+pub fn with_admin_token(router: Router, api: Arc<AdminApi>) -> Router {
+    router.layer(middleware::from_fn_with_state(api, require_token))
 }
 
 /// An admin API failure: status, code, message.
@@ -376,6 +391,42 @@ async fn delete_user(
     api.directory.delete_user(&tenant, &user).await?;
     tracing::info!(%tenant, %user, "admin: user deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn revoke_user_sessions(
+    State(api): State<Arc<AdminApi>>,
+    Path((tenant, user)): Path<(String, String)>,
+) -> Answer {
+    let r = api.directory.revoke_user_sessions(&tenant, &user).await?;
+    tracing::info!(%tenant, %user, refresh_tokens = r.refresh_tokens, "admin: user's sessions revoked");
+    answer(
+        StatusCode::OK,
+        json!({ "revoked_refresh_tokens": r.refresh_tokens }),
+    )
+}
+
+async fn revoke_tenant_sessions(
+    State(api): State<Arc<AdminApi>>,
+    Path(tenant): Path<String>,
+) -> Answer {
+    let r = api.directory.revoke_tenant_sessions(&tenant).await?;
+    tracing::info!(%tenant, refresh_tokens = r.refresh_tokens, "admin: tenant's sessions revoked");
+    answer(
+        StatusCode::OK,
+        json!({ "revoked_refresh_tokens": r.refresh_tokens }),
+    )
+}
+
+async fn revoke_all_sessions(State(api): State<Arc<AdminApi>>) -> Answer {
+    let r = api.directory.revoke_all_sessions().await?;
+    tracing::warn!(
+        refresh_tokens = r.refresh_tokens,
+        "admin: every session revoked"
+    );
+    answer(
+        StatusCode::OK,
+        json!({ "revoked_refresh_tokens": r.refresh_tokens }),
+    )
 }
 
 async fn list_robots(State(api): State<Arc<AdminApi>>, Path(tenant): Path<String>) -> Answer {

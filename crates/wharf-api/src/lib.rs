@@ -217,12 +217,25 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
         .extensions
         .get::<server::ClientAddr>()
         .map(|c| c.0.ip());
+    let head = parts.method == Method::HEAD;
+    let host = match request_host(parts.version, &parts.uri, &parts.headers) {
+        Ok(host) => host,
+        Err(e) => {
+            let resp = finish(error::error_response(&e, head));
+            state.metrics.observe(
+                "unknown",
+                method_label(&parts.method),
+                400,
+                started.elapsed(),
+            );
+            return resp;
+        }
+    };
     let req = Req {
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
     };
-    let head = req.method == Method::HEAD;
     let token_service = match &state.token_service {
         Some(t) if req.uri.path() == auth::TOKEN_PATH => Some(t.clone()),
         _ => None,
@@ -260,7 +273,8 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
     // Before admission, so that requests without valid credentials never
     // hold a slot; the token endpoint checks its own credentials.
     if token_service.is_none() {
-        let checked = match host_tenant_refusal(&state, &endpoint, &req.uri, &req.headers) {
+        let refusal = host_tenant_refusal(&state, &endpoint, host.as_deref(), &req.uri);
+        let checked = match refusal {
             Some(refusal) => Err(error::error_response(&refusal, head)),
             None if matches!(state.auth, auth::Auth::None) => Ok(()),
             None => {
@@ -343,20 +357,89 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
 /// at most 4 MiB).
 const IN_MEMORY_BODY_MAX: u64 = 4 * 1024 * 1024;
 
+/// The host a request is for, checked so that the tenant-hostname rule
+/// fails closed: at most one `Host` header, required in HTTP/1.1; a
+/// request-target in absolute form, or HTTP/2's `:authority` (both reach
+/// here as the URI's authority), must agree with `Host` when both are
+/// given; a port must be digits that fit a port number. `None` only for an
+/// HTTP/1.0 request without `Host` or authority.
+fn request_host(
+    version: axum::http::Version,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Option<String>> {
+    let bad = |why: &str| Err(RegistryError::InvalidParameters(why.to_string()));
+    let mut hosts = headers.get_all(axum::http::header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return bad("the request has more than one Host header");
+    }
+    let header = match header.map(|h| h.to_str()) {
+        Some(Ok(h)) => Some(h.trim().to_ascii_lowercase()),
+        Some(Err(_)) => return bad("the Host header is not ASCII"),
+        None => None,
+    };
+    let authority = uri.authority().map(|a| a.as_str().to_ascii_lowercase());
+    let host = match (authority, header) {
+        (Some(a), Some(h)) if a != h => {
+            return bad("the request's target names another host than its Host header")
+        }
+        (Some(a), _) => a,
+        (None, Some(h)) => h,
+        (None, None) if version == axum::http::Version::HTTP_10 => return Ok(None),
+        (None, None) => return bad("the request has no Host header"),
+    };
+    if !host_is_well_formed(&host) {
+        return bad("the Host header is not a host with an optional port");
+    }
+    Ok(Some(host))
+}
+
+/// A name or an IPv4 address, or an IPv6 address in brackets, optionally
+/// followed by `:` and a port of 1 to 5 digits at most 65535.
+fn host_is_well_formed(host: &str) -> bool {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, tail)) if v6.parse::<std::net::Ipv6Addr>().is_ok() => match tail {
+                "" => (v6, None),
+                t => match t.strip_prefix(':') {
+                    Some(p) => (v6, Some(p)),
+                    None => return false,
+                },
+            },
+            _ => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        },
+    };
+    let name_ok = host.starts_with('[')
+        || (!name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'));
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok_and(|n| n > 0)
+    });
+    name_ok && port_ok
+}
+
 /// A request that came in on a tenant's own hostname may only reach that
 /// tenant's repositories; anything else is refused (`DENIED`) before
-/// credentials are even looked at.
+/// credentials are even looked at, without naming the tenant (the client
+/// may not be one of its users).
 fn host_tenant_refusal(
     state: &AppState,
     endpoint: &std::result::Result<Endpoint, RegistryError>,
+    host: Option<&str>,
     uri: &Uri,
-    headers: &HeaderMap,
 ) -> Option<RegistryError> {
     let directory = state.directory.as_ref()?;
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())?;
-    let tenant = directory.tenant_for_host(host)?;
+    let tenant = directory.tenant_for_host(host?)?;
     // A mount reads from `from` (when it parses; otherwise the handler
     // falls back to a plain upload).
     let from: Option<wharf_core::RepoName> = match endpoint.as_ref().ok()? {
@@ -368,9 +451,9 @@ fn host_tenant_refusal(
     let mut repos: Vec<&wharf_core::RepoName> = match endpoint.as_ref().ok()? {
         Endpoint::Base => return None,
         Endpoint::Catalog => {
-            return Some(RegistryError::Denied(format!(
-                "{host} serves tenant {tenant} only; it has no catalog"
-            )))
+            return Some(RegistryError::Denied(
+                "this hostname serves one tenant only; it has no catalog".into(),
+            ))
         }
         Endpoint::Tags(r)
         | Endpoint::Referrers(r, _)
@@ -383,7 +466,7 @@ fn host_tenant_refusal(
     repos
         .into_iter()
         .find(|r| r.namespace() != tenant)
-        .map(|r| RegistryError::Denied(format!("{host} serves tenant {tenant} only, not {r}")))
+        .map(|r| RegistryError::Denied(format!("this hostname does not serve {r}")))
 }
 
 /// Headers every response carries.

@@ -90,10 +90,13 @@ fn content_range(v: &str) -> Result<(u64, u64)> {
         a.trim().parse().map_err(|_| bad())?,
         b.trim().parse().map_err(|_| bad())?,
     );
-    if b < a {
-        return Err(bad());
-    }
-    Ok((a, b - a + 1))
+    // Checked: `0-18446744073709551615` covers 2^64 bytes, which no length
+    // can say, and must not wrap to an empty chunk.
+    let len = b
+        .checked_sub(a)
+        .and_then(|n| n.checked_add(1))
+        .ok_or_else(bad)?;
+    Ok((a, len))
 }
 
 /// Appends a chunk: `202` with the new `Range`.
@@ -157,5 +160,10 @@ mod tests {
         assert_eq!(content_range("bytes=5-5").unwrap(), (5, 1));
         assert!(content_range("9-0").is_err());
         assert!(content_range("x").is_err());
+        assert!(content_range("0-18446744073709551615").is_err());
+        assert_eq!(
+            content_range("1-18446744073709551615").unwrap(),
+            (1, u64::MAX)
+        );
     }
 }

@@ -149,6 +149,33 @@ impl Server {
         (status, head.to_string(), body.to_string())
     }
 
+    /// Sends `head` (a whole request head, ending `\r\n\r\n`) over a bare
+    /// socket exactly as given; returns the status and the whole response.
+    pub async fn raw_request(&self, head: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.base.trim_start_matches("http://");
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sock.write_all(head.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        sock.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("an HTTP status line");
+        (status, text)
+    }
+
+    /// A client whose connections come from `ip` (another loopback
+    /// address, so a test can be two people at once).
+    pub fn client_from(&self, ip: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    }
+
     /// Pushes `bytes` as a blob of `repo` monolithically; returns its digest.
     pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
         let d = sha256(bytes);

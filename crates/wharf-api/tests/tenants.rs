@@ -112,9 +112,18 @@ impl Fixture {
     /// Token mode, with the directory's users only, failed logins limited
     /// by `limits`.
     async fn token_server(self, limits: LimiterConfig) -> (Server, Directory) {
-        let users = Arc::new(
-            Users::directory_only(self.directory.clone()).with_limiter(LoginLimiter::new(limits)),
-        );
+        let users =
+            Users::directory_only(self.directory.clone()).with_limiter(LoginLimiter::new(limits));
+        self.token_server_over(users, None).await
+    }
+
+    /// Token mode over `users`, with `admission` if given.
+    async fn token_server_over(
+        self,
+        users: Users,
+        admission: Option<wharf_admission::Admission>,
+    ) -> (Server, Directory) {
+        let users = Arc::new(users);
         let key = SigningKey::generate();
         let mut keys = KeySet::new();
         keys.insert(key.public_key());
@@ -135,6 +144,7 @@ impl Fixture {
             };
             s.token_service = Some(Arc::new(tokens));
             s.directory = Some(d.clone());
+            s.admission = admission;
         })
         .await
     }
@@ -1537,4 +1547,491 @@ async fn a_tenant_share_from_the_directory_limits_its_requests() {
     pull(&s, "globex/app", none)
         .await
         .expect(404, "MANIFEST_UNKNOWN", "globex, class half full");
+}
+
+// ---- 8. identity lifecycle: attacks from outside (issue 10) ----
+
+/// Asks `/auth/token` by the OAuth2 form (`POST`), as a client that wants
+/// a refresh token (`access_type=offline`) does.
+async fn post_token(s: &Server, form: &[(&str, &str)]) -> Outcome {
+    let mut all = vec![("service", SERVICE), ("client_id", "test")];
+    all.extend_from_slice(form);
+    let r = s
+        .req(Method::POST, "/auth/token")
+        .form(&all)
+        .send()
+        .await
+        .unwrap();
+    Outcome::of(r).await
+}
+
+/// Logs `user` in with its password by the form; returns (access token,
+/// refresh token).
+async fn offline_login(s: &Server, user: &str, password: &str, scope: &str) -> (String, String) {
+    let o = post_token(
+        s,
+        &[
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", password),
+            ("access_type", "offline"),
+            ("scope", scope),
+        ],
+    )
+    .await;
+    o.expect(200, "", &format!("offline login of {user}"));
+    let v: Value = serde_json::from_str(&o.body).unwrap();
+    (
+        v["access_token"].as_str().unwrap().to_string(),
+        v["refresh_token"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Uses refresh token `rt` for `scope`.
+async fn refresh(s: &Server, rt: &str, scope: &str) -> Outcome {
+    post_token(
+        s,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+            ("scope", scope),
+        ],
+    )
+    .await
+}
+
+/// An htpasswd file with one operator account, `ops` (password `ops-pw`).
+fn operators() -> wharf_auth::Htpasswd {
+    let hash = bcrypt::hash("ops-pw", 4).unwrap();
+    wharf_auth::Htpasswd::parse(&format!("ops:{hash}\n")).unwrap()
+}
+
+#[tokio::test]
+async fn a_forgotten_deleted_users_refresh_token_gets_nothing() {
+    let f = Fixture::new(vec![tenant("acme"), tenant("globex")]).await;
+    f.user("acme", "bob", Role::Push).await;
+    let meta = f.stores.meta.clone();
+    // Token mode with an htpasswd file and no grants file: its users may do
+    // everything, which once let any unknown name do everything too.
+    let users = Users::new(operators(), None)
+        .with_directory(f.directory.clone())
+        .with_limiter(LoginLimiter::new(lenient()));
+    let (s, directory) = f.token_server_over(users, None).await;
+    let (_, rt) = offline_login(&s, "bob", &pw("bob"), "repository:acme/app:pull").await;
+    directory.delete_user("acme", "bob").await.unwrap();
+    // Long after: the deleted name is no longer remembered.
+    meta.directory_delete("retired-user", "bob").await.unwrap();
+    directory.load().await.unwrap();
+    refresh(&s, &rt, "repository:globex/app:pull,push,delete")
+        .await
+        .expect(401, "UNAUTHORIZED", "a refresh by a subject nobody is");
+    // The operator's own account still gets what it asks for.
+    let ops = token(&s, "ops", "ops-pw", "repository:globex/app:pull").await;
+    assert_eq!(actions_on(&ops, "globex/app"), vec!["pull"]);
+}
+
+#[tokio::test]
+async fn a_name_taken_again_in_another_tenant_inherits_no_token() {
+    let f = Fixture::new(vec![tenant("acme"), tenant("globex")]).await;
+    f.user("acme", "bob", Role::Push).await;
+    let (s, directory) = f.token_server(lenient()).await;
+    let scope = "repository:acme/app:pull,push";
+    let (access, rt) = offline_login(&s, "bob", &pw("bob"), scope).await;
+    push_image(&s, "acme/app", Cred::Bearer(&access), "acme")
+        .await
+        .expect(201, "", "acme's bob pushes");
+    directory.delete_user("acme", "bob").await.unwrap();
+    directory
+        .put_user(
+            "globex",
+            "bob",
+            Some(&pw("bob")),
+            &[RoleSpec::tenant_wide(Role::Push)],
+        )
+        .await
+        .unwrap();
+    pull(&s, "acme/app", Cred::Bearer(&access))
+        .await
+        .expect_bearer_error("invalid_token", "the old bob's access token");
+    refresh(&s, &rt, "repository:globex/app:pull,push")
+        .await
+        .expect(401, "UNAUTHORIZED", "the old bob's refresh token");
+    // The new bob logs in as himself, and reaches globex only.
+    let t = token(&s, "bob", &pw("bob"), "repository:globex/app:pull,push").await;
+    push_image(&s, "globex/app", Cred::Bearer(&t), "globex")
+        .await
+        .expect(201, "", "globex's bob pushes");
+}
+
+#[tokio::test]
+async fn a_password_or_role_change_ends_access_and_refresh_tokens_at_once() {
+    let f = Fixture::new(vec![tenant("acme")]).await;
+    f.user("acme", "alice", Role::Push).await;
+    let (s, directory) = f.token_server(lenient()).await;
+    let scope = "repository:acme/app:pull,push";
+    let (access, rt) = offline_login(&s, "alice", &pw("alice"), scope).await;
+    let roles = [RoleSpec::tenant_wide(Role::Push)];
+    directory
+        .put_user("acme", "alice", Some("a-new-password"), &roles)
+        .await
+        .unwrap();
+    pull(&s, "acme/app", Cred::Bearer(&access))
+        .await
+        .expect_bearer_error("invalid_token", "an access token from before the change");
+    refresh(&s, &rt, scope).await.expect(
+        401,
+        "UNAUTHORIZED",
+        "a refresh token from before the change",
+    );
+    // A downgrade ends the tokens of the wider role too.
+    let (access, _) = offline_login(&s, "alice", "a-new-password", scope).await;
+    directory
+        .put_user("acme", "alice", None, &[RoleSpec::tenant_wide(Role::Pull)])
+        .await
+        .unwrap();
+    push_image(&s, "acme/app", Cred::Bearer(&access), "a")
+        .await
+        .expect_bearer_error("invalid_token", "a push token after a downgrade");
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_are_revoked_per_user_tenant_and_all() {
+    let f = Fixture::new(vec![tenant("acme"), tenant("globex")]).await;
+    f.user("acme", "alice", Role::Push).await;
+    f.user("acme", "bob", Role::Push).await;
+    f.user("globex", "carol", Role::Push).await;
+    let (s, directory) = f.token_server(lenient()).await;
+    let scope = "repository:acme/app:pull";
+    let (_, rt) = offline_login(&s, "alice", &pw("alice"), scope).await;
+    let o = refresh(&s, &rt, scope).await;
+    o.expect(200, "", "a first refresh");
+    let next: Value = serde_json::from_str(&o.body).unwrap();
+    let next = next["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(next, rt, "a refresh answers with a new refresh token");
+    refresh(&s, &rt, scope)
+        .await
+        .expect(401, "UNAUTHORIZED", "a refresh token used twice");
+
+    // Per user: alice's sessions end, bob's do not.
+    let (alice_access, _) = offline_login(&s, "alice", &pw("alice"), scope).await;
+    let (_, bob_rt) = offline_login(&s, "bob", &pw("bob"), scope).await;
+    let revoked = directory
+        .revoke_user_sessions("acme", "alice")
+        .await
+        .unwrap();
+    assert!(revoked.refresh_tokens >= 2, "{revoked:?}");
+    refresh(&s, &next, scope).await.expect(
+        401,
+        "UNAUTHORIZED",
+        "alice's refresh token after revocation",
+    );
+    pull(&s, "acme/app", Cred::Bearer(&alice_access))
+        .await
+        .expect_bearer_error("invalid_token", "alice's access token after revocation");
+    let o = refresh(&s, &bob_rt, scope).await;
+    o.expect(200, "", "bob's refresh token is untouched");
+    let bob_rt: Value = serde_json::from_str(&o.body).unwrap();
+    let bob_rt = bob_rt["refresh_token"].as_str().unwrap().to_string();
+    // She logs in again with her password.
+    token(&s, "alice", &pw("alice"), scope).await;
+
+    // Per tenant: acme's bob ends, globex's carol does not.
+    let carol_scope = "repository:globex/app:pull";
+    let (carol_access, carol_rt) = offline_login(&s, "carol", &pw("carol"), carol_scope).await;
+    directory.revoke_tenant_sessions("acme").await.unwrap();
+    refresh(&s, &bob_rt, scope).await.expect(
+        401,
+        "UNAUTHORIZED",
+        "bob's refresh token after acme's revocation",
+    );
+    pull(&s, "globex/app", Cred::Bearer(&carol_access))
+        .await
+        .expect(404, "MANIFEST_UNKNOWN", "carol's token still works");
+
+    // Everyone.
+    directory.revoke_all_sessions().await.unwrap();
+    refresh(&s, &carol_rt, carol_scope).await.expect(
+        401,
+        "UNAUTHORIZED",
+        "carol's refresh token after a global revocation",
+    );
+    pull(&s, "globex/app", Cred::Bearer(&carol_access))
+        .await
+        .expect_bearer_error(
+            "invalid_token",
+            "carol's access token after a global revocation",
+        );
+}
+
+#[tokio::test]
+async fn refresh_tokens_are_kept_in_metadata_and_honoured_after_a_restart() {
+    let f = Fixture::new(vec![tenant("acme")]).await;
+    f.user("acme", "alice", Role::Pull).await;
+    let scope = "repository:acme/app:pull";
+    let meta: Arc<dyn MetaStore> = f.stores.meta.clone();
+    let (s, _) = f.token_server(lenient()).await;
+    let (_, rt) = offline_login(&s, "alice", &pw("alice"), scope).await;
+    // Another token service over the same metadata (another node, or this
+    // one restarted) finds the token there, by its hash only.
+    let hash = wharf_auth::hash_secret(&rt);
+    let record = meta
+        .refresh_take(&hash)
+        .await
+        .unwrap()
+        .expect("kept in metadata");
+    assert_eq!(record.subject, "alice");
+    assert_eq!(record.tenant, "acme");
+    assert!(
+        !format!("{record:?}").contains(&rt),
+        "the secret itself is never stored"
+    );
+    meta.refresh_put(&record, 20, now_unix()).await.unwrap();
+    refresh(&s, &rt, scope)
+        .await
+        .expect(200, "", "the token put back");
+}
+
+#[tokio::test]
+async fn slow_token_forms_from_a_stranger_do_not_stop_logins() {
+    let f = Fixture::new(vec![tenant("acme")]).await;
+    f.user("acme", "alice", Role::Pull).await;
+    let limits = wharf_admission::ClassLimits {
+        max_in_flight: 4,
+        tenant_share: 0.5,
+        max_wait: Duration::from_millis(1),
+        max_waiters: 4,
+        adaptive: None,
+    };
+    let admission = wharf_admission::Admission::new(limits.clone(), limits.clone(), limits);
+    let users =
+        Users::directory_only(f.directory.clone()).with_limiter(LoginLimiter::new(lenient()));
+    let (s, _) = f.token_server_over(users, Some(admission)).await;
+    // Sixteen connections start a form and trickle it.
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut tricklers = Vec::new();
+    for _ in 0..16 {
+        use tokio::io::AsyncWriteExt;
+        let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /auth/token HTTP/1.1\r\nHost: {addr}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\ng"
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        tricklers.push(sock);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let scope = "repository:acme/app:pull";
+    for i in 0..8 {
+        let (access, _) = offline_login(&s, "alice", &pw("alice"), scope).await;
+        assert!(!access.is_empty(), "login {i} while forms trickle");
+        token(&s, "alice", &pw("alice"), scope).await;
+    }
+    drop(tricklers);
+}
+
+#[tokio::test]
+async fn a_stranger_guessing_passwords_elsewhere_never_locks_the_user_or_robot_out() {
+    let f = Fixture::new(vec![tenant("acme")]).await;
+    f.user("acme", "alice", Role::Push).await;
+    let (robot, secret) = f
+        .directory
+        .create_robot(
+            "acme",
+            "ci",
+            vec![parse_grant("acme/*:pull,push").unwrap()],
+            None,
+        )
+        .await
+        .unwrap();
+    let (s, _) = f.token_server(LimiterConfig::default()).await;
+    let scope = "repository:acme/app:pull";
+    let stranger = s.client_from("127.0.0.2");
+    for (name, i) in ["alice", robot.name.as_str()]
+        .iter()
+        .flat_map(|n| (0..30).map(move |i| (*n, i)))
+    {
+        let r = stranger
+            .get(s.url("/auth/token"))
+            .query(&[("service", SERVICE), ("scope", scope)])
+            .basic_auth(name, Some(format!("guess-{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert!(matches!(r.status().as_u16(), 401 | 429), "{name} guess {i}");
+    }
+    // The stranger is slowed on its own address...
+    let r = stranger
+        .get(s.url("/auth/token"))
+        .query(&[("service", SERVICE), ("scope", scope)])
+        .basic_auth("alice", Some(pw("alice")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "the guesser's own address is blocked");
+    // ...while the user and the robot, from theirs, log in at once.
+    token(&s, "alice", &pw("alice"), scope).await;
+    token(&s, &robot.name, secret.expose(), scope).await;
+}
+
+#[tokio::test]
+async fn htpasswd_mode_never_refuses_a_logged_in_users_requests_while_a_stranger_guesses() {
+    let f = Fixture::new(vec![tenant("acme")]).await;
+    f.user("acme", "alice", Role::Push).await;
+    let (s, _) = f.basic_server(LimiterConfig::default()).await;
+    let pass = pw("alice");
+    push_image(&s, "acme/app", Cred::Basic("alice", &pass), "a")
+        .await
+        .expect(201, "", "alice pushes");
+    let stranger = s.client_from("127.0.0.2");
+    for i in 0..40 {
+        let _ = stranger
+            .get(s.url("/v2/"))
+            .basic_auth("alice", Some(format!("guess-{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    // Her requests go on, from her address and even from the stranger's
+    // (her password was found right a moment ago).
+    pull(&s, "acme/app", Cred::Basic("alice", &pass))
+        .await
+        .expect(200, "", "alice pulls while the stranger guesses");
+    let r = stranger
+        .get(s.url("/v2/acme/app/manifests/v1"))
+        .basic_auth("alice", Some(&pass))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "her remembered credentials from the stranger's address"
+    );
+}
+
+#[tokio::test]
+async fn login_answers_take_as_long_for_unknown_deleted_and_existing_names() {
+    let f = Fixture::new(vec![tenant("acme")]).await;
+    for u in ["alice", "gone"] {
+        f.user("acme", u, Role::Pull).await;
+    }
+    let (s, directory) = f.token_server(lenient()).await;
+    directory.delete_user("acme", "gone").await.unwrap();
+    let scope = "repository:acme/app:pull";
+    let median = |name: &'static str| {
+        let s = &s;
+        async move {
+            let mut times = Vec::new();
+            for i in 0..7 {
+                let t = std::time::Instant::now();
+                login(s, name, &format!("wrong-{i}"), scope).await;
+                times.push(t.elapsed());
+            }
+            times.sort();
+            times[3]
+        }
+    };
+    let existing = median("alice").await;
+    let deleted = median("gone").await;
+    let unknown = median("nobody").await;
+    // Not a speed target: an oracle check. Before, a deleted name answered
+    // about a hundred times faster than any other.
+    for (what, t) in [("deleted", deleted), ("unknown", unknown)] {
+        assert!(
+            t * 4 >= existing && t <= existing * 4,
+            "{what} name: {t:?} against {existing:?} for an existing one"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tenant_hostnames_fail_closed_on_odd_hosts_and_targets() {
+    let acme = NewTenant {
+        hostname: Some("acme.registry.test".into()),
+        ..tenant("acme")
+    };
+    let f = Fixture::new(vec![acme, tenant("globex")]).await;
+    let (s, _) = f.open_server().await;
+    push_image(&s, "globex/app", Cred::Anonymous, "globex")
+        .await
+        .expect(201, "", "globex/app");
+    let target = "/v2/globex/app/manifests/v1";
+    let bad_requests = [
+        (
+            "an empty port",
+            format!("GET {target} HTTP/1.1\r\nHost: acme.registry.test:\r\n"),
+        ),
+        (
+            "an odd port",
+            format!("GET {target} HTTP/1.1\r\nHost: acme.registry.test:5x\r\n"),
+        ),
+        (
+            "a port too large",
+            format!("GET {target} HTTP/1.1\r\nHost: acme.registry.test:70000\r\n"),
+        ),
+        (
+            "two Host headers",
+            format!("GET {target} HTTP/1.1\r\nHost: acme.registry.test\r\nHost: other.test\r\n"),
+        ),
+        ("no Host", format!("GET {target} HTTP/1.1\r\n")),
+        (
+            "an absolute target naming another host",
+            format!("GET http://other.test{target} HTTP/1.1\r\nHost: acme.registry.test\r\n"),
+        ),
+    ];
+    for (what, head) in bad_requests {
+        let (status, text) = s
+            .raw_request(&format!("{head}Connection: close\r\n\r\n"))
+            .await;
+        assert_eq!(status, 400, "{what}: {text}");
+        assert!(!text.contains("schemaVersion"), "{what}");
+    }
+    // The absolute form naming the tenant's host is held to its rule.
+    let (status, text) = s
+        .raw_request(&format!(
+            "GET http://acme.registry.test{target} HTTP/1.1\r\nHost: acme.registry.test\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        !text.contains("acme"),
+        "an unauthenticated refusal names no tenant: {text}"
+    );
+    // HTTP/2: `:authority` is the host.
+    let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve(
+            "acme.registry.test",
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+        .build()
+        .unwrap();
+    let url = format!("http://acme.registry.test:{port}{target}");
+    let r = h2.get(url).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 403, "HTTP/2 :authority of the tenant's host");
+    // The shared host still serves globex.
+    pull(&s, "globex/app", Cred::Anonymous)
+        .await
+        .expect(200, "", "globex on the shared host");
+}
+
+#[tokio::test]
+async fn a_content_range_ending_at_the_largest_offset_does_not_wrap() {
+    let f = Fixture::new(vec![tenant("acme")]).await;
+    let (s, _) = f.open_server().await;
+    let location = start_session(&s, "acme/app").await;
+    let r = s
+        .req(Method::PATCH, &location)
+        .header("content-range", "0-18446744073709551615")
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap();
+    let o = Outcome::of(r).await;
+    assert!(
+        o.status == 400 || o.status == 416,
+        "a 2^64-byte range is refused, not taken as empty: {o:?}"
+    );
 }

@@ -489,3 +489,28 @@ fn removed_key_stops_verifying_its_tokens() {
         Err(TokenError::UnknownKey(_))
     ));
 }
+
+/// ECDSA signatures come in twins: (r, s) and (r, n - s) both verify. Only
+/// the low-S one is accepted, so a token has exactly one valid form (no
+/// re-encoded twin that passes a denylist of the original string).
+#[test]
+fn a_high_s_twin_of_a_valid_signature_is_refused() {
+    use p256::ecdsa::Signature;
+    let w = world();
+    let token = encode(&claims(&w, "repository:acme/app:pull"), &w.key);
+    w.verifier
+        .verify_at(&token, w.now)
+        .expect("the low-S original verifies");
+    let (h, p, sig) = parts(&token);
+    let bytes = URL_SAFE_NO_PAD.decode(&sig).unwrap();
+    let low = Signature::from_slice(&bytes).unwrap();
+    assert_eq!(low.normalize_s(), low, "the issuer signs low-S");
+    let (r, s) = low.split_scalars();
+    let high = Signature::from_scalars(r, -s).unwrap();
+    assert_ne!(high, low);
+    let twin = format!("{h}.{p}.{}", b64(high.to_bytes()));
+    assert!(matches!(
+        w.verifier.verify_at(&twin, w.now),
+        Err(TokenError::BadSignature)
+    ));
+}

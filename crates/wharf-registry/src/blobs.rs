@@ -49,7 +49,7 @@ impl ByteRange {
         let unsatisfiable = RegistryError::RangeNotSatisfiable { size };
         match self {
             ByteRange::From(a) if a < size => Ok(a..size),
-            ByteRange::FromTo(a, b) if a < size => Ok(a..(b + 1).min(size)),
+            ByteRange::FromTo(a, b) if a < size => Ok(a..b.saturating_add(1).min(size)),
             ByteRange::Suffix(n) if n > 0 && size > 0 => Ok(size.saturating_sub(n)..size),
             _ => Err(unsatisfiable),
         }
@@ -209,6 +209,8 @@ mod tests {
     #[test]
     fn resolves_against_size() {
         assert_eq!(ByteRange::FromTo(0, 9).resolve(5).unwrap(), 0..5);
+        // An end at the largest offset must not overflow.
+        assert_eq!(ByteRange::FromTo(0, u64::MAX).resolve(5).unwrap(), 0..5);
         assert_eq!(ByteRange::From(4).resolve(5).unwrap(), 4..5);
         assert_eq!(ByteRange::Suffix(2).resolve(5).unwrap(), 3..5);
         assert_eq!(ByteRange::Suffix(9).resolve(5).unwrap(), 0..5);

@@ -116,6 +116,27 @@ enum ApiCommand {
         /// The tenant.
         tenant: String,
     },
+    /// End sessions: access and refresh tokens issued before stop working
+    /// at once (passwords and robot secrets still log in).
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionsCommand {
+    /// Revoke the sessions of one user (--tenant and --user), of every
+    /// account of a tenant (--tenant), or of everyone (--all).
+    Revoke {
+        /// The tenant whose sessions end.
+        #[arg(long, conflicts_with = "all")]
+        tenant: Option<String>,
+        /// Only this user of the tenant.
+        #[arg(long, requires = "tenant")]
+        user: Option<String>,
+        /// Every session of the registry, the operator's own included.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -498,6 +519,23 @@ fn call(command: &ApiCommand, password: Option<&str>) -> Result<Call, String> {
             format!("{tenants}/{}/robots", tenant_segment(tenant)?),
             None,
         ),
+        ApiCommand::Sessions(SessionsCommand::Revoke { tenant, user, all }) => {
+            let path = match (tenant, user, all) {
+                (Some(t), Some(u), false) => format!(
+                    "{tenants}/{}/users/{}/sessions",
+                    tenant_segment(t)?,
+                    user_segment(u)?
+                ),
+                (Some(t), None, false) => format!("{tenants}/{}/sessions", tenant_segment(t)?),
+                (None, None, true) => "/admin/v1/sessions".to_string(),
+                _ => {
+                    return Err(
+                        "name whose sessions end: --tenant T, --tenant T --user U, or --all".into(),
+                    )
+                }
+            };
+            json_call(Method::DELETE, path, None)
+        }
         ApiCommand::Robot(RobotCommand::Revoke { tenant, name }) => json_call(
             Method::DELETE,
             format!(
@@ -1401,6 +1439,29 @@ mod tests {
             "/admin/v1/tenants/acme/users/alice",
             None,
         );
+    }
+
+    #[test]
+    fn sessions_revoke_names_a_user_a_tenant_or_everyone() {
+        assert_call(
+            &["sessions", "revoke", "--tenant", "acme", "--user", "alice"],
+            Method::DELETE,
+            "/admin/v1/tenants/acme/users/alice/sessions",
+            None,
+        );
+        assert_call(
+            &["sessions", "revoke", "--tenant", "acme"],
+            Method::DELETE,
+            "/admin/v1/tenants/acme/sessions",
+            None,
+        );
+        assert_call(
+            &["sessions", "revoke", "--all"],
+            Method::DELETE,
+            "/admin/v1/sessions",
+            None,
+        );
+        assert!(call_with(&["sessions", "revoke"], None).is_err());
     }
 
     #[test]

@@ -265,6 +265,17 @@ pub struct ServeArgs {
     /// to whoever reaches the admin port (loopback by default).
     #[arg(long, env = "WHARF_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+
+    /// Serve the admin API on a non-loopback --admin-listen without an
+    /// admin token, on purpose (logged as a warning at every start).
+    /// Without this flag such a start is refused [default: off].
+    #[arg(long, env = "WHARF_ADMIN_INSECURE", num_args = 0..=1, default_missing_value = "true")]
+    pub admin_insecure: Option<bool>,
+
+    /// `/metrics` on the admin port requires the admin token too (probes,
+    /// /healthz and /readyz, never do) [default: off].
+    #[arg(long, env = "WHARF_METRICS_REQUIRE_TOKEN", num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_require_token: Option<bool>,
 }
 
 /// How clients authenticate.
@@ -464,6 +475,10 @@ pub struct Config {
     pub auth: AuthSettings,
     /// The admin API's token hash file, if any.
     pub admin_token_file: Option<PathBuf>,
+    /// An open admin API on a non-loopback address is wanted.
+    pub admin_insecure: bool,
+    /// `/metrics` asks for the admin token.
+    pub metrics_require_token: bool,
 }
 
 /// Where and how to reach an S3-compatible store.
@@ -570,11 +585,27 @@ impl Config {
             header_timeout_secs, idle_timeout_secs, min_upload_rate, storage_pool,
             metadata_pool, dependency_deadline_ms, shutdown_grace_secs, auth, htpasswd,
             grants, anonymous_pull, token_realm, token_service, token_issuer, token_keys,
-            token_signing_key, token_lifetime_secs, admin_token_file,
+            token_signing_key, token_lifetime_secs, admin_token_file, admin_insecure,
+            metrics_require_token,
         );
         let limits = Limits::derive(&a, machine)?;
         let s3 = S3Settings::from_args(&a)?;
         let auth = AuthSettings::from_args(&a)?;
+        let admin_listen: SocketAddr = a
+            .admin_listen
+            .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().expect("valid default"));
+        let admin_insecure = a.admin_insecure.unwrap_or(false);
+        if !admin_listen.ip().is_loopback() && a.admin_token_file.is_none() && !admin_insecure {
+            return Err(format!(
+                "--admin-listen {admin_listen} is not a loopback address and no --admin-token-file \
+                 is given: anyone who reaches it could manage every tenant. Make a token with \
+                 `wharf admin token`, or pass --admin-insecure if the network is yours alone"
+            ));
+        }
+        let metrics_require_token = a.metrics_require_token.unwrap_or(false);
+        if metrics_require_token && a.admin_token_file.is_none() {
+            return Err("--metrics-require-token needs --admin-token-file".into());
+        }
         let nodes = a.cluster_nodes.unwrap_or(1);
         if nodes > 1 && (a.metadata_url.is_none() || s3.is_none()) {
             return Err(format!(
@@ -589,9 +620,7 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
             data_dir: a.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             addr_file: a.addr_file,
-            admin_listen: a
-                .admin_listen
-                .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().expect("valid default")),
+            admin_listen,
             admin_addr_file: a.admin_addr_file,
             log: a.log.unwrap_or_else(|| "info".into()),
             manifest_cache_bytes: a.manifest_cache_mib.unwrap_or(64) * 1024 * 1024,
@@ -602,6 +631,8 @@ impl Config {
             metadata_url: a.metadata_url,
             auth,
             admin_token_file: a.admin_token_file,
+            admin_insecure,
+            metrics_require_token,
         })
     }
 }
@@ -626,6 +657,40 @@ mod tests {
         assert_eq!(c.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(c.log, "info");
+    }
+
+    #[test]
+    fn an_open_admin_api_off_loopback_needs_a_token_or_the_insecure_flag() {
+        let off_loopback = || ServeArgs {
+            admin_listen: Some("0.0.0.0:5001".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = merge(off_loopback(), "").unwrap_err();
+        assert!(
+            err.contains("--admin-token-file") && err.contains("--admin-insecure"),
+            "{err}"
+        );
+        let with_token = ServeArgs {
+            admin_token_file: Some("/run/secrets/admin.sha256".into()),
+            ..off_loopback()
+        };
+        assert!(merge(with_token, "").is_ok());
+        let on_purpose = ServeArgs {
+            admin_insecure: Some(true),
+            ..off_loopback()
+        };
+        assert!(merge(on_purpose, "").unwrap().admin_insecure);
+        assert!(
+            merge(ServeArgs::default(), "").is_ok(),
+            "loopback needs neither"
+        );
+        let metrics = ServeArgs {
+            metrics_require_token: Some(true),
+            ..Default::default()
+        };
+        assert!(merge(metrics, "")
+            .unwrap_err()
+            .contains("--admin-token-file"));
     }
 
     #[test]

@@ -17,8 +17,8 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use wharf_admission::{AdaptiveConfig, Admission, ClassLimits};
-use wharf_api::admin::{admin_app, NodeState};
-use wharf_api::admin_api::{admin_api_router, parse_token_hash, AdminApi};
+use wharf_api::admin::{metrics_app, probes_app, NodeState};
+use wharf_api::admin_api::{admin_api_router, parse_token_hash, with_admin_token, AdminApi};
 use wharf_api::{app_with, serve_with, AppState, ConnStats, MinRate, ServerConfig};
 use wharf_guard::{
     BreakerConfig, BreakerState, Guard, GuardConfig, GuardedBlobStore, GuardedMetaStore,
@@ -288,6 +288,11 @@ async fn serve(config: Config) -> Result<(), String> {
         }
         None => None,
     };
+    if config.admin_insecure && admin_token.is_none() && !config.admin_listen.ip().is_loopback() {
+        tracing::warn!(admin = %config.admin_listen,
+            "THE ADMIN API IS OPEN: no admin token, on a non-loopback address (--admin-insecure); \
+             anyone who reaches it can manage every tenant");
+    }
     let admin_api = Arc::new(AdminApi::new(directory.clone(), admin_token));
     state.directory = Some(directory);
     let listener = bind(config.listen, config.addr_file.as_deref()).await?;
@@ -318,10 +323,18 @@ async fn serve(config: Config) -> Result<(), String> {
         max_connections: 64,
         ..ServerConfig::default()
     };
+    let metrics = metrics_app(node.clone());
+    let metrics = match config.metrics_require_token {
+        true => with_admin_token(metrics, admin_api.clone()),
+        false => metrics,
+    };
+    let admin_router = probes_app(node)
+        .merge(metrics)
+        .merge(admin_api_router(admin_api));
     let (admin_done_tx, admin_done_rx) = tokio::sync::oneshot::channel::<()>();
     let admin = tokio::spawn(serve_with(
         admin_listener,
-        admin_app(node).merge(admin_api_router(admin_api)),
+        admin_router,
         admin_config,
         Arc::new(ConnStats::default()),
         async move {
