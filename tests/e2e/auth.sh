@@ -128,6 +128,60 @@ case_auth_docker_login() {
   grep -qiE 'unauthorized|denied|incorrect' "$TMP/docker-bad.err" || die "bad login: $(tail -n 1 "$TMP/docker-bad.err")"
 }
 
+# docker login, push and pull while a stranger on 127.0.0.2 guesses alice's
+# password and 16 connections from 127.0.0.3 trickle token forms: neither
+# locks alice out nor takes the slots logins need. Both loops are bounded
+# (count and time) and stop by themselves.
+case_auth_docker_login_under_attack() {
+  local guesses="$TMP/guesses.codes" i
+  : >"$guesses"
+  (
+    for i in $(seq 1 80); do
+      curl -s -o /dev/null -w '%{http_code}\n' --max-time 5 --interface 127.0.0.2 \
+        -u "alice:guess-$i" "http://$SREG/auth/token?service=wharf&scope=repository:acme/docker:pull" >>"$guesses"
+    done
+  ) &
+  local guesser=$!
+  python3 - "$SREG" >"$TMP/trickle.out" 2>&1 <<'PY' &
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+socks = []
+for _ in range(16):
+    s = socket.socket()
+    s.bind(("127.0.0.3", 0))
+    s.connect((host, int(port)))
+    s.sendall(b"POST /auth/token HTTP/1.1\r\nHost: " + sys.argv[1].encode() +
+              b"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 400\r\n\r\n")
+    socks.append(s)
+deadline = time.time() + 30
+while time.time() < deadline:
+    for s in socks:
+        try:
+            s.sendall(b"a")
+        except OSError:
+            pass
+    time.sleep(1)
+PY
+  local trickler=$!
+  sleep 1
+  local ok=1
+  echo "$ALICE_PW" | dk login -u alice --password-stdin "$SREG" || { die "docker login under attack failed"; ok=0; }
+  if [ "$ok" = 1 ]; then
+    dk tag "$REG/e2e/alpine:1" "$SREG/acme/docker:attack" || { die "docker tag failed"; ok=0; }
+    dk push "$SREG/acme/docker:attack" >"$TMP/docker-attack-push.out" || { die "docker push under attack failed"; ok=0; }
+    dk rmi -f "$SREG/acme/docker:attack" >/dev/null
+    dk pull "$SREG/acme/docker:attack" >/dev/null || { die "docker pull under attack failed"; ok=0; }
+    dk logout "$SREG" >/dev/null
+  fi
+  wait "$guesser"
+  kill "$trickler" 2>/dev/null
+  wait "$trickler" 2>/dev/null
+  [ "$ok" = 1 ] || return 1
+  # The stranger was slowed: past its free failures it got 429s.
+  grep -qx 429 "$guesses" || die "the guesser was never slowed: $(sort "$guesses" | uniq -c | tr '\n' ' ')" || return 1
+  echo "guesser: $(sort "$guesses" | uniq -c | tr '\n' ' ')"
+}
+
 # A token from /auth/token for USER:PASSWORD and SCOPE.
 token_for() {
   c -u "$1" "http://$SREG/auth/token?service=wharf&scope=$2" | jq -r '.token // empty'

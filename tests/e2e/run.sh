@@ -630,6 +630,7 @@ if [ -n "$REFS" ] && [ -s "$REFS" ]; then
         run_case docker-pushed-verify case_docker_pushed_verify
       run_case docker-push-upload case_docker_push_upload
       [ "$AUTH_UP" = 1 ] && run_case auth-docker-login case_auth_docker_login
+      [ "$AUTH_UP" = 1 ] && run_case auth-docker-login-under-attack case_auth_docker_login_under_attack
       [ -s "$TMP/docker-push.out" ] && run_case docker-pull-back case_docker_pull_back
     fi
     stop_dockerd
