@@ -252,21 +252,24 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
     if c.tenant.is_empty() {
         c.tenant = client_share_key(client);
     }
+    // A request answered before it reaches a handler (refused, or its
+    // token form unreadable), recorded like any other.
+    let early = |resp: Response| {
+        let resp = finish(resp);
+        state.metrics.observe(
+            c.route,
+            method_label(&req.method),
+            resp.status().as_u16(),
+            started.elapsed(),
+        );
+        resp
+    };
     // The token form is read whole before admission: a stranger trickling
     // it holds a connection, not a slot of the class every login needs.
     let body = match &token_service {
         Some(_) => match auth::preread_token_form(&req.method, body).await {
             Ok(body) => body,
-            Err(e) => {
-                let resp = finish(error::error_response(&e, head));
-                state.metrics.observe(
-                    c.route,
-                    method_label(&req.method),
-                    resp.status().as_u16(),
-                    started.elapsed(),
-                );
-                return resp;
-            }
+            Err(e) => return early(error::error_response(&e, head)),
         },
         None => body,
     };
@@ -283,29 +286,13 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
             }
         };
         if let Err(resp) = checked {
-            let resp = finish(resp);
-            state.metrics.observe(
-                c.route,
-                method_label(&req.method),
-                resp.status().as_u16(),
-                started.elapsed(),
-            );
-            return resp;
+            return early(resp);
         }
     }
     let permit = match &state.admission {
         Some(a) => match a.acquire(c.class, &c.tenant).await {
             Ok(p) => Some(p),
-            Err(refusal) => {
-                let resp = finish(error::error_response(&refusal_error(refusal), head));
-                state.metrics.observe(
-                    c.route,
-                    method_label(&req.method),
-                    resp.status().as_u16(),
-                    started.elapsed(),
-                );
-                return resp;
-            }
+            Err(refusal) => return early(error::error_response(&refusal_error(refusal), head)),
         },
         None => None,
     };

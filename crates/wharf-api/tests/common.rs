@@ -131,20 +131,10 @@ impl Server {
     /// [`Server::raw_get_with`], also returning the response's header
     /// block (status line and header lines, as received).
     pub async fn raw_get_full(&self, path: &str, extra: &str) -> (u16, String, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.base.trim_start_matches("http://");
-        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
         let head =
             format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
-        sock.write_all(head.as_bytes()).await.unwrap();
-        let mut out = Vec::new();
-        sock.read_to_end(&mut out).await.unwrap();
-        let text = String::from_utf8_lossy(&out).to_string();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("an HTTP status line");
+        let (status, text) = self.raw_request(&head).await;
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         (status, head.to_string(), body.to_string())
     }
