@@ -308,3 +308,54 @@ fn nonsense_limits_stop_the_start_with_a_reason() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("--tenant-share"), "{err}");
 }
+
+#[test]
+fn an_open_admin_api_off_loopback_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "0.0.0.0:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("--admin-token-file") && err.contains("--admin-insecure"),
+        "{err}"
+    );
+}
+
+#[test]
+fn metrics_can_require_the_admin_token_while_probes_never_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "wharf-admin-test-token";
+    let hash = format!("sha256:{}\n", wharf_auth::hash_secret(token));
+    let file = dir.path().join("admin.sha256");
+    std::fs::write(&file, hash).unwrap();
+    let data = dir.path().join("data");
+    let w = Wharf::start_with(
+        &data,
+        &[
+            "--admin-token-file",
+            file.to_str().unwrap(),
+            "--metrics-require-token",
+        ],
+    );
+    assert_eq!(get(&format!("{}/metrics", w.admin)).0, 401);
+    assert_eq!(get(&format!("{}/healthz", w.admin)).0, 200);
+    assert_eq!(get(&format!("{}/readyz", w.admin)).0, 200);
+    let r = client()
+        .get(format!("{}/metrics", w.admin))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains("wharf_ready"));
+}
