@@ -1001,3 +1001,86 @@ async fn internal_store_errors_become_a_generic_unavailable() {
         other => panic!("{other:?}"),
     }
 }
+
+// ---- identities and credential generations ----
+
+#[tokio::test]
+async fn a_name_created_again_is_another_identity() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    dir.create_tenant(new_tenant("globex")).await.unwrap();
+    let roles = [RoleSpec::tenant_wide(Role::Push)];
+    dir.put_user("acme", "bob", Some("password-1"), &roles)
+        .await
+        .unwrap();
+    let first = dir.identity_of("bob", NOW).unwrap();
+    dir.delete_user("acme", "bob").await.unwrap();
+    assert_eq!(dir.identity_of("bob", NOW), None, "a deleted user has none");
+    dir.put_user("globex", "bob", Some("password-1"), &roles)
+        .await
+        .unwrap();
+    let second = dir.identity_of("bob", NOW).unwrap();
+    assert_ne!(first.id, second.id);
+}
+
+#[tokio::test]
+async fn the_generation_follows_password_role_and_revocations() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    let push = [RoleSpec::tenant_wide(Role::Push)];
+    dir.put_user("acme", "alice", Some("password-1"), &push)
+        .await
+        .unwrap();
+    let first = dir.identity_of("alice", NOW).unwrap();
+    // The same roles again, no password: nothing changes.
+    dir.put_user("acme", "alice", None, &push).await.unwrap();
+    assert_eq!(dir.identity_of("alice", NOW), Some(first.clone()));
+    let mut seen = vec![first];
+    let mut changed = |what: &str, now: wharf_auth::Identity| {
+        assert_eq!(now.id, seen[0].id, "{what}: same account");
+        assert!(
+            seen.iter().all(|s| s.generation != now.generation),
+            "{what}: a new generation, not one seen before"
+        );
+        seen.push(now);
+    };
+    dir.put_user("acme", "alice", Some("password-2"), &push)
+        .await
+        .unwrap();
+    changed("password", dir.identity_of("alice", NOW).unwrap());
+    dir.put_user("acme", "alice", None, &[RoleSpec::tenant_wide(Role::Pull)])
+        .await
+        .unwrap();
+    changed("role", dir.identity_of("alice", NOW).unwrap());
+    dir.revoke_user_sessions("acme", "alice").await.unwrap();
+    changed("user revocation", dir.identity_of("alice", NOW).unwrap());
+    dir.revoke_tenant_sessions("acme").await.unwrap();
+    changed("tenant revocation", dir.identity_of("alice", NOW).unwrap());
+    dir.revoke_all_sessions().await.unwrap();
+    changed("global revocation", dir.identity_of("alice", NOW).unwrap());
+}
+
+#[tokio::test]
+async fn revoked_or_expired_robots_have_no_identity() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    let (ci, _) = dir
+        .create_robot("acme", "ci", vec![grant("acme/*:pull")], None)
+        .await
+        .unwrap();
+    assert!(dir.identity_of(&ci.name, NOW).is_some());
+    dir.revoke_robot("acme", "ci").await.unwrap();
+    assert_eq!(dir.identity_of(&ci.name, NOW), None);
+    let (short, _) = dir
+        .create_robot(
+            "acme",
+            "short",
+            vec![grant("acme/*:pull")],
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+    let expiry = short.expires_unix.unwrap();
+    assert!(dir.identity_of(&short.name, expiry - 1).is_some());
+    assert_eq!(dir.identity_of(&short.name, expiry), None);
+}
