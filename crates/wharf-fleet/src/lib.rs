@@ -24,6 +24,8 @@ pub mod alert;
 pub mod model;
 pub mod place;
 pub mod plan;
+pub mod report;
+pub mod sim;
 
 pub use alert::{utilisation_alerts, Alert, Severity};
 pub use model::{

@@ -580,6 +580,16 @@ impl Fleet {
         self.location[pi] = Location::At(to);
     }
 
+    /// Abandons a move: the placeable leaves the destination and stays at
+    /// its source.
+    pub fn cancel_move(&mut self, pi: usize) {
+        let Location::Moving { from, to } = self.location[pi] else {
+            panic!("cancel_move: placeable is not moving");
+        };
+        self.vacate(pi, to);
+        self.location[pi] = Location::At(from);
+    }
+
     /// Removes a placeable from the fleet for good.
     pub fn remove_placeable(&mut self, pi: usize) {
         self.unassign(pi);

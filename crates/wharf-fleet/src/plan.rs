@@ -698,12 +698,29 @@ impl fmt::Display for Violation {
 /// rest on its source, at most K moves touch a cell, each destination
 /// passes every filter, and with all the step's placeables occupying both
 /// of their cells no destination is above the threshold and no group is
-/// together. On error the fleet is left mid-step; use [`apply`] on a copy.
+/// together. On error the fleet is left as it was.
 pub fn apply_step(
     fleet: &mut Fleet,
     step: &Step,
     policy: &Policy,
     now: u64,
+) -> Result<(), Violation> {
+    let mut begun = Vec::new();
+    let r = try_step(fleet, step, policy, now, &mut begun);
+    if r.is_err() {
+        for &pi in begun.iter().rev() {
+            fleet.cancel_move(pi);
+        }
+    }
+    r
+}
+
+fn try_step(
+    fleet: &mut Fleet,
+    step: &Step,
+    policy: &Policy,
+    now: u64,
+    begun: &mut Vec<usize>,
 ) -> Result<(), Violation> {
     let mut resolved = Vec::with_capacity(step.moves.len());
     let mut count: BTreeMap<usize, usize> = BTreeMap::new();
@@ -746,6 +763,7 @@ pub fn apply_step(
             });
         }
         fleet.begin_move(pi, to);
+        begun.push(pi);
     }
     for &(pi, to) in &resolved {
         if let Some(v) = over_threshold(fleet, to, policy) {
