@@ -262,7 +262,8 @@ impl SimConfig {
     }
 
     /// The scale run: 1,000 cells in 5 zones, 100,000 tenants, 30 days,
-    /// with failures, a cell added every 12 hours and one drained every 48.
+    /// with failures, a cell added every 12 hours and one drained every 48,
+    /// four moves per cell per step.
     pub fn scale(seed: u64, policy: PolicyKind) -> SimConfig {
         SimConfig {
             hours: 24 * 30,
@@ -277,6 +278,7 @@ impl SimConfig {
             crunch: None,
             control_plane_connections: 60,
             operator_response_hours: 12,
+            max_moves_per_cell: 4,
             ..SimConfig::incident(seed, policy)
         }
     }
@@ -853,7 +855,8 @@ impl Sim {
             && hour > 0
             && hour.checked_rem(self.cfg.drain_every_hours) == Some(0)
         {
-            let target = (0..self.fleet.cells().len()).rev().find(|&ci| {
+            // The oldest serving cell outside the system cells.
+            let target = (0..self.fleet.cells().len()).find(|&ci| {
                 self.fleet.cells()[ci].state == CellState::Active
                     && !self.drains.contains(&ci)
                     && ci > 2
