@@ -437,8 +437,8 @@ impl Fleet {
         &self.cells
     }
 
-    /// Mutable access to a cell's state and readings (not its capacity's
-    /// bookkeeping: use is derived).
+    /// Mutable access to a cell's state, readings and capacity. Change its
+    /// base use with [`Fleet::set_base`] instead: use is derived from it.
     pub fn cell_mut(&mut self, ci: usize) -> &mut Cell {
         &mut self.cells[ci]
     }
