@@ -548,3 +548,39 @@ fn stale_cells_raise_an_alert() {
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].name, "wharf_fleet_cell_usage_unknown");
 }
+
+#[test]
+fn a_refused_step_leaves_the_fleet_as_it_was() {
+    let mut f = fleet(3, 1);
+    put(&mut f, 1, storage(30), 0);
+    put(&mut f, 2, storage(30), 0);
+    put(&mut f, 3, storage(50), 2);
+    let before: Vec<_> = (0..3).map(|c| f.used(c)).collect();
+    // The first move alone is fine; the second overfills c1 with it.
+    let step = Step {
+        moves: vec![mv(1, 0, 1), mv(3, 2, 1)],
+    };
+    assert!(apply_step(&mut f, &step, &Policy::default(), 0).is_err());
+    let after: Vec<_> = (0..3).map(|c| f.used(c)).collect();
+    assert_eq!(before, after);
+    assert_eq!(f.location(0), Location::At(0));
+    assert_eq!(f.location(2), Location::At(2));
+    assert_eq!(f.members(1).len(), 0);
+}
+
+#[test]
+fn plans_and_placements_explain_themselves() {
+    let mut f = fleet(2, 1);
+    put(&mut f, 1, storage(50), 0);
+    put(&mut f, 2, storage(30), 0);
+    let plan = rebalance(&f, &Policy::default(), 0).unwrap();
+    let text = plan.to_string();
+    assert!(
+        text.starts_with("1 move(s) in 1 step(s), 30.0 GiB copied"),
+        "{text}"
+    );
+    assert!(
+        text.contains("step 1: p2 c0 -> c1 (30.0 GiB): relieves c0, storage at 80.0%"),
+        "{text}"
+    );
+}
