@@ -106,3 +106,31 @@ fn report_writes_markdown_and_pngs() {
     assert_eq!(&png[1..4], b"PNG");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_busy_fleet_keeps_every_rule_through_drains_failures_and_growth() {
+    let cfg = SimConfig {
+        hours: 24 * 4,
+        cells: 40,
+        tenants: 4_000,
+        arrivals_per_day: 200.0,
+        failure_per_cell_day: 0.1,
+        drain_every_hours: 12,
+        add_cell_every_hours: 24,
+        growth_min_per_day: 0.02,
+        ..SimConfig::scale(5, PolicyKind::Wharf)
+    };
+    let r = run(&cfg);
+    // Every step the planner made was accepted by the applier.
+    assert!(
+        r.events.iter().all(|e| e.kind != "applier"),
+        "{:?}",
+        r.events
+    );
+    assert!(r.events.iter().any(|e| e.kind == "failed"));
+    assert!(r.events.iter().any(|e| e.kind == "retired"));
+    assert!(r.moves > 0);
+    assert_eq!(r.max_aa_violations(), 0);
+    assert_eq!(r.total_timeouts(), 0);
+    assert_eq!(r.unwarned_saturations(), 0);
+}
