@@ -390,7 +390,8 @@ pub fn markdown(title: &str, runs: &[&SimResult]) -> String {
          counts as past the deadline; in Wharf's model each node's bounded pool refuses what it \
          cannot serve within its admission wait at once (503 with Retry-After), so no request \
          waits past the deadline by construction, and what the report measures is how often that \
-         refusal was needed. Wharf's refusals leave placeables waiting (row above) until capacity \
+         refusal was needed. The permissive policy never rebalances, so what it co-located stays \
+         together until someone moves it. Wharf's refusals leave placeables waiting (row above) until capacity \
          is added: that is the price of never breaking a rule, and the alerts say what to add."
     );
     for r in runs {

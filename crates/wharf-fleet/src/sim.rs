@@ -612,6 +612,10 @@ impl Sim {
         match place(&self.fleet, pi, &self.policy, now) {
             Ok(p) => {
                 self.fleet.assign(pi, p.cell_index);
+                let was_refused = self.refused.get(pi).copied().unwrap_or(false);
+                if was_refused && self.fleet.placeables()[pi].kind == Kind::ControlPlane {
+                    self.event(hour, "placed", format!("{p}"));
+                }
                 true
             }
             Err(refusal) => match self.cfg.policy {
