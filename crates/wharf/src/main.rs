@@ -35,6 +35,7 @@ use wharf_tenants::Directory;
 mod admin_cli;
 mod budget;
 mod config;
+mod fleet_cli;
 
 use config::{Config, ServeArgs};
 
@@ -68,12 +69,16 @@ enum Command {
     /// Manage tenants, users and robot accounts through the admin API of
     /// a running server (docs/admin.md).
     Admin(admin_cli::AdminArgs),
+    /// Fleet placement tools: `wharf fleet simulate` runs the fleet
+    /// simulator and writes its report (README, "Fleet simulator").
+    Fleet(fleet_cli::FleetArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Admin(args) => admin_cli::run(args),
+        Command::Fleet(args) => fleet_cli::run_fleet(args),
         Command::Keygen { dir } => match keygen(&dir) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
