@@ -25,6 +25,8 @@ impl Registry {
             id: new_upload_id(),
             repo: repo.clone(),
             started_unix: now_unix(),
+            bytes: 0,
+            owner: None,
         };
         // Metadata first: storage never holds a session nobody can name.
         self.meta().put_upload(&record).await.map_err(meta_err)?;

@@ -11,7 +11,7 @@ use wharf_auth::{parse_grant, Grant};
 use wharf_core::{Digest, Quota, QuotaSource, RepoName, Tag, UploadId};
 use wharf_meta::{
     DirectoryRecord, DirectorySnapshot, ManifestRecord, MetaError, MetaStore, NamespaceUsage,
-    UploadRecord,
+    PurgeCounts, UploadRecord, UploadUsage,
 };
 
 use crate::*;
@@ -30,6 +30,9 @@ struct MemState {
     version: u64,
     records: BTreeMap<(String, String), String>,
     usage: HashMap<String, NamespaceUsage>,
+    uploads: HashMap<String, UploadUsage>,
+    /// Namespaces purged, in order.
+    purged: Vec<String>,
 }
 
 impl MemStore {
@@ -146,6 +149,21 @@ impl MetaStore for MemStore {
     async fn list_uploads(&self) -> Result<Vec<UploadRecord>, MetaError> {
         unsupported()
     }
+    async fn set_upload_bytes(&self, _: &UploadId, _: u64) -> Result<(), MetaError> {
+        unsupported()
+    }
+    async fn upload_usage(
+        &self,
+        namespace: &str,
+        _: Option<&str>,
+    ) -> Result<UploadUsage, MetaError> {
+        Ok(self
+            .up()?
+            .uploads
+            .get(namespace)
+            .cloned()
+            .unwrap_or_default())
+    }
 
     async fn namespace_usage(
         &self,
@@ -153,6 +171,17 @@ impl MetaStore for MemStore {
         _: Option<&Digest>,
     ) -> Result<NamespaceUsage, MetaError> {
         Ok(self.up()?.usage.get(namespace).cloned().unwrap_or_default())
+    }
+
+    async fn purge_namespace(&self, namespace: &str) -> Result<PurgeCounts, MetaError> {
+        let mut state = self.up()?;
+        let held = state.usage.remove(namespace).unwrap_or_default();
+        state.uploads.remove(namespace);
+        state.purged.push(namespace.to_string());
+        Ok(PurgeCounts {
+            repositories: held.repositories,
+            ..PurgeCounts::default()
+        })
     }
 
     async fn directory_put(
