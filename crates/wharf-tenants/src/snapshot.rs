@@ -18,7 +18,8 @@ use wharf_auth::{verify_secret, Grant};
 use wharf_meta::DirectorySnapshot;
 
 use crate::model::{
-    Retired, Robot, Tenant, User, KIND_RETIRED, KIND_ROBOT, KIND_TENANT, KIND_USER,
+    DeletedTenant, Retired, Robot, Tenant, User, KIND_DELETED_TENANT, KIND_RETIRED, KIND_ROBOT,
+    KIND_TENANT, KIND_USER,
 };
 use crate::validate::{self, pattern_in_tenant, split_host, ROBOT_SEPARATOR};
 
@@ -124,6 +125,9 @@ pub(crate) struct Snapshot {
     pub orphans: Vec<Orphan>,
     /// Names of deleted users → when they were deleted.
     pub retired: HashMap<String, u64>,
+    /// Names of deleted tenants → when they were deleted (ms since the
+    /// epoch).
+    pub deleted_tenants: HashMap<String, u64>,
 }
 
 impl Snapshot {
@@ -155,6 +159,13 @@ impl Snapshot {
                 KIND_RETIRED => match serde_json::from_str::<Retired>(&rec.value) {
                     Ok(r) => {
                         snap.retired.insert(rec.key.clone(), r.retired_unix);
+                    }
+                    _ => skip(&rec.kind, &rec.key),
+                },
+                KIND_DELETED_TENANT => match serde_json::from_str::<DeletedTenant>(&rec.value) {
+                    Ok(d) => {
+                        snap.deleted_tenants
+                            .insert(rec.key.clone(), d.deleted_unix_ms);
                     }
                     _ => skip(&rec.kind, &rec.key),
                 },
