@@ -44,6 +44,7 @@ pub mod admin_api;
 pub mod auth;
 mod blobs;
 mod body;
+pub mod caller;
 pub mod error;
 mod headers;
 mod manifests;

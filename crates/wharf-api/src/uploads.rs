@@ -7,6 +7,7 @@ use wharf_core::{Digest, RegistryError, RepoName, UploadId};
 use wharf_registry::{ByteStream, Registry};
 
 use crate::body::RateChecked;
+use crate::caller::Caller;
 use crate::headers::{self, set};
 use crate::{AppState, Req, Result};
 
@@ -47,6 +48,11 @@ fn session(status: u16, repo: &RepoName, id: &UploadId, size: u64) -> Result {
 /// (`?digest=` with the blob as body), or an empty session (`202`).
 pub async fn post_upload(state: &AppState, repo: &RepoName, req: &Req, body: Body) -> Result {
     let reg = &state.registry;
+    // Auth has accepted this request (see `caller`): its subject owns the
+    // session it opens.
+    let auth_on = !matches!(state.auth, crate::auth::Auth::None);
+    let caller = Caller::of(&req.headers, auth_on);
+    let owner = caller.subject.as_deref();
     if let Some(mount) = headers::query(&req.uri, "mount") {
         let digest: Digest = mount
             .parse()
@@ -62,10 +68,11 @@ pub async fn post_upload(state: &AppState, repo: &RepoName, req: &Req, body: Bod
             }
         }
     } else if let Some(digest) = query_digest(req)? {
-        reg.push_blob(repo, &digest, stream(state, body)).await?;
+        reg.push_blob(repo, &digest, stream(state, body), owner)
+            .await?;
         return created(repo, &digest);
     }
-    let id = reg.start_upload(repo).await?;
+    let id = reg.start_upload(repo, owner).await?;
     session(202, repo, &id, 0)
 }
 

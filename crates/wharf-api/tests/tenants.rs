@@ -545,9 +545,8 @@ async fn robot_tokens_follow_grants_revocation_and_expiry() {
         .expect_basic_refusal("login of an expired robot");
 }
 
-/// A tenant deleted (with `force`, its repositories left for a tenant of
-/// the same name created later): its users' records are removed, so the
-/// directory reports their names as unknown rather than inactive, and a
+/// A tenant deleted (with `force`, its repositories purged): its users'
+/// records are removed, so the directory reports their names as unknown rather than inactive, and a
 /// token issued before the deletion keeps working until it expires (5 min
 /// by default), on the old repositories and on those of a new tenant of
 /// the same name.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use wharf_core::{Digest, RepoName, Tag, UploadId};
 use wharf_meta::{
-    DirectorySnapshot, ManifestRecord, MetaError, MetaStore, NamespaceUsage, RefreshRecord,
-    RefreshScope, UploadRecord,
+    DirectorySnapshot, ManifestRecord, MetaError, MetaStore, NamespaceUsage, PurgeCounts,
+    RefreshRecord, RefreshScope, UploadRecord, UploadUsage,
 };
 
 use crate::{Guard, GuardError};
@@ -127,6 +127,18 @@ impl MetaStore for GuardedMetaStore {
         self.call(self.inner.list_uploads()).await
     }
 
+    async fn set_upload_bytes(&self, id: &UploadId, bytes: u64) -> Result<(), MetaError> {
+        self.call(self.inner.set_upload_bytes(id, bytes)).await
+    }
+
+    async fn upload_usage(
+        &self,
+        namespace: &str,
+        owner: Option<&str>,
+    ) -> Result<UploadUsage, MetaError> {
+        self.call(self.inner.upload_usage(namespace, owner)).await
+    }
+
     async fn namespace_usage(
         &self,
         namespace: &str,
@@ -134,6 +146,10 @@ impl MetaStore for GuardedMetaStore {
     ) -> Result<NamespaceUsage, MetaError> {
         self.call(self.inner.namespace_usage(namespace, digest))
             .await
+    }
+
+    async fn purge_namespace(&self, namespace: &str) -> Result<PurgeCounts, MetaError> {
+        self.call(self.inner.purge_namespace(namespace)).await
     }
 
     async fn directory_put(

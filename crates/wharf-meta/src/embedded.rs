@@ -17,6 +17,7 @@
 //! | `referrers`         | `repo\0subject\0digest` | `()`                       |
 //! | `repos`             | `repo`                  | `()`                       |
 //! | `uploads`           | `upload id`             | JSON of [`UploadRecord`]   |
+//! | `upload_index`      | `repo\0upload id`       | `()`: the sessions of a namespace, found by its two ranges |
 //! | `directory`         | `kind\0key`             | the entry's value          |
 //! | `directory_version` | `()`                    | version (`u64`), bumped in every directory write |
 //! | `refresh`           | secret hash             | JSON of [`RefreshRecord`]  |
@@ -45,13 +46,14 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use redb::{
     AccessGuard, Database, Durability, ReadOnlyTable, ReadTransaction, ReadableTable,
-    TableDefinition, WriteTransaction,
+    ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use wharf_core::{Digest, RepoName, Tag, UploadId};
 
 use crate::{
     check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestRecord,
-    MetaError, MetaStore, NamespaceUsage, RefreshRecord, RefreshScope, UploadRecord,
+    MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope, UploadRecord,
+    UploadUsage,
 };
 
 const BLOBS: TableDefinition<&str, u64> = TableDefinition::new("blobs");
@@ -60,6 +62,7 @@ const TAGS: TableDefinition<&str, &str> = TableDefinition::new("tags");
 const REFERRERS: TableDefinition<&str, ()> = TableDefinition::new("referrers");
 const REPOS: TableDefinition<&str, ()> = TableDefinition::new("repos");
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+const UPLOAD_INDEX: TableDefinition<&str, ()> = TableDefinition::new("upload_index");
 const DIRECTORY: TableDefinition<&str, &str> = TableDefinition::new("directory");
 const DIRECTORY_VERSION: TableDefinition<(), u64> = TableDefinition::new("directory_version");
 const REFRESH: TableDefinition<&str, &[u8]> = TableDefinition::new("refresh");
@@ -191,6 +194,7 @@ impl EmbeddedStore {
         txn.open_table(REFERRERS).map_err(engine)?;
         txn.open_table(REPOS).map_err(engine)?;
         txn.open_table(UPLOADS).map_err(engine)?;
+        index_uploads(&txn)?;
         txn.open_table(DIRECTORY).map_err(engine)?;
         txn.open_table(DIRECTORY_VERSION).map_err(engine)?;
         txn.open_table(REFRESH).map_err(engine)?;
@@ -336,11 +340,7 @@ fn for_each_in_namespace<V: redb::Value + 'static>(
     namespace: &str,
     mut f: impl FnMut(&str, &str, AccessGuard<'_, V>) -> Result<(), MetaError>,
 ) -> Result<(), MetaError> {
-    let ranges = [
-        (key2(namespace, ""), format!("{namespace}{END}")),
-        (format!("{namespace}/"), format!("{namespace}0")),
-    ];
-    for (start, end) in &ranges {
+    for (start, end) in &namespace_ranges(namespace) {
         for entry in table.range(start.as_str()..end.as_str()).map_err(engine)? {
             let (k, v) = entry.map_err(engine)?;
             let (repo, rest) = k
@@ -351,6 +351,74 @@ fn for_each_in_namespace<V: redb::Value + 'static>(
         }
     }
     Ok(())
+}
+
+/// The two key ranges of `namespace` in a table keyed `repo\0…` (see the
+/// module docs).
+fn namespace_ranges(namespace: &str) -> [(String, String); 2] {
+    [
+        (key2(namespace, ""), format!("{namespace}{END}")),
+        (format!("{namespace}/"), format!("{namespace}0")),
+    ]
+}
+
+/// Every key of `table` (keyed `repo\0…`, or by the repository name alone)
+/// whose repository belongs to `namespace`.
+fn keys_in_namespace<V: redb::Value + 'static>(
+    table: &impl ReadableTable<&'static str, V>,
+    namespace: &str,
+) -> Result<Vec<String>, MetaError> {
+    let mut keys = Vec::new();
+    // The repository named like the namespace: `ns` itself (in `repos`)
+    // and `ns\0…` (everywhere else) both sort inside `ns .. ns\x01`.
+    let ranges = [
+        (namespace.to_string(), format!("{namespace}{END}")),
+        (format!("{namespace}/"), format!("{namespace}0")),
+    ];
+    for (start, end) in &ranges {
+        for entry in table.range(start.as_str()..end.as_str()).map_err(engine)? {
+            let (k, _) = entry.map_err(engine)?;
+            keys.push(k.value().to_string());
+        }
+    }
+    Ok(keys)
+}
+
+/// Removes every key in `keys` from `table`; how many were there.
+fn remove_all<V: redb::Value + 'static>(
+    table: &mut redb::Table<'_, &'static str, V>,
+    keys: &[String],
+) -> Result<u64, MetaError> {
+    let mut removed = 0;
+    for key in keys {
+        if table.remove(key.as_str()).map_err(engine)?.is_some() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Builds the per-repository index of upload sessions for a database
+/// written before it existed (its sessions are then all unindexed): run at
+/// open, a no-op once every session is indexed.
+fn index_uploads(txn: &WriteTransaction) -> Result<(), MetaError> {
+    let uploads = txn.open_table(UPLOADS).map_err(engine)?;
+    let mut index = txn.open_table(UPLOAD_INDEX).map_err(engine)?;
+    if index.len().map_err(engine)? >= uploads.len().map_err(engine)? {
+        return Ok(());
+    }
+    for entry in uploads.iter().map_err(engine)? {
+        let (k, v) = entry.map_err(engine)?;
+        let record = decode_upload(v.value())?;
+        index
+            .insert(key2(record.repo.as_str(), k.value()).as_str(), ())
+            .map_err(engine)?;
+    }
+    Ok(())
+}
+
+fn decode_upload(bytes: &[u8]) -> Result<UploadRecord, MetaError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt("upload record", e))
 }
 
 /// Adds one to the directory version, in the caller's transaction.
@@ -630,11 +698,24 @@ impl MetaStore for EmbeddedStore {
 
     async fn put_upload(&self, upload: &UploadRecord) -> Result<(), MetaError> {
         let id = upload.id.to_string();
+        let repo = upload.repo.to_string();
         let bytes = encode(upload)?;
         self.write(move |txn| {
-            txn.open_table(UPLOADS)
+            let previous = txn
+                .open_table(UPLOADS)
                 .map_err(engine)?
                 .insert(id.as_str(), bytes.as_slice())
+                .map_err(engine)?
+                .map(|v| decode_upload(v.value()))
+                .transpose()?;
+            let mut index = txn.open_table(UPLOAD_INDEX).map_err(engine)?;
+            if let Some(previous) = previous.filter(|p| p.repo.as_str() != repo) {
+                index
+                    .remove(key2(previous.repo.as_str(), &id).as_str())
+                    .map_err(engine)?;
+            }
+            index
+                .insert(key2(&repo, &id).as_str(), ())
                 .map_err(engine)?;
             Ok(())
         })
@@ -645,19 +726,26 @@ impl MetaStore for EmbeddedStore {
         self.read(|txn| {
             let table = txn.open_table(UPLOADS).map_err(engine)?;
             let value = table.get(id.as_str()).map_err(engine)?;
-            value
-                .map(|v| serde_json::from_slice(v.value()).map_err(|e| corrupt("upload record", e)))
-                .transpose()
+            value.map(|v| decode_upload(v.value())).transpose()
         })
     }
 
     async fn delete_upload(&self, id: &UploadId) -> Result<(), MetaError> {
         let id = id.to_string();
         self.write(move |txn| {
-            txn.open_table(UPLOADS)
+            let removed = txn
+                .open_table(UPLOADS)
                 .map_err(engine)?
                 .remove(id.as_str())
-                .map_err(engine)?;
+                .map_err(engine)?
+                .map(|v| decode_upload(v.value()))
+                .transpose()?;
+            if let Some(record) = removed {
+                txn.open_table(UPLOAD_INDEX)
+                    .map_err(engine)?
+                    .remove(key2(record.repo.as_str(), &id).as_str())
+                    .map_err(engine)?;
+            }
             Ok(())
         })
         .await
@@ -669,11 +757,62 @@ impl MetaStore for EmbeddedStore {
             let mut out = Vec::new();
             for entry in table.iter().map_err(engine)? {
                 let (_, v) = entry.map_err(engine)?;
-                out.push(
-                    serde_json::from_slice(v.value()).map_err(|e| corrupt("upload record", e))?,
-                );
+                out.push(decode_upload(v.value())?);
             }
             Ok(out)
+        })
+    }
+
+    async fn set_upload_bytes(&self, id: &UploadId, bytes: u64) -> Result<(), MetaError> {
+        let id = id.to_string();
+        self.write(move |txn| {
+            let mut table = txn.open_table(UPLOADS).map_err(engine)?;
+            let current = table
+                .get(id.as_str())
+                .map_err(engine)?
+                .map(|v| decode_upload(v.value()))
+                .transpose()?;
+            let Some(mut record) = current else {
+                return Ok(());
+            };
+            if record.bytes != bytes {
+                record.bytes = bytes;
+                table
+                    .insert(id.as_str(), encode(&record)?.as_slice())
+                    .map_err(engine)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upload_usage(
+        &self,
+        namespace: &str,
+        owner: Option<&str>,
+    ) -> Result<UploadUsage, MetaError> {
+        check_namespace(namespace)?;
+        self.read(|txn| {
+            let index = txn.open_table(UPLOAD_INDEX).map_err(engine)?;
+            let uploads = txn.open_table(UPLOADS).map_err(engine)?;
+            let mut usage = UploadUsage::default();
+            for_each_in_namespace(&index, namespace, |repo, id, _| {
+                // Written and removed with its record in one transaction.
+                let record = uploads.get(id).map_err(engine)?.ok_or_else(|| {
+                    corrupt(
+                        "upload index",
+                        format_args!("{repo}: session {id} is indexed but not stored"),
+                    )
+                })?;
+                let record = decode_upload(record.value())?;
+                usage.sessions += 1;
+                usage.bytes = usage.bytes.saturating_add(record.bytes);
+                if owner.is_some() && record.owner.as_deref() == owner {
+                    usage.owned += 1;
+                }
+                Ok(())
+            })?;
+            Ok(usage)
         })
     }
 
@@ -728,6 +867,47 @@ impl MetaStore for EmbeddedStore {
                 holds_digest,
             })
         })
+    }
+
+    async fn purge_namespace(&self, namespace: &str) -> Result<PurgeCounts, MetaError> {
+        check_namespace(namespace)?;
+        let namespace = namespace.to_string();
+        self.write(move |txn| {
+            let ns = namespace.as_str();
+            let mut counts = PurgeCounts::default();
+            let mut blobs = txn.open_table(BLOBS).map_err(engine)?;
+            let doomed = keys_in_namespace(&blobs, ns)?;
+            counts.blobs = remove_all(&mut blobs, &doomed)?;
+            let mut manifests = txn.open_table(MANIFESTS).map_err(engine)?;
+            let doomed = keys_in_namespace(&manifests, ns)?;
+            counts.manifests = remove_all(&mut manifests, &doomed)?;
+            let mut tags = txn.open_table(TAGS).map_err(engine)?;
+            let doomed = keys_in_namespace(&tags, ns)?;
+            counts.tags = remove_all(&mut tags, &doomed)?;
+            let mut referrers = txn.open_table(REFERRERS).map_err(engine)?;
+            let doomed = keys_in_namespace(&referrers, ns)?;
+            remove_all(&mut referrers, &doomed)?;
+            let mut repos = txn.open_table(REPOS).map_err(engine)?;
+            // `repos` is keyed by the name alone: `ns` itself, or `ns/…`;
+            // `ns` followed by anything else (`ns-x`, `nsx`) is another
+            // namespace, and the first range also holds nothing but `ns`.
+            let doomed: Vec<String> = keys_in_namespace(&repos, ns)?
+                .into_iter()
+                .filter(|k| k == ns || k.starts_with(&format!("{ns}/")))
+                .collect();
+            counts.repositories = remove_all(&mut repos, &doomed)?;
+            let mut index = txn.open_table(UPLOAD_INDEX).map_err(engine)?;
+            let indexed = keys_in_namespace(&index, ns)?;
+            remove_all(&mut index, &indexed)?;
+            let mut uploads = txn.open_table(UPLOADS).map_err(engine)?;
+            let ids: Vec<String> = indexed
+                .iter()
+                .filter_map(|k| k.split_once(SEP).map(|(_, id)| id.to_string()))
+                .collect();
+            counts.uploads = remove_all(&mut uploads, &ids)?;
+            Ok(counts)
+        })
+        .await
     }
 
     async fn directory_put(

@@ -51,6 +51,42 @@ pub struct UploadRecord {
     pub repo: RepoName,
     /// When the session started, in seconds since the Unix epoch.
     pub started_unix: u64,
+    /// Bytes the session has received so far, as last recorded with
+    /// [`MetaStore::set_upload_bytes`] (0 in records written before this
+    /// field existed).
+    #[serde(default)]
+    pub bytes: u64,
+    /// The authenticated subject (user or robot name) that opened the
+    /// session; `None` when authentication is off.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// The upload sessions open in one namespace, as
+/// [`MetaStore::upload_usage`] reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UploadUsage {
+    /// Sessions open in the namespace's repositories.
+    pub sessions: u64,
+    /// The bytes those sessions have received, summed.
+    pub bytes: u64,
+    /// How many of those sessions the owner asked about opened (0 when none
+    /// was asked about).
+    pub owned: u64,
+}
+
+/// What [`MetaStore::purge_namespace`] removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PurgeCounts {
+    /// Blob links (the bytes stay in the blob store).
+    pub blobs: u64,
+    /// Manifests, with their referrers-index entries.
+    pub manifests: u64,
+    pub tags: u64,
+    pub repositories: u64,
+    /// Upload session records (their bytes in the blob store are removed by
+    /// the registry's upload sweep, which finds them orphaned).
+    pub uploads: u64,
 }
 
 /// One entry of the tenant directory (tenants, users, robot accounts). The
@@ -210,6 +246,21 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Every open upload session.
     async fn list_uploads(&self) -> Result<Vec<UploadRecord>, MetaError>;
 
+    /// Records that upload session `id` has received `bytes` bytes so far
+    /// (the sum [`MetaStore::upload_usage`] reports); no error if the
+    /// session is gone.
+    async fn set_upload_bytes(&self, id: &UploadId, bytes: u64) -> Result<(), MetaError>;
+
+    /// The upload sessions open in namespace `namespace` (repositories
+    /// `namespace` and `namespace/…`, never `namespace-other/…`): how many,
+    /// their recorded bytes, and how many of them `owner` opened.
+    /// `namespace` is checked as in [`MetaStore::namespace_usage`].
+    async fn upload_usage(
+        &self,
+        namespace: &str,
+        owner: Option<&str>,
+    ) -> Result<UploadUsage, MetaError>;
+
     /// What namespace `namespace` holds (repositories named `namespace` or
     /// `namespace/…`, never `namespace-other/…`), and whether it already
     /// holds `digest`. `namespace` is one repository-name component (what
@@ -220,6 +271,16 @@ pub trait MetaStore: Send + Sync + 'static {
         namespace: &str,
         digest: Option<&Digest>,
     ) -> Result<NamespaceUsage, MetaError>;
+
+    /// Removes everything namespace `namespace` holds in metadata (every
+    /// blob link, manifest, tag, referrers entry, repository entry and
+    /// upload record of repositories `namespace` and `namespace/…`, never
+    /// `namespace-other/…`), in one transaction; purging an empty namespace
+    /// is a no-op, so it is safe to repeat. Blob bytes stay in the blob
+    /// store: reclaiming them is garbage collection's business (another
+    /// namespace may link the same blob). `namespace` is checked as in
+    /// [`MetaStore::namespace_usage`].
+    async fn purge_namespace(&self, namespace: &str) -> Result<PurgeCounts, MetaError>;
 
     /// Writes directory entry (`kind`, `key`) and bumps the directory
     /// version, in one transaction; true when written. With `create_only`,

@@ -39,7 +39,7 @@
 //! | `blobs`      | `(repo, digest)`     | `size`                            |
 //! | `manifests`  | `(repo, digest)`     | `subject`, `record` (JSON of [`ManifestRecord`]) |
 //! | `tags`       | `(repo, tag)`        | `digest` → `manifests`, `ON DELETE CASCADE` |
-//! | `uploads`    | `id`                 | `repo`, `started_unix`            |
+//! | `uploads`    | `id`                 | `repo`, `started_unix`, `bytes`, `owner`, `namespace` (generated from `repo`, indexed) |
 //! | `directory`  | `(kind, key)`        | `value`                           |
 //! | `directory_version` | one row       | `version`                         |
 //!
@@ -89,7 +89,8 @@ use wharf_core::{Digest, RepoName, Tag, UploadId};
 
 use crate::{
     check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestRecord,
-    MetaError, MetaStore, NamespaceUsage, RefreshRecord, RefreshScope, UploadRecord,
+    MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope, UploadRecord,
+    UploadUsage,
 };
 
 /// How a node reaches its PostgreSQL server.
@@ -137,7 +138,7 @@ pub struct PoolStats {
 }
 
 /// The schema version this code writes and expects.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Schema migrations, in order: `(version, SQL)`. Each runs once, in the
 /// start-up transaction of the first node that finds it missing. Never edit
@@ -213,6 +214,20 @@ CREATE INDEX refresh_tokens_by_tenant ON wharf.refresh_tokens (tenant);
 CREATE INDEX refresh_tokens_by_expiry ON wharf.refresh_tokens (expires_unix);
 "#,
     ),
+    // Upload sessions' received bytes and owner, and their namespace (the
+    // repository's first component, generated, so no writer can get it
+    // wrong and existing rows get it too) indexed for per-namespace
+    // counts. Touches only `uploads`: independent of migration 3.
+    (
+        4,
+        r#"
+ALTER TABLE wharf.uploads
+    ADD COLUMN bytes bigint NOT NULL DEFAULT 0 CHECK (bytes >= 0),
+    ADD COLUMN owner text COLLATE "C",
+    ADD COLUMN namespace text COLLATE "C" GENERATED ALWAYS AS (split_part(repo, '/', 1)) STORED;
+CREATE INDEX uploads_by_namespace ON wharf.uploads (namespace, owner);
+"#,
+    ),
 ];
 
 /// Key of the transaction-scoped advisory lock that serialises migrations
@@ -254,11 +269,29 @@ const REPO_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM wharf.repos WHERE name =
 const LIST_REPOS: &str =
     "SELECT name FROM wharf.repos WHERE name > coalesce($1, '') ORDER BY name LIMIT $2";
 const UPSERT_UPLOAD: &str =
-    "INSERT INTO wharf.uploads (id, repo, started_unix) VALUES ($1, $2, $3) \
-     ON CONFLICT (id) DO UPDATE SET repo = EXCLUDED.repo, started_unix = EXCLUDED.started_unix";
-const GET_UPLOAD: &str = "SELECT id, repo, started_unix FROM wharf.uploads WHERE id = $1";
+    "INSERT INTO wharf.uploads (id, repo, started_unix, bytes, owner) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (id) DO UPDATE SET repo = EXCLUDED.repo, started_unix = EXCLUDED.started_unix, \
+         bytes = EXCLUDED.bytes, owner = EXCLUDED.owner";
+const GET_UPLOAD: &str =
+    "SELECT id, repo, started_unix, bytes, owner FROM wharf.uploads WHERE id = $1";
 const DELETE_UPLOAD: &str = "DELETE FROM wharf.uploads WHERE id = $1";
-const LIST_UPLOADS: &str = "SELECT id, repo, started_unix FROM wharf.uploads ORDER BY id";
+const LIST_UPLOADS: &str =
+    "SELECT id, repo, started_unix, bytes, owner FROM wharf.uploads ORDER BY id";
+const SET_UPLOAD_BYTES: &str = "UPDATE wharf.uploads SET bytes = $2 WHERE id = $1 AND bytes <> $2";
+/// `$1` is the namespace, `$2` the owner asked about or NULL (which equals
+/// nothing, so counts none).
+const UPLOAD_USAGE: &str = "SELECT count(*), coalesce(sum(bytes), 0)::bigint, \
+     count(*) FILTER (WHERE owner = $2) FROM wharf.uploads WHERE namespace = $1";
+// Purging: the namespace's ranges as in `NAMESPACE_USAGE`. Row locks in the
+// one order: blobs, manifests (their tags go by cascade, counted first),
+// repos; uploads stand alone.
+const PURGE_COUNT_TAGS: &str =
+    "SELECT count(*) FROM wharf.tags WHERE repo = $1 OR (repo >= $2 AND repo < $3)";
+const PURGE_BLOBS: &str = "DELETE FROM wharf.blobs WHERE repo = $1 OR (repo >= $2 AND repo < $3)";
+const PURGE_MANIFESTS: &str =
+    "DELETE FROM wharf.manifests WHERE repo = $1 OR (repo >= $2 AND repo < $3)";
+const PURGE_REPOS: &str = "DELETE FROM wharf.repos WHERE name = $1 OR (name >= $2 AND name < $3)";
+const PURGE_UPLOADS: &str = "DELETE FROM wharf.uploads WHERE namespace = $1";
 /// `$1` is the namespace, `$2` and `$3` are `$1 || '/'` and `$1 || '0'`
 /// (`'0'` is the byte after `'/'`): `repo = $1 OR repo >= $2 AND repo < $3`
 /// is exactly the repositories named `$1` or `$1/…`, two ranges of each
@@ -778,6 +811,8 @@ fn decode_upload(row: &Row) -> Result<UploadRecord, Failure> {
         id: id.parse().map_err(|e| corrupt("upload id", e))?,
         repo: repo.parse().map_err(|e| corrupt("upload repository", e))?,
         started_unix: from_db(get(row, 2)?, "upload start time")?,
+        bytes: from_db(get(row, 3)?, "upload size")?,
+        owner: get(row, 4)?,
     })
 }
 
@@ -982,10 +1017,13 @@ impl MetaStore for PostgresStore {
 
     async fn put_upload(&self, upload: &UploadRecord) -> Result<(), MetaError> {
         let started = to_db(upload.started_unix, "upload start time")?;
+        let bytes = to_db(upload.bytes, "upload size")?;
         let (id, repo) = (upload.id.as_str(), upload.repo.as_str());
+        let owner = upload.owner.as_deref();
         self.call("put_upload", || async move {
             let mut c = self.conn().await?;
-            c.execute(UPSERT_UPLOAD, &[&id, &repo, &started]).await?;
+            c.execute(UPSERT_UPLOAD, &[&id, &repo, &started, &bytes, &owner])
+                .await?;
             c.release();
             Ok(())
         })
@@ -1024,6 +1062,40 @@ impl MetaStore for PostgresStore {
         .await
     }
 
+    async fn set_upload_bytes(&self, id: &UploadId, bytes: u64) -> Result<(), MetaError> {
+        let bytes = to_db(bytes, "upload size")?;
+        let id = id.as_str();
+        self.call("set_upload_bytes", || async move {
+            let mut c = self.conn().await?;
+            c.execute(SET_UPLOAD_BYTES, &[&id, &bytes]).await?;
+            c.release();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upload_usage(
+        &self,
+        namespace: &str,
+        owner: Option<&str>,
+    ) -> Result<UploadUsage, MetaError> {
+        check_namespace(namespace)?;
+        self.call("upload_usage", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(UPLOAD_USAGE, &[&namespace, &owner]).await?;
+            c.release();
+            let row = rows
+                .first()
+                .ok_or_else(|| MetaError::Internal("upload usage returned no row".into()))?;
+            Ok(UploadUsage {
+                sessions: from_db(get(row, 0)?, "upload count")?,
+                bytes: from_db(get(row, 1)?, "upload bytes")?,
+                owned: from_db(get(row, 2)?, "owned upload count")?,
+            })
+        })
+        .await
+    }
+
     async fn namespace_usage(
         &self,
         namespace: &str,
@@ -1045,6 +1117,31 @@ impl MetaStore for PostgresStore {
                 bytes: from_db(get(row, 0)?, "namespace size")?,
                 repositories: from_db(get(row, 1)?, "repository count")?,
                 holds_digest: get(row, 2)?,
+            })
+        })
+        .await
+    }
+
+    async fn purge_namespace(&self, namespace: &str) -> Result<PurgeCounts, MetaError> {
+        check_namespace(namespace)?;
+        let (below, past) = (&format!("{namespace}/"), &format!("{namespace}0"));
+        self.call("purge_namespace", || async move {
+            let range: [&(dyn ToSql + Sync); 3] = [&namespace, below, past];
+            let mut c = self.conn().await?;
+            c.batch("BEGIN").await?;
+            let tags: i64 = get(&c.query(PURGE_COUNT_TAGS, &range).await?[0], 0)?;
+            let blobs = c.execute(PURGE_BLOBS, &range).await?;
+            let manifests = c.execute(PURGE_MANIFESTS, &range).await?;
+            let repositories = c.execute(PURGE_REPOS, &range).await?;
+            let uploads = c.execute(PURGE_UPLOADS, &[&namespace]).await?;
+            c.batch("COMMIT").await?;
+            c.release();
+            Ok(PurgeCounts {
+                blobs,
+                manifests,
+                tags: from_db(tags, "tag count")?,
+                repositories,
+                uploads,
             })
         })
         .await

@@ -38,7 +38,7 @@ use wharf_core::{Digest, RepoName, Tag, UploadId};
 
 use crate::{
     DirectoryRecord, DirectorySnapshot, ManifestRecord, MetaError, MetaStore, NamespaceUsage,
-    RefreshRecord, RefreshScope, UploadRecord,
+    PurgeCounts, RefreshRecord, RefreshScope, UploadRecord, UploadUsage,
 };
 
 /// Expands to the whole behaviour suite as `#[tokio::test]` functions; see
@@ -58,6 +58,8 @@ macro_rules! meta_store_suite {
             referrers_are_ordered_by_digest_and_scoped,
             repo_exists_after_link_blob_or_put_manifest,
             uploads_put_get_list_delete,
+            upload_bytes_are_recorded_and_kept_across_a_put,
+            upload_usage_counts_a_namespace_and_its_owner_only,
             directory_put_and_delete_bump_the_version,
             directory_snapshot_is_ordered_by_kind_then_key,
             directory_values_round_trip_byte_exact,
@@ -67,6 +69,8 @@ macro_rules! meta_store_suite {
             refresh_tokens_are_taken_once,
             refresh_tokens_are_bounded_per_identity_oldest_first,
             refresh_tokens_are_revoked_by_identity_tenant_or_all_and_pruned,
+            purge_namespace_removes_everything_of_the_namespace_only,
+            purge_namespace_is_safe_to_repeat_and_refuses_a_non_namespace,
         );
 
         $crate::meta_store_suite!(@concurrent $make;
@@ -547,6 +551,8 @@ pub async fn uploads_put_get_list_delete<S: MetaStore>(store: Arc<S>) {
         id: upload_id(id),
         repo: repo(r),
         started_unix: t,
+        bytes: t % 1000,
+        owner: t.is_multiple_of(2).then(|| "alice".to_string()),
     };
     let uploads = [
         record("3f1c-aa", "app", 1_700_000_000),
@@ -581,6 +587,153 @@ pub async fn uploads_put_get_list_delete<S: MetaStore>(store: Arc<S>) {
     // Deleting what is not there is fine.
     store.delete_upload(&uploads[0].id).await.unwrap();
     store.delete_upload(&upload_id("missing")).await.unwrap();
+}
+
+/// An upload session record with no bytes yet.
+fn session(id: &str, r: &str, owner: Option<&str>) -> UploadRecord {
+    UploadRecord {
+        id: upload_id(id),
+        repo: repo(r),
+        started_unix: 1_700_000_000,
+        bytes: 0,
+        owner: owner.map(str::to_string),
+    }
+}
+
+/// `set_upload_bytes` changes only the byte count of its session, is read
+/// back by `get_upload`, `list_uploads` and `upload_usage`, and is no
+/// error for a session that is gone.
+pub async fn upload_bytes_are_recorded_and_kept_across_a_put<S: MetaStore>(store: Arc<S>) {
+    let a = session("aa-1", "acme/app", Some("alice"));
+    let b = session("bb-2", "acme/app", None);
+    store.put_upload(&a).await.unwrap();
+    store.put_upload(&b).await.unwrap();
+
+    store.set_upload_bytes(&a.id, 61_440).await.unwrap();
+    let got = store.get_upload(&a.id).await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        UploadRecord {
+            bytes: 61_440,
+            ..a.clone()
+        }
+    );
+    assert_eq!(store.get_upload(&b.id).await.unwrap(), Some(b.clone()));
+    store.set_upload_bytes(&a.id, 70_000).await.unwrap();
+    store.set_upload_bytes(&b.id, 5).await.unwrap();
+    let mut listed = store.list_uploads().await.unwrap();
+    listed.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(
+        listed.iter().map(|u| u.bytes).collect::<Vec<_>>(),
+        vec![70_000, 5]
+    );
+    assert_eq!(
+        store.upload_usage("acme", Some("alice")).await.unwrap(),
+        UploadUsage {
+            sessions: 2,
+            bytes: 70_005,
+            owned: 1,
+        }
+    );
+
+    // A session that is gone: nothing happens, nothing comes back.
+    store.delete_upload(&a.id).await.unwrap();
+    store.set_upload_bytes(&a.id, 1).await.unwrap();
+    assert_eq!(store.get_upload(&a.id).await.unwrap(), None);
+    store
+        .set_upload_bytes(&upload_id("never-was"), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.upload_usage("acme", None).await.unwrap(),
+        UploadUsage {
+            sessions: 1,
+            bytes: 5,
+            owned: 0,
+        }
+    );
+}
+
+/// `upload_usage` counts the sessions of the namespace's repositories
+/// (`ns` and `ns/…`), never those of repositories merely named like it,
+/// and of those the ones the owner asked about opened; a deleted session
+/// stops counting.
+pub async fn upload_usage_counts_a_namespace_and_its_owner_only<S: MetaStore>(store: Arc<S>) {
+    assert_eq!(
+        store.upload_usage("acme", Some("alice")).await.unwrap(),
+        UploadUsage::default()
+    );
+    let ours = [
+        session("a1", "acme", Some("alice")),
+        session("a2", "acme/app", Some("alice")),
+        session("a3", "acme/team/deep", Some("bob")),
+        session("a4", "acme/app", None),
+    ];
+    let theirs = [
+        session("b1", "acme-evil/x", Some("alice")),
+        session("b2", "acmex/y", Some("alice")),
+        session("b3", "acme0", Some("alice")),
+        session("b4", "acm", Some("alice")),
+    ];
+    for (i, u) in ours.iter().chain(&theirs).enumerate() {
+        store.put_upload(u).await.unwrap();
+        store
+            .set_upload_bytes(&u.id, 10 * (i as u64 + 1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.upload_usage("acme", Some("alice")).await.unwrap(),
+        UploadUsage {
+            sessions: 4,
+            bytes: 10 + 20 + 30 + 40,
+            owned: 2,
+        }
+    );
+    assert_eq!(
+        store.upload_usage("acme", Some("bob")).await.unwrap().owned,
+        1
+    );
+    assert_eq!(
+        store.upload_usage("acme", None).await.unwrap(),
+        UploadUsage {
+            sessions: 4,
+            bytes: 100,
+            owned: 0,
+        },
+        "no owner asked about: none owned, sessions without owner included"
+    );
+    assert_eq!(
+        store
+            .upload_usage("acme-evil", Some("alice"))
+            .await
+            .unwrap(),
+        UploadUsage {
+            sessions: 1,
+            bytes: 50,
+            owned: 1,
+        }
+    );
+    assert_eq!(
+        store.upload_usage("nobody", Some("alice")).await.unwrap(),
+        UploadUsage::default()
+    );
+
+    store.delete_upload(&ours[1].id).await.unwrap();
+    assert_eq!(
+        store.upload_usage("acme", Some("alice")).await.unwrap(),
+        UploadUsage {
+            sessions: 3,
+            bytes: 10 + 30 + 40,
+            owned: 1,
+        }
+    );
+    for bad in ["", "acme/app", "Acme"] {
+        assert_internal(
+            store.upload_usage(bad, None).await,
+            &format!("upload usage of {bad:?}"),
+        );
+    }
 }
 
 /// Sixteen tasks writing at once through one shared store all land.
@@ -981,6 +1134,160 @@ pub async fn namespace_usage_of_an_empty_namespace_is_zero<S: MetaStore>(store: 
         store.namespace_usage("acme", Some(&blob)).await.unwrap(),
         NamespaceUsage::default()
     );
+}
+
+/// Fills repository `r` with a blob, a manifest tagged `v1`, a referrer of
+/// it and an upload session.
+async fn fill<S: MetaStore>(store: &S, r: &str) -> (Digest, ManifestRecord, ManifestRecord) {
+    let blob = digest(&format!("{r}-blob"));
+    let m = manifest(&format!("{r}-m"));
+    let sbom = referrer(&format!("{r}-sbom"), &m.digest);
+    store.link_blob(&repo(r), &blob, 100).await.unwrap();
+    store
+        .put_manifest(&repo(r), &m, Some(&tag("v1")))
+        .await
+        .unwrap();
+    store.put_manifest(&repo(r), &sbom, None).await.unwrap();
+    store
+        .put_upload(&session(
+            &format!("up-{}", r.replace(['/', '.'], "-")),
+            r,
+            None,
+        ))
+        .await
+        .unwrap();
+    (blob, m, sbom)
+}
+
+/// Purging `acme` removes every blob link, manifest, tag, referrers entry,
+/// repository and upload record of `acme` and `acme/…`, and nothing of
+/// neighbours whose names start like it.
+pub async fn purge_namespace_removes_everything_of_the_namespace_only<S: MetaStore>(store: Arc<S>) {
+    let ours = ["acme", "acme/app", "acme/team/deep"];
+    let theirs = ["acme-evil/x", "acmex/y", "acme0", "acm", "acme.x/y"];
+    let mut filled = Vec::new();
+    for r in ours.iter().chain(&theirs) {
+        filled.push((*r, fill(&*store, r).await));
+    }
+    let before_theirs: Vec<NamespaceUsage> = {
+        let mut v = Vec::new();
+        for ns in ["acme-evil", "acmex", "acme0", "acm", "acme.x"] {
+            v.push(store.namespace_usage(ns, None).await.unwrap());
+        }
+        v
+    };
+
+    let counts = store.purge_namespace("acme").await.unwrap();
+    assert_eq!(
+        counts,
+        PurgeCounts {
+            blobs: 3,
+            manifests: 6,
+            tags: 3,
+            repositories: 3,
+            uploads: 3,
+        }
+    );
+    assert_eq!(
+        store.namespace_usage("acme", None).await.unwrap(),
+        NamespaceUsage::default()
+    );
+    assert_eq!(
+        store.upload_usage("acme", None).await.unwrap(),
+        UploadUsage::default()
+    );
+    for (r, (blob, m, sbom)) in &filled {
+        let gone = ours.contains(r);
+        let rn = repo(r);
+        let what = |x: &str| format!("{x} of {r} after purging acme");
+        assert_eq!(
+            store.blob_size(&rn, blob).await.unwrap().is_none(),
+            gone,
+            "{}",
+            what("blob")
+        );
+        assert_eq!(
+            store.get_manifest(&rn, &m.digest).await.unwrap().is_none(),
+            gone,
+            "{}",
+            what("manifest")
+        );
+        assert_eq!(
+            store.resolve_tag(&rn, &tag("v1")).await.unwrap().is_none(),
+            gone,
+            "{}",
+            what("tag")
+        );
+        let referrers = store.referrers(&rn, &m.digest).await.unwrap();
+        let expected = if gone { vec![] } else { vec![sbom.clone()] };
+        assert_eq!(referrers, expected, "{}", what("referrers"));
+        assert_eq!(
+            store.list_tags(&rn, None, 10).await.unwrap().is_empty(),
+            gone,
+            "{}",
+            what("tag list")
+        );
+        assert_eq!(
+            !store.repo_exists(&rn).await.unwrap(),
+            gone,
+            "{}",
+            what("repository")
+        );
+        let id = upload_id(&format!("up-{}", r.replace(['/', '.'], "-")));
+        assert_eq!(
+            store.get_upload(&id).await.unwrap().is_none(),
+            gone,
+            "{}",
+            what("upload")
+        );
+    }
+    let mut after_theirs = Vec::new();
+    for ns in ["acme-evil", "acmex", "acme0", "acm", "acme.x"] {
+        after_theirs.push(store.namespace_usage(ns, None).await.unwrap());
+    }
+    assert_eq!(after_theirs, before_theirs);
+    let mut names = theirs.to_vec();
+    names.sort_unstable();
+    assert_eq!(store.list_repos(None, 100).await.unwrap(), names);
+    assert_eq!(store.list_uploads().await.unwrap().len(), theirs.len());
+
+    // The namespace can be filled again from nothing.
+    fill(&*store, "acme/app").await;
+    assert_eq!(
+        store
+            .namespace_usage("acme", None)
+            .await
+            .unwrap()
+            .repositories,
+        1
+    );
+}
+
+/// Purging twice, or purging a namespace that never held anything, is no
+/// error and removes nothing more; a name that is not one namespace is
+/// refused and removes nothing.
+pub async fn purge_namespace_is_safe_to_repeat_and_refuses_a_non_namespace<S: MetaStore>(
+    store: Arc<S>,
+) {
+    assert_eq!(
+        store.purge_namespace("acme").await.unwrap(),
+        PurgeCounts::default()
+    );
+    fill(&*store, "acme/app").await;
+    fill(&*store, "acme-evil/app").await;
+    for bad in ["", "acme/app", "acme/", "Acme", "acme\0", "-acme"] {
+        assert_internal(
+            store.purge_namespace(bad).await,
+            &format!("purge of {bad:?}"),
+        );
+    }
+    assert!(store.repo_exists(&repo("acme/app")).await.unwrap());
+    assert_eq!(store.purge_namespace("acme").await.unwrap().repositories, 1);
+    assert_eq!(
+        store.purge_namespace("acme").await.unwrap(),
+        PurgeCounts::default()
+    );
+    assert!(store.repo_exists(&repo("acme-evil/app")).await.unwrap());
 }
 
 /// Sixteen tasks writing directory entries at once all land, and the

@@ -39,6 +39,13 @@ pub struct RegistryConfig {
     pub manifest_cache_bytes: usize,
     /// Upload sessions idle for longer than this are removed.
     pub upload_expiry: std::time::Duration,
+    /// Upload sessions that may be open at once in one namespace (a
+    /// tenant); starting another is refused with `429`. 0: no cap.
+    pub max_uploads_per_tenant: u64,
+    /// Upload sessions one authenticated user (or robot) may have open at
+    /// once in one namespace; 0: no cap. Without authentication sessions
+    /// have no owner and only the namespace cap applies.
+    pub max_uploads_per_user: u64,
     /// Blob links and tags remembered (each) to serve pulls while metadata
     /// is unreachable; 0 turns that off.
     pub last_known_entries: usize,
@@ -55,6 +62,11 @@ pub struct RegistryConfig {
     pub small_blob_cache_bytes: usize,
 }
 
+/// Default of [`RegistryConfig::max_uploads_per_tenant`].
+pub const DEFAULT_MAX_UPLOADS_PER_TENANT: u64 = 512;
+/// Default of [`RegistryConfig::max_uploads_per_user`].
+pub const DEFAULT_MAX_UPLOADS_PER_USER: u64 = 64;
+
 /// The largest blob kept in the small-blob cache.
 pub const SMALL_BLOB_MAX: u64 = 256 * 1024;
 
@@ -63,6 +75,8 @@ impl Default for RegistryConfig {
         RegistryConfig {
             manifest_cache_bytes: 64 * 1024 * 1024,
             upload_expiry: std::time::Duration::from_secs(24 * 3600),
+            max_uploads_per_tenant: DEFAULT_MAX_UPLOADS_PER_TENANT,
+            max_uploads_per_user: DEFAULT_MAX_UPLOADS_PER_USER,
             last_known_entries: 100_000,
             tag_cache_ttl: std::time::Duration::from_secs(2),
             link_cache_ttl: std::time::Duration::from_secs(2),

@@ -178,6 +178,7 @@ impl Registry {
             repo,
             digest: Some(&digest),
             bytes: bytes.len() as u64,
+            own_recorded: 0,
         })
         .await?;
 

@@ -31,7 +31,7 @@ async fn two_nodes(dir: &std::path::Path) -> (Registry, Registry) {
 async fn push_blob(node: &Registry, repo: &RepoName, bytes: &'static [u8]) -> Digest {
     let digest = Digest::sha256_of(bytes);
     let body = futures_util::stream::iter([Ok(Bytes::from_static(bytes))]).boxed();
-    node.push_blob(repo, &digest, body).await.unwrap();
+    node.push_blob(repo, &digest, body, None).await.unwrap();
     digest
 }
 

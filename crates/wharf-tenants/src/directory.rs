@@ -32,9 +32,9 @@ use wharf_meta::{MetaStore, RefreshScope};
 
 use crate::error::DirectoryError;
 use crate::model::{
-    NewTenant, Retired, Revocation, Revoked, Robot, RobotView, RoleBinding, RoleSpec, Tenant,
-    TenantPatch, Usage, User, UserView, KIND_RETIRED, KIND_REVOCATION, KIND_ROBOT, KIND_TENANT,
-    KIND_USER, REVOCATION_ALL,
+    DeletedTenant, NewTenant, Retired, Revocation, Revoked, Robot, RobotView, RoleBinding,
+    RoleSpec, Tenant, TenantPatch, Usage, User, UserView, KIND_DELETED_TENANT, KIND_RETIRED,
+    KIND_REVOCATION, KIND_ROBOT, KIND_TENANT, KIND_USER, REVOCATION_ALL,
 };
 use crate::snapshot::{Credential, Snapshot, SubjectStatus};
 use crate::validate::{self, clip, pattern_in_tenant};
@@ -42,6 +42,15 @@ use crate::validate::{self, clip, pattern_in_tenant};
 /// How long a deleted user's name is remembered: longer than the longest
 /// token lifetime (an hour), so no token of a deleted user outlives it.
 const RETIRED_KEEP_SECS: u64 = 2 * 3600;
+
+/// How long a deleted tenant's name stays untaken: longer than any node
+/// serves what it cached of the old tenant (tags, blob links and manifests
+/// for 2 s by default, the directory refresh) and lets in-flight pushes of
+/// the old tenant's users land, so the purge at re-creation catches them.
+pub const TENANT_NAME_SETTLE: Duration = Duration::from_secs(5);
+
+/// The node caches' lifetime the settle time outlasts, for messages.
+const CACHE_SECS: u64 = 2;
 
 /// bcrypt cost of stored passwords (about 50 ms a check on these machines).
 pub const BCRYPT_COST: u32 = 10;
@@ -333,10 +342,13 @@ impl Directory {
     pub async fn usage(&self, tenant: &str) -> Result<Usage, DirectoryError> {
         let quota = require_tenant(&self.snap(), tenant)?.quota;
         let used = self.inner.store.namespace_usage(tenant, None).await?;
+        let uploads = self.inner.store.upload_usage(tenant, None).await?;
         Ok(Usage {
             tenant: tenant.to_string(),
             bytes: used.bytes,
             repositories: used.repositories,
+            upload_sessions: uploads.sessions,
+            upload_bytes: uploads.bytes,
             quota,
         })
     }
@@ -362,6 +374,27 @@ impl Directory {
             )));
         }
         check_hostname_free(&snap, &tenant)?;
+        if let Some(deleted_ms) = snap.deleted_tenants.get(&tenant.name) {
+            // Whatever the old tenant left (an interrupted purge, a push a
+            // node let through from its caches) goes first; purging again
+            // is harmless.
+            self.inner.store.purge_namespace(&tenant.name).await?;
+            let age_ms = now_unix_ms().saturating_sub(*deleted_ms);
+            let settle_ms = TENANT_NAME_SETTLE.as_millis() as u64;
+            if age_ms < settle_ms {
+                return Err(DirectoryError::Conflict(format!(
+                    "tenant {} was deleted {} s ago; its name can be taken again in {} s, \
+                     once every node's caches ({CACHE_SECS} s) have dropped its content",
+                    tenant.name,
+                    age_ms / 1000,
+                    (settle_ms - age_ms).div_ceil(1000),
+                )));
+            }
+            self.inner
+                .store
+                .directory_delete(KIND_DELETED_TENANT, &tenant.name)
+                .await?;
+        }
         // Records an interrupted deletion left must not come back to life
         // in a new tenant of the same name.
         for orphan in snap.orphans.iter().filter(|o| o.tenant == tenant.name) {
@@ -396,10 +429,17 @@ impl Directory {
         Ok(tenant)
     }
 
-    /// Deletes `name` and its users and robots. Refused while its namespace
-    /// holds repositories, unless `force`; `force` leaves those
-    /// repositories in place (a tenant created later with the same name
-    /// owns them), so callers purge them first when that is not wanted.
+    /// Deletes `name`, everything its namespace holds in metadata (blob
+    /// links, manifests, tags, referrers, repositories, upload sessions:
+    /// see [`MetaStore::purge_namespace`]; blob bytes stay in storage until
+    /// garbage collection), and its users and robots. Refused while its
+    /// namespace holds repositories, unless `force`.
+    ///
+    /// A tombstone (kind [`KIND_DELETED_TENANT`]) is written first and
+    /// kept: a tenant created later under the name purges the namespace
+    /// again, so neither an interrupted deletion nor a push a node let
+    /// through from its caches leaks into it, and that creation is refused
+    /// for [`TENANT_NAME_SETTLE`] after the deletion.
     pub async fn delete_tenant(&self, name: &str, force: bool) -> Result<(), DirectoryError> {
         let _one_writer = self.inner.writes.lock().await;
         let snap = self.fresh().await?;
@@ -413,10 +453,28 @@ impl Directory {
                 )));
             }
         }
-        // The tenant first: from the next load on, every node treats its
+        // The tombstone before anything else: whatever step below is cut
+        // short, the name cannot be taken again without a purge.
+        let tombstone = DeletedTenant {
+            deleted_unix_ms: now_unix_ms(),
+        };
+        self.put(KIND_DELETED_TENANT, name, &tombstone, false)
+            .await?;
+        // Then the tenant: from the next load on, every node treats its
         // users and robots as inactive, even if removing them is cut short.
         if !self.inner.store.directory_delete(KIND_TENANT, name).await? {
             return Err(DirectoryError::NotFound(format!("tenant {name}")));
+        }
+        // Its content. Should this fail, the tenant is gone all the same;
+        // the tombstone makes its re-creation purge.
+        match self.inner.store.purge_namespace(name).await {
+            Ok(counts) => tracing::info!(
+                tenant = name,
+                ?counts,
+                "purged a deleted tenant's namespace"
+            ),
+            Err(e) => tracing::warn!(tenant = name, error = %e,
+                "could not purge a deleted tenant's namespace; done when the name is taken again"),
         }
         let users = snap.users.values().filter(|u| u.tenant == name);
         let robots = snap.robots.values().filter(|r| r.tenant == name);
@@ -729,6 +787,13 @@ impl QuotaSource for Directory {
         let quota: Quota = self.snap().tenants.get(namespace)?.quota.into();
         quota.is_limited().then_some(quota)
     }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn require_tenant<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Tenant, DirectoryError> {

@@ -39,6 +39,19 @@ pub struct Revocation {
     pub generation: u64,
 }
 
+/// Directory record kind of a deleted tenant's name (key: the name, value:
+/// [`DeletedTenant`]): written before the tenant record goes and kept, so
+/// that a tenant created later under the name first purges whatever the
+/// deletion (or a node still serving the old tenant from its caches) left.
+pub const KIND_DELETED_TENANT: &str = "deleted-tenant";
+
+/// When a tenant was deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedTenant {
+    /// Milliseconds since the Unix epoch.
+    pub deleted_unix_ms: u64,
+}
+
 /// When a user was deleted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retired {
@@ -337,6 +350,10 @@ pub struct Usage {
     pub tenant: String,
     pub bytes: u64,
     pub repositories: u64,
+    /// Upload sessions open in the tenant's repositories.
+    pub upload_sessions: u64,
+    /// Bytes those sessions hold (they count against the byte quota).
+    pub upload_bytes: u64,
     pub quota: TenantQuota,
 }
 

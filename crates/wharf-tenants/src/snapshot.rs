@@ -19,8 +19,8 @@ use wharf_auth::{verify_secret, Grant, Identity};
 use wharf_meta::DirectorySnapshot;
 
 use crate::model::{
-    Retired, Revocation, Robot, Tenant, User, KIND_RETIRED, KIND_REVOCATION, KIND_ROBOT,
-    KIND_TENANT, KIND_USER, REVOCATION_ALL,
+    DeletedTenant, Retired, Revocation, Robot, Tenant, User, KIND_DELETED_TENANT, KIND_RETIRED,
+    KIND_REVOCATION, KIND_ROBOT, KIND_TENANT, KIND_USER, REVOCATION_ALL,
 };
 use crate::validate::{self, pattern_in_tenant, split_host, ROBOT_SEPARATOR};
 
@@ -128,6 +128,9 @@ pub(crate) struct Snapshot {
     pub retired: HashMap<String, u64>,
     /// The registry-wide session generation (see [`KIND_REVOCATION`]).
     pub revocation: u64,
+    /// Names of deleted tenants → when they were deleted (ms since the
+    /// epoch).
+    pub deleted_tenants: HashMap<String, u64>,
 }
 
 impl Snapshot {
@@ -169,6 +172,13 @@ impl Snapshot {
                 KIND_RETIRED => match serde_json::from_str::<Retired>(&rec.value) {
                     Ok(r) => {
                         snap.retired.insert(rec.key.clone(), r.retired_unix);
+                    }
+                    _ => skip(&rec.kind, &rec.key),
+                },
+                KIND_DELETED_TENANT => match serde_json::from_str::<DeletedTenant>(&rec.value) {
+                    Ok(d) => {
+                        snap.deleted_tenants
+                            .insert(rec.key.clone(), d.deleted_unix_ms);
                     }
                     _ => skip(&rec.kind, &rec.key),
                 },

@@ -11,9 +11,10 @@ use wharf_auth::{parse_grant, Grant};
 use wharf_core::{Digest, Quota, QuotaSource, RepoName, Tag, UploadId};
 use wharf_meta::{
     DirectoryRecord, DirectorySnapshot, ManifestRecord, MetaError, MetaStore, NamespaceUsage,
-    RefreshRecord, RefreshScope, UploadRecord,
+    PurgeCounts, RefreshRecord, RefreshScope, UploadRecord, UploadUsage,
 };
 
+use crate::model::{DeletedTenant, KIND_DELETED_TENANT};
 use crate::*;
 
 /// Seconds since the epoch, far from both ends, for time-dependent checks.
@@ -30,6 +31,9 @@ struct MemState {
     version: u64,
     records: BTreeMap<(String, String), String>,
     usage: HashMap<String, NamespaceUsage>,
+    uploads: HashMap<String, UploadUsage>,
+    /// Namespaces purged, in order.
+    purged: Vec<String>,
 }
 
 impl MemStore {
@@ -146,6 +150,21 @@ impl MetaStore for MemStore {
     async fn list_uploads(&self) -> Result<Vec<UploadRecord>, MetaError> {
         unsupported()
     }
+    async fn set_upload_bytes(&self, _: &UploadId, _: u64) -> Result<(), MetaError> {
+        unsupported()
+    }
+    async fn upload_usage(
+        &self,
+        namespace: &str,
+        _: Option<&str>,
+    ) -> Result<UploadUsage, MetaError> {
+        Ok(self
+            .up()?
+            .uploads
+            .get(namespace)
+            .cloned()
+            .unwrap_or_default())
+    }
 
     async fn namespace_usage(
         &self,
@@ -153,6 +172,17 @@ impl MetaStore for MemStore {
         _: Option<&Digest>,
     ) -> Result<NamespaceUsage, MetaError> {
         Ok(self.up()?.usage.get(namespace).cloned().unwrap_or_default())
+    }
+
+    async fn purge_namespace(&self, namespace: &str) -> Result<PurgeCounts, MetaError> {
+        let mut state = self.up()?;
+        let held = state.usage.remove(namespace).unwrap_or_default();
+        state.uploads.remove(namespace);
+        state.purged.push(namespace.to_string());
+        Ok(PurgeCounts {
+            repositories: held.repositories,
+            ..PurgeCounts::default()
+        })
     }
 
     async fn directory_put(
@@ -436,6 +466,74 @@ async fn delete_tenant_refuses_while_it_holds_repositories_unless_forced() {
     assert_eq!(dir.subject_active("alice", NOW), SubjectStatus::Inactive);
     assert_eq!(dir.subject_active("acme+ci", NOW), SubjectStatus::Inactive);
     not_found(dir.delete_tenant("acme", true).await);
+    // Forced, the namespace is purged all the same, and the name is
+    // tombstoned.
+    assert_eq!(store.state.lock().unwrap().purged, vec!["acme"]);
+    assert!(store.has(KIND_DELETED_TENANT, "acme"));
+}
+
+#[tokio::test]
+async fn deleting_an_empty_tenant_purges_and_tombstones_it_too() {
+    let (store, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    dir.delete_tenant("acme", false).await.unwrap();
+    assert_eq!(store.state.lock().unwrap().purged, vec!["acme"]);
+    let tombstone: DeletedTenant =
+        serde_json::from_str(&store.raw(KIND_DELETED_TENANT, "acme")).unwrap();
+    assert!(tombstone.deleted_unix_ms > NOW * 1000);
+}
+
+/// Re-creating a deleted tenant's name purges the namespace again (an
+/// interrupted deletion, a push a node let through from its caches), is
+/// refused with the reason while the deletion is younger than the settle
+/// time, and afterwards succeeds and drops the tombstone.
+#[tokio::test]
+async fn recreating_a_deleted_name_purges_again_and_waits_out_the_settle_time() {
+    let (store, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    dir.delete_tenant("acme", true).await.unwrap();
+    // Content the deletion did not catch.
+    store.set_repositories("acme", 1, 10);
+
+    let msg = conflict(dir.create_tenant(new_tenant("acme")).await);
+    assert!(
+        msg.starts_with("tenant acme was deleted 0 s ago; its name can be taken again in 5 s"),
+        "{msg}"
+    );
+    assert!(msg.contains("caches (2 s)"), "{msg}");
+    assert!(dir.tenant("acme").is_none());
+    assert_eq!(store.state.lock().unwrap().purged, vec!["acme", "acme"]);
+    assert_eq!(
+        dir.usage("acme").await.unwrap_err(),
+        DirectoryError::NotFound("tenant acme".into())
+    );
+    assert!(
+        !store.state.lock().unwrap().usage.contains_key("acme"),
+        "purged even though refused"
+    );
+
+    // Backdate the deletion past the settle time.
+    let old = DeletedTenant {
+        deleted_unix_ms: NOW * 1000,
+    };
+    store
+        .directory_put(
+            KIND_DELETED_TENANT,
+            "acme",
+            &serde_json::to_string(&old).unwrap(),
+            false,
+        )
+        .await
+        .unwrap();
+    store.set_repositories("acme", 1, 10);
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    assert!(dir.tenant("acme").is_some());
+    assert!(!store.has(KIND_DELETED_TENANT, "acme"), "tombstone dropped");
+    assert_eq!(store.state.lock().unwrap().purged.len(), 3);
+    assert_eq!(dir.usage("acme").await.unwrap().repositories, 0);
+    // A name never deleted is not purged.
+    dir.create_tenant(new_tenant("globex")).await.unwrap();
+    assert_eq!(store.state.lock().unwrap().purged.len(), 3);
 }
 
 #[tokio::test]
@@ -871,6 +969,14 @@ async fn usage_reports_the_store_and_the_quota() {
     .await
     .unwrap();
     store.set_repositories("acme", 1, 7);
+    store.state.lock().unwrap().uploads.insert(
+        "acme".into(),
+        UploadUsage {
+            sessions: 2,
+            bytes: 60,
+            owned: 0,
+        },
+    );
     let u = dir.usage("acme").await.unwrap();
     assert_eq!(
         u,
@@ -878,6 +984,8 @@ async fn usage_reports_the_store_and_the_quota() {
             tenant: "acme".into(),
             bytes: 7,
             repositories: 1,
+            upload_sessions: 2,
+            upload_bytes: 60,
             quota: TenantQuota {
                 bytes: Some(10),
                 repositories: Some(2)
@@ -887,6 +995,7 @@ async fn usage_reports_the_store_and_the_quota() {
     assert_eq!(
         serde_json::to_value(&u).unwrap(),
         serde_json::json!({"tenant": "acme", "bytes": 7, "repositories": 1,
+            "upload_sessions": 2, "upload_bytes": 60,
             "quota": {"bytes": 10, "repositories": 2}})
     );
     not_found(dir.usage("globex").await);

@@ -123,12 +123,13 @@ async fn usage_and_deletion_follow_what_the_namespace_holds() {
     assert!(dir.tenant("acme").is_none());
     assert!(dir.credential("alice").is_none());
     // Only the deleted users' names are left (retired, so their tokens
-    // are refused).
+    // are refused), and the tenant's tombstone.
     let left = embedded.directory_snapshot().await.unwrap();
     assert!(
         left.records
             .iter()
-            .all(|r| r.kind == "retired-user" && r.key == "alice"),
+            .all(|r| (r.kind == "retired-user" && r.key == "alice")
+                || (r.kind == "deleted-tenant" && r.key == "acme")),
         "{:?}",
         left.records
     );
@@ -136,6 +137,11 @@ async fn usage_and_deletion_follow_what_the_namespace_holds() {
         dir.subject_active("alice", 0),
         wharf_tenants::SubjectStatus::Inactive
     );
+    // Forced, its content went too; the neighbour's stays.
+    let usage = embedded.namespace_usage("acme", None).await.unwrap();
+    assert_eq!((usage.bytes, usage.repositories), (0, 0));
+    assert!(!embedded.repo_exists(&repo("acme/team/lib")).await.unwrap());
+    assert!(embedded.repo_exists(&repo("acme-other/app")).await.unwrap());
 }
 
 #[tokio::test]
