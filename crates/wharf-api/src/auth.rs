@@ -47,6 +47,7 @@ use wharf_meta::{MetaStore, RefreshRecord};
 use wharf_tenants::validate::ROBOT_SEPARATOR;
 use wharf_tenants::{verify_password, Credential, Directory, SubjectStatus};
 
+use crate::caller::Caller;
 use crate::error::error_response;
 use crate::headers;
 use crate::routes::Endpoint;
@@ -598,21 +599,23 @@ fn unauthorized(challenge: String, head: bool) -> Response {
     resp
 }
 
-/// Checks that the request with `headers` may do what it `need`s; the
-/// refusal to send otherwise.
+/// Checks that the request with `headers` may do what it `need`s: who
+/// sent it (as verified: the token's subject, the user whose password was
+/// checked; no subject for anonymous access or with auth off), or the
+/// refusal to send.
 pub async fn check(
     auth: &Auth,
     need: &Need,
     headers: &HeaderMap,
     head: bool,
     client: Option<IpAddr>,
-) -> Result<(), Response> {
+) -> Result<Caller, Response> {
     let creds = match auth {
-        Auth::None => return Ok(()),
+        Auth::None => return Ok(Caller::default()),
         _ => presented(headers).map_err(|e| error_response(&e, head))?,
     };
     match auth {
-        Auth::None => Ok(()),
+        Auth::None => Ok(Caller::default()),
         Auth::Token {
             verifier,
             challenge,
@@ -622,7 +625,7 @@ pub async fn check(
             let token = match creds {
                 Presented::Bearer(token) => token,
                 // Basic or nothing: a token must be fetched from the realm.
-                _ if anonymous_allows(anonymous_pull, need) => return Ok(()),
+                _ if anonymous_allows(anonymous_pull, need) => return Ok(Caller::default()),
                 _ => {
                     return Err(unauthorized(
                         challenge.header_value(&need.scope(), None),
@@ -661,7 +664,10 @@ pub async fn check(
                 }),
             };
             if allowed {
-                Ok(())
+                let subject = verified.subject();
+                Ok(Caller {
+                    subject: (!subject.is_empty()).then(|| subject.to_string()),
+                })
             } else {
                 tracing::debug!(subject = verified.subject(), "token lacks the scope needed");
                 Err(unauthorized(
@@ -677,7 +683,9 @@ pub async fn check(
         } => {
             let (user, password) = match creds {
                 Presented::Basic { user, password } => (user, password),
-                Presented::None if anonymous_allows(anonymous_pull, need) => return Ok(()),
+                Presented::None if anonymous_allows(anonymous_pull, need) => {
+                    return Ok(Caller::default())
+                }
                 _ => return Err(unauthorized(challenge.header_value(), head)),
             };
             match users.login(&user, &password, client).await {
@@ -696,7 +704,9 @@ pub async fn check(
                 }),
             };
             if allowed {
-                Ok(())
+                Ok(Caller {
+                    subject: Some(user),
+                })
             } else {
                 // Known user, not allowed: asking again cannot help, so 403
                 // (a bearer client instead gets 401 to fetch a wider token).

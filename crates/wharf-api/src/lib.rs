@@ -126,6 +126,8 @@ pub(crate) struct Req {
     pub method: Method,
     pub uri: Uri,
     pub headers: HeaderMap,
+    /// Who sent it, as authentication verified.
+    pub caller: caller::Caller,
 }
 
 /// What admission and metrics need to know about a request.
@@ -232,10 +234,11 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
             return resp;
         }
     };
-    let req = Req {
+    let mut req = Req {
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
+        caller: caller::Caller::default(),
     };
     let token_service = match &state.token_service {
         Some(t) if req.uri.path() == auth::TOKEN_PATH => Some(t.clone()),
@@ -280,14 +283,15 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
         let refusal = host_tenant_refusal(&state, &endpoint, host.as_deref(), &req.uri);
         let checked = match refusal {
             Some(refusal) => Err(error::error_response(&refusal, head)),
-            None if matches!(state.auth, auth::Auth::None) => Ok(()),
+            None if matches!(state.auth, auth::Auth::None) => Ok(caller::Caller::default()),
             None => {
                 let need = auth::need(endpoint.as_ref(), &req.method, &req.uri);
                 auth::check(&state.auth, &need, &req.headers, head, client).await
             }
         };
-        if let Err(resp) = checked {
-            return early(resp);
+        match checked {
+            Ok(caller) => req.caller = caller,
+            Err(resp) => return early(resp),
         }
     }
     let permit = match &state.admission {

@@ -7,7 +7,6 @@ use wharf_core::{Digest, RegistryError, RepoName, UploadId};
 use wharf_registry::{ByteStream, Registry};
 
 use crate::body::RateChecked;
-use crate::caller::Caller;
 use crate::headers::{self, set};
 use crate::{AppState, Req, Result};
 
@@ -48,11 +47,8 @@ fn session(status: u16, repo: &RepoName, id: &UploadId, size: u64) -> Result {
 /// (`?digest=` with the blob as body), or an empty session (`202`).
 pub async fn post_upload(state: &AppState, repo: &RepoName, req: &Req, body: Body) -> Result {
     let reg = &state.registry;
-    // Auth has accepted this request (see `caller`): its subject owns the
-    // session it opens.
-    let auth_on = !matches!(state.auth, crate::auth::Auth::None);
-    let caller = Caller::of(&req.headers, auth_on);
-    let owner = caller.subject.as_deref();
+    // The verified subject owns the session it opens.
+    let owner = req.caller.subject.as_deref();
     if let Some(mount) = headers::query(&req.uri, "mount") {
         let digest: Digest = mount
             .parse()
