@@ -118,6 +118,15 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_UPLOAD_EXPIRY_HOURS")]
     pub upload_expiry_hours: Option<u64>,
 
+    /// Upload sessions one tenant (namespace) may have open at once; one
+    /// more is refused `429` until some finish or expire [default: 512].
+    #[arg(long, env = "WHARF_MAX_UPLOADS_PER_TENANT")]
+    pub max_uploads_per_tenant: Option<u64>,
+
+    /// Upload sessions one user or robot may have open at once [default: 64].
+    #[arg(long, env = "WHARF_MAX_UPLOADS_PER_USER")]
+    pub max_uploads_per_user: Option<u64>,
+
     /// Client connections served at once; more are answered `503` at once
     /// [default: from the open-file limit: (soft limit - 256) / 2, within
     /// 64..=16384].
@@ -462,6 +471,9 @@ pub struct Config {
     pub log: String,
     pub manifest_cache_bytes: usize,
     pub upload_expiry: Duration,
+    /// Open upload sessions per tenant namespace, and per user.
+    pub max_uploads_per_tenant: u64,
+    pub max_uploads_per_user: u64,
     pub limits: Limits,
     /// Nodes sharing this configuration's dependencies (for the budget).
     pub cluster_nodes: usize,
@@ -579,7 +591,8 @@ impl Config {
             listen, data_dir, addr_file, admin_listen, admin_addr_file, metadata_url,
             cluster_nodes, log, s3_endpoint, s3_bucket, s3_region, s3_access_key_id,
             s3_secret_access_key, s3_prefix, s3_presign_redirects, storage_max_connections,
-            manifest_cache_mib, upload_expiry_hours, max_connections, max_waiting_connections,
+            manifest_cache_mib, upload_expiry_hours, max_uploads_per_tenant, max_uploads_per_user,
+            max_connections, max_waiting_connections,
             pull_limit,
             push_limit, admin_limit, tenant_share, max_wait_ms, adaptive,
             header_timeout_secs, idle_timeout_secs, min_upload_rate, storage_pool,
@@ -606,6 +619,11 @@ impl Config {
         if metrics_require_token && a.admin_token_file.is_none() {
             return Err("--metrics-require-token needs --admin-token-file".into());
         }
+        if a.max_uploads_per_tenant == Some(0) || a.max_uploads_per_user == Some(0) {
+            return Err(
+                "--max-uploads-per-tenant and --max-uploads-per-user must be at least 1".into(),
+            );
+        }
         let nodes = a.cluster_nodes.unwrap_or(1);
         if nodes > 1 && (a.metadata_url.is_none() || s3.is_none()) {
             return Err(format!(
@@ -625,6 +643,12 @@ impl Config {
             log: a.log.unwrap_or_else(|| "info".into()),
             manifest_cache_bytes: a.manifest_cache_mib.unwrap_or(64) * 1024 * 1024,
             upload_expiry: Duration::from_secs(a.upload_expiry_hours.unwrap_or(24) * 3600),
+            max_uploads_per_tenant: a
+                .max_uploads_per_tenant
+                .unwrap_or(wharf_registry::DEFAULT_MAX_UPLOADS_PER_TENANT),
+            max_uploads_per_user: a
+                .max_uploads_per_user
+                .unwrap_or(wharf_registry::DEFAULT_MAX_UPLOADS_PER_USER),
             cluster_nodes: a.cluster_nodes.unwrap_or(1).max(1),
             s3,
             storage_max_connections: a.storage_max_connections,
@@ -691,6 +715,26 @@ mod tests {
         assert!(merge(metrics, "")
             .unwrap_err()
             .contains("--admin-token-file"));
+    }
+
+    #[test]
+    fn upload_session_caps_default_and_are_set_by_flag_or_file() {
+        let c = merge(ServeArgs::default(), "").unwrap();
+        assert_eq!(
+            (c.max_uploads_per_tenant, c.max_uploads_per_user),
+            (512, 64)
+        );
+        let args = ServeArgs {
+            max_uploads_per_user: Some(3),
+            ..Default::default()
+        };
+        let c = merge(args, "max_uploads_per_tenant = 9").unwrap();
+        assert_eq!((c.max_uploads_per_tenant, c.max_uploads_per_user), (9, 3));
+        let zero = ServeArgs {
+            max_uploads_per_tenant: Some(0),
+            ..Default::default()
+        };
+        assert!(merge(zero, "").unwrap_err().contains("at least 1"));
     }
 
     #[test]
