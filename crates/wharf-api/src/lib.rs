@@ -314,7 +314,9 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
         (None, Ok(endpoint)) => route(&state, endpoint, &req, body)
             .await
             .unwrap_or_else(|e| error::error_response(&e, head)),
-        (None, Err(e)) => error::error_response(&e, head),
+        (None, Err(e)) => {
+            error::error_response(&routes::refusal(req.uri.path(), &req.method, e), head)
+        }
     };
     let response = finish(response);
     state.metrics.observe(

@@ -87,12 +87,64 @@ pub fn parse(path: &str) -> Result<Endpoint, RegistryError> {
     }
 }
 
+/// The error a request for `path` gets when [`parse`] refused it with `e`.
+/// A lookup (`GET`, `HEAD`, `DELETE`) of a manifest by a reference that is
+/// neither a tag nor a digest asks for something that cannot exist: that
+/// is `MANIFEST_UNKNOWN` (404), as the OCI conformance suite expects, while
+/// a `PUT` under such a reference stays the `400` that names what is wrong.
+pub fn refusal(path: &str, method: &axum::http::Method, e: RegistryError) -> RegistryError {
+    use axum::http::Method;
+    let lookup = matches!(*method, Method::GET | Method::HEAD | Method::DELETE);
+    let bad_reference = matches!(
+        e,
+        RegistryError::DigestInvalid(_) | RegistryError::ManifestInvalid(_)
+    );
+    if !(lookup && bad_reference) {
+        return e;
+    }
+    let manifest_of = path
+        .strip_prefix("/v2/")
+        .and_then(|rest| rest.rsplit_once('/'))
+        .and_then(|(prefix, last)| Some((prefix.strip_suffix("/manifests")?, last)))
+        .filter(|(n, _)| name(n).is_ok());
+    match manifest_of {
+        Some((n, reference)) => {
+            let reference: String = reference.chars().take(128).collect();
+            RegistryError::ManifestUnknown(format!("{n}:{reference}"))
+        }
+        None => e,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn d() -> String {
         format!("sha256:{}", "ab".repeat(32))
+    }
+
+    #[test]
+    fn a_lookup_by_an_impossible_reference_is_not_found() {
+        use axum::http::Method;
+        let code = |m: Method, path: &str| {
+            let e = parse(path).unwrap_err();
+            refusal(path, &m, e).classify().0.as_str()
+        };
+        let bad = "/v2/a/b/manifests/.INVALID_MANIFEST_NAME";
+        assert_eq!(code(Method::GET, bad), "MANIFEST_UNKNOWN");
+        assert_eq!(code(Method::HEAD, bad), "MANIFEST_UNKNOWN");
+        assert_eq!(code(Method::DELETE, bad), "MANIFEST_UNKNOWN");
+        assert_eq!(code(Method::PUT, bad), "MANIFEST_INVALID");
+        assert_eq!(
+            code(Method::GET, "/v2/a/manifests/sha256:xyz"),
+            "MANIFEST_UNKNOWN"
+        );
+        // A bad name is still a bad name.
+        assert_eq!(
+            code(Method::GET, "/v2/A/manifests/-bad"),
+            "MANIFEST_INVALID"
+        );
     }
 
     #[test]

@@ -467,3 +467,27 @@ async fn referrers_and_subject() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["manifests"], serde_json::json!([]));
 }
+
+/// What the OCI conformance suite asks: a manifest looked up by a
+/// reference that is neither a tag nor a digest cannot exist, so it is not
+/// found; putting one under such a reference is still a bad request.
+#[tokio::test]
+async fn a_lookup_by_an_impossible_reference_is_manifest_unknown() {
+    let s = Server::start().await;
+    let path = "/v2/acme/app/manifests/.INVALID_MANIFEST_NAME";
+    for method in [Method::GET, Method::DELETE] {
+        let r = s.req(method.clone(), path).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{method}");
+        assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN", "{method}");
+    }
+    let r = s.req(Method::HEAD, path).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = s
+        .req(Method::PUT, path)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
