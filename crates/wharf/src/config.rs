@@ -118,6 +118,17 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_UPLOAD_EXPIRY_HOURS")]
     pub upload_expiry_hours: Option<u64>,
 
+    /// Upload sessions open at once in one tenant's namespace; starting
+    /// another is answered `429`; 0: no cap [default: 512].
+    #[arg(long, env = "WHARF_MAX_UPLOADS_PER_TENANT")]
+    pub max_uploads_per_tenant: Option<u64>,
+
+    /// Upload sessions one user or robot may have open at once in one
+    /// namespace; starting another is answered `429`; 0: no cap
+    /// [default: 64].
+    #[arg(long, env = "WHARF_MAX_UPLOADS_PER_USER")]
+    pub max_uploads_per_user: Option<u64>,
+
     /// Client connections served at once; more are answered `503` at once
     /// [default: from the open-file limit: (soft limit - 256) / 2, within
     /// 64..=16384].
@@ -451,6 +462,10 @@ pub struct Config {
     pub log: String,
     pub manifest_cache_bytes: usize,
     pub upload_expiry: Duration,
+    /// Upload sessions open at once per namespace (0: no cap).
+    pub max_uploads_per_tenant: u64,
+    /// Upload sessions open at once per user in a namespace (0: no cap).
+    pub max_uploads_per_user: u64,
     pub limits: Limits,
     /// Nodes sharing this configuration's dependencies (for the budget).
     pub cluster_nodes: usize,
@@ -564,7 +579,8 @@ impl Config {
             listen, data_dir, addr_file, admin_listen, admin_addr_file, metadata_url,
             cluster_nodes, log, s3_endpoint, s3_bucket, s3_region, s3_access_key_id,
             s3_secret_access_key, s3_prefix, s3_presign_redirects, storage_max_connections,
-            manifest_cache_mib, upload_expiry_hours, max_connections, max_waiting_connections,
+            manifest_cache_mib, upload_expiry_hours, max_uploads_per_tenant, max_uploads_per_user,
+            max_connections, max_waiting_connections,
             pull_limit,
             push_limit, admin_limit, tenant_share, max_wait_ms, adaptive,
             header_timeout_secs, idle_timeout_secs, min_upload_rate, storage_pool,
@@ -596,6 +612,12 @@ impl Config {
             log: a.log.unwrap_or_else(|| "info".into()),
             manifest_cache_bytes: a.manifest_cache_mib.unwrap_or(64) * 1024 * 1024,
             upload_expiry: Duration::from_secs(a.upload_expiry_hours.unwrap_or(24) * 3600),
+            max_uploads_per_tenant: a
+                .max_uploads_per_tenant
+                .unwrap_or(wharf_registry::DEFAULT_MAX_UPLOADS_PER_TENANT),
+            max_uploads_per_user: a
+                .max_uploads_per_user
+                .unwrap_or(wharf_registry::DEFAULT_MAX_UPLOADS_PER_USER),
             cluster_nodes: a.cluster_nodes.unwrap_or(1).max(1),
             s3,
             storage_max_connections: a.storage_max_connections,
@@ -626,6 +648,26 @@ mod tests {
         assert_eq!(c.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(c.log, "info");
+        assert_eq!(
+            (c.max_uploads_per_tenant, c.max_uploads_per_user),
+            (512, 64)
+        );
+    }
+
+    #[test]
+    fn upload_session_caps_come_from_flags_or_the_file() {
+        let c = merge(
+            ServeArgs::default(),
+            "max_uploads_per_tenant = 8\nmax_uploads_per_user = 0",
+        )
+        .unwrap();
+        assert_eq!((c.max_uploads_per_tenant, c.max_uploads_per_user), (8, 0));
+        let flags = ServeArgs {
+            max_uploads_per_user: Some(3),
+            ..ServeArgs::default()
+        };
+        let c = merge(flags, "max_uploads_per_user = 9").unwrap();
+        assert_eq!((c.max_uploads_per_tenant, c.max_uploads_per_user), (512, 3));
     }
 
     #[test]

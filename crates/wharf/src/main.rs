@@ -219,6 +219,8 @@ async fn serve(config: Config) -> Result<(), String> {
         RegistryConfig {
             manifest_cache_bytes: config.manifest_cache_bytes,
             upload_expiry: config.upload_expiry,
+            max_uploads_per_tenant: config.max_uploads_per_tenant,
+            max_uploads_per_user: config.max_uploads_per_user,
             ..RegistryConfig::default()
         },
     )
