@@ -256,6 +256,8 @@ fn serve_help_documents_every_limit() {
         "--admin-listen",
         "--max-connections",
         "--max-waiting-connections",
+        "--max-uploads-per-tenant",
+        "--max-uploads-per-user",
         "--pull-limit",
         "--push-limit",
         "--admin-limit",
