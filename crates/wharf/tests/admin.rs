@@ -290,8 +290,9 @@ fn a_cluster_without_shared_storage_is_refused() {
     assert!(err.contains("needs shared storage"), "{err}");
 }
 
-#[test]
-fn nonsense_limits_stop_the_start_with_a_reason() {
+/// `wharf serve` with `admin_listen` and `extra`, which must stop the start
+/// (exit 2); its error output.
+fn refused_start(admin_listen: &str, extra: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
         .args([
@@ -299,35 +300,26 @@ fn nonsense_limits_stop_the_start_with_a_reason() {
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
-            "127.0.0.1:0",
+            admin_listen,
         ])
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["--tenant-share", "2"])
+        .args(extra)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn nonsense_limits_stop_the_start_with_a_reason() {
+    let err = refused_start("127.0.0.1:0", &["--tenant-share", "2"]);
     assert!(err.contains("--tenant-share"), "{err}");
 }
 
 #[test]
 fn an_open_admin_api_off_loopback_is_refused_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "0.0.0.0:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = refused_start("0.0.0.0:0", &[]);
     assert!(
         err.contains("--admin-token-file") && err.contains("--admin-insecure"),
         "{err}"
