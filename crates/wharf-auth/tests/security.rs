@@ -294,7 +294,8 @@ fn sign_raw(key: &SigningKey, input: &str) -> String {
     let raw =
         <p256::ecdsa::SigningKey as p256::pkcs8::DecodePrivateKey>::from_pkcs8_pem(&pem).unwrap();
     let sig: p256::ecdsa::Signature = raw.sign(input.as_bytes());
-    format!("{input}.{}", b64(sig.to_bytes()))
+    // Low-S, as a genuine issuer signs (the verifier refuses the twin).
+    format!("{input}.{}", b64(sig.normalize_s().to_bytes()))
 }
 
 #[test]
