@@ -283,3 +283,84 @@ pub fn header(r: &Response, name: &str) -> String {
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default()
 }
+
+/// A response's status, OCI error code and message, and the headers the
+/// tests look at.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub challenge: String,
+    pub retry_after: String,
+    pub location: String,
+    pub body: String,
+}
+
+impl Outcome {
+    pub async fn of(r: Response) -> Outcome {
+        let status = r.status().as_u16();
+        let (challenge, retry_after) = (header(&r, "www-authenticate"), header(&r, "retry-after"));
+        let location = header(&r, "location");
+        let body = r.text().await.unwrap();
+        Outcome::parse(status, [challenge, retry_after, location], body)
+    }
+
+    /// From a raw response: its status, header block and body.
+    pub fn raw(status: u16, head: &str, body: String) -> Outcome {
+        let find = |name: &str| {
+            head.lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let headers = [
+            find("www-authenticate"),
+            find("retry-after"),
+            find("location"),
+        ];
+        Outcome::parse(status, headers, body)
+    }
+
+    /// `headers`: the challenge, `Retry-After` and `Location`.
+    fn parse(status: u16, headers: [String; 3], body: String) -> Outcome {
+        let [challenge, retry_after, location] = headers;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let first = &v["errors"][0];
+        Outcome {
+            status,
+            code: first["code"].as_str().unwrap_or("").to_string(),
+            message: first["message"].as_str().unwrap_or("").to_string(),
+            challenge,
+            retry_after,
+            location,
+            body,
+        }
+    }
+
+    /// Asserts `status` and `code` (`""`: no error body expected).
+    #[track_caller]
+    pub fn expect(&self, status: u16, code: &str, what: &str) {
+        assert_eq!(
+            (self.status, self.code.as_str()),
+            (status, code),
+            "{what}: {self:?}"
+        );
+    }
+
+    /// Asserts 429 `TOOMANYREQUESTS` with a `Retry-After` of at least 1 s.
+    #[track_caller]
+    pub fn expect_too_many(&self, what: &str) {
+        self.expect(429, "TOOMANYREQUESTS", what);
+        let secs: u64 = self.retry_after.parse().unwrap_or(0);
+        assert!(secs >= 1, "{what}: Retry-After {:?}", self.retry_after);
+    }
+
+    /// Asserts 403 `DENIED` naming a quota.
+    #[track_caller]
+    pub fn expect_quota_refusal(&self, what: &str) {
+        self.expect(403, "DENIED", what);
+        assert!(self.message.contains("quota"), "{what}: {self:?}");
+    }
+}

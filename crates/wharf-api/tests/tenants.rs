@@ -15,7 +15,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use common::*;
-use reqwest::{Method, RequestBuilder, Response};
+use reqwest::{Method, RequestBuilder};
 use serde_json::{json, Value};
 use wharf_api::auth::{Auth, TokenService, Users};
 use wharf_auth::{
@@ -191,62 +191,9 @@ impl Cred<'_> {
     }
 }
 
-/// A response's status, OCI error code and message, and the headers the
-/// tests look at.
-#[derive(Debug)]
-struct Outcome {
-    status: u16,
-    code: String,
-    message: String,
-    challenge: String,
-    retry_after: String,
-    body: String,
-}
-
+/// The refusals only this file's servers give (their realm and Basic
+/// challenge).
 impl Outcome {
-    async fn of(r: Response) -> Outcome {
-        let status = r.status().as_u16();
-        let challenge = header(&r, "www-authenticate");
-        let retry_after = header(&r, "retry-after");
-        let body = r.text().await.unwrap();
-        Outcome::parse(status, challenge, retry_after, body)
-    }
-
-    /// From a raw response: its status, header block and body.
-    fn raw(status: u16, head: &str, body: String) -> Outcome {
-        let find = |name: &str| {
-            head.lines()
-                .filter_map(|l| l.split_once(':'))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.trim().to_string())
-                .unwrap_or_default()
-        };
-        Outcome::parse(status, find("www-authenticate"), find("retry-after"), body)
-    }
-
-    fn parse(status: u16, challenge: String, retry_after: String, body: String) -> Outcome {
-        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        let first = &v["errors"][0];
-        Outcome {
-            status,
-            code: first["code"].as_str().unwrap_or("").to_string(),
-            message: first["message"].as_str().unwrap_or("").to_string(),
-            challenge,
-            retry_after,
-            body,
-        }
-    }
-
-    /// Asserts `status` and `code` (`""`: no error body expected).
-    #[track_caller]
-    fn expect(&self, status: u16, code: &str, what: &str) {
-        assert_eq!(
-            (self.status, self.code.as_str()),
-            (status, code),
-            "{what}: {self:?}"
-        );
-    }
-
     /// Asserts a bearer refusal: 401 `UNAUTHORIZED` with `error` in the
     /// challenge.
     #[track_caller]
@@ -268,21 +215,6 @@ impl Outcome {
     fn expect_basic_refusal(&self, what: &str) {
         self.expect(401, "UNAUTHORIZED", what);
         assert_eq!(self.challenge, BASIC, "{what}: {self:?}");
-    }
-
-    /// Asserts 429 `TOOMANYREQUESTS` with a `Retry-After` of at least 1 s.
-    #[track_caller]
-    fn expect_too_many(&self, what: &str) {
-        self.expect(429, "TOOMANYREQUESTS", what);
-        let secs: u64 = self.retry_after.parse().unwrap_or(0);
-        assert!(secs >= 1, "{what}: Retry-After {:?}", self.retry_after);
-    }
-
-    /// Asserts 403 `DENIED` naming a quota.
-    #[track_caller]
-    fn expect_quota_refusal(&self, what: &str) {
-        self.expect(403, "DENIED", what);
-        assert!(self.message.contains("quota"), "{what}: {self:?}");
     }
 }
 

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use reqwest::{Method, Response};
-use serde_json::Value;
+use reqwest::Method;
 use wharf_api::auth::{Auth, Users};
 use wharf_auth::{BasicChallenge, LimiterConfig, LoginLimiter};
 use wharf_meta::MetaStore;
@@ -139,46 +138,8 @@ impl Setup {
     }
 }
 
-#[derive(Debug)]
-struct Outcome {
-    status: u16,
-    code: String,
-    message: String,
-    retry_after: String,
-    location: String,
-}
-
+/// The session-cap refusal, which only this file asks about.
 impl Outcome {
-    async fn of(r: Response) -> Outcome {
-        let status = r.status().as_u16();
-        let retry_after = header(&r, "retry-after");
-        let location = header(&r, "location");
-        let body = r.text().await.unwrap();
-        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        Outcome {
-            status,
-            code: v["errors"][0]["code"].as_str().unwrap_or("").to_string(),
-            message: v["errors"][0]["message"].as_str().unwrap_or("").to_string(),
-            retry_after,
-            location,
-        }
-    }
-
-    #[track_caller]
-    fn expect(&self, status: u16, code: &str, what: &str) {
-        assert_eq!(
-            (self.status, self.code.as_str()),
-            (status, code),
-            "{what}: {self:?}"
-        );
-    }
-
-    #[track_caller]
-    fn expect_quota_refusal(&self, what: &str) {
-        self.expect(403, "DENIED", what);
-        assert!(self.message.contains("quota"), "{what}: {self:?}");
-    }
-
     /// 429 with a `Retry-After` and a message saying how many sessions
     /// are open, the limit, and what to do.
     #[track_caller]
