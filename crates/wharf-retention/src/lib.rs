@@ -109,7 +109,7 @@ pub mod snapshot;
 
 pub use plan::{Deletion, KeepReason, Kept, Miss, Plan, Reason, RuleMiss, Target};
 pub use policy::{
-    CompiledPolicy, Policy, PolicyError, Rule, RuleError, MAX_DAYS, MAX_KEEP_LAST,
-    MAX_PATTERN_LEN, MAX_RULES, REGEX_SIZE_LIMIT,
+    CompiledPolicy, Policy, PolicyError, Rule, RuleError, MAX_DAYS, MAX_KEEP_LAST, MAX_PATTERN_LEN,
+    MAX_RULES, REGEX_SIZE_LIMIT,
 };
 pub use snapshot::{ManifestRecord, RepositorySnapshot, Snapshot, TagRecord};

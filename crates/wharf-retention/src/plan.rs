@@ -183,12 +183,17 @@ impl CompiledPolicy {
     /// immutability rule; such a tag is never deleted. Pure: the same
     /// arguments give the same plan, whatever the order of the snapshot's
     /// lists.
-    pub fn plan(&self, snapshot: &Snapshot, is_immutable: impl Fn(&RepoName, &Tag) -> bool) -> Plan {
+    pub fn plan(
+        &self,
+        snapshot: &Snapshot,
+        is_immutable: impl Fn(&RepoName, &Tag) -> bool,
+    ) -> Plan {
         let mut repositories: Vec<&RepositorySnapshot> = snapshot.repositories.iter().collect();
         repositories.sort_by(|a, b| a.name.cmp(&b.name));
         let mut plan = Plan::default();
         for repository in repositories {
-            RepositoryPlanner::new(self, snapshot.now_unix, repository).run(&is_immutable, &mut plan);
+            RepositoryPlanner::new(self, snapshot.now_unix, repository)
+                .run(&is_immutable, &mut plan);
         }
         plan
     }
@@ -308,10 +313,7 @@ impl<'a> RepositoryPlanner<'a> {
                         kept_by = Some(*index);
                         break;
                     }
-                    Some(miss) => misses.push(RuleMiss {
-                        rule: *index,
-                        miss,
-                    }),
+                    Some(miss) => misses.push(RuleMiss { rule: *index, miss }),
                 }
             }
             let reason = match kept_by {
@@ -342,7 +344,11 @@ impl<'a> RepositoryPlanner<'a> {
             .tags
             .values()
             .copied()
-            .filter(|t| rule.tag.as_ref().is_none_or(|re| re.is_match(t.tag.as_str())))
+            .filter(|t| {
+                rule.tag
+                    .as_ref()
+                    .is_none_or(|re| re.is_match(t.tag.as_str()))
+            })
             .collect();
         candidates.sort_by(|a, b| {
             (Reverse(a.pushed_unix), &a.tag).cmp(&(Reverse(b.pushed_unix), &b.tag))
@@ -421,7 +427,12 @@ impl<'a> RepositoryPlanner<'a> {
         let mut standing: BTreeMap<&Digest, Standing> = self
             .manifests
             .iter()
-            .map(|(d, m)| (*d, self.standing(m, tagged.contains(d), subject_here(m).is_some())))
+            .map(|(d, m)| {
+                (
+                    *d,
+                    self.standing(m, tagged.contains(d), subject_here(m).is_some()),
+                )
+            })
             .collect();
 
         // A referrer that follows its subject needs a chain of subjects that
@@ -641,7 +652,9 @@ impl Plan {
             .filter(|d| matches!(d.target, Target::Tag { .. }))
             .count();
         let manifests = self.deletions.len() - tags;
-        out.push_str(&format!("{tags} tags and {manifests} manifests to delete\n"));
+        out.push_str(&format!(
+            "{tags} tags and {manifests} manifests to delete\n"
+        ));
         out
     }
 }
@@ -781,7 +794,10 @@ mod tests {
             .into();
         assert_eq!(
             got,
-            ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th"]
+            [
+                "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st",
+                "111th"
+            ]
         );
     }
 }

@@ -255,7 +255,10 @@ impl CompiledRule {
         let keep_field = [
             ("tag", rule.tag.is_some()),
             ("keep_last", rule.keep_last.is_some()),
-            ("keep_pulled_within_days", rule.keep_pulled_within_days.is_some()),
+            (
+                "keep_pulled_within_days",
+                rule.keep_pulled_within_days.is_some(),
+            ),
         ]
         .into_iter()
         .find_map(|(field, present)| present.then_some(field));
@@ -447,7 +450,10 @@ mod tests {
                 ..Rule::default()
             })
         };
-        assert!(matches!(tag("v(1"), RuleError::BadPattern { field: "tag", .. }));
+        assert!(matches!(
+            tag("v(1"),
+            RuleError::BadPattern { field: "tag", .. }
+        ));
         assert!(matches!(tag(""), RuleError::EmptyPattern { field: "tag" }));
         // Would escape the anchors if wrapped without being parsed alone.
         assert!(matches!(tag("a)|(b"), RuleError::BadPattern { .. }));
@@ -467,7 +473,13 @@ mod tests {
             keep_last: Some(1),
             ..Rule::default()
         });
-        assert!(matches!(e, RuleError::BadPattern { field: "repository", .. }));
+        assert!(matches!(
+            e,
+            RuleError::BadPattern {
+                field: "repository",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -505,7 +517,10 @@ mod tests {
             ],
         };
         let text = policy.compile().unwrap_err().to_string();
-        assert!(text.starts_with("rule 1: tag: not a usable regular expression"), "{text}");
+        assert!(
+            text.starts_with("rule 1: tag: not a usable regular expression"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -529,7 +544,8 @@ mod tests {
 
     #[test]
     fn json_round_trips_and_refuses_unknown_fields() {
-        let text = r#"{"rules":[{"repository":"app/.*","keep_last":5},{"untagged_older_than_days":30}]}"#;
+        let text =
+            r#"{"rules":[{"repository":"app/.*","keep_last":5},{"untagged_older_than_days":30}]}"#;
         let policy: Policy = serde_json::from_str(text).unwrap();
         assert_eq!(policy.rules[0].keep_last, Some(5));
         assert_eq!(serde_json::to_string(&policy).unwrap(), text);
