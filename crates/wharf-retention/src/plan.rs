@@ -387,7 +387,7 @@ impl<'a> RepositoryPlanner<'a> {
         }
         if let Some(days) = rule.source.keep_pulled_within_days {
             let pulled = self.pulled_age(&t.digest);
-            if !pulled.is_some_and(|age| age <= u64::from(days) * DAY_SECS) {
+            if pulled.is_none_or(|age| age > u64::from(days) * DAY_SECS) {
                 return Some(Miss::KeepPulled {
                     within_days: days,
                     last_pulled_days_ago: pulled.map(|age| age / DAY_SECS),
