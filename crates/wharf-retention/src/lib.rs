@@ -69,7 +69,7 @@
 //!    is measured from the manifest's push, not from when it lost its last
 //!    tag: the snapshot has no such time. Several untagged rules: the
 //!    first (by index) that condemns it is named.
-//! 4. **What keeps a manifest** (these win over rule 3):
+//! 4. **What keeps a manifest** (any of these wins over rule 3):
 //!    - a tag that stays points at it;
 //!    - it is untagged, was pulled within D days, and a covering keep rule
 //!      has `keep_pulled_within_days D` and no other keep condition (a
@@ -77,12 +77,11 @@
 //!      manifest, so it keeps none);
 //!    - no untagged rule condemns it (too young, or none covers the
 //!      repository);
-//!    - a kept index lists it as a child;
-//!    - its `subject` is a kept manifest (a signature, SBOM or other
-//!      referrer of a kept manifest is kept);
+//!    - a kept index lists it as a child, or its `subject` is a kept
+//!      manifest (a signature, SBOM or other referrer of a kept manifest).
 //!
-//!    applied to closure: the children and referrers of whatever these keep
-//!    are kept too.
+//!    The last point applies transitively: the children and referrers of
+//!    anything kept are kept, and theirs, and so on.
 //! 5. **Referrers of deleted manifests.** An untagged referrer whose subject
 //!    (in the same repository) the plan deletes is deleted with it, reason
 //!    `ReferrerOfDeleted` naming the subject, even if it is too young for
@@ -99,6 +98,54 @@
 //!
 //! Times in the future count as age zero. "Within D days" includes exactly
 //! D days; "older than D days" means strictly more.
+//!
+//! # Example
+//!
+//! ```
+//! use wharf_retention::{ManifestRecord, Policy, RepositorySnapshot, Snapshot, TagRecord};
+//! use wharf_core::Digest;
+//!
+//! const DAY: u64 = 86_400;
+//! let policy: Policy = serde_json::from_str(
+//!     r#"{"rules": [
+//!         {"repository": "app/.*", "tag": "v.*", "keep_last": 1},
+//!         {"untagged_older_than_days": 30}
+//!     ]}"#,
+//! )?;
+//! let policy = policy.compile()?;
+//!
+//! let (old, new) = (Digest::sha256_of(b"old"), Digest::sha256_of(b"new"));
+//! let manifest = |digest: &Digest, pushed_unix| ManifestRecord {
+//!     digest: digest.clone(),
+//!     pushed_unix,
+//!     last_pulled_unix: None,
+//!     subject: None,
+//!     children: vec![],
+//! };
+//! let tag = |name: &str, digest: &Digest, pushed_unix| TagRecord {
+//!     tag: name.parse().unwrap(),
+//!     digest: digest.clone(),
+//!     pushed_unix,
+//! };
+//! let snapshot = Snapshot {
+//!     now_unix: 100 * DAY,
+//!     repositories: vec![RepositorySnapshot {
+//!         name: "acme/app/web".parse()?,
+//!         tags: vec![tag("v1", &old, 10 * DAY), tag("v2", &new, 90 * DAY)],
+//!         manifests: vec![manifest(&old, 10 * DAY), manifest(&new, 90 * DAY)],
+//!     }],
+//! };
+//!
+//! // No tag is immutable here.
+//! let plan = policy.plan(&snapshot, |_repository, _tag| false);
+//! let lines: Vec<String> = plan.deletions.iter().map(|d| d.to_string()).collect();
+//! assert_eq!(lines, [
+//!     "delete tag acme/app/web:v1 — no rule keeps it: rule 0: 2nd newest of 2, keep_last 1".to_string(),
+//!     format!("delete manifest acme/app/web@{old} — untagged (its last tag removed by this plan), \
+//!              pushed 90 days ago: rule 1: untagged_older_than_days 30"),
+//! ]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

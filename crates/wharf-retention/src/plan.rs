@@ -652,8 +652,11 @@ impl Plan {
             .filter(|d| matches!(d.target, Target::Tag { .. }))
             .count();
         let manifests = self.deletions.len() - tags;
+        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
         out.push_str(&format!(
-            "{tags} tags and {manifests} manifests to delete\n"
+            "{} and {} to delete\n",
+            plural(tags, "tag"),
+            plural(manifests, "manifest")
         ));
         out
     }

@@ -90,17 +90,12 @@ fn keep_pulled_keeps_tags_pulled_within_the_window() {
 
 #[test]
 fn untagged_older_than_deletes_old_untagged_manifests_only() {
-    let mut r = repo("acme/app")
+    let r = repo("acme/app")
         .image(1, 31) // untagged, old: deleted
         .image(2, 30) // untagged, exactly 30 days: not older than 30
+        .image_at(4, ago(30) - 1) // one second more: older than 30 days
         .image(3, 400) // tagged: kept
         .tag("latest", 3, 400);
-    // One second past 30 days is older than 30 days.
-    r.0.manifests.push(wharf_retention::ManifestRecord {
-        pushed_unix: ago(30) - 1,
-        ..r.0.manifests[0].clone()
-    });
-    r.0.manifests[3].digest = d(4);
     let p = plan(r#"{"rules":[{"untagged_older_than_days":30}]}"#, vec![r]);
     assert_eq!(deleted_set(&p), digests(&[1, 4]));
     assert!(
@@ -446,8 +441,7 @@ fn a_referrer_loop_in_a_bad_snapshot_deletes_nothing_young() {
 
 #[test]
 fn times_in_the_future_count_as_age_zero() {
-    let mut r = repo("acme/app").image(1, 0);
-    r.0.manifests[0].pushed_unix = NOW + 100 * DAY;
+    let r = repo("acme/app").image_at(1, NOW + 100 * DAY);
     let p = plan(r#"{"rules":[{"untagged_older_than_days":1}]}"#, vec![r]);
     assert!(p.is_empty());
 }
@@ -521,7 +515,7 @@ fn the_dry_run_renders_rules_deletions_and_counts() {
              rule 1: untagged_older_than_days 30\n\
              delete tag acme/app:old — no rule keeps it: rule 0: 2nd newest of 2, keep_last 1\n\
              delete manifest acme/app@{} — untagged (its last tag removed by this plan), pushed 40 days ago: rule 1: untagged_older_than_days 30\n\
-             1 tags and 1 manifests to delete\n",
+             1 tag and 1 manifest to delete\n",
             d(1)
         )
     );

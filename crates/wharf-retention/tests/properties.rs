@@ -401,6 +401,7 @@ fn check(seed: u64) {
                     }
                     KeepReason::Pulled { rule, .. } => {
                         let r = &case.policy.rules[*rule];
+                        assert!(covers(r, repo) && r.tag.is_none() && r.keep_last.is_none());
                         assert!(pulled_within(
                             repo,
                             &m.digest,

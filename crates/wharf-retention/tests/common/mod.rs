@@ -41,10 +41,15 @@ pub fn repo(name: &str) -> Repo {
 
 impl Repo {
     /// An image manifest pushed `days` ago.
-    pub fn image(mut self, n: u32, days: u64) -> Self {
+    pub fn image(self, n: u32, days: u64) -> Self {
+        self.image_at(n, ago(days))
+    }
+
+    /// An image manifest pushed at `pushed_unix`.
+    pub fn image_at(mut self, n: u32, pushed_unix: u64) -> Self {
         self.0.manifests.push(ManifestRecord {
             digest: d(n),
-            pushed_unix: ago(days),
+            pushed_unix,
             last_pulled_unix: None,
             subject: None,
             children: Vec::new(),
