@@ -419,98 +419,13 @@ impl<'a> RepositoryPlanner<'a> {
             return;
         }
 
-        let subject_here = |m: &ManifestRecord| -> Option<&'a Digest> {
-            let s = m.subject.as_ref()?;
-            let (s, _) = self.manifests.get_key_value(s)?;
-            (*s != &m.digest).then_some(*s)
-        };
         let mut standing: BTreeMap<&Digest, Standing> = self
             .manifests
             .iter()
-            .map(|(d, m)| {
-                (
-                    *d,
-                    self.standing(m, tagged.contains(d), subject_here(m).is_some()),
-                )
-            })
+            .map(|(d, m)| (*d, self.standing(m, tagged.contains(d))))
             .collect();
-
-        // A referrer that follows its subject needs a chain of subjects that
-        // ends in a manifest with a standing of its own. A chain that loops
-        // (impossible with real digests, possible in a bad snapshot) decides
-        // nothing, so its members stay as any young untagged manifest does.
-        let mut grounded: HashMap<&Digest, bool> = HashMap::new();
-        for (d, m) in &self.manifests {
-            if !matches!(standing[d], Standing::FollowsSubject) || grounded.contains_key(d) {
-                continue;
-            }
-            let mut path = Vec::new();
-            let mut on_path = HashSet::new();
-            let mut cur: &Digest = d;
-            let mut cur_m: &ManifestRecord = m;
-            let result = loop {
-                if let Some(&g) = grounded.get(cur) {
-                    break g;
-                }
-                if !matches!(standing[cur], Standing::FollowsSubject) {
-                    break true;
-                }
-                if !on_path.insert(cur) {
-                    break false;
-                }
-                path.push(cur);
-                // A manifest that follows its subject has one here.
-                let Some(next) = subject_here(cur_m) else {
-                    break true;
-                };
-                cur = next;
-                cur_m = self.manifests[next];
-            };
-            for p in path {
-                grounded.insert(p, result);
-            }
-        }
-        for (d, g) in grounded {
-            if !g {
-                standing.insert(d, Standing::Root(KeepReason::NotOldEnough));
-            }
-        }
-
-        // Close the kept set: children of kept indexes, referrers of kept
-        // manifests.
-        let mut referrers: HashMap<&Digest, Vec<&Digest>> = HashMap::new();
-        for (d, m) in &self.manifests {
-            if let Some(s) = subject_here(m) {
-                referrers.entry(s).or_default().push(*d);
-            }
-        }
-        let mut kept: BTreeMap<&Digest, KeepReason> = BTreeMap::new();
-        let mut queue = VecDeque::new();
-        for (d, s) in &standing {
-            if let Standing::Root(reason) = s {
-                kept.insert(*d, reason.clone());
-                queue.push_back(*d);
-            }
-        }
-        while let Some(d) = queue.pop_front() {
-            let m = self.manifests[d];
-            let children = m
-                .children
-                .iter()
-                .filter_map(|c| self.manifests.get_key_value(c).map(|(c, _)| *c))
-                .map(|c| (c, KeepReason::ChildOf { index: d.clone() }));
-            let refs = referrers
-                .get(d)
-                .into_iter()
-                .flatten()
-                .map(|r| (*r, KeepReason::ReferrerOf { subject: d.clone() }));
-            for (next, reason) in children.chain(refs) {
-                if !kept.contains_key(next) {
-                    kept.insert(next, reason);
-                    queue.push_back(next);
-                }
-            }
-        }
+        self.settle_subject_loops(&mut standing);
+        let kept = self.close(&standing);
 
         let tagged_before: HashSet<&Digest> = self.tags.values().map(|t| &t.digest).collect();
         let deleted: BTreeSet<&Digest> = self
@@ -521,7 +436,7 @@ impl<'a> RepositoryPlanner<'a> {
             .collect();
         for d in self.deletion_order(&deleted) {
             let m = self.manifests[d];
-            let reason = match (subject_here(m), &standing[d]) {
+            let reason = match (self.subject_here(m), &standing[d]) {
                 (Some(subject), _) if deleted.contains(subject) => Reason::ReferrerOfDeleted {
                     subject: subject.clone(),
                 },
@@ -555,7 +470,8 @@ impl<'a> RepositoryPlanner<'a> {
         }
     }
 
-    fn standing(&self, m: &ManifestRecord, tagged: bool, has_subject_here: bool) -> Standing {
+    /// A manifest's standing on its own, before children and referrers.
+    fn standing(&self, m: &ManifestRecord, tagged: bool) -> Standing {
         if tagged {
             return Standing::Root(KeepReason::Tagged);
         }
@@ -584,9 +500,98 @@ impl<'a> RepositoryPlanner<'a> {
             });
         match condemned {
             Some(c) => c,
-            None if has_subject_here => Standing::FollowsSubject,
+            None if self.subject_here(m).is_some() => Standing::FollowsSubject,
             None => Standing::Root(KeepReason::NotOldEnough),
         }
+    }
+
+    /// The manifest's subject, if it is another manifest of the repository.
+    fn subject_here(&self, m: &ManifestRecord) -> Option<&'a Digest> {
+        let (s, _) = self.manifests.get_key_value(m.subject.as_ref()?)?;
+        (*s != &m.digest).then_some(*s)
+    }
+
+    /// A referrer that follows its subject needs a chain of subjects that
+    /// ends in a manifest with a standing of its own. A chain that loops
+    /// (impossible with real digests, possible in a bad snapshot) decides
+    /// nothing, so its members, and the referrers that lead into it, stay as
+    /// any young untagged manifest does.
+    fn settle_subject_loops(&self, standing: &mut BTreeMap<&'a Digest, Standing>) {
+        let follows = |s: &Standing| matches!(s, Standing::FollowsSubject);
+        let mut grounded: HashMap<&Digest, bool> = HashMap::new();
+        for (d, m) in &self.manifests {
+            if !follows(&standing[d]) || grounded.contains_key(d) {
+                continue;
+            }
+            let mut path = Vec::new();
+            let mut on_path = HashSet::new();
+            let (mut cur, mut cur_m): (&Digest, &ManifestRecord) = (d, m);
+            let result = loop {
+                if let Some(&g) = grounded.get(cur) {
+                    break g;
+                }
+                if !follows(&standing[cur]) {
+                    break true;
+                }
+                if !on_path.insert(cur) {
+                    break false;
+                }
+                path.push(cur);
+                // A manifest that follows its subject has one here.
+                let Some(next) = self.subject_here(cur_m) else {
+                    break true;
+                };
+                (cur, cur_m) = (next, self.manifests[next]);
+            };
+            for p in path {
+                grounded.insert(p, result);
+            }
+        }
+        for (d, g) in grounded {
+            if !g {
+                standing.insert(d, Standing::Root(KeepReason::NotOldEnough));
+            }
+        }
+    }
+
+    /// The kept manifests: the roots, then, transitively, the children of
+    /// kept indexes and the referrers of kept manifests; each with the
+    /// first reason found (breadth first, roots in digest order).
+    fn close(&self, standing: &BTreeMap<&'a Digest, Standing>) -> BTreeMap<&'a Digest, KeepReason> {
+        let mut referrers: HashMap<&Digest, Vec<&'a Digest>> = HashMap::new();
+        for (d, m) in &self.manifests {
+            if let Some(s) = self.subject_here(m) {
+                referrers.entry(s).or_default().push(*d);
+            }
+        }
+        let mut kept: BTreeMap<&'a Digest, KeepReason> = BTreeMap::new();
+        let mut queue = VecDeque::new();
+        for (d, s) in standing {
+            if let Standing::Root(reason) = s {
+                kept.insert(*d, reason.clone());
+                queue.push_back(*d);
+            }
+        }
+        while let Some(d) = queue.pop_front() {
+            let m = self.manifests[d];
+            let children = m
+                .children
+                .iter()
+                .filter_map(|c| self.manifests.get_key_value(c).map(|(c, _)| *c))
+                .map(|c| (c, KeepReason::ChildOf { index: d.clone() }));
+            let refs = referrers
+                .get(d)
+                .into_iter()
+                .flatten()
+                .map(|r| (*r, KeepReason::ReferrerOf { subject: d.clone() }));
+            for (next, reason) in children.chain(refs) {
+                if !kept.contains_key(next) {
+                    kept.insert(next, reason);
+                    queue.push_back(next);
+                }
+            }
+        }
+        kept
     }
 
     /// `deleted` ordered so that nothing is deleted while a deleted index
