@@ -11,11 +11,12 @@ use wharf_core::{Digest, RepoName, Tag};
 
 /// One tenant's repositories at `now_unix`.
 ///
-/// Preconditions (the caller's to keep; the plan is still deterministic if
-/// they are broken, but means little): each repository appears once; within
-/// one, each tag name and each manifest digest appears once (the first
-/// occurrence is used); all repositories belong to the tenant whose policy
-/// is applied.
+/// Preconditions (the caller's to keep): each repository appears once;
+/// within one, each tag name and each manifest digest appears once; all
+/// repositories belong to the tenant whose policy is applied. If a tag or
+/// digest appears twice, its first occurrence counts (and the plan then
+/// depends on the order of the lists); a repository listed twice is planned
+/// twice.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The clock reading the ages are measured from, in seconds since the
