@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use wharf_core::{Digest, RepoName, Tag, UploadId};
+use wharf_meta::gc::{GcStatus, Known, ReviewPolicy, Verdict};
 use wharf_meta::{
     DirectorySnapshot, ManifestRecord, MetaError, MetaStore, NamespaceUsage, PurgeCounts,
     RefreshRecord, RefreshScope, UploadRecord, UploadUsage,
@@ -195,5 +196,62 @@ impl MetaStore for GuardedMetaStore {
 
     async fn refresh_prune(&self, now_unix: u64) -> Result<u64, MetaError> {
         self.call(self.inner.refresh_prune(now_unix)).await
+    }
+
+    async fn mount_blob(
+        &self,
+        from: &RepoName,
+        to: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, MetaError> {
+        self.call(self.inner.mount_blob(from, to, digest)).await
+    }
+
+    async fn gc_touch(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        now_unix: u64,
+    ) -> Result<(), MetaError> {
+        self.call(self.inner.gc_touch(repo, digest, now_unix)).await
+    }
+
+    async fn gc_hold(
+        &self,
+        digest: &Digest,
+        holder: &str,
+        until_unix: u64,
+    ) -> Result<(), MetaError> {
+        self.call(self.inner.gc_hold(digest, holder, until_unix))
+            .await
+    }
+
+    async fn gc_review(&self, policy: &ReviewPolicy) -> Result<Vec<Verdict>, MetaError> {
+        self.call(self.inner.gc_review(policy)).await
+    }
+
+    async fn gc_release(&self, digest: &Digest, holder: &str) -> Result<bool, MetaError> {
+        self.call(self.inner.gc_release(digest, holder)).await
+    }
+
+    async fn gc_enqueue_orphans(
+        &self,
+        digests: &[Digest],
+        now_unix: u64,
+    ) -> Result<u64, MetaError> {
+        self.call(self.inner.gc_enqueue_orphans(digests, now_unix))
+            .await
+    }
+
+    async fn largest_namespaces(&self, n: usize) -> Result<Vec<(String, u64)>, MetaError> {
+        self.call(self.inner.largest_namespaces(n)).await
+    }
+
+    async fn gc_status(&self, policy: &ReviewPolicy) -> Result<GcStatus, MetaError> {
+        self.call(self.inner.gc_status(policy)).await
+    }
+
+    async fn gc_known(&self, policy: &ReviewPolicy) -> Result<Known, MetaError> {
+        self.call(self.inner.gc_known(policy)).await
     }
 }

@@ -35,7 +35,6 @@
 //! short reads run inline; they may see a batch's writes up to one fsync
 //! before those are durable (and before their callers are answered).
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Bound;
 use std::path::Path;
@@ -50,6 +49,10 @@ use redb::{
 };
 use wharf_core::{Digest, RepoName, Tag, UploadId};
 
+mod gc;
+mod usage;
+
+use crate::gc::{GcStatus, Known, ReviewKind, ReviewPolicy, Verdict};
 use crate::{
     check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestRecord,
     MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope, UploadRecord,
@@ -199,6 +202,8 @@ impl EmbeddedStore {
         txn.open_table(DIRECTORY_VERSION).map_err(engine)?;
         txn.open_table(REFRESH).map_err(engine)?;
         txn.open_table(REFRESH_BY_IDENTITY).map_err(engine)?;
+        gc::open_tables(&txn)?;
+        usage::open_tables(&txn)?;
         txn.commit().map_err(engine)?;
 
         tracing::debug!(path = %path.display(), "opened embedded metadata store");
@@ -229,6 +234,40 @@ impl EmbeddedStore {
                 committed: out.is_ok(),
                 answer: Box::new(move |durable| {
                     let _ = tx.send(out.and_then(|v| durable.map(|()| v)));
+                }),
+            }
+        });
+        let queue = self
+            .writer
+            .queue
+            .as_ref()
+            .expect("the queue lives as long as the store");
+        queue
+            .send(job)
+            .map_err(|_| MetaError::Internal("the metadata writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| MetaError::Internal("the metadata writer dropped a write".into()))?
+    }
+
+    /// Runs `f` in a write transaction on the writer thread and rolls it
+    /// back whatever it returns: what `f` would have done, with nothing
+    /// done (a dry run).
+    async fn write_and_abort<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, MetaError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, MetaError>>();
+        let job: Job = Box::new(move |db: &Database| {
+            let out = db.begin_write().map_err(engine).and_then(|txn| {
+                let out = f(&txn);
+                txn.abort().map_err(engine)?;
+                out
+            });
+            Ran {
+                committed: false,
+                answer: Box::new(move |_| {
+                    let _ = tx.send(out);
                 }),
             }
         });
@@ -436,6 +475,33 @@ fn decode_manifest(bytes: &[u8]) -> Result<ManifestRecord, MetaError> {
     serde_json::from_slice(bytes).map_err(|e| corrupt("manifest record", e))
 }
 
+/// Links `digest` (of `size` bytes) into `repo`, refused under a
+/// tombstone, queueing (or postponing) its link review.
+fn link(
+    txn: &WriteTransaction,
+    repo: &str,
+    digest: &str,
+    size: u64,
+    now: u64,
+) -> Result<(), MetaError> {
+    gc::refuse_if_tombstoned(txn, digest)?;
+    let previous = txn
+        .open_table(BLOBS)
+        .map_err(engine)?
+        .insert(key2(repo, digest).as_str(), size)
+        .map_err(engine)?
+        .map(|v| v.value());
+    if previous.is_none() {
+        usage::held(txn, repo, digest, size)?;
+    }
+    gc::linked(txn, repo, digest, now)?;
+    txn.open_table(REPOS)
+        .map_err(engine)?
+        .insert(repo, ())
+        .map_err(engine)?;
+    Ok(())
+}
+
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, MetaError> {
     serde_json::to_vec(value).map_err(|e| MetaError::Internal(format!("cannot encode: {e}")))
 }
@@ -449,17 +515,32 @@ impl MetaStore for EmbeddedStore {
         size: u64,
     ) -> Result<(), MetaError> {
         let repo = repo.to_string();
-        let key = key2(&repo, &digest.to_string());
+        let digest = digest.to_string();
+        let now = wharf_core::now_unix();
+        self.write(move |txn| link(txn, &repo, &digest, size, now))
+            .await
+    }
+
+    async fn mount_blob(
+        &self,
+        from: &RepoName,
+        to: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, MetaError> {
+        let (from, to, digest) = (from.to_string(), to.to_string(), digest.to_string());
+        let now = wharf_core::now_unix();
         self.write(move |txn| {
-            txn.open_table(BLOBS)
+            let size = txn
+                .open_table(BLOBS)
                 .map_err(engine)?
-                .insert(key.as_str(), size)
-                .map_err(engine)?;
-            txn.open_table(REPOS)
+                .get(key2(&from, &digest).as_str())
                 .map_err(engine)?
-                .insert(repo.as_str(), ())
-                .map_err(engine)?;
-            Ok(())
+                .map(|v| v.value());
+            let Some(size) = size else {
+                return Ok(None);
+            };
+            link(txn, &to, &digest, size, now)?;
+            Ok(Some(size))
         })
         .await
     }
@@ -474,11 +555,21 @@ impl MetaStore for EmbeddedStore {
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        let key = key2(repo.as_str(), &digest.to_string());
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        let now = wharf_core::now_unix();
         self.write(move |txn| {
             let mut table = txn.open_table(BLOBS).map_err(engine)?;
-            let removed = table.remove(key.as_str()).map_err(engine)?;
-            Ok(removed.is_some())
+            let removed = table
+                .remove(key2(&repo, &digest).as_str())
+                .map_err(engine)?
+                .map(|v| v.value());
+            drop(table);
+            let Some(size) = removed else {
+                return Ok(false);
+            };
+            usage::unheld(txn, &repo, &digest, size)?;
+            gc::unlinked(txn, &repo, &digest, now)?;
+            Ok(true)
         })
         .await
     }
@@ -494,7 +585,11 @@ impl MetaStore for EmbeddedStore {
         let subject = record.subject.as_ref().map(Digest::to_string);
         let bytes = encode(record)?;
         let tag = tag.map(Tag::to_string);
+        let references: Vec<String> = record.references.iter().map(Digest::to_string).collect();
+        let size = record.size;
         self.write(move |txn| {
+            gc::refuse_if_tombstoned(txn, &digest)?;
+            gc::check_held(txn, &repo, &references)?;
             let key = key2(&repo, &digest);
             let mut manifests = txn.open_table(MANIFESTS).map_err(engine)?;
             let previous = manifests
@@ -502,6 +597,13 @@ impl MetaStore for EmbeddedStore {
                 .map_err(engine)?
                 .map(|old| decode_manifest(old.value()))
                 .transpose()?;
+            drop(manifests);
+            // The same digest is the same bytes, so a record stored again
+            // references the same content: count and index it once.
+            if previous.is_none() {
+                usage::held(txn, &repo, &digest, size)?;
+                gc::manifest_stored(txn, &repo, &digest, &references)?;
+            }
 
             let mut referrers = txn.open_table(REFERRERS).map_err(engine)?;
             // Same digest means same bytes, so the subject cannot really
@@ -551,6 +653,7 @@ impl MetaStore for EmbeddedStore {
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
         let repo = repo.to_string();
         let digest = digest.to_string();
+        let now = wharf_core::now_unix();
         self.write(move |txn| {
             let removed = txn
                 .open_table(MANIFESTS)
@@ -562,6 +665,9 @@ impl MetaStore for EmbeddedStore {
             let Some(record) = removed else {
                 return Ok(false);
             };
+            let references: Vec<String> = record.references.iter().map(Digest::to_string).collect();
+            usage::unheld(txn, &repo, &digest, record.size)?;
+            gc::manifest_removed(txn, &repo, &digest, &references, now)?;
 
             if let Some(subject) = &record.subject {
                 txn.open_table(REFERRERS)
@@ -823,47 +929,12 @@ impl MetaStore for EmbeddedStore {
     ) -> Result<NamespaceUsage, MetaError> {
         check_namespace(namespace)?;
         let asked = digest.map(Digest::to_string);
-        let asked = asked.as_deref();
-        // One snapshot for both tables, so a manifest put between the two
-        // scans cannot be half counted.
         self.read(|txn| {
-            let mut blobs: HashMap<String, u64> = HashMap::new();
-            let mut manifests: HashMap<String, u64> = HashMap::new();
-            let mut repos: HashSet<String> = HashSet::new();
-            let mut holds_digest = false;
-            let mut note = |repo: &str, digest: &str| {
-                if !repos.contains(repo) {
-                    repos.insert(repo.to_string());
-                }
-                holds_digest |= asked == Some(digest);
-            };
-
-            let table = txn.open_table(BLOBS).map_err(engine)?;
-            for_each_in_namespace(&table, namespace, |repo, digest, size| {
-                note(repo, digest);
-                // The same digest has the same size everywhere; should two
-                // links disagree, count the larger, as PostgreSQL does.
-                let seen = blobs.entry(digest.to_string()).or_insert(0);
-                *seen = (*seen).max(size.value());
-                Ok(())
-            })?;
-            let table = txn.open_table(MANIFESTS).map_err(engine)?;
-            for_each_in_namespace(&table, namespace, |repo, digest, record| {
-                note(repo, digest);
-                if !manifests.contains_key(digest) {
-                    let size = decode_manifest(record.value())?.size;
-                    manifests.insert(digest.to_string(), size);
-                }
-                Ok(())
-            })?;
-
-            let bytes = blobs
-                .values()
-                .chain(manifests.values())
-                .fold(0u64, |sum, size| sum.saturating_add(*size));
+            let (bytes, repositories, holds_digest) =
+                usage::read(txn, namespace, asked.as_deref())?;
             Ok(NamespaceUsage {
                 bytes,
-                repositories: repos.len() as u64,
+                repositories,
                 holds_digest,
             })
         })
@@ -872,15 +943,45 @@ impl MetaStore for EmbeddedStore {
     async fn purge_namespace(&self, namespace: &str) -> Result<PurgeCounts, MetaError> {
         check_namespace(namespace)?;
         let namespace = namespace.to_string();
+        let now = wharf_core::now_unix();
         self.write(move |txn| {
             let ns = namespace.as_str();
             let mut counts = PurgeCounts::default();
+            // Links first, so the manifests' removal below queues no
+            // review of a link that is already gone; every removed digest
+            // is queued for a content review.
             let mut blobs = txn.open_table(BLOBS).map_err(engine)?;
             let doomed = keys_in_namespace(&blobs, ns)?;
-            counts.blobs = remove_all(&mut blobs, &doomed)?;
+            let mut removed = Vec::new();
+            for key in &doomed {
+                if let Some(size) = blobs.remove(key.as_str()).map_err(engine)? {
+                    removed.push((key.clone(), size.value()));
+                }
+            }
+            drop(blobs);
+            counts.blobs = removed.len() as u64;
+            for (key, size) in removed {
+                let (repo, digest) = key.split_once(SEP).unwrap_or_default();
+                usage::unheld(txn, repo, digest, size)?;
+                gc::unlinked(txn, repo, digest, now)?;
+            }
             let mut manifests = txn.open_table(MANIFESTS).map_err(engine)?;
             let doomed = keys_in_namespace(&manifests, ns)?;
-            counts.manifests = remove_all(&mut manifests, &doomed)?;
+            let mut removed = Vec::new();
+            for key in &doomed {
+                if let Some(v) = manifests.remove(key.as_str()).map_err(engine)? {
+                    removed.push((key.clone(), decode_manifest(v.value())?));
+                }
+            }
+            drop(manifests);
+            counts.manifests = removed.len() as u64;
+            for (key, record) in removed {
+                let (repo, digest) = key.split_once(SEP).unwrap_or_default();
+                let references: Vec<String> =
+                    record.references.iter().map(Digest::to_string).collect();
+                usage::unheld(txn, repo, digest, record.size)?;
+                gc::manifest_removed(txn, repo, digest, &references, now)?;
+            }
             let mut tags = txn.open_table(TAGS).map_err(engine)?;
             let doomed = keys_in_namespace(&tags, ns)?;
             counts.tags = remove_all(&mut tags, &doomed)?;
@@ -1060,6 +1161,68 @@ impl MetaStore for EmbeddedStore {
     async fn refresh_prune(&self, now_unix: u64) -> Result<u64, MetaError> {
         self.write(move |txn| remove_refresh_where(txn, |r| r.expires_unix <= now_unix))
             .await
+    }
+
+    async fn gc_touch(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        now_unix: u64,
+    ) -> Result<(), MetaError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.write(move |txn| {
+            gc::touch(txn, ReviewKind::Link, &digest, &repo, now_unix, true, false)
+        })
+        .await
+    }
+
+    async fn gc_hold(
+        &self,
+        digest: &Digest,
+        holder: &str,
+        until_unix: u64,
+    ) -> Result<(), MetaError> {
+        let (digest, holder) = (digest.to_string(), holder.to_string());
+        self.write(move |txn| gc::hold(txn, &digest, &holder, until_unix))
+            .await
+    }
+
+    async fn gc_review(&self, policy: &ReviewPolicy) -> Result<Vec<Verdict>, MetaError> {
+        let policy = policy.clone();
+        if policy.dry_run {
+            return self
+                .write_and_abort(move |txn| gc::review(txn, &policy))
+                .await;
+        }
+        self.write(move |txn| gc::review(txn, &policy)).await
+    }
+
+    async fn gc_release(&self, digest: &Digest, holder: &str) -> Result<bool, MetaError> {
+        let (digest, holder) = (digest.to_string(), holder.to_string());
+        self.write(move |txn| gc::release(txn, &digest, &holder))
+            .await
+    }
+
+    async fn gc_enqueue_orphans(
+        &self,
+        digests: &[Digest],
+        now_unix: u64,
+    ) -> Result<u64, MetaError> {
+        let digests: Vec<String> = digests.iter().map(Digest::to_string).collect();
+        self.write(move |txn| gc::enqueue_orphans(txn, &digests, now_unix))
+            .await
+    }
+
+    async fn largest_namespaces(&self, n: usize) -> Result<Vec<(String, u64)>, MetaError> {
+        self.read(|txn| usage::largest(txn, n))
+    }
+
+    async fn gc_status(&self, policy: &ReviewPolicy) -> Result<GcStatus, MetaError> {
+        self.read(|txn| gc::status(txn, policy))
+    }
+
+    async fn gc_known(&self, policy: &ReviewPolicy) -> Result<Known, MetaError> {
+        self.read(|txn| gc::known_all(txn, policy))
     }
 }
 

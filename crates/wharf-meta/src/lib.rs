@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use wharf_core::{Digest, RepoName, Tag, UploadId};
 
 pub mod embedded;
+pub mod gc;
 pub mod postgres;
 pub mod suite;
 
@@ -39,7 +40,11 @@ pub struct ManifestRecord {
     pub annotations: Option<BTreeMap<String, String>>,
     /// The manifest this one refers to, if any.
     pub subject: Option<Digest>,
-    /// Blobs and child manifests this manifest references.
+    /// Blobs (config and layers, but foreign layers) and child manifests
+    /// this manifest references: each must be held by the repository when
+    /// the record is stored ([`MetaStore::put_manifest`] refuses it
+    /// otherwise), and each stays out of garbage collection while the
+    /// record exists.
     pub references: Vec<Digest>,
 }
 
@@ -167,6 +172,15 @@ pub enum MetaError {
     /// Anything else: corruption, a bug, an unexpected engine error.
     #[error("metadata store error: {0}")]
     Internal(String),
+    /// The digest's bytes are being deleted by garbage collection right now
+    /// (a tombstone stands): nothing may hold it until they are gone. Worth
+    /// retrying in a moment, when the content can be stored again.
+    #[error("{0} is being garbage collected; retry shortly")]
+    Collecting(Digest),
+    /// A manifest references content the repository does not hold (any
+    /// more): a blob not linked, or a child manifest not stored.
+    #[error("the repository does not hold {0}")]
+    Missing(Digest),
 }
 
 /// Registry metadata, shared by all nodes that serve the same registry.
@@ -175,20 +189,38 @@ pub enum MetaError {
 /// strictly after `last`, at most `n` of them.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
-    /// Records that `repo` holds blob `digest` of `size` bytes. Idempotent.
+    /// Records that `repo` holds blob `digest` of `size` bytes, and queues
+    /// (or postpones) its link review. Idempotent. Refused with
+    /// [`MetaError::Collecting`] while the digest is tombstoned.
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64)
         -> Result<(), MetaError>;
+
+    /// Cross-repository mount, in one transaction: if `from` holds blob
+    /// `digest`, `to` now holds it too (as [`MetaStore::link_blob`] would
+    /// record it); its size, or `None` when `from` does not hold it.
+    async fn mount_blob(
+        &self,
+        from: &RepoName,
+        to: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, MetaError>;
 
     /// The size of blob `digest` if `repo` holds it.
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError>;
 
-    /// Forgets that `repo` holds blob `digest`; false if it did not.
+    /// Forgets that `repo` holds blob `digest`, queueing its content for
+    /// review; false if it did not.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
 
     /// Stores `record` in `repo` and, with `tag`, points the tag at it (moving
     /// it if it pointed elsewhere), and indexes it as a referrer of its
-    /// subject: all in one transaction. Storing the same record again is a
-    /// no-op apart from the tag.
+    /// subject and as a holder of its references: all in one transaction.
+    /// Storing the same record again is a no-op apart from the tag.
+    ///
+    /// Refused, with nothing written, with [`MetaError::Missing`] when
+    /// `repo` does not hold one of `record.references` (as a blob link or a
+    /// manifest), and with [`MetaError::Collecting`] while the manifest's
+    /// own digest is tombstoned (see [`gc`]).
     async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -204,7 +236,8 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Option<ManifestRecord>, MetaError>;
 
     /// Removes manifest `digest` from `repo`, every tag of `repo` that points
-    /// at it, and its entry in the referrers index; false if it was absent.
+    /// at it, and its entry in the referrers index, and queues the review of
+    /// its references' links and of its own content; false if it was absent.
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
 
     /// The digest `tag` points at in `repo`.
@@ -326,6 +359,57 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Deletes refresh tokens expired at `now_unix`; how many.
     async fn refresh_prune(&self, now_unix: u64) -> Result<u64, MetaError>;
+
+    // ---- garbage collection (see [`gc`] for the safety argument) ----
+
+    /// Postpones the link review of (`repo`, `digest`) to `now_unix`, if one
+    /// is queued (a client checked for or fetched the blob). Nothing else.
+    async fn gc_touch(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        now_unix: u64,
+    ) -> Result<(), MetaError>;
+
+    /// Protects `digest` from collection until `until_unix`, before its
+    /// bytes are written and recorded; `holder` names the writer. Refused
+    /// with [`MetaError::Collecting`] while the digest is tombstoned.
+    async fn gc_hold(
+        &self,
+        digest: &Digest,
+        holder: &str,
+        until_unix: u64,
+    ) -> Result<(), MetaError>;
+
+    /// Decides the reviews due under `policy` (and claims tombstones whose
+    /// lease has passed), at most `policy.limit`, oldest first; each decision
+    /// commits on its own (none with `dry_run`). Safe to call from many
+    /// nodes at once: a review is decided by one of them.
+    async fn gc_review(&self, policy: &gc::ReviewPolicy) -> Result<Vec<gc::Verdict>, MetaError>;
+
+    /// Removes `holder`'s tombstone of `digest` once the bytes are gone;
+    /// false if it stands no more or is another collector's.
+    async fn gc_release(&self, digest: &Digest, holder: &str) -> Result<bool, MetaError>;
+
+    /// Queues an orphan review, touched at `now_unix`, for each of `digests`
+    /// that metadata does not know at all (nothing holds it, nothing is
+    /// queued or tombstoned for it); how many it queued.
+    async fn gc_enqueue_orphans(&self, digests: &[Digest], now_unix: u64)
+        -> Result<u64, MetaError>;
+
+    /// The namespaces holding the most bytes (as
+    /// [`MetaStore::namespace_usage`] counts them), largest first, at most
+    /// `n`: what the usage metrics export.
+    async fn largest_namespaces(&self, n: usize) -> Result<Vec<(String, u64)>, MetaError>;
+
+    /// The queue under `policy`'s clock and delays.
+    async fn gc_status(&self, policy: &gc::ReviewPolicy) -> Result<gc::GcStatus, MetaError>;
+
+    /// Every digest metadata holds (linked, stored as a manifest, referenced
+    /// by a manifest, held or tombstoned), and every digest queued for
+    /// review with when that review is due under `policy`: what a storage
+    /// check compares the blob store against.
+    async fn gc_known(&self, policy: &gc::ReviewPolicy) -> Result<gc::Known, MetaError>;
 }
 
 /// Refuses a `namespace` that is not one repository-name component, so no

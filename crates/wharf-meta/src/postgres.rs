@@ -87,6 +87,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use wharf_core::{Digest, RepoName, Tag, UploadId};
 
+mod gc;
+
+use crate::gc::{GcStatus, Known, ReviewPolicy, Verdict};
 use crate::{
     check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestRecord,
     MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope, UploadRecord,
@@ -138,7 +141,7 @@ pub struct PoolStats {
 }
 
 /// The schema version this code writes and expects.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// Schema migrations, in order: `(version, SQL)`. Each runs once, in the
 /// start-up transaction of the first node that finds it missing. Never edit
@@ -228,6 +231,161 @@ ALTER TABLE wharf.uploads
 CREATE INDEX uploads_by_namespace ON wharf.uploads (namespace, owner);
 "#,
     ),
+    // Garbage collection (see `crate::gc` and `postgres/gc.rs`): what each
+    // manifest references, the digest indexes a review needs, the review
+    // queue, tombstones and holds. References of manifests stored before
+    // are filled in from their records.
+    (
+        5,
+        r#"
+CREATE TABLE wharf.refs (
+    digest   text COLLATE "C" NOT NULL,
+    repo     text COLLATE "C" NOT NULL,
+    manifest text COLLATE "C" NOT NULL,
+    PRIMARY KEY (digest, repo, manifest)
+);
+CREATE INDEX refs_by_manifest ON wharf.refs (repo, manifest);
+INSERT INTO wharf.refs (digest, repo, manifest)
+    SELECT DISTINCT r.value, m.repo, m.digest
+    FROM wharf.manifests AS m,
+         jsonb_array_elements_text(coalesce(m.record->'references', '[]'::jsonb)) AS r(value);
+CREATE INDEX blobs_by_digest ON wharf.blobs (digest);
+CREATE INDEX manifests_by_digest ON wharf.manifests (digest);
+CREATE TABLE wharf.gc_queue (
+    kind         text COLLATE "C" NOT NULL CHECK (kind IN ('l', 'c', 'o')),
+    digest       text COLLATE "C" NOT NULL,
+    repo         text COLLATE "C" NOT NULL DEFAULT '',
+    touched_unix bigint NOT NULL,
+    PRIMARY KEY (kind, digest, repo)
+);
+CREATE INDEX gc_queue_by_time ON wharf.gc_queue (touched_unix);
+CREATE TABLE wharf.gc_tombstones (
+    digest      text COLLATE "C" PRIMARY KEY,
+    holder      text NOT NULL,
+    lease_until bigint NOT NULL
+);
+CREATE TABLE wharf.gc_holds (
+    digest     text COLLATE "C" NOT NULL,
+    holder     text COLLATE "C" NOT NULL,
+    until_unix bigint NOT NULL,
+    PRIMARY KEY (digest, holder)
+);
+CREATE INDEX gc_holds_by_until ON wharf.gc_holds (until_unix);
+"#,
+    ),
+    // Usage per namespace, kept by triggers on the two holder tables so
+    // that every change counts (cascades and purges too): each distinct
+    // digest once per namespace, and the repositories holding anything.
+    (
+        6,
+        r#"
+CREATE TABLE wharf.ns_content (
+    ns      text COLLATE "C" NOT NULL,
+    digest  text COLLATE "C" NOT NULL,
+    holders bigint NOT NULL CHECK (holders > 0),
+    size    bigint NOT NULL,
+    PRIMARY KEY (ns, digest)
+);
+CREATE TABLE wharf.ns_usage (
+    ns           text COLLATE "C" PRIMARY KEY,
+    bytes        bigint NOT NULL,
+    repositories bigint NOT NULL
+);
+CREATE INDEX ns_usage_by_bytes ON wharf.ns_usage (bytes DESC, ns);
+CREATE TABLE wharf.repo_holders (
+    repo    text COLLATE "C" PRIMARY KEY,
+    holders bigint NOT NULL CHECK (holders > 0)
+);
+CREATE FUNCTION wharf.usage_add(p_repo text, p_digest text, p_size bigint) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_ns text := split_part(p_repo, '/', 1);
+    v_first boolean;
+    v_repo_first boolean;
+BEGIN
+    INSERT INTO wharf.ns_content AS c (ns, digest, holders, size) VALUES (v_ns, p_digest, 1, p_size)
+        ON CONFLICT (ns, digest) DO UPDATE SET holders = c.holders + 1
+        RETURNING (xmax = 0) INTO v_first;
+    INSERT INTO wharf.repo_holders AS r (repo, holders) VALUES (p_repo, 1)
+        ON CONFLICT (repo) DO UPDATE SET holders = r.holders + 1
+        RETURNING (xmax = 0) INTO v_repo_first;
+    IF v_first OR v_repo_first THEN
+        INSERT INTO wharf.ns_usage AS u (ns, bytes, repositories)
+            VALUES (v_ns, CASE WHEN v_first THEN p_size ELSE 0 END,
+                    CASE WHEN v_repo_first THEN 1 ELSE 0 END)
+            ON CONFLICT (ns) DO UPDATE SET bytes = u.bytes + EXCLUDED.bytes,
+                repositories = u.repositories + EXCLUDED.repositories;
+    END IF;
+END
+$fn$;
+CREATE FUNCTION wharf.usage_remove(p_repo text, p_digest text) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_ns text := split_part(p_repo, '/', 1);
+    v_left bigint;
+    v_size bigint;
+    v_repo_left bigint;
+BEGIN
+    UPDATE wharf.ns_content SET holders = holders - 1 WHERE ns = v_ns AND digest = p_digest
+        AND holders > 1 RETURNING holders, size INTO v_left, v_size;
+    IF v_left IS NULL THEN
+        DELETE FROM wharf.ns_content WHERE ns = v_ns AND digest = p_digest
+            RETURNING 0, size INTO v_left, v_size;
+    END IF;
+    UPDATE wharf.repo_holders SET holders = holders - 1 WHERE repo = p_repo AND holders > 1
+        RETURNING holders INTO v_repo_left;
+    IF v_repo_left IS NULL THEN
+        DELETE FROM wharf.repo_holders WHERE repo = p_repo RETURNING 0 INTO v_repo_left;
+    END IF;
+    IF v_left = 0 OR v_repo_left = 0 THEN
+        UPDATE wharf.ns_usage
+            SET bytes = bytes - CASE WHEN v_left = 0 THEN v_size ELSE 0 END,
+                repositories = repositories - CASE WHEN v_repo_left = 0 THEN 1 ELSE 0 END
+            WHERE ns = v_ns;
+        DELETE FROM wharf.ns_usage WHERE ns = v_ns AND bytes = 0 AND repositories = 0;
+    END IF;
+END
+$fn$;
+CREATE FUNCTION wharf.blobs_usage() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM wharf.usage_add(NEW.repo, NEW.digest, NEW.size);
+    ELSE
+        PERFORM wharf.usage_remove(OLD.repo, OLD.digest);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+CREATE FUNCTION wharf.manifests_usage() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM wharf.usage_add(NEW.repo, NEW.digest, (NEW.record->>'size')::bigint);
+    ELSE
+        PERFORM wharf.usage_remove(OLD.repo, OLD.digest);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER blobs_usage AFTER INSERT OR DELETE ON wharf.blobs
+    FOR EACH ROW EXECUTE FUNCTION wharf.blobs_usage();
+CREATE TRIGGER manifests_usage AFTER INSERT OR DELETE ON wharf.manifests
+    FOR EACH ROW EXECUTE FUNCTION wharf.manifests_usage();
+INSERT INTO wharf.ns_content (ns, digest, holders, size)
+    SELECT split_part(repo, '/', 1), digest, count(*), max(size)
+    FROM (SELECT repo, digest, size FROM wharf.blobs
+          UNION ALL
+          SELECT repo, digest, (record->>'size')::bigint FROM wharf.manifests) AS h
+    GROUP BY 1, 2;
+INSERT INTO wharf.repo_holders (repo, holders)
+    SELECT repo, count(*)
+    FROM (SELECT repo FROM wharf.blobs UNION ALL SELECT repo FROM wharf.manifests) AS h
+    GROUP BY repo;
+INSERT INTO wharf.ns_usage (ns, bytes, repositories)
+    SELECT ns, sum(size), 0 FROM wharf.ns_content GROUP BY ns;
+UPDATE wharf.ns_usage AS u SET repositories =
+    (SELECT count(*) FROM wharf.repo_holders AS r WHERE split_part(r.repo, '/', 1) = u.ns);
+"#,
+    ),
 ];
 
 /// Key of the transaction-scoped advisory lock that serialises migrations
@@ -242,7 +400,6 @@ const UPSERT_BLOB: &str = "INSERT INTO wharf.blobs (repo, digest, size) VALUES (
      WHERE wharf.blobs.size <> EXCLUDED.size";
 const ENSURE_REPO: &str = "INSERT INTO wharf.repos (name) VALUES ($1) ON CONFLICT DO NOTHING";
 const BLOB_SIZE: &str = "SELECT size FROM wharf.blobs WHERE repo = $1 AND digest = $2";
-const DELETE_BLOB: &str = "DELETE FROM wharf.blobs WHERE repo = $1 AND digest = $2";
 // The `WHERE` skips rewriting an identical row (re-pushes are common), which
 // would only leave a dead tuple behind; the row is locked either way.
 const UPSERT_MANIFEST: &str =
@@ -256,7 +413,14 @@ const UPSERT_TAG: &str = "INSERT INTO wharf.tags (repo, tag, digest) VALUES ($1,
 const GET_MANIFEST: &str =
     "SELECT record::text FROM wharf.manifests WHERE repo = $1 AND digest = $2";
 // Tags go with it through their foreign key's ON DELETE CASCADE.
-const DELETE_MANIFEST: &str = "DELETE FROM wharf.manifests WHERE repo = $1 AND digest = $2";
+const DELETE_MANIFEST: &str =
+    "DELETE FROM wharf.manifests WHERE repo = $1 AND digest = $2 RETURNING record::text";
+/// The source link of a mount, locked so no link review removes it first.
+const LOCK_SOURCE_LINK: &str =
+    "SELECT size FROM wharf.blobs WHERE repo = $1 AND digest = $2 FOR SHARE";
+/// Removes a link and queues its content for review (touched at `$3`,
+/// unless queued earlier); how many links went.
+const UNLINK_BLOB: &str = "WITH gone AS (          DELETE FROM wharf.blobs WHERE repo = $1 AND digest = $2 RETURNING digest),      queued AS (          INSERT INTO wharf.gc_queue (kind, digest, repo, touched_unix)          SELECT 'c', digest, '', $3 FROM gone          ON CONFLICT (kind, digest, repo) DO UPDATE SET touched_unix = EXCLUDED.touched_unix          WHERE wharf.gc_queue.touched_unix > EXCLUDED.touched_unix)      SELECT count(*) FROM gone";
 const RESOLVE_TAG: &str = "SELECT digest FROM wharf.tags WHERE repo = $1 AND tag = $2";
 const DELETE_TAG: &str = "DELETE FROM wharf.tags WHERE repo = $1 AND tag = $2";
 // Tags and repository names are never empty, so `> ''` is "from the start";
@@ -287,9 +451,10 @@ const UPLOAD_USAGE: &str = "SELECT count(*), coalesce(sum(bytes), 0)::bigint, \
 // repos; uploads stand alone.
 const PURGE_COUNT_TAGS: &str =
     "SELECT count(*) FROM wharf.tags WHERE repo = $1 OR (repo >= $2 AND repo < $3)";
-const PURGE_BLOBS: &str = "DELETE FROM wharf.blobs WHERE repo = $1 OR (repo >= $2 AND repo < $3)";
-const PURGE_MANIFESTS: &str =
-    "DELETE FROM wharf.manifests WHERE repo = $1 OR (repo >= $2 AND repo < $3)";
+// Every digest a purge removes is queued for a content review (`$4`: now).
+const PURGE_BLOBS: &str = "WITH gone AS (          DELETE FROM wharf.blobs WHERE repo = $1 OR (repo >= $2 AND repo < $3) RETURNING digest),      queued AS (          INSERT INTO wharf.gc_queue (kind, digest, repo, touched_unix)          SELECT DISTINCT 'c', digest, '', $4::bigint FROM gone          ON CONFLICT (kind, digest, repo) DO UPDATE SET touched_unix = EXCLUDED.touched_unix          WHERE wharf.gc_queue.touched_unix > EXCLUDED.touched_unix)      SELECT count(*) FROM gone";
+const PURGE_MANIFESTS: &str = "WITH gone AS (          DELETE FROM wharf.manifests WHERE repo = $1 OR (repo >= $2 AND repo < $3) RETURNING digest),      queued AS (          INSERT INTO wharf.gc_queue (kind, digest, repo, touched_unix)          SELECT DISTINCT 'c', digest, '', $4::bigint FROM gone          ON CONFLICT (kind, digest, repo) DO UPDATE SET touched_unix = EXCLUDED.touched_unix          WHERE wharf.gc_queue.touched_unix > EXCLUDED.touched_unix)      SELECT count(*) FROM gone";
+const PURGE_REFS: &str = "DELETE FROM wharf.refs WHERE repo = $1 OR (repo >= $2 AND repo < $3)";
 const PURGE_REPOS: &str = "DELETE FROM wharf.repos WHERE name = $1 OR (name >= $2 AND name < $3)";
 const PURGE_UPLOADS: &str = "DELETE FROM wharf.uploads WHERE namespace = $1";
 /// `$1` is the namespace, `$2` and `$3` are `$1 || '/'` and `$1 || '0'`
@@ -298,19 +463,14 @@ const PURGE_UPLOADS: &str = "DELETE FROM wharf.uploads WHERE namespace = $1";
 /// table's primary key. The bounds are bound values, not patterns, so no
 /// character of a name is a wildcard; the columns are `COLLATE "C"`, so
 /// the ranges are byte-wise. `$4` is the digest asked about, or NULL.
-const NAMESPACE_USAGE: &str = "\
-WITH b AS (
-    SELECT repo, digest, size FROM wharf.blobs
-    WHERE repo = $1 OR (repo >= $2 AND repo < $3)
-), m AS (
-    SELECT repo, digest, (record->>'size')::bigint AS size FROM wharf.manifests
-    WHERE repo = $1 OR (repo >= $2 AND repo < $3)
-)
-SELECT
-    (SELECT coalesce(sum(size), 0) FROM (SELECT max(size) AS size FROM b GROUP BY digest) AS d)::bigint
-        + (SELECT coalesce(sum(size), 0) FROM (SELECT max(size) AS size FROM m GROUP BY digest) AS d)::bigint,
-    (SELECT count(*) FROM (SELECT repo FROM b UNION SELECT repo FROM m) AS r),
-    coalesce($4 IN (SELECT digest FROM b UNION ALL SELECT digest FROM m), false)";
+/// What namespace `$1` holds, from the counts the usage triggers keep
+/// (migration 6), and whether it holds digest `$2` (NULL: none asked).
+const NAMESPACE_USAGE: &str = "SELECT \
+     coalesce((SELECT bytes FROM wharf.ns_usage WHERE ns = $1), 0), \
+     coalesce((SELECT repositories FROM wharf.ns_usage WHERE ns = $1), 0), \
+     EXISTS (SELECT 1 FROM wharf.ns_content WHERE ns = $1 AND digest = $2)";
+const LARGEST_NAMESPACES: &str =
+    "SELECT ns, bytes FROM wharf.ns_usage ORDER BY bytes DESC, ns LIMIT $1";
 const INSERT_DIRECTORY: &str =
     "INSERT INTO wharf.directory (kind, key, value) VALUES ($1, $2, $3) \
      ON CONFLICT (kind, key) DO NOTHING";
@@ -832,6 +992,36 @@ fn decode_refresh(row: &Row) -> Result<RefreshRecord, Failure> {
     })
 }
 
+/// Links `digest` into `repo` inside the caller's transaction: the
+/// digest's shared lock and tombstone check, then its link review's queue
+/// row, then the link row (the order `gc` documents).
+async fn link(c: &mut Conn, repo: &str, digest: &str, size: i64, now: i64) -> Result<(), Failure> {
+    gc::share_digest(c, digest).await?;
+    c.execute(gc::TOUCH, &[&"l", &digest, &repo, &now]).await?;
+    c.execute(UPSERT_BLOB, &[&repo, &digest, &size]).await?;
+    c.execute(ENSURE_REPO, &[&repo]).await?;
+    Ok(())
+}
+
+/// Ends the transaction `out` ran in: committed when it succeeded, rolled
+/// back (and the connection kept) when it was refused for garbage
+/// collection's sake, abandoned with the connection otherwise.
+async fn finish<T>(mut c: Conn, out: Result<T, Failure>) -> Result<T, Failure> {
+    match out {
+        Ok(v) => {
+            c.batch("COMMIT").await?;
+            c.release();
+            Ok(v)
+        }
+        Err(f) if matches!(f.error, MetaError::Collecting(_) | MetaError::Missing(_)) => {
+            c.batch("ROLLBACK").await?;
+            c.release();
+            Err(f)
+        }
+        Err(f) => Err(f),
+    }
+}
+
 #[async_trait]
 impl MetaStore for PostgresStore {
     async fn link_blob(
@@ -841,15 +1031,46 @@ impl MetaStore for PostgresStore {
         size: u64,
     ) -> Result<(), MetaError> {
         let size = to_db(size, "blob size")?;
-        let (repo, digest) = (repo.as_str(), &digest.to_string());
-        self.call("link_blob", || async move {
-            let mut c = self.conn().await?;
-            c.batch("BEGIN").await?;
-            c.execute(UPSERT_BLOB, &[&repo, digest, &size]).await?;
-            c.execute(ENSURE_REPO, &[&repo]).await?;
-            c.batch("COMMIT").await?;
-            c.release();
-            Ok(())
+        let (repo, digest) = (repo.as_str(), digest.to_string());
+        let now = to_db(wharf_core::now_unix(), "clock")?;
+        self.call("link_blob", || {
+            let digest = digest.clone();
+            async move {
+                let mut c = self.conn().await?;
+                c.batch("BEGIN").await?;
+                let out = link(&mut c, repo, &digest, size, now).await;
+                finish(c, out).await
+            }
+        })
+        .await
+    }
+
+    async fn mount_blob(
+        &self,
+        from: &RepoName,
+        to: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, MetaError> {
+        let (from, to, digest) = (from.as_str(), to.as_str(), digest.to_string());
+        let now = to_db(wharf_core::now_unix(), "clock")?;
+        self.call("mount_blob", || {
+            let digest = digest.clone();
+            async move {
+                let mut c = self.conn().await?;
+                c.batch("BEGIN").await?;
+                let out = async {
+                    gc::share_digest(&mut c, &digest).await?;
+                    let rows = c.query(LOCK_SOURCE_LINK, &[&from, &digest]).await?;
+                    let Some(row) = rows.first() else {
+                        return Ok(None);
+                    };
+                    let size: i64 = get(row, 0)?;
+                    link(&mut c, to, &digest, size, now).await?;
+                    Ok(Some(from_db(size, "blob size")?))
+                }
+                .await;
+                finish(c, out).await
+            }
         })
         .await
     }
@@ -869,12 +1090,15 @@ impl MetaStore for PostgresStore {
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        self.delete_row(
-            "unlink_blob",
-            DELETE_BLOB,
-            repo.as_str(),
-            &digest.to_string(),
-        )
+        let (repo, digest) = (repo.as_str(), &digest.to_string());
+        let now = to_db(wharf_core::now_unix(), "clock")?;
+        self.call("unlink_blob", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(UNLINK_BLOB, &[&repo, digest, &now]).await?;
+            c.release();
+            let removed: i64 = get(&rows[0], 0)?;
+            Ok(removed > 0)
+        })
         .await
     }
 
@@ -890,20 +1114,36 @@ impl MetaStore for PostgresStore {
         let digest = &record.digest.to_string();
         let subject = &record.subject.as_ref().map(Digest::to_string);
         let tag = tag.map(Tag::as_str);
+        let references: &Vec<String> = &record.references.iter().map(Digest::to_string).collect();
+        let mut locked: Vec<String> = references.clone();
+        locked.push(digest.clone());
+        locked.sort();
+        locked.dedup();
+        let locked = &locked;
         self.call("put_manifest", || async move {
             let mut c = self.conn().await?;
             c.batch("BEGIN").await?;
-            // Row locks in the one order every transaction uses: manifest,
-            // tag, repository.
-            c.execute(UPSERT_MANIFEST, &[&repo, digest, subject, json])
-                .await?;
-            if let Some(tag) = &tag {
-                c.execute(UPSERT_TAG, &[&repo, tag, digest]).await?;
+            let out = async {
+                // Digest locks, then the tombstone and reference checks
+                // under them (see `gc`); then row locks in the one order
+                // every transaction uses: manifest, tag, repository.
+                gc::share_digests(&mut c, locked).await?;
+                gc::refuse_if_tombstoned(&mut c, digest).await?;
+                gc::check_held(&mut c, repo, references).await?;
+                c.execute(UPSERT_MANIFEST, &[&repo, digest, subject, json])
+                    .await?;
+                if !references.is_empty() {
+                    c.execute(gc::INSERT_REFS, &[references, &repo, digest])
+                        .await?;
+                }
+                if let Some(tag) = &tag {
+                    c.execute(UPSERT_TAG, &[&repo, tag, digest]).await?;
+                }
+                c.execute(ENSURE_REPO, &[&repo]).await?;
+                Ok(())
             }
-            c.execute(ENSURE_REPO, &[&repo]).await?;
-            c.batch("COMMIT").await?;
-            c.release();
-            Ok(())
+            .await;
+            finish(c, out).await
         })
         .await
     }
@@ -927,14 +1167,32 @@ impl MetaStore for PostgresStore {
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        // One statement, so one transaction: the row (which is also its
-        // referrers entry) and, by cascade, every tag pointing at it.
-        self.delete_row(
-            "delete_manifest",
-            DELETE_MANIFEST,
-            repo.as_str(),
-            &digest.to_string(),
-        )
+        // The row (which is also its referrers entry) and, by cascade, every
+        // tag pointing at it; then what it referenced, queued for review.
+        let (repo, digest) = (repo.as_str(), &digest.to_string());
+        let now = to_db(wharf_core::now_unix(), "clock")?;
+        self.call("delete_manifest", || async move {
+            let mut c = self.conn().await?;
+            c.batch("BEGIN").await?;
+            let rows = c.query(DELETE_MANIFEST, &[&repo, digest]).await?;
+            let Some(row) = rows.first() else {
+                c.batch("COMMIT").await?;
+                c.release();
+                return Ok(false);
+            };
+            let record = decode_manifest(get(row, 0)?)?;
+            let references: Vec<String> = record.references.iter().map(Digest::to_string).collect();
+            c.execute(gc::DELETE_REFS, &[&repo, digest]).await?;
+            if !references.is_empty() {
+                c.execute(gc::TOUCH_LINKS, &[&repo, &references, &now])
+                    .await?;
+            }
+            c.execute(gc::TOUCH_KEEP_EARLIER, &[&"c", digest, &"", &now])
+                .await?;
+            c.batch("COMMIT").await?;
+            c.release();
+            Ok(true)
+        })
         .await
     }
 
@@ -1102,13 +1360,10 @@ impl MetaStore for PostgresStore {
         digest: Option<&Digest>,
     ) -> Result<NamespaceUsage, MetaError> {
         check_namespace(namespace)?;
-        let (below, past) = (&format!("{namespace}/"), &format!("{namespace}0"));
         let digest = &digest.map(Digest::to_string);
         self.call("namespace_usage", || async move {
             let mut c = self.conn().await?;
-            let rows = c
-                .query(NAMESPACE_USAGE, &[&namespace, below, past, digest])
-                .await?;
+            let rows = c.query(NAMESPACE_USAGE, &[&namespace, digest]).await?;
             c.release();
             let row = rows
                 .first()
@@ -1125,13 +1380,20 @@ impl MetaStore for PostgresStore {
     async fn purge_namespace(&self, namespace: &str) -> Result<PurgeCounts, MetaError> {
         check_namespace(namespace)?;
         let (below, past) = (&format!("{namespace}/"), &format!("{namespace}0"));
+        let now = &to_db(wharf_core::now_unix(), "clock")?;
         self.call("purge_namespace", || async move {
             let range: [&(dyn ToSql + Sync); 3] = [&namespace, below, past];
             let mut c = self.conn().await?;
             c.batch("BEGIN").await?;
+            let with_now: [&(dyn ToSql + Sync); 4] = [&namespace, below, past, &now];
             let tags: i64 = get(&c.query(PURGE_COUNT_TAGS, &range).await?[0], 0)?;
-            let blobs = c.execute(PURGE_BLOBS, &range).await?;
-            let manifests = c.execute(PURGE_MANIFESTS, &range).await?;
+            let blobs: i64 = get(&c.query(PURGE_BLOBS, &with_now).await?[0], 0)?;
+            let manifests: i64 = get(&c.query(PURGE_MANIFESTS, &with_now).await?[0], 0)?;
+            c.execute(PURGE_REFS, &range).await?;
+            let (blobs, manifests) = (
+                from_db(blobs, "blob count")?,
+                from_db(manifests, "manifest count")?,
+            );
             let repositories = c.execute(PURGE_REPOS, &range).await?;
             let uploads = c.execute(PURGE_UPLOADS, &[&namespace]).await?;
             c.batch("COMMIT").await?;
@@ -1313,6 +1575,157 @@ impl MetaStore for PostgresStore {
                 .await?;
             c.release();
             Ok(removed)
+        })
+        .await
+    }
+
+    async fn gc_touch(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        now_unix: u64,
+    ) -> Result<(), MetaError> {
+        let (repo, digest) = (repo.as_str(), &digest.to_string());
+        let now = to_db(now_unix, "clock")?;
+        self.call("gc_touch", || async move {
+            let mut c = self.conn().await?;
+            gc::touch_if_queued(&mut c, repo, digest, now).await?;
+            c.release();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn gc_hold(
+        &self,
+        digest: &Digest,
+        holder: &str,
+        until_unix: u64,
+    ) -> Result<(), MetaError> {
+        let digest = &digest.to_string();
+        let until = to_db(until_unix, "hold end")?;
+        self.call("gc_hold", || async move {
+            let mut c = self.conn().await?;
+            c.batch("BEGIN").await?;
+            let out = async {
+                gc::share_digest(&mut c, digest).await?;
+                c.execute(gc::UPSERT_HOLD, &[digest, &holder, &until])
+                    .await?;
+                Ok(())
+            }
+            .await;
+            finish(c, out).await
+        })
+        .await
+    }
+
+    async fn gc_review(&self, policy: &ReviewPolicy) -> Result<Vec<Verdict>, MetaError> {
+        let now = to_db(policy.now_unix, "clock")?;
+        if policy.dry_run {
+            // Every decision in one transaction, rolled back: what a pass
+            // would do, step after step, with nothing done.
+            return self
+                .call("gc_review", || async move {
+                    let mut c = self.conn().await?;
+                    c.batch("BEGIN").await?;
+                    let mut verdicts = Vec::new();
+                    while verdicts.len() < policy.limit {
+                        match gc::decide_one(&mut c, policy).await? {
+                            Some(v) => verdicts.push(v),
+                            None => break,
+                        }
+                    }
+                    c.batch("ROLLBACK").await?;
+                    c.release();
+                    Ok(verdicts)
+                })
+                .await;
+        }
+        let mut verdicts = Vec::new();
+        while verdicts.len() < policy.limit {
+            // One short transaction per review.
+            let verdict = self
+                .call("gc_review", || async move {
+                    let mut c = self.conn().await?;
+                    c.batch("BEGIN").await?;
+                    let verdict = gc::decide_one(&mut c, policy).await?;
+                    c.batch("COMMIT").await?;
+                    c.release();
+                    Ok(verdict)
+                })
+                .await?;
+            match verdict {
+                Some(v) => verdicts.push(v),
+                None => break,
+            }
+        }
+        self.call("gc_prune_holds", || async move {
+            let mut c = self.conn().await?;
+            gc::prune_holds(&mut c, now).await?;
+            c.release();
+            Ok(())
+        })
+        .await?;
+        Ok(verdicts)
+    }
+
+    async fn gc_release(&self, digest: &Digest, holder: &str) -> Result<bool, MetaError> {
+        let digest = &digest.to_string();
+        self.call("gc_release", || async move {
+            let mut c = self.conn().await?;
+            let released = gc::release(&mut c, digest, holder).await?;
+            c.release();
+            Ok(released)
+        })
+        .await
+    }
+
+    async fn gc_enqueue_orphans(
+        &self,
+        digests: &[Digest],
+        now_unix: u64,
+    ) -> Result<u64, MetaError> {
+        let digests = &digests.iter().map(Digest::to_string).collect::<Vec<_>>();
+        let now = to_db(now_unix, "clock")?;
+        self.call("gc_enqueue_orphans", || async move {
+            let mut c = self.conn().await?;
+            let queued = gc::enqueue_orphans(&mut c, digests, now).await?;
+            c.release();
+            Ok(queued)
+        })
+        .await
+    }
+
+    async fn largest_namespaces(&self, n: usize) -> Result<Vec<(String, u64)>, MetaError> {
+        self.call("largest_namespaces", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(LARGEST_NAMESPACES, &[&limit(n)]).await?;
+            c.release();
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                out.push((get(row, 0)?, from_db(get(row, 1)?, "namespace size")?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn gc_status(&self, policy: &ReviewPolicy) -> Result<GcStatus, MetaError> {
+        self.call("gc_status", || async move {
+            let mut c = self.conn().await?;
+            let status = gc::status(&mut c, policy).await?;
+            c.release();
+            Ok(status)
+        })
+        .await
+    }
+
+    async fn gc_known(&self, policy: &ReviewPolicy) -> Result<Known, MetaError> {
+        self.call("gc_known", || async move {
+            let mut c = self.conn().await?;
+            let known = gc::known(&mut c, policy).await?;
+            c.release();
+            Ok(known)
         })
         .await
     }

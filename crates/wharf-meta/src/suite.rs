@@ -71,12 +71,24 @@ macro_rules! meta_store_suite {
             refresh_tokens_are_revoked_by_identity_tenant_or_all_and_pruned,
             purge_namespace_removes_everything_of_the_namespace_only,
             purge_namespace_is_safe_to_repeat_and_refuses_a_non_namespace,
+            put_manifest_refuses_what_is_missing_and_writes_nothing,
+            mount_links_only_what_the_source_holds,
+            gc_collects_exactly_what_nothing_references,
+            gc_reviews_wait_for_the_delay_and_a_touch_postpones_them,
+            gc_tombstone_refuses_links_manifests_and_holds,
+            gc_keeps_held_and_shared_content,
+            gc_tombstones_past_their_lease_are_claimed_again,
+            gc_orphans_are_queued_only_when_unknown_and_wait_their_age,
+            gc_dry_run_decides_exactly_what_a_pass_does_and_changes_nothing,
+            gc_purge_queues_every_digest_it_removed,
+            namespace_bytes_follow_links_manifests_and_collection,
         );
 
         $crate::meta_store_suite!(@concurrent $make;
             concurrent_puts_from_16_tasks_all_land,
             concurrent_directory_puts_all_land_and_bump_once_each,
             directory_snapshot_agrees_with_its_version_under_writes,
+            gc_concurrent_collectors_doom_each_digest_once,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -120,7 +132,8 @@ fn digest(seed: &str) -> Digest {
     Digest::sha256_of(seed.as_bytes())
 }
 
-/// A minimal image manifest record.
+/// A minimal image manifest record. It references nothing, so it can be
+/// stored anywhere; [`image`] makes one whose blobs are linked first.
 fn manifest(seed: &str) -> ManifestRecord {
     ManifestRecord {
         digest: digest(seed),
@@ -129,10 +142,7 @@ fn manifest(seed: &str) -> ManifestRecord {
         artifact_type: None,
         annotations: None,
         subject: None,
-        references: vec![
-            digest(&format!("{seed}-config")),
-            digest(&format!("{seed}-layer")),
-        ],
+        references: Vec::new(),
     }
 }
 
@@ -1469,4 +1479,477 @@ pub async fn refresh_tokens_are_revoked_by_identity_tenant_or_all_and_pruned<S: 
     assert_eq!(store.refresh_revoke(&RefreshScope::All).await.unwrap(), 2);
     assert!(store.refresh_take("g1").await.unwrap().is_none());
     assert!(store.refresh_take("h1").await.unwrap().is_none());
+}
+
+// ---- garbage collection (see `crate::gc`) ----
+
+/// Links each blob of `layers` (and a config) into `r` and stores an image
+/// manifest referencing them, tagged `t`.
+async fn image<S: MetaStore>(
+    store: &S,
+    r: &str,
+    seed: &str,
+    layers: &[&Digest],
+    t: Option<&str>,
+) -> ManifestRecord {
+    let config = digest(&format!("{seed}-config"));
+    store.link_blob(&repo(r), &config, 10).await.unwrap();
+    for layer in layers {
+        store.link_blob(&repo(r), layer, 1000).await.unwrap();
+    }
+    let mut references = vec![config];
+    references.extend(layers.iter().map(|d| (*d).clone()));
+    let record = ManifestRecord {
+        references,
+        ..manifest(seed)
+    };
+    store
+        .put_manifest(&repo(r), &record, t.map(tag).as_ref())
+        .await
+        .unwrap();
+    record
+}
+
+/// A pass's policy at `now` with delay `delay`.
+fn policy(now: u64, delay: u64, holder: &str) -> crate::gc::ReviewPolicy {
+    crate::gc::ReviewPolicy {
+        now_unix: now,
+        review_delay_secs: delay,
+        orphan_age_secs: delay,
+        lease_secs: 600,
+        holder: holder.to_string(),
+        limit: 10_000,
+        dry_run: false,
+    }
+}
+
+fn now() -> u64 {
+    wharf_core::now_unix()
+}
+
+/// The digests a set of verdicts dooms, sorted.
+fn doomed(verdicts: &[crate::gc::Verdict]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = verdicts
+        .iter()
+        .filter_map(|v| match v {
+            crate::gc::Verdict::Doomed { digest, .. } => Some(digest.clone()),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The links a set of verdicts removes, sorted.
+fn unlinked(verdicts: &[crate::gc::Verdict]) -> Vec<(String, Digest)> {
+    let mut out: Vec<(String, Digest)> = verdicts
+        .iter()
+        .filter_map(|v| match v {
+            crate::gc::Verdict::Unlinked { repo, digest, .. } => {
+                Some((repo.to_string(), digest.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn sorted(mut v: Vec<Digest>) -> Vec<Digest> {
+    v.sort();
+    v
+}
+
+/// Releases every tombstone `verdicts` took for `holder`.
+async fn release_all<S: MetaStore>(store: &S, verdicts: &[crate::gc::Verdict], holder: &str) {
+    for d in doomed(verdicts) {
+        assert!(store.gc_release(&d, holder).await.unwrap(), "release {d}");
+    }
+}
+
+pub async fn put_manifest_refuses_what_is_missing_and_writes_nothing<S: MetaStore>(store: Arc<S>) {
+    let r = repo("acme/app");
+    let layer = digest("layer");
+    let record = ManifestRecord {
+        references: vec![layer.clone()],
+        ..manifest("m")
+    };
+    match store.put_manifest(&r, &record, Some(&tag("v1"))).await {
+        Err(MetaError::Missing(d)) => assert_eq!(d, layer),
+        other => panic!("expected Missing, got {other:?}"),
+    }
+    assert_eq!(store.get_manifest(&r, &record.digest).await.unwrap(), None);
+    assert_eq!(store.resolve_tag(&r, &tag("v1")).await.unwrap(), None);
+    // Linked elsewhere is not held here.
+    store
+        .link_blob(&repo("acme/other"), &layer, 5)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.put_manifest(&r, &record, None).await,
+        Err(MetaError::Missing(_))
+    ));
+    // An index's child must be a manifest of the repository.
+    store.link_blob(&r, &layer, 5).await.unwrap();
+    store
+        .put_manifest(&r, &record, Some(&tag("v1")))
+        .await
+        .unwrap();
+    let index = ManifestRecord {
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        references: vec![record.digest.clone(), digest("absent-child")],
+        ..manifest("index")
+    };
+    match store.put_manifest(&r, &index, None).await {
+        Err(MetaError::Missing(d)) => assert_eq!(d, digest("absent-child")),
+        other => panic!("expected Missing, got {other:?}"),
+    }
+    let index = ManifestRecord {
+        references: vec![record.digest.clone()],
+        ..index
+    };
+    store.put_manifest(&r, &index, None).await.unwrap();
+}
+
+pub async fn mount_links_only_what_the_source_holds<S: MetaStore>(store: Arc<S>) {
+    let (from, to) = (repo("acme/from"), repo("acme/to"));
+    let d = digest("shared");
+    assert_eq!(store.mount_blob(&from, &to, &d).await.unwrap(), None);
+    assert_eq!(store.blob_size(&to, &d).await.unwrap(), None);
+    store.link_blob(&from, &d, 77).await.unwrap();
+    assert_eq!(store.mount_blob(&from, &to, &d).await.unwrap(), Some(77));
+    assert_eq!(store.blob_size(&to, &d).await.unwrap(), Some(77));
+    assert!(store.repo_exists(&to).await.unwrap());
+}
+
+pub async fn gc_collects_exactly_what_nothing_references<S: MetaStore>(store: Arc<S>) {
+    let (l1, l2, stray) = (digest("l1"), digest("l2"), digest("stray"));
+    let kept = image(&*store, "acme/app", "kept", &[&l1], Some("v1")).await;
+    let gone = image(&*store, "acme/app", "gone", &[&l1, &l2], Some("v2")).await;
+    store.link_blob(&repo("acme/app"), &stray, 3).await.unwrap();
+    let t = now();
+
+    // Nothing referenced is collected; the stray link and its bytes are.
+    let verdicts = store.gc_review(&policy(t, 0, "a")).await.unwrap();
+    assert_eq!(
+        unlinked(&verdicts),
+        vec![("acme/app".to_string(), stray.clone())]
+    );
+    assert_eq!(doomed(&verdicts), vec![stray.clone()]);
+    release_all(&*store, &verdicts, "a").await;
+
+    // Deleting one image frees only what it alone referenced.
+    assert!(store
+        .delete_manifest(&repo("acme/app"), &gone.digest)
+        .await
+        .unwrap());
+    let t = now();
+    let verdicts = store.gc_review(&policy(t, 0, "a")).await.unwrap();
+    let gone_config = digest("gone-config");
+    let mut expect_unlinked = vec![
+        ("acme/app".to_string(), l2.clone()),
+        ("acme/app".to_string(), gone_config.clone()),
+    ];
+    expect_unlinked.sort();
+    assert_eq!(unlinked(&verdicts), expect_unlinked);
+    assert_eq!(
+        doomed(&verdicts),
+        sorted(vec![l2.clone(), gone_config, gone.digest.clone()])
+    );
+    release_all(&*store, &verdicts, "a").await;
+    // What the kept image needs is all still there.
+    assert_eq!(
+        store.blob_size(&repo("acme/app"), &l1).await.unwrap(),
+        Some(1000)
+    );
+    assert!(store
+        .get_manifest(&repo("acme/app"), &kept.digest)
+        .await
+        .unwrap()
+        .is_some());
+    let known = store.gc_known(&policy(t, 0, "a")).await.unwrap();
+    for d in &kept.references {
+        assert!(known.held.contains(d), "{d} held");
+    }
+    assert!(known.queued.is_empty(), "{:?}", known.queued);
+    // Nothing is left to review.
+    assert!(store
+        .gc_review(&policy(t, 0, "a"))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn gc_reviews_wait_for_the_delay_and_a_touch_postpones_them<S: MetaStore>(store: Arc<S>) {
+    let r = repo("acme/app");
+    let d = digest("layer");
+    let t = now();
+    store.link_blob(&r, &d, 10).await.unwrap();
+    let status = store.gc_status(&policy(t, 100, "a")).await.unwrap();
+    assert_eq!((status.queued, status.due), (1, 0));
+    assert!(store
+        .gc_review(&policy(t, 100, "a"))
+        .await
+        .unwrap()
+        .is_empty());
+    // A HEAD moves the review on: due 100 s after it, not after the link.
+    store.gc_touch(&r, &d, t + 50).await.unwrap();
+    assert!(store
+        .gc_review(&policy(t + 120, 100, "a"))
+        .await
+        .unwrap()
+        .is_empty());
+    let status = store.gc_status(&policy(t + 160, 100, "a")).await.unwrap();
+    assert_eq!(status.due, 1);
+    assert_eq!(status.oldest_due_unix, Some(t + 150));
+    let verdicts = store.gc_review(&policy(t + 160, 100, "a")).await.unwrap();
+    assert_eq!(
+        unlinked(&verdicts),
+        vec![("acme/app".to_string(), d.clone())]
+    );
+    assert_eq!(doomed(&verdicts), vec![d.clone()]);
+    // A touch of what is not queued queues nothing.
+    store.gc_touch(&r, &digest("never"), t).await.unwrap();
+    let status = store.gc_status(&policy(t + 1000, 100, "a")).await.unwrap();
+    assert_eq!((status.queued, status.tombstones), (0, 1));
+}
+
+pub async fn gc_tombstone_refuses_links_manifests_and_holds<S: MetaStore>(store: Arc<S>) {
+    let r = repo("acme/app");
+    let d = digest("victim");
+    store.link_blob(&r, &d, 10).await.unwrap();
+    assert!(store.unlink_blob(&r, &d).await.unwrap());
+    let verdicts = store.gc_review(&policy(now(), 0, "a")).await.unwrap();
+    assert_eq!(doomed(&verdicts), vec![d.clone()]);
+
+    let collecting = |what: &str, e: Result<(), MetaError>| match e {
+        Err(MetaError::Collecting(x)) => assert_eq!(x, d, "{what}"),
+        other => panic!("{what}: expected Collecting, got {other:?}"),
+    };
+    collecting("link", store.link_blob(&r, &d, 10).await);
+    collecting("hold", store.gc_hold(&d, "uploader", now() + 60).await);
+    let as_manifest = ManifestRecord {
+        digest: d.clone(),
+        ..manifest("victim")
+    };
+    collecting("manifest", store.put_manifest(&r, &as_manifest, None).await);
+    assert_eq!(store.blob_size(&r, &d).await.unwrap(), None);
+    // Another collector cannot release it; its own can, and then the
+    // content can be stored again.
+    assert!(!store.gc_release(&d, "b").await.unwrap());
+    assert!(store.gc_release(&d, "a").await.unwrap());
+    store.link_blob(&r, &d, 10).await.unwrap();
+    store.gc_hold(&d, "uploader", now() + 60).await.unwrap();
+}
+
+pub async fn gc_keeps_held_and_shared_content<S: MetaStore>(store: Arc<S>) {
+    let (a, b) = (repo("acme/a"), repo("other/b"));
+    let shared = digest("shared");
+    let held = digest("held");
+    store.link_blob(&a, &shared, 10).await.unwrap();
+    // Another tenant's image uses the same layer.
+    image(&*store, "other/b", "b", &[&shared], None).await;
+    assert!(store.unlink_blob(&a, &shared).await.unwrap());
+    // Bytes being written: held, so a review keeps them.
+    store.link_blob(&a, &held, 10).await.unwrap();
+    assert!(store.unlink_blob(&a, &held).await.unwrap());
+    let t = now();
+    store.gc_hold(&held, "upload-1", t + 100).await.unwrap();
+    let verdicts = store.gc_review(&policy(t, 0, "a")).await.unwrap();
+    assert!(doomed(&verdicts).is_empty(), "{verdicts:?}");
+    assert_eq!(store.blob_size(&b, &shared).await.unwrap(), Some(1000));
+    let status = store.gc_status(&policy(t, 0, "a")).await.unwrap();
+    assert_eq!(status.holds, 1);
+    // Once the hold has ended, nothing keeps it.
+    let verdicts = store.gc_review(&policy(t + 101, 0, "a")).await.unwrap();
+    assert_eq!(doomed(&verdicts), vec![held]);
+}
+
+pub async fn gc_tombstones_past_their_lease_are_claimed_again<S: MetaStore>(store: Arc<S>) {
+    let r = repo("acme/app");
+    let d = digest("orphaned-tombstone");
+    store.link_blob(&r, &d, 10).await.unwrap();
+    assert!(store.unlink_blob(&r, &d).await.unwrap());
+    let t = now();
+    let mut first = policy(t, 0, "dead");
+    first.lease_secs = 5;
+    assert_eq!(
+        doomed(&store.gc_review(&first).await.unwrap()),
+        vec![d.clone()]
+    );
+    // Within the lease nobody else takes it.
+    assert!(store
+        .gc_review(&policy(t + 2, 0, "alive"))
+        .await
+        .unwrap()
+        .is_empty());
+    let verdicts = store.gc_review(&policy(t + 10, 0, "alive")).await.unwrap();
+    assert!(
+        matches!(
+            verdicts.as_slice(),
+            [crate::gc::Verdict::Doomed {
+                reclaimed: true,
+                ..
+            }]
+        ),
+        "{verdicts:?}"
+    );
+    assert!(!store.gc_release(&d, "dead").await.unwrap());
+    assert!(store.gc_release(&d, "alive").await.unwrap());
+}
+
+pub async fn gc_orphans_are_queued_only_when_unknown_and_wait_their_age<S: MetaStore>(
+    store: Arc<S>,
+) {
+    let r = repo("acme/app");
+    let known = digest("known");
+    let unknown = digest("unknown");
+    store.link_blob(&r, &known, 10).await.unwrap();
+    let t = now();
+    let queued = store
+        .gc_enqueue_orphans(&[known.clone(), unknown.clone()], t)
+        .await
+        .unwrap();
+    assert_eq!(queued, 1);
+    // Queued once only.
+    assert_eq!(
+        store
+            .gc_enqueue_orphans(std::slice::from_ref(&unknown), t)
+            .await
+            .unwrap(),
+        0
+    );
+    let mut young = policy(t + 50, 1_000_000, "a");
+    young.orphan_age_secs = 100;
+    assert!(store.gc_review(&young).await.unwrap().is_empty());
+    let mut old = policy(t + 150, 1_000_000, "a");
+    old.orphan_age_secs = 100;
+    assert_eq!(doomed(&store.gc_review(&old).await.unwrap()), vec![unknown]);
+}
+
+pub async fn gc_dry_run_decides_exactly_what_a_pass_does_and_changes_nothing<S: MetaStore>(
+    store: Arc<S>,
+) {
+    let l = digest("l");
+    let m = image(&*store, "acme/app", "m", &[&l], None).await;
+    assert!(store
+        .delete_manifest(&repo("acme/app"), &m.digest)
+        .await
+        .unwrap());
+    let t = now();
+    let before = store.gc_status(&policy(t, 0, "a")).await.unwrap();
+    let mut dry = policy(t, 0, "a");
+    dry.dry_run = true;
+    let planned = store.gc_review(&dry).await.unwrap();
+    assert_eq!(store.gc_status(&policy(t, 0, "a")).await.unwrap(), before);
+    assert_eq!(
+        store.blob_size(&repo("acme/app"), &l).await.unwrap(),
+        Some(1000)
+    );
+    let done = store.gc_review(&policy(t, 0, "a")).await.unwrap();
+    assert_eq!(doomed(&planned), doomed(&done));
+    assert_eq!(unlinked(&planned), unlinked(&done));
+    assert_eq!(doomed(&done).len(), 3, "{done:?}");
+}
+
+pub async fn gc_purge_queues_every_digest_it_removed<S: MetaStore>(store: Arc<S>) {
+    let l = digest("l");
+    let m = image(&*store, "acme/app", "m", &[&l], Some("v1")).await;
+    image(&*store, "other/app", "n", &[&l], Some("v1")).await;
+    store.purge_namespace("acme").await.unwrap();
+    let verdicts = store.gc_review(&policy(now(), 0, "a")).await.unwrap();
+    // The layer is still held by the other tenant.
+    assert_eq!(
+        doomed(&verdicts),
+        sorted(vec![m.digest.clone(), digest("m-config")])
+    );
+}
+
+pub async fn namespace_bytes_follow_links_manifests_and_collection<S: MetaStore>(store: Arc<S>) {
+    let d = digest("d");
+    store.link_blob(&repo("acme/a"), &d, 100).await.unwrap();
+    store.link_blob(&repo("acme/b"), &d, 100).await.unwrap();
+    let usage = store.namespace_usage("acme", Some(&d)).await.unwrap();
+    assert_eq!(
+        (usage.bytes, usage.repositories, usage.holds_digest),
+        (100, 2, true)
+    );
+    let m = ManifestRecord {
+        references: vec![d.clone()],
+        ..manifest("m")
+    };
+    store
+        .put_manifest(&repo("acme/a"), &m, Some(&tag("v1")))
+        .await
+        .unwrap();
+    let with_m = 100 + m.size;
+    assert_eq!(
+        store.namespace_usage("acme", None).await.unwrap().bytes,
+        with_m
+    );
+    assert!(store.unlink_blob(&repo("acme/b"), &d).await.unwrap());
+    let usage = store.namespace_usage("acme", None).await.unwrap();
+    assert_eq!((usage.bytes, usage.repositories), (with_m, 1));
+    assert!(store
+        .delete_manifest(&repo("acme/a"), &m.digest)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.namespace_usage("acme", None).await.unwrap().bytes,
+        100
+    );
+    // Collection removes the last link, and the bytes leave the count.
+    let verdicts = store.gc_review(&policy(now(), 0, "a")).await.unwrap();
+    release_all(&*store, &verdicts, "a").await;
+    let usage = store.namespace_usage("acme", Some(&d)).await.unwrap();
+    assert_eq!(
+        (usage.bytes, usage.repositories, usage.holds_digest),
+        (0, 0, false)
+    );
+    assert_eq!(
+        store.largest_namespaces(10).await.unwrap(),
+        Vec::<(String, u64)>::new()
+    );
+    store.link_blob(&repo("big/x"), &d, 100).await.unwrap();
+    store
+        .link_blob(&repo("small/x"), &digest("s"), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.largest_namespaces(10).await.unwrap(),
+        vec![("big".to_string(), 100), ("small".to_string(), 1)]
+    );
+}
+
+pub async fn gc_concurrent_collectors_doom_each_digest_once<S: MetaStore>(store: Arc<S>) {
+    let r = repo("acme/app");
+    let mut all = Vec::new();
+    for i in 0..60 {
+        let d = digest(&format!("garbage-{i}"));
+        store.link_blob(&r, &d, 1).await.unwrap();
+        all.push(d);
+    }
+    let t = now();
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let mut p = policy(t, 0, &format!("w{w}"));
+                p.limit = 5;
+                let v = store.gc_review(&p).await.unwrap();
+                if v.is_empty() {
+                    break;
+                }
+                mine.extend(doomed(&v));
+            }
+            mine
+        }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.extend(t.await.unwrap());
+    }
+    assert_eq!(sorted(seen), sorted(all));
 }

@@ -75,6 +75,7 @@ impl Registry {
             .links
             .get_fresh(&key, self.inner.config.link_cache_ttl)
         {
+            self.touch_link(repo, digest);
             return Ok(size);
         }
         let size = match self.meta().blob_size(repo, digest).await {
@@ -90,6 +91,7 @@ impl Registry {
         match size {
             Some(size) => {
                 self.inner.links.put(key, size);
+                self.touch_link(repo, digest);
                 Ok(size)
             }
             None => {

@@ -22,6 +22,7 @@ use wharf_storage::{BlobStore, StorageError};
 
 pub mod blobs;
 mod cache;
+mod holds;
 mod last_known;
 pub mod manifests;
 mod quota;
@@ -110,6 +111,9 @@ struct Inner {
     links: last_known::LastKnown<(RepoName, Digest), u64>,
     /// Tags (repository, tag) -> digest, last learned from metadata.
     tags: last_known::LastKnown<(RepoName, Tag), Digest>,
+    /// Blob links whose garbage-collection review this node postponed
+    /// lately (on a `HEAD` or `GET`): at most one touch a minute each.
+    touched: last_known::LastKnown<(RepoName, Digest), ()>,
     /// Tenant quotas, looked up in memory; `None`: no limits.
     quotas: Option<Arc<dyn QuotaSource>>,
     config: RegistryConfig,
@@ -128,6 +132,7 @@ impl Registry {
                 links: last_known::LastKnown::new(config.last_known_entries),
                 manifests_seen: last_known::LastKnown::new(config.last_known_entries),
                 tags: last_known::LastKnown::new(config.last_known_entries),
+                touched: last_known::LastKnown::new(config.last_known_entries.max(1024)),
                 blobs,
                 meta,
                 quotas: None,
@@ -205,5 +210,12 @@ pub fn meta_err(e: MetaError) -> RegistryError {
             }
         }
         MetaError::Internal(msg) => RegistryError::Internal(format!("metadata: {msg}")),
+        // Garbage collection is deleting these bytes this very moment; once
+        // they are gone the content can be stored again.
+        MetaError::Collecting(digest) => RegistryError::Unavailable {
+            reason: format!("{digest} is being garbage collected; retry in a moment"),
+            retry_after: 1,
+        },
+        MetaError::Missing(digest) => RegistryError::ManifestBlobUnknown(digest),
     }
 }

@@ -182,6 +182,10 @@ impl Registry {
         })
         .await?;
 
+        // Held from before the bytes are stored until the record holds
+        // them, as a blob upload is (`wharf_meta::gc`).
+        self.hold_content(&digest, &format!("manifest:{repo}"))
+            .await?;
         self.blobs()
             .put(&digest, bytes.clone())
             .await
@@ -193,22 +197,31 @@ impl Registry {
             artifact_type: manifest.referrer_artifact_type(),
             annotations: manifest.annotations.clone(),
             subject: manifest.subject.as_ref().map(|s| s.digest.clone()),
-            references: manifest
-                .config
-                .iter()
-                .chain(&manifest.layers)
-                .chain(&manifest.manifests)
-                .map(|d| d.digest.clone())
-                .collect(),
+            // What the repository must hold for this manifest (foreign
+            // layers live elsewhere), each once.
+            references: {
+                let mut refs: Vec<Digest> = manifest
+                    .required_blobs()
+                    .chain(&manifest.manifests)
+                    .map(|d| d.digest.clone())
+                    .collect();
+                refs.sort();
+                refs.dedup();
+                refs
+            },
         };
         let tag = match reference {
             Reference::Tag(t) => Some(t),
             Reference::Digest(_) => None,
         };
-        self.meta()
-            .put_manifest(repo, &record, tag)
-            .await
-            .map_err(meta_err)?;
+        if let Err(e) = self.meta().put_manifest(repo, &record, tag).await {
+            if let wharf_meta::MetaError::Missing(gone) = &e {
+                // Collected since this node cached it (or another node
+                // removed it): the client's next `HEAD` must say so.
+                self.forget_link(repo, gone);
+            }
+            return Err(meta_err(e));
+        }
         if let Some(t) = tag {
             self.inner
                 .tags

@@ -245,6 +245,10 @@ impl Registry {
             self.end_refused_upload(id).await;
             return Err(e);
         }
+        // From here until the link commits, the bytes are the blob's and
+        // nothing in metadata holds them: hold the digest first, so that
+        // garbage collection cannot delete them in between (`wharf_meta::gc`).
+        self.hold_content(digest, id.as_str()).await?;
         let size = match self.blobs().upload_commit(id, digest).await {
             Ok(size) => size,
             Err(e) => {
@@ -339,10 +343,16 @@ impl Registry {
             own_recorded: 0,
         })
         .await?;
-        self.meta()
-            .link_blob(repo, digest, size)
+        // Linked only if `from` still holds it when the link commits: a
+        // link `from` had when checked above may have been collected since.
+        let Some(size) = self
+            .meta()
+            .mount_blob(from, repo, digest)
             .await
-            .map_err(meta_err)?;
+            .map_err(meta_err)?
+        else {
+            return Ok(None);
+        };
         self.inner.links.put((repo.clone(), digest.clone()), size);
         Ok(Some(size))
     }

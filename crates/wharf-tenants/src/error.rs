@@ -29,8 +29,8 @@ impl From<MetaError> for DirectoryError {
                 tracing::warn!(%detail, "tenant directory: metadata store unavailable");
                 DirectoryError::Unavailable("the metadata store is unavailable".into())
             }
-            MetaError::Internal(detail) => {
-                tracing::error!(%detail, "tenant directory: metadata store error");
+            other @ (MetaError::Internal(_) | MetaError::Collecting(_) | MetaError::Missing(_)) => {
+                tracing::error!(detail = %other, "tenant directory: metadata store error");
                 DirectoryError::Unavailable("the metadata store failed".into())
             }
         }

@@ -247,6 +247,47 @@ impl MetaStore for MemStore {
     async fn refresh_prune(&self, _: u64) -> Result<u64, MetaError> {
         unsupported()
     }
+    async fn mount_blob(
+        &self,
+        _: &RepoName,
+        _: &RepoName,
+        _: &Digest,
+    ) -> Result<Option<u64>, MetaError> {
+        unsupported()
+    }
+    async fn gc_touch(&self, _: &RepoName, _: &Digest, _: u64) -> Result<(), MetaError> {
+        unsupported()
+    }
+    async fn gc_hold(&self, _: &Digest, _: &str, _: u64) -> Result<(), MetaError> {
+        unsupported()
+    }
+    async fn gc_review(
+        &self,
+        _: &wharf_meta::gc::ReviewPolicy,
+    ) -> Result<Vec<wharf_meta::gc::Verdict>, MetaError> {
+        unsupported()
+    }
+    async fn gc_release(&self, _: &Digest, _: &str) -> Result<bool, MetaError> {
+        unsupported()
+    }
+    async fn gc_enqueue_orphans(&self, _: &[Digest], _: u64) -> Result<u64, MetaError> {
+        unsupported()
+    }
+    async fn largest_namespaces(&self, _: usize) -> Result<Vec<(String, u64)>, MetaError> {
+        unsupported()
+    }
+    async fn gc_status(
+        &self,
+        _: &wharf_meta::gc::ReviewPolicy,
+    ) -> Result<wharf_meta::gc::GcStatus, MetaError> {
+        unsupported()
+    }
+    async fn gc_known(
+        &self,
+        _: &wharf_meta::gc::ReviewPolicy,
+    ) -> Result<wharf_meta::gc::Known, MetaError> {
+        unsupported()
+    }
 }
 
 async fn setup() -> (Arc<MemStore>, Directory) {
