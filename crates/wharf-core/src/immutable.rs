@@ -93,10 +93,16 @@ impl fmt::Display for ImmutableRefusal {
         let (repo, tag, digest) = (&self.repository, self.tag.as_str(), &self.digest);
         match self.action {
             ImmutableAction::Move => {
-                write!(f, "tag {tag} of {repo} points at {digest} and cannot be moved")
+                write!(
+                    f,
+                    "tag {tag} of {repo} points at {digest} and cannot be moved"
+                )
             }
             ImmutableAction::DeleteTag => {
-                write!(f, "tag {tag} of {repo} points at {digest} and cannot be deleted")
+                write!(
+                    f,
+                    "tag {tag} of {repo} points at {digest} and cannot be deleted"
+                )
             }
             ImmutableAction::DeleteManifest => write!(
                 f,
