@@ -2,8 +2,9 @@
 //! metadata store.
 //!
 //! Owns: blob access by repository ([`blobs`]), upload sessions ([`uploads`]),
-//! manifests and tags ([`manifests`]), the referrers index ([`referrers`]) and
-//! the catalog. Handlers in the HTTP crate call [`Registry`] and nothing
+//! manifests and tags ([`manifests`]), the referrers index ([`referrers`]),
+//! tenant quotas and immutable tags as they bear on a request (`quota`,
+//! `immutable`) and the catalog. Handlers in the HTTP crate call [`Registry`] and nothing
 //! below it.
 //!
 //! Must never: speak HTTP (no status codes, no headers: errors are
@@ -16,12 +17,13 @@
 
 use std::sync::Arc;
 
-use wharf_core::{Digest, QuotaSource, RegistryError, RepoName, Tag};
+use wharf_core::{Digest, ImmutableTagSource, QuotaSource, RegistryError, RepoName, Tag};
 use wharf_meta::{MetaError, MetaStore};
 use wharf_storage::{BlobStore, StorageError};
 
 pub mod blobs;
 mod cache;
+mod immutable;
 mod last_known;
 pub mod manifests;
 mod quota;
@@ -112,6 +114,8 @@ struct Inner {
     tags: last_known::LastKnown<(RepoName, Tag), Digest>,
     /// Tenant quotas, looked up in memory; `None`: no limits.
     quotas: Option<Arc<dyn QuotaSource>>,
+    /// Immutable-tag rules, looked up in memory; `None`: every tag moves.
+    immutable: Option<Arc<dyn ImmutableTagSource>>,
     config: RegistryConfig,
 }
 
@@ -131,6 +135,7 @@ impl Registry {
                 blobs,
                 meta,
                 quotas: None,
+                immutable: None,
                 config,
             }),
         }
