@@ -4,8 +4,8 @@
 //! Owns: blob access by repository ([`blobs`]), upload sessions ([`uploads`]),
 //! manifests and tags ([`manifests`]), the referrers index ([`referrers`]),
 //! tenant quotas and immutable tags as they bear on a request (`quota`,
-//! `immutable`) and the catalog. Handlers in the HTTP crate call [`Registry`] and nothing
-//! below it.
+//! `immutable`) and the catalog. Handlers in the HTTP crate call
+//! [`Registry`] and nothing below it.
 //!
 //! Must never: speak HTTP (no status codes, no headers: errors are
 //! [`RegistryError`] values, classified in one place in `wharf-core`), or
