@@ -3,8 +3,8 @@
 //!
 //! Owns: turning a store's [`DirectorySnapshot`] into maps (tenants, users,
 //! robots by name; tenants by hostname; compiled immutable-tag rules by
-//! tenant), deciding which records count, and
-//! the credential and grant lookups answered from them.
+//! tenant), deciding which records count, and the credential and grant
+//! lookups answered from them.
 //!
 //! Must never: fail a whole load because of one bad record (a record that
 //! does not parse, or whose key disagrees with its content, is skipped and
