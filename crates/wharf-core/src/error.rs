@@ -6,6 +6,7 @@
 //! apart.
 
 use crate::digest::Digest;
+use crate::immutable::ImmutableRefusal;
 
 /// Error codes from the OCI distribution spec, plus `UNAVAILABLE` and
 /// `UNKNOWN` for failures the spec leaves to the implementation.
@@ -91,6 +92,10 @@ pub enum RegistryError {
     Unauthorized,
     #[error("requested access to the resource is denied: {0}")]
     Denied(String),
+    /// A move or delete of a tag an immutable-tag rule protects. Boxed: it
+    /// carries the rule, and errors are returned on every path.
+    #[error("requested access to the resource is denied: {0}")]
+    TagImmutable(Box<ImmutableRefusal>),
     #[error("the operation is unsupported: {0}")]
     Unsupported(String),
     /// A request whose parameters or headers are malformed or too large
@@ -133,6 +138,10 @@ impl RegistryError {
             RegistryError::SizeInvalid(_) => (C::SizeInvalid, 400),
             RegistryError::Unauthorized => (C::Unauthorized, 401),
             RegistryError::Denied(_) => (C::Denied, 403),
+            // 403 as for any refusal: clients do not retry it (409 would
+            // invite a retry, and the spec pairs no code with it), and
+            // Docker Hub answers an immutable tag the same way.
+            RegistryError::TagImmutable(_) => (C::Denied, 403),
             RegistryError::Unsupported(_) => (C::Unsupported, 405),
             RegistryError::InvalidParameters(_) => (C::Unsupported, 400),
             RegistryError::TooManyRequests { .. } => (C::TooManyRequests, 429),
@@ -168,6 +177,7 @@ impl RegistryError {
             | RegistryError::ManifestChildUnknown(d) => {
                 serde_json::json!({ "digest": d.to_string() })
             }
+            RegistryError::TagImmutable(refusal) => refusal.detail(),
             _ => serde_json::Value::Null,
         };
         let mut entry = serde_json::json!({ "code": code.as_str(), "message": self.to_string() });
@@ -227,6 +237,20 @@ mod tests {
             (RegistryError::SizeInvalid(s()), "SIZE_INVALID", 400),
             (RegistryError::Unauthorized, "UNAUTHORIZED", 401),
             (RegistryError::Denied(s()), "DENIED", 403),
+            (
+                RegistryError::TagImmutable(Box::new(ImmutableRefusal {
+                    repository: "acme/app".parse().unwrap(),
+                    tag: "v1".parse().unwrap(),
+                    digest: d.clone(),
+                    action: crate::immutable::ImmutableAction::Move,
+                    rule: crate::immutable::ImmutableTagRule {
+                        tag: "v.*".into(),
+                        repository: None,
+                    },
+                })),
+                "DENIED",
+                403,
+            ),
             (RegistryError::Unsupported(s()), "UNSUPPORTED", 405),
             (RegistryError::InvalidParameters(s()), "UNSUPPORTED", 400),
             (

@@ -3,8 +3,10 @@
 //! Owns: content digests ([`Digest`]), repository names ([`RepoName`]),
 //! tags and references ([`Tag`], [`Reference`]), upload session ids
 //! ([`UploadId`]), the media types Wharf understands ([`media`]), manifest
-//! parsing and validation ([`manifest`]), and the single error type of the
-//! service layer with its OCI code and HTTP status ([`error`]).
+//! parsing and validation ([`manifest`]), tenant quotas and immutable-tag
+//! rules as the registry looks them up ([`quota`], [`immutable`]), and the
+//! single error type of the service layer with its OCI code and HTTP status
+//! ([`error`]).
 //!
 //! Must never: do I/O, know about HTTP frameworks, or let an invalid value be
 //! constructed. Every type here is parsed once, at the edge, and is valid for
@@ -14,6 +16,7 @@
 
 pub mod digest;
 pub mod error;
+pub mod immutable;
 pub mod manifest;
 pub mod media;
 pub mod names;
@@ -21,6 +24,7 @@ pub mod quota;
 
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::{ErrorCode, RegistryError};
+pub use immutable::{ImmutableAction, ImmutableRefusal, ImmutableTagRule, ImmutableTagSource};
 pub use names::{Reference, RepoName, Tag, UploadId};
 pub use quota::{Quota, QuotaSource};
 

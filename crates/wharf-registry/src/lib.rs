@@ -2,9 +2,10 @@
 //! metadata store.
 //!
 //! Owns: blob access by repository ([`blobs`]), upload sessions ([`uploads`]),
-//! manifests and tags ([`manifests`]), the referrers index ([`referrers`]) and
-//! the catalog. Handlers in the HTTP crate call [`Registry`] and nothing
-//! below it.
+//! manifests and tags ([`manifests`]), the referrers index ([`referrers`]),
+//! tenant quotas and immutable tags as they bear on a request (`quota`,
+//! `immutable`) and the catalog. Handlers in the HTTP crate call
+//! [`Registry`] and nothing below it.
 //!
 //! Must never: speak HTTP (no status codes, no headers: errors are
 //! [`RegistryError`] values, classified in one place in `wharf-core`), or
@@ -16,13 +17,14 @@
 
 use std::sync::Arc;
 
-use wharf_core::{Digest, QuotaSource, RegistryError, RepoName, Tag};
+use wharf_core::{Digest, ImmutableTagSource, QuotaSource, RegistryError, RepoName, Tag};
 use wharf_meta::{MetaError, MetaStore};
 use wharf_storage::{BlobStore, StorageError};
 
 pub mod blobs;
 mod cache;
 mod holds;
+mod immutable;
 mod last_known;
 pub mod manifests;
 mod quota;
@@ -116,6 +118,8 @@ struct Inner {
     touched: last_known::LastKnown<(RepoName, Digest), ()>,
     /// Tenant quotas, looked up in memory; `None`: no limits.
     quotas: Option<Arc<dyn QuotaSource>>,
+    /// Immutable-tag rules, looked up in memory; `None`: every tag moves.
+    immutable: Option<Arc<dyn ImmutableTagSource>>,
     config: RegistryConfig,
 }
 
@@ -136,6 +140,7 @@ impl Registry {
                 blobs,
                 meta,
                 quotas: None,
+                immutable: None,
                 config,
             }),
         }

@@ -173,6 +173,7 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::sha256_of(&bytes),
         };
+        self.check_tag_put(repo, reference, &digest).await?;
         self.check_references(repo, &manifest).await?;
         self.check_quota(Addition {
             repo,
@@ -279,6 +280,7 @@ impl Registry {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<(), RegistryError> {
+        self.check_delete(repo, reference).await?;
         let found = match reference {
             Reference::Tag(t) => {
                 let found = self.meta().delete_tag(repo, t).await.map_err(meta_err)?;

@@ -27,10 +27,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use tokio::task::JoinHandle;
 use wharf_auth::{hash_secret, Action, Actions, Grant, Identity, RepoPattern};
-use wharf_core::{now_unix, Quota, QuotaSource};
+use wharf_core::{
+    now_unix, ImmutableTagRule, ImmutableTagSource, Quota, QuotaSource, RepoName, Tag,
+};
 use wharf_meta::{MetaStore, RefreshScope};
 
 use crate::error::DirectoryError;
+use crate::immutable;
 use crate::model::{
     DeletedTenant, NewTenant, Retired, Revocation, Revoked, Robot, RobotView, RoleBinding,
     RoleSpec, Tenant, TenantPatch, Usage, User, UserView, KIND_DELETED_TENANT, KIND_RETIRED,
@@ -363,6 +366,7 @@ impl Directory {
             concurrency_share: new.concurrency_share,
             created_unix: now_unix(),
             sessions_generation: 0,
+            immutable_tags: new.immutable_tags,
         };
         check_tenant(&tenant)?;
         let _one_writer = self.inner.writes.lock().await;
@@ -789,6 +793,25 @@ impl QuotaSource for Directory {
     }
 }
 
+impl ImmutableTagSource for Directory {
+    /// From the rules compiled with the snapshot; an unknown tenant has
+    /// none.
+    fn protecting(&self, repo: &RepoName, tag: &Tag) -> Option<ImmutableTagRule> {
+        let snap = self.snap();
+        snap.immutable
+            .get(repo.namespace())?
+            .protecting(repo, tag)
+            .cloned()
+    }
+
+    fn guards(&self, repo: &RepoName) -> bool {
+        self.snap()
+            .immutable
+            .get(repo.namespace())
+            .is_some_and(|rules| rules.guards(repo))
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 fn now_unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -810,6 +833,7 @@ fn check_tenant(t: &Tenant) -> Result<(), DirectoryError> {
     if let Some(share) = t.concurrency_share {
         validate::concurrency_share(share).map_err(DirectoryError::Invalid)?;
     }
+    immutable::check_rules(&t.immutable_tags).map_err(DirectoryError::Invalid)?;
     Ok(())
 }
 

@@ -5,8 +5,8 @@
 //! names, [`wharf_core::RepoName::namespace`]), users (unique across all
 //! tenants, because `docker login` sends only a user name) with roles over
 //! the tenant's repositories, robot accounts (`<tenant>+<name>`, a random
-//! secret, explicit grants), a quota, an optional hostname and an optional
-//! share of a node's request slots.
+//! secret, explicit grants), a quota, an optional hostname, an optional
+//! share of a node's request slots, and immutable-tag rules.
 //!
 //! Layout:
 //!
@@ -15,6 +15,9 @@
 //!   may serialize.
 //! - [`validate`]: the grammar of names and hostnames, and the rule that a
 //!   repository pattern stays inside its tenant.
+//! - [`immutable`]: immutable-tag rules: their limits, compiled with each
+//!   snapshot, and which one protects a tag (the registry asks through
+//!   [`wharf_core::ImmutableTagSource`], implemented by [`Directory`]).
 //! - [`snapshot`]: one immutable, indexed version of the directory, the
 //!   [`Credential`] and grant lookups, and [`verify_password`].
 //! - [`directory`]: [`Directory`], which holds the current snapshot, loads
@@ -35,12 +38,14 @@
 //! Dependencies beyond the workspace's own: `bcrypt` for passwords (the
 //! hash `docker login` credentials have always been stored with in
 //! htpasswd), `getrandom` and `base64` for robot secrets, `serde_json` for
-//! records.
+//! records, `regex` for immutable-tag rules (linear-time matching, bounded
+//! compiled size).
 
 #![forbid(unsafe_code)]
 
 pub mod directory;
 pub mod error;
+pub mod immutable;
 pub mod model;
 pub mod snapshot;
 pub mod validate;

@@ -1,7 +1,8 @@
 //! What the directory holds, as stored (JSON in directory records) and as
 //! shown to the admin API.
 //!
-//! Owns: [`Tenant`] and its [`TenantQuota`]; the inputs that create and
+//! Owns: [`Tenant`], its [`TenantQuota`] and its immutable-tag rules (as
+//! written: [`crate::immutable`] checks and compiles them); the inputs that create and
 //! change one ([`NewTenant`], [`TenantPatch`]); [`Role`]s and their
 //! bindings; the stored user and robot records; and the views the admin API
 //! may serialize ([`UserView`], [`RobotView`], [`Usage`]).
@@ -14,7 +15,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use wharf_auth::{parse_grant, Action, Actions, Grant, RepoPattern};
-use wharf_core::Quota;
+use wharf_core::{ImmutableTagRule, Quota};
 
 /// Directory record kind of a [`Tenant`].
 pub const KIND_TENANT: &str = "tenant";
@@ -81,6 +82,10 @@ pub struct Tenant {
     /// tenant's users and robots at once.
     #[serde(default)]
     pub sessions_generation: u64,
+    /// Tags that, once pushed, cannot be moved or deleted; only the
+    /// operator (the admin API) changes them.
+    #[serde(default)]
+    pub immutable_tags: Vec<ImmutableTagRule>,
 }
 
 /// A tenant's limits; `None` is unlimited.
@@ -115,6 +120,8 @@ pub struct NewTenant {
     pub quota: TenantQuota,
     #[serde(default)]
     pub concurrency_share: Option<f64>,
+    #[serde(default)]
+    pub immutable_tags: Vec<ImmutableTagRule>,
 }
 
 /// A change to a tenant. Each field: absent (`None`) keeps the value,
@@ -129,6 +136,10 @@ pub struct TenantPatch {
     pub quota: Option<Option<QuotaPatch>>,
     #[serde(default, deserialize_with = "present")]
     pub concurrency_share: Option<Option<f64>>,
+    /// A list replaces the tenant's immutable-tag rules; `null` or `[]`
+    /// lifts them all.
+    #[serde(default, deserialize_with = "present")]
+    pub immutable_tags: Option<Option<Vec<ImmutableTagRule>>>,
 }
 
 /// A change to a tenant's limits, field by field as in [`TenantPatch`].
@@ -170,6 +181,9 @@ impl TenantPatch {
         }
         if let Some(share) = self.concurrency_share {
             tenant.concurrency_share = share;
+        }
+        if let Some(rules) = &self.immutable_tags {
+            tenant.immutable_tags = rules.clone().unwrap_or_default();
         }
     }
 }
@@ -468,12 +482,32 @@ mod tests {
             concurrency_share: Some(0.5),
             created_unix: 1,
             sessions_generation: 0,
+            immutable_tags: vec![ImmutableTagRule {
+                tag: "v.*".into(),
+                repository: None,
+            }],
         };
         p.apply(&mut t);
         assert_eq!(t.hostname, None);
         assert_eq!(t.quota.bytes, Some(5));
         assert_eq!(t.quota.repositories, Some(2));
         assert_eq!(t.concurrency_share, Some(0.5));
+        assert_eq!(t.immutable_tags.len(), 1, "absent: kept");
+
+        let replace: TenantPatch = serde_json::from_str(
+            r#"{"immutable_tags":[{"tag":"a"},{"tag":"b","repository":"team/.*"}]}"#,
+        )
+        .unwrap();
+        replace.apply(&mut t);
+        assert_eq!(t.immutable_tags.len(), 2);
+        assert_eq!(t.immutable_tags[1].repository.as_deref(), Some("team/.*"));
+        for lift in [r#"{"immutable_tags":null}"#, r#"{"immutable_tags":[]}"#] {
+            let mut t = t.clone();
+            serde_json::from_str::<TenantPatch>(lift)
+                .unwrap()
+                .apply(&mut t);
+            assert!(t.immutable_tags.is_empty(), "{lift}");
+        }
 
         let clear: TenantPatch =
             serde_json::from_str(r#"{"quota":null,"concurrency_share":null}"#).unwrap();

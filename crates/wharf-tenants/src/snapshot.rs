@@ -2,8 +2,9 @@
 //! path.
 //!
 //! Owns: turning a store's [`DirectorySnapshot`] into maps (tenants, users,
-//! robots by name; tenants by hostname), deciding which records count, and
-//! the credential and grant lookups answered from them.
+//! robots by name; tenants by hostname; compiled immutable-tag rules by
+//! tenant), deciding which records count, and the credential and grant
+//! lookups answered from them.
 //!
 //! Must never: fail a whole load because of one bad record (a record that
 //! does not parse, or whose key disagrees with its content, is skipped and
@@ -18,6 +19,7 @@ use sha2::{Digest as _, Sha256};
 use wharf_auth::{verify_secret, Grant, Identity};
 use wharf_meta::DirectorySnapshot;
 
+use crate::immutable::TenantRules;
 use crate::model::{
     DeletedTenant, Retired, Revocation, Robot, Tenant, User, KIND_DELETED_TENANT, KIND_RETIRED,
     KIND_REVOCATION, KIND_ROBOT, KIND_TENANT, KIND_USER, REVOCATION_ALL,
@@ -131,6 +133,9 @@ pub(crate) struct Snapshot {
     /// Names of deleted tenants → when they were deleted (ms since the
     /// epoch).
     pub deleted_tenants: HashMap<String, u64>,
+    /// Tenant → its immutable-tag rules, compiled (only tenants that have
+    /// some).
+    pub immutable: HashMap<String, TenantRules>,
 }
 
 impl Snapshot {
@@ -218,6 +223,12 @@ impl Snapshot {
             r.grants
                 .retain(|g| keep_inside(&g.pattern, &tenant, KIND_ROBOT, &r.name));
             snap.robots.insert(r.name.clone(), r);
+        }
+        for t in snap.tenants.values() {
+            let rules = TenantRules::build(&t.name, &t.immutable_tags);
+            if !rules.is_empty() {
+                snap.immutable.insert(t.name.clone(), rules);
+            }
         }
         // Hostnames are unique when written; should two tenants still claim
         // one (two admins racing), the first by name wins on every node.

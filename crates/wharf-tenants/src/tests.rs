@@ -346,6 +346,7 @@ async fn created_tenant_is_visible_with_its_limits() {
                 repositories: None,
             },
             concurrency_share: Some(0.25),
+            immutable_tags: vec![],
         })
         .await
         .unwrap();
@@ -480,6 +481,100 @@ async fn update_tenant_patches_and_validates() {
     invalid(dir.update_tenant("acme", &bad).await);
     assert_eq!(dir.concurrency_share("acme"), Some(0.75));
     not_found(dir.update_tenant("globex", &patch).await);
+}
+
+fn tag_rule(tag: &str, repository: Option<&str>) -> wharf_core::ImmutableTagRule {
+    wharf_core::ImmutableTagRule {
+        tag: tag.into(),
+        repository: repository.map(str::to_string),
+    }
+}
+
+#[tokio::test]
+async fn immutable_tag_rules_are_checked_then_answered_from_memory() {
+    use wharf_core::ImmutableTagSource as _;
+    let (store, dir) = setup().await;
+    let repo = |s: &str| s.parse::<RepoName>().unwrap();
+    let tag = |s: &str| s.parse::<Tag>().unwrap();
+
+    for bad in [
+        vec![tag_rule("v[0-9", None)],
+        vec![tag_rule("v.*", Some("team/("))],
+        vec![tag_rule("", None)],
+        vec![tag_rule(&"v".repeat(300), None)],
+        vec![tag_rule("v.*", None); 33],
+    ] {
+        let msg = invalid(
+            dir.create_tenant(NewTenant {
+                immutable_tags: bad,
+                ..new_tenant("acme")
+            })
+            .await,
+        );
+        assert!(msg.contains("immutable-tag rule"), "{msg}");
+    }
+    assert_eq!(store.state.lock().unwrap().version, 0, "nothing written");
+
+    dir.create_tenant(NewTenant {
+        immutable_tags: vec![tag_rule(r"v[0-9]+", Some("team/.*"))],
+        ..new_tenant("acme")
+    })
+    .await
+    .unwrap();
+    dir.create_tenant(new_tenant("globex")).await.unwrap();
+    assert_eq!(
+        dir.protecting(&repo("acme/team/app"), &tag("v1")),
+        Some(tag_rule(r"v[0-9]+", Some("team/.*")))
+    );
+    assert_eq!(dir.protecting(&repo("acme/app"), &tag("v1")), None);
+    assert_eq!(dir.protecting(&repo("globex/team/app"), &tag("v1")), None);
+    assert_eq!(dir.protecting(&repo("nobody/team/app"), &tag("v1")), None);
+    assert!(dir.guards(&repo("acme/team/app")));
+    assert!(!dir.guards(&repo("acme/app")));
+    assert!(!dir.guards(&repo("globex/team/app")));
+
+    // A bad change is refused whole and changes nothing.
+    let bad: TenantPatch = serde_json::from_str(
+        r#"{"concurrency_share":0.5,"immutable_tags":[{"tag":"ok"},{"tag":"(?P<"}]}"#,
+    )
+    .unwrap();
+    let msg = invalid(dir.update_tenant("acme", &bad).await);
+    assert!(msg.starts_with("immutable-tag rule 2:"), "{msg}");
+    assert_eq!(dir.concurrency_share("acme"), None);
+    assert!(dir.guards(&repo("acme/team/app")));
+
+    // The operator replaces the rules, then lifts them.
+    let every: TenantPatch =
+        serde_json::from_str(r#"{"immutable_tags":[{"tag":"latest"}]}"#).unwrap();
+    let t = dir.update_tenant("acme", &every).await.unwrap();
+    assert_eq!(t.immutable_tags, vec![tag_rule("latest", None)]);
+    assert_eq!(dir.protecting(&repo("acme/team/app"), &tag("v1")), None);
+    assert!(dir.protecting(&repo("acme/app"), &tag("latest")).is_some());
+    let lift: TenantPatch = serde_json::from_str(r#"{"immutable_tags":null}"#).unwrap();
+    let t = dir.update_tenant("acme", &lift).await.unwrap();
+    assert!(t.immutable_tags.is_empty());
+    assert!(!dir.guards(&repo("acme/app")));
+    assert!(!store.raw("tenant", "acme").contains("latest"));
+}
+
+#[tokio::test]
+async fn a_stored_rule_that_does_not_compile_protects_every_tag() {
+    use wharf_core::ImmutableTagSource as _;
+    let (store, dir) = setup().await;
+    let written = serde_json::json!({"name": "acme", "created_unix": 1,
+        "immutable_tags": [{"tag": "v[", "repository": "nowhere"}]});
+    store
+        .directory_put("tenant", "acme", &written.to_string(), true)
+        .await
+        .unwrap();
+    dir.load().await.unwrap();
+    let repo: RepoName = "acme/app".parse().unwrap();
+    let rule = dir.protecting(&repo, &"latest".parse().unwrap()).unwrap();
+    assert_eq!(rule, tag_rule("v[", Some("nowhere")));
+    assert!(
+        dir.tenant("acme").is_some(),
+        "the tenant itself still loads"
+    );
 }
 
 #[tokio::test]

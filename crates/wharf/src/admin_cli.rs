@@ -30,6 +30,7 @@ use clap::{Args, Subcommand};
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Map, Value};
+use wharf_core::ImmutableTagRule;
 
 /// The admin port's address when neither `--url` nor `WHARF_ADMIN_URL` is
 /// given (the server's default `--admin-listen`).
@@ -160,6 +161,12 @@ enum TenantCommand {
         /// A hostname whose requests belong to this tenant.
         #[arg(long, value_name = "H", value_parser = parse_hostname)]
         hostname: Option<String>,
+        /// An immutable-tag rule: tags matching REGEX, in the repositories
+        /// whose path inside the tenant matches REPO_REGEX (every one
+        /// without it), cannot be moved or deleted once pushed. Both match
+        /// whole. Repeat for several.
+        #[arg(long = "immutable-tag", value_name = "REGEX[@REPO_REGEX]", value_parser = parse_immutable_tag)]
+        immutable_tags: Vec<ImmutableTagRule>,
     },
     /// List every tenant.
     List,
@@ -185,6 +192,14 @@ enum TenantCommand {
         /// Its hostname, or `none`.
         #[arg(long, value_name = "H|none", value_parser = or_none(parse_hostname))]
         hostname: Option<Setting<String>>,
+        /// An immutable-tag rule (as for `create`). Repeat for several;
+        /// given rules replace all the old ones.
+        #[arg(long = "immutable-tag", value_name = "REGEX[@REPO_REGEX]", value_parser = parse_immutable_tag)]
+        immutable_tags: Vec<ImmutableTagRule>,
+        /// Lift every immutable-tag rule: the tenant's tags can be moved
+        /// and deleted again.
+        #[arg(long, conflicts_with = "immutable_tags")]
+        clear_immutable_tags: bool,
     },
     /// Delete a tenant with its users and robot accounts.
     ///
@@ -375,6 +390,7 @@ fn call(command: &ApiCommand, password: Option<&str>) -> Result<Call, String> {
             quota_repos,
             share,
             hostname,
+            immutable_tags,
         }) => {
             tenant_segment(name)?;
             let body = json!({
@@ -382,6 +398,7 @@ fn call(command: &ApiCommand, password: Option<&str>) -> Result<Call, String> {
                 "hostname": hostname,
                 "quota": {"bytes": quota_bytes, "repositories": quota_repos},
                 "concurrency_share": share,
+                "immutable_tags": immutable_tags,
             });
             json_call(Method::POST, tenants, Some(body))
         }
@@ -397,6 +414,8 @@ fn call(command: &ApiCommand, password: Option<&str>) -> Result<Call, String> {
             quota_repos,
             share,
             hostname,
+            immutable_tags,
+            clear_immutable_tags,
         }) => {
             let path = format!("{tenants}/{}", tenant_segment(name)?);
             // Only what was given is sent: an absent key keeps its value,
@@ -418,10 +437,15 @@ fn call(command: &ApiCommand, password: Option<&str>) -> Result<Call, String> {
             if let Some(s) = share {
                 body.insert("concurrency_share".into(), s.to_json());
             }
+            if *clear_immutable_tags {
+                body.insert("immutable_tags".into(), Value::Null);
+            } else if !immutable_tags.is_empty() {
+                body.insert("immutable_tags".into(), json!(immutable_tags));
+            }
             if body.is_empty() {
                 return Err(
                     "tenant set: nothing to change (give --quota-bytes, --quota-repos, \
-                     --share or --hostname)"
+                     --share, --hostname, --immutable-tag or --clear-immutable-tags)"
                         .into(),
                 );
             }
@@ -756,6 +780,26 @@ fn parse_role(s: &str) -> Result<Role, String> {
         None => None,
     };
     Ok(Role { role, repositories })
+}
+
+/// `REGEX[@REPO_REGEX]`, split at the first `@` (neither a tag nor a
+/// repository name can hold one). Only an empty pattern is refused here;
+/// the server compiles both and refuses what does not compile.
+fn parse_immutable_tag(s: &str) -> Result<ImmutableTagRule, String> {
+    let (tag, repository) = match s.split_once('@') {
+        Some((tag, repo)) => (tag, Some(repo)),
+        None => (s, None),
+    };
+    if tag.is_empty() || repository.is_some_and(str::is_empty) {
+        return Err(format!(
+            "{s:?}: give a tag pattern, and after an @ a repository pattern \
+             (--immutable-tag REGEX[@REPO_REGEX])"
+        ));
+    }
+    Ok(ImmutableTagRule {
+        tag: tag.to_string(),
+        repository: repository.map(str::to_string),
+    })
 }
 
 /// `acme/app:pull,push`: checked with the grammar the server uses for
@@ -1273,6 +1317,7 @@ mod tests {
                 "hostname": null,
                 "quota": {"bytes": null, "repositories": null},
                 "concurrency_share": null,
+                "immutable_tags": [],
             })),
         );
         assert_call(
@@ -1288,6 +1333,10 @@ mod tests {
                 "0.25",
                 "--hostname",
                 "acme.registry.example",
+                "--immutable-tag",
+                r"v[0-9]+\..*",
+                "--immutable-tag",
+                "stable@prod/.*",
             ],
             Method::POST,
             "/admin/v1/tenants",
@@ -1296,6 +1345,10 @@ mod tests {
                 "hostname": "acme.registry.example",
                 "quota": {"bytes": 10u64 << 30, "repositories": 50},
                 "concurrency_share": 0.25,
+                "immutable_tags": [
+                    {"tag": r"v[0-9]+\..*", "repository": null},
+                    {"tag": "stable", "repository": "prod/.*"},
+                ],
             })),
         );
     }
@@ -1381,6 +1434,54 @@ mod tests {
         );
         let e = call_with(&["tenant", "set", "acme"], None).unwrap_err();
         assert!(e.contains("nothing to change"), "{e}");
+    }
+
+    #[test]
+    fn tenant_set_replaces_or_lifts_immutable_tag_rules() {
+        assert_call(
+            &[
+                "tenant",
+                "set",
+                "acme",
+                "--immutable-tag",
+                "v.*@team/.*",
+                "--immutable-tag",
+                "latest",
+            ],
+            Method::PATCH,
+            "/admin/v1/tenants/acme",
+            Some(json!({"immutable_tags": [
+                {"tag": "v.*", "repository": "team/.*"},
+                {"tag": "latest", "repository": null},
+            ]})),
+        );
+        assert_call(
+            &["tenant", "set", "acme", "--clear-immutable-tags"],
+            Method::PATCH,
+            "/admin/v1/tenants/acme",
+            Some(json!({"immutable_tags": null})),
+        );
+        // Split at the first @ only; the server judges the patterns.
+        assert_eq!(
+            parse_immutable_tag("(a|b)@x@y").unwrap(),
+            ImmutableTagRule {
+                tag: "(a|b)".into(),
+                repository: Some("x@y".into()),
+            }
+        );
+        assert!(parse_immutable_tag("v[").is_ok());
+        for bad in ["", "@team/.*", "v.*@"] {
+            let e = refused(&["tenant", "set", "acme", "--immutable-tag", bad]);
+            assert!(e.contains("REGEX[@REPO_REGEX]"), "{bad:?}: {e}");
+        }
+        refused(&[
+            "tenant",
+            "set",
+            "acme",
+            "--immutable-tag",
+            "v.*",
+            "--clear-immutable-tags",
+        ]);
     }
 
     #[test]

@@ -230,7 +230,8 @@ async fn serve(config: Config) -> Result<(), String> {
             ..RegistryConfig::default()
         },
     )
-    .with_quotas(Arc::new(directory.clone()));
+    .with_quotas(Arc::new(directory.clone()))
+    .with_immutable_tags(Arc::new(directory.clone()));
     match registry.expire_uploads(true).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, "removed expired or orphaned upload sessions"),

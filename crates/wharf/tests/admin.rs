@@ -1,6 +1,7 @@
 //! The admin port and the process's life cycle on the real binary: health,
 //! readiness (and what turns it off), the metrics contract the shipped alert
-//! rules rely on, and the graceful drain on SIGTERM.
+//! rules rely on, the graceful drain on SIGTERM, and `wharf admin` setting
+//! and lifting an immutable-tag rule that the running server enforces.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -352,4 +353,76 @@ fn metrics_can_require_the_admin_token_while_probes_never_do() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().unwrap().contains("wharf_ready"));
+}
+
+/// `wharf admin --url ADMIN ARGS…` with no token (the server asks for
+/// none); its exit code, stdout and stderr.
+fn wharf_admin(w: &Wharf, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["admin", "--url", &w.admin])
+        .args(args)
+        .env_remove("WHARF_ADMIN_TOKEN")
+        .env_remove("WHARF_ADMIN_TOKEN_FILE")
+        .env_remove("WHARF_ADMIN_URL")
+        .output()
+        .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.code(), text(out.stdout), text(out.stderr))
+}
+
+#[test]
+fn an_immutable_tag_rule_set_with_the_cli_holds_until_the_operator_lifts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Wharf::start(dir.path());
+    let (code, _, err) = wharf_admin(
+        &w,
+        &["tenant", "create", "acme", "--immutable-tag", "v[0-9"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("400 INVALID") && err.contains("v[0-9"),
+        "{err}"
+    );
+    let (code, out, err) = wharf_admin(
+        &w,
+        &[
+            "tenant",
+            "create",
+            "acme",
+            "--immutable-tag",
+            r"v[0-9]+@team/.*",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(r#""repository": "team/.*""#), "{out}");
+
+    let repo = "acme/team/app";
+    let put = |seed: u8| {
+        let config = push_blob(&w, repo, data(100, seed));
+        let layer = push_blob(&w, repo, data(200, seed));
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":100}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":200}}]}}"#
+        );
+        let r = client()
+            .put(format!("{}/v2/{repo}/manifests/v1", w.base))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    assert_eq!(put(1).0, 201, "first push");
+    let (status, body) = put(2);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains(r#""code":"DENIED""#)
+            && body.contains("`v[0-9]+`")
+            && body.contains("`team/.*`"),
+        "{body}"
+    );
+
+    let (code, out, err) = wharf_admin(&w, &["tenant", "set", "acme", "--clear-immutable-tags"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(r#""immutable_tags": []"#), "{out}");
+    assert_eq!(put(2).0, 201, "moved once the operator lifted the rule");
 }
