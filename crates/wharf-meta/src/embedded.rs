@@ -237,16 +237,7 @@ impl EmbeddedStore {
                 }),
             }
         });
-        let queue = self
-            .writer
-            .queue
-            .as_ref()
-            .expect("the queue lives as long as the store");
-        queue
-            .send(job)
-            .map_err(|_| MetaError::Internal("the metadata writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| MetaError::Internal("the metadata writer dropped a write".into()))?
+        self.submit(job, rx).await
     }
 
     /// Runs `f` in a write transaction on the writer thread and rolls it
@@ -271,6 +262,16 @@ impl EmbeddedStore {
                 }),
             }
         });
+        self.submit(job, rx).await
+    }
+
+    /// Queues `job` for the writer thread and waits for the answer it
+    /// sends on `rx`.
+    async fn submit<T>(
+        &self,
+        job: Job,
+        rx: tokio::sync::oneshot::Receiver<Result<T, MetaError>>,
+    ) -> Result<T, MetaError> {
         let queue = self
             .writer
             .queue
