@@ -495,4 +495,45 @@ mod postgres {
         eprintln!("postgres race took {:?}", started.elapsed());
         db.drop_now().await;
     }
+
+    /// The S3-compatible store (Garage in the test command) under a prefix
+    /// of this test's own, when `WHARF_TEST_S3_*` say where it is.
+    fn s3_or_skip() -> Option<wharf_storage::s3::S3Config> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut c = wharf_storage::s3::S3Config::new(
+            &var("WHARF_TEST_S3_ENDPOINT")?,
+            &var("WHARF_TEST_S3_BUCKET")?,
+            &var("WHARF_TEST_S3_REGION")?,
+            &var("WHARF_TEST_S3_ACCESS_KEY_ID")?,
+            &var("WHARF_TEST_S3_SECRET_ACCESS_KEY")?,
+        );
+        c.prefix = format!("gc-race-{}", uuid::Uuid::new_v4().simple());
+        Some(c)
+    }
+
+    /// The same race with the bytes in S3: two nodes over one database and
+    /// one bucket, as a cell runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn pushes_racing_two_zero_delay_collectors_lose_nothing_postgres_and_s3() {
+        let Some(s3) = s3_or_skip() else {
+            eprintln!("skipped: WHARF_TEST_S3_* are not set");
+            return;
+        };
+        let Some(db) = Db::create().await else {
+            eprintln!("skipped: WHARF_TEST_POSTGRES_URL is not set");
+            return;
+        };
+        let mut regs = Vec::new();
+        let mut collectors = Vec::new();
+        for _ in 0..2 {
+            let meta = db.store().await;
+            let blobs: Arc<dyn BlobStore> =
+                Arc::new(wharf_storage::s3::S3Store::new(s3.clone()).unwrap());
+            regs.push(registry(meta.clone(), blobs.clone()));
+            collectors.push(Arc::new(Collector::new(meta, blobs, config(0))));
+        }
+        // Longer: each push takes longer against the object store.
+        race(regs, collectors, Duration::from_secs(12)).await;
+        db.drop_now().await;
+    }
 }
