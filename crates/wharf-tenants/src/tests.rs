@@ -288,6 +288,21 @@ impl MetaStore for MemStore {
     ) -> Result<wharf_meta::gc::Known, MetaError> {
         unsupported()
     }
+    async fn record_pull(&self, _: &RepoName, _: &Digest, _: u64) -> Result<bool, MetaError> {
+        unsupported()
+    }
+    async fn retention_snapshot(
+        &self,
+        _: &str,
+    ) -> Result<Vec<wharf_meta::RepositorySnapshot>, MetaError> {
+        unsupported()
+    }
+    async fn delete_tag_at(&self, _: &RepoName, _: &Tag, _: &Digest) -> Result<bool, MetaError> {
+        unsupported()
+    }
+    async fn delete_untagged_manifest(&self, _: &RepoName, _: &Digest) -> Result<bool, MetaError> {
+        unsupported()
+    }
 }
 
 async fn setup() -> (Arc<MemStore>, Directory) {
@@ -347,6 +362,7 @@ async fn created_tenant_is_visible_with_its_limits() {
             },
             concurrency_share: Some(0.25),
             immutable_tags: vec![],
+            retention: None,
         })
         .await
         .unwrap();
