@@ -34,9 +34,9 @@ use wharf_core::ImmutableTagRule;
 
 /// The admin port's address when neither `--url` nor `WHARF_ADMIN_URL` is
 /// given (the server's default `--admin-listen`).
-const DEFAULT_URL: &str = "http://127.0.0.1:5001";
+pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:5001";
 /// Every path of the admin API starts with this.
-const API_PREFIX: &str = "/admin/v1";
+pub(crate) const API_PREFIX: &str = "/admin/v1";
 /// Longest wait for a TCP connection to the admin port.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a whole request, from connecting to the last byte.
@@ -46,7 +46,7 @@ const ADMIN_TOKEN_PREFIX: &str = "wharf_admin_";
 /// Random bytes in an admin token.
 const ADMIN_TOKEN_BYTES: usize = 32;
 /// The environment variable holding the admin token itself.
-const TOKEN_ENV: &str = "WHARF_ADMIN_TOKEN";
+pub(crate) const TOKEN_ENV: &str = "WHARF_ADMIN_TOKEN";
 /// The environment variable `user set` takes a password from.
 const PASSWORD_ENV: &str = "WHARF_PASSWORD";
 
@@ -200,6 +200,15 @@ enum TenantCommand {
         /// and deleted again.
         #[arg(long, conflicts_with = "immutable_tags")]
         clear_immutable_tags: bool,
+        /// The tenant's retention policy: a JSON file (`-`: stdin) holding
+        /// `{"rules": [...]}` (docs/admin.md, "Retention"). It replaces the
+        /// old policy; the server refuses rules it cannot check.
+        #[arg(long, value_name = "FILE|-", value_parser = read_retention_json)]
+        retention_json: Option<RetentionJson>,
+        /// Remove the tenant's retention policy: retention deletes nothing
+        /// of it any more.
+        #[arg(long, conflicts_with = "retention_json")]
+        clear_retention: bool,
     },
     /// Delete a tenant with its users and robot accounts.
     ///
@@ -306,6 +315,31 @@ impl<T: serde::Serialize> Setting<T> {
     }
 }
 
+/// The JSON of `tenant set --retention-json`, read when the command line
+/// is parsed.
+#[derive(Clone, Debug, PartialEq)]
+struct RetentionJson(Value);
+
+/// Reads a retention policy from file `arg` (`-`: stdin): a JSON object.
+/// What its rules mean is the server's to check.
+fn read_retention_json(arg: &str) -> Result<RetentionJson, String> {
+    let text = if arg == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| format!("reading stdin: {e}"))?;
+        text
+    } else {
+        std::fs::read_to_string(arg).map_err(|e| format!("reading {arg}: {e}"))?
+    };
+    let value: Value = serde_json::from_str(&text).map_err(|e| format!("{arg}: not JSON: {e}"))?;
+    if !value.is_object() {
+        return Err(format!(
+            "{arg}: a retention policy is a JSON object {{\"rules\": [...]}}"
+        ));
+    }
+    Ok(RetentionJson(value))
+}
+
 /// A role of `user set --role`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Role {
@@ -318,21 +352,23 @@ struct Role {
 
 /// One request of the admin API, built and checked before it is sent.
 #[derive(Debug, PartialEq)]
-struct Call {
-    method: Method,
+pub(crate) struct Call {
+    pub(crate) method: Method,
     /// From `/admin/v1` on, path segments percent-encoded, with any query.
-    path: String,
-    body: Option<Value>,
-    print: Print,
+    pub(crate) path: String,
+    pub(crate) body: Option<Value>,
+    pub(crate) print: Print,
 }
 
 /// What to print of a successful answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Print {
+pub(crate) enum Print {
     /// The JSON body, pretty-printed (nothing for an empty body).
     Json,
     /// Only the body's `secret` field.
     Secret,
+    /// A retention pass, as text (`crate::gc_cli::render_retention`).
+    Retention,
 }
 
 /// Runs `wharf admin …`: 0 on success, 1 with a message on stderr if
@@ -416,6 +452,8 @@ fn call(command: &ApiCommand, password: Option<&str>) -> Result<Call, String> {
             hostname,
             immutable_tags,
             clear_immutable_tags,
+            retention_json,
+            clear_retention,
         }) => {
             let path = format!("{tenants}/{}", tenant_segment(name)?);
             // Only what was given is sent: an absent key keeps its value,
@@ -442,10 +480,16 @@ fn call(command: &ApiCommand, password: Option<&str>) -> Result<Call, String> {
             } else if !immutable_tags.is_empty() {
                 body.insert("immutable_tags".into(), json!(immutable_tags));
             }
+            if *clear_retention {
+                body.insert("retention".into(), Value::Null);
+            } else if let Some(RetentionJson(policy)) = retention_json {
+                body.insert("retention".into(), policy.clone());
+            }
             if body.is_empty() {
                 return Err(
                     "tenant set: nothing to change (give --quota-bytes, --quota-repos, \
-                     --share, --hostname, --immutable-tag or --clear-immutable-tags)"
+                     --share, --hostname, --immutable-tag, --clear-immutable-tags, \
+                     --retention-json or --clear-retention)"
                         .into(),
                 );
             }
@@ -592,7 +636,7 @@ fn segment(what: &str, value: &str) -> Result<String, String> {
 /// A tenant is the first component of its repositories' names, so its name
 /// follows that grammar (lower-case letters and digits, separated by `.`,
 /// `_`, `__` or dashes), in at most 64 bytes.
-fn tenant_segment(name: &str) -> Result<String, String> {
+pub(crate) fn tenant_segment(name: &str) -> Result<String, String> {
     let valid =
         name.len() <= 64 && !name.contains('/') && name.parse::<wharf_core::RepoName>().is_ok();
     if !valid {
@@ -841,7 +885,10 @@ fn read_password(
 
 /// The admin token to send: the first line of `file` if given, else `env`
 /// (WHARF_ADMIN_TOKEN), else none.
-fn admin_token(file: Option<&Path>, env: Option<String>) -> Result<Option<String>, String> {
+pub(crate) fn admin_token(
+    file: Option<&Path>,
+    env: Option<String>,
+) -> Result<Option<String>, String> {
     let Some(path) = file else {
         return Ok(env);
     };
@@ -862,7 +909,7 @@ fn admin_token(file: Option<&Path>, env: Option<String>) -> Result<Option<String
 }
 
 /// The admin port's base URL, checked before anything is sent.
-fn base_url(url: &str) -> Result<Url, String> {
+pub(crate) fn base_url(url: &str) -> Result<Url, String> {
     let parsed = Url::parse(url).map_err(|e| format!("--url {url:?}: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!("--url {url:?}: the scheme must be http or https"));
@@ -879,7 +926,7 @@ fn base_url(url: &str) -> Result<Url, String> {
 
 /// Sends `call` and prints the answer as `call.print` says; an error answer
 /// becomes the `Err`.
-fn send(base: &Url, token: Option<&str>, call: &Call) -> Result<(), String> {
+pub(crate) fn send(base: &Url, token: Option<&str>, call: &Call) -> Result<(), String> {
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
@@ -919,6 +966,7 @@ fn render(print: Print, body: &str) -> Result<Option<String>, String> {
         return match print {
             Print::Json => Ok(None),
             Print::Secret => Err("the answer holds no secret".into()),
+            Print::Retention => Err("the answer is empty".into()),
         };
     }
     let value: Value = match serde_json::from_str(body) {
@@ -935,6 +983,7 @@ fn render(print: Print, body: &str) -> Result<Option<String>, String> {
             .and_then(Value::as_str)
             .map(|s| Some(s.to_string()))
             .ok_or_else(|| "the answer holds no secret".into()),
+        Print::Retention => Ok(Some(crate::gc_cli::render_retention(&value))),
     }
 }
 
@@ -1434,6 +1483,45 @@ mod tests {
         );
         let e = call_with(&["tenant", "set", "acme"], None).unwrap_err();
         assert!(e.contains("nothing to change"), "{e}");
+    }
+
+    #[test]
+    fn tenant_set_sends_or_clears_a_retention_policy_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("retention.json");
+        let policy = json!({"rules": [{"keep_last": 5}, {"untagged_older_than_days": 30}]});
+        std::fs::write(&file, policy.to_string()).unwrap();
+        let file = file.to_str().unwrap();
+        assert_call(
+            &["tenant", "set", "acme", "--retention-json", file],
+            Method::PATCH,
+            "/admin/v1/tenants/acme",
+            Some(json!({ "retention": policy })),
+        );
+        assert_call(
+            &["tenant", "set", "acme", "--clear-retention"],
+            Method::PATCH,
+            "/admin/v1/tenants/acme",
+            Some(json!({ "retention": null })),
+        );
+        std::fs::write(dir.path().join("bad.json"), "[1, 2]").unwrap();
+        let bad = dir.path().join("bad.json");
+        let e = refused(&[
+            "tenant",
+            "set",
+            "acme",
+            "--retention-json",
+            bad.to_str().unwrap(),
+        ]);
+        assert!(e.contains("JSON object"), "{e}");
+        let e = refused(&[
+            "tenant",
+            "set",
+            "acme",
+            "--retention-json",
+            "/nonexistent/x.json",
+        ]);
+        assert!(e.contains("/nonexistent/x.json"), "{e}");
     }
 
     #[test]

@@ -36,6 +36,7 @@ mod admin_cli;
 mod budget;
 mod config;
 mod fleet_cli;
+mod gc_cli;
 
 use config::{Config, ServeArgs};
 
@@ -72,6 +73,9 @@ enum Command {
     /// Fleet placement tools: `wharf fleet simulate` runs the fleet
     /// simulator and writes its report (README, "Fleet simulator").
     Fleet(fleet_cli::FleetArgs),
+    /// Garbage collection and retention on a running server, through its
+    /// admin API: `wharf gc retention [--dry-run] [--tenant T]`.
+    Gc(gc_cli::GcArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -79,6 +83,7 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Admin(args) => admin_cli::run(args),
         Command::Fleet(args) => fleet_cli::run_fleet(args),
+        Command::Gc(args) => gc_cli::run_gc(args),
         Command::Keygen { dir } => match keygen(&dir) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
@@ -301,7 +306,9 @@ async fn serve(config: Config) -> Result<(), String> {
             "THE ADMIN API IS OPEN: no admin token, on a non-loopback address (--admin-insecure); \
              anyone who reaches it can manage every tenant");
     }
-    let admin_api = Arc::new(AdminApi::new(directory.clone(), admin_token));
+    let admin_api = Arc::new(
+        AdminApi::new(directory.clone(), admin_token).with_registry(state.registry.clone()),
+    );
     state.directory = Some(directory);
     let listener = bind(config.listen, config.addr_file.as_deref()).await?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
