@@ -2,8 +2,9 @@
 //! holds now, then carried out deletion by deletion; and the pull times
 //! the rules about pulls read.
 //!
-//! Owns: [`Registry::plan_retention`], [`Registry::apply_retention`] and
-//! their [`RetentionReport`]; recording pulls ([`Registry::note_pull`]).
+//! Owns: [`Registry::plan_retention`], [`Registry::apply_plan`],
+//! [`Registry::apply_retention`] (the two together) and their
+//! [`RetentionReport`]; recording pulls ([`Registry::note_pull`]).
 //! What a rule means and what a policy deletes is `wharf_retention`'s
 //! business; which tenant has which policy is the caller's (the admin API
 //! reads it from the tenant directory).
@@ -139,17 +140,32 @@ impl Registry {
         dry_run: bool,
     ) -> Result<RetentionReport, RegistryError> {
         let plan = self.plan_retention(tenant, policy, now_unix).await?;
+        if dry_run {
+            return Ok(RetentionReport {
+                tenant: tenant.to_string(),
+                as_of_unix: now_unix,
+                dry_run,
+                planned: plan.deletions,
+                deleted: Vec::new(),
+                skipped: Vec::new(),
+            });
+        }
+        Ok(self.apply_plan(tenant, plan, now_unix).await)
+    }
+
+    /// Makes the deletions of `plan` (made for `tenant` as of `as_of_unix`)
+    /// in order, each re-checked against the state it finds right then;
+    /// what was deleted and what skipped, and why. The plan may be stale:
+    /// that is what the re-checks are for.
+    pub async fn apply_plan(&self, tenant: &str, plan: Plan, as_of_unix: u64) -> RetentionReport {
         let mut report = RetentionReport {
             tenant: tenant.to_string(),
-            as_of_unix: now_unix,
-            dry_run,
+            as_of_unix,
+            dry_run: false,
             planned: plan.deletions.clone(),
             deleted: Vec::new(),
             skipped: Vec::new(),
         };
-        if dry_run {
-            return Ok(report);
-        }
         for deletion in plan.deletions {
             match self.apply_deletion(&deletion).await {
                 Ok(()) => {
@@ -165,7 +181,7 @@ impl Registry {
                 }
             }
         }
-        Ok(report)
+        report
     }
 
     /// Makes one planned deletion if the live state still allows it; else
