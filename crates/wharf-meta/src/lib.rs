@@ -1,6 +1,7 @@
 //! Registry metadata: which repositories hold which blobs and manifests,
 //! tags, the referrers index, upload sessions, what each namespace holds,
-//! and the tenant directory (opaque entries under one version number).
+//! push and pull times for retention ([`retention`]), and the tenant
+//! directory (opaque entries under one version number).
 //!
 //! Owns: the [`MetaStore`] trait, the embedded backend ([`embedded::EmbeddedStore`],
 //! on redb: a pure-Rust, ACID, single-file store, so the default install
