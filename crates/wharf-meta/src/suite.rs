@@ -86,6 +86,7 @@ macro_rules! meta_store_suite {
             record_pull_writes_at_most_once_per_interval,
             retention_snapshot_lists_a_namespace_with_children_and_subjects,
             retention_deletes_recheck_the_live_state_in_their_transaction,
+            retention_deletes_queue_what_they_free_for_collection,
         );
 
         $crate::meta_store_suite!(@concurrent $make;
@@ -2259,4 +2260,36 @@ pub async fn retention_deletes_recheck_the_live_state_in_their_transaction<S: Me
         .delete_untagged_manifest(&r, &child.digest)
         .await
         .unwrap());
+}
+
+/// A manifest retention deletes is collected like one a user deletes: its
+/// own content and what it alone referenced; what a kept image shares
+/// stays.
+pub async fn retention_deletes_queue_what_they_free_for_collection<S: MetaStore>(store: Arc<S>) {
+    let (shared, own) = (digest("shared"), digest("own"));
+    let kept = image(&*store, "acme/app", "kept", &[&shared], Some("v1")).await;
+    let gone = image(&*store, "acme/app", "gone", &[&shared, &own], None).await;
+    // Nothing collectable before.
+    let verdicts = store.gc_review(&policy(now(), 0, "a")).await.unwrap();
+    assert!(doomed(&verdicts).is_empty(), "{verdicts:?}");
+
+    assert!(store
+        .delete_untagged_manifest(&repo("acme/app"), &gone.digest)
+        .await
+        .unwrap());
+    let verdicts = store.gc_review(&policy(now(), 0, "a")).await.unwrap();
+    assert_eq!(
+        doomed(&verdicts),
+        sorted(vec![own, digest("gone-config"), gone.digest.clone()])
+    );
+    release_all(&*store, &verdicts, "a").await;
+    assert!(store
+        .get_manifest(&repo("acme/app"), &kept.digest)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        store.blob_size(&repo("acme/app"), &shared).await.unwrap(),
+        Some(1000)
+    );
 }
