@@ -41,6 +41,10 @@ pub(crate) const API_PREFIX: &str = "/admin/v1";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a whole request, from connecting to the last byte.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The same for a retention pass, which deletes one item at a time and may
+/// take minutes for a large tenant (the server goes on if the client gives
+/// up; what it deleted stays deleted).
+const RETENTION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Admin tokens start with this, so secret scanners can recognise them.
 const ADMIN_TOKEN_PREFIX: &str = "wharf_admin_";
 /// Random bytes in an admin token.
@@ -927,9 +931,13 @@ pub(crate) fn base_url(url: &str) -> Result<Url, String> {
 /// Sends `call` and prints the answer as `call.print` says; an error answer
 /// becomes the `Err`.
 pub(crate) fn send(base: &Url, token: Option<&str>, call: &Call) -> Result<(), String> {
+    let timeout = match call.print {
+        Print::Retention => RETENTION_TIMEOUT,
+        Print::Json | Print::Secret => REQUEST_TIMEOUT,
+    };
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("setting up the HTTP client: {e}"))?;
@@ -946,7 +954,9 @@ pub(crate) fn send(base: &Url, token: Option<&str>, call: &Call) -> Result<(), S
     if let Some(body) = &call.body {
         request = request.json(body);
     }
-    let response = request.send().map_err(|e| describe_send_error(base, &e))?;
+    let response = request
+        .send()
+        .map_err(|e| describe_send_error(base, &e, timeout))?;
     let status = response.status();
     let text = response
         .text()
@@ -1017,7 +1027,7 @@ fn describe_error(status: StatusCode, body: &str) -> String {
 }
 
 /// A request that got no answer: why, in words an operator can act on.
-fn describe_send_error(base: &Url, e: &reqwest::Error) -> String {
+fn describe_send_error(base: &Url, e: &reqwest::Error, timeout: Duration) -> String {
     let mut cause = String::new();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -1025,10 +1035,7 @@ fn describe_send_error(base: &Url, e: &reqwest::Error) -> String {
         source = s.source();
     }
     if e.is_timeout() {
-        format!(
-            "no answer from {base} within {} s",
-            REQUEST_TIMEOUT.as_secs()
-        )
+        format!("no answer from {base} within {} s", timeout.as_secs())
     } else if e.is_connect() {
         format!(
             "cannot connect to {base}: {cause} (is `wharf serve` running, and is \
