@@ -35,11 +35,14 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// What the admin routes need.
 pub struct AdminApi {
-    directory: Directory,
+    pub(crate) directory: Directory,
     /// SHA-256 (hex) of the admin token; `None`: no token asked for (the
     /// admin port is then open to whoever can reach it: loopback by
     /// default).
     token_hash: Option<String>,
+    /// The registry retention is applied through; `None`: the retention
+    /// route answers `503` (an admin API serving the directory alone).
+    pub(crate) registry: Option<wharf_registry::Registry>,
 }
 
 impl AdminApi {
@@ -47,7 +50,15 @@ impl AdminApi {
         AdminApi {
             directory,
             token_hash: token_hash.map(|h| h.to_ascii_lowercase()),
+            registry: None,
         }
+    }
+
+    /// Serves the routes that act on the registry's content (retention)
+    /// through `registry`.
+    pub fn with_registry(mut self, registry: wharf_registry::Registry) -> AdminApi {
+        self.registry = Some(registry);
+        self
     }
 }
 
@@ -95,6 +106,7 @@ pub fn admin_api_router(api: Arc<AdminApi>) -> Router {
             "/admin/v1/tenants/{tenant}/robots/{robot}",
             delete(revoke_robot),
         )
+        .merge(crate::admin_retention::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(api.clone(), require_token))
         .with_state(api)
@@ -107,10 +119,14 @@ pub fn with_admin_token(router: Router, api: Arc<AdminApi>) -> Router {
 }
 
 /// An admin API failure: status, code, message.
-struct Failure(StatusCode, &'static str, String);
+pub(crate) struct Failure(
+    pub(crate) StatusCode,
+    pub(crate) &'static str,
+    pub(crate) String,
+);
 
 impl Failure {
-    fn invalid(msg: impl Into<String>) -> Failure {
+    pub(crate) fn invalid(msg: impl Into<String>) -> Failure {
         Failure(StatusCode::BAD_REQUEST, "INVALID", msg.into())
     }
 }
@@ -151,7 +167,7 @@ impl IntoResponse for Failure {
     }
 }
 
-type Answer = Result<Response, Failure>;
+pub(crate) type Answer = Result<Response, Failure>;
 
 fn json_body(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
@@ -166,7 +182,7 @@ fn set_json(resp: &mut Response) {
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
-fn answer(status: StatusCode, v: Value) -> Answer {
+pub(crate) fn answer(status: StatusCode, v: Value) -> Answer {
     let mut resp = (status, json_body(&v)).into_response();
     set_json(&mut resp);
     Ok(resp)

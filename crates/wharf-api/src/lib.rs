@@ -41,6 +41,7 @@ pub use body::MinRate;
 
 pub mod admin;
 pub mod admin_api;
+mod admin_retention;
 pub mod auth;
 mod blobs;
 mod body;

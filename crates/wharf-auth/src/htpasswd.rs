@@ -292,13 +292,16 @@ mod tests {
         let h = Htpasswd::parse(&text).unwrap();
         let time = |user: &str| {
             let start = Instant::now();
-            for _ in 0..3 {
-                assert!(!h.verify(user, "wrong"));
-            }
+            assert!(!h.verify(user, "wrong"));
             start.elapsed()
         };
-        let known = time("alice");
-        let unknown = time("nobody");
+        // The fastest of five, taken in turns: a busy machine slows some
+        // rounds of either, never makes a missing bcrypt look like one.
+        let (mut known, mut unknown) = (std::time::Duration::MAX, std::time::Duration::MAX);
+        for _ in 0..5 {
+            known = known.min(time("alice"));
+            unknown = unknown.min(time("nobody"));
+        }
         assert!(
             unknown * 3 > known,
             "known {known:?} vs unknown {unknown:?}"

@@ -7,7 +7,7 @@ use wharf_core::{Digest, RepoName, Tag, UploadId};
 use wharf_meta::gc::{GcStatus, Known, ReviewPolicy, Verdict};
 use wharf_meta::{
     DirectorySnapshot, ManifestRecord, MetaError, MetaStore, NamespaceUsage, PurgeCounts,
-    RefreshRecord, RefreshScope, UploadRecord, UploadUsage,
+    RefreshRecord, RefreshScope, RepositorySnapshot, UploadRecord, UploadUsage,
 };
 
 use crate::{Guard, GuardError};
@@ -257,5 +257,40 @@ impl MetaStore for GuardedMetaStore {
 
     async fn gc_known(&self, policy: &ReviewPolicy) -> Result<Known, MetaError> {
         self.call(self.inner.gc_known(policy)).await
+    }
+
+    async fn record_pull(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        now_unix: u64,
+    ) -> Result<bool, MetaError> {
+        self.call(self.inner.record_pull(repo, digest, now_unix))
+            .await
+    }
+
+    async fn retention_snapshot(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<RepositorySnapshot>, MetaError> {
+        self.call(self.inner.retention_snapshot(namespace)).await
+    }
+
+    async fn delete_tag_at(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<bool, MetaError> {
+        self.call(self.inner.delete_tag_at(repo, tag, digest)).await
+    }
+
+    async fn delete_untagged_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, MetaError> {
+        self.call(self.inner.delete_untagged_manifest(repo, digest))
+            .await
     }
 }

@@ -22,6 +22,13 @@
 //! | `directory_version` | `()`                    | version (`u64`), bumped in every directory write |
 //! | `refresh`           | secret hash             | JSON of [`RefreshRecord`]  |
 //! | `refresh_by_identity` | `identity\0created\0hash` (created zero-padded) | `()` |
+//! | `tag_times`         | `repo\0tag`             | the tag's push time (`u64`) |
+//! | `manifest_times`    | `repo\0digest`          | (push time, last pull time or 0 for never) |
+//!
+//! `tag_times` and `manifest_times` hold an entry for exactly the keys of
+//! `tags` and `manifests`, written and removed in the same transactions
+//! (see [`crate::retention`] for what the times mean); a database written
+//! before they existed has them filled in at open, with the open's time.
 //!
 //! Must never: block the async runtime on a write, or answer a write before
 //! it is durable. redb serialises write transactions and a durable commit
@@ -35,6 +42,7 @@
 //! short reads run inline; they may see a batch's writes up to one fsync
 //! before those are durable (and before their callers are answered).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Bound;
 use std::path::Path;
@@ -53,10 +61,11 @@ mod gc;
 mod usage;
 
 use crate::gc::{GcStatus, Known, ReviewKind, ReviewPolicy, Verdict};
+use crate::retention::{children, pull_due};
 use crate::{
     check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestRecord,
-    MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope, UploadRecord,
-    UploadUsage,
+    ManifestTimes, MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope,
+    RepositorySnapshot, TagTimes, UploadRecord, UploadUsage,
 };
 
 const BLOBS: TableDefinition<&str, u64> = TableDefinition::new("blobs");
@@ -70,6 +79,8 @@ const DIRECTORY: TableDefinition<&str, &str> = TableDefinition::new("directory")
 const DIRECTORY_VERSION: TableDefinition<(), u64> = TableDefinition::new("directory_version");
 const REFRESH: TableDefinition<&str, &[u8]> = TableDefinition::new("refresh");
 const REFRESH_BY_IDENTITY: TableDefinition<&str, ()> = TableDefinition::new("refresh_by_identity");
+const TAG_TIMES: TableDefinition<&str, u64> = TableDefinition::new("tag_times");
+const MANIFEST_TIMES: TableDefinition<&str, (u64, u64)> = TableDefinition::new("manifest_times");
 
 /// Separates the parts of a composite key.
 const SEP: char = '\0';
@@ -204,6 +215,7 @@ impl EmbeddedStore {
         txn.open_table(REFRESH_BY_IDENTITY).map_err(engine)?;
         gc::open_tables(&txn)?;
         usage::open_tables(&txn)?;
+        fill_times(&txn, wharf_core::now_unix())?;
         txn.commit().map_err(engine)?;
 
         tracing::debug!(path = %path.display(), "opened embedded metadata store");
@@ -457,6 +469,128 @@ fn index_uploads(txn: &WriteTransaction) -> Result<(), MetaError> {
     Ok(())
 }
 
+/// Gives every tag and manifest without times (a database written before
+/// they existed) `now` as push time, and as pull time for manifests (see
+/// [`crate::retention`]): run at open, a no-op once every entry has them.
+fn fill_times(txn: &WriteTransaction, now: u64) -> Result<(), MetaError> {
+    let tags = txn.open_table(TAGS).map_err(engine)?;
+    let mut tag_times = txn.open_table(TAG_TIMES).map_err(engine)?;
+    if tag_times.len().map_err(engine)? < tags.len().map_err(engine)? {
+        for entry in tags.iter().map_err(engine)? {
+            let (k, _) = entry.map_err(engine)?;
+            if tag_times.get(k.value()).map_err(engine)?.is_none() {
+                tag_times.insert(k.value(), now).map_err(engine)?;
+            }
+        }
+    }
+    let manifests = txn.open_table(MANIFESTS).map_err(engine)?;
+    let mut manifest_times = txn.open_table(MANIFEST_TIMES).map_err(engine)?;
+    if manifest_times.len().map_err(engine)? < manifests.len().map_err(engine)? {
+        for entry in manifests.iter().map_err(engine)? {
+            let (k, _) = entry.map_err(engine)?;
+            if manifest_times.get(k.value()).map_err(engine)?.is_none() {
+                manifest_times
+                    .insert(k.value(), (now, now))
+                    .map_err(engine)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The keys (`repo\0tag`) of the tags of `repo` pointing at `digest`:
+/// tags are keyed by name, so this scans the repository's tags.
+fn tags_pointing_at(
+    txn: &WriteTransaction,
+    repo: &str,
+    digest: &str,
+) -> Result<Vec<String>, MetaError> {
+    let tags = txn.open_table(TAGS).map_err(engine)?;
+    let prefix = key2(repo, "");
+    let end = format!("{repo}{END}");
+    let mut found = Vec::new();
+    for entry in tags.range(prefix.as_str()..end.as_str()).map_err(engine)? {
+        let (k, v) = entry.map_err(engine)?;
+        if v.value() == digest {
+            found.push(k.value().to_string());
+        }
+    }
+    Ok(found)
+}
+
+/// Whether an index of `repo` lists manifest `digest`, or a referrer of
+/// `repo` names it as subject.
+fn still_needed(txn: &WriteTransaction, repo: &str, digest: &str) -> Result<bool, MetaError> {
+    let listed_from = key3(digest, repo, "");
+    let listed_to = format!("{}{END}", key2(digest, repo));
+    let refs = txn.open_table(gc::REFS).map_err(engine)?;
+    if refs
+        .range(listed_from.as_str()..listed_to.as_str())
+        .map_err(engine)?
+        .next()
+        .is_some()
+    {
+        return Ok(true);
+    }
+    let named_from = key3(repo, digest, "");
+    let named_to = format!("{}{END}", key2(repo, digest));
+    let referrers = txn.open_table(REFERRERS).map_err(engine)?;
+    let named = referrers
+        .range(named_from.as_str()..named_to.as_str())
+        .map_err(engine)?
+        .next()
+        .is_some();
+    Ok(named)
+}
+
+/// Removes manifest `digest` from `repo` with its tags, its referrers entry
+/// and its times, and queues what it referenced for review; false if it
+/// was absent. With `untagged_only`, a manifest a tag points at, an index
+/// lists or a referrer names as subject is left alone (false).
+fn remove_manifest(
+    txn: &WriteTransaction,
+    repo: &str,
+    digest: &str,
+    now: u64,
+    untagged_only: bool,
+) -> Result<bool, MetaError> {
+    let doomed = tags_pointing_at(txn, repo, digest)?;
+    if untagged_only && (!doomed.is_empty() || still_needed(txn, repo, digest)?) {
+        return Ok(false);
+    }
+    let removed = txn
+        .open_table(MANIFESTS)
+        .map_err(engine)?
+        .remove(key2(repo, digest).as_str())
+        .map_err(engine)?
+        .map(|v| decode_manifest(v.value()))
+        .transpose()?;
+    let Some(record) = removed else {
+        return Ok(false);
+    };
+    let references: Vec<String> = record.references.iter().map(Digest::to_string).collect();
+    usage::unheld(txn, repo, digest, record.size)?;
+    gc::manifest_removed(txn, repo, digest, &references, now)?;
+
+    if let Some(subject) = &record.subject {
+        txn.open_table(REFERRERS)
+            .map_err(engine)?
+            .remove(key3(repo, &subject.to_string(), digest).as_str())
+            .map_err(engine)?;
+    }
+    txn.open_table(MANIFEST_TIMES)
+        .map_err(engine)?
+        .remove(key2(repo, digest).as_str())
+        .map_err(engine)?;
+    let mut tags = txn.open_table(TAGS).map_err(engine)?;
+    let mut tag_times = txn.open_table(TAG_TIMES).map_err(engine)?;
+    for key in doomed {
+        tags.remove(key.as_str()).map_err(engine)?;
+        tag_times.remove(key.as_str()).map_err(engine)?;
+    }
+    Ok(true)
+}
+
 fn decode_upload(bytes: &[u8]) -> Result<UploadRecord, MetaError> {
     serde_json::from_slice(bytes).map_err(|e| corrupt("upload record", e))
 }
@@ -588,6 +722,7 @@ impl MetaStore for EmbeddedStore {
         let tag = tag.map(Tag::to_string);
         let references: Vec<String> = record.references.iter().map(Digest::to_string).collect();
         let size = record.size;
+        let now = wharf_core::now_unix();
         self.write(move |txn| {
             gc::refuse_if_tombstoned(txn, &digest)?;
             gc::check_held(txn, &repo, &references)?;
@@ -604,6 +739,10 @@ impl MetaStore for EmbeddedStore {
             if previous.is_none() {
                 usage::held(txn, &repo, &digest, size)?;
                 gc::manifest_stored(txn, &repo, &digest, &references)?;
+                txn.open_table(MANIFEST_TIMES)
+                    .map_err(engine)?
+                    .insert(key.as_str(), (now, 0))
+                    .map_err(engine)?;
             }
 
             let mut referrers = txn.open_table(REFERRERS).map_err(engine)?;
@@ -624,10 +763,19 @@ impl MetaStore for EmbeddedStore {
             }
 
             if let Some(tag) = &tag {
-                txn.open_table(TAGS)
+                let tag_key = key2(&repo, tag);
+                let moved = txn
+                    .open_table(TAGS)
                     .map_err(engine)?
-                    .insert(key2(&repo, tag).as_str(), digest.as_str())
-                    .map_err(engine)?;
+                    .insert(tag_key.as_str(), digest.as_str())
+                    .map_err(engine)?
+                    .is_none_or(|old| old.value() != digest);
+                if moved {
+                    txn.open_table(TAG_TIMES)
+                        .map_err(engine)?
+                        .insert(tag_key.as_str(), now)
+                        .map_err(engine)?;
+                }
             }
             txn.open_table(REPOS)
                 .map_err(engine)?
@@ -655,46 +803,8 @@ impl MetaStore for EmbeddedStore {
         let repo = repo.to_string();
         let digest = digest.to_string();
         let now = wharf_core::now_unix();
-        self.write(move |txn| {
-            let removed = txn
-                .open_table(MANIFESTS)
-                .map_err(engine)?
-                .remove(key2(&repo, &digest).as_str())
-                .map_err(engine)?
-                .map(|v| decode_manifest(v.value()))
-                .transpose()?;
-            let Some(record) = removed else {
-                return Ok(false);
-            };
-            let references: Vec<String> = record.references.iter().map(Digest::to_string).collect();
-            usage::unheld(txn, &repo, &digest, record.size)?;
-            gc::manifest_removed(txn, &repo, &digest, &references, now)?;
-
-            if let Some(subject) = &record.subject {
-                txn.open_table(REFERRERS)
-                    .map_err(engine)?
-                    .remove(key3(&repo, &subject.to_string(), &digest).as_str())
-                    .map_err(engine)?;
-            }
-
-            // Tags are keyed by name, not target, so find the ones pointing
-            // here by scanning this repository's tags; then remove them.
-            let mut tags = txn.open_table(TAGS).map_err(engine)?;
-            let prefix = key2(&repo, "");
-            let end = format!("{repo}{END}");
-            let mut doomed = Vec::new();
-            for entry in tags.range(prefix.as_str()..end.as_str()).map_err(engine)? {
-                let (k, v) = entry.map_err(engine)?;
-                if v.value() == digest {
-                    doomed.push(k.value().to_string());
-                }
-            }
-            for key in doomed {
-                tags.remove(key.as_str()).map_err(engine)?;
-            }
-            Ok(true)
-        })
-        .await
+        self.write(move |txn| remove_manifest(txn, &repo, &digest, now, false))
+            .await
     }
 
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, MetaError> {
@@ -712,8 +822,15 @@ impl MetaStore for EmbeddedStore {
         let key = key2(repo.as_str(), tag.as_str());
         self.write(move |txn| {
             let mut table = txn.open_table(TAGS).map_err(engine)?;
-            let removed = table.remove(key.as_str()).map_err(engine)?;
-            Ok(removed.is_some())
+            let removed = table.remove(key.as_str()).map_err(engine)?.is_some();
+            drop(table);
+            if removed {
+                txn.open_table(TAG_TIMES)
+                    .map_err(engine)?
+                    .remove(key.as_str())
+                    .map_err(engine)?;
+            }
+            Ok(removed)
         })
         .await
     }
@@ -986,6 +1103,12 @@ impl MetaStore for EmbeddedStore {
             let mut tags = txn.open_table(TAGS).map_err(engine)?;
             let doomed = keys_in_namespace(&tags, ns)?;
             counts.tags = remove_all(&mut tags, &doomed)?;
+            let mut tag_times = txn.open_table(TAG_TIMES).map_err(engine)?;
+            let doomed = keys_in_namespace(&tag_times, ns)?;
+            remove_all(&mut tag_times, &doomed)?;
+            let mut manifest_times = txn.open_table(MANIFEST_TIMES).map_err(engine)?;
+            let doomed = keys_in_namespace(&manifest_times, ns)?;
+            remove_all(&mut manifest_times, &doomed)?;
             let mut referrers = txn.open_table(REFERRERS).map_err(engine)?;
             let doomed = keys_in_namespace(&referrers, ns)?;
             remove_all(&mut referrers, &doomed)?;
@@ -1231,6 +1354,146 @@ impl MetaStore for EmbeddedStore {
     async fn gc_known(&self, policy: &ReviewPolicy) -> Result<Known, MetaError> {
         self.read(|txn| gc::known_all(txn, policy))
     }
+
+    async fn record_pull(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        now_unix: u64,
+    ) -> Result<bool, MetaError> {
+        let key = key2(repo.as_str(), &digest.to_string());
+        let last_pull = |times: (u64, u64)| (times.1 != 0).then_some(times.1);
+        // A read first, inline and never waiting for the writer: most pulls
+        // of a busy manifest find a recent pull and queue nothing.
+        let due = self.read(|txn| {
+            let table = txn.open_table(MANIFEST_TIMES).map_err(engine)?;
+            let times = table.get(key.as_str()).map_err(engine)?;
+            Ok(times.is_some_and(|t| pull_due(last_pull(t.value()), now_unix)))
+        })?;
+        if !due {
+            return Ok(false);
+        }
+        // Checked again in the write: another pull may have landed since.
+        self.write(move |txn| {
+            let mut table = txn.open_table(MANIFEST_TIMES).map_err(engine)?;
+            let times = table.get(key.as_str()).map_err(engine)?.map(|t| t.value());
+            match times {
+                Some(t) if pull_due(last_pull(t), now_unix) => {
+                    table
+                        .insert(key.as_str(), (t.0, now_unix.max(1)))
+                        .map_err(engine)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+        .await
+    }
+
+    async fn retention_snapshot(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<RepositorySnapshot>, MetaError> {
+        check_namespace(namespace)?;
+        self.read(|txn| {
+            let manifests = txn.open_table(MANIFESTS).map_err(engine)?;
+            let manifest_times = txn.open_table(MANIFEST_TIMES).map_err(engine)?;
+            let tags = txn.open_table(TAGS).map_err(engine)?;
+            let tag_times = txn.open_table(TAG_TIMES).map_err(engine)?;
+            // Per repository: its tags, and its manifests with their times.
+            type Repo = (Vec<TagTimes>, Vec<(ManifestRecord, (u64, u64))>);
+            let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
+            for_each_in_namespace(&manifests, namespace, |repo, digest, v| {
+                let record = decode_manifest(v.value())?;
+                let times = manifest_times
+                    .get(key2(repo, digest).as_str())
+                    .map_err(engine)?
+                    .map_or((0, 0), |t| t.value());
+                repos
+                    .entry(repo.to_string())
+                    .or_default()
+                    .1
+                    .push((record, times));
+                Ok(())
+            })?;
+            for_each_in_namespace(&tags, namespace, |repo, tag, v| {
+                let pushed_unix = tag_times
+                    .get(key2(repo, tag).as_str())
+                    .map_err(engine)?
+                    .map_or(0, |t| t.value());
+                let entry = TagTimes {
+                    tag: tag.parse().map_err(|e| corrupt("tag", e))?,
+                    digest: v.value().parse().map_err(|e| corrupt("tag target", e))?,
+                    pushed_unix,
+                };
+                repos.entry(repo.to_string()).or_default().0.push(entry);
+                Ok(())
+            })?;
+            let mut out = Vec::new();
+            for (name, (tags, manifests)) in repos {
+                // A tag always points at a manifest, so a repository with
+                // tags has manifests too; one without either plans nothing.
+                if manifests.is_empty() {
+                    continue;
+                }
+                let digests: BTreeSet<&Digest> = manifests.iter().map(|(m, _)| &m.digest).collect();
+                let manifests = manifests
+                    .iter()
+                    .map(|(m, (pushed, pulled))| ManifestTimes {
+                        digest: m.digest.clone(),
+                        pushed_unix: *pushed,
+                        last_pulled_unix: (*pulled != 0).then_some(*pulled),
+                        subject: m.subject.clone(),
+                        children: children(m, &digests),
+                    })
+                    .collect();
+                out.push(RepositorySnapshot {
+                    name: name.parse().map_err(|e| corrupt("repository name", e))?,
+                    tags,
+                    manifests,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    async fn delete_tag_at(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<bool, MetaError> {
+        let key = key2(repo.as_str(), tag.as_str());
+        let digest = digest.to_string();
+        self.write(move |txn| {
+            let mut table = txn.open_table(TAGS).map_err(engine)?;
+            let points = table
+                .get(key.as_str())
+                .map_err(engine)?
+                .is_some_and(|v| v.value() == digest);
+            if !points {
+                return Ok(false);
+            }
+            table.remove(key.as_str()).map_err(engine)?;
+            txn.open_table(TAG_TIMES)
+                .map_err(engine)?
+                .remove(key.as_str())
+                .map_err(engine)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn delete_untagged_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, MetaError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        let now = wharf_core::now_unix();
+        self.write(move |txn| remove_manifest(txn, &repo, &digest, now, true))
+            .await
+    }
 }
 
 fn refresh_index_key(r: &RefreshRecord) -> String {
@@ -1277,6 +1540,53 @@ fn remove_refresh_where(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database written before tags and manifests had times gets them at
+    /// open: the open's time, as push time and as pull time.
+    #[tokio::test]
+    async fn times_are_filled_in_for_a_database_written_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        let record = ManifestRecord {
+            digest: Digest::sha256_of(b"old"),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: 3,
+            artifact_type: None,
+            annotations: None,
+            subject: None,
+            references: vec![],
+        };
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            let (bytes, digest) = (encode(&record).unwrap(), record.digest.to_string());
+            // As an older build wrote them: no times.
+            store
+                .write(move |txn| {
+                    txn.open_table(MANIFESTS)
+                        .map_err(engine)?
+                        .insert(key2("acme/app", &digest).as_str(), bytes.as_slice())
+                        .map_err(engine)?;
+                    txn.open_table(TAGS)
+                        .map_err(engine)?
+                        .insert(key2("acme/app", "v1").as_str(), digest.as_str())
+                        .map_err(engine)?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        }
+        let before = wharf_core::now_unix();
+        let store = EmbeddedStore::open(&path).unwrap();
+        let snap = store.retention_snapshot("acme").await.unwrap();
+        let (tag, manifest) = (&snap[0].tags[0], &snap[0].manifests[0]);
+        assert!(tag.pushed_unix >= before, "{tag:?}");
+        assert!(manifest.pushed_unix >= before, "{manifest:?}");
+        assert_eq!(manifest.last_pulled_unix, Some(manifest.pushed_unix));
+        // Filled once: a second open changes nothing.
+        drop(store);
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.retention_snapshot("acme").await.unwrap(), snap);
+    }
 
     /// In a group commit, a write that fails is rolled back alone: the
     /// writes batched with it commit, and only its caller sees the error.

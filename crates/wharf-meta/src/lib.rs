@@ -1,6 +1,7 @@
 //! Registry metadata: which repositories hold which blobs and manifests,
 //! tags, the referrers index, upload sessions, what each namespace holds,
-//! and the tenant directory (opaque entries under one version number).
+//! push and pull times for retention ([`retention`]), and the tenant
+//! directory (opaque entries under one version number).
 //!
 //! Owns: the [`MetaStore`] trait, the embedded backend ([`embedded::EmbeddedStore`],
 //! on redb: a pure-Rust, ACID, single-file store, so the default install
@@ -21,10 +22,14 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use wharf_core::{Digest, RepoName, Tag, UploadId};
+pub use wharf_retention::{
+    ManifestRecord as ManifestTimes, RepositorySnapshot, TagRecord as TagTimes,
+};
 
 pub mod embedded;
 pub mod gc;
 pub mod postgres;
+pub mod retention;
 pub mod suite;
 
 /// What the registry remembers about a manifest stored in a repository.
@@ -414,6 +419,59 @@ pub trait MetaStore: Send + Sync + 'static {
     /// review with when that review is due under `policy`: what a storage
     /// check compares the blob store against.
     async fn gc_known(&self, policy: &gc::ReviewPolicy) -> Result<gc::Known, MetaError>;
+
+    // ---- retention (the planner is `wharf_retention`; see [`retention`]) ----
+
+    /// Records that manifest `digest` of `repo` was pulled at `now_unix`,
+    /// unless the pull recorded for it is less than
+    /// [`retention::PULL_RECORD_SECS`] older than that (or newer): at most
+    /// one write per manifest per interval, whatever the pull rate. True
+    /// when it wrote; false, with nothing written, for a manifest the
+    /// repository does not hold.
+    async fn record_pull(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        now_unix: u64,
+    ) -> Result<bool, MetaError>;
+
+    /// Every repository of namespace `namespace` that holds a manifest,
+    /// with its tags and manifests as the retention planner reads them:
+    /// push and pull times, subjects, and the children of indexes (the
+    /// references that are manifests of the same repository). Repositories
+    /// by name, tags by name, manifests by digest; one consistent read.
+    /// `namespace` is checked as in [`MetaStore::namespace_usage`].
+    async fn retention_snapshot(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<RepositorySnapshot>, MetaError>;
+
+    /// Removes `tag` from `repo` only if it points at `digest`, in one
+    /// transaction; false, with nothing done, if it is absent or points
+    /// elsewhere (a retention plan's tag deletion, re-checked where it
+    /// cannot race a push).
+    async fn delete_tag_at(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<bool, MetaError>;
+
+    /// [`MetaStore::delete_manifest`], only if nothing of `repo` still
+    /// needs the manifest: no tag points at it, no index lists it, no
+    /// referrer names it as subject; checked in the same transaction (under
+    /// the digest's lock of [`gc`] on PostgreSQL). False, with nothing
+    /// done, if it is absent or needed. A tag or an index pushed
+    /// concurrently either lands first (and the manifest stays) or after
+    /// (and the push stores it again, or is refused with
+    /// [`MetaError::Missing`]): never a deleted tag, never an index
+    /// missing a child. A referrer pushed at the same moment may still
+    /// find its subject gone, as with any delete (OCI allows that).
+    async fn delete_untagged_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, MetaError>;
 }
 
 /// Refuses a `namespace` that is not one repository-name component, so no

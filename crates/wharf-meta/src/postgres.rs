@@ -37,8 +37,8 @@
 //! |--------------|----------------------|-----------------------------------|
 //! | `repos`      | `name`               |                                   |
 //! | `blobs`      | `(repo, digest)`     | `size`                            |
-//! | `manifests`  | `(repo, digest)`     | `subject`, `record` (JSON of [`ManifestRecord`]) |
-//! | `tags`       | `(repo, tag)`        | `digest` → `manifests`, `ON DELETE CASCADE` |
+//! | `manifests`  | `(repo, digest)`     | `subject`, `record` (JSON of [`ManifestRecord`]), `pushed_unix`, `last_pulled_unix` (NULL: never) |
+//! | `tags`       | `(repo, tag)`        | `digest` → `manifests`, `ON DELETE CASCADE`; `pushed_unix` |
 //! | `uploads`    | `id`                 | `repo`, `started_unix`, `bytes`, `owner`, `namespace` (generated from `repo`, indexed) |
 //! | `directory`  | `(kind, key)`        | `value`                           |
 //! | `directory_version` | one row       | `version`                         |
@@ -74,6 +74,7 @@
 //! asked to cancel it, so no lock or backend is left busy on behalf of a
 //! call nobody waits for any more.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
@@ -90,10 +91,11 @@ use wharf_core::{Digest, RepoName, Tag, UploadId};
 mod gc;
 
 use crate::gc::{GcStatus, Known, ReviewPolicy, Verdict};
+use crate::retention::{children, PULL_RECORD_SECS};
 use crate::{
     check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestRecord,
-    MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope, UploadRecord,
-    UploadUsage,
+    ManifestTimes, MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope,
+    RepositorySnapshot, TagTimes, UploadRecord, UploadUsage,
 };
 
 /// How a node reaches its PostgreSQL server.
@@ -141,7 +143,7 @@ pub struct PoolStats {
 }
 
 /// The schema version this code writes and expects.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// Schema migrations, in order: `(version, SQL)`. Each runs once, in the
 /// start-up transaction of the first node that finds it missing. Never edit
@@ -386,6 +388,27 @@ UPDATE wharf.ns_usage AS u SET repositories =
     (SELECT count(*) FROM wharf.repo_holders AS r WHERE split_part(r.repo, '/', 1) = u.ns);
 "#,
     ),
+    // Push and pull times for retention (see `crate::retention`). Rows
+    // stored before get the migration's time as push and pull time: a
+    // default that is not volatile is evaluated once and kept in the
+    // catalog, so no table is rewritten whatever its size. The defaults
+    // are then dropped: every write names the time, and a write that
+    // forgot it fails instead of storing a time that would mislead
+    // retention.
+    (
+        7,
+        r#"
+ALTER TABLE wharf.tags
+    ADD COLUMN pushed_unix bigint NOT NULL DEFAULT (extract(epoch FROM now()))::bigint;
+ALTER TABLE wharf.tags ALTER COLUMN pushed_unix DROP DEFAULT;
+ALTER TABLE wharf.manifests
+    ADD COLUMN pushed_unix bigint NOT NULL DEFAULT (extract(epoch FROM now()))::bigint,
+    ADD COLUMN last_pulled_unix bigint DEFAULT (extract(epoch FROM now()))::bigint;
+ALTER TABLE wharf.manifests
+    ALTER COLUMN pushed_unix DROP DEFAULT,
+    ALTER COLUMN last_pulled_unix DROP DEFAULT;
+"#,
+    ),
 ];
 
 /// Key of the transaction-scoped advisory lock that serialises migrations
@@ -402,13 +425,17 @@ const ENSURE_REPO: &str = "INSERT INTO wharf.repos (name) VALUES ($1) ON CONFLIC
 const BLOB_SIZE: &str = "SELECT size FROM wharf.blobs WHERE repo = $1 AND digest = $2";
 // The `WHERE` skips rewriting an identical row (re-pushes are common), which
 // would only leave a dead tuple behind; the row is locked either way.
+// `pushed_unix` (`$5`) is written when the row is first stored only.
 const UPSERT_MANIFEST: &str =
-    "INSERT INTO wharf.manifests (repo, digest, subject, record) VALUES ($1, $2, $3, $4::text::jsonb) \
+    "INSERT INTO wharf.manifests (repo, digest, subject, record, pushed_unix) \
+     VALUES ($1, $2, $3, $4::text::jsonb, $5) \
      ON CONFLICT (repo, digest) DO UPDATE SET subject = EXCLUDED.subject, record = EXCLUDED.record \
      WHERE (wharf.manifests.subject, wharf.manifests.record) \
          IS DISTINCT FROM (EXCLUDED.subject, EXCLUDED.record)";
-const UPSERT_TAG: &str = "INSERT INTO wharf.tags (repo, tag, digest) VALUES ($1, $2, $3) \
-     ON CONFLICT (repo, tag) DO UPDATE SET digest = EXCLUDED.digest \
+// The push time (`$4`) changes with the target only.
+const UPSERT_TAG: &str = "INSERT INTO wharf.tags (repo, tag, digest, pushed_unix) \
+     VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (repo, tag) DO UPDATE SET digest = EXCLUDED.digest, pushed_unix = EXCLUDED.pushed_unix \
      WHERE wharf.tags.digest <> EXCLUDED.digest";
 const GET_MANIFEST: &str =
     "SELECT record::text FROM wharf.manifests WHERE repo = $1 AND digest = $2";
@@ -423,6 +450,31 @@ const LOCK_SOURCE_LINK: &str =
 const UNLINK_BLOB: &str = "WITH gone AS (          DELETE FROM wharf.blobs WHERE repo = $1 AND digest = $2 RETURNING digest),      queued AS (          INSERT INTO wharf.gc_queue (kind, digest, repo, touched_unix)          SELECT 'c', digest, '', $3 FROM gone          ON CONFLICT (kind, digest, repo) DO UPDATE SET touched_unix = EXCLUDED.touched_unix          WHERE wharf.gc_queue.touched_unix > EXCLUDED.touched_unix)      SELECT count(*) FROM gone";
 const RESOLVE_TAG: &str = "SELECT digest FROM wharf.tags WHERE repo = $1 AND tag = $2";
 const DELETE_TAG: &str = "DELETE FROM wharf.tags WHERE repo = $1 AND tag = $2";
+const DELETE_TAG_AT: &str = "DELETE FROM wharf.tags WHERE repo = $1 AND tag = $2 AND digest = $3";
+/// The bound on pull writes is in the `WHERE`: a row pulled less than
+/// `$4` seconds before `$3` is not rewritten (see `crate::retention`).
+const RECORD_PULL: &str = "UPDATE wharf.manifests SET last_pulled_unix = $3 \
+     WHERE repo = $1 AND digest = $2 \
+     AND (last_pulled_unix IS NULL OR last_pulled_unix <= $3::bigint - $4::bigint)";
+/// Locks the manifest row, so a concurrent put of a tag on it (whose
+/// foreign key check shares the row) either committed before and shows to
+/// the next statement, or waits until the delete is done.
+const LOCK_MANIFEST: &str =
+    "SELECT 1 FROM wharf.manifests WHERE repo = $1 AND digest = $2 FOR UPDATE";
+/// Whether anything of repository `$1` still needs manifest `$2`: a tag,
+/// an index listing it (`refs`), a referrer naming it as subject.
+const MANIFEST_NEEDED: &str =
+    "SELECT EXISTS (SELECT 1 FROM wharf.tags WHERE repo = $1 AND digest = $2) \
+     OR EXISTS (SELECT 1 FROM wharf.refs WHERE digest = $2 AND repo = $1) \
+     OR EXISTS (SELECT 1 FROM wharf.manifests WHERE repo = $1 AND subject = $2)";
+/// The digest's lock of `crate::gc`, exclusive: every `put_manifest` that
+/// references the digest (or stores it) holds it shared until it commits.
+const LOCK_DIGEST: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
+/// A namespace's manifests and tags, by the ranges of `NAMESPACE_USAGE`.
+const RETENTION_MANIFESTS: &str = "SELECT repo, record::text, pushed_unix, last_pulled_unix \
+     FROM wharf.manifests WHERE repo = $1 OR (repo >= $2 AND repo < $3) ORDER BY repo, digest";
+const RETENTION_TAGS: &str = "SELECT repo, tag, digest, pushed_unix \
+     FROM wharf.tags WHERE repo = $1 OR (repo >= $2 AND repo < $3) ORDER BY repo, tag";
 // Tags and repository names are never empty, so `> ''` is "from the start";
 // `coalesce` keeps the bound an index condition (an `OR` would not be).
 const LIST_TAGS: &str = "SELECT tag FROM wharf.tags WHERE repo = $1 AND tag > coalesce($2, '') \
@@ -1022,6 +1074,37 @@ async fn finish<T>(mut c: Conn, out: Result<T, Failure>) -> Result<T, Failure> {
     }
 }
 
+/// Deletes manifest `digest` of `repo` (the row, which is also its
+/// referrers entry, and by cascade every tag pointing at it) and queues
+/// what it referenced for review, in the caller's transaction; false if it
+/// was absent.
+async fn remove_manifest(
+    c: &mut Conn,
+    repo: &str,
+    digest: &str,
+    now: i64,
+) -> Result<bool, Failure> {
+    let rows = c.query(DELETE_MANIFEST, &[&repo, &digest]).await?;
+    let Some(row) = rows.first() else {
+        return Ok(false);
+    };
+    let record = decode_manifest(get(row, 0)?)?;
+    let references: Vec<String> = record.references.iter().map(Digest::to_string).collect();
+    c.execute(gc::DELETE_REFS, &[&repo, &digest]).await?;
+    if !references.is_empty() {
+        c.execute(gc::TOUCH_LINKS, &[&repo, &references, &now])
+            .await?;
+    }
+    c.execute(gc::TOUCH_KEEP_EARLIER, &[&"c", &digest, &"", &now])
+        .await?;
+    Ok(true)
+}
+
+/// A time read from the database (never negative: written from `u64`s).
+fn time(row: &Row, idx: usize, what: &str) -> Result<u64, Failure> {
+    Ok(from_db(get(row, idx)?, what)?)
+}
+
 #[async_trait]
 impl MetaStore for PostgresStore {
     async fn link_blob(
@@ -1120,6 +1203,7 @@ impl MetaStore for PostgresStore {
         locked.sort();
         locked.dedup();
         let locked = &locked;
+        let now = &to_db(wharf_core::now_unix(), "clock")?;
         self.call("put_manifest", || async move {
             let mut c = self.conn().await?;
             c.batch("BEGIN").await?;
@@ -1130,14 +1214,14 @@ impl MetaStore for PostgresStore {
                 gc::share_digests(&mut c, locked).await?;
                 gc::refuse_if_tombstoned(&mut c, digest).await?;
                 gc::check_held(&mut c, repo, references).await?;
-                c.execute(UPSERT_MANIFEST, &[&repo, digest, subject, json])
+                c.execute(UPSERT_MANIFEST, &[&repo, digest, subject, json, now])
                     .await?;
                 if !references.is_empty() {
                     c.execute(gc::INSERT_REFS, &[references, &repo, digest])
                         .await?;
                 }
                 if let Some(tag) = &tag {
-                    c.execute(UPSERT_TAG, &[&repo, tag, digest]).await?;
+                    c.execute(UPSERT_TAG, &[&repo, tag, digest, now]).await?;
                 }
                 c.execute(ENSURE_REPO, &[&repo]).await?;
                 Ok(())
@@ -1174,24 +1258,10 @@ impl MetaStore for PostgresStore {
         self.call("delete_manifest", || async move {
             let mut c = self.conn().await?;
             c.batch("BEGIN").await?;
-            let rows = c.query(DELETE_MANIFEST, &[&repo, digest]).await?;
-            let Some(row) = rows.first() else {
-                c.batch("COMMIT").await?;
-                c.release();
-                return Ok(false);
-            };
-            let record = decode_manifest(get(row, 0)?)?;
-            let references: Vec<String> = record.references.iter().map(Digest::to_string).collect();
-            c.execute(gc::DELETE_REFS, &[&repo, digest]).await?;
-            if !references.is_empty() {
-                c.execute(gc::TOUCH_LINKS, &[&repo, &references, &now])
-                    .await?;
-            }
-            c.execute(gc::TOUCH_KEEP_EARLIER, &[&"c", digest, &"", &now])
-                .await?;
+            let removed = remove_manifest(&mut c, repo, digest, now).await?;
             c.batch("COMMIT").await?;
             c.release();
-            Ok(true)
+            Ok(removed)
         })
         .await
     }
@@ -1727,6 +1797,145 @@ impl MetaStore for PostgresStore {
             let status = gc::status(&mut c, policy).await?;
             c.release();
             Ok(status)
+        })
+        .await
+    }
+
+    async fn record_pull(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        now_unix: u64,
+    ) -> Result<bool, MetaError> {
+        let (repo, digest) = (repo.as_str(), &digest.to_string());
+        let now = &to_db(now_unix, "clock")?;
+        let interval = &to_db(PULL_RECORD_SECS, "pull interval")?;
+        self.call("record_pull", || async move {
+            let mut c = self.conn().await?;
+            let written = c
+                .execute(RECORD_PULL, &[&repo, digest, now, interval])
+                .await?;
+            c.release();
+            Ok(written > 0)
+        })
+        .await
+    }
+
+    async fn retention_snapshot(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<RepositorySnapshot>, MetaError> {
+        check_namespace(namespace)?;
+        let (below, past) = (&format!("{namespace}/"), &format!("{namespace}0"));
+        self.call("retention_snapshot", || async move {
+            let range: [&(dyn ToSql + Sync); 3] = [&namespace, below, past];
+            let mut c = self.conn().await?;
+            // Tags and manifests from one snapshot, so every tag's manifest
+            // is in the answer.
+            c.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await?;
+            let manifest_rows = c.query(RETENTION_MANIFESTS, &range).await?;
+            let tag_rows = c.query(RETENTION_TAGS, &range).await?;
+            c.batch("COMMIT").await?;
+            c.release();
+            type Repo = (Vec<TagTimes>, Vec<(ManifestRecord, u64, Option<u64>)>);
+            let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
+            for row in &manifest_rows {
+                let repo: String = get(row, 0)?;
+                let record = decode_manifest(get(row, 1)?)?;
+                let pushed = time(row, 2, "push time")?;
+                let pulled: Option<i64> = get(row, 3)?;
+                let pulled = pulled.map(|t| from_db(t, "pull time")).transpose()?;
+                repos
+                    .entry(repo)
+                    .or_default()
+                    .1
+                    .push((record, pushed, pulled));
+            }
+            for row in &tag_rows {
+                let repo: String = get(row, 0)?;
+                let tag: &str = get(row, 1)?;
+                let digest: &str = get(row, 2)?;
+                let entry = TagTimes {
+                    tag: tag.parse().map_err(|e| corrupt("tag", e))?,
+                    digest: digest.parse().map_err(|e| corrupt("tag target", e))?,
+                    pushed_unix: time(row, 3, "push time")?,
+                };
+                repos.entry(repo).or_default().0.push(entry);
+            }
+            let mut out = Vec::new();
+            for (name, (tags, manifests)) in repos {
+                if manifests.is_empty() {
+                    continue;
+                }
+                let digests: BTreeSet<&Digest> =
+                    manifests.iter().map(|(m, _, _)| &m.digest).collect();
+                let manifests = manifests
+                    .iter()
+                    .map(|(m, pushed, pulled)| ManifestTimes {
+                        digest: m.digest.clone(),
+                        pushed_unix: *pushed,
+                        last_pulled_unix: *pulled,
+                        subject: m.subject.clone(),
+                        children: children(m, &digests),
+                    })
+                    .collect();
+                out.push(RepositorySnapshot {
+                    name: name.parse().map_err(|e| corrupt("repository name", e))?,
+                    tags,
+                    manifests,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_tag_at(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<bool, MetaError> {
+        let (repo, tag, digest) = (repo.as_str(), tag.as_str(), &digest.to_string());
+        self.call("delete_tag_at", || async move {
+            let mut c = self.conn().await?;
+            let removed = c.execute(DELETE_TAG_AT, &[&repo, &tag, digest]).await?;
+            c.release();
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    async fn delete_untagged_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, MetaError> {
+        let (repo, digest) = (repo.as_str(), &digest.to_string());
+        let now = to_db(wharf_core::now_unix(), "clock")?;
+        self.call("delete_untagged_manifest", || async move {
+            let mut c = self.conn().await?;
+            c.batch("BEGIN").await?;
+            // The digest lock first (the order every transaction takes
+            // them in), each lock in its own statement so the check after
+            // reads a snapshot taken under both.
+            c.query(LOCK_DIGEST, &[digest]).await?;
+            let present = !c.query(LOCK_MANIFEST, &[&repo, digest]).await?.is_empty();
+            let needed: bool = if present {
+                get(&c.query(MANIFEST_NEEDED, &[&repo, digest]).await?[0], 0)?
+            } else {
+                false
+            };
+            if !present || needed {
+                c.batch("ROLLBACK").await?;
+                c.release();
+                return Ok(false);
+            }
+            let removed = remove_manifest(&mut c, repo, digest, now).await?;
+            c.batch("COMMIT").await?;
+            c.release();
+            Ok(removed)
         })
         .await
     }

@@ -82,6 +82,11 @@ macro_rules! meta_store_suite {
             gc_dry_run_decides_exactly_what_a_pass_does_and_changes_nothing,
             gc_purge_queues_every_digest_it_removed,
             namespace_bytes_follow_links_manifests_and_collection,
+            push_times_follow_tags_and_manifests,
+            record_pull_writes_at_most_once_per_interval,
+            retention_snapshot_lists_a_namespace_with_children_and_subjects,
+            retention_deletes_recheck_the_live_state_in_their_transaction,
+            retention_deletes_queue_what_they_free_for_collection,
         );
 
         $crate::meta_store_suite!(@concurrent $make;
@@ -1952,4 +1957,339 @@ pub async fn gc_concurrent_collectors_doom_each_digest_once<S: MetaStore>(store:
         seen.extend(t.await.unwrap());
     }
     assert_eq!(sorted(seen), sorted(all));
+}
+
+// ---- retention ----
+
+/// The snapshot entry of repository `name`, if it is listed.
+async fn repo_snapshot<S: MetaStore>(store: &S, name: &str) -> Option<crate::RepositorySnapshot> {
+    let namespace = name.split('/').next().unwrap();
+    store
+        .retention_snapshot(namespace)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.name.as_str() == name)
+}
+
+fn tag_time(r: &crate::RepositorySnapshot, name: &str) -> Option<u64> {
+    r.tags
+        .iter()
+        .find(|t| t.tag.as_str() == name)
+        .map(|t| t.pushed_unix)
+}
+
+fn manifest_times(r: &crate::RepositorySnapshot, d: &Digest) -> Option<crate::ManifestTimes> {
+    r.manifests.iter().find(|m| m.digest == *d).cloned()
+}
+
+/// A tag's push time is set when it is created or moved (not when pushed
+/// again at the same manifest); a manifest's when it is first stored.
+pub async fn push_times_follow_tags_and_manifests<S: MetaStore>(store: Arc<S>) {
+    let r = repo("acme/app");
+    let (one, two) = (manifest("one"), manifest("two"));
+    let before = wharf_core::now_unix();
+    store
+        .put_manifest(&r, &one, Some(&tag("v1")))
+        .await
+        .unwrap();
+    let after = wharf_core::now_unix();
+    let snap = repo_snapshot(&*store, "acme/app").await.unwrap();
+    let first = tag_time(&snap, "v1").unwrap();
+    assert!((before..=after).contains(&first), "tag time {first}");
+    let m = manifest_times(&snap, &one.digest).unwrap();
+    assert!((before..=after).contains(&m.pushed_unix));
+    assert_eq!(m.last_pulled_unix, None, "never pulled");
+
+    // Times are whole seconds: let one pass.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    store
+        .put_manifest(&r, &one, Some(&tag("v1")))
+        .await
+        .unwrap();
+    store
+        .put_manifest(&r, &one, Some(&tag("v2")))
+        .await
+        .unwrap();
+    let snap = repo_snapshot(&*store, "acme/app").await.unwrap();
+    assert_eq!(tag_time(&snap, "v1"), Some(first), "same target: unchanged");
+    let v2 = tag_time(&snap, "v2").unwrap();
+    assert!(v2 > first, "a new tag is pushed now");
+    assert_eq!(
+        manifest_times(&snap, &one.digest).unwrap().pushed_unix,
+        m.pushed_unix,
+        "stored again: first push kept"
+    );
+
+    store
+        .put_manifest(&r, &two, Some(&tag("v1")))
+        .await
+        .unwrap();
+    let snap = repo_snapshot(&*store, "acme/app").await.unwrap();
+    assert!(
+        tag_time(&snap, "v1").unwrap() > first,
+        "a moved tag is pushed now"
+    );
+    assert_eq!(snap.tags.len(), 2);
+
+    // Deleting takes the times along; a manifest pushed again starts over.
+    assert!(store.delete_tag(&r, &tag("v2")).await.unwrap());
+    assert!(store.delete_manifest(&r, &two.digest).await.unwrap());
+    let snap = repo_snapshot(&*store, "acme/app").await.unwrap();
+    assert!(snap.tags.is_empty(), "{:?}", snap.tags);
+    assert!(manifest_times(&snap, &two.digest).is_none());
+    store.put_manifest(&r, &two, None).await.unwrap();
+    let snap = repo_snapshot(&*store, "acme/app").await.unwrap();
+    assert!(manifest_times(&snap, &two.digest).unwrap().pushed_unix > m.pushed_unix);
+}
+
+/// A pull is written only when none was recorded within the interval, and
+/// only for a manifest the repository holds.
+pub async fn record_pull_writes_at_most_once_per_interval<S: MetaStore>(store: Arc<S>) {
+    use crate::retention::PULL_RECORD_SECS;
+    let (r, other) = (repo("acme/app"), repo("acme/other"));
+    let m = manifest("pulled");
+    store.put_manifest(&r, &m, Some(&tag("v1"))).await.unwrap();
+    let t = wharf_core::now_unix();
+    assert!(store.record_pull(&r, &m.digest, t).await.unwrap(), "first");
+    for later in [t, t + 1, t + PULL_RECORD_SECS - 1] {
+        assert!(
+            !store.record_pull(&r, &m.digest, later).await.unwrap(),
+            "within the interval: {}",
+            later - t
+        );
+    }
+    // A pull recorded in the future (another node's clock) is not lowered.
+    assert!(!store.record_pull(&r, &m.digest, t - 10).await.unwrap());
+    let pulled = |snap: crate::RepositorySnapshot| {
+        manifest_times(&snap, &m.digest).unwrap().last_pulled_unix
+    };
+    assert_eq!(
+        pulled(repo_snapshot(&*store, "acme/app").await.unwrap()),
+        Some(t)
+    );
+    let next = t + PULL_RECORD_SECS;
+    assert!(store.record_pull(&r, &m.digest, next).await.unwrap());
+    assert_eq!(
+        pulled(repo_snapshot(&*store, "acme/app").await.unwrap()),
+        Some(next)
+    );
+
+    // Not held here, or not at all: nothing written.
+    assert!(!store
+        .record_pull(&other, &m.digest, next + PULL_RECORD_SECS)
+        .await
+        .unwrap());
+    assert!(!store
+        .record_pull(&r, &digest("absent"), next)
+        .await
+        .unwrap());
+    assert!(repo_snapshot(&*store, "acme/other").await.is_none());
+}
+
+/// A namespace's snapshot: its repositories with a manifest (by name), tags
+/// by name, manifests by digest, children (manifest references only) and
+/// subjects; nothing of another namespace.
+pub async fn retention_snapshot_lists_a_namespace_with_children_and_subjects<S: MetaStore>(
+    store: Arc<S>,
+) {
+    let app = repo("acme/app");
+    let layer = digest("layer");
+    store.link_blob(&app, &layer, 5).await.unwrap();
+    let child = ManifestRecord {
+        references: vec![layer.clone()],
+        ..manifest("child")
+    };
+    store.put_manifest(&app, &child, None).await.unwrap();
+    let index = ManifestRecord {
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        references: vec![child.digest.clone()],
+        ..manifest("index")
+    };
+    store
+        .put_manifest(&app, &index, Some(&tag("latest")))
+        .await
+        .unwrap();
+    store
+        .put_manifest(&app, &index, Some(&tag("b")))
+        .await
+        .unwrap();
+    let sbom = referrer("sbom", &index.digest);
+    store.put_manifest(&app, &sbom, None).await.unwrap();
+    store
+        .put_manifest(&repo("acme"), &manifest("top"), Some(&tag("x")))
+        .await
+        .unwrap();
+    store
+        .link_blob(&repo("acme/blobs-only"), &layer, 5)
+        .await
+        .unwrap();
+    for other in ["acme-other/app", "acmex"] {
+        store
+            .put_manifest(&repo(other), &manifest("elsewhere"), Some(&tag("x")))
+            .await
+            .unwrap();
+    }
+
+    let snap = store.retention_snapshot("acme").await.unwrap();
+    let names: Vec<&str> = snap.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["acme", "acme/app"]);
+    let a = &snap[1];
+    let tags: Vec<(&str, &Digest)> = a.tags.iter().map(|t| (t.tag.as_str(), &t.digest)).collect();
+    assert_eq!(tags, [("b", &index.digest), ("latest", &index.digest)]);
+    let mut digests: Vec<&Digest> = vec![&child.digest, &index.digest, &sbom.digest];
+    digests.sort();
+    let listed: Vec<&Digest> = a.manifests.iter().map(|m| &m.digest).collect();
+    assert_eq!(listed, digests, "by digest");
+    let get = |d: &Digest| manifest_times(a, d).unwrap();
+    assert_eq!(get(&index.digest).children, vec![child.digest.clone()]);
+    assert!(get(&child.digest).children.is_empty(), "a blob is no child");
+    assert_eq!(get(&sbom.digest).subject, Some(index.digest.clone()));
+    assert_eq!(get(&index.digest).subject, None);
+    assert_internal(
+        store.retention_snapshot("acme/app").await,
+        "not a namespace",
+    );
+    assert!(store.retention_snapshot("nobody").await.unwrap().is_empty());
+}
+
+/// The conditional deletes retention applies: a tag only while it points
+/// at the planned manifest, a manifest only while no tag points at it.
+pub async fn retention_deletes_recheck_the_live_state_in_their_transaction<S: MetaStore>(
+    store: Arc<S>,
+) {
+    let r = repo("acme/app");
+    let (one, two) = (manifest("one"), manifest("two"));
+    store
+        .put_manifest(&r, &one, Some(&tag("v1")))
+        .await
+        .unwrap();
+    store.put_manifest(&r, &two, None).await.unwrap();
+
+    assert!(!store
+        .delete_tag_at(&r, &tag("v1"), &two.digest)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.resolve_tag(&r, &tag("v1")).await.unwrap(),
+        Some(one.digest.clone())
+    );
+    assert!(!store
+        .delete_tag_at(&r, &tag("absent"), &one.digest)
+        .await
+        .unwrap());
+
+    assert!(
+        !store
+            .delete_untagged_manifest(&r, &one.digest)
+            .await
+            .unwrap(),
+        "tagged"
+    );
+    assert!(store.get_manifest(&r, &one.digest).await.unwrap().is_some());
+    assert!(store
+        .delete_tag_at(&r, &tag("v1"), &one.digest)
+        .await
+        .unwrap());
+    assert_eq!(store.resolve_tag(&r, &tag("v1")).await.unwrap(), None);
+    assert!(store
+        .delete_untagged_manifest(&r, &one.digest)
+        .await
+        .unwrap());
+    assert!(store.get_manifest(&r, &one.digest).await.unwrap().is_none());
+    assert!(
+        !store
+            .delete_untagged_manifest(&r, &one.digest)
+            .await
+            .unwrap(),
+        "gone"
+    );
+
+    // The untagged one goes, and its content is queued for review as with
+    // any deleted manifest.
+    assert!(store
+        .delete_untagged_manifest(&r, &two.digest)
+        .await
+        .unwrap());
+    let snap = store.retention_snapshot("acme").await.unwrap();
+    assert!(snap.is_empty(), "{snap:?}");
+    let usage = store.namespace_usage("acme", None).await.unwrap();
+    assert_eq!(usage.bytes, 0);
+
+    // Still needed: the child of an index, the subject of a referrer. Each
+    // goes once what needed it is gone.
+    let child = manifest("child");
+    store.put_manifest(&r, &child, None).await.unwrap();
+    let index = ManifestRecord {
+        references: vec![child.digest.clone()],
+        ..manifest("index")
+    };
+    store.put_manifest(&r, &index, None).await.unwrap();
+    let sig = referrer("sig", &index.digest);
+    store.put_manifest(&r, &sig, None).await.unwrap();
+    assert!(
+        !store
+            .delete_untagged_manifest(&r, &child.digest)
+            .await
+            .unwrap(),
+        "listed"
+    );
+    assert!(
+        !store
+            .delete_untagged_manifest(&r, &index.digest)
+            .await
+            .unwrap(),
+        "subject"
+    );
+    for (d, what) in [
+        (&sig.digest, "sig"),
+        (&index.digest, "index"),
+        (&child.digest, "child"),
+    ] {
+        assert!(
+            store.delete_untagged_manifest(&r, d).await.unwrap(),
+            "{what}"
+        );
+    }
+    // An index elsewhere does not hold a manifest of this repository.
+    let other = repo("acme/other");
+    store.put_manifest(&other, &child, None).await.unwrap();
+    store.put_manifest(&r, &child, None).await.unwrap();
+    store.put_manifest(&other, &index, None).await.unwrap();
+    assert!(store
+        .delete_untagged_manifest(&r, &child.digest)
+        .await
+        .unwrap());
+}
+
+/// A manifest retention deletes is collected like one a user deletes: its
+/// own content and what it alone referenced; what a kept image shares
+/// stays.
+pub async fn retention_deletes_queue_what_they_free_for_collection<S: MetaStore>(store: Arc<S>) {
+    let (shared, own) = (digest("shared"), digest("own"));
+    let kept = image(&*store, "acme/app", "kept", &[&shared], Some("v1")).await;
+    let gone = image(&*store, "acme/app", "gone", &[&shared, &own], None).await;
+    // Nothing collectable before.
+    let verdicts = store.gc_review(&policy(now(), 0, "a")).await.unwrap();
+    assert!(doomed(&verdicts).is_empty(), "{verdicts:?}");
+
+    assert!(store
+        .delete_untagged_manifest(&repo("acme/app"), &gone.digest)
+        .await
+        .unwrap());
+    let verdicts = store.gc_review(&policy(now(), 0, "a")).await.unwrap();
+    assert_eq!(
+        doomed(&verdicts),
+        sorted(vec![own, digest("gone-config"), gone.digest.clone()])
+    );
+    release_all(&*store, &verdicts, "a").await;
+    assert!(store
+        .get_manifest(&repo("acme/app"), &kept.digest)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        store.blob_size(&repo("acme/app"), &shared).await.unwrap(),
+        Some(1000)
+    );
 }

@@ -659,3 +659,62 @@ async fn pool_larger_than_the_server_accepts_is_refused() {
         other => panic!("expected the pool to be refused, got {other:?}"),
     }
 }
+
+/// Rows stored by a build before migration 7 get the upgrade's time as
+/// push time and as pull time (see `wharf_meta::retention`), and writes
+/// after it name their own.
+#[tokio::test]
+async fn migration_7_gives_rows_stored_before_it_the_upgrade_time() {
+    let admin = server_or_skip!();
+    let db = TestDb::create(&admin).await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE SCHEMA wharf; CREATE TABLE wharf.schema_version ( \
+             version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .unwrap();
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v < 7) {
+        c.batch_execute(sql).await.unwrap();
+        c.execute(
+            "INSERT INTO wharf.schema_version (version) VALUES ($1)",
+            &[version],
+        )
+        .await
+        .unwrap();
+    }
+    // As a build at schema 6 stored them.
+    let old = manifest("old", None);
+    let digest = old.digest.to_string();
+    c.execute(
+        "INSERT INTO wharf.manifests (repo, digest, subject, record) \
+         VALUES ('acme/app', $1, NULL, $2::text::jsonb)",
+        &[&digest, &serde_json::to_string(&old).unwrap()],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "INSERT INTO wharf.tags (repo, tag, digest) VALUES ('acme/app', 'v1', $1)",
+        &[&digest],
+    )
+    .await
+    .unwrap();
+
+    let before = wharf_core::now_unix();
+    let store = PostgresStore::connect(db.config(2)).await.unwrap();
+    let snap = store.retention_snapshot("acme").await.unwrap();
+    let (t, m) = (&snap[0].tags[0], &snap[0].manifests[0]);
+    assert!(t.pushed_unix + 1 >= before, "{t:?}");
+    assert!(m.pushed_unix + 1 >= before, "{m:?}");
+    assert_eq!(m.last_pulled_unix, Some(m.pushed_unix));
+
+    // New writes carry their own times (the defaults are gone).
+    let new = manifest("new", None);
+    store
+        .put_manifest(&repo("acme/app"), &new, Some(&tag("v2")))
+        .await
+        .unwrap();
+    let snap = store.retention_snapshot("acme").await.unwrap();
+    let fresh = snap[0].manifests.iter().find(|m| m.digest == new.digest);
+    assert_eq!(fresh.unwrap().last_pulled_unix, None, "never pulled");
+}

@@ -3,6 +3,7 @@
 //!
 //! Owns: blob access by repository ([`blobs`]), upload sessions ([`uploads`]),
 //! manifests and tags ([`manifests`]), the referrers index ([`referrers`]),
+//! retention policies applied ([`retention`]),
 //! tenant quotas and immutable tags as they bear on a request (`quota`,
 //! `immutable`) and the catalog. Handlers in the HTTP crate call
 //! [`Registry`] and nothing below it.
@@ -29,6 +30,7 @@ mod last_known;
 pub mod manifests;
 mod quota;
 pub mod referrers;
+pub mod retention;
 pub mod uploads;
 
 pub use blobs::{BlobRead, ByteRange};
@@ -116,6 +118,9 @@ struct Inner {
     /// Blob links whose garbage-collection review this node postponed
     /// lately (on a `HEAD` or `GET`): at most one touch a minute each.
     touched: last_known::LastKnown<(RepoName, Digest), ()>,
+    /// Manifests whose pull this node recorded lately: at most one record
+    /// an hour each (`retention`).
+    pulled: last_known::LastKnown<(RepoName, Digest), ()>,
     /// Tenant quotas, looked up in memory; `None`: no limits.
     quotas: Option<Arc<dyn QuotaSource>>,
     /// Immutable-tag rules, looked up in memory; `None`: every tag moves.
@@ -137,6 +142,7 @@ impl Registry {
                 manifests_seen: last_known::LastKnown::new(config.last_known_entries),
                 tags: last_known::LastKnown::new(config.last_known_entries),
                 touched: last_known::LastKnown::new(config.last_known_entries.max(1024)),
+                pulled: last_known::LastKnown::new(config.last_known_entries.max(1024)),
                 blobs,
                 meta,
                 quotas: None,

@@ -71,8 +71,19 @@ impl Registry {
         }
     }
 
-    /// The manifest `reference` names in `repo`.
+    /// The manifest `reference` names in `repo`; the pull is recorded for
+    /// retention, off the request path.
     pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<StoredManifest, RegistryError> {
+        let found = self.find_manifest(repo, reference).await?;
+        self.note_pull(repo, &found.digest);
+        Ok(found)
+    }
+
+    async fn find_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,

@@ -31,6 +31,7 @@ use wharf_core::{
     now_unix, ImmutableTagRule, ImmutableTagSource, Quota, QuotaSource, RepoName, Tag,
 };
 use wharf_meta::{MetaStore, RefreshScope};
+use wharf_retention::CompiledPolicy;
 
 use crate::error::DirectoryError;
 use crate::immutable;
@@ -306,6 +307,24 @@ impl Directory {
         self.snap().tenants.get(name).cloned()
     }
 
+    /// `tenant`'s retention policy, compiled with the snapshot; `None` if
+    /// it has none (or is unknown).
+    pub fn retention_policy(&self, tenant: &str) -> Option<Arc<CompiledPolicy>> {
+        self.snap().retention.get(tenant).cloned()
+    }
+
+    /// Every tenant with a retention policy, by name.
+    pub fn retention_policies(&self) -> Vec<(String, Arc<CompiledPolicy>)> {
+        let snap = self.snap();
+        let mut all: Vec<(String, Arc<CompiledPolicy>)> = snap
+            .retention
+            .iter()
+            .map(|(t, p)| (t.clone(), Arc::clone(p)))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     /// Every tenant, by name.
     pub fn tenants(&self) -> Vec<Tenant> {
         let mut all: Vec<Tenant> = self.snap().tenants.values().cloned().collect();
@@ -367,6 +386,7 @@ impl Directory {
             created_unix: now_unix(),
             sessions_generation: 0,
             immutable_tags: new.immutable_tags,
+            retention: new.retention,
         };
         check_tenant(&tenant)?;
         let _one_writer = self.inner.writes.lock().await;
@@ -834,6 +854,11 @@ fn check_tenant(t: &Tenant) -> Result<(), DirectoryError> {
         validate::concurrency_share(share).map_err(DirectoryError::Invalid)?;
     }
     immutable::check_rules(&t.immutable_tags).map_err(DirectoryError::Invalid)?;
+    if let Some(policy) = &t.retention {
+        policy
+            .compile()
+            .map_err(|e| DirectoryError::Invalid(format!("retention: {e}")))?;
+    }
     Ok(())
 }
 

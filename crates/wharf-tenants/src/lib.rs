@@ -6,7 +6,8 @@
 //! tenants, because `docker login` sends only a user name) with roles over
 //! the tenant's repositories, robot accounts (`<tenant>+<name>`, a random
 //! secret, explicit grants), a quota, an optional hostname, an optional
-//! share of a node's request slots, and immutable-tag rules.
+//! share of a node's request slots, immutable-tag rules, and an optional
+//! retention policy (`wharf_retention`, compiled with each snapshot).
 //!
 //! Layout:
 //!

@@ -1,8 +1,9 @@
 //! What the directory holds, as stored (JSON in directory records) and as
 //! shown to the admin API.
 //!
-//! Owns: [`Tenant`], its [`TenantQuota`] and its immutable-tag rules (as
-//! written: [`crate::immutable`] checks and compiles them); the inputs that create and
+//! Owns: [`Tenant`], its [`TenantQuota`], its immutable-tag rules (as
+//! written: [`crate::immutable`] checks and compiles them) and its
+//! retention policy (as written: `wharf_retention` checks it); the inputs that create and
 //! change one ([`NewTenant`], [`TenantPatch`]); [`Role`]s and their
 //! bindings; the stored user and robot records; and the views the admin API
 //! may serialize ([`UserView`], [`RobotView`], [`Usage`]).
@@ -16,6 +17,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use wharf_auth::{parse_grant, Action, Actions, Grant, RepoPattern};
 use wharf_core::{ImmutableTagRule, Quota};
+use wharf_retention::Policy;
 
 /// Directory record kind of a [`Tenant`].
 pub const KIND_TENANT: &str = "tenant";
@@ -86,6 +88,11 @@ pub struct Tenant {
     /// operator (the admin API) changes them.
     #[serde(default)]
     pub immutable_tags: Vec<ImmutableTagRule>,
+    /// What retention deletes from the tenant's repositories
+    /// (`wharf_retention` gives the rules their meaning); `None`: nothing.
+    /// Checked when written; only the operator (the admin API) sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Policy>,
 }
 
 /// A tenant's limits; `None` is unlimited.
@@ -122,6 +129,8 @@ pub struct NewTenant {
     pub concurrency_share: Option<f64>,
     #[serde(default)]
     pub immutable_tags: Vec<ImmutableTagRule>,
+    #[serde(default)]
+    pub retention: Option<Policy>,
 }
 
 /// A change to a tenant. Each field: absent (`None`) keeps the value,
@@ -140,6 +149,10 @@ pub struct TenantPatch {
     /// lifts them all.
     #[serde(default, deserialize_with = "present")]
     pub immutable_tags: Option<Option<Vec<ImmutableTagRule>>>,
+    /// A policy replaces the tenant's retention policy; `null` removes it
+    /// (retention then deletes nothing).
+    #[serde(default, deserialize_with = "present")]
+    pub retention: Option<Option<Policy>>,
 }
 
 /// A change to a tenant's limits, field by field as in [`TenantPatch`].
@@ -184,6 +197,9 @@ impl TenantPatch {
         }
         if let Some(rules) = &self.immutable_tags {
             tenant.immutable_tags = rules.clone().unwrap_or_default();
+        }
+        if let Some(policy) = &self.retention {
+            tenant.retention = policy.clone();
         }
     }
 }
@@ -486,6 +502,7 @@ mod tests {
                 tag: "v.*".into(),
                 repository: None,
             }],
+            retention: None,
         };
         p.apply(&mut t);
         assert_eq!(t.hostname, None);

@@ -14,10 +14,12 @@
 //! inactive, and grants or roles outside their tenant are dropped.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 use wharf_auth::{verify_secret, Grant, Identity};
 use wharf_meta::DirectorySnapshot;
+use wharf_retention::{CompiledPolicy, Policy};
 
 use crate::immutable::TenantRules;
 use crate::model::{
@@ -136,6 +138,9 @@ pub(crate) struct Snapshot {
     /// Tenant → its immutable-tag rules, compiled (only tenants that have
     /// some).
     pub immutable: HashMap<String, TenantRules>,
+    /// Tenant → its retention policy, compiled (only tenants that have
+    /// one whose rules still compile: they were checked when written).
+    pub retention: HashMap<String, Arc<CompiledPolicy>>,
 }
 
 impl Snapshot {
@@ -228,6 +233,19 @@ impl Snapshot {
             let rules = TenantRules::build(&t.name, &t.immutable_tags);
             if !rules.is_empty() {
                 snap.immutable.insert(t.name.clone(), rules);
+            }
+            match t.retention.as_ref().map(Policy::compile) {
+                None => {}
+                Some(Ok(policy)) => {
+                    snap.retention.insert(t.name.clone(), Arc::new(policy));
+                }
+                // Checked when written; a policy a later build refuses
+                // deletes nothing rather than something unintended.
+                Some(Err(e)) => tracing::warn!(
+                    tenant = %t.name,
+                    error = %e,
+                    "ignoring a retention policy that no longer compiles"
+                ),
             }
         }
         // Hostnames are unique when written; should two tenants still claim

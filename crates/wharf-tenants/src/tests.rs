@@ -291,6 +291,21 @@ impl MetaStore for MemStore {
     ) -> Result<wharf_meta::gc::Known, MetaError> {
         unsupported()
     }
+    async fn record_pull(&self, _: &RepoName, _: &Digest, _: u64) -> Result<bool, MetaError> {
+        unsupported()
+    }
+    async fn retention_snapshot(
+        &self,
+        _: &str,
+    ) -> Result<Vec<wharf_meta::RepositorySnapshot>, MetaError> {
+        unsupported()
+    }
+    async fn delete_tag_at(&self, _: &RepoName, _: &Tag, _: &Digest) -> Result<bool, MetaError> {
+        unsupported()
+    }
+    async fn delete_untagged_manifest(&self, _: &RepoName, _: &Digest) -> Result<bool, MetaError> {
+        unsupported()
+    }
 }
 
 async fn setup() -> (Arc<MemStore>, Directory) {
@@ -350,6 +365,7 @@ async fn created_tenant_is_visible_with_its_limits() {
             },
             concurrency_share: Some(0.25),
             immutable_tags: vec![],
+            retention: None,
         })
         .await
         .unwrap();
@@ -1331,4 +1347,58 @@ async fn revoked_or_expired_robots_have_no_identity() {
     let expiry = short.expires_unix.unwrap();
     assert!(dir.identity_of(&short.name, expiry - 1).is_some());
     assert_eq!(dir.identity_of(&short.name, expiry), None);
+}
+
+// ---- retention ----
+
+fn policy(json: &str) -> wharf_retention::Policy {
+    serde_json::from_str(json).unwrap()
+}
+
+#[tokio::test]
+async fn retention_policies_are_checked_when_written_and_compiled_with_the_snapshot() {
+    let (_, dir) = setup().await;
+    let bad = NewTenant {
+        retention: Some(policy(r#"{"rules": [{"keep_last": 1}, {"tag": "v("}]}"#)),
+        ..new_tenant("acme")
+    };
+    let m = invalid(dir.create_tenant(bad).await);
+    assert!(m.starts_with("retention: rule 1: tag:"), "{m}");
+    assert!(dir.tenant("acme").is_none(), "nothing written");
+
+    dir.create_tenant(NewTenant {
+        retention: Some(policy(r#"{"rules": [{"keep_last": 3}]}"#)),
+        ..new_tenant("acme")
+    })
+    .await
+    .unwrap();
+    dir.create_tenant(new_tenant("globex")).await.unwrap();
+    assert_eq!(dir.retention_policy("acme").unwrap().rules().len(), 1);
+    assert!(dir.retention_policy("globex").is_none());
+    let names: Vec<String> = dir
+        .retention_policies()
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(names, ["acme"]);
+
+    // A bad patch changes nothing; `null` removes the policy.
+    let patch = |json: &str| serde_json::from_str::<TenantPatch>(json).unwrap();
+    let m = invalid(
+        dir.update_tenant(
+            "acme",
+            &patch(r#"{"retention": {"rules": [{"repository": "x"}]}}"#),
+        )
+        .await,
+    );
+    assert!(m.contains("no condition"), "{m}");
+    assert_eq!(
+        dir.tenant("acme").unwrap().retention,
+        Some(policy(r#"{"rules": [{"keep_last": 3}]}"#))
+    );
+    dir.update_tenant("acme", &patch(r#"{"retention": null}"#))
+        .await
+        .unwrap();
+    assert!(dir.retention_policy("acme").is_none());
+    assert!(dir.tenant("acme").unwrap().retention.is_none());
 }

@@ -34,21 +34,23 @@ use wharf_core::ImmutableTagRule;
 
 /// The admin port's address when neither `--url` nor `WHARF_ADMIN_URL` is
 /// given (the server's default `--admin-listen`).
-const DEFAULT_URL: &str = "http://127.0.0.1:5001";
+pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:5001";
 /// Every path of the admin API starts with this.
-const API_PREFIX: &str = "/admin/v1";
+pub(crate) const API_PREFIX: &str = "/admin/v1";
 /// Longest wait for a TCP connection to the admin port.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a whole request, from connecting to the last byte.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest wait for a garbage-collection request (a pass runs until done).
+/// Longest wait for a garbage-collection request: a pass, or a retention
+/// run deleting one item at a time, goes on until done (the server carries
+/// on if the client gives up; what it deleted stays deleted).
 const GC_REQUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Admin tokens start with this, so secret scanners can recognise them.
 const ADMIN_TOKEN_PREFIX: &str = "wharf_admin_";
 /// Random bytes in an admin token.
 const ADMIN_TOKEN_BYTES: usize = 32;
 /// The environment variable holding the admin token itself.
-const TOKEN_ENV: &str = "WHARF_ADMIN_TOKEN";
+pub(crate) const TOKEN_ENV: &str = "WHARF_ADMIN_TOKEN";
 /// The environment variable `user set` takes a password from.
 const PASSWORD_ENV: &str = "WHARF_PASSWORD";
 
@@ -123,101 +125,6 @@ enum ApiCommand {
     /// at once (passwords and robot secrets still log in).
     #[command(subcommand)]
     Sessions(SessionsCommand),
-    /// Garbage collection on the node (also `wharf gc …`).
-    #[command(subcommand)]
-    Gc(GcCommand),
-}
-
-/// `wharf gc …` / `wharf admin gc …`: the collector of the node the admin
-/// URL points at (on PostgreSQL every node shares one queue).
-#[derive(Subcommand, Debug)]
-pub enum GcCommand {
-    /// Run a pass now: decide every due review and delete what nothing
-    /// holds. Prints what it did, each decision with its reason.
-    Run {
-        /// Decide the reviews in a transaction that is rolled back:
-        /// exactly what a pass would do now, with nothing done.
-        #[arg(long)]
-        dry_run: bool,
-        /// Decide at most this many reviews (a dry run: default 1000).
-        #[arg(long, value_name = "N")]
-        limit: Option<u64>,
-    },
-    /// The review queue: queued, due, the oldest overdue, tombstones, holds.
-    Status,
-    /// List the blob store and queue for review the bytes metadata does
-    /// not know (crash leftovers); they are collected after the orphan age.
-    ScanOrphans,
-    /// Check that storage and metadata agree (the node's `wharf check
-    /// --storage`); exits non-zero when they do not.
-    Check,
-}
-
-/// `wharf gc`: [`GcCommand`] with the admin connection flags.
-#[derive(Args, Debug)]
-pub struct GcArgs {
-    /// Base URL of the server's admin port.
-    #[arg(long, env = "WHARF_ADMIN_URL", default_value = DEFAULT_URL, global = true, value_name = "URL")]
-    url: String,
-    /// File whose first line is the admin token (else WHARF_ADMIN_TOKEN).
-    #[arg(
-        long,
-        env = "WHARF_ADMIN_TOKEN_FILE",
-        global = true,
-        value_name = "FILE"
-    )]
-    token_file: Option<PathBuf>,
-    #[command(subcommand)]
-    command: GcCommand,
-}
-
-/// Runs `wharf gc …`: 0 on success (and, for `check`, a clean check).
-pub fn run_gc(args: GcArgs) -> ExitCode {
-    let checking = matches!(args.command, GcCommand::Check);
-    let result = base_url(&args.url).and_then(|base| {
-        let token = admin_token(
-            args.token_file.as_deref(),
-            std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
-        )?;
-        let call = call(&ApiCommand::Gc(args.command), None)?;
-        let text = fetch(&base, token.as_deref(), &call)?;
-        if let Some(out) = render(call.print, &text)? {
-            println!("{out}");
-        }
-        Ok(text)
-    });
-    match result {
-        Ok(text) if checking && !check_is_clean(&text) => {
-            eprintln!("wharf gc: storage and metadata disagree (see above)");
-            ExitCode::FAILURE
-        }
-        Ok(_) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("wharf gc: {message}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Whether a check's answer says `"clean": true`.
-fn check_is_clean(body: &str) -> bool {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("clean")?.as_bool())
-        .unwrap_or(false)
-}
-
-/// The check through the admin API at `url` (for `wharf check --storage`
-/// while an embedded node holds the database), printed; whether clean.
-pub fn gc_check_remote(url: &str) -> Result<bool, String> {
-    let base = base_url(url)?;
-    let token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
-    let call = call(&ApiCommand::Gc(GcCommand::Check), None)?;
-    let text = fetch(&base, token.as_deref(), &call)?;
-    if let Some(out) = render(call.print, &text)? {
-        println!("{out}");
-    }
-    Ok(check_is_clean(&text))
 }
 
 #[derive(Subcommand, Debug)]
@@ -297,6 +204,15 @@ enum TenantCommand {
         /// and deleted again.
         #[arg(long, conflicts_with = "immutable_tags")]
         clear_immutable_tags: bool,
+        /// The tenant's retention policy: a JSON file (`-`: stdin) holding
+        /// `{"rules": [...]}` (docs/admin.md, "Retention"). It replaces the
+        /// old policy; the server refuses rules it cannot check.
+        #[arg(long, value_name = "FILE|-", value_parser = read_retention_json)]
+        retention_json: Option<RetentionJson>,
+        /// Remove the tenant's retention policy: retention deletes nothing
+        /// of it any more.
+        #[arg(long, conflicts_with = "retention_json")]
+        clear_retention: bool,
     },
     /// Delete a tenant with its users and robot accounts.
     ///
@@ -403,6 +319,31 @@ impl<T: serde::Serialize> Setting<T> {
     }
 }
 
+/// The JSON of `tenant set --retention-json`, read when the command line
+/// is parsed.
+#[derive(Clone, Debug, PartialEq)]
+struct RetentionJson(Value);
+
+/// Reads a retention policy from file `arg` (`-`: stdin): a JSON object.
+/// What its rules mean is the server's to check.
+fn read_retention_json(arg: &str) -> Result<RetentionJson, String> {
+    let text = if arg == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| format!("reading stdin: {e}"))?;
+        text
+    } else {
+        std::fs::read_to_string(arg).map_err(|e| format!("reading {arg}: {e}"))?
+    };
+    let value: Value = serde_json::from_str(&text).map_err(|e| format!("{arg}: not JSON: {e}"))?;
+    if !value.is_object() {
+        return Err(format!(
+            "{arg}: a retention policy is a JSON object {{\"rules\": [...]}}"
+        ));
+    }
+    Ok(RetentionJson(value))
+}
+
 /// A role of `user set --role`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Role {
@@ -415,21 +356,23 @@ struct Role {
 
 /// One request of the admin API, built and checked before it is sent.
 #[derive(Debug, PartialEq)]
-struct Call {
-    method: Method,
+pub(crate) struct Call {
+    pub(crate) method: Method,
     /// From `/admin/v1` on, path segments percent-encoded, with any query.
-    path: String,
-    body: Option<Value>,
-    print: Print,
+    pub(crate) path: String,
+    pub(crate) body: Option<Value>,
+    pub(crate) print: Print,
 }
 
 /// What to print of a successful answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Print {
+pub(crate) enum Print {
     /// The JSON body, pretty-printed (nothing for an empty body).
     Json,
     /// Only the body's `secret` field.
     Secret,
+    /// A retention pass, as text (`crate::gc_cli::render_retention`).
+    Retention,
 }
 
 /// Runs `wharf admin …`: 0 on success, 1 with a message on stderr if
@@ -513,6 +456,8 @@ fn call(command: &ApiCommand, password: Option<&str>) -> Result<Call, String> {
             hostname,
             immutable_tags,
             clear_immutable_tags,
+            retention_json,
+            clear_retention,
         }) => {
             let path = format!("{tenants}/{}", tenant_segment(name)?);
             // Only what was given is sent: an absent key keeps its value,
@@ -539,10 +484,16 @@ fn call(command: &ApiCommand, password: Option<&str>) -> Result<Call, String> {
             } else if !immutable_tags.is_empty() {
                 body.insert("immutable_tags".into(), json!(immutable_tags));
             }
+            if *clear_retention {
+                body.insert("retention".into(), Value::Null);
+            } else if let Some(RetentionJson(policy)) = retention_json {
+                body.insert("retention".into(), policy.clone());
+            }
             if body.is_empty() {
                 return Err(
                     "tenant set: nothing to change (give --quota-bytes, --quota-repos, \
-                     --share, --hostname, --immutable-tag or --clear-immutable-tags)"
+                     --share, --hostname, --immutable-tag, --clear-immutable-tags, \
+                     --retention-json or --clear-retention)"
                         .into(),
                 );
             }
@@ -554,30 +505,6 @@ fn call(command: &ApiCommand, password: Option<&str>) -> Result<Call, String> {
                 path.push_str("?force=true");
             }
             json_call(Method::DELETE, path, None)
-        }
-        ApiCommand::Gc(gc) => {
-            let gc_path = API_PREFIX.to_string() + "/gc";
-            match gc {
-                GcCommand::Run { dry_run, limit } => {
-                    let mut query = Vec::new();
-                    if *dry_run {
-                        query.push("dry_run=true".to_string());
-                    }
-                    if let Some(n) = limit {
-                        query.push(format!("limit={n}"));
-                    }
-                    let path = match query.is_empty() {
-                        true => format!("{gc_path}/run"),
-                        false => format!("{gc_path}/run?{}", query.join("&")),
-                    };
-                    json_call(Method::POST, path, None)
-                }
-                GcCommand::Status => json_call(Method::GET, gc_path, None),
-                GcCommand::ScanOrphans => {
-                    json_call(Method::POST, format!("{gc_path}/scan-orphans"), None)
-                }
-                GcCommand::Check => json_call(Method::GET, format!("{gc_path}/check"), None),
-            }
         }
         ApiCommand::Usage { tenant } => json_call(
             Method::GET,
@@ -713,7 +640,7 @@ fn segment(what: &str, value: &str) -> Result<String, String> {
 /// A tenant is the first component of its repositories' names, so its name
 /// follows that grammar (lower-case letters and digits, separated by `.`,
 /// `_`, `__` or dashes), in at most 64 bytes.
-fn tenant_segment(name: &str) -> Result<String, String> {
+pub(crate) fn tenant_segment(name: &str) -> Result<String, String> {
     let valid =
         name.len() <= 64 && !name.contains('/') && name.parse::<wharf_core::RepoName>().is_ok();
     if !valid {
@@ -962,7 +889,10 @@ fn read_password(
 
 /// The admin token to send: the first line of `file` if given, else `env`
 /// (WHARF_ADMIN_TOKEN), else none.
-fn admin_token(file: Option<&Path>, env: Option<String>) -> Result<Option<String>, String> {
+pub(crate) fn admin_token(
+    file: Option<&Path>,
+    env: Option<String>,
+) -> Result<Option<String>, String> {
     let Some(path) = file else {
         return Ok(env);
     };
@@ -983,7 +913,7 @@ fn admin_token(file: Option<&Path>, env: Option<String>) -> Result<Option<String
 }
 
 /// The admin port's base URL, checked before anything is sent.
-fn base_url(url: &str) -> Result<Url, String> {
+pub(crate) fn base_url(url: &str) -> Result<Url, String> {
     let parsed = Url::parse(url).map_err(|e| format!("--url {url:?}: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!("--url {url:?}: the scheme must be http or https"));
@@ -1000,7 +930,7 @@ fn base_url(url: &str) -> Result<Url, String> {
 
 /// Sends `call` and prints the answer as `call.print` says; an error answer
 /// becomes the `Err`.
-fn send(base: &Url, token: Option<&str>, call: &Call) -> Result<(), String> {
+pub(crate) fn send(base: &Url, token: Option<&str>, call: &Call) -> Result<(), String> {
     let text = fetch(base, token, call)?;
     if let Some(out) = render(call.print, &text)? {
         println!("{out}");
@@ -1010,7 +940,7 @@ fn send(base: &Url, token: Option<&str>, call: &Call) -> Result<(), String> {
 
 /// Sends `call`; the body of a successful answer, an error answer as the
 /// `Err`.
-fn fetch(base: &Url, token: Option<&str>, call: &Call) -> Result<String, String> {
+pub(crate) fn fetch(base: &Url, token: Option<&str>, call: &Call) -> Result<String, String> {
     // A garbage-collection pass runs as long as it has work.
     let timeout = match call.path.starts_with(&format!("{API_PREFIX}/gc")) {
         true => GC_REQUEST_TIMEOUT,
@@ -1035,7 +965,9 @@ fn fetch(base: &Url, token: Option<&str>, call: &Call) -> Result<String, String>
     if let Some(body) = &call.body {
         request = request.json(body);
     }
-    let response = request.send().map_err(|e| describe_send_error(base, &e))?;
+    let response = request
+        .send()
+        .map_err(|e| describe_send_error(base, &e, timeout))?;
     let status = response.status();
     let text = response
         .text()
@@ -1047,11 +979,12 @@ fn fetch(base: &Url, token: Option<&str>, call: &Call) -> Result<String, String>
 }
 
 /// What to print of a successful answer's body; `None` for nothing.
-fn render(print: Print, body: &str) -> Result<Option<String>, String> {
+pub(crate) fn render(print: Print, body: &str) -> Result<Option<String>, String> {
     if body.trim().is_empty() {
         return match print {
             Print::Json => Ok(None),
             Print::Secret => Err("the answer holds no secret".into()),
+            Print::Retention => Err("the answer is empty".into()),
         };
     }
     let value: Value = match serde_json::from_str(body) {
@@ -1068,6 +1001,7 @@ fn render(print: Print, body: &str) -> Result<Option<String>, String> {
             .and_then(Value::as_str)
             .map(|s| Some(s.to_string()))
             .ok_or_else(|| "the answer holds no secret".into()),
+        Print::Retention => Ok(Some(crate::gc_cli::render_retention(&value))),
     }
 }
 
@@ -1101,7 +1035,7 @@ fn describe_error(status: StatusCode, body: &str) -> String {
 }
 
 /// A request that got no answer: why, in words an operator can act on.
-fn describe_send_error(base: &Url, e: &reqwest::Error) -> String {
+fn describe_send_error(base: &Url, e: &reqwest::Error, timeout: Duration) -> String {
     let mut cause = String::new();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -1109,10 +1043,7 @@ fn describe_send_error(base: &Url, e: &reqwest::Error) -> String {
         source = s.source();
     }
     if e.is_timeout() {
-        format!(
-            "no answer from {base} within {} s",
-            REQUEST_TIMEOUT.as_secs()
-        )
+        format!("no answer from {base} within {} s", timeout.as_secs())
     } else if e.is_connect() {
         format!(
             "cannot connect to {base}: {cause} (is `wharf serve` running, and is \
@@ -1567,6 +1498,45 @@ mod tests {
         );
         let e = call_with(&["tenant", "set", "acme"], None).unwrap_err();
         assert!(e.contains("nothing to change"), "{e}");
+    }
+
+    #[test]
+    fn tenant_set_sends_or_clears_a_retention_policy_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("retention.json");
+        let policy = json!({"rules": [{"keep_last": 5}, {"untagged_older_than_days": 30}]});
+        std::fs::write(&file, policy.to_string()).unwrap();
+        let file = file.to_str().unwrap();
+        assert_call(
+            &["tenant", "set", "acme", "--retention-json", file],
+            Method::PATCH,
+            "/admin/v1/tenants/acme",
+            Some(json!({ "retention": policy })),
+        );
+        assert_call(
+            &["tenant", "set", "acme", "--clear-retention"],
+            Method::PATCH,
+            "/admin/v1/tenants/acme",
+            Some(json!({ "retention": null })),
+        );
+        std::fs::write(dir.path().join("bad.json"), "[1, 2]").unwrap();
+        let bad = dir.path().join("bad.json");
+        let e = refused(&[
+            "tenant",
+            "set",
+            "acme",
+            "--retention-json",
+            bad.to_str().unwrap(),
+        ]);
+        assert!(e.contains("JSON object"), "{e}");
+        let e = refused(&[
+            "tenant",
+            "set",
+            "acme",
+            "--retention-json",
+            "/nonexistent/x.json",
+        ]);
+        assert!(e.contains("/nonexistent/x.json"), "{e}");
     }
 
     #[test]

@@ -37,6 +37,7 @@ mod admin_cli;
 mod budget;
 mod config;
 mod fleet_cli;
+mod gc_cli;
 
 use config::{Config, ServeArgs};
 
@@ -66,10 +67,6 @@ enum Command {
     /// embedded database, it asks that node's admin API (--admin-listen,
     /// token from WHARF_ADMIN_TOKEN) instead.
     Check(CheckArgs),
-    /// Garbage collection on a running node, through its admin API: `run`
-    /// (with --dry-run), `status`, `scan-orphans`, `check`
-    /// (docs/operations.md, "Garbage collection").
-    Gc(admin_cli::GcArgs),
     /// Generate a token signing key: writes `DIR/<time>-<kid>.private.pem`
     /// (P-256, PKCS#8, mode 0600: give it to --token-signing-key) and
     /// `DIR/<time>-<kid>.public.pem` (copy it into every node's
@@ -84,6 +81,11 @@ enum Command {
     /// Fleet placement tools: `wharf fleet simulate` runs the fleet
     /// simulator and writes its report (README, "Fleet simulator").
     Fleet(fleet_cli::FleetArgs),
+    /// Garbage collection and retention on a running server, through its
+    /// admin API: `run` (with --dry-run), `status`, `scan-orphans`,
+    /// `check`, `retention [--dry-run] [--tenant T]` (docs/operations.md,
+    /// "Garbage collection"; docs/admin.md, "Retention").
+    Gc(gc_cli::GcArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -91,6 +93,7 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Admin(args) => admin_cli::run(args),
         Command::Fleet(args) => fleet_cli::run_fleet(args),
+        Command::Gc(args) => gc_cli::run_gc(args),
         Command::Keygen { dir } => match keygen(&dir) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
@@ -98,7 +101,6 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
-        Command::Gc(args) => admin_cli::run_gc(args),
         Command::Check(CheckArgs {
             serve,
             storage: true,
@@ -209,7 +211,7 @@ fn check_storage(args: &ServeArgs) -> std::process::ExitCode {
         }
         // The embedded database is held by a running node: ask it.
         Err(e) if config.metadata_url.is_none() && e.contains("already open") => {
-            admin_cli::gc_check_remote(&format!("http://{}", config.admin_listen))
+            gc_cli::gc_check_remote(&format!("http://{}", config.admin_listen))
         }
         Err(e) => Err(e),
     };
@@ -395,7 +397,9 @@ async fn serve(config: Config) -> Result<(), String> {
             "THE ADMIN API IS OPEN: no admin token, on a non-loopback address (--admin-insecure); \
              anyone who reaches it can manage every tenant");
     }
-    let admin_api = Arc::new(AdminApi::new(directory.clone(), admin_token));
+    let admin_api = Arc::new(
+        AdminApi::new(directory.clone(), admin_token).with_registry(state.registry.clone()),
+    );
     state.directory = Some(directory);
     let listener = bind(config.listen, config.addr_file.as_deref()).await?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
