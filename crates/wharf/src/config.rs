@@ -144,6 +144,12 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_GC_ORPHAN_SCAN_INTERVAL_SECS")]
     pub gc_orphan_scan_interval_secs: Option<u64>,
 
+    /// Seconds between runs of the tenants' retention policies on this node
+    /// (docs/admin.md, "Retention"); 0 runs them only on demand (`wharf gc
+    /// retention`) [default: 3600].
+    #[arg(long, env = "WHARF_RETENTION_INTERVAL_SECS")]
+    pub retention_interval_secs: Option<u64>,
+
     /// Upload sessions one tenant (namespace) may have open at once; one
     /// more is refused `429` until some finish or expire [default: 512].
     #[arg(long, env = "WHARF_MAX_UPLOADS_PER_TENANT")]
@@ -502,6 +508,9 @@ pub struct Config {
     pub max_uploads_per_user: u64,
     /// The garbage collector of this node.
     pub gc: wharf_gc::GcConfig,
+    /// How often this node applies the tenants' retention policies; `None`:
+    /// only on demand.
+    pub retention_interval: Option<Duration>,
     pub limits: Limits,
     /// Nodes sharing this configuration's dependencies (for the budget).
     pub cluster_nodes: usize,
@@ -621,7 +630,7 @@ impl Config {
             s3_secret_access_key, s3_prefix, s3_presign_redirects, storage_max_connections,
             manifest_cache_mib, upload_expiry_hours, max_uploads_per_tenant, max_uploads_per_user,
             gc_enabled, gc_review_delay_secs, gc_interval_secs, gc_orphan_age_secs,
-            gc_orphan_scan_interval_secs, max_connections, max_waiting_connections,
+            gc_orphan_scan_interval_secs, retention_interval_secs, max_connections, max_waiting_connections,
             pull_limit,
             push_limit, admin_limit, tenant_share, max_wait_ms, adaptive,
             header_timeout_secs, idle_timeout_secs, min_upload_rate, storage_pool,
@@ -697,6 +706,10 @@ impl Config {
                 .max_uploads_per_user
                 .unwrap_or(wharf_registry::DEFAULT_MAX_UPLOADS_PER_USER),
             gc,
+            retention_interval: match a.retention_interval_secs.unwrap_or(3600) {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
             cluster_nodes: a.cluster_nodes.unwrap_or(1).max(1),
             s3,
             storage_max_connections: a.storage_max_connections,

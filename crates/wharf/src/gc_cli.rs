@@ -239,6 +239,40 @@ mod tests {
     }
 
     #[test]
+    fn collector_commands_make_their_one_request() {
+        for (args, method, path) in [
+            (&["run"][..], Method::POST, "/admin/v1/gc/run"),
+            (
+                &["run", "--dry-run"][..],
+                Method::POST,
+                "/admin/v1/gc/run?dry_run=true",
+            ),
+            (
+                &["run", "--dry-run", "--limit", "10"][..],
+                Method::POST,
+                "/admin/v1/gc/run?dry_run=true&limit=10",
+            ),
+            (&["status"][..], Method::GET, "/admin/v1/gc"),
+            (
+                &["scan-orphans"][..],
+                Method::POST,
+                "/admin/v1/gc/scan-orphans",
+            ),
+            (&["check"][..], Method::GET, "/admin/v1/gc/check"),
+        ] {
+            let c = call_of(args);
+            assert_eq!(
+                (c.method, c.path.as_str(), c.body),
+                (method, path, None),
+                "{args:?}"
+            );
+        }
+        assert!(check_is_clean(r#"{"clean": true, "stored": 3}"#));
+        assert!(!check_is_clean(r#"{"clean": false}"#));
+        assert!(!check_is_clean("not json"));
+    }
+
+    #[test]
     fn retention_posts_the_dry_run_tenant_and_moment_it_was_given() {
         let c = call_of(&["retention", "--dry-run", "--tenant", "acme"]);
         assert_eq!(c.method, Method::POST);

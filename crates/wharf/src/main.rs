@@ -170,6 +170,32 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Applies every tenant's retention policy every `every`, as `wharf gc
+/// retention` does on demand: each deletion re-checked right before it is
+/// made and logged with its rule (what it deletes, garbage collection then
+/// reclaims). Several nodes may run it at once; the re-checks make a
+/// deletion another node already made a skip, nothing worse.
+fn spawn_retention(registry: Registry, directory: Directory, every: Duration) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            for (tenant, policy) in directory.retention_policies() {
+                let now = wharf_core::now_unix();
+                match registry.apply_retention(&tenant, &policy, now, false).await {
+                    Ok(r) if !r.deleted.is_empty() || !r.skipped.is_empty() => tracing::info!(
+                        %tenant,
+                        deleted = r.deleted.len(),
+                        skipped = r.skipped.len(),
+                        "retention: policy applied"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(%tenant, error = %e, "retention: pass failed"),
+                }
+            }
+        }
+    });
+}
+
 /// `wharf check`: the flags of `serve`, and what to check.
 #[derive(clap::Args, Debug)]
 struct CheckArgs {
@@ -341,6 +367,9 @@ async fn serve(config: Config) -> Result<(), String> {
     if config.gc.enabled {
         tracing::info!(gc = ?config.gc, "garbage collector running");
         collector.clone().spawn();
+    }
+    if let Some(every) = config.retention_interval {
+        spawn_retention(registry.clone(), directory.clone(), every);
     }
     let pruned = refresh_store.clone();
     tokio::spawn(async move {

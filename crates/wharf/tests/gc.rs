@@ -247,3 +247,50 @@ fn the_gc_routes_need_the_admin_token_and_a_disabled_collector_says_so() {
     assert_eq!(code, Some(1));
     assert!(err.contains("401"), "{err}");
 }
+
+#[test]
+fn a_node_applies_retention_policies_on_its_own_every_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Wharf::start_with(dir.path(), &["--retention-interval-secs", "1"]);
+    let admin = |method: reqwest::Method, path: &str, body: Value| {
+        let r = client()
+            .request(method, format!("{}/admin/v1/{path}", w.admin))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.text().unwrap());
+    };
+    admin(
+        reqwest::Method::POST,
+        "tenants",
+        serde_json::json!({"name": "acme"}),
+    );
+    admin(
+        reqwest::Method::PATCH,
+        "tenants/acme",
+        serde_json::json!({"retention": {"rules": [{"keep_last": 1}]}}),
+    );
+    let repo = "acme/app";
+    push_image(&w, repo, "v1", &data(100, 1), &[&data(1000, 2)]);
+    // Push times count in seconds: the second tag is newer.
+    std::thread::sleep(Duration::from_millis(1100));
+    push_image(&w, repo, "v2", &data(100, 3), &[&data(1000, 4)]);
+    let status = |tag: &str| {
+        client()
+            .get(format!("{}/v2/{repo}/manifests/{tag}", w.base))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while status("v1") != 404 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention never removed the older tag"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status("v2"), 200, "the newest tag stays");
+}
