@@ -39,24 +39,32 @@ gc_pass() {
   echo "wharf gc run $*: $(jq -c '{reviewed, unlinked, deleted, bytes_reclaimed, failures}' "$out")"
 }
 
-# gc_settle PREFIX: `wharf gc run` until a pass reviews nothing (at most 6
-# passes: a link review queues content reviews for the next one); the sums
-# of `deleted` and `bytes_reclaimed` in GC_SETTLED_DELETED and _BYTES.
+# gc_settle PREFIX: `wharf gc run` until a pass reviews nothing and the
+# queue has nothing due and no tombstone standing (a link review queues
+# content reviews for the next pass, and background passes may hold items
+# of their own); at most 8 passes and 60 s. The sums of `deleted` and
+# `bytes_reclaimed` of these passes in GC_SETTLED_DELETED and _BYTES.
 GC_SETTLED_DELETED=0
 GC_SETTLED_BYTES=0
 gc_settle() {
-  local prefix=$1 i f
+  local prefix=$1 i f s t0=$SECONDS
   GC_SETTLED_DELETED=0 GC_SETTLED_BYTES=0
-  for ((i = 1; i <= 6; i++)); do
+  for ((i = 1; i <= 8; i++)); do
     f=$prefix.$i.json
     gc_pass "$f" || return 1
     [ "$(jq '.failures | if type == "array" then length else . end' "$f")" = 0 ] ||
       die "pass $i had failures: $(jq -c .failures "$f")" || return 1
     GC_SETTLED_DELETED=$((GC_SETTLED_DELETED + $(jq '.deleted // 0' "$f")))
     GC_SETTLED_BYTES=$((GC_SETTLED_BYTES + $(jq '.bytes_reclaimed // 0' "$f")))
-    [ "$(jq '.reviewed // 0' "$f")" = 0 ] && return 0
+    if [ "$(jq '.reviewed // 0' "$f")" = 0 ]; then
+      s=$(c "http://$GC_ADMIN/admin/v1/gc") || die "GET /admin/v1/gc failed" || return 1
+      jq -e '.due == 0 and .tombstones == 0' <<<"$s" >/dev/null && return 0
+      echo "pass $i reviewed nothing, but: $s"
+      [ $((SECONDS - t0)) -lt 60 ] || break
+      sleep 1
+    fi
   done
-  die "wharf gc run still reviewing after 6 passes"
+  die "the collector has not settled after $i passes and $((SECONDS - t0))s: $(c "http://$GC_ADMIN/admin/v1/gc")"
 }
 
 # gc_check OUT: `wharf check --storage` must exit 0 and say clean.

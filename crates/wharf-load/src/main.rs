@@ -1,5 +1,7 @@
 //! `wharf-load`: the load generator of Wharf's overload benchmark
-//! (`scripts/bench/overload.sh`), run by hand, never by CI.
+//! (`scripts/bench/overload.sh`, run by hand, never by CI) and the pushers
+//! of the garbage-collection race test (`gc-race`: tests/e2e and
+//! tests/cluster run a minute of it, `scripts/bench/gc-race.sh` longer).
 //!
 //! It only ever targets loopback: every target address must be an IP literal
 //! in `127.0.0.0/8` or `::1`, and anything else is refused before a single
@@ -53,7 +55,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(
     name = "wharf-load",
-    about = "Loopback-only load generator for Wharf's overload benchmark"
+    about = "Loopback-only load generator for Wharf's overload benchmark and garbage-collection race test"
 )]
 struct Cli {
     #[command(subcommand)]
