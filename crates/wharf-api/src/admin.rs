@@ -47,6 +47,8 @@ pub struct NodeState {
     pub local_dependencies: Vec<&'static str>,
     /// Set once shutdown begins: the node drains and looks not ready.
     pub shutting_down: AtomicBool,
+    /// The garbage collector's counters and last-read queue state.
+    pub gc: Option<Arc<wharf_gc::GcMetrics>>,
 }
 
 /// Why the node is not ready, if it is not.
@@ -84,6 +86,7 @@ impl NodeState {
             guards,
             local_dependencies,
             shutting_down: AtomicBool::new(false),
+            gc: None,
         }
     }
 
@@ -124,6 +127,9 @@ impl NodeState {
         }
         self.requests.render(&mut out);
         self.render_dependencies(&mut out);
+        if let Some(gc) = &self.gc {
+            gc.render(&mut out);
+        }
         out.gauge(
             "wharf_ready",
             "1 when /readyz answers ready, else 0.",

@@ -46,6 +46,7 @@ mod blobs;
 mod body;
 pub mod caller;
 pub mod error;
+pub mod gc_api;
 mod headers;
 mod manifests;
 mod referrers;

@@ -226,6 +226,10 @@ impl MetaStore for GuardedMetaStore {
             .await
     }
 
+    async fn gc_unhold(&self, digest: &Digest, holder: &str) -> Result<(), MetaError> {
+        self.call(self.inner.gc_unhold(digest, holder)).await
+    }
+
     async fn gc_review(&self, policy: &ReviewPolicy) -> Result<Vec<Verdict>, MetaError> {
         self.call(self.inner.gc_review(policy)).await
     }

@@ -1187,6 +1187,12 @@ impl MetaStore for EmbeddedStore {
             .await
     }
 
+    async fn gc_unhold(&self, digest: &Digest, holder: &str) -> Result<(), MetaError> {
+        let (digest, holder) = (digest.to_string(), holder.to_string());
+        self.write(move |txn| gc::unhold(txn, &digest, &holder))
+            .await
+    }
+
     async fn gc_review(&self, policy: &ReviewPolicy) -> Result<Vec<Verdict>, MetaError> {
         let policy = policy.clone();
         if policy.dry_run {

@@ -71,8 +71,10 @@
 //!    put store their bytes first and record them after. Between the two the
 //!    bytes are held by nothing, so before storing them the registry takes a
 //!    **hold** on the digest (refused under a tombstone, step 2). A content
-//!    review that finds a live hold keeps the digest. The hold outlives the
-//!    record's commit and then expires by itself ([`HOLD_SECS`]).
+//!    review that finds a live hold keeps the digest. The writer ends its
+//!    hold once the record has committed
+//!    ([`MetaStore::gc_unhold`](crate::MetaStore::gc_unhold)); one it never
+//!    ends expires by itself ([`HOLD_SECS`]).
 //! 5. **Manifests commit only against what is there.** `put_manifest` checks,
 //!    in its own transaction and under the shared locks of its digest and of
 //!    every reference, that each reference is held by the repository (a
@@ -228,8 +230,12 @@ pub fn due_unix(kind: ReviewKind, touched_unix: u64, policy: &ReviewPolicy) -> u
 /// What metadata knows of the blob store's content ([`MetaStore::gc_known`](crate::MetaStore::gc_known)).
 #[derive(Clone, Debug, Default)]
 pub struct Known {
-    /// Digests something holds.
+    /// Digests a link, a manifest record or a manifest's reference holds:
+    /// their bytes must be in storage.
     pub held: std::collections::BTreeSet<Digest>,
+    /// Digests under a hold (bytes being written) or a tombstone (bytes
+    /// being deleted): present or not, nothing is wrong.
+    pub pending: std::collections::BTreeSet<Digest>,
     /// Digests queued for a content or orphan review, with when it is due.
     pub queued: std::collections::BTreeMap<Digest, u64>,
 }

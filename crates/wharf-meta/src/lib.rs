@@ -381,6 +381,10 @@ pub trait MetaStore: Send + Sync + 'static {
         until_unix: u64,
     ) -> Result<(), MetaError>;
 
+    /// Ends `holder`'s hold on `digest` (its record now holds the content);
+    /// no error if there is none.
+    async fn gc_unhold(&self, digest: &Digest, holder: &str) -> Result<(), MetaError>;
+
     /// Decides the reviews due under `policy` (and claims tombstones whose
     /// lease has passed), at most `policy.limit`, oldest first; each decision
     /// commits on its own (none with `dry_run`). Safe to call from many

@@ -1619,6 +1619,17 @@ impl MetaStore for PostgresStore {
         .await
     }
 
+    async fn gc_unhold(&self, digest: &Digest, holder: &str) -> Result<(), MetaError> {
+        let digest = &digest.to_string();
+        self.call("gc_unhold", || async move {
+            let mut c = self.conn().await?;
+            c.execute(gc::UNHOLD, &[digest, &holder]).await?;
+            c.release();
+            Ok(())
+        })
+        .await
+    }
+
     async fn gc_review(&self, policy: &ReviewPolicy) -> Result<Vec<Verdict>, MetaError> {
         let now = to_db(policy.now_unix, "clock")?;
         if policy.dry_run {

@@ -50,6 +50,20 @@ impl Registry {
         }
     }
 
+    /// Ends `holder`'s hold on `digest` once its record has committed (in
+    /// the background: a hold left behind only delays collection until it
+    /// expires).
+    pub(crate) fn end_hold(&self, digest: &Digest, holder: &str) {
+        let (this, digest, holder) = (self.clone(), digest.clone(), holder.to_string());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = this.meta().gc_unhold(&digest, &holder).await {
+                    tracing::debug!(error = %e, %digest, "ending a hold; it expires by itself");
+                }
+            });
+        }
+    }
+
     /// Postpones the garbage-collection review of (`repo`, `digest`): a
     /// client just checked for or fetched the blob, so a push may be about
     /// to use it. At most once a minute per link, in the background.

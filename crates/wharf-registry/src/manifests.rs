@@ -185,8 +185,8 @@ impl Registry {
 
         // Held from before the bytes are stored until the record holds
         // them, as a blob upload is (`wharf_meta::gc`).
-        self.hold_content(&digest, &format!("manifest:{repo}"))
-            .await?;
+        let holder = format!("manifest:{}", uuid::Uuid::new_v4().simple());
+        self.hold_content(&digest, &holder).await?;
         self.blobs()
             .put(&digest, bytes.clone())
             .await
@@ -216,13 +216,17 @@ impl Registry {
             Reference::Digest(_) => None,
         };
         if let Err(e) = self.meta().put_manifest(repo, &record, tag).await {
-            if let wharf_meta::MetaError::Missing(gone) = &e {
-                // Collected since this node cached it (or another node
-                // removed it): the client's next `HEAD` must say so.
-                self.forget_link(repo, gone);
+            if let wharf_meta::MetaError::Missing(_) = &e {
+                // What this node cached of the repository's links is stale
+                // (collected, or removed through another node): the
+                // client's next `HEAD`s must ask metadata.
+                for d in &record.references {
+                    self.forget_link(repo, d);
+                }
             }
             return Err(meta_err(e));
         }
+        self.end_hold(&digest, &holder);
         if let Some(t) = tag {
             self.inner
                 .tags
@@ -255,6 +259,9 @@ impl Registry {
                 .await
                 .map_err(meta_err)?;
             if held.is_none() {
+                // This node may have told the client the blob was there
+                // (a cached link): its next `HEAD` must ask metadata.
+                self.forget_link(repo, &blob.digest);
                 return Err(RegistryError::ManifestBlobUnknown(blob.digest.clone()));
             }
         }

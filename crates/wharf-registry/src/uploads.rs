@@ -268,6 +268,7 @@ impl Registry {
         );
         forgot.map_err(meta_err)?;
         linked.map_err(meta_err)?;
+        self.end_hold(digest, id.as_str());
         self.inner.links.put((repo.clone(), digest.clone()), size);
         Ok(size)
     }

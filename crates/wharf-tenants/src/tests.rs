@@ -267,6 +267,9 @@ impl MetaStore for MemStore {
     ) -> Result<Vec<wharf_meta::gc::Verdict>, MetaError> {
         unsupported()
     }
+    async fn gc_unhold(&self, _: &Digest, _: &str) -> Result<(), MetaError> {
+        unsupported()
+    }
     async fn gc_release(&self, _: &Digest, _: &str) -> Result<bool, MetaError> {
         unsupported()
     }

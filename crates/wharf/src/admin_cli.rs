@@ -41,6 +41,8 @@ const API_PREFIX: &str = "/admin/v1";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a whole request, from connecting to the last byte.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for a garbage-collection request (a pass runs until done).
+const GC_REQUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Admin tokens start with this, so secret scanners can recognise them.
 const ADMIN_TOKEN_PREFIX: &str = "wharf_admin_";
 /// Random bytes in an admin token.
@@ -121,6 +123,101 @@ enum ApiCommand {
     /// at once (passwords and robot secrets still log in).
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Garbage collection on the node (also `wharf gc …`).
+    #[command(subcommand)]
+    Gc(GcCommand),
+}
+
+/// `wharf gc …` / `wharf admin gc …`: the collector of the node the admin
+/// URL points at (on PostgreSQL every node shares one queue).
+#[derive(Subcommand, Debug)]
+pub enum GcCommand {
+    /// Run a pass now: decide every due review and delete what nothing
+    /// holds. Prints what it did, each decision with its reason.
+    Run {
+        /// Decide the reviews in a transaction that is rolled back:
+        /// exactly what a pass would do now, with nothing done.
+        #[arg(long)]
+        dry_run: bool,
+        /// Decide at most this many reviews (a dry run: default 1000).
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+    },
+    /// The review queue: queued, due, the oldest overdue, tombstones, holds.
+    Status,
+    /// List the blob store and queue for review the bytes metadata does
+    /// not know (crash leftovers); they are collected after the orphan age.
+    ScanOrphans,
+    /// Check that storage and metadata agree (the node's `wharf check
+    /// --storage`); exits non-zero when they do not.
+    Check,
+}
+
+/// `wharf gc`: [`GcCommand`] with the admin connection flags.
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Base URL of the server's admin port.
+    #[arg(long, env = "WHARF_ADMIN_URL", default_value = DEFAULT_URL, global = true, value_name = "URL")]
+    url: String,
+    /// File whose first line is the admin token (else WHARF_ADMIN_TOKEN).
+    #[arg(
+        long,
+        env = "WHARF_ADMIN_TOKEN_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: GcCommand,
+}
+
+/// Runs `wharf gc …`: 0 on success (and, for `check`, a clean check).
+pub fn run_gc(args: GcArgs) -> ExitCode {
+    let checking = matches!(args.command, GcCommand::Check);
+    let result = base_url(&args.url).and_then(|base| {
+        let token = admin_token(
+            args.token_file.as_deref(),
+            std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+        )?;
+        let call = call(&ApiCommand::Gc(args.command), None)?;
+        let text = fetch(&base, token.as_deref(), &call)?;
+        if let Some(out) = render(call.print, &text)? {
+            println!("{out}");
+        }
+        Ok(text)
+    });
+    match result {
+        Ok(text) if checking && !check_is_clean(&text) => {
+            eprintln!("wharf gc: storage and metadata disagree (see above)");
+            ExitCode::FAILURE
+        }
+        Ok(_) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("wharf gc: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether a check's answer says `"clean": true`.
+fn check_is_clean(body: &str) -> bool {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("clean")?.as_bool())
+        .unwrap_or(false)
+}
+
+/// The check through the admin API at `url` (for `wharf check --storage`
+/// while an embedded node holds the database), printed; whether clean.
+pub fn gc_check_remote(url: &str) -> Result<bool, String> {
+    let base = base_url(url)?;
+    let token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
+    let call = call(&ApiCommand::Gc(GcCommand::Check), None)?;
+    let text = fetch(&base, token.as_deref(), &call)?;
+    if let Some(out) = render(call.print, &text)? {
+        println!("{out}");
+    }
+    Ok(check_is_clean(&text))
 }
 
 #[derive(Subcommand, Debug)]
@@ -457,6 +554,30 @@ fn call(command: &ApiCommand, password: Option<&str>) -> Result<Call, String> {
                 path.push_str("?force=true");
             }
             json_call(Method::DELETE, path, None)
+        }
+        ApiCommand::Gc(gc) => {
+            let gc_path = API_PREFIX.to_string() + "/gc";
+            match gc {
+                GcCommand::Run { dry_run, limit } => {
+                    let mut query = Vec::new();
+                    if *dry_run {
+                        query.push("dry_run=true".to_string());
+                    }
+                    if let Some(n) = limit {
+                        query.push(format!("limit={n}"));
+                    }
+                    let path = match query.is_empty() {
+                        true => format!("{gc_path}/run"),
+                        false => format!("{gc_path}/run?{}", query.join("&")),
+                    };
+                    json_call(Method::POST, path, None)
+                }
+                GcCommand::Status => json_call(Method::GET, gc_path, None),
+                GcCommand::ScanOrphans => {
+                    json_call(Method::POST, format!("{gc_path}/scan-orphans"), None)
+                }
+                GcCommand::Check => json_call(Method::GET, format!("{gc_path}/check"), None),
+            }
         }
         ApiCommand::Usage { tenant } => json_call(
             Method::GET,
@@ -880,9 +1001,24 @@ fn base_url(url: &str) -> Result<Url, String> {
 /// Sends `call` and prints the answer as `call.print` says; an error answer
 /// becomes the `Err`.
 fn send(base: &Url, token: Option<&str>, call: &Call) -> Result<(), String> {
+    let text = fetch(base, token, call)?;
+    if let Some(out) = render(call.print, &text)? {
+        println!("{out}");
+    }
+    Ok(())
+}
+
+/// Sends `call`; the body of a successful answer, an error answer as the
+/// `Err`.
+fn fetch(base: &Url, token: Option<&str>, call: &Call) -> Result<String, String> {
+    // A garbage-collection pass runs as long as it has work.
+    let timeout = match call.path.starts_with(&format!("{API_PREFIX}/gc")) {
+        true => GC_REQUEST_TIMEOUT,
+        false => REQUEST_TIMEOUT,
+    };
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("setting up the HTTP client: {e}"))?;
@@ -907,10 +1043,7 @@ fn send(base: &Url, token: Option<&str>, call: &Call) -> Result<(), String> {
     if !status.is_success() {
         return Err(describe_error(status, &text));
     }
-    if let Some(out) = render(call.print, &text)? {
-        println!("{out}");
-    }
-    Ok(())
+    Ok(text)
 }
 
 /// What to print of a successful answer's body; `None` for nothing.

@@ -118,6 +118,32 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_UPLOAD_EXPIRY_HOURS")]
     pub upload_expiry_hours: Option<u64>,
 
+    /// Run the garbage collector on this node: passes every
+    /// --gc-interval-secs review what is due and delete bytes nothing holds
+    /// (docs/operations.md, "Garbage collection") [default: true].
+    #[arg(long, env = "WHARF_GC_ENABLED", num_args = 0..=1, default_missing_value = "true")]
+    pub gc_enabled: Option<bool>,
+
+    /// Seconds a blob link or content stays untouched before it is
+    /// reviewed for collection; 0 reviews at once (safe, but racing pushes
+    /// retry more) [default: 86400].
+    #[arg(long, env = "WHARF_GC_REVIEW_DELAY_SECS")]
+    pub gc_review_delay_secs: Option<u64>,
+
+    /// Seconds between garbage-collection passes [default: 60].
+    #[arg(long, env = "WHARF_GC_INTERVAL_SECS")]
+    pub gc_interval_secs: Option<u64>,
+
+    /// Seconds bytes metadata does not know (crash leftovers) wait after a
+    /// storage scan finds them before they are reviewed [default: 86400].
+    #[arg(long, env = "WHARF_GC_ORPHAN_AGE_SECS")]
+    pub gc_orphan_age_secs: Option<u64>,
+
+    /// Seconds between scans of the blob store for such bytes
+    /// [default: 86400].
+    #[arg(long, env = "WHARF_GC_ORPHAN_SCAN_INTERVAL_SECS")]
+    pub gc_orphan_scan_interval_secs: Option<u64>,
+
     /// Upload sessions one tenant (namespace) may have open at once; one
     /// more is refused `429` until some finish or expire [default: 512].
     #[arg(long, env = "WHARF_MAX_UPLOADS_PER_TENANT")]
@@ -474,6 +500,8 @@ pub struct Config {
     /// Open upload sessions per tenant namespace, and per user.
     pub max_uploads_per_tenant: u64,
     pub max_uploads_per_user: u64,
+    /// The garbage collector of this node.
+    pub gc: wharf_gc::GcConfig,
     pub limits: Limits,
     /// Nodes sharing this configuration's dependencies (for the budget).
     pub cluster_nodes: usize,
@@ -592,7 +620,8 @@ impl Config {
             cluster_nodes, log, s3_endpoint, s3_bucket, s3_region, s3_access_key_id,
             s3_secret_access_key, s3_prefix, s3_presign_redirects, storage_max_connections,
             manifest_cache_mib, upload_expiry_hours, max_uploads_per_tenant, max_uploads_per_user,
-            max_connections, max_waiting_connections,
+            gc_enabled, gc_review_delay_secs, gc_interval_secs, gc_orphan_age_secs,
+            gc_orphan_scan_interval_secs, max_connections, max_waiting_connections,
             pull_limit,
             push_limit, admin_limit, tenant_share, max_wait_ms, adaptive,
             header_timeout_secs, idle_timeout_secs, min_upload_rate, storage_pool,
@@ -624,6 +653,24 @@ impl Config {
                 "--max-uploads-per-tenant and --max-uploads-per-user must be at least 1".into(),
             );
         }
+        if a.gc_interval_secs == Some(0) || a.gc_orphan_scan_interval_secs == Some(0) {
+            return Err(
+                "--gc-interval-secs and --gc-orphan-scan-interval-secs must be at least 1".into(),
+            );
+        }
+        let defaults = wharf_gc::GcConfig::default();
+        let secs_or = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
+        let gc = wharf_gc::GcConfig {
+            enabled: a.gc_enabled.unwrap_or(true),
+            review_delay: secs_or(a.gc_review_delay_secs, defaults.review_delay),
+            interval: secs_or(a.gc_interval_secs, defaults.interval),
+            orphan_age: secs_or(a.gc_orphan_age_secs, defaults.orphan_age),
+            orphan_scan_interval: secs_or(
+                a.gc_orphan_scan_interval_secs,
+                defaults.orphan_scan_interval,
+            ),
+            ..defaults
+        };
         let nodes = a.cluster_nodes.unwrap_or(1);
         if nodes > 1 && (a.metadata_url.is_none() || s3.is_none()) {
             return Err(format!(
@@ -649,6 +696,7 @@ impl Config {
             max_uploads_per_user: a
                 .max_uploads_per_user
                 .unwrap_or(wharf_registry::DEFAULT_MAX_UPLOADS_PER_USER),
+            gc,
             cluster_nodes: a.cluster_nodes.unwrap_or(1).max(1),
             s3,
             storage_max_connections: a.storage_max_connections,

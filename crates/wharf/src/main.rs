@@ -19,6 +19,7 @@ use tracing_subscriber::EnvFilter;
 use wharf_admission::{AdaptiveConfig, Admission, ClassLimits};
 use wharf_api::admin::{metrics_app, probes_app, NodeState};
 use wharf_api::admin_api::{admin_api_router, parse_token_hash, with_admin_token, AdminApi};
+use wharf_api::gc_api::gc_router;
 use wharf_api::{app_with, serve_with, AppState, ConnStats, MinRate, ServerConfig};
 use wharf_guard::{
     BreakerConfig, BreakerState, Guard, GuardConfig, GuardedBlobStore, GuardedMetaStore,
@@ -57,7 +58,18 @@ enum Command {
     /// --metadata-url it connects to read the database's limit (applying
     /// pending migrations, as a start would). Exits non-zero if the
     /// configuration is refused. Takes the flags of `serve`.
-    Check(ServeArgs),
+    ///
+    /// With --storage it checks instead that the blob store and metadata
+    /// agree: every digest metadata holds is stored, and nothing stored is
+    /// unreferenced past its review (exits non-zero otherwise). It opens
+    /// the configured stores itself; while a running node holds the
+    /// embedded database, it asks that node's admin API (--admin-listen,
+    /// token from WHARF_ADMIN_TOKEN) instead.
+    Check(CheckArgs),
+    /// Garbage collection on a running node, through its admin API: `run`
+    /// (with --dry-run), `status`, `scan-orphans`, `check`
+    /// (docs/operations.md, "Garbage collection").
+    Gc(admin_cli::GcArgs),
     /// Generate a token signing key: writes `DIR/<time>-<kid>.private.pem`
     /// (P-256, PKCS#8, mode 0600: give it to --token-signing-key) and
     /// `DIR/<time>-<kid>.public.pem` (copy it into every node's
@@ -86,7 +98,12 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
-        Command::Check(args) => match Config::load(&args) {
+        Command::Gc(args) => admin_cli::run_gc(args),
+        Command::Check(CheckArgs {
+            serve,
+            storage: true,
+        }) => check_storage(&serve),
+        Command::Check(CheckArgs { serve: args, .. }) => match Config::load(&args) {
             Ok(config) => {
                 println!("{:#?}", config.limits);
                 // A shared database's limit is read from the server itself
@@ -147,6 +164,64 @@ fn main() -> std::process::ExitCode {
                     std::process::ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `wharf check`: the flags of `serve`, and what to check.
+#[derive(clap::Args, Debug)]
+struct CheckArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Check that blob storage and metadata agree instead of the
+    /// configuration.
+    #[arg(long)]
+    storage: bool,
+}
+
+/// `wharf check --storage`: 0 when storage and metadata agree, 1 when they
+/// do not (the findings are printed), 2 when the check could not run.
+fn check_storage(args: &ServeArgs) -> std::process::ExitCode {
+    let config = match Config::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wharf: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let direct = runtime.block_on(async {
+        let blobs = open_storage(&config).await?;
+        let (meta, _) = open_metadata(&config).await?;
+        let collector = wharf_gc::Collector::new(meta, blobs, config.gc.clone());
+        collector.check().await.map_err(|e| e.to_string())
+    });
+    let clean = match direct {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            Ok(report.clean)
+        }
+        // The embedded database is held by a running node: ask it.
+        Err(e) if config.metadata_url.is_none() && e.contains("already open") => {
+            admin_cli::gc_check_remote(&format!("http://{}", config.admin_listen))
+        }
+        Err(e) => Err(e),
+    };
+    match clean {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("wharf check: storage and metadata disagree (see above)");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("wharf check: {e}");
+            std::process::ExitCode::from(2)
         }
     }
 }
@@ -219,8 +294,11 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     directory.spawn_refresher(DIRECTORY_REFRESH);
     let refresh_store = guarded_meta.clone();
+    let guarded_blobs: Arc<dyn BlobStore> =
+        Arc::new(GuardedBlobStore::new(blobs, storage_guard.clone()));
+    let gc_meta = guarded_meta.clone();
     let registry = Registry::new(
-        Arc::new(GuardedBlobStore::new(blobs, storage_guard.clone())),
+        guarded_blobs.clone(),
         guarded_meta,
         RegistryConfig {
             manifest_cache_bytes: config.manifest_cache_bytes,
@@ -248,6 +326,20 @@ async fn serve(config: Config) -> Result<(), String> {
             }
         }
     });
+    // The garbage collector: through the same guarded, bounded paths to
+    // each dependency as requests take; what it unlinks, this node forgets.
+    let forget = registry.clone();
+    let collector = Arc::new(
+        wharf_gc::Collector::new(gc_meta, guarded_blobs, config.gc.clone()).on_unlink(Arc::new(
+            move |repo: &wharf_core::RepoName, digest: &wharf_core::Digest| {
+                forget.forget_link(repo, digest)
+            },
+        )),
+    );
+    if config.gc.enabled {
+        tracing::info!(gc = ?config.gc, "garbage collector running");
+        collector.clone().spawn();
+    }
     let pruned = refresh_store.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(REFRESH_PRUNE_EVERY);
@@ -279,13 +371,15 @@ async fn serve(config: Config) -> Result<(), String> {
         ..MinRate::default()
     };
     let connections = Arc::new(ConnStats::default());
-    let node = Arc::new(NodeState::new(
+    let mut node = NodeState::new(
         Some(admission),
         connections.clone(),
         state.metrics.clone(),
         vec![storage_guard, meta_guard],
         local_dependencies(&config),
-    ));
+    );
+    node.gc = Some(collector.metrics());
+    let node = Arc::new(node);
 
     let auth = LoadedAuth::load(&config.auth, &directory, refresh_store)?;
     let admin_token = match &config.admin_token_file {
@@ -338,6 +432,7 @@ async fn serve(config: Config) -> Result<(), String> {
     };
     let admin_router = probes_app(node)
         .merge(metrics)
+        .merge(with_admin_token(gc_router(collector), admin_api.clone()))
         .merge(admin_api_router(admin_api));
     let (admin_done_tx, admin_done_rx) = tokio::sync::oneshot::channel::<()>();
     let admin = tokio::spawn(serve_with(

@@ -332,6 +332,22 @@ fn prune_holds(txn: &WriteTransaction, now: u64) -> Result<(), MetaError> {
     Ok(())
 }
 
+/// Ends `holder`'s hold on `digest`.
+pub(super) fn unhold(txn: &WriteTransaction, digest: &str, holder: &str) -> Result<(), MetaError> {
+    let mut holds = txn.open_table(GC_HOLDS).map_err(engine)?;
+    let removed = holds
+        .remove(key2(digest, holder).as_str())
+        .map_err(engine)?
+        .map(|v| v.value());
+    if let Some(until) = removed {
+        txn.open_table(GC_HOLDS_BY_UNTIL)
+            .map_err(engine)?
+            .remove(hold_key(until, digest, holder).as_str())
+            .map_err(engine)?;
+    }
+    Ok(())
+}
+
 /// Decides reviews due under `policy`, in this transaction, until `limit`
 /// verdicts or nothing is due.
 pub(super) fn review(
@@ -644,14 +660,17 @@ pub(super) fn known_all(txn: &ReadTransaction, policy: &ReviewPolicy) -> Result<
     first_parts(BLOBS_BY_DIGEST)?;
     first_parts(MANIFESTS_BY_DIGEST)?;
     first_parts(REFS)?;
+    let mut pending = BTreeSet::new();
     for entry in txn
         .open_table(GC_HOLDS)
         .map_err(engine)?
         .iter()
         .map_err(engine)?
     {
-        let (k, _) = entry.map_err(engine)?;
-        held.insert(parse_digest(split2(k.value())?.0)?);
+        let (k, v) = entry.map_err(engine)?;
+        if v.value() > policy.now_unix {
+            pending.insert(parse_digest(split2(k.value())?.0)?);
+        }
     }
     for entry in txn
         .open_table(GC_TOMBSTONES)
@@ -660,7 +679,7 @@ pub(super) fn known_all(txn: &ReadTransaction, policy: &ReviewPolicy) -> Result<
         .map_err(engine)?
     {
         let (k, _) = entry.map_err(engine)?;
-        held.insert(parse_digest(k.value())?);
+        pending.insert(parse_digest(k.value())?);
     }
     let mut queued = BTreeMap::new();
     for entry in txn
@@ -679,5 +698,9 @@ pub(super) fn known_all(txn: &ReadTransaction, policy: &ReviewPolicy) -> Result<
             *slot = (*slot).min(at);
         }
     }
-    Ok(Known { held, queued })
+    Ok(Known {
+        held,
+        pending,
+        queued,
+    })
 }

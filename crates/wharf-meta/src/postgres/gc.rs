@@ -73,6 +73,7 @@ pub(super) const UPSERT_HOLD: &str =
     "INSERT INTO wharf.gc_holds (digest, holder, until_unix) VALUES ($1, $2, $3) \
      ON CONFLICT (digest, holder) DO UPDATE SET until_unix = EXCLUDED.until_unix \
      WHERE wharf.gc_holds.until_unix < EXCLUDED.until_unix";
+pub(super) const UNHOLD: &str = "DELETE FROM wharf.gc_holds WHERE digest = $1 AND holder = $2";
 const PRUNE_HOLDS: &str = "DELETE FROM wharf.gc_holds WHERE until_unix <= $1";
 /// The oldest due review nobody else is deciding: `$1` is the latest
 /// touch an orphan review may have to be due, `$2` the same for the others.

@@ -1,0 +1,382 @@
+//! The online garbage collector: runs inside every node, asks metadata to
+//! decide the reviews that are due, and deletes from the blob store the
+//! bytes metadata has tombstoned.
+//!
+//! Owns: [`Collector`] (a pass, the background loop, the orphan scan, the
+//! storage check), its configuration ([`GcConfig`]) and its metrics
+//! ([`GcMetrics`], rendered at scrape time from counters and from the queue
+//! state the last pass read, so a scrape never touches a dependency).
+//!
+//! Must never: delete bytes without a tombstone it holds in metadata, or
+//! after its lease has (nearly) run out (the argument is in
+//! [`wharf_meta::gc`]); decide anything itself (every decision is a
+//! metadata transaction); or speak HTTP (the admin API in `wharf-api`
+//! calls it).
+//!
+//! On PostgreSQL every node runs a collector against the one shared queue;
+//! each review is claimed by one of them (`FOR UPDATE SKIP LOCKED`), so
+//! nothing is reviewed or deleted twice. On the embedded store there is one
+//! node, and a pass decides its reviews in batches on the writer thread.
+
+#![forbid(unsafe_code)]
+
+mod check;
+mod metrics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use wharf_core::{now_unix, Digest, RepoName};
+use wharf_meta::gc::{GcStatus, ReviewKind, ReviewPolicy, Verdict};
+use wharf_meta::{MetaError, MetaStore};
+use wharf_storage::{BlobStore, StorageError};
+
+pub use check::CheckReport;
+pub use metrics::GcMetrics;
+
+/// How the collector runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GcConfig {
+    /// Whether the background loop runs on this node (a pass can still be
+    /// asked for through the admin API).
+    pub enabled: bool,
+    /// How long a link or content stays untouched before it is reviewed.
+    pub review_delay: Duration,
+    /// Pause between background passes.
+    pub interval: Duration,
+    /// How long bytes metadata does not know wait before they are reviewed.
+    pub orphan_age: Duration,
+    /// Pause between scans of the blob store for such bytes.
+    pub orphan_scan_interval: Duration,
+    /// How long a tombstone is this collector's alone.
+    pub lease: Duration,
+    /// Reviews decided per metadata call.
+    pub batch: usize,
+}
+
+/// Default review delay: a day, as GitLab's registry.
+pub const DEFAULT_REVIEW_DELAY: Duration = Duration::from_secs(24 * 3600);
+/// Default pause between passes.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// Default tombstone lease.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(600);
+/// A deletion is not started with less than this left of its lease.
+const LEASE_MARGIN_SECS: u64 = 30;
+/// Most reviews a dry run decides when no limit is given.
+pub const DRY_RUN_LIMIT: usize = 1000;
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            enabled: true,
+            review_delay: DEFAULT_REVIEW_DELAY,
+            interval: DEFAULT_INTERVAL,
+            orphan_age: Duration::from_secs(24 * 3600),
+            orphan_scan_interval: Duration::from_secs(24 * 3600),
+            lease: DEFAULT_LEASE,
+            batch: 64,
+        }
+    }
+}
+
+/// What went wrong with a pass as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error("metadata: {0}")]
+    Meta(#[from] MetaError),
+    #[error("blob storage: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// What one pass did (or, dry, would do).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PassReport {
+    pub dry_run: bool,
+    /// Reviews decided.
+    pub reviewed: u64,
+    /// Links removed.
+    pub unlinked: u64,
+    /// Contents whose bytes were deleted (dry: would be).
+    pub deleted: u64,
+    /// Their bytes, as storage reported them before deleting.
+    pub bytes_reclaimed: u64,
+    /// Deletions that failed (their tombstones stay, and the content is
+    /// claimed again once their lease has passed).
+    pub failures: u64,
+    /// Every decision, in order.
+    pub verdicts: Vec<Verdict>,
+    /// Seconds the pass took.
+    pub seconds: f64,
+}
+
+/// Called with every link a review removed (the node drops what it cached).
+pub type OnUnlink = Arc<dyn Fn(&RepoName, &Digest) + Send + Sync>;
+
+/// The collector of one node. Cheap to share.
+pub struct Collector {
+    meta: Arc<dyn MetaStore>,
+    blobs: Arc<dyn BlobStore>,
+    config: GcConfig,
+    /// This collector's name in the tombstones it writes.
+    id: String,
+    metrics: Arc<GcMetrics>,
+    on_unlink: Option<OnUnlink>,
+    /// One pass at a time on this node.
+    pass: tokio::sync::Mutex<()>,
+}
+
+impl Collector {
+    pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, config: GcConfig) -> Self {
+        let id = format!("gc-{}", uuid::Uuid::new_v4().simple());
+        let metrics = Arc::new(GcMetrics::new(&config));
+        Collector {
+            meta,
+            blobs,
+            config,
+            id,
+            metrics,
+            on_unlink: None,
+            pass: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Calls `f` with every link a review removes.
+    pub fn on_unlink(mut self, f: OnUnlink) -> Self {
+        self.on_unlink = Some(f);
+        self
+    }
+
+    pub fn config(&self) -> &GcConfig {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> Arc<GcMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    fn policy(&self, limit: usize, dry_run: bool) -> ReviewPolicy {
+        ReviewPolicy {
+            now_unix: now_unix(),
+            review_delay_secs: self.config.review_delay.as_secs(),
+            orphan_age_secs: self.config.orphan_age.as_secs(),
+            lease_secs: self.config.lease.as_secs(),
+            holder: self.id.clone(),
+            limit,
+            dry_run,
+        }
+    }
+
+    /// Runs one pass now: decides every due review (at most `limit`) and
+    /// deletes what is doomed. A dry run decides the same reviews in a
+    /// transaction that is rolled back (at most `limit`, default
+    /// [`DRY_RUN_LIMIT`]) and deletes nothing.
+    pub async fn run_pass(
+        &self,
+        dry_run: bool,
+        limit: Option<usize>,
+    ) -> Result<PassReport, GcError> {
+        let _one = self.pass.lock().await;
+        let started = std::time::Instant::now();
+        let mut report = PassReport {
+            dry_run,
+            ..PassReport::default()
+        };
+        let result = if dry_run {
+            self.dry_pass(limit.unwrap_or(DRY_RUN_LIMIT), &mut report)
+                .await
+        } else {
+            self.real_pass(limit, &mut report).await
+        };
+        report.seconds = started.elapsed().as_secs_f64();
+        match result {
+            Ok(()) => {
+                if !dry_run {
+                    self.metrics.pass_completed(now_unix());
+                }
+                // The queue's state for the metrics, read after the pass.
+                self.refresh_status().await;
+                Ok(report)
+            }
+            Err(e) => {
+                self.metrics.pass_failed();
+                Err(e)
+            }
+        }
+    }
+
+    async fn dry_pass(&self, limit: usize, report: &mut PassReport) -> Result<(), GcError> {
+        let verdicts = self.meta.gc_review(&self.policy(limit, true)).await?;
+        for v in &verdicts {
+            report.reviewed += 1;
+            match v {
+                Verdict::Unlinked { .. } => report.unlinked += 1,
+                Verdict::Doomed { digest, .. } => {
+                    report.deleted += 1;
+                    report.bytes_reclaimed += self.blobs.stat(digest).await?.unwrap_or(0);
+                }
+                Verdict::Kept { .. } => {}
+            }
+        }
+        report.verdicts = verdicts;
+        Ok(())
+    }
+
+    async fn real_pass(
+        &self,
+        limit: Option<usize>,
+        report: &mut PassReport,
+    ) -> Result<(), GcError> {
+        let mut left = limit.unwrap_or(usize::MAX);
+        while left > 0 {
+            let batch = self.config.batch.min(left);
+            let verdicts = self.meta.gc_review(&self.policy(batch, false)).await?;
+            if verdicts.is_empty() {
+                break;
+            }
+            left = left.saturating_sub(verdicts.len());
+            for v in &verdicts {
+                self.apply(v, report).await;
+            }
+            report.verdicts.extend(verdicts);
+        }
+        Ok(())
+    }
+
+    /// Carries out one verdict: counts it, forgets an unlinked link, deletes
+    /// doomed bytes under the tombstone.
+    async fn apply(&self, verdict: &Verdict, report: &mut PassReport) {
+        report.reviewed += 1;
+        match verdict {
+            Verdict::Unlinked { repo, digest, .. } => {
+                report.unlinked += 1;
+                self.metrics.reviewed(ReviewKind::Link, "unlinked");
+                tracing::debug!(%repo, %digest, "gc: link removed");
+                if let Some(f) = &self.on_unlink {
+                    f(repo, digest);
+                }
+            }
+            Verdict::Kept { kind, .. } => self.metrics.reviewed(*kind, "kept"),
+            Verdict::Doomed {
+                digest,
+                lease_until_unix,
+                ..
+            } => {
+                self.metrics.reviewed(ReviewKind::Content, "doomed");
+                match self.delete(digest, *lease_until_unix).await {
+                    Ok(Some(bytes)) => {
+                        report.deleted += 1;
+                        report.bytes_reclaimed += bytes;
+                        self.metrics.deleted(bytes);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        report.failures += 1;
+                        self.metrics.delete_failed();
+                        tracing::warn!(%digest, error = %e,
+                            "gc: deleting bytes failed; the tombstone stays and the content is claimed again after its lease");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes the bytes of `digest` under this collector's tombstone, then
+    /// releases it; the bytes deleted (`None`: the lease ran too short to
+    /// start, and the tombstone is left for a later claim).
+    async fn delete(&self, digest: &Digest, lease_until: u64) -> Result<Option<u64>, GcError> {
+        if now_unix().saturating_add(LEASE_MARGIN_SECS) >= lease_until {
+            tracing::warn!(%digest, "gc: lease too short to delete; left for a later claim");
+            return Ok(None);
+        }
+        let size = self.blobs.stat(digest).await?.unwrap_or(0);
+        match self.blobs.delete(digest).await {
+            Ok(()) | Err(StorageError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(%digest, bytes = size, "gc: content deleted");
+        if !self.meta.gc_release(digest, &self.id).await? {
+            tracing::warn!(%digest, "gc: the tombstone was no longer this collector's");
+        }
+        Ok(Some(size))
+    }
+
+    /// Lists the blob store and queues an orphan review of every digest
+    /// metadata does not know; how many it queued.
+    pub async fn scan_orphans(&self) -> Result<u64, GcError> {
+        let stored = self.blobs.list().await?;
+        let queued = self.meta.gc_enqueue_orphans(&stored, now_unix()).await?;
+        if queued > 0 {
+            tracing::info!(
+                queued,
+                stored = stored.len(),
+                "gc: storage holds bytes metadata does not know; queued for review"
+            );
+        }
+        Ok(queued)
+    }
+
+    /// The queue now (asks metadata).
+    pub async fn status(&self) -> Result<GcStatus, GcError> {
+        let status = self.meta.gc_status(&self.policy(0, false)).await?;
+        self.metrics.set_status(&status, now_unix());
+        Ok(status)
+    }
+
+    async fn refresh_status(&self) {
+        if let Err(e) = self.status().await {
+            tracing::debug!(error = %e, "gc: reading the queue's state");
+        }
+        match self
+            .meta
+            .largest_namespaces(metrics::NAMESPACES_EXPORTED)
+            .await
+        {
+            Ok(n) => self.metrics.set_namespaces(n),
+            Err(e) => tracing::debug!(error = %e, "gc: reading namespace usage"),
+        }
+    }
+
+    /// Checks that storage and metadata agree (see [`CheckReport`]).
+    pub async fn check(&self) -> Result<CheckReport, GcError> {
+        check::run(
+            &*self.meta,
+            &*self.blobs,
+            &self.policy(0, false),
+            &self.config,
+        )
+        .await
+    }
+
+    /// Runs passes every interval and orphan scans every scan interval,
+    /// until the runtime stops. A failed pass is logged and counted; the
+    /// next one tries again.
+    pub fn spawn(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            self.refresh_status().await;
+            let mut next_scan = tokio::time::Instant::now() + self.config.orphan_scan_interval;
+            loop {
+                tokio::time::sleep(self.config.interval).await;
+                match self.run_pass(false, None).await {
+                    Ok(r) if r.reviewed > 0 => tracing::info!(
+                        reviewed = r.reviewed,
+                        unlinked = r.unlinked,
+                        deleted = r.deleted,
+                        bytes = r.bytes_reclaimed,
+                        failures = r.failures,
+                        seconds = r.seconds,
+                        "gc: pass done"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "gc: pass failed"),
+                }
+                if tokio::time::Instant::now() >= next_scan {
+                    next_scan = tokio::time::Instant::now() + self.config.orphan_scan_interval;
+                    if let Err(e) = self.scan_orphans().await {
+                        tracing::warn!(error = %e, "gc: orphan scan failed");
+                    }
+                }
+            }
+        })
+    }
+}
