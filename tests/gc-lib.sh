@@ -67,18 +67,24 @@ gc_settle() {
   die "the collector has not settled after $i passes and $((SECONDS - t0))s: $(c "http://$GC_ADMIN/admin/v1/gc")"
 }
 
-# gc_check OUT: `wharf check --storage` must exit 0 and say clean.
+# gc_check OUT: storage and metadata must agree: `wharf check --storage`
+# (with GC_DATA set: on that embedded node's data dir, which asks the
+# running node holding it) or `wharf gc check` (the node's admin API) must
+# exit 0, and its report say clean.
 gc_check() {
   local out=$1 rc
-  WHARF_ADMIN_URL="http://$GC_ADMIN" timeout 120 "$WHARF_BIN" check --storage >"$out" 2>"$out.err"
-  rc=$?
-  cat "$out" "$out.err"
-  [ "$rc" = 0 ] || die "wharf check --storage exited $rc: $(head -c 400 "$out")" || return 1
-  # Its JSON, when it prints JSON, must agree.
-  if jq -e . "$out" >/dev/null 2>&1; then
-    jq -e '.clean == true and (.missing | length) == 0 and (.unreferenced_overdue | length) == 0' "$out" >/dev/null ||
-      die "wharf check --storage exited 0 but says $(jq -c '{clean, missing, unreferenced_overdue}' "$out")" || return 1
+  if [ -n "${GC_DATA:-}" ]; then
+    timeout 120 "$WHARF_BIN" check --storage --data-dir "$GC_DATA" --admin-listen "$GC_ADMIN" >"$out" 2>"$out.err"
+  else
+    wg check >"$out" 2>"$out.err"
   fi
+  rc=$?
+  jq -c '{clean, stored, held, missing_count, overdue_count, unreviewed_count, awaiting_review}' "$out" 2>/dev/null ||
+    cat "$out"
+  cat "$out.err"
+  [ "$rc" = 0 ] || die "the storage check exited $rc: $(jq -c '{missing, overdue, unreviewed}' "$out" 2>/dev/null | head -c 600)" || return 1
+  jq -e '.clean == true and .missing_count == 0 and .overdue_count == 0 and .unreviewed_count == 0' "$out" >/dev/null ||
+    die "the storage check exited 0 but says $(jq -c . "$out" | head -c 600)"
 }
 
 # gc_status_empty: nothing queued, nothing due, no tombstone standing.

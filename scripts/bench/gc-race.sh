@@ -11,7 +11,7 @@
 # pushers through HAProxy for DURATION seconds (wharf-load gc-race: shared
 # layers, moved and deleted tags, deleted manifests, pulls, re-pushes of
 # deleted images), then scans for orphans, runs final passes until one
-# reviews nothing, checks storage against metadata (`wharf check --storage`)
+# reviews nothing, checks storage against metadata (`wharf gc check`)
 # and, after restarting every node (cold caches), pulls every held tag again. The collectors' metrics are sampled every
 # SAMPLE seconds meanwhile.
 #
@@ -131,7 +131,7 @@ for i in 1 2 3 4 5 6; do
   }
 done
 [ "$SETTLED" = 1 ] || fail "the final passes did not settle"
-timeout 600 "$WHARF_BIN" check --storage >"$OUT/check.json" 2>&1 || fail "wharf check --storage: not clean"
+timeout 600 "$WHARF_BIN" gc check >"$OUT/check.json" 2>"$OUT/check.err" || fail "wharf gc check: not clean"
 # Restarted, no node has anything in memory that could hide lost bytes.
 for n in 1 2 3; do
   timeout 120 bash scripts/cluster.sh restart-node "$TMP/cluster" "$n" >>"$OUT/cluster-start.log" 2>&1 ||
@@ -151,7 +151,7 @@ timeout 600 "$WHARF_LOAD_BIN" gc-verify --url "http://$LB" --state "$OUT/held.js
     "blobs: \(.blobs.present) found by HEAD, \(.blobs.uploaded) uploaded, \(.blobs.mounted) mounted",
     "held tags at the end: \(.verify.tags), pulled byte-identical: \(.verify.ok), failed: \(.verify.failed)"' "$OUT/race.json"
   echo "blobs deleted by the collectors during the race: node1 ${DURING[0]}, node2 ${DURING[1]}, node3 ${DURING[2]}"
-  echo "final passes: $FINAL_DELETED blobs, $FINAL_BYTES bytes; wharf check --storage: $(jq -c '{clean, missing: (.missing | length), unreferenced_overdue: (.unreferenced_overdue | length), stored, held}' "$OUT/check.json" 2>/dev/null || echo see check.json)"
+  echo "final passes: $FINAL_DELETED blobs, $FINAL_BYTES bytes; wharf gc check: $(jq -c '{clean, stored, held, missing_count, overdue_count, unreviewed_count}' "$OUT/check.json" 2>/dev/null || echo see check.json)"
   echo "after the final collection: $(jq -r '"\(.verify.ok) of \(.verify.tags) held tags pull byte-identical"' "$OUT/verify.json" 2>/dev/null)"
   if [ -s "$FAILS" ]; then
     echo "FAILED:"
