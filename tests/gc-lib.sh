@@ -42,14 +42,15 @@ gc_pass() {
 # gc_settle PREFIX: `wharf gc run` until a pass reviews nothing and the
 # queue has nothing due and no tombstone standing (a link review queues
 # content reviews for the next pass, and background passes may hold items
-# of their own); at most 8 passes and 60 s. The sums of `deleted` and
+# of their own, and a dead collector's tombstones wait for their lease);
+# at most 12 passes and 90 s. The sums of `deleted` and
 # `bytes_reclaimed` of these passes in GC_SETTLED_DELETED and _BYTES.
 GC_SETTLED_DELETED=0
 GC_SETTLED_BYTES=0
 gc_settle() {
   local prefix=$1 i f s t0=$SECONDS
   GC_SETTLED_DELETED=0 GC_SETTLED_BYTES=0
-  for ((i = 1; i <= 8; i++)); do
+  for ((i = 1; i <= 12; i++)); do
     f=$prefix.$i.json
     gc_pass "$f" || return 1
     [ "$(jq '.failures | if type == "array" then length else . end' "$f")" = 0 ] ||
@@ -60,8 +61,8 @@ gc_settle() {
       s=$(c "http://$GC_ADMIN/admin/v1/gc") || die "GET /admin/v1/gc failed" || return 1
       jq -e '.due == 0 and .tombstones == 0' <<<"$s" >/dev/null && return 0
       echo "pass $i reviewed nothing, but: $s"
-      [ $((SECONDS - t0)) -lt 60 ] || break
-      sleep 1
+      [ $((SECONDS - t0)) -lt 90 ] || break
+      sleep 5
     fi
   done
   die "the collector has not settled after $i passes and $((SECONDS - t0))s: $(c "http://$GC_ADMIN/admin/v1/gc")"
@@ -87,14 +88,19 @@ gc_check() {
     die "the storage check exited 0 but says $(jq -c . "$out" | head -c 600)"
 }
 
-# gc_status_empty: nothing queued, nothing due, no tombstone standing.
+# gc_status_empty [--due-only]: nothing queued (with --due-only: nothing
+# due), no tombstone standing. After a race, --due-only: a content review
+# that met a hold was postponed to the hold's end (an hour), and ending the
+# hold early does not bring it forward, so such reviews stay queued, not
+# due; the storage check tells whether they hold back any bytes.
 gc_status_empty() {
-  local s
+  local s want='.queued == 0 and .due == 0 and .tombstones == 0'
+  [ "${1:-}" = --due-only ] && want='.due == 0 and .tombstones == 0'
   s=$(c "http://$GC_ADMIN/admin/v1/gc") || die "GET /admin/v1/gc failed" || return 1
   echo "gc status: $s"
-  jq -e '.queued == 0 and .due == 0 and .tombstones == 0' <<<"$s" >/dev/null ||
-    die "the queue is not empty after the final passes: $s" || return 1
-  [ "$(gc_metric wharf_gc_queue_depth)" = 0 ] || die "wharf_gc_queue_depth is $(gc_metric wharf_gc_queue_depth), want 0"
+  jq -e "$want" <<<"$s" >/dev/null || die "the queue is not done after the final passes: $s" || return 1
+  [ "${1:-}" = --due-only ] || [ "$(gc_metric wharf_gc_queue_depth)" = 0 ] ||
+    die "wharf_gc_queue_depth is $(gc_metric wharf_gc_queue_depth), want 0"
 }
 
 # race_report FILE RC: prints a gc-race/gc-verify report's figures; fails

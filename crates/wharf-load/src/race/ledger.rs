@@ -104,7 +104,7 @@ pub struct Counts {
     pub blobs_mounted: u64,
     /// Tags deleted (`DELETE .../manifests/<tag>`: `202`).
     pub tags_deleted: u64,
-    /// Manifests deleted by digest (`202`).
+    /// Manifests deleted by digest (`202`), the final deletions included.
     pub manifests_deleted: u64,
     /// Held images pulled during the race (manifest by digest and every
     /// blob, bytes checked).

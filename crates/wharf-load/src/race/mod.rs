@@ -898,7 +898,7 @@ fn print_summary(r: &Value) {
          pulls during the race {}; blobs present {}, uploaded {}, mounted {}",
         p["tags_moved"],
         r["tags_deleted"],
-        r["manifests_deleted"],
+        r["manifests_deleted"].as_u64().unwrap_or(0) - r["final_deleted"].as_u64().unwrap_or(0),
         r["final_deleted"],
         p["repushes"],
         r["pulls_ok"],
