@@ -128,6 +128,10 @@ struct RaceArgs {
     /// pusher put it in, rather than uploaded.
     #[arg(long, default_value_t = 0.3)]
     p_mount: f64,
+    /// Connections each pusher uploads an image's blobs on at once (as
+    /// docker does, up to its max-concurrent-uploads).
+    #[arg(long, default_value_t = 3)]
+    upload_concurrency: usize,
     /// Tries of one operation (refused with 503/429/MANIFEST_BLOB_UNKNOWN)
     /// before it counts as given up, a failure.
     #[arg(long, default_value_t = 40)]
@@ -399,6 +403,9 @@ fn plan_race(a: RaceArgs) -> Result<race::Plan, String> {
     if a.pushers == 0 || a.pushers > 1000 {
         return Err("--pushers must be within 1..=1000".into());
     }
+    if a.upload_concurrency == 0 || a.upload_concurrency > 16 {
+        return Err("--upload-concurrency must be within 1..=16".into());
+    }
     if a.repos == 0 || a.tags_per_pusher == 0 || a.max_tries == 0 || a.max_pushes == 0 {
         return Err(
             "--repos, --tags-per-pusher, --max-tries and --max-pushes must be positive".into(),
@@ -453,6 +460,7 @@ fn plan_race(a: RaceArgs) -> Result<race::Plan, String> {
         p_pull,
         p_repush: probability("p-repush", a.p_repush)?,
         p_mount: probability("p-mount", a.p_mount)?,
+        upload_lanes: a.upload_concurrency,
         max_tries: a.max_tries,
         deadline: Duration::from_millis(a.deadline_ms.max(1)),
         max_pause: Duration::from_millis(a.max_pause_ms),

@@ -7,8 +7,9 @@
 //! one operation, chosen at random:
 //!
 //! - **push** an image under one of the pusher's tags, as real clients do:
-//!   `HEAD` every blob, upload the missing ones (single `POST`, `POST`+`PUT`,
-//!   or `POST`+`PATCH`+`PUT`; sometimes a mount from another repository the
+//!   `HEAD` every blob, upload the missing ones, several at once on
+//!   connections of their own (single `POST`, `POST`+`PUT`, or
+//!   `POST`+`PATCH`+`PUT`; sometimes a mount from another repository the
 //!   pusher put it in), then `PUT` the manifest under the tag. A tag already
 //!   held is moved. Sometimes the image is one deleted or untagged before,
 //!   pushed again byte for byte (its bytes may be under review right then).
@@ -66,6 +67,8 @@ pub struct Plan {
     pub p_pull: f64,
     pub p_repush: f64,
     pub p_mount: f64,
+    /// Connections a pusher uploads an image's blobs on at once.
+    pub upload_lanes: usize,
     /// Tries of one operation before it counts as given up.
     pub max_tries: u32,
     /// Longest wait for one whole answer.
@@ -230,6 +233,8 @@ struct Pusher {
     plan: Arc<Plan>,
     pool: Arc<Vec<Blob>>,
     wire: Wire,
+    /// More connections, for uploading an image's blobs in parallel.
+    lanes: Vec<Wire>,
     tags: Tags,
     /// The image behind each held tag.
     images: HashMap<(String, String), Image>,
@@ -253,6 +258,14 @@ impl Pusher {
                 max_pause: plan.max_pause,
                 rng: Rng::new(seed),
             },
+            lanes: (1..plan.upload_lanes)
+                .map(|l| Wire {
+                    client: Client::new(plan.addr, plan.authority.clone(), plan.deadline),
+                    counts: Counts::default(),
+                    max_pause: plan.max_pause,
+                    rng: Rng::new(seed ^ (l as u64).wrapping_mul(0x9E37_79B9)),
+                })
+                .collect(),
             plan,
             pool,
             tags: Tags::default(),
@@ -358,14 +371,7 @@ impl Pusher {
         let path = format!("/v2/{repo}/manifests/{tag}");
         let ct = [header("content-type", MANIFEST_TYPE)];
         for _ in 0..self.plan.max_tries {
-            let mut refused = None;
-            for blob in &image.blobs {
-                if let Some(resp) = self.ensure_blob(repo, blob).await? {
-                    refused = Some(resp);
-                    break;
-                }
-            }
-            if let Some(resp) = refused {
+            if let Some(resp) = self.ensure_blobs(repo, image).await? {
                 busy = true;
                 self.wire.pause(&resp).await;
                 continue;
@@ -406,143 +412,49 @@ impl Pusher {
         )))
     }
 
-    /// Makes sure `blob` is in `repo`: `HEAD`, and upload (or mount) when
-    /// missing. `Some(answer)` when refused with `503`/`429` on the way.
-    async fn ensure_blob(&mut self, repo: &str, blob: &Blob) -> Result<Option<Resp>, Fail> {
-        let path = format!("/v2/{repo}/blobs/{}", blob.digest);
-        let (answer, resp) = self
-            .wire
-            .call(Method::HEAD, &path, &[], Bytes::new(), &[200, 404])
-            .await
-            .map_err(other)?;
-        match answer {
-            Answer::Expected(200) => {
-                let len = resp
-                    .header("content-length")
-                    .and_then(|l| l.parse::<u64>().ok());
-                if len != Some(blob.size()) {
-                    return Err(other(format!(
-                        "HEAD {path}: 200 with Content-Length {len:?}, want {}",
-                        blob.size()
-                    )));
+    /// Makes sure every blob of `image` is in `repo`, several at once (one
+    /// connection each, as clients upload layers in parallel: the shorter
+    /// the time from the first upload to the manifest, the less a zero-delay
+    /// collector takes from under it). `Some(answer)` when refused with
+    /// `503`/`429` on the way.
+    async fn ensure_blobs(&mut self, repo: &str, image: &Image) -> Result<Option<Resp>, Fail> {
+        let Pusher {
+            plan,
+            wire,
+            lanes,
+            put_in,
+            ..
+        } = self;
+        let n = lanes.len() + 1;
+        let (plan, put_in) = (&**plan, &*put_in);
+        let work = std::iter::once(wire)
+            .chain(lanes.iter_mut())
+            .enumerate()
+            .map(|(i, w)| async move {
+                let mut uploaded = Vec::new();
+                for blob in image.blobs.iter().skip(i).step_by(n) {
+                    match ensure_blob(w, plan, put_in, repo, blob).await {
+                        Ok(Ensured::Present) => {}
+                        Ok(Ensured::Uploaded) => uploaded.push(blob.digest.clone()),
+                        Ok(Ensured::Refused(resp)) => return (Ok(Some(resp)), uploaded),
+                        Err(f) => return (Err(f), uploaded),
+                    }
                 }
-                self.counts().blobs_present += 1;
-                return Ok(None);
+                (Ok(None), uploaded)
+            });
+        let results = futures_util::future::join_all(work).await;
+        let mut out = Ok(None);
+        for (r, uploaded) in results {
+            for d in uploaded {
+                self.put_in.insert(d, repo.to_string());
             }
-            Answer::Expected(_) => {}
-            Answer::Unavailable | Answer::TooMany => return Ok(Some(resp)),
-            Answer::BlobUnknown => return Err(other(format!("HEAD {path}: 400"))),
-            Answer::Other(what) => return Err(other(what)),
-        }
-        let refused = self.upload(repo, blob).await?;
-        if refused.is_none() {
-            self.put_in.insert(blob.digest.clone(), repo.to_string());
-        }
-        Ok(refused)
-    }
-
-    async fn upload(&mut self, repo: &str, blob: &Blob) -> Result<Option<Resp>, Fail> {
-        let uploads = format!("/v2/{repo}/blobs/uploads/");
-        let octets = [header("content-type", "application/octet-stream")];
-        let d = &blob.digest;
-        // A mount, when this pusher put the blob in another repository.
-        let from = self.put_in.get(d).filter(|r| *r != repo).cloned();
-        let p_mount = self.plan.p_mount;
-        let mut session = None;
-        if let Some(from) = from.filter(|_| self.wire.rng.chance(p_mount)) {
-            let path = format!("{uploads}?mount={d}&from={from}");
-            let (answer, resp) = self
-                .wire
-                .call(Method::POST, &path, &[], Bytes::new(), &[201, 202])
-                .await
-                .map_err(other)?;
-            match answer {
-                Answer::Expected(201) => {
-                    self.counts().blobs_mounted += 1;
-                    return Ok(None);
-                }
-                // Not mountable (any more): the spec's fallback, a session.
-                Answer::Expected(_) => session = Some(resp),
-                Answer::Unavailable | Answer::TooMany => return Ok(Some(resp)),
-                Answer::BlobUnknown => return Err(other(format!("POST {path}: 400"))),
-                Answer::Other(what) => return Err(other(what)),
+            match (r, &out) {
+                (Err(f), Ok(_)) => out = Err(f),
+                (Ok(Some(resp)), Ok(None)) => out = Ok(Some(resp)),
+                _ => {}
             }
         }
-        let mode = if session.is_some() {
-            1 + self.wire.rng.below(2)
-        } else {
-            self.wire.rng.below(3)
-        };
-        if mode == 0 {
-            // One POST with the digest and the bytes.
-            let path = format!("{uploads}?digest={d}");
-            let (answer, resp) = self
-                .wire
-                .call(Method::POST, &path, &octets, blob.bytes.clone(), &[201])
-                .await
-                .map_err(other)?;
-            return self.uploaded(answer, resp);
-        }
-        let session = match session {
-            Some(s) => s,
-            None => {
-                let (answer, resp) = self
-                    .wire
-                    .call(Method::POST, &uploads, &[], Bytes::new(), &[202])
-                    .await
-                    .map_err(other)?;
-                match answer {
-                    Answer::Expected(_) => resp,
-                    Answer::Unavailable | Answer::TooMany => return Ok(Some(resp)),
-                    Answer::BlobUnknown => return Err(other(format!("POST {uploads}: 400"))),
-                    Answer::Other(what) => return Err(other(what)),
-                }
-            }
-        };
-        let mut location = session
-            .header("location")
-            .ok_or_else(|| other(format!("POST {uploads}: 202 without Location")))?
-            .to_string();
-        let mut body = blob.bytes.clone();
-        if mode == 2 {
-            // The bytes in a PATCH, then an empty PUT (what docker does).
-            let path = location_with(&location, "");
-            let (answer, resp) = self
-                .wire
-                .call(Method::PATCH, &path, &octets, body, &[202])
-                .await
-                .map_err(other)?;
-            match answer {
-                Answer::Expected(_) => {}
-                Answer::Unavailable | Answer::TooMany => return Ok(Some(resp)),
-                Answer::BlobUnknown => return Err(other(format!("PATCH {path}: 400"))),
-                Answer::Other(what) => return Err(other(what)),
-            }
-            location = resp
-                .header("location")
-                .ok_or_else(|| other(format!("PATCH {path}: 202 without Location")))?
-                .to_string();
-            body = Bytes::new();
-        }
-        let path = location_with(&location, &format!("digest={d}"));
-        let (answer, resp) = self
-            .wire
-            .call(Method::PUT, &path, &octets, body, &[201])
-            .await
-            .map_err(other)?;
-        self.uploaded(answer, resp)
-    }
-
-    fn uploaded(&mut self, answer: Answer, resp: Resp) -> Result<Option<Resp>, Fail> {
-        match answer {
-            Answer::Expected(_) => {
-                self.counts().blobs_uploaded += 1;
-                Ok(None)
-            }
-            Answer::Unavailable | Answer::TooMany => Ok(Some(resp)),
-            Answer::BlobUnknown => Err(other("blob upload: 400 MANIFEST_BLOB_UNKNOWN".into())),
-            Answer::Other(what) => Err(other(what)),
-        }
+        out
     }
 
     /// Deletes the `pick`-th held tag, or (`by_digest`) its manifest.
@@ -628,6 +540,157 @@ impl Pusher {
             }
         }
         n
+    }
+}
+
+/// What [`ensure_blob`] found or did.
+enum Ensured {
+    Present,
+    Uploaded,
+    /// Refused with `503`/`429`: the answer, for its `Retry-After`.
+    Refused(Resp),
+}
+
+/// Makes sure `blob` is in `repo`, on `w`: `HEAD`, and upload (or mount
+/// from where `put_in` says this pusher put it) when missing.
+async fn ensure_blob(
+    w: &mut Wire,
+    plan: &Plan,
+    put_in: &HashMap<String, String>,
+    repo: &str,
+    blob: &Blob,
+) -> Result<Ensured, Fail> {
+    let path = format!("/v2/{repo}/blobs/{}", blob.digest);
+    let (answer, resp) = w
+        .call(Method::HEAD, &path, &[], Bytes::new(), &[200, 404])
+        .await
+        .map_err(other)?;
+    match answer {
+        Answer::Expected(200) => {
+            let len = resp
+                .header("content-length")
+                .and_then(|l| l.parse::<u64>().ok());
+            if len != Some(blob.size()) {
+                return Err(other(format!(
+                    "HEAD {path}: 200 with Content-Length {len:?}, want {}",
+                    blob.size()
+                )));
+            }
+            w.counts.blobs_present += 1;
+            return Ok(Ensured::Present);
+        }
+        Answer::Expected(_) => {}
+        Answer::Unavailable | Answer::TooMany => return Ok(Ensured::Refused(resp)),
+        Answer::BlobUnknown => return Err(other(format!("HEAD {path}: 400"))),
+        Answer::Other(what) => return Err(other(what)),
+    }
+    upload(w, plan, put_in, repo, blob).await
+}
+
+/// Uploads `blob` into `repo` on `w`: a mount sometimes, else one of the
+/// ways clients upload (single `POST`; `POST`+`PUT`; `POST`+`PATCH`+`PUT`).
+async fn upload(
+    w: &mut Wire,
+    plan: &Plan,
+    put_in: &HashMap<String, String>,
+    repo: &str,
+    blob: &Blob,
+) -> Result<Ensured, Fail> {
+    let uploads = format!("/v2/{repo}/blobs/uploads/");
+    let octets = [header("content-type", "application/octet-stream")];
+    let d = &blob.digest;
+    let refused = |resp| Ok(Ensured::Refused(resp));
+    // A mount, when this pusher put the blob in another repository.
+    let from = put_in.get(d).filter(|r| *r != repo).cloned();
+    let mut session = None;
+    if let Some(from) = from.filter(|_| w.rng.chance(plan.p_mount)) {
+        let path = format!("{uploads}?mount={d}&from={from}");
+        let (answer, resp) = w
+            .call(Method::POST, &path, &[], Bytes::new(), &[201, 202])
+            .await
+            .map_err(other)?;
+        match answer {
+            Answer::Expected(201) => {
+                w.counts.blobs_mounted += 1;
+                return Ok(Ensured::Uploaded);
+            }
+            // Not mountable (any more): the spec's fallback, a session.
+            Answer::Expected(_) => session = Some(resp),
+            Answer::Unavailable | Answer::TooMany => return refused(resp),
+            Answer::BlobUnknown => return Err(other(format!("POST {path}: 400"))),
+            Answer::Other(what) => return Err(other(what)),
+        }
+    }
+    let mode = if session.is_some() {
+        1 + w.rng.below(2)
+    } else {
+        w.rng.below(3)
+    };
+    let session = match session {
+        Some(s) => s,
+        None if mode == 0 => {
+            // One POST with the digest and the bytes.
+            let path = format!("{uploads}?digest={d}");
+            let (answer, resp) = w
+                .call(Method::POST, &path, &octets, blob.bytes.clone(), &[201])
+                .await
+                .map_err(other)?;
+            return uploaded(w, answer, resp);
+        }
+        None => {
+            let (answer, resp) = w
+                .call(Method::POST, &uploads, &[], Bytes::new(), &[202])
+                .await
+                .map_err(other)?;
+            match answer {
+                Answer::Expected(_) => resp,
+                Answer::Unavailable | Answer::TooMany => return refused(resp),
+                Answer::BlobUnknown => return Err(other(format!("POST {uploads}: 400"))),
+                Answer::Other(what) => return Err(other(what)),
+            }
+        }
+    };
+    let mut location = session
+        .header("location")
+        .ok_or_else(|| other(format!("POST {uploads}: 202 without Location")))?
+        .to_string();
+    let mut body = blob.bytes.clone();
+    if mode == 2 {
+        // The bytes in a PATCH, then an empty PUT (what docker does).
+        let path = location_with(&location, "");
+        let (answer, resp) = w
+            .call(Method::PATCH, &path, &octets, body, &[202])
+            .await
+            .map_err(other)?;
+        match answer {
+            Answer::Expected(_) => {}
+            Answer::Unavailable | Answer::TooMany => return refused(resp),
+            Answer::BlobUnknown => return Err(other(format!("PATCH {path}: 400"))),
+            Answer::Other(what) => return Err(other(what)),
+        }
+        location = resp
+            .header("location")
+            .ok_or_else(|| other(format!("PATCH {path}: 202 without Location")))?
+            .to_string();
+        body = Bytes::new();
+    }
+    let path = location_with(&location, &format!("digest={d}"));
+    let (answer, resp) = w
+        .call(Method::PUT, &path, &octets, body, &[201])
+        .await
+        .map_err(other)?;
+    uploaded(w, answer, resp)
+}
+
+fn uploaded(w: &mut Wire, answer: Answer, resp: Resp) -> Result<Ensured, Fail> {
+    match answer {
+        Answer::Expected(_) => {
+            w.counts.blobs_uploaded += 1;
+            Ok(Ensured::Uploaded)
+        }
+        Answer::Unavailable | Answer::TooMany => Ok(Ensured::Refused(resp)),
+        Answer::BlobUnknown => Err(other("blob upload: 400 MANIFEST_BLOB_UNKNOWN".into())),
+        Answer::Other(what) => Err(other(what)),
     }
 }
 
@@ -800,6 +863,9 @@ pub async fn run(plan: Plan) -> Result<(Value, bool), String> {
     let mut tags = Tags::default();
     for p in pushers {
         counts.add(&p.wire.counts);
+        for l in &p.lanes {
+            counts.add(&l.counts);
+        }
         tags.absorb(p.tags);
     }
     let held: Vec<Held> = tags.held().cloned().collect();
