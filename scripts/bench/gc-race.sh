@@ -21,6 +21,7 @@
 # docs/benchmarks.md). Exits non-zero when any check fails.
 #
 # Environment: DURATION [1800], PUSHERS [8], SAMPLE [10], SEED [clock],
+# GC_INTERVAL (each node's --gc-interval-secs) [1],
 # WHARF_BIN, WHARF_LOAD_BIN (built when missing), WHARF_CLUSTER_PORT,
 # WHARF_CLUSTER_PG_PORT, WHARF_CLUSTER_GARAGE_PORT (fixed defaults below),
 # KEEP=1 keeps the cluster's directory (logs) after the run.
@@ -66,7 +67,7 @@ trap 'exit 143' TERM
 export WHARF_CLUSTER_PORT=${WHARF_CLUSTER_PORT:-18280}
 export WHARF_CLUSTER_PG_PORT=${WHARF_CLUSTER_PG_PORT:-15680}
 export WHARF_CLUSTER_GARAGE_PORT=${WHARF_CLUSTER_GARAGE_PORT:-14180}
-export WHARF_CLUSTER_NODE_ARGS="--gc-review-delay-secs 0 --gc-interval-secs 1 --gc-orphan-age-secs 0"
+export WHARF_CLUSTER_NODE_ARGS="--gc-review-delay-secs 0 --gc-interval-secs ${GC_INTERVAL:-1} --gc-orphan-age-secs 0"
 log "starting the cluster (collector: $WHARF_CLUSTER_NODE_ARGS)"
 timeout 180 bash scripts/cluster.sh start "$TMP/cluster" >"$OUT/cluster-start.log" 2>&1 || {
   tail -n 20 "$OUT/cluster-start.log" >&2
@@ -142,7 +143,7 @@ timeout 600 "$WHARF_LOAD_BIN" gc-verify --url "http://$LB" --state "$OUT/held.js
 
 {
   echo "gc-race, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, 3 nodes on PostgreSQL + Garage behind HAProxy"
-  echo "collector: review delay 0 s, a pass every 1 s on each node; $PUSHERS pushers for $DURATION s"
+  echo "collector: review delay 0 s, a pass every ${GC_INTERVAL:-1} s on each node; $PUSHERS pushers for $DURATION s"
   jq -r '"pushes attempted \(.pushes.attempted), acknowledged \(.pushes.acknowledged) (\(.pushes.tags_moved) moved a tag, \(.pushes.repushes) re-pushed a deleted image)",
     "refused MANIFEST_BLOB_UNKNOWN \(.pushes.refused_manifest_blob_unknown) times; pushes then acknowledged: \(.pushes.manifest_blob_unknown_then_ok)",
     "refused 503 \(.refused_503) times, 429 \(.refused_429) times; pushes then acknowledged: \(.pushes.busy_then_ok); gave up \(.pushes.gave_up)",

@@ -368,6 +368,7 @@ impl Pusher {
     /// refused with `MANIFEST_BLOB_UNKNOWN`, and with `503`/`429`, on the way.
     async fn push(&mut self, repo: &str, tag: &str, image: &Image) -> Result<(bool, bool), Fail> {
         let (mut blob_unknown, mut busy) = (false, false);
+        let mut refusals = 0u32;
         let path = format!("/v2/{repo}/manifests/{tag}");
         let ct = [header("content-type", MANIFEST_TYPE)];
         for _ in 0..self.plan.max_tries {
@@ -398,6 +399,14 @@ impl Pusher {
                 Answer::BlobUnknown => {
                     blob_unknown = true;
                     self.counts().refused_blob_unknown += 1;
+                    // Back off, as clients do: through a load balancer the
+                    // next `HEAD` may reach a node whose memory of the link
+                    // is a moment stale, and retrying at once would spend
+                    // every try inside that moment.
+                    refusals += 1;
+                    let ms = (50u64 << refusals.min(5)).min(self.plan.max_pause.as_millis() as u64);
+                    let jitter = self.rng().below(ms / 2 + 1);
+                    tokio::time::sleep(Duration::from_millis(ms / 2 + jitter)).await;
                 }
                 Answer::Unavailable | Answer::TooMany => {
                     busy = true;
