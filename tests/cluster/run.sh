@@ -14,7 +14,15 @@
 #   WHARF_CLUSTER_SKIP_DOCKER=1 skip the docker cases (otherwise a dockerd
 #                               that cannot start is a FAIL, not a silent skip)
 #   WHARF_CLUSTER_KEEP=1        keep the temp dir (logs, layouts) after the run
-#   WHARF_CLUSTER_BUDGET        seconds the whole run may take [600]
+#   WHARF_CLUSTER_BUDGET        seconds the whole run may take [720]
+#   WHARF_LOAD_BIN              wharf-load, for gc-race-cluster [target/release/wharf-load]
+#   WHARF_CLUSTER_GC_RACE_SECS  how long gc-race-cluster races [60]
+#   WHARF_CLUSTER_GC_INTERVAL   each node's --gc-interval-secs in gc-race-cluster [1]
+#   WHARF_CASES                 run only these groups, comma-separated: `core`
+#                               (every case but the one below), `gc-race-cluster`
+#                               [all]; the fixtures and the cluster always start
+#
+# Build first: cargo build --release -p wharf -p wharf-load
 #
 # Each check prints `PASS name` or `FAIL name (reason)`; the run ends with
 # exactly one line `cluster: N passed, M failed` and exits non-zero if M > 0.
@@ -84,7 +92,7 @@ trap 'exit 143' TERM
 
 # The whole run is bounded too: past this, the watchdog TERMs the script
 # (each client call has its own shorter timeout, so the trap runs promptly).
-BUDGET=${WHARF_CLUSTER_BUDGET:-600}
+BUDGET=${WHARF_CLUSTER_BUDGET:-720}
 (
   exec >/dev/null 2>&1 3>&- 4>&-
   for ((w = 0; w < BUDGET; w++)); do sleep 1; done
@@ -751,7 +759,65 @@ case_drain_on_sigterm() {
   wait_lb 3 '^UP$' 10
 }
 
+# ---------------------------------------------------------------- garbage collection
+
+# shellcheck source=../gc-lib.sh
+source "$HERE/../gc-lib.sh"
+
+# Issue 12's race test: every node restarted with the collector at full
+# speed (review delay 0, a pass a second, on all three at once), 8 pushers
+# through HAProxy; then a final collection, a clean check and every held
+# tag pulled again. Runs last: the nodes keep the collector's flags.
+case_gc_race_cluster() {
+  need jq || return 1
+  [ -x "$WHARF_LOAD_BIN" ] ||
+    die "WHARF_LOAD_BIN=$WHARF_LOAD_BIN is not an executable (cargo build --release -p wharf-load)" || return 1
+  "$WHARF_BIN" serve --help 2>/dev/null | grep -q -- '--gc-review-delay-secs' ||
+    die "$WHARF_BIN has no --gc-review-delay-secs (no collector in this build)" || return 1
+  local n rc secs=${WHARF_CLUSTER_GC_RACE_SECS:-60} out=$TMP/gc-race-cluster.json
+  export WHARF_CLUSTER_NODE_ARGS="--gc-review-delay-secs 0 --gc-interval-secs ${WHARF_CLUSTER_GC_INTERVAL:-1} --gc-orphan-age-secs 0"
+  for n in 1 2 3; do
+    cluster restart-node $n || die "restarting node$n with the collector on failed" || return 1
+  done
+  GC_ADMIN=${NODE_ADMIN[1]}
+  echo "nodes: ${NODE_ADDR[*]}, load balancer $LB"
+  timeout $((secs + 120)) "$WHARF_LOAD_BIN" gc-race --url "http://$LB" --pushers 8 --duration "$secs" \
+    --state-out "$TMP/gc-race-cluster.state" --label cluster >"$out" 2>"$TMP/gc-race-cluster.err"
+  rc=$?
+  cat "$TMP/gc-race-cluster.err"
+  race_report "$out" "$rc" || return 1
+  # Every node collected (they share one queue: each must have taken some).
+  local per=() total=0 d
+  for n in 1 2 3; do
+    d=$(gc_metric wharf_gc_blobs_deleted_total "${NODE_ADMIN[$n]}")
+    per+=("node$n=$d")
+    total=$((total + d))
+  done
+  echo "blobs deleted by the collectors during the race: ${per[*]}"
+  [ "$total" -gt 0 ] || die "no collector deleted anything during the race" || return 1
+  wg scan-orphans || die "wharf gc scan-orphans failed" || return 1
+  gc_settle "$TMP/gc-race-cluster-final" || return 1
+  gc_check "$TMP/gc-race-cluster-check.json" || return 1
+  gc_status_empty --due-only || return 1
+  # Restarted, no node has anything in memory that could hide lost bytes.
+  for n in 1 2 3; do
+    cluster restart-node $n || die "restarting node$n after the race failed" || return 1
+  done
+  timeout 120 "$WHARF_LOAD_BIN" gc-verify --url "http://$LB" --state "$TMP/gc-race-cluster.state" \
+    --label after-final-gc >"$TMP/gc-race-cluster-verify.json"
+  rc=$?
+  jq -c .verify "$TMP/gc-race-cluster-verify.json"
+  [ "$rc" = 0 ] || die "after the final passes, held tags do not all pull" || return 1
+  echo "figures: $(jq -c '{attempted: .pushes.attempted, acknowledged: .pushes.acknowledged,
+    refused_manifest_blob_unknown: .pushes.refused_manifest_blob_unknown,
+    blob_unknown_then_ok: .pushes.manifest_blob_unknown_then_ok, refused_503, refused_429,
+    other, tags_verified: .verify.ok}' "$out") deleted_during_race=${per[*]} final_deleted=$GC_SETTLED_DELETED final_bytes=$GC_SETTLED_BYTES"
+}
+
 # ---------------------------------------------------------------- main
+
+# selected GROUP: WHARF_CASES is unset or names GROUP.
+selected() { [ -z "${WHARF_CASES:-}" ] || [[ ",${WHARF_CASES// /}," == *",$1,"* ]]; }
 
 echo "cluster run: temp dir $TMP"
 if ! run_case fixtures case_fixtures; then
@@ -767,51 +833,56 @@ if ! run_case cluster-start case_cluster_start; then
   exit 1
 fi
 
-if run_case push-node1-pull-node2 case_push_node1_pull_node2; then
-  run_case pull-through-lb case_pull_through_lb
-else
-  fail_case roundtrip-dependents "skipped: the image could not be pushed"
-fi
-run_case index-across-nodes case_index_across_nodes
-
-if [ "${WHARF_CLUSTER_SKIP_DOCKER:-0}" = 1 ]; then
-  skip_note docker "WHARF_CLUSTER_SKIP_DOCKER=1"
-elif run_case docker-daemon case_docker_daemon; then
-  if run_case docker-pull-lb case_docker_pull_lb; then
-    run_case docker-push-lb case_docker_push_lb &&
-      run_case docker-pushed-via-node case_docker_pushed_via_node
-    run_case docker-upload-lb case_docker_upload_lb
+core_cases() {
+  if run_case push-node1-pull-node2 case_push_node1_pull_node2; then
+    run_case pull-through-lb case_pull_through_lb
+  else
+    fail_case roundtrip-dependents "skipped: the image could not be pushed"
   fi
-  stop_dockerd
-fi
+  run_case index-across-nodes case_index_across_nodes
 
-run_case concurrent-push case_concurrent_push
-
-if run_case kill-mid-push case_kill_mid_push; then
-  run_case lb-drains-dead-node case_lb_drains_dead_node
-  if run_case retry-through-lb case_retry_through_lb; then
-    run_case retry-roundtrip case_retry_roundtrip
-    run_case store-consistent case_store_consistent
+  if [ "${WHARF_CLUSTER_SKIP_DOCKER:-0}" = 1 ]; then
+    skip_note docker "WHARF_CLUSTER_SKIP_DOCKER=1"
+  elif run_case docker-daemon case_docker_daemon; then
+    if run_case docker-pull-lb case_docker_pull_lb; then
+      run_case docker-push-lb case_docker_push_lb &&
+        run_case docker-pushed-via-node case_docker_pushed_via_node
+      run_case docker-upload-lb case_docker_upload_lb
+    fi
+    stop_dockerd
   fi
-fi
-run_case restarted-node-serves case_restarted_node_serves
 
-if run_case pg-prime case_pg_prime; then
-  run_case pg-down-push-refused case_pg_down_push_refused
-  run_case pg-down-nodes-serve case_pg_down_nodes_serve
-  run_case pg-down-pulls-lb case_pg_down_pulls_lb
-  run_case pg-down-nodes-stay-in-lb case_pg_down_nodes_stay_ready
-  run_case pg-back-push case_pg_back_push
-fi
+  run_case concurrent-push case_concurrent_push
 
-run_case garage-down case_garage_down
-run_case garage-back case_garage_back
+  if run_case kill-mid-push case_kill_mid_push; then
+    run_case lb-drains-dead-node case_lb_drains_dead_node
+    if run_case retry-through-lb case_retry_through_lb; then
+      run_case retry-roundtrip case_retry_roundtrip
+      run_case store-consistent case_store_consistent
+    fi
+  fi
+  run_case restarted-node-serves case_restarted_node_serves
 
-if [ -n "$BIG_LAYER" ]; then
-  run_case drain-on-sigterm case_drain_on_sigterm
-else
-  fail_case drain-on-sigterm "skipped: no big image in the store"
-fi
+  if run_case pg-prime case_pg_prime; then
+    run_case pg-down-push-refused case_pg_down_push_refused
+    run_case pg-down-nodes-serve case_pg_down_nodes_serve
+    run_case pg-down-pulls-lb case_pg_down_pulls_lb
+    run_case pg-down-nodes-stay-in-lb case_pg_down_nodes_stay_ready
+    run_case pg-back-push case_pg_back_push
+  fi
+
+  run_case garage-down case_garage_down
+  run_case garage-back case_garage_back
+
+  if [ -n "$BIG_LAYER" ]; then
+    run_case drain-on-sigterm case_drain_on_sigterm
+  else
+    fail_case drain-on-sigterm "skipped: no big image in the store"
+  fi
+}
+
+selected core && core_cases
+selected gc-race-cluster && run_case gc-race-cluster case_gc_race_cluster
 
 DONE=1
 summary

@@ -9,6 +9,13 @@
 #   WHARF_E2E_SKIP_DOCKER=1 skip the docker cases (otherwise a dockerd that
 #                           cannot start is a FAIL, not a silent skip)
 #   WHARF_E2E_KEEP=1        keep the temp dir (logs, layouts) after the run
+#   WHARF_LOAD_BIN          wharf-load, for the garbage-collection cases
+#                           [target/release/wharf-load]
+#   WHARF_CASES             run only these groups, comma-separated: `core`
+#                           (every case but the ones below), `gc-race-single-node`,
+#                           `gc-crash-mid-pass`, `gc-real-clients` [all]
+#
+# Build first: cargo build --release -p wharf -p wharf-load
 #
 # Each check prints `PASS name` or `FAIL name (reason)`; the run ends with
 # exactly one line `e2e: N passed, M failed` and exits non-zero if M > 0.
@@ -26,6 +33,7 @@ PASSED=0
 FAILED=0
 FAILED_NAMES=()
 WHARF_PID=
+GC_PID=
 DOCKERD_PID=
 WATCHDOG_PID=
 REG=
@@ -41,6 +49,8 @@ cleanup() {
   stop_secure_wharf
   stop_pid "$WHARF_PID" 10
   WHARF_PID=
+  stop_pid "$GC_PID" 10
+  GC_PID=
   if [ "$FAILED" -gt 0 ] || [ "${WHARF_E2E_KEEP:-0}" = 1 ]; then
     return
   fi
@@ -73,7 +83,7 @@ trap 'exit 143' TERM
 
 # The whole run is bounded too: past this, the watchdog TERMs the script
 # (each client call has its own shorter timeout, so the trap runs promptly).
-E2E_BUDGET=${WHARF_E2E_BUDGET:-480}
+E2E_BUDGET=${WHARF_E2E_BUDGET:-720}
 # It sleeps in 1s steps with no inherited stdout/stderr, so stopping it
 # leaves no stray sleep holding the caller's pipe open.
 (
@@ -575,80 +585,99 @@ case_wharf_restart() {
 # shellcheck source=auth.sh
 source "$HERE/auth.sh"
 
+# ---------------------------------------------------------------- gc
+
+# shellcheck source=gc.sh
+source "$HERE/gc.sh"
+
 # ---------------------------------------------------------------- main
 
-echo "e2e run: temp dir $TMP"
-REFS=
-run_case fixture-layout case_fixture_layout
-if ! run_case wharf-start start_wharf; then
-  # Nothing else can run; say so per group rather than as one silent skip.
-  fail_case e2e-remaining "wharf did not start; see $LOGS/wharf.out"
-  DONE=1
-  summary
-  exit 1
-fi
-run_case api-base case_api_base
+# selected GROUP: WHARF_CASES is unset or names GROUP.
+selected() { [ -z "${WHARF_CASES:-}" ] || [[ ",${WHARF_CASES// /}," == *",$1,"* ]]; }
 
-if [ -n "$REFS" ] && [ -s "$REFS" ]; then
-  if run_case skopeo-push case_skopeo_push; then
-    run_case skopeo-inspect case_skopeo_inspect
-    run_case skopeo-inspect-raw case_skopeo_inspect_raw
-    run_case skopeo-roundtrip case_skopeo_roundtrip
-    run_case skopeo-registry-copy case_skopeo_registry_copy
-    run_case skopeo-list-tags case_skopeo_list_tags
-    run_case skopeo-delete case_skopeo_delete
-    run_case referrers-push case_referrers_push &&
-      run_case referrers-list case_referrers_list &&
-      run_case referrers-filter case_referrers_filter
-    run_case referrers-unknown-subject case_referrers_unknown_subject
-  else
-    fail_case skopeo-dependents "skipped: the image could not be pushed"
+core_cases() {
+  REFS=
+  run_case fixture-layout case_fixture_layout
+  if ! run_case wharf-start start_wharf; then
+    # Nothing else can run; say so per group rather than as one silent skip.
+    fail_case e2e-remaining "wharf did not start; see $LOGS/wharf.out"
+    DONE=1
+    summary
+    exit 1
   fi
-  run_case skopeo-multiarch-push case_skopeo_multiarch_push &&
-    run_case skopeo-multiarch-index case_skopeo_multiarch_index
-  run_case umoci-image case_umoci_image
-  run_case api-catalog case_api_catalog
+  run_case api-base case_api_base
 
-  if run_case podman-pull case_podman_pull; then
-    run_case podman-push case_podman_push &&
-      run_case podman-pushed-inspect case_podman_pushed_inspect
-    run_case podman-pull-arm64 case_podman_pull_arm64
-  fi
-
-  AUTH_UP=0
-  if run_case auth-start case_auth_start && run_case auth-admin case_auth_admin; then
-    AUTH_UP=1
-    run_case auth-skopeo-creds case_auth_skopeo_creds
-    run_case auth-podman-login case_auth_podman_login
-  fi
-
-  if [ "${WHARF_E2E_SKIP_DOCKER:-0}" = 1 ]; then
-    skip_note docker "WHARF_E2E_SKIP_DOCKER=1"
-  elif run_case docker-daemon case_docker_daemon; then
-    if run_case docker-pull case_docker_pull; then
-      run_case docker-push case_docker_push &&
-        run_case docker-pushed-verify case_docker_pushed_verify
-      run_case docker-push-upload case_docker_push_upload
-      [ "$AUTH_UP" = 1 ] && run_case auth-docker-login case_auth_docker_login
-      [ "$AUTH_UP" = 1 ] && run_case auth-docker-login-under-attack case_auth_docker_login_under_attack
-      [ -s "$TMP/docker-push.out" ] && run_case docker-pull-back case_docker_pull_back
+  if [ -n "$REFS" ] && [ -s "$REFS" ]; then
+    if run_case skopeo-push case_skopeo_push; then
+      run_case skopeo-inspect case_skopeo_inspect
+      run_case skopeo-inspect-raw case_skopeo_inspect_raw
+      run_case skopeo-roundtrip case_skopeo_roundtrip
+      run_case skopeo-registry-copy case_skopeo_registry_copy
+      run_case skopeo-list-tags case_skopeo_list_tags
+      run_case skopeo-delete case_skopeo_delete
+      run_case referrers-push case_referrers_push &&
+        run_case referrers-list case_referrers_list &&
+        run_case referrers-filter case_referrers_filter
+      run_case referrers-unknown-subject case_referrers_unknown_subject
+    else
+      fail_case skopeo-dependents "skipped: the image could not be pushed"
     fi
-    stop_dockerd
-  fi
+    run_case skopeo-multiarch-push case_skopeo_multiarch_push &&
+      run_case skopeo-multiarch-index case_skopeo_multiarch_index
+    run_case umoci-image case_umoci_image
+    run_case api-catalog case_api_catalog
 
-  if [ "$AUTH_UP" = 1 ]; then
-    run_case auth-robot case_auth_robot
-    run_case auth-robot-revoked case_auth_robot_revoked
-    run_case auth-robot-expired case_auth_robot_expired
-    run_case auth-quota case_auth_quota
-    run_case auth-no-secrets-logged case_auth_no_secrets_logged
-  fi
-  stop_secure_wharf
+    if run_case podman-pull case_podman_pull; then
+      run_case podman-push case_podman_push &&
+        run_case podman-pushed-inspect case_podman_pushed_inspect
+      run_case podman-pull-arm64 case_podman_pull_arm64
+    fi
 
-  run_case wharf-restart case_wharf_restart
-else
-  fail_case e2e-remaining "no test images; see $LOGS/fixture-layout.log"
-fi
+    AUTH_UP=0
+    if run_case auth-start case_auth_start && run_case auth-admin case_auth_admin; then
+      AUTH_UP=1
+      run_case auth-skopeo-creds case_auth_skopeo_creds
+      run_case auth-podman-login case_auth_podman_login
+    fi
+
+    if [ "${WHARF_E2E_SKIP_DOCKER:-0}" = 1 ]; then
+      skip_note docker "WHARF_E2E_SKIP_DOCKER=1"
+    elif run_case docker-daemon case_docker_daemon; then
+      if run_case docker-pull case_docker_pull; then
+        run_case docker-push case_docker_push &&
+          run_case docker-pushed-verify case_docker_pushed_verify
+        run_case docker-push-upload case_docker_push_upload
+        [ "$AUTH_UP" = 1 ] && run_case auth-docker-login case_auth_docker_login
+        [ "$AUTH_UP" = 1 ] && run_case auth-docker-login-under-attack case_auth_docker_login_under_attack
+        [ -s "$TMP/docker-push.out" ] && run_case docker-pull-back case_docker_pull_back
+      fi
+      stop_dockerd
+    fi
+
+    if [ "$AUTH_UP" = 1 ]; then
+      run_case auth-robot case_auth_robot
+      run_case auth-robot-revoked case_auth_robot_revoked
+      run_case auth-robot-expired case_auth_robot_expired
+      run_case auth-quota case_auth_quota
+      run_case auth-no-secrets-logged case_auth_no_secrets_logged
+    fi
+    stop_secure_wharf
+
+    run_case wharf-restart case_wharf_restart
+  else
+    fail_case e2e-remaining "no test images; see $LOGS/fixture-layout.log"
+  fi
+  stop_pid "$WHARF_PID" 10
+  WHARF_PID=
+}
+
+echo "e2e run: temp dir $TMP"
+selected core && core_cases
+for gc_case in gc-race-single-node gc-crash-mid-pass gc-real-clients; do
+  selected $gc_case && run_case $gc_case "case_${gc_case//-/_}"
+  stop_pid "$GC_PID" 10
+  GC_PID=
+done
 
 DONE=1
 summary

@@ -63,6 +63,13 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(600);
 /// A deletion is not started with less than this left of its lease.
 const LEASE_MARGIN_SECS: u64 = 30;
+/// Tries of releasing a tombstone once its bytes are gone. Metadata busy
+/// with pushes refuses a call now and then ("all connections busy"), and a
+/// tombstone left standing refuses pushes of its digest (`503`) until its
+/// lease passes: worth a few short retries.
+const RELEASE_TRIES: u32 = 5;
+/// The pause before the first retry (doubled before each next one).
+const RELEASE_PAUSE: Duration = Duration::from_millis(100);
 /// Most reviews a dry run decides when no limit is given.
 pub const DRY_RUN_LIMIT: usize = 1000;
 
@@ -295,8 +302,21 @@ impl Collector {
             Err(e) => return Err(e.into()),
         }
         tracing::info!(%digest, bytes = size, "gc: content deleted");
-        if !self.meta.gc_release(digest, &self.id).await? {
-            tracing::warn!(%digest, "gc: the tombstone was no longer this collector's");
+        let mut pause = RELEASE_PAUSE;
+        for tries in 1.. {
+            match self.meta.gc_release(digest, &self.id).await {
+                Ok(true) => break,
+                Ok(false) => {
+                    tracing::warn!(%digest, "gc: the tombstone was no longer this collector's");
+                    break;
+                }
+                Err(e) if tries < RELEASE_TRIES => {
+                    tracing::debug!(%digest, error = %e, "gc: releasing a tombstone; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(Some(size))
     }

@@ -1,5 +1,7 @@
 //! `wharf-load`: the load generator of Wharf's overload benchmark
-//! (`scripts/bench/overload.sh`), run by hand, never by CI.
+//! (`scripts/bench/overload.sh`, run by hand, never by CI) and the pushers
+//! of the garbage-collection race test (`gc-race`: tests/e2e and
+//! tests/cluster run a minute of it, `scripts/bench/gc-race.sh` longer).
 //!
 //! It only ever targets loopback: every target address must be an IP literal
 //! in `127.0.0.0/8` or `::1`, and anything else is refused before a single
@@ -21,12 +23,17 @@
 //! - `slowloris`: N connections that each send a request head one byte at a
 //!   time, every few seconds, never finishing it; reports when and how the
 //!   server closed them.
+//! - `gc-race`: pushers that share layers, move and delete tags and delete
+//!   manifests while the garbage collector runs, then a check that every tag
+//!   they hold pulls byte-identical (issue 12's race test); `gc-verify`
+//!   repeats that check later from the state `gc-race` wrote (after a final
+//!   collection, or a crash and restart). Both exit 1 when a check fails.
 //!
 //! Output: one JSON document on stdout, a human summary on stderr.
 //!
-//! Layout: `target` parses and checks addresses and URL specs, `load` and
-//! `slowloris` are the two modes, `stats` turns the raw samples into the
-//! report.
+//! Layout: `target` parses and checks addresses and URL specs, `load`,
+//! `slowloris` and `race` are the modes, `stats` turns the raw samples of
+//! `load` into the report.
 //!
 //! Must never: target a non-loopback address, run without a time bound, or
 //! keep unbounded per-request state (samples are capped by `--max-requests`).
@@ -35,6 +42,7 @@
 #![forbid(unsafe_code)]
 
 mod load;
+mod race;
 mod slowloris;
 mod stats;
 mod target;
@@ -47,7 +55,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(
     name = "wharf-load",
-    about = "Loopback-only load generator for Wharf's overload benchmark"
+    about = "Loopback-only load generator for Wharf's overload benchmark and garbage-collection race test"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -62,6 +70,112 @@ enum Mode {
     /// Connections that trickle an unfinished request head, one byte at a
     /// time; reports when the server closed them.
     Slowloris(SlowArgs),
+    /// Pushers racing the garbage collector: shared layers, moved and
+    /// deleted tags, deleted manifests; then every held tag is pulled and
+    /// checked byte for byte.
+    GcRace(RaceArgs),
+    /// Pulls and checks every tag in a state file written by
+    /// `gc-race --state-out`.
+    GcVerify(VerifyArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RaceArgs {
+    /// Base URL: `http://ip:port` of a node or a load balancer (loopback).
+    #[arg(long)]
+    url: String,
+    /// Concurrent pushers, each on its own connection.
+    #[arg(long, default_value_t = 8)]
+    pushers: usize,
+    /// Seconds to race (then the final deletions and the check).
+    #[arg(long, default_value_t = 60.0)]
+    duration: f64,
+    /// At most this many pushes in total (the race stops when reached).
+    #[arg(long, default_value_t = 1_000_000)]
+    max_pushes: u64,
+    /// Seed of every random choice and byte [the clock].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Repositories are PREFIX/r0, PREFIX/r1, ...
+    #[arg(long, default_value = "gc-race")]
+    prefix: String,
+    #[arg(long, default_value_t = 4)]
+    repos: usize,
+    /// Tags each pusher cycles through (its own: pN-0, pN-1, ...).
+    #[arg(long, default_value_t = 8)]
+    tags_per_pusher: usize,
+    /// Layers in the pool images share.
+    #[arg(long, default_value_t = 16)]
+    shared_layers: usize,
+    /// Smallest and largest layer, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    min_layer_bytes: usize,
+    #[arg(long, default_value_t = 8192)]
+    max_layer_bytes: usize,
+    /// Chance that a turn deletes a held tag.
+    #[arg(long, default_value_t = 0.10)]
+    p_delete_tag: f64,
+    /// Chance that a turn deletes a held manifest by digest.
+    #[arg(long, default_value_t = 0.10)]
+    p_delete_manifest: f64,
+    /// Chance that a turn pulls a held image (by digest, bytes checked).
+    #[arg(long, default_value_t = 0.10)]
+    p_pull: f64,
+    /// Chance that a push sends a lately deleted or untagged image again.
+    #[arg(long, default_value_t = 0.15)]
+    p_repush: f64,
+    /// Chance that a missing blob is mounted from another repository the
+    /// pusher put it in, rather than uploaded.
+    #[arg(long, default_value_t = 0.3)]
+    p_mount: f64,
+    /// Connections each pusher uploads an image's blobs on at once (as
+    /// docker does, up to its max-concurrent-uploads).
+    #[arg(long, default_value_t = 3)]
+    upload_concurrency: usize,
+    /// Tries of one operation (refused with 503/429/MANIFEST_BLOB_UNKNOWN)
+    /// before it counts as given up, a failure.
+    #[arg(long, default_value_t = 40)]
+    max_tries: u32,
+    /// Longest wait for one whole answer, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    deadline_ms: u64,
+    /// Longest pause after a 503/429 (its Retry-After, capped), in ms.
+    #[arg(long, default_value_t = 1000)]
+    max_pause_ms: u64,
+    /// After the race, delete this fraction of the held images by digest
+    /// (leaves the collector work; the rest are checked).
+    #[arg(long, default_value_t = 0.0)]
+    final_delete_fraction: f64,
+    /// Pause before the final check, in ms (node-local tag caches expire).
+    #[arg(long, default_value_t = 3000)]
+    settle_ms: u64,
+    /// Write the held tags (JSON) here, for a later `gc-verify`.
+    #[arg(long)]
+    state_out: Option<std::path::PathBuf>,
+    /// A free-form name copied into the report.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct VerifyArgs {
+    /// Base URL: `http://ip:port` of a node or a load balancer (loopback).
+    #[arg(long)]
+    url: String,
+    /// A state file written by `gc-race --state-out`.
+    #[arg(long)]
+    state: std::path::PathBuf,
+    /// Concurrent checkers.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    #[arg(long, default_value_t = 30_000)]
+    deadline_ms: u64,
+    #[arg(long, default_value_t = 1000)]
+    max_pause_ms: u64,
+    #[arg(long, default_value_t = 40)]
+    max_tries: u32,
+    #[arg(long, default_value = "")]
+    label: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -146,8 +260,18 @@ fn main() -> ExitCode {
     let result = match cli.mode {
         Mode::Load(a) => plan_load(a).and_then(|p| runtime().block_on(load::run(p))),
         Mode::Slowloris(a) => plan_slow(a).and_then(|p| runtime().block_on(slowloris::run(p))),
+        Mode::GcRace(a) => plan_race(a)
+            .and_then(|p| runtime().block_on(race::run(p)))
+            .map(checked),
+        Mode::GcVerify(a) => plan_verify(a)
+            .and_then(|p| runtime().block_on(race::run_verify(p)))
+            .map(checked),
     };
     match result {
+        Ok(report) if report["ok"] == false => {
+            println!("{report}");
+            ExitCode::from(1)
+        }
         Ok(report) => {
             println!("{report}");
             ExitCode::SUCCESS
@@ -240,6 +364,126 @@ fn plan_slow(a: SlowArgs) -> Result<slowloris::Plan, String> {
         reconnect: a.reconnect,
         reconnect_pause: Duration::from_millis(a.reconnect_pause_ms),
         max_connects: a.max_connects,
+        label: a.label,
+    })
+}
+
+/// A checking mode's report, with `ok` saying whether its checks passed.
+fn checked((report, ok): (serde_json::Value, bool)) -> serde_json::Value {
+    debug_assert_eq!(report["ok"], ok);
+    report
+}
+
+/// A probability is within [0, 1] (NaN is not).
+fn probability(name: &str, p: f64) -> Result<f64, String> {
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("--{name} {p} is not within [0, 1]"))
+    }
+}
+
+fn base_url(url: &str) -> Result<(std::net::SocketAddr, String), String> {
+    let (addr, authority, path) = target::parse_addr(url)?;
+    if path.is_some_and(|p| p != "/v2/" && p != "/v2") {
+        return Err(format!("--url {url}: give the base URL (http://ip:port)"));
+    }
+    Ok((addr, authority))
+}
+
+fn plan_race(a: RaceArgs) -> Result<race::Plan, String> {
+    let (addr, authority) = base_url(&a.url)?;
+    // Longer than `load`'s hour: the race is also run by hand for hours.
+    if !(a.duration > 0.0 && a.duration <= 6.0 * 3600.0) {
+        return Err(format!(
+            "--duration {} is not within (0, 21600]",
+            a.duration
+        ));
+    }
+    if a.pushers == 0 || a.pushers > 1000 {
+        return Err("--pushers must be within 1..=1000".into());
+    }
+    if a.upload_concurrency == 0 || a.upload_concurrency > 16 {
+        return Err("--upload-concurrency must be within 1..=16".into());
+    }
+    if a.repos == 0 || a.tags_per_pusher == 0 || a.max_tries == 0 || a.max_pushes == 0 {
+        return Err(
+            "--repos, --tags-per-pusher, --max-tries and --max-pushes must be positive".into(),
+        );
+    }
+    if a.min_layer_bytes == 0
+        || a.min_layer_bytes > a.max_layer_bytes
+        || a.max_layer_bytes > 64 << 20
+    {
+        return Err("need 0 < --min-layer-bytes <= --max-layer-bytes <= 64 MiB".into());
+    }
+    if a.prefix.is_empty()
+        || !a
+            .prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_./".contains(&b))
+    {
+        return Err(format!(
+            "--prefix {:?}: lowercase letters, digits, - _ . / only",
+            a.prefix
+        ));
+    }
+    let p_delete_tag = probability("p-delete-tag", a.p_delete_tag)?;
+    let p_delete_manifest = probability("p-delete-manifest", a.p_delete_manifest)?;
+    let p_pull = probability("p-pull", a.p_pull)?;
+    if p_delete_tag + p_delete_manifest + p_pull >= 1.0 {
+        return Err(
+            "--p-delete-tag + --p-delete-manifest + --p-pull must leave room for pushes".into(),
+        );
+    }
+    Ok(race::Plan {
+        addr,
+        authority,
+        pushers: a.pushers,
+        duration: Duration::from_secs_f64(a.duration),
+        max_pushes: a.max_pushes,
+        seed: a.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        }),
+        prefix: a.prefix,
+        repos: a.repos,
+        tags_per_pusher: a.tags_per_pusher,
+        shape: race::image::Shape {
+            shared: a.shared_layers,
+            min_layer: a.min_layer_bytes,
+            max_layer: a.max_layer_bytes,
+        },
+        p_delete_tag,
+        p_delete_manifest,
+        p_pull,
+        p_repush: probability("p-repush", a.p_repush)?,
+        p_mount: probability("p-mount", a.p_mount)?,
+        upload_lanes: a.upload_concurrency,
+        max_tries: a.max_tries,
+        deadline: Duration::from_millis(a.deadline_ms.max(1)),
+        max_pause: Duration::from_millis(a.max_pause_ms),
+        final_delete: probability("final-delete-fraction", a.final_delete_fraction)?,
+        settle: Duration::from_millis(a.settle_ms),
+        state_out: a.state_out,
+        label: a.label,
+    })
+}
+
+fn plan_verify(a: VerifyArgs) -> Result<race::VerifyPlan, String> {
+    let (addr, authority) = base_url(&a.url)?;
+    if a.clients == 0 || a.clients > 1000 || a.max_tries == 0 {
+        return Err("--clients must be within 1..=1000 and --max-tries positive".into());
+    }
+    Ok(race::VerifyPlan {
+        addr,
+        authority,
+        state: a.state,
+        clients: a.clients,
+        deadline: Duration::from_millis(a.deadline_ms.max(1)),
+        max_pause: Duration::from_millis(a.max_pause_ms),
+        max_tries: a.max_tries,
         label: a.label,
     })
 }

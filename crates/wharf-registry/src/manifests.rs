@@ -198,10 +198,10 @@ impl Registry {
         // them, as a blob upload is (`wharf_meta::gc`).
         let holder = format!("manifest:{}", uuid::Uuid::new_v4().simple());
         self.hold_content(&digest, &holder).await?;
-        self.blobs()
-            .put(&digest, bytes.clone())
-            .await
-            .map_err(storage_err)?;
+        if let Err(e) = self.blobs().put(&digest, bytes.clone()).await {
+            self.end_hold(&digest, &holder);
+            return Err(storage_err(e));
+        }
         let record = ManifestRecord {
             digest: digest.clone(),
             media_type: manifest.media_type.clone(),
@@ -227,6 +227,10 @@ impl Registry {
             Reference::Digest(_) => None,
         };
         if let Err(e) = self.meta().put_manifest(repo, &record, tag).await {
+            // Refused: nothing will record these bytes on this attempt, so
+            // its hold must not postpone their review for an hour (a retry
+            // takes a hold of its own; unrecorded bytes are orphans).
+            self.end_hold(&digest, &holder);
             if let wharf_meta::MetaError::Missing(_) = &e {
                 // What this node cached of the repository's links is stale
                 // (collected, or removed through another node): the

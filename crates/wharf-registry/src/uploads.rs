@@ -252,6 +252,7 @@ impl Registry {
         let size = match self.blobs().upload_commit(id, digest).await {
             Ok(size) => size,
             Err(e) => {
+                self.end_hold(digest, id.as_str());
                 if matches!(e, StorageError::DigestMismatch { .. }) {
                     // The session is over in storage all the same.
                     self.meta().delete_upload(id).await.map_err(meta_err)?;
@@ -266,9 +267,11 @@ impl Registry {
             self.meta().delete_upload(id),
             self.meta().link_blob(repo, digest, size)
         );
+        // Linked or refused (a tombstone, the database), the hold has done
+        // its work: refused bytes are unrecorded, an orphan's to collect.
+        self.end_hold(digest, id.as_str());
         forgot.map_err(meta_err)?;
         linked.map_err(meta_err)?;
-        self.end_hold(digest, id.as_str());
         self.inner.links.put((repo.clone(), digest.clone()), size);
         Ok(size)
     }

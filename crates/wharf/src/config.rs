@@ -150,6 +150,14 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_RETENTION_INTERVAL_SECS")]
     pub retention_interval_secs: Option<u64>,
 
+    /// Seconds a collector's tombstone is its own: a collector that dies
+    /// mid-deletion leaves its tombstones, and the content they cover is
+    /// claimed again (and pushes of it refused with 503) until then. More
+    /// than 30: a deletion starts only with 30 s of lease left
+    /// [default: 600].
+    #[arg(long, env = "WHARF_GC_LEASE_SECS")]
+    pub gc_lease_secs: Option<u64>,
+
     /// Upload sessions one tenant (namespace) may have open at once; one
     /// more is refused `429` until some finish or expire [default: 512].
     #[arg(long, env = "WHARF_MAX_UPLOADS_PER_TENANT")]
@@ -630,7 +638,8 @@ impl Config {
             s3_secret_access_key, s3_prefix, s3_presign_redirects, storage_max_connections,
             manifest_cache_mib, upload_expiry_hours, max_uploads_per_tenant, max_uploads_per_user,
             gc_enabled, gc_review_delay_secs, gc_interval_secs, gc_orphan_age_secs,
-            gc_orphan_scan_interval_secs, retention_interval_secs, max_connections, max_waiting_connections,
+            gc_orphan_scan_interval_secs, gc_lease_secs, retention_interval_secs, max_connections,
+            max_waiting_connections,
             pull_limit,
             push_limit, admin_limit, tenant_share, max_wait_ms, adaptive,
             header_timeout_secs, idle_timeout_secs, min_upload_rate, storage_pool,
@@ -667,6 +676,10 @@ impl Config {
                 "--gc-interval-secs and --gc-orphan-scan-interval-secs must be at least 1".into(),
             );
         }
+        // wharf_gc starts a deletion only with 30 s of its lease left.
+        if a.gc_lease_secs.is_some_and(|l| l <= 30) {
+            return Err("--gc-lease-secs must be more than 30".into());
+        }
         let defaults = wharf_gc::GcConfig::default();
         let secs_or = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
         let gc = wharf_gc::GcConfig {
@@ -678,6 +691,7 @@ impl Config {
                 a.gc_orphan_scan_interval_secs,
                 defaults.orphan_scan_interval,
             ),
+            lease: secs_or(a.gc_lease_secs, defaults.lease),
             ..defaults
         };
         let nodes = a.cluster_nodes.unwrap_or(1);

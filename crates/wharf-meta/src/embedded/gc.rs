@@ -516,7 +516,9 @@ fn review_content(
     }
     drop((blobs, manifests, refs));
     if let Some(until) = live_hold(txn, digest, now)? {
-        touch(txn, kind, digest, "", until, false, false)?;
+        // Touched now: holds end moments after their record commits, so
+        // the review comes back after the delay, not at the hold's end.
+        touch(txn, kind, digest, "", now, false, false)?;
         return kept(format!("held until {until}"));
     }
     let lease_until = now.saturating_add(policy.lease_secs);

@@ -314,8 +314,10 @@ async fn review_content(
         return kept(format!("referenced by {by}"));
     }
     if let Some(until) = hold {
-        // Queued again, due once the hold has ended.
-        c.execute(TOUCH, &[&kind.code(), &digest, &"", &until])
+        // Queued again, touched now: a hold normally ends within moments
+        // of the record it protects committing, so the review comes back
+        // after the delay, not at the hold's far-off end.
+        c.execute(TOUCH, &[&kind.code(), &digest, &"", &now])
             .await?;
         return kept(format!("held until {until}"));
     }
