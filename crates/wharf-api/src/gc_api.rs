@@ -75,11 +75,19 @@ struct RunQuery {
     #[serde(default)]
     dry_run: bool,
     limit: Option<usize>,
+    /// `verdicts=false` leaves the list of decisions out of the answer
+    /// (and out of memory during the pass); the counts are always there.
+    #[serde(default = "yes")]
+    verdicts: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 async fn run(State(c): State<Arc<Collector>>, Query(q): Query<RunQuery>) -> Response {
     // Its own task: the pass finishes even if the client stops waiting.
-    let pass = tokio::spawn(async move { c.run_pass(q.dry_run, q.limit).await });
+    let pass = tokio::spawn(async move { c.run_pass_with(q.dry_run, q.limit, q.verdicts).await });
     match pass.await {
         Ok(Ok(report)) => answer(StatusCode::OK, json!(report)),
         Ok(Err(e)) => failed(e),

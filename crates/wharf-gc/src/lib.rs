@@ -53,6 +53,9 @@ pub struct GcConfig {
     pub lease: Duration,
     /// Reviews decided per metadata call.
     pub batch: usize,
+    /// Most reviews a pass decides per second: after each batch the pass
+    /// sleeps until it is back within the rate. `None`: no pause.
+    pub max_reviews_per_sec: Option<u32>,
 }
 
 /// Default review delay: a day, as GitLab's registry.
@@ -83,6 +86,7 @@ impl Default for GcConfig {
             orphan_scan_interval: Duration::from_secs(24 * 3600),
             lease: DEFAULT_LEASE,
             batch: 64,
+            max_reviews_per_sec: None,
         }
     }
 }
@@ -111,7 +115,8 @@ pub struct PassReport {
     /// Deletions that failed (their tombstones stay, and the content is
     /// claimed again once their lease has passed).
     pub failures: u64,
-    /// Every decision, in order.
+    /// Every decision, in order (empty when the pass was asked to keep
+    /// none: a pass over a large queue would hold them all in memory).
     pub verdicts: Vec<Verdict>,
     /// Seconds the pass took.
     pub seconds: f64,
@@ -183,6 +188,19 @@ impl Collector {
         dry_run: bool,
         limit: Option<usize>,
     ) -> Result<PassReport, GcError> {
+        self.run_pass_with(dry_run, limit, true).await
+    }
+
+    /// [`Collector::run_pass`], keeping the list of verdicts in the report
+    /// only when `keep_verdicts` (the counts are there either way). The
+    /// background loop keeps none: nobody reads them, and on a queue of a
+    /// hundred thousand reviews they are tens of megabytes.
+    pub async fn run_pass_with(
+        &self,
+        dry_run: bool,
+        limit: Option<usize>,
+        keep_verdicts: bool,
+    ) -> Result<PassReport, GcError> {
         let _one = self.pass.lock().await;
         let started = std::time::Instant::now();
         let mut report = PassReport {
@@ -193,8 +211,11 @@ impl Collector {
             self.dry_pass(limit.unwrap_or(DRY_RUN_LIMIT), &mut report)
                 .await
         } else {
-            self.real_pass(limit, &mut report).await
+            self.real_pass(limit, keep_verdicts, &mut report).await
         };
+        if !keep_verdicts {
+            report.verdicts = Vec::new();
+        }
         report.seconds = started.elapsed().as_secs_f64();
         match result {
             Ok(()) => {
@@ -232,9 +253,11 @@ impl Collector {
     async fn real_pass(
         &self,
         limit: Option<usize>,
+        keep_verdicts: bool,
         report: &mut PassReport,
     ) -> Result<(), GcError> {
         let mut left = limit.unwrap_or(usize::MAX);
+        let started = tokio::time::Instant::now();
         while left > 0 {
             let batch = self.config.batch.min(left);
             let verdicts = self.meta.gc_review(&self.policy(batch, false)).await?;
@@ -245,7 +268,15 @@ impl Collector {
             for v in &verdicts {
                 self.apply(v, report).await;
             }
-            report.verdicts.extend(verdicts);
+            if keep_verdicts {
+                report.verdicts.extend(verdicts);
+            }
+            if let Some(rate) = self.config.max_reviews_per_sec.filter(|r| *r > 0) {
+                // Paced on the pass's average, so a slow batch is not
+                // followed by a pause as well.
+                let due = started + Duration::from_secs_f64(report.reviewed as f64 / rate as f64);
+                tokio::time::sleep_until(due).await;
+            }
         }
         Ok(())
     }
@@ -377,7 +408,7 @@ impl Collector {
             let mut next_scan = tokio::time::Instant::now() + self.config.orphan_scan_interval;
             loop {
                 tokio::time::sleep(self.config.interval).await;
-                match self.run_pass(false, None).await {
+                match self.run_pass_with(false, None, false).await {
                     Ok(r) if r.reviewed > 0 => tracing::info!(
                         reviewed = r.reviewed,
                         unlinked = r.unlinked,

@@ -139,6 +139,82 @@ async fn stored_bytes(blobs: &dyn BlobStore) -> u64 {
     sum
 }
 
+/// A pass asked to keep no verdicts (the background loop, or
+/// `POST /admin/v1/gc/run?verdicts=false`) counts and deletes the same.
+#[tokio::test]
+async fn a_pass_without_verdicts_counts_the_same() {
+    let (meta, blobs, _dir) = embedded().await;
+    let reg = registry(meta.clone(), blobs.clone());
+    let r = repo("acme/app");
+    let (layer, cfg) = (blob("layer", 4000), blob("config", 100));
+    for b in [&layer, &cfg] {
+        push_blob(&reg, &r, b).await.unwrap();
+    }
+    let m = manifest(&cfg, std::slice::from_ref(&layer));
+    let md = Digest::sha256_of(&m);
+    reg.put_manifest(
+        &r,
+        &Reference::Digest(md.clone()),
+        Some(MANIFEST),
+        m.clone(),
+    )
+    .await
+    .unwrap();
+    reg.delete_manifest(&r, &Reference::Digest(md))
+        .await
+        .unwrap();
+    let c = Collector::new(meta.clone(), blobs.clone(), config(0));
+    let dry = c.run_pass(true, None).await.unwrap();
+    assert!(!dry.verdicts.is_empty());
+    let mut pass = c.run_pass_with(false, None, false).await.unwrap();
+    let mut deleted = pass.deleted;
+    let mut bytes = pass.bytes_reclaimed;
+    assert!(pass.reviewed > 0);
+    assert!(pass.verdicts.is_empty(), "{:?}", pass.verdicts);
+    for _ in 0..5 {
+        pass = c.run_pass_with(false, None, false).await.unwrap();
+        assert!(pass.verdicts.is_empty());
+        deleted += pass.deleted;
+        bytes += pass.bytes_reclaimed;
+    }
+    assert_eq!(deleted, 3);
+    assert_eq!(bytes, (layer.len() + cfg.len() + m.len()) as u64);
+    assert!(blobs.list().await.unwrap().is_empty());
+}
+
+/// `max_reviews_per_sec` paces a pass: 40 reviews at 100 a second, in
+/// batches of 8, take at least the 0.32 s the batches after the first
+/// must wait, and the pass still decides them all.
+#[tokio::test]
+async fn a_pass_keeps_to_its_review_rate() {
+    let (meta, blobs, _dir) = embedded().await;
+    let reg = registry(meta.clone(), blobs.clone());
+    let r = repo("acme/app");
+    for i in 0..40 {
+        push_blob(&reg, &r, &blob(&format!("unused-{i}"), 100))
+            .await
+            .unwrap();
+    }
+    let paced = GcConfig {
+        batch: 8,
+        max_reviews_per_sec: Some(100),
+        ..config(0)
+    };
+    let c = Collector::new(meta.clone(), blobs.clone(), paced);
+    let t0 = Instant::now();
+    let pass = c.run_pass_with(false, None, false).await.unwrap();
+    let took = t0.elapsed();
+    assert!(pass.reviewed >= 40, "{pass:?}");
+    assert!(
+        took >= Duration::from_millis(320),
+        "{} reviews in {took:?}",
+        pass.reviewed
+    );
+    let unpaced = Collector::new(meta.clone(), blobs.clone(), config(0));
+    let rest = collect_all(&unpaced).await;
+    assert_eq!(pass.deleted + rest.deleted, 40);
+}
+
 #[tokio::test]
 async fn collects_exactly_the_bytes_only_deleted_images_held() {
     let (meta, blobs, _dir) = embedded().await;

@@ -158,6 +158,13 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_GC_LEASE_SECS")]
     pub gc_lease_secs: Option<u64>,
 
+    /// Most reviews a garbage-collection pass decides per second, pausing
+    /// between batches to keep to it, so a long pass leaves the CPU and the
+    /// metadata store to pulls and pushes; 0 or absent: as fast as metadata
+    /// answers [default: unlimited].
+    #[arg(long, env = "WHARF_GC_MAX_REVIEWS_PER_SEC")]
+    pub gc_max_reviews_per_sec: Option<u32>,
+
     /// Upload sessions one tenant (namespace) may have open at once; one
     /// more is refused `429` until some finish or expire [default: 512].
     #[arg(long, env = "WHARF_MAX_UPLOADS_PER_TENANT")]
@@ -638,7 +645,8 @@ impl Config {
             s3_secret_access_key, s3_prefix, s3_presign_redirects, storage_max_connections,
             manifest_cache_mib, upload_expiry_hours, max_uploads_per_tenant, max_uploads_per_user,
             gc_enabled, gc_review_delay_secs, gc_interval_secs, gc_orphan_age_secs,
-            gc_orphan_scan_interval_secs, gc_lease_secs, retention_interval_secs, max_connections,
+            gc_orphan_scan_interval_secs, gc_lease_secs, gc_max_reviews_per_sec,
+            retention_interval_secs, max_connections,
             max_waiting_connections,
             pull_limit,
             push_limit, admin_limit, tenant_share, max_wait_ms, adaptive,
@@ -692,6 +700,7 @@ impl Config {
                 defaults.orphan_scan_interval,
             ),
             lease: secs_or(a.gc_lease_secs, defaults.lease),
+            max_reviews_per_sec: a.gc_max_reviews_per_sec.filter(|r| *r > 0),
             ..defaults
         };
         let nodes = a.cluster_nodes.unwrap_or(1);
