@@ -57,8 +57,22 @@ impl Registry {
         let (this, digest, holder) = (self.clone(), digest.clone(), holder.to_string());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(e) = this.meta().gc_unhold(&digest, &holder).await {
-                    tracing::debug!(error = %e, %digest, "ending a hold; it expires by itself");
+                // A busy metadata store refuses a call now and then (its
+                // bounded pool); a hold left standing postpones its
+                // digest's collection until it expires, so try again.
+                let mut pause = HOLD_PAUSE;
+                for tries in 1..=HOLD_TRIES {
+                    match this.meta().gc_unhold(&digest, &holder).await {
+                        Ok(()) => return,
+                        Err(e) if tries == HOLD_TRIES => tracing::warn!(
+                            error = %e, %digest,
+                            "ending a hold failed; it expires by itself within an hour"
+                        ),
+                        Err(_) => {
+                            tokio::time::sleep(pause).await;
+                            pause *= 2;
+                        }
+                    }
                 }
             });
         }
