@@ -66,7 +66,7 @@ if [ "${WHARF_SKIP_E2E:-0}" = 1 ]; then
 fi
 
 step "release build"
-cargo build --release --locked -p wharf
+cargo build --release --locked -p wharf -p wharf-load
 
 step "end-to-end tests with real clients"
 WHARF_BIN="$PWD/target/release/wharf" bash tests/e2e/run.sh
