@@ -364,3 +364,20 @@ impl Outcome {
         assert!(self.message.contains("quota"), "{what}: {self:?}");
     }
 }
+
+/// Basic authentication against `directory`'s users, with failed-login
+/// limits no test reaches, for a server whose tests log in as tenant users.
+pub fn directory_basic_auth(directory: wharf_tenants::Directory) -> wharf_api::auth::Auth {
+    let users = wharf_api::auth::Users::directory_only(directory).with_limiter(
+        wharf_auth::LoginLimiter::new(wharf_auth::LimiterConfig {
+            client_failures: 1000,
+            pair_failures: 1000,
+            ..wharf_auth::LimiterConfig::default()
+        }),
+    );
+    wharf_api::auth::Auth::Htpasswd {
+        users: Arc::new(users),
+        challenge: wharf_auth::BasicChallenge::new("wharf").unwrap(),
+        anonymous_pull: Arc::from(Vec::new()),
+    }
+}

@@ -22,8 +22,6 @@ use std::time::Duration;
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
-use wharf_api::auth::{Auth, Users};
-use wharf_auth::{BasicChallenge, LimiterConfig, LoginLimiter};
 use wharf_core::ImmutableTagRule;
 use wharf_meta::MetaStore;
 use wharf_tenants::{Directory, NewTenant, Role, RoleSpec};
@@ -93,18 +91,7 @@ impl Setup {
         let d = directory.clone();
         let s = Server::start_over(stores, registry, |state| {
             if basic {
-                let users = Users::directory_only(d.clone()).with_limiter(LoginLimiter::new(
-                    LimiterConfig {
-                        client_failures: 1000,
-                        pair_failures: 1000,
-                        ..LimiterConfig::default()
-                    },
-                ));
-                state.auth = Auth::Htpasswd {
-                    users: Arc::new(users),
-                    challenge: BasicChallenge::new("wharf").unwrap(),
-                    anonymous_pull: Arc::from(Vec::new()),
-                };
+                state.auth = directory_basic_auth(d.clone());
             }
             state.directory = Some(d);
         })

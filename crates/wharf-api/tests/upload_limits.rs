@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use common::*;
 use reqwest::Method;
-use wharf_api::auth::{Auth, Users};
-use wharf_auth::{BasicChallenge, LimiterConfig, LoginLimiter};
 use wharf_meta::MetaStore;
 use wharf_registry::{Registry, RegistryConfig};
 use wharf_tenants::{Directory, NewTenant, Role, RoleSpec, TenantQuota};
@@ -69,18 +67,7 @@ impl Setup {
         let d = directory.clone();
         let server = Server::start_over(stores, registry, move |s| {
             if basic {
-                let users = Users::directory_only(d.clone()).with_limiter(LoginLimiter::new(
-                    LimiterConfig {
-                        client_failures: 1000,
-                        pair_failures: 1000,
-                        ..LimiterConfig::default()
-                    },
-                ));
-                s.auth = Auth::Htpasswd {
-                    users: Arc::new(users),
-                    challenge: BasicChallenge::new("wharf").unwrap(),
-                    anonymous_pull: Arc::from(Vec::new()),
-                };
+                s.auth = directory_basic_auth(d.clone());
             }
             s.directory = Some(d);
         })
