@@ -54,10 +54,10 @@ pub(crate) const TOKEN_ENV: &str = "WHARF_ADMIN_TOKEN";
 /// The environment variable `user set` takes a password from.
 const PASSWORD_ENV: &str = "WHARF_PASSWORD";
 
-/// `wharf admin`: manage tenants, users and robot accounts through the
-/// admin API of a running server.
+/// How a command reaches the admin API: the connection flags `wharf admin`
+/// and `wharf gc` share.
 #[derive(Args, Debug)]
-pub struct AdminArgs {
+pub(crate) struct Connection {
     /// Base URL of the server's admin port.
     #[arg(
         long,
@@ -81,6 +81,27 @@ pub struct AdminArgs {
         help_heading = "Connection"
     )]
     token_file: Option<PathBuf>,
+}
+
+impl Connection {
+    /// The admin port's base URL and the token to send, both checked
+    /// before anything is sent.
+    pub(crate) fn resolve(&self) -> Result<(Url, Option<String>), String> {
+        let base = base_url(&self.url)?;
+        let token = admin_token(
+            self.token_file.as_deref(),
+            std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+        )?;
+        Ok((base, token))
+    }
+}
+
+/// `wharf admin`: manage tenants, users and robot accounts through the
+/// admin API of a running server.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    connection: Connection,
 
     #[command(subcommand)]
     command: AdminCommand,
@@ -393,11 +414,7 @@ fn execute(args: AdminArgs) -> Result<(), String> {
         AdminCommand::Api(command) => command,
     };
     // The URL and token are checked before anyone is asked for a password.
-    let base = base_url(&args.url)?;
-    let token = admin_token(
-        args.token_file.as_deref(),
-        std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
-    )?;
+    let (base, token) = args.connection.resolve()?;
     let password = match &command {
         ApiCommand::User(UserCommand::Set { password_stdin, .. }) => {
             let env = std::env::var(PASSWORD_ENV).ok();
@@ -1357,7 +1374,7 @@ mod tests {
     #[test]
     fn global_options_go_before_or_after_the_command() {
         let a = parse(&["--url", "http://10.0.0.1:5001", "tenant", "list"]);
-        assert_eq!(a.url, "http://10.0.0.1:5001");
+        assert_eq!(a.connection.url, "http://10.0.0.1:5001");
         let a = parse(&[
             "tenant",
             "list",
@@ -1366,8 +1383,11 @@ mod tests {
             "--url",
             "http://h:1",
         ]);
-        assert_eq!(a.url, "http://h:1");
-        assert_eq!(a.token_file.as_deref(), Some(Path::new("/run/t")));
+        assert_eq!(a.connection.url, "http://h:1");
+        assert_eq!(
+            a.connection.token_file.as_deref(),
+            Some(Path::new("/run/t"))
+        );
     }
 
     #[test]

@@ -9,7 +9,6 @@
 //! request then says `dry_run=true`, and the server changes nothing), or
 //! print a secret.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -17,33 +16,14 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::admin_cli::{
-    admin_token, base_url, fetch, render, tenant_segment, Call, Print, API_PREFIX, DEFAULT_URL,
-    TOKEN_ENV,
+    base_url, fetch, render, tenant_segment, Call, Connection, Print, API_PREFIX, TOKEN_ENV,
 };
 
 /// `wharf gc`: garbage collection and retention on a running server.
 #[derive(Args, Debug)]
 pub struct GcArgs {
-    /// Base URL of the server's admin port.
-    #[arg(
-        long,
-        env = "WHARF_ADMIN_URL",
-        default_value = DEFAULT_URL,
-        global = true,
-        value_name = "URL",
-        help_heading = "Connection"
-    )]
-    url: String,
-
-    /// File whose first line is the admin token (as for `wharf admin`).
-    #[arg(
-        long,
-        env = "WHARF_ADMIN_TOKEN_FILE",
-        global = true,
-        value_name = "FILE",
-        help_heading = "Connection"
-    )]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    connection: Connection,
 
     #[command(subcommand)]
     command: GcCommand,
@@ -92,11 +72,7 @@ pub enum GcCommand {
 /// Runs `wharf gc …`: 0 on success, 1 with a message on stderr.
 pub fn run_gc(args: GcArgs) -> ExitCode {
     let outcome = (|| -> Result<String, String> {
-        let base = base_url(&args.url)?;
-        let token = admin_token(
-            args.token_file.as_deref(),
-            std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
-        )?;
+        let (base, token) = args.connection.resolve()?;
         let (text, print) = match &args.command {
             GcCommand::Run {
                 dry_run: false,
