@@ -42,7 +42,7 @@
 //! short reads run inline; they may see a batch's writes up to one fsync
 //! before those are durable (and before their callers are answered).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Bound;
 use std::path::Path;
@@ -61,10 +61,10 @@ mod gc;
 mod usage;
 
 use crate::gc::{GcStatus, Known, ReviewKind, ReviewPolicy, Verdict};
-use crate::retention::{children, pull_due};
+use crate::retention::{pull_due, snapshots, RepoRead};
 use crate::{
     check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestRecord,
-    ManifestTimes, MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope,
+    MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope,
     RepositorySnapshot, TagTimes, UploadRecord, UploadUsage,
 };
 
@@ -1401,19 +1401,20 @@ impl MetaStore for EmbeddedStore {
             let tags = txn.open_table(TAGS).map_err(engine)?;
             let tag_times = txn.open_table(TAG_TIMES).map_err(engine)?;
             // Per repository: its tags, and its manifests with their times.
-            type Repo = (Vec<TagTimes>, Vec<(ManifestRecord, (u64, u64))>);
-            let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
+            let mut repos: BTreeMap<String, RepoRead> = BTreeMap::new();
             for_each_in_namespace(&manifests, namespace, |repo, digest, v| {
                 let record = decode_manifest(v.value())?;
                 let times = manifest_times
                     .get(key2(repo, digest).as_str())
                     .map_err(engine)?
                     .map_or((0, 0), |t| t.value());
+                // 0: never pulled.
+                let (pushed, pulled) = (times.0, (times.1 != 0).then_some(times.1));
                 repos
                     .entry(repo.to_string())
                     .or_default()
                     .1
-                    .push((record, times));
+                    .push((record, pushed, pulled));
                 Ok(())
             })?;
             for_each_in_namespace(&tags, namespace, |repo, tag, v| {
@@ -1429,31 +1430,7 @@ impl MetaStore for EmbeddedStore {
                 repos.entry(repo.to_string()).or_default().0.push(entry);
                 Ok(())
             })?;
-            let mut out = Vec::new();
-            for (name, (tags, manifests)) in repos {
-                // A tag always points at a manifest, so a repository with
-                // tags has manifests too; one without either plans nothing.
-                if manifests.is_empty() {
-                    continue;
-                }
-                let digests: BTreeSet<&Digest> = manifests.iter().map(|(m, _)| &m.digest).collect();
-                let manifests = manifests
-                    .iter()
-                    .map(|(m, (pushed, pulled))| ManifestTimes {
-                        digest: m.digest.clone(),
-                        pushed_unix: *pushed,
-                        last_pulled_unix: (*pulled != 0).then_some(*pulled),
-                        subject: m.subject.clone(),
-                        children: children(m, &digests),
-                    })
-                    .collect();
-                out.push(RepositorySnapshot {
-                    name: name.parse().map_err(|e| corrupt("repository name", e))?,
-                    tags,
-                    manifests,
-                });
-            }
-            Ok(out)
+            snapshots(repos)
         })
     }
 

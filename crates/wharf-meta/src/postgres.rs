@@ -74,7 +74,7 @@
 //! asked to cancel it, so no lock or backend is left busy on behalf of a
 //! call nobody waits for any more.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
@@ -91,10 +91,10 @@ use wharf_core::{Digest, RepoName, Tag, UploadId};
 mod gc;
 
 use crate::gc::{GcStatus, Known, ReviewPolicy, Verdict};
-use crate::retention::{children, PULL_RECORD_SECS};
+use crate::retention::{snapshots, RepoRead, PULL_RECORD_SECS};
 use crate::{
     check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestRecord,
-    ManifestTimes, MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope,
+    MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope,
     RepositorySnapshot, TagTimes, UploadRecord, UploadUsage,
 };
 
@@ -1838,8 +1838,7 @@ impl MetaStore for PostgresStore {
             let tag_rows = c.query(RETENTION_TAGS, &range).await?;
             c.batch("COMMIT").await?;
             c.release();
-            type Repo = (Vec<TagTimes>, Vec<(ManifestRecord, u64, Option<u64>)>);
-            let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
+            let mut repos: BTreeMap<String, RepoRead> = BTreeMap::new();
             for row in &manifest_rows {
                 let repo: String = get(row, 0)?;
                 let record = decode_manifest(get(row, 1)?)?;
@@ -1863,30 +1862,7 @@ impl MetaStore for PostgresStore {
                 };
                 repos.entry(repo).or_default().0.push(entry);
             }
-            let mut out = Vec::new();
-            for (name, (tags, manifests)) in repos {
-                if manifests.is_empty() {
-                    continue;
-                }
-                let digests: BTreeSet<&Digest> =
-                    manifests.iter().map(|(m, _, _)| &m.digest).collect();
-                let manifests = manifests
-                    .iter()
-                    .map(|(m, pushed, pulled)| ManifestTimes {
-                        digest: m.digest.clone(),
-                        pushed_unix: *pushed,
-                        last_pulled_unix: *pulled,
-                        subject: m.subject.clone(),
-                        children: children(m, &digests),
-                    })
-                    .collect();
-                out.push(RepositorySnapshot {
-                    name: name.parse().map_err(|e| corrupt("repository name", e))?,
-                    tags,
-                    manifests,
-                });
-            }
-            Ok(out)
+            Ok(snapshots(repos)?)
         })
         .await
     }

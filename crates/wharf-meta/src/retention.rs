@@ -40,11 +40,48 @@
 //! [`MetaStore::put_manifest`]: crate::MetaStore::put_manifest
 //! [`MetaStore::record_pull`]: crate::MetaStore::record_pull
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use wharf_core::Digest;
 
-use crate::ManifestRecord;
+use crate::{ManifestRecord, ManifestTimes, MetaError, RepositorySnapshot, TagTimes};
+
+/// What a backend read of one repository for the planner: its tags, and
+/// its manifests with their push time and last pull (`None`: never).
+pub(crate) type RepoRead = (Vec<TagTimes>, Vec<(ManifestRecord, u64, Option<u64>)>);
+
+/// The planner's snapshots of the repositories `repos` (by name) holds,
+/// in name order. A tag always points at a manifest, so a repository
+/// without manifests has nothing to plan and is left out.
+pub(crate) fn snapshots(
+    repos: BTreeMap<String, RepoRead>,
+) -> Result<Vec<RepositorySnapshot>, MetaError> {
+    let mut out = Vec::new();
+    for (name, (tags, manifests)) in repos {
+        if manifests.is_empty() {
+            continue;
+        }
+        let digests: BTreeSet<&Digest> = manifests.iter().map(|(m, _, _)| &m.digest).collect();
+        let manifests = manifests
+            .iter()
+            .map(|(m, pushed, pulled)| ManifestTimes {
+                digest: m.digest.clone(),
+                pushed_unix: *pushed,
+                last_pulled_unix: *pulled,
+                subject: m.subject.clone(),
+                children: children(m, &digests),
+            })
+            .collect();
+        out.push(RepositorySnapshot {
+            name: name.parse().map_err(|e| {
+                MetaError::Internal(format!("stored repository name is corrupt: {e}"))
+            })?,
+            tags,
+            manifests,
+        });
+    }
+    Ok(out)
+}
 
 /// The shortest interval between two recorded pulls of one manifest, in
 /// seconds.
