@@ -13,6 +13,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# One build per run: incremental caches would only double the disk the
+# suite needs (a CI machine has run out of space building it).
+export CARGO_INCREMENTAL=0
+
 step "installing test dependencies"
 bash scripts/install-deps.sh
 
