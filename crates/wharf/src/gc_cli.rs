@@ -15,9 +15,10 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::admin_cli::{
-    base_url, fetch, render, tenant_segment, Call, Connection, Print, API_PREFIX, TOKEN_ENV,
+use crate::admin_cli::connection::{
+    base_url, fetch, render, Call, Connection, Print, API_PREFIX, TOKEN_ENV,
 };
+use crate::admin_cli::tenant::tenant_segment;
 
 /// `wharf gc`: garbage collection and retention on a running server.
 #[derive(Args, Debug)]
