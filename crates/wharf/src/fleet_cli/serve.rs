@@ -84,6 +84,10 @@ pub(crate) struct ServeArgs {
     /// Address of the fleet API and /metrics.
     #[arg(long, default_value = "127.0.0.1:5100", value_name = "ADDR")]
     listen: SocketAddr,
+    /// Write the address actually bound (useful with port 0) to this file
+    /// once listening.
+    #[arg(long, value_name = "FILE")]
+    addr_file: Option<PathBuf>,
     /// File holding one line `sha256:<hex>`: the SHA-256 of the admin
     /// token clients send as `Authorization: Bearer <token>` (the node's
     /// --admin-token-file format; `wharf admin token` makes a pair).
@@ -317,7 +321,17 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .map_err(|e| format!("--listen {}: {e}", a.listen))?;
-    tracing::info!(addr = %a.listen, routing = config.router.is_some(), "fleet service listening");
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("--listen {}: {e}", a.listen))?;
+    if let Some(f) = &a.addr_file {
+        // Written whole or not at all: a reader never sees half an address.
+        let tmp = f.with_extension("tmp");
+        std::fs::write(&tmp, bound.to_string())
+            .and_then(|()| std::fs::rename(&tmp, f))
+            .map_err(|e| format!("--addr-file {}: {e}", f.display()))?;
+    }
+    tracing::info!(addr = %bound, routing = config.router.is_some(), "fleet service listening");
     // No executor yet: requested moves stay planned (see wharf_fleetd::executor).
     let fleetd = Fleetd::new(store, config, None);
     wharf_fleetd::serve(fleetd, listener, shutdown_signal())
