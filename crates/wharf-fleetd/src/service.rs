@@ -225,16 +225,41 @@ fn ratios_from_json(v: &Value, default: [f64; DIMS]) -> Result<[f64; DIMS], Stri
     Ok(out)
 }
 
-/// Whether `name` can be a tenant name: what the registry accepts as a
-/// repository's first component (lower-case letters, digits, `.`, `_`,
-/// `-`), and a single map word.
+/// Whether `name` can be a tenant name: one repository name component,
+/// as the registry and its admin API accept it (`[a-z0-9]+((\.|_|__|-+)
+/// [a-z0-9]+)*`, at most 64 bytes), which is also a single map word.
 pub fn valid_tenant_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        && name.as_bytes()[0].is_ascii_alphanumeric()
+    if name.is_empty() || name.len() > 64 {
+        return false;
+    }
+    let b = name.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let mut i = 0;
+    loop {
+        // A run of letters and digits…
+        let start = i;
+        while i < b.len() && alnum(b[i]) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+        if i == b.len() {
+            return true;
+        }
+        // …then one separator: `.`, `_`, `__` or any number of `-`.
+        match b[i] {
+            b'.' => i += 1,
+            b'_' if b.get(i + 1) == Some(&b'_') => i += 2,
+            b'_' => i += 1,
+            b'-' => {
+                while i < b.len() && b[i] == b'-' {
+                    i += 1;
+                }
+            }
+            _ => return false,
+        }
+    }
 }
 
 fn valid_hostname(h: &str) -> bool {
@@ -614,7 +639,7 @@ impl Fleetd {
             .as_str()
             .filter(|n| valid_tenant_name(n))
             .ok_or_else(|| {
-                bad("name must be a tenant name: lower-case letters, digits, '.', '_', '-'".into())
+                bad("name must be a tenant name: [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*, at most 64 bytes".into())
             })?
             .to_string();
         let hostname = match &req["hostname"] {
@@ -856,14 +881,19 @@ impl Fleetd {
     pub async fn plan(&self) -> Outcome {
         let view = self.view().await?;
         let p = propose(&view);
-        self.counters
-            .plan_infeasible
-            .store(p.infeasible(), Ordering::Relaxed);
         let in_flight = self
             .store
             .moves(Some(&[MoveState::Planned, MoveState::Running]), i64::MAX)
             .await?
             .len();
+        // A tenant in flight still counts on its source, so a plan made
+        // meanwhile may find no way; the gauge only follows plans that
+        // could be applied.
+        if in_flight == 0 {
+            self.counters
+                .plan_infeasible
+                .store(p.infeasible(), Ordering::Relaxed);
+        }
         Ok(json!({
             "at": rfc3339(view.now),
             "moves_in_flight": in_flight,
@@ -1341,8 +1371,12 @@ mod tests {
 
     #[test]
     fn names_and_urls_are_checked() {
-        assert!(valid_tenant_name("acme-01.x_y"));
-        for bad in ["", "Acme", "a b", "-a", "a/b", "a;b"] {
+        for good in ["acme", "acme-01.x_y", "a__b", "a---b", "0"] {
+            assert!(valid_tenant_name(good), "{good:?}");
+        }
+        for bad in [
+            "", "Acme", "a b", "-a", "a-", "a..b", "a___b", "a._b", "a/b", "a;b",
+        ] {
             assert!(!valid_tenant_name(bad), "{bad:?}");
         }
         assert!(valid_hostname("reg.acme.example"));

@@ -509,3 +509,66 @@ async fn an_executor_runs_a_move_and_its_route_flip_reaches_the_maps() {
     let hosts = std::fs::read_to_string(maps.path().join("hosts.map")).unwrap();
     assert!(hosts.contains("acme.example cell_2"), "{hosts}");
 }
+
+#[tokio::test]
+async fn an_infeasible_plan_says_what_to_add_and_raises_the_gauge() {
+    let url = server_or_skip!();
+    let db = common::TestDb::create(&url).await;
+    let fleetd = Fleetd::new(db.store().await, config(None), None);
+    let api = Api::start(fleetd.clone()).await;
+    let node = FakeNode::start().await;
+    node.set(&node_text(10, &[]));
+    assert_eq!(
+        api.post("/fleet/v1/cells", cell_body(1, 4, &node)).await.0,
+        201
+    );
+    fleetd.scrape_now().await.unwrap();
+    fleetd.scrape_now().await.unwrap();
+    let (s, _) = api
+        .post(
+            "/fleet/v1/tenants",
+            json!({"name": "acme", "demand": storage(100_000)}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    // acme grows past the threshold of the only cell.
+    node.set(&node_text(10, &[("acme", 0, 800_000)]));
+    fleetd.scrape_now().await.unwrap();
+
+    // The scheduled run finds the threshold crossed and no way out.
+    assert!(
+        fleetd.tick(false).await,
+        "a crossed threshold runs the rebalancer"
+    );
+    let (_, v) = api.get("/fleet/v1/plan").await;
+    let p = &v["plans"][0];
+    assert_eq!(p["feasible"], false, "{v}");
+    assert_eq!(p["no_plan"]["stuck"][0]["cell"], 1);
+    assert_eq!(p["no_plan"]["shortfall"][0]["zone"], 4, "{v}");
+    assert!(p["no_plan"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("add in z4: a cell with"));
+    let text = reqwest::get(format!("{}/metrics", api.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines().any(|l| l == "wharf_fleet_plan_infeasible 1"),
+        "{text}"
+    );
+    let (_, v) = api.get("/fleet/v1/decisions").await;
+    let kinds: Vec<_> = v["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds[0], "plan-infeasible", "{kinds:?}");
+    // The same infeasible plan again is not recorded twice.
+    fleetd.tick(false).await;
+    let (_, v) = api.get("/fleet/v1/decisions").await;
+    assert_eq!(v["decisions"].as_array().unwrap().len(), kinds.len());
+}
