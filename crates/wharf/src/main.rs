@@ -78,8 +78,10 @@ enum Command {
     /// Manage tenants, users and robot accounts through the admin API of
     /// a running server (docs/admin.md).
     Admin(admin_cli::AdminArgs),
-    /// Fleet placement tools: `wharf fleet simulate` runs the fleet
-    /// simulator and writes its report (README, "Fleet simulator").
+    /// The fleet of cells: `simulate` runs the fleet simulator (README,
+    /// "Fleet simulator"); `serve` and `migrate` run the fleet service;
+    /// `cells`, `tenants`, `plan`, `apply` and `moves` manage it through
+    /// its API (docs/fleet.md).
     Fleet(fleet_cli::FleetArgs),
     /// Garbage collection and retention on a running server, through its
     /// admin API: `run` (with --dry-run), `status`, `scan-orphans`,

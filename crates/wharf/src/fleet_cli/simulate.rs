@@ -1,5 +1,5 @@
-//! `wharf fleet`: runs the fleet simulator (`wharf_fleet::sim`) from the
-//! command line and writes its report.
+//! `wharf fleet simulate`: runs the fleet simulator (`wharf_fleet::sim`)
+//! from the command line and writes its report.
 //!
 //! Owns: the flags (one per simulation knob, each overriding the chosen
 //! preset) and writing the report into the directory named by `--out`.
@@ -9,30 +9,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use wharf_fleet::sim::{replay, run, Crunch, PolicyKind, SimConfig, SimResult};
 use wharf_fleet::Dimension;
-
-/// Fleet placement tools.
-#[derive(Args, Debug)]
-pub struct FleetArgs {
-    #[command(subcommand)]
-    command: FleetCommand,
-}
-
-#[derive(Subcommand, Debug)]
-enum FleetCommand {
-    /// Simulate a fleet hour by hour from one seed, through the same
-    /// placement, rebalancing and plan-checking code the fleet service
-    /// runs, and write a markdown report with PNG plots into --out.
-    ///
-    /// Without a preset: a week of 12 cells and 1,000 tenants, no crunch.
-    /// `--incident` replays the 504 incident (a capacity crunch that puts
-    /// two control-plane components on one shared proxy) under both the
-    /// permissive policy and Wharf's. `--scale` runs 1,000 cells and
-    /// 100,000 tenants for 30 days. Every other flag overrides the preset.
-    Simulate(Box<SimulateArgs>),
-}
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Which {
@@ -45,7 +24,7 @@ enum Which {
 }
 
 #[derive(Args, Debug)]
-struct SimulateArgs {
+pub(crate) struct SimulateArgs {
     /// Directory to write report.md and the PNG plots into (created if
     /// missing).
     #[arg(long, value_name = "DIR")]
@@ -306,57 +285,53 @@ fn summary(r: &SimResult) -> String {
     )
 }
 
-/// Runs `wharf fleet ...`.
-pub fn run_fleet(args: FleetArgs) -> ExitCode {
-    match args.command {
-        FleetCommand::Simulate(a) => {
-            let cfg = match config(&a) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("wharf fleet simulate: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let which = a.policy.unwrap_or(if a.incident {
-                Which::Both
-            } else {
-                Which::Wharf
-            });
-            let results: Vec<SimResult> = match which {
-                Which::Both => {
-                    let r = replay(&cfg);
-                    vec![r.wharf, r.permissive]
-                }
-                Which::Wharf => vec![run(&SimConfig {
-                    policy: PolicyKind::Wharf,
-                    ..cfg.clone()
-                })],
-                Which::Permissive => vec![run(&SimConfig {
-                    policy: PolicyKind::Permissive,
-                    ..cfg.clone()
-                })],
-            };
-            let title = if a.incident {
-                "Fleet simulation: incident replay".to_string()
-            } else {
-                format!("Fleet simulation, seed {}", cfg.seed)
-            };
-            let refs: Vec<&SimResult> = results.iter().collect();
-            match wharf_fleet::report::write(&a.out, &title, &refs) {
-                Ok(files) => {
-                    for r in &results {
-                        println!("{}", summary(r));
-                    }
-                    for f in files {
-                        println!("wrote {}", f.display());
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("wharf fleet simulate: writing {}: {e}", a.out.display());
-                    ExitCode::FAILURE
-                }
+/// Runs `wharf fleet simulate`.
+pub(crate) fn run_simulate(a: &SimulateArgs) -> ExitCode {
+    let cfg = match config(a) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wharf fleet simulate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let which = a.policy.unwrap_or(if a.incident {
+        Which::Both
+    } else {
+        Which::Wharf
+    });
+    let results: Vec<SimResult> = match which {
+        Which::Both => {
+            let r = replay(&cfg);
+            vec![r.wharf, r.permissive]
+        }
+        Which::Wharf => vec![run(&SimConfig {
+            policy: PolicyKind::Wharf,
+            ..cfg.clone()
+        })],
+        Which::Permissive => vec![run(&SimConfig {
+            policy: PolicyKind::Permissive,
+            ..cfg.clone()
+        })],
+    };
+    let title = if a.incident {
+        "Fleet simulation: incident replay".to_string()
+    } else {
+        format!("Fleet simulation, seed {}", cfg.seed)
+    };
+    let refs: Vec<&SimResult> = results.iter().collect();
+    match wharf_fleet::report::write(&a.out, &title, &refs) {
+        Ok(files) => {
+            for r in &results {
+                println!("{}", summary(r));
             }
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wharf fleet simulate: writing {}: {e}", a.out.display());
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,0 +1,306 @@
+//! `wharf fleet serve` and its client commands through the real binary,
+//! scraping two real `wharf serve` nodes: migrate, add a cell, see its
+//! pools read from the nodes' /metrics, place a tenant (its route lands in
+//! the map file), have a placement refused with its reasons, ask where a
+//! tenant lives and what the rebalancer would do.
+//!
+//! Needs PostgreSQL (`WHARF_TEST_POSTGRES_URL`); skipped without it unless
+//! `CI` or `WHARF_REQUIRE_POSTGRES=1` is set.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::Wharf;
+
+const URL_VAR: &str = "WHARF_TEST_POSTGRES_URL";
+
+fn server() -> Option<String> {
+    if let Some(u) = std::env::var(URL_VAR).ok().filter(|u| !u.is_empty()) {
+        return Some(u);
+    }
+    let set = |v: &str| std::env::var(v).is_ok_and(|x| !x.is_empty());
+    assert!(
+        !(set("CI") || std::env::var("WHARF_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")),
+        "{URL_VAR} is not set, but PostgreSQL is required"
+    );
+    eprintln!("fleet_service: skipped: set {URL_VAR}");
+    None
+}
+
+/// A database of its own, dropped at the end.
+struct Db {
+    admin: String,
+    name: String,
+}
+
+fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+async fn sql(url: &str, stmt: &str) {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(stmt).await.unwrap();
+}
+
+impl Db {
+    fn create(admin: &str) -> Db {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let name = format!("fleet_cli_{:016x}", h.finish());
+        block(sql(admin, &format!("CREATE DATABASE \"{name}\"")));
+        Db {
+            admin: admin.into(),
+            name,
+        }
+    }
+
+    fn url(&self) -> String {
+        let sep = if self.admin.contains('?') { '&' } else { '?' };
+        format!("{}{sep}dbname={}", self.admin, self.name)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let (a, n) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            block(sql(
+                &a,
+                &format!("DROP DATABASE IF EXISTS \"{n}\" WITH (FORCE)"),
+            ))
+        })
+        .join();
+    }
+}
+
+struct Fleetd(Child);
+
+impl Drop for Fleetd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wharf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Sum of a node's dependency pools, read from its own /metrics.
+fn pools(admin: &str) -> f64 {
+    let body = reqwest::blocking::get(format!("{admin}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    body.lines()
+        .filter(|l| l.starts_with("wharf_dependency_pool_size{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn fleet_service_scrapes_real_nodes_and_places_through_the_cli() {
+    let Some(admin_url) = server() else { return };
+    let db = Db::create(&admin_url);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    let o = wharf(&["fleet", "migrate", "--database-url", &db.url()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("1 migration(s) applied"),
+        "{:?}",
+        text(&o)
+    );
+
+    let n1 = Wharf::start_with(&d.join("n1"), &["--storage-pool", "5"]);
+    let n2 = Wharf::start_with(&d.join("n2"), &["--storage-pool", "7"]);
+    let expected_pools = pools(&n1.admin) + pools(&n2.admin);
+    assert!(expected_pools >= 12.0);
+
+    std::fs::write(d.join("token"), "fleet-secret\n").unwrap();
+    let hash = {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(b"fleet-secret"))
+    };
+    std::fs::write(d.join("token.sha256"), format!("sha256:{hash}\n")).unwrap();
+    let maps = d.join("maps");
+    std::fs::create_dir_all(&maps).unwrap();
+    let addr_file = d.join("fleet-addr");
+    let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["fleet", "serve", "--database-url", &db.url()])
+        .args(["--listen", "127.0.0.1:0", "--scrape-interval", "1"])
+        .args(["--log", "warn"])
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .arg("--admin-token-file")
+        .arg(d.join("token.sha256"))
+        .arg("--haproxy-maps")
+        .arg(&maps)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _fleetd = Fleetd(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        if let Ok(a) = std::fs::read_to_string(&addr_file) {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "wharf fleet serve did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let url = format!("http://{addr}");
+    let token = d.join("token");
+    let cli = |args: &[&str]| -> Output {
+        let mut v = vec!["fleet"];
+        v.extend_from_slice(args);
+        Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(&v)
+            .arg("--url")
+            .arg(&url)
+            .arg("--token-file")
+            .arg(&token)
+            .output()
+            .unwrap()
+    };
+
+    let o = cli(&[
+        "cells",
+        "add",
+        "--id",
+        "1",
+        "--zone",
+        "1",
+        "--node",
+        &n1.admin,
+        "--node",
+        &n2.admin,
+        "--connections",
+        "100",
+        "--storage-bytes",
+        "1000000000",
+        "--pull-rps",
+        "100",
+        "--push-rps",
+        "10",
+        "--bandwidth",
+        "100000000",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("cell 1 added in zone 1 (cell_1)"));
+
+    // The scrape loop reads both nodes twice (rates need two readings).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let cell = loop {
+        let o = cli(&["cells", "list", "--json"]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let c = v["cells"][0].clone();
+        if c["usage"] == "fresh" {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "cell never read: {c}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        cell["used"]["connections"].as_f64(),
+        Some(expected_pools),
+        "{cell}"
+    );
+    let o = cli(&["cells", "list"]);
+    assert!(text(&o).0.contains("fresh"), "{:?}", text(&o));
+
+    let o = cli(&[
+        "tenants",
+        "place",
+        "acme",
+        "--hostname",
+        "acme.example",
+        "--storage-bytes",
+        "1000",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(
+        text(&o)
+            .0
+            .starts_with("tenant acme -> cell 1: 1/1 cells fit"),
+        "{:?}",
+        text(&o)
+    );
+    let tenants_map = std::fs::read_to_string(maps.join("tenants.map")).unwrap();
+    assert!(
+        tenants_map.lines().any(|l| l == "acme cell_1"),
+        "{tenants_map}"
+    );
+    let hosts_map = std::fs::read_to_string(maps.join("hosts.map")).unwrap();
+    assert!(
+        hosts_map.lines().any(|l| l == "acme.example cell_1"),
+        "{hosts_map}"
+    );
+
+    let o = cli(&["tenants", "place", "huge", "--storage-bytes", "900000000"]);
+    assert!(!o.status.success());
+    let err = text(&o).1;
+    assert!(
+        err.contains("0/1 cells fit tenant huge: 1 storage over threshold (409 PLACEMENT_REFUSED)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cell 1: storage would be 90.0% > 70%"),
+        "{err}"
+    );
+
+    let o = cli(&["tenants", "where", "acme"]);
+    assert_eq!(
+        text(&o).0.trim(),
+        "acme: cell 1 (cell_1), hostname acme.example"
+    );
+    let o = cli(&["plan"]);
+    assert_eq!(text(&o).0.trim(), "rebalance: nothing to do");
+    let o = cli(&["moves", "list"]);
+    assert!(
+        o.status.success() && text(&o).0.trim().is_empty(),
+        "{:?}",
+        text(&o)
+    );
+    let o = cli(&["decisions-do-not-exist"]);
+    assert!(!o.status.success());
+
+    // A wrong token is refused.
+    std::fs::write(d.join("wrong"), "nope\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["fleet", "tenants", "list", "--url", &url, "--token-file"])
+        .arg(d.join("wrong"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("401 UNAUTHORIZED"), "{:?}", text(&o));
+
+    // The service's own metrics carry the cell's figures.
+    let m = reqwest::blocking::get(format!("{url}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(m.contains("wharf_fleet_cell_utilisation{cell=\"1\",dimension=\"connections\"}"));
+    assert!(m.contains("wharf_fleet_placements_refused_total 1"), "{m}");
+    drop((n1, n2));
+}
