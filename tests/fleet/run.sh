@@ -191,11 +191,13 @@ index["manifests"].append({"mediaType": "application/vnd.oci.image.manifest.v1+j
     "annotations": {"org.opencontainers.image.ref.name": tag}})
 json.dump(index, open(ipath, "w"))
 open(os.path.join(layout, tag + ".digest"), "w").write(m["digest"])
+open(os.path.join(layout, tag + ".layer"), "w").write(layer["digest"])
 EOF
 }
 
 IMAGES=$TMP/images
 digest_of() { cat "$IMAGES/$1.digest"; }
+layer_of() { cat "$IMAGES/$1.layer"; }
 
 fleet() { # fleet COMMAND [ARGS...]: scripts/fleet.sh COMMAND DIR ..., bounded; reloads fleet.env
   local cmd=$1 rc
@@ -371,11 +373,11 @@ case_route_by_path() {
   expect_route path-t1 200 cell_a -H "$ACCEPT" -H "Authorization: Bearer $tok1" "http://$FLEET_ROUTER/v2/t1/app/manifests/1" || return 1
   expect_route path-t2 200 cell_b -H "$ACCEPT" -H "Authorization: Bearer $tok2" "http://$FLEET_ROUTER/v2/t2/app/manifests/1" || return 1
   expect_route path-t2-blob 200 cell_b -H "Authorization: Bearer $tok2" \
-    "http://$FLEET_ROUTER/v2/t2/app/blobs/$(digest_of t2-app-1)" || return 1
+    "http://$FLEET_ROUTER/v2/t2/app/blobs/$(layer_of t2-app-1)" || return 1
   expect_route path-t2-tags 200 cell_b -H "Authorization: Bearer $tok2" "http://$FLEET_ROUTER/v2/t2/app/tags/list" || return 1
   # A tenant no map knows: the default cell answers for itself.
-  expect_route path-unknown 404 fleet_default -H "$ACCEPT" -H "Authorization: Bearer $tokn" \
-    "http://$FLEET_ROUTER/v2/nobody/app/manifests/1" || return 1
+  expect_route path-unknown 404 fleet_default -H "Authorization: Bearer $tokn" \
+    "http://$FLEET_ROUTER/v2/nobody/app/tags/list" || return 1
   jq -e '.errors[0].code == "NAME_UNKNOWN"' "$TMP/r/path-unknown.b" >/dev/null ||
     die "unknown tenant: body $(head -c 200 "$TMP/r/path-unknown.b"), want NAME_UNKNOWN" || return 1
   expect_route path-unknown-anon 401 fleet_default "http://$FLEET_ROUTER/v2/nobody/app/tags/list"
@@ -412,7 +414,7 @@ case_route_flip() {
   pid0=$FLEET_ROUTER_PID
   # What the fleet service does before it flips: the tenant and its data on
   # the new cell (here a skopeo copy from cell a's node to cell b's).
-  admin "$b" tenant create t1 || die "tenant t1 on cell b failed" || return 1
+  admin "$b" tenant create t1 --hostname t1.fleet.test || die "tenant t1 on cell b failed" || return 1
   sk copy --src-tls-verify=false --dest-tls-verify=false \
     --src-creds "$FLEET_USER:$PW" --dest-creds "$FLEET_USER:$PW" \
     "docker://$(cell_addrs a | head -n 1)/t1/app:1" "docker://$(cell_addrs b | head -n 1)/t1/app:1" ||
