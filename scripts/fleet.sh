@@ -16,6 +16,7 @@
 #   routes DIR                             # print the maps; says whether the router agrees
 #   cell-env DIR CELL                      # print the path of CELL's cluster.env
 #   stop-cell DIR CELL | start-cell DIR CELL
+#   start-node|stop-node|kill-node|restart-node DIR CELL N   # cluster.sh's, with the fleet's node flags
 #   restart-router DIR                     # stop and start the router (maps reloaded from files)
 #
 # Environment (read by the first `start`; remembered in DIR/ports, so later
@@ -257,12 +258,14 @@ write_fleet_env() {
     echo "FLEET_HTPASSWD='$AUTH/htpasswd'"
     echo "FLEET_USER=$FLEET_USER"
     echo "FLEET_PASSWORD_FILE='$AUTH/$FLEET_USER.password'"
-    if [ "$SERVICE" = 1 ]; then
+    local spid
+    spid=$(service_pid || true)
+    if [ -n "$spid" ]; then
       echo "FLEET_SERVICE_URL=http://127.0.0.1:$SERVICE_PORT"
     else
       echo "FLEET_SERVICE_URL="
     fi
-    echo "FLEET_SERVICE_PID=$(service_pid || true)"
+    echo "FLEET_SERVICE_PID=$spid"
     for c in $CELL_IDS; do
       C=$(upper "$c")
       d=$(cell_dir "$c")
@@ -371,7 +374,10 @@ live_map() {
 # (`set map` when it has the key, else `add map`), checked with `show map`.
 live_put() {
   local f=$1 k=$2 v=$3 out got
-  router_pid >/dev/null || return 0
+  router_pid >/dev/null || {
+    log "router not running: $(basename "$f") $k -> $v in the file only (loaded at its start)"
+    return 0
+  }
   if live_map "$f" | awk -v k="$k" '$1 == k { found = 1 } END { exit !found }'; then
     out=$(router_cmd "set map $f $k $v")
   else
@@ -574,6 +580,10 @@ start_router() {
   init_maps
   if pid=$(router_pid); then
     log "router already running (pid $pid, 127.0.0.1:$ROUTER_PORT)"
+    local c
+    for c in $CELL_IDS; do
+      router_sync_cell "$c" || return 1
+    done
   else
     write_router_cfg || return 1
     "$bin" -c -q -f "$ROUTER/haproxy.cfg" >&2 || fail "$ROUTER/haproxy.cfg does not validate" || return 1
@@ -804,7 +814,7 @@ fleet_status() {
 }
 
 usage() {
-  sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -865,6 +875,18 @@ case "$cmd" in
     need_started
     c=$(cell_arg "$3") || exit 2
     if [ "$cmd" = stop-cell ]; then stop_cell "$c"; else start_cell "$c"; fi
+    ;;
+  start-node | stop-node | kill-node | restart-node)
+    [ $# -eq 4 ] || usage
+    need_started
+    c=$(cell_arg "$3") || exit 2
+    case "$4" in '' | *[!0-9]*) usage ;; esac
+    [ "$4" -ge 1 ] && [ "$4" -le "$NODES" ] || fail "no node $4 (cells have $NODES)" || exit 2
+    # Through the fleet's wrapper: a node started here gets the fleet's
+    # flags (cluster.sh alone would start it without them).
+    cluster "$c" "$cmd" "$4" || exit 1
+    case "$cmd" in start-node | restart-node) router_sync_cell "$c" || exit 1 ;; esac
+    write_fleet_env
     ;;
   restart-router)
     [ $# -eq 2 ] || usage

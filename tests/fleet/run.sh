@@ -468,8 +468,26 @@ case_router_restart() {
   fleet routes || die "routes: the restarted router disagrees with the files"
 }
 
+case_node_restart() {
+  local pid0=$FLEET_CELL_B_NODE1_PID st tok
+  fleet restart-node b 1 || die "restart-node b 1 failed" || return 1
+  [ -n "$FLEET_CELL_B_NODE1_PID" ] && [ "$FLEET_CELL_B_NODE1_PID" != "$pid0" ] ||
+    die "cell b node1 pid $pid0 -> '$FLEET_CELL_B_NODE1_PID': not restarted" || return 1
+  # It came back with the fleet's flags: token auth with the fleet's realm
+  # and key, the admin token.
+  req restarted-node -H "$ACCEPT" "http://$FLEET_CELL_B_NODE1_ADDR/v2/" >/dev/null
+  grep -qi "^www-authenticate: Bearer realm=\"$FLEET_REALM\"" "$TMP/r/restarted-node.h" ||
+    die "restarted node's challenge: $(header "$TMP/r/restarted-node.h" WWW-Authenticate)" || return 1
+  tok=$(token "repository:t2/app:pull") || return 1
+  [ "$(manifest_code "$FLEET_CELL_B_NODE1_ADDR" t2/app 1 "$tok")" = 200 ] || die "restarted node refuses the fleet's token" || return 1
+  [ "$(c -o /dev/null -w '%{http_code}' "http://$FLEET_CELL_B_NODE1_ADMIN/admin/v1/tenants")" = 401 ] ||
+    die "restarted node's admin API is open" || return 1
+  st=$(echo "show stat" | timeout 5 socat stdio "unix-connect:$FLEET_ROUTER_SOCK" | awk -F, '$1 == "cell_b" && $2 == "b1" { print $18 }')
+  [ "$st" = UP ] || die "router shows cell_b/b1 '$st' after the restart"
+}
+
 case_cell_down() {
-  local tok code
+  local tok code i
   tok=$(token "repository:t2/app:pull") || return 1
   fleet stop-cell b || die "stop-cell b failed" || return 1
   # The router's own 503 (no server of cell b is up), in OCI form.
@@ -527,6 +545,7 @@ if run_case fleet-start case_fleet_start; then
       maybe token-by-scope case_token_by_scope
       maybe route-flip case_route_flip
       maybe router-restart case_router_restart
+      maybe node-restart case_node_restart
       maybe cell-down case_cell_down
     fi
   fi
