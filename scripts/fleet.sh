@@ -21,16 +21,17 @@
 #
 # Environment (read by the first `start`; remembered in DIR/ports, so later
 # commands on the same DIR use the same values). The defaults clash neither
-# with scripts/cluster.sh's (5080, 15480, 13980..13983) nor with the test
-# command's (15432, 13900..13903):
+# with scripts/cluster.sh's (5080, 15480, 13980..13983), the test command's
+# (15432, 13900..13903), nor those of scripts/bench/ (scaleout: 15580,
+# 14080.., 18180; gc-race: 15680, 14180.., 18280):
 #   WHARF_BIN                    the wharf binary [target/release/wharf]
 #   WHARF_FLEET_CELLS            how many cells, named a, b, c, ... (1..26) [2]
 #   WHARF_FLEET_NODES            wharf nodes per cell [2]
-#   WHARF_FLEET_PORT             the router's port on 127.0.0.1 [5180]
-#   WHARF_FLEET_PG_PORT          the fleet service's PostgreSQL [15580]
-#   WHARF_FLEET_CELL_PG_PORT     cell a's PostgreSQL; cell number i's (a is 0) is this + i [15581]
-#   WHARF_FLEET_GARAGE_PORT      cell i's Garage ports: this + 10 i, +1 and +3 too [14080: a 14080, b 14090]
-#   WHARF_FLEET_SERVICE_PORT     the fleet service's --listen port [5181]
+#   WHARF_FLEET_PORT             the router's port on 127.0.0.1 [5380]
+#   WHARF_FLEET_PG_PORT          the fleet service's PostgreSQL [15780]
+#   WHARF_FLEET_CELL_PG_PORT     cell a's PostgreSQL; cell number i's (a is 0) is this + i [15781]
+#   WHARF_FLEET_GARAGE_PORT      cell i's Garage ports: this + 10 i, +1 and +3 too [14280: a 14280, b 14290]
+#   WHARF_FLEET_SERVICE_PORT     the fleet service's --listen port [5381]
 #   WHARF_FLEET_SERVICE=1        start `wharf fleet serve` (only if the binary has it) [0]
 #   WHARF_FLEET_DEFAULT_CELL     the cell behind requests that name no tenant [a]
 #   WHARF_FLEET_GRACE            each node's --shutdown-grace-secs [10]
@@ -119,11 +120,11 @@ fleet_load() {
     # shellcheck disable=SC1091
     source "$FLEET_DIR/ports"
   else
-    ROUTER_PORT=${WHARF_FLEET_PORT:-5180}
-    FLEET_PG_PORT=${WHARF_FLEET_PG_PORT:-15580}
-    CELL_PG_PORT=${WHARF_FLEET_CELL_PG_PORT:-15581}
-    GARAGE_BASE=${WHARF_FLEET_GARAGE_PORT:-14080}
-    SERVICE_PORT=${WHARF_FLEET_SERVICE_PORT:-5181}
+    ROUTER_PORT=${WHARF_FLEET_PORT:-5380}
+    FLEET_PG_PORT=${WHARF_FLEET_PG_PORT:-15780}
+    CELL_PG_PORT=${WHARF_FLEET_CELL_PG_PORT:-15781}
+    GARAGE_BASE=${WHARF_FLEET_GARAGE_PORT:-14280}
+    SERVICE_PORT=${WHARF_FLEET_SERVICE_PORT:-5381}
     SERVICE=${WHARF_FLEET_SERVICE:-0}
     CELLS=${WHARF_FLEET_CELLS:-2}
     NODES=${WHARF_FLEET_NODES:-2}
