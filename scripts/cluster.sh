@@ -29,6 +29,9 @@
 #   WHARF_CLUSTER_GRACE        each node's --shutdown-grace-secs [10]
 #   WHARF_CLUSTER_NODE_ARGS    extra `wharf serve` arguments for every node (word-split)
 #   WHARF_CLUSTER_CHECK_URI    what HAProxy's health check GETs on the admin port [/readyz]
+#   WHARF_CLUSTER_NO_LB=1      start no HAProxy of the cell's own (something else,
+#                              e.g. scripts/fleet.sh's router, fronts the nodes);
+#                              remembered in DIR/ports like the ports [0]
 #
 # Layout of DIR:
 #   cluster.env          shell assignments: the LB address, each node's
@@ -89,6 +92,8 @@ wharf_bin() {
 # The ports: chosen by the first start, remembered in DIR/ports.
 load_ports() {
   local d=$CLUSTER_DIR
+  # A ports file written before NO_LB existed has none: the environment's.
+  NO_LB=${WHARF_CLUSTER_NO_LB:-0}
   if [ -f "$d/ports" ]; then
     # shellcheck disable=SC1091
     source "$d/ports"
@@ -102,11 +107,12 @@ load_ports() {
   for v in "$LB_PORT" "$PG_PORT" "$GARAGE_PORT" "$NODES"; do
     case "$v" in '' | *[!0-9]*) fail "bad port/node count '$v' (DIR/ports or WHARF_CLUSTER_*)" || return 1 ;; esac
   done
+  case "$NO_LB" in 0 | 1) ;; *) fail "bad WHARF_CLUSTER_NO_LB '$NO_LB' (0 or 1)" || return 1 ;; esac
 }
 
 save_ports() {
-  printf 'LB_PORT=%s\nPG_PORT=%s\nGARAGE_PORT=%s\nNODES=%s\n' \
-    "$LB_PORT" "$PG_PORT" "$GARAGE_PORT" "$NODES" >"$CLUSTER_DIR/ports"
+  printf 'LB_PORT=%s\nPG_PORT=%s\nGARAGE_PORT=%s\nNODES=%s\nNO_LB=%s\n' \
+    "$LB_PORT" "$PG_PORT" "$GARAGE_PORT" "$NODES" "$NO_LB" >"$CLUSTER_DIR/ports"
 }
 
 # alive PIDFILE NEEDLE: prints the pid when it is alive and its command line
@@ -149,7 +155,11 @@ write_env() {
   {
     echo "# Written by scripts/cluster.sh; rewritten whenever a piece (re)starts."
     echo "CLUSTER_DIR='$CLUSTER_DIR'"
-    echo "CLUSTER_LB=127.0.0.1:$LB_PORT"
+    if [ "$NO_LB" = 1 ]; then
+      echo "CLUSTER_LB="
+    else
+      echo "CLUSTER_LB=127.0.0.1:$LB_PORT"
+    fi
     echo "CLUSTER_NODES=$NODES"
     echo "CLUSTER_PG_URL='$pg_url'"
     echo "CLUSTER_PG_PORT=$PG_PORT"
@@ -464,12 +474,17 @@ cluster_start() {
   wharf_bin >/dev/null || return 1
   "$(wharf_bin)" serve --help 2>/dev/null | grep -q -- '--s3-endpoint' ||
     fail "$(wharf_bin) has no --s3-endpoint: the nodes could not share a blob store" || return 1
-  haproxy_bin >/dev/null || return 1
+  [ "$NO_LB" = 1 ] || haproxy_bin >/dev/null || return 1
   start_postgres || return 1
   start_garage || return 1
   for ((n = 1; n <= NODES; n++)); do
     start_node $n || return 1
   done
+  if [ "$NO_LB" = 1 ]; then
+    write_env
+    log "cluster up without a load balancer of its own (state in $CLUSTER_DIR/cluster.env)"
+    return 0
+  fi
   start_haproxy || return 1
   write_env
   log "cluster up: http://127.0.0.1:$LB_PORT (state in $CLUSTER_DIR/cluster.env)"
@@ -500,7 +515,9 @@ cluster_stop() {
 cluster_status() {
   local ok=0 n pid d
   load_ports || return 1
-  if pid=$(haproxy_pid); then
+  if [ "$NO_LB" = 1 ]; then
+    echo "haproxy    none  (WHARF_CLUSTER_NO_LB=1)"
+  elif pid=$(haproxy_pid); then
     echo "haproxy    up    pid $pid  http://127.0.0.1:$LB_PORT"
     lb_state | sed 's/^/  lb /'
   else

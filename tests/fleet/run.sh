@@ -1,0 +1,566 @@
+#!/usr/bin/env bash
+# Fleet tests of Wharf: two cells (each its own PostgreSQL, Garage and two
+# `wharf serve` nodes) behind one routing HAProxy, all on loopback
+# (scripts/fleet.sh), with tenants homed on different cells, driven by
+# skopeo and curl through the router: every request must reach its tenant's
+# cell and no other, and a route flip must move new traffic without a
+# router restart and without a failed pull.
+#
+#   WHARF_BIN=target/release/wharf bash tests/fleet/run.sh
+#
+# Environment:
+#   WHARF_BIN               the wharf binary [target/release/wharf]
+#   WHARF_FLEET_KEEP=1      keep the temp dir (logs, fleet state) after the run
+#   WHARF_FLEET_BUDGET      seconds the whole run may take [300]
+#   WHARF_CASES             run only these cases, comma-separated (names as
+#                           printed; fixtures, fleet-start and fleet-stop
+#                           always run, and a case may need an earlier one) [all]
+# The fleet's ports are free ones picked here (WHARF_FLEET_* from the
+# environment are overridden), so the run can go beside scripts/fleet.sh's
+# and scripts/cluster.sh's defaults.
+#
+# Build first: cargo build --release -p wharf
+#
+# Each check prints `PASS name` or `FAIL name (reason)`; the run ends with
+# exactly one line `fleet: N passed, M failed` and exits non-zero if M > 0.
+# Every wait and every client call is bounded by a timeout.
+set -uo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+export WHARF_BIN=${WHARF_BIN:-$ROOT/target/release/wharf}
+FLEET_SH=$ROOT/scripts/fleet.sh
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/wharf-fleet.XXXXXX")
+# As root, PostgreSQL runs as `postgres` and must traverse the temp dir.
+chmod 711 "$TMP"
+LOGS=$TMP/logs
+FDIR=$TMP/fleet
+mkdir -p "$LOGS"
+
+PASSED=0
+FAILED=0
+FAILED_NAMES=()
+DOCKERD_PID=
+WATCHDOG_PID=
+FLEET_STARTED=0
+DONE=0
+
+SUITE=fleet
+# shellcheck source=../harness.sh
+source "$HERE/../harness.sh"
+
+cleanup() {
+  [ -n "$WATCHDOG_PID" ] && kill "$WATCHDOG_PID" 2>/dev/null
+  if [ "$FLEET_STARTED" = 1 ]; then
+    timeout 120 bash "$FLEET_SH" stop "$FDIR" >>"$LOGS/fleet-cleanup.log" 2>&1 ||
+      echo "fleet stop failed; see $LOGS/fleet-cleanup.log"
+    FLEET_STARTED=0
+  fi
+  if [ "$FAILED" -gt 0 ] || [ "${WHARF_FLEET_KEEP:-0}" = 1 ]; then
+    return
+  fi
+  rm -rf "$TMP" 2>/dev/null || true
+}
+
+on_exit() {
+  local rc=$?
+  exec 1>&3 2>&4
+  if [ "$DONE" != 1 ]; then
+    local why="run.sh stopped early (status $rc)"
+    [ -s "$LOGS/watchdog" ] && why=$(cat "$LOGS/watchdog")
+    fail_case run-interrupted "$why"
+    DONE=1
+    summary
+    cleanup
+    exit 1
+  fi
+  cleanup
+}
+exec 3>&1 4>&2
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+BUDGET=${WHARF_FLEET_BUDGET:-300}
+(
+  exec >/dev/null 2>&1 3>&- 4>&-
+  for ((w = 0; w < BUDGET; w++)); do sleep 1; done
+  echo "over ${BUDGET}s, stopped by the watchdog" >"$LOGS/watchdog"
+  kill -TERM $$
+) &
+WATCHDOG_PID=$!
+
+# ---------------------------------------------------------------- helpers
+
+POLICY=$TMP/policy.json
+echo '{"default":[{"type":"insecureAcceptAnything"}]}' >"$POLICY"
+export REGISTRY_AUTH_FILE=$TMP/auth.json # skopeo: no stored logins
+echo '{}' >"$REGISTRY_AUTH_FILE"
+
+sk() { timeout 120 skopeo --policy "$POLICY" "$@"; }
+c() { curl -sS --noproxy '*' --connect-timeout 5 --max-time 30 "$@"; }
+
+need() {
+  local x
+  for x in "$@"; do
+    command -v "$x" >/dev/null 2>&1 || [ -x "/usr/sbin/$x" ] ||
+      die "$x is not installed (run scripts/install-deps.sh)" || return 1
+  done
+}
+
+# header FILE NAME: the value of header NAME in a curl -D dump.
+header() {
+  tr -d '\r' <"$1" | awk -v h="$(tr '[:upper:]' '[:lower:]' <<<"$2")" \
+    'index(tolower($0), h ": ") == 1 { v = substr($0, length(h) + 3) } END { print v }'
+}
+
+# req NAME [curl args...]: one request; NAME.h (headers) and NAME.b (body)
+# under $TMP/r, the status code on stdout.
+req() {
+  local n=$1
+  shift
+  mkdir -p "$TMP/r"
+  c -D "$TMP/r/$n.h" -o "$TMP/r/$n.b" -w '%{http_code}' "$@"
+}
+route_of() { header "$TMP/r/$1.h" X-Wharf-Route; }
+
+# expect_route NAME CODE BACKEND [curl args...]: the request answers CODE
+# and X-Wharf-Route names BACKEND (a backend, or backend/server prefix).
+expect_route() {
+  local n=$1 want=$2 be=$3 code r
+  shift 3
+  code=$(req "$n" "$@")
+  r=$(route_of "$n")
+  echo "$n: $code via $r"
+  [ "$code" = "$want" ] || die "$n: status $code, want $want ($(head -c 300 "$TMP/r/$n.b"))" || return 1
+  [[ $r == "$be"/* ]] || die "$n: answered by '$r', want $be"
+}
+
+# A free port p on 127.0.0.1 with p .. p+SPAN-1 all bindable, below the
+# ephemeral range (nothing listening on port 0 takes it meanwhile).
+free_port() {
+  timeout 10 python3 -c '
+import random, socket, sys
+span = int(sys.argv[1])
+top = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0]) - span - 1
+for _ in range(300):
+    base = random.randrange(20000, top)
+    held = []
+    try:
+        for p in range(base, base + span):
+            s = socket.socket(); s.bind(("127.0.0.1", p)); held.append(s)
+    except OSError:
+        continue
+    finally:
+        for s in held: s.close()
+    print(base); break
+else:
+    sys.exit("no free port range")' "${1:-1}"
+}
+
+# make_image LAYOUT TAG SEED: one image with one gzip layer of 96 KiB
+# pseudo-random bytes from SEED, tagged TAG in the OCI layout LAYOUT.
+make_image() {
+  timeout 60 python3 - "$@" <<'EOF'
+import gzip, hashlib, io, json, os, random, sys, tarfile
+layout, tag, seed = sys.argv[1:4]
+blobs = os.path.join(layout, "blobs", "sha256")
+os.makedirs(blobs, exist_ok=True)
+def put(data):
+    d = hashlib.sha256(data).hexdigest()
+    open(os.path.join(blobs, d), "wb").write(data)
+    return {"digest": "sha256:" + d, "size": len(data)}
+tar = io.BytesIO()
+with tarfile.open(fileobj=tar, mode="w") as t:
+    payload = random.Random(seed).randbytes(96 * 1024)
+    ti = tarfile.TarInfo(f"fleet/{tag}.bin"); ti.size = len(payload); ti.mtime = 1700000000
+    t.addfile(ti, io.BytesIO(payload))
+layer = put(gzip.compress(tar.getvalue(), mtime=0))
+layer["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip"
+config = put(json.dumps({"architecture": "amd64", "os": "linux",
+    "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar.getvalue()).hexdigest()]},
+    "config": {"Labels": {"fleet.test": tag}}}, sort_keys=True).encode())
+config["mediaType"] = "application/vnd.oci.image.config.v1+json"
+manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": config, "layers": [layer]}, sort_keys=True).encode()
+m = put(manifest)
+open(os.path.join(layout, "oci-layout"), "w").write('{"imageLayoutVersion":"1.0.0"}')
+ipath = os.path.join(layout, "index.json")
+index = json.load(open(ipath)) if os.path.exists(ipath) else {"schemaVersion": 2, "manifests": []}
+index["manifests"].append({"mediaType": "application/vnd.oci.image.manifest.v1+json", **m,
+    "annotations": {"org.opencontainers.image.ref.name": tag}})
+json.dump(index, open(ipath, "w"))
+open(os.path.join(layout, tag + ".digest"), "w").write(m["digest"])
+open(os.path.join(layout, tag + ".layer"), "w").write(layer["digest"])
+EOF
+}
+
+IMAGES=$TMP/images
+digest_of() { cat "$IMAGES/$1.digest"; }
+layer_of() { cat "$IMAGES/$1.layer"; }
+
+fleet() { # fleet COMMAND [ARGS...]: scripts/fleet.sh COMMAND DIR ..., bounded; reloads fleet.env
+  local cmd=$1 rc
+  shift
+  timeout 240 bash "$FLEET_SH" "$cmd" "$FDIR" "$@"
+  rc=$?
+  load_env
+  return $rc
+}
+
+load_env() {
+  # shellcheck disable=SC1091
+  [ -f "$FDIR/fleet.env" ] && source "$FDIR/fleet.env"
+  PW=$(cat "${FLEET_PASSWORD_FILE:-/nonexistent}" 2>/dev/null)
+}
+
+# cell_admins X: cell X's node admin addresses (host:port), one a line.
+cell_admins() { local v=FLEET_CELL_$(tr a-z A-Z <<<"$1")_ADMINS; tr ' ' '\n' <<<"${!v}" | sed 's|^http://||'; }
+cell_addrs() { local v=FLEET_CELL_$(tr a-z A-Z <<<"$1")_NODES; tr ' ' '\n' <<<"${!v}"; }
+
+admin() { # admin CELL-ADMIN-ADDR ARGS...: wharf admin against one node
+  local a=$1
+  shift
+  timeout 30 "$WHARF_BIN" admin --url "http://$a" --token-file "$FLEET_ADMIN_TOKEN_FILE" "$@"
+}
+
+# token SCOPE [curl args...]: a token for the operator through the router.
+token() {
+  local s=$1
+  shift
+  c -u "$FLEET_USER:$PW" "$@" "http://$FLEET_ROUTER/auth/token?service=wharf&scope=$s" | jq -r .token
+}
+
+ACCEPT='Accept: application/vnd.oci.image.manifest.v1+json'
+
+# manifest_code ADDR REPO TAG TOKEN: the status of GET manifest on ADDR.
+manifest_code() {
+  c -o /dev/null -w '%{http_code}' -H "$ACCEPT" -H "Authorization: Bearer $4" "http://$1/v2/$2/manifests/$3"
+}
+
+# on_cell_only CELL OTHER REPO TAG: every node of CELL serves the manifest
+# (200), no node of OTHER has it (404).
+on_cell_only() {
+  local cell=$1 other=$2 repo=$3 tag=$4 tok a code
+  tok=$(token "repository:$repo:pull") && [ -n "$tok" ] && [ "$tok" != null ] || die "no token for $repo" || return 1
+  for a in $(cell_addrs "$cell"); do
+    code=$(manifest_code "$a" "$repo" "$tag" "$tok")
+    [ "$code" = 200 ] || die "$repo:$tag on cell $cell node $a: $code, want 200" || return 1
+  done
+  for a in $(cell_addrs "$other"); do
+    code=$(manifest_code "$a" "$repo" "$tag" "$tok")
+    [ "$code" = 404 ] || die "$repo:$tag on cell $other node $a: $code, want 404 (it must not be there)" || return 1
+  done
+  echo "$repo:$tag is on cell $cell's nodes and not on cell $other's"
+}
+
+# usage_bytes ADMIN TENANT: the bytes the tenant holds on that cell ("none"
+# when the cell does not know the tenant).
+usage_bytes() {
+  local out
+  out=$(admin "$1" usage "$2" 2>/dev/null) || {
+    echo none
+    return 0
+  }
+  jq -r .bytes <<<"$out"
+}
+
+# ---------------------------------------------------------------- cases
+
+case_fixtures() {
+  need python3 skopeo jq curl socat haproxy perl flock || return 1
+  [ -x "$WHARF_BIN" ] || die "no $WHARF_BIN (cargo build --release -p wharf)" || return 1
+  make_image "$IMAGES" t1-app-1 one || return 1
+  make_image "$IMAGES" t2-app-1 two || return 1
+  make_image "$IMAGES" t1-app-2 three || return 1
+  sk inspect --raw "oci:$IMAGES:t1-app-1" >/dev/null || die "skopeo cannot read the generated layout"
+}
+
+case_fleet_start() {
+  export WHARF_FLEET_PORT WHARF_FLEET_PG_PORT WHARF_FLEET_CELL_PG_PORT WHARF_FLEET_GARAGE_PORT WHARF_FLEET_SERVICE_PORT
+  WHARF_FLEET_PORT=$(free_port) && WHARF_FLEET_SERVICE_PORT=$(free_port) &&
+    WHARF_FLEET_PG_PORT=$(free_port) && WHARF_FLEET_CELL_PG_PORT=$(free_port 2) &&
+    WHARF_FLEET_GARAGE_PORT=$(free_port 14) || die "no free ports" || return 1
+  export WHARF_FLEET_CELLS=2 WHARF_FLEET_NODES=2 WHARF_FLEET_GRACE=3
+  FLEET_STARTED=1
+  fleet start || die "scripts/fleet.sh start failed" || return 1
+  fleet status || die "fleet status: not everything is up" || return 1
+  local c n a st
+  # Every piece: router servers, nodes' readiness, the fleet database.
+  st=$(echo "show stat" | timeout 5 socat stdio "unix-connect:$FLEET_ROUTER_SOCK" |
+    awk -F, '$2 != "BACKEND" && $2 != "FRONTEND" && NR > 1 && NF > 2 { print $1 "/" $2, $18 }')
+  echo "$st"
+  for c in a b; do
+    for n in 1 2; do
+      grep -qx "cell_$c/$c$n UP" <<<"$st" || die "router: cell_$c/$c$n is not UP" || return 1
+    done
+    for a in $(cell_admins $c); do
+      [ "$(c -o /dev/null -w '%{http_code}' "http://$a/readyz")" = 200 ] || die "cell $c node admin $a: /readyz not 200" || return 1
+    done
+  done
+  [ "$(grep -c ' UP$' <<<"$st")" = 8 ] || die "want 8 router servers UP (4 per cell backend, 4 in fleet_default)" || return 1
+  pg_isready -q -h 127.0.0.1 -p "${FLEET_DB_URL##*:}" -t 5 2>/dev/null ||
+    timeout 10 bash -c "echo > /dev/tcp/127.0.0.1/$(sed 's|.*:\([0-9]*\)/.*|\1|' <<<"$FLEET_DB_URL")" ||
+    die "fleet database $FLEET_DB_URL does not answer" || return 1
+  [ -s "$FLEET_SIGNING_KEY" ] && [ -s "$FLEET_ADMIN_TOKEN_FILE" ] && [ -s "$FLEET_HTPASSWD" ] && [ -n "$PW" ] ||
+    die "fleet.env lacks the key, the admin token or the operator's password" || return 1
+  # The registry answers through the router with the fleet's realm.
+  expect_route v2 401 fleet_default "http://$FLEET_ROUTER/v2/" || return 1
+  grep -qi "^www-authenticate: Bearer realm=\"$FLEET_REALM\"" "$TMP/r/v2.h" ||
+    die "the challenge does not name the realm $FLEET_REALM: $(header "$TMP/r/v2.h" WWW-Authenticate)" || return 1
+  # Each node's admin API wants the token.
+  a=$(cell_admins a | head -n 1)
+  [ "$(c -o /dev/null -w '%{http_code}' "http://$a/admin/v1/tenants")" = 401 ] || die "admin API open without the token" || return 1
+  admin "$a" tenant list >/dev/null || die "wharf admin tenant list with the fleet's token failed"
+}
+
+case_tenants_routed() {
+  local a b
+  a=$(cell_admins a | head -n 1)
+  b=$(cell_admins b | tail -n 1)
+  admin "$a" tenant create t1 --hostname t1.fleet.test || die "tenant t1 on cell a failed" || return 1
+  admin "$b" tenant create t2 --hostname t2.fleet.test || die "tenant t2 on cell b failed" || return 1
+  fleet route t1 a t1.fleet.test || die "route t1 a failed" || return 1
+  fleet route t2 cell_b T2.Fleet.Test || die "route t2 b failed" || return 1
+  fleet routes | tee "$TMP/routes.out" || die "routes: the router disagrees with the files" || return 1
+  grep -qx 't1 cell_a' "$FDIR/tenants.map" && grep -qx 't2 cell_b' "$FDIR/tenants.map" &&
+    grep -qx 't1.fleet.test cell_a' "$FDIR/hosts.map" && grep -qx 't2.fleet.test cell_b' "$FDIR/hosts.map" ||
+    die "map files lack the routes" || return 1
+  ! fleet route t3 z 2>/dev/null || die "route to an unknown cell was accepted" || return 1
+  ! fleet route 'Bad/Name' a 2>/dev/null || die "route of a bad tenant name was accepted"
+}
+
+case_push_pull_routed() {
+  local t cell other back d
+  for t in t1 t2; do
+    sk copy --dest-tls-verify=false --dest-creds "$FLEET_USER:$PW" \
+      "oci:$IMAGES:$t-app-1" "docker://$FLEET_ROUTER/$t/app:1" || die "push of $t/app:1 through the router failed" || return 1
+    back=$TMP/back-$t
+    sk copy --src-tls-verify=false --src-creds "$FLEET_USER:$PW" "docker://$FLEET_ROUTER/$t/app:1" "oci:$back:x" ||
+      die "pull of $t/app:1 through the router failed" || return 1
+    d=$(jq -r '.manifests[0].digest' "$back/index.json")
+    [ "$d" = "$(digest_of "$t-app-1")" ] || die "$t/app:1 pulled back as $d, pushed $(digest_of "$t-app-1")" || return 1
+  done
+  for t in t1 t2; do
+    if [ $t = t1 ]; then cell=a other=b; else cell=b other=a; fi
+    on_cell_only $cell $other "$t/app" 1 || return 1
+    local home away
+    home=$(usage_bytes "$(cell_admins $cell | head -n 1)" $t)
+    away=$(usage_bytes "$(cell_admins $other | head -n 1)" $t)
+    echo "usage of $t: cell $cell $home bytes, cell $other $away"
+    [ "$home" != none ] && [ "$home" -gt 0 ] || die "cell $cell holds no bytes of $t" || return 1
+    [ "$away" = none ] || [ "$away" = 0 ] || die "cell $other holds $away bytes of $t" || return 1
+  done
+}
+
+case_route_by_host() {
+  local tok
+  tok=$(token "repository:t2/app:pull") || return 1
+  expect_route host-t2 200 cell_b -H "Host: t2.fleet.test" -H "$ACCEPT" -H "Authorization: Bearer $tok" \
+    "http://$FLEET_ROUTER/v2/t2/app/manifests/1" || return 1
+  expect_route host-t2-case 200 cell_b -H "Host: T2.FLEET.test:443" -H "$ACCEPT" -H "Authorization: Bearer $tok" \
+    "http://$FLEET_ROUTER/v2/t2/app/manifests/1" || return 1
+  # The Host decides even where the path names no tenant.
+  expect_route host-t2-base 401 cell_b -H "Host: t2.fleet.test" "http://$FLEET_ROUTER/v2/" || return 1
+  expect_route host-t1-base 401 cell_a -H "Host: t1.fleet.test" "http://$FLEET_ROUTER/v2/" || return 1
+  expect_route host-unknown 401 fleet_default -H "Host: nobody.fleet.test" "http://$FLEET_ROUTER/v2/"
+}
+
+case_route_by_path() {
+  local tok1 tok2 tokn
+  tok1=$(token "repository:t1/app:pull") && tok2=$(token "repository:t2/app:pull") &&
+    tokn=$(token "repository:nobody/app:pull") || die "no tokens" || return 1
+  expect_route path-t1 200 cell_a -H "$ACCEPT" -H "Authorization: Bearer $tok1" "http://$FLEET_ROUTER/v2/t1/app/manifests/1" || return 1
+  expect_route path-t2 200 cell_b -H "$ACCEPT" -H "Authorization: Bearer $tok2" "http://$FLEET_ROUTER/v2/t2/app/manifests/1" || return 1
+  expect_route path-t2-blob 200 cell_b -H "Authorization: Bearer $tok2" \
+    "http://$FLEET_ROUTER/v2/t2/app/blobs/$(layer_of t2-app-1)" || return 1
+  expect_route path-t2-tags 200 cell_b -H "Authorization: Bearer $tok2" "http://$FLEET_ROUTER/v2/t2/app/tags/list" || return 1
+  # A tenant no map knows: the default cell answers for itself.
+  expect_route path-unknown 404 fleet_default -H "Authorization: Bearer $tokn" \
+    "http://$FLEET_ROUTER/v2/nobody/app/tags/list" || return 1
+  jq -e '.errors[0].code == "NAME_UNKNOWN"' "$TMP/r/path-unknown.b" >/dev/null ||
+    die "unknown tenant: body $(head -c 200 "$TMP/r/path-unknown.b"), want NAME_UNKNOWN" || return 1
+  expect_route path-unknown-anon 401 fleet_default "http://$FLEET_ROUTER/v2/nobody/app/tags/list"
+}
+
+case_token_by_scope() {
+  local u="$FLEET_USER:$PW" base="http://$FLEET_ROUTER/auth/token?service=wharf" tok a
+  expect_route tok-t2 200 cell_b -u "$u" "$base&scope=repository:t2/app:pull,push" || return 1
+  expect_route tok-t2-enc 200 cell_b -u "$u" "$base&scope=repository%3At2%2Fapp%3Apull%2Cpush" || return 1
+  expect_route tok-t1 200 cell_a -u "$u" "$base&scope=repository:t1/app:pull" || return 1
+  expect_route tok-first-t2 200 cell_b -u "$u" "$base&scope=repository:t2/app:pull&scope=repository:t1/app:pull" || return 1
+  expect_route tok-first-t1 200 cell_a -u "$u" "$base&scope=repository:t1/app:pull&scope=repository:t2/app:pull" || return 1
+  expect_route tok-post-t2 200 cell_b -d "grant_type=password&service=wharf&client_id=fleet-test&username=$FLEET_USER&password=$PW&scope=repository%3At2%2Fapp%3Apull" \
+    "http://$FLEET_ROUTER/auth/token" || return 1
+  expect_route tok-noscope 200 fleet_default -u "$u" "$base&account=$FLEET_USER" || return 1
+  # A token cell b issued is good on cell a: one signing key for the fleet.
+  tok=$(jq -r .token "$TMP/r/tok-t2.b")
+  for a in $(cell_addrs a); do
+    [ "$(c -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $tok" "http://$a/v2/")" = 200 ] ||
+      die "cell a node $a refuses a token cell b issued" || return 1
+  done
+  # A tenant user lives in its cell's directory: its login without a scope
+  # needs the users map.
+  printf 'alice-pw-123\n' | admin "$(cell_admins b | head -n 1)" user set t2 alice --role push --password-stdin ||
+    die "user alice in t2 on cell b failed" || return 1
+  expect_route login-alice-unrouted 401 fleet_default -u alice:alice-pw-123 "$base&account=alice" || return 1
+  fleet route-user alice b || die "route-user alice b failed" || return 1
+  expect_route login-alice 200 cell_b -u alice:alice-pw-123 "$base&account=alice"
+}
+
+case_route_flip() {
+  local b pid0 tok i code r n200=0 nbad=0 seen_a=0 seen_b=0
+  b=$(cell_admins b | head -n 1)
+  pid0=$FLEET_ROUTER_PID
+  # What the fleet service does before it flips: the tenant and its data on
+  # the new cell (here a skopeo copy from cell a's node to cell b's).
+  admin "$b" tenant create t1 --hostname t1.fleet.test || die "tenant t1 on cell b failed" || return 1
+  sk copy --src-tls-verify=false --dest-tls-verify=false \
+    --src-creds "$FLEET_USER:$PW" --dest-creds "$FLEET_USER:$PW" \
+    "docker://$(cell_addrs a | head -n 1)/t1/app:1" "docker://$(cell_addrs b | head -n 1)/t1/app:1" ||
+    die "copy of t1/app:1 from cell a to cell b failed" || return 1
+  # A client's token from before the flip (cell a issued it).
+  expect_route flip-token 200 cell_a -u "$FLEET_USER:$PW" \
+    "http://$FLEET_ROUTER/auth/token?service=wharf&scope=repository:t1/app:pull" || return 1
+  tok=$(jq -r .token "$TMP/r/flip-token.b")
+  # Pulls go on, with that token, across the flip: until 20 have been
+  # made after it (at most 300 in all).
+  rm -f "$TMP/flip.done"
+  (
+    after=0
+    for ((i = 0; i < 300 && after < 20; i++)); do
+      [ -f "$TMP/flip.done" ] && after=$((after + 1))
+      code=$(c -D "$TMP/flip.h" -o /dev/null -w '%{http_code}' -H "$ACCEPT" -H "Authorization: Bearer $tok" \
+        "http://$FLEET_ROUTER/v2/t1/app/manifests/1")
+      echo "$code $(header "$TMP/flip.h" X-Wharf-Route)"
+      sleep 0.05
+    done
+  ) >"$TMP/flip-pulls.out" &
+  local loop=$!
+  sleep 1
+  fleet route t1 b
+  local routed=$?
+  touch "$TMP/flip.done"
+  wait "$loop"
+  [ "$routed" = 0 ] || die "route t1 b failed" || return 1
+  while read -r code r; do
+    if [ "$code" = 200 ]; then n200=$((n200 + 1)); else nbad=$((nbad + 1)); fi
+    [[ $r == cell_a/* ]] && seen_a=$((seen_a + 1))
+    [[ $r == cell_b/* ]] && seen_b=$((seen_b + 1))
+  done <"$TMP/flip-pulls.out"
+  echo "pulls across the flip: $n200 x 200, $nbad failed; $seen_a from cell a, $seen_b from cell b"
+  [ "$nbad" = 0 ] || die "$nbad pulls failed across the flip: $(grep -v '^200 ' "$TMP/flip-pulls.out" | sort | uniq -c | head -n 3)" || return 1
+  [ "$seen_a" -gt 0 ] && [ "$seen_b" -gt 0 ] || die "pulls did not move from cell a to cell b" || return 1
+  tail -n 1 "$TMP/flip-pulls.out" | grep -q ' cell_b/' || die "the last pull was not answered by cell b" || return 1
+  load_env
+  [ "$FLEET_ROUTER_PID" = "$pid0" ] || die "the router was restarted ($pid0 -> $FLEET_ROUTER_PID)" || return 1
+  grep -qx 't1 cell_b' "$FDIR/tenants.map" && grep -qx 't1.fleet.test cell_b' "$FDIR/hosts.map" ||
+    die "the map files do not hold t1 -> cell_b with its hostname" || return 1
+  # New traffic lands on cell b: a push through the router.
+  sk copy --dest-tls-verify=false --dest-creds "$FLEET_USER:$PW" \
+    "oci:$IMAGES:t1-app-2" "docker://$FLEET_ROUTER/t1/app:2" || die "push of t1/app:2 after the flip failed" || return 1
+  on_cell_only b a t1/app 2 || return 1
+  expect_route flip-host 401 cell_b -H "Host: t1.fleet.test" "http://$FLEET_ROUTER/v2/"
+}
+
+case_router_restart() {
+  local pid0=$FLEET_ROUTER_PID tok
+  fleet restart-router || die "restart-router failed" || return 1
+  [ -n "$FLEET_ROUTER_PID" ] && [ "$FLEET_ROUTER_PID" != "$pid0" ] || die "router pid $pid0 -> '$FLEET_ROUTER_PID': not restarted" || return 1
+  tok=$(token "repository:t1/app:pull") || return 1
+  expect_route restarted-t1 200 cell_b -H "$ACCEPT" -H "Authorization: Bearer $tok" \
+    "http://$FLEET_ROUTER/v2/t1/app/manifests/2" || return 1
+  expect_route restarted-host 401 cell_b -H "Host: t1.fleet.test" "http://$FLEET_ROUTER/v2/" || return 1
+  expect_route restarted-login 200 cell_b -u alice:alice-pw-123 "http://$FLEET_ROUTER/auth/token?service=wharf&account=alice" || return 1
+  fleet routes || die "routes: the restarted router disagrees with the files"
+}
+
+case_node_restart() {
+  local pid0=$FLEET_CELL_B_NODE1_PID st tok
+  fleet restart-node b 1 || die "restart-node b 1 failed" || return 1
+  [ -n "$FLEET_CELL_B_NODE1_PID" ] && [ "$FLEET_CELL_B_NODE1_PID" != "$pid0" ] ||
+    die "cell b node1 pid $pid0 -> '$FLEET_CELL_B_NODE1_PID': not restarted" || return 1
+  # It came back with the fleet's flags: token auth with the fleet's realm
+  # and key, the admin token.
+  req restarted-node -H "$ACCEPT" "http://$FLEET_CELL_B_NODE1_ADDR/v2/" >/dev/null
+  grep -qi "^www-authenticate: Bearer realm=\"$FLEET_REALM\"" "$TMP/r/restarted-node.h" ||
+    die "restarted node's challenge: $(header "$TMP/r/restarted-node.h" WWW-Authenticate)" || return 1
+  tok=$(token "repository:t2/app:pull") || return 1
+  [ "$(manifest_code "$FLEET_CELL_B_NODE1_ADDR" t2/app 1 "$tok")" = 200 ] || die "restarted node refuses the fleet's token" || return 1
+  [ "$(c -o /dev/null -w '%{http_code}' "http://$FLEET_CELL_B_NODE1_ADMIN/admin/v1/tenants")" = 401 ] ||
+    die "restarted node's admin API is open" || return 1
+  st=$(echo "show stat" | timeout 5 socat stdio "unix-connect:$FLEET_ROUTER_SOCK" | awk -F, '$1 == "cell_b" && $2 == "b1" { print $18 }')
+  [ "$st" = UP ] || die "router shows cell_b/b1 '$st' after the restart"
+}
+
+case_cell_down() {
+  local tok code i
+  tok=$(token "repository:t2/app:pull") || return 1
+  fleet stop-cell b || die "stop-cell b failed" || return 1
+  # The router's own 503 (no server of cell b is up), in OCI form.
+  for ((i = 0; i < 50; i++)); do
+    code=$(req down-t2 -H "$ACCEPT" -H "Authorization: Bearer $tok" "http://$FLEET_ROUTER/v2/t2/app/manifests/1")
+    [ "$code" = 503 ] && break
+    sleep 0.2
+  done
+  [ "$code" = 503 ] || die "t2 with cell b down: $code, want the router's 503" || return 1
+  [ "$(header "$TMP/r/down-t2.h" Retry-After)" = 1 ] || die "the router's 503 has no Retry-After" || return 1
+  jq -e '.errors[0].code == "UNAVAILABLE"' "$TMP/r/down-t2.b" >/dev/null || die "the router's 503 body: $(cat "$TMP/r/down-t2.b")" || return 1
+  # The rest of the fleet answers.
+  expect_route down-t1-base 401 fleet_default "http://$FLEET_ROUTER/v2/" || return 1
+  fleet start-cell b || die "start-cell b failed" || return 1
+  expect_route back-t2 200 cell_b -H "$ACCEPT" -H "Authorization: Bearer $tok" "http://$FLEET_ROUTER/v2/t2/app/manifests/1"
+}
+
+case_fleet_stop() {
+  local pids p
+  load_env
+  pids="$FLEET_ROUTER_PID $FLEET_CELL_A_NODE1_PID $FLEET_CELL_A_NODE2_PID $FLEET_CELL_B_NODE1_PID $FLEET_CELL_B_NODE2_PID"
+  fleet stop || die "scripts/fleet.sh stop failed" || return 1
+  FLEET_STARTED=0
+  for p in $pids; do
+    ! kill -0 "$p" 2>/dev/null || die "pid $p still runs after stop" || return 1
+  done
+  ! fleet status >"$TMP/status-after-stop" 2>&1 || die "status says all is up after stop" || return 1
+  cat "$TMP/status-after-stop"
+  grep -q '^router     down' "$TMP/status-after-stop" && grep -q '^fleet-db   down' "$TMP/status-after-stop" ||
+    die "status after stop does not show the router and the fleet database down" || return 1
+  [ "$(grep -c 'node[0-9]      down' "$TMP/status-after-stop")" = 4 ] || die "not all four nodes are down" || return 1
+  [ "$(c -o /dev/null -w '%{http_code}' "http://$FLEET_ROUTER/v2/" 2>/dev/null)" = 000 ] || die "the router's port still answers"
+}
+
+# ---------------------------------------------------------------- main
+
+selected() { [ -z "${WHARF_CASES:-}" ] || [[ ",${WHARF_CASES// /}," == *",$1,"* ]]; }
+maybe() { # maybe NAME FUNCTION: run_case when selected
+  selected "$1" || return 0
+  run_case "$@"
+}
+
+echo "fleet run: temp dir $TMP"
+if ! run_case fixtures case_fixtures; then
+  fail_case fleet-remaining "no test images; see $LOGS/fixtures.log"
+  DONE=1
+  summary
+  exit 1
+fi
+if run_case fleet-start case_fleet_start; then
+  if maybe tenants-routed case_tenants_routed; then
+    if maybe push-pull-routed case_push_pull_routed; then
+      maybe route-by-host case_route_by_host
+      maybe route-by-path case_route_by_path
+      maybe token-by-scope case_token_by_scope
+      maybe route-flip case_route_flip
+      maybe router-restart case_router_restart
+      maybe node-restart case_node_restart
+      maybe cell-down case_cell_down
+    fi
+  fi
+else
+  fail_case fleet-remaining "the fleet did not start; see $LOGS/fleet-start.log and $FDIR"
+fi
+run_case fleet-stop case_fleet_stop
+
+DONE=1
+summary
+[ "$FAILED" -eq 0 ]
