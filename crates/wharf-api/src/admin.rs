@@ -49,6 +49,18 @@ pub struct NodeState {
     pub shutting_down: AtomicBool,
     /// The garbage collector's counters and last-read queue state.
     pub gc: Option<Arc<wharf_gc::GcMetrics>>,
+    /// What is running: the version and the commit it was built from,
+    /// exported as `wharf_build_info`.
+    pub build: Option<BuildInfo>,
+}
+
+/// The running binary's identity, for `wharf_build_info`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// The package version (`wharf --version`).
+    pub version: String,
+    /// The git commit it was built from, or `unknown`.
+    pub commit: String,
 }
 
 /// Why the node is not ready, if it is not.
@@ -87,6 +99,7 @@ impl NodeState {
             local_dependencies,
             shutting_down: AtomicBool::new(false),
             gc: None,
+            build: None,
         }
     }
 
@@ -136,6 +149,14 @@ impl NodeState {
             &[],
             if self.readiness().is_ok() { 1.0 } else { 0.0 },
         );
+        if let Some(b) = &self.build {
+            out.gauge(
+                "wharf_build_info",
+                "Always 1; the labels say which version and commit this node runs.",
+                &[("version", &b.version), ("commit", &b.commit)],
+                1.0,
+            );
+        }
         if let Some(p) = process::sample() {
             out.gauge(
                 "wharf_process_resident_memory_bytes",

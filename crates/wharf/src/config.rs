@@ -106,9 +106,17 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_CLUSTER_NODES")]
     pub cluster_nodes: Option<usize>,
 
-    /// Log filter, e.g. `info` or `wharf=debug` [default: info].
+    /// Log filter, e.g. `info`, `warn` or `wharf=debug,info` (the
+    /// tracing-subscriber `EnvFilter` syntax); a filter that does not parse
+    /// is refused [default: info].
     #[arg(long, env = "WHARF_LOG")]
     pub log: Option<String>,
+
+    /// Log line format: `text` (one human-readable line per event) or
+    /// `json` (one JSON object per line, for log collectors)
+    /// [default: text].
+    #[arg(long, env = "WHARF_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
 
     /// Memory for cached manifests, in MiB [default: 64].
     #[arg(long, env = "WHARF_MANIFEST_CACHE_MIB")]
@@ -262,6 +270,13 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_AUTH", value_enum)]
     pub auth: Option<AuthMode>,
 
+    /// Serve a non-loopback --listen address with `--auth none`, on
+    /// purpose: anyone who reaches it may push, overwrite and delete
+    /// (logged as a warning at every start). Without this flag such a
+    /// start is refused [default: off].
+    #[arg(long, env = "WHARF_ALLOW_UNAUTHENTICATED", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_unauthenticated: Option<bool>,
+
     /// htpasswd file of users, bcrypt entries only (`htpasswd -B`). The
     /// users of `--auth htpasswd`, and of /auth/token in token mode.
     #[arg(long, env = "WHARF_HTPASSWD")]
@@ -318,8 +333,10 @@ pub struct ServeArgs {
     /// File holding `sha256:<hex>`, the SHA-256 of the token the admin API
     /// (`/admin/v1` on the admin port) requires as `Authorization: Bearer`
     /// (`wharf admin token` makes one). Without it the admin API is open
-    /// to whoever reaches the admin port (loopback by default).
-    #[arg(long, env = "WHARF_ADMIN_TOKEN_FILE")]
+    /// to whoever reaches the admin port (loopback by default). Its
+    /// variable differs from the admin CLI's WHARF_ADMIN_TOKEN_FILE, which
+    /// names the plain token.
+    #[arg(long, env = "WHARF_ADMIN_TOKEN_HASH_FILE")]
     pub admin_token_file: Option<PathBuf>,
 
     /// Serve the admin API on a non-loopback --admin-listen without an
@@ -332,6 +349,17 @@ pub struct ServeArgs {
     /// /healthz and /readyz, never do) [default: off].
     #[arg(long, env = "WHARF_METRICS_REQUIRE_TOKEN", num_args = 0..=1, default_missing_value = "true")]
     pub metrics_require_token: Option<bool>,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// How clients authenticate.
@@ -516,6 +544,7 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub admin_addr_file: Option<PathBuf>,
     pub log: String,
+    pub log_format: LogFormat,
     pub manifest_cache_bytes: usize,
     pub upload_expiry: Duration,
     /// Open upload sessions per tenant namespace, and per user.
@@ -539,8 +568,13 @@ pub struct Config {
     pub auth: AuthSettings,
     /// The admin API's token hash file, if any.
     pub admin_token_file: Option<PathBuf>,
+    /// The SHA-256 (hex) that file holds, read and checked with the rest
+    /// of the configuration (so `wharf check` refuses what `serve` would).
+    pub admin_token_hash: Option<String>,
     /// An open admin API on a non-loopback address is wanted.
     pub admin_insecure: bool,
+    /// An unauthenticated registry on a non-loopback address is wanted.
+    pub allow_unauthenticated: bool,
     /// `/metrics` asks for the admin token.
     pub metrics_require_token: bool,
 }
@@ -641,7 +675,7 @@ impl Config {
     fn merge(args: ServeArgs, file: ServeArgs, machine: Machine) -> Result<Config, String> {
         let a = overlay!(args, file;
             listen, data_dir, addr_file, admin_listen, admin_addr_file, metadata_url,
-            cluster_nodes, log, s3_endpoint, s3_bucket, s3_region, s3_access_key_id,
+            cluster_nodes, log, log_format, s3_endpoint, s3_bucket, s3_region, s3_access_key_id,
             s3_secret_access_key, s3_prefix, s3_presign_redirects, storage_max_connections,
             manifest_cache_mib, upload_expiry_hours, max_uploads_per_tenant, max_uploads_per_user,
             gc_enabled, gc_review_delay_secs, gc_interval_secs, gc_orphan_age_secs,
@@ -654,7 +688,7 @@ impl Config {
             metadata_pool, dependency_deadline_ms, shutdown_grace_secs, auth, htpasswd,
             grants, anonymous_pull, token_realm, token_service, token_issuer, token_keys,
             token_signing_key, token_lifetime_secs, admin_token_file, admin_insecure,
-            metrics_require_token,
+            metrics_require_token, allow_unauthenticated,
         );
         let limits = Limits::derive(&a, machine)?;
         let s3 = S3Settings::from_args(&a)?;
@@ -670,6 +704,36 @@ impl Config {
                  `wharf admin token`, or pass --admin-insecure if the network is yours alone"
             ));
         }
+        let listen: SocketAddr = a
+            .listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
+        let allow_unauthenticated = a.allow_unauthenticated.unwrap_or(false);
+        if auth.mode == AuthMode::None && !listen.ip().is_loopback() && !allow_unauthenticated {
+            return Err(format!(
+                "--listen {listen} is not a loopback address and --auth is none: anyone who \
+                 reaches it could push, overwrite and delete every image. Set --auth token or \
+                 --auth htpasswd (docs/auth.md), or pass --allow-unauthenticated if that is \
+                 what you want"
+            ));
+        }
+        let log = a.log.unwrap_or_else(|| "info".into());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+            return Err(format!(
+                "--log {log:?} is not a log filter ({e}); try `info`, `warn` or \
+                 `wharf=debug,info`"
+            ));
+        }
+        let admin_token_hash = match &a.admin_token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--admin-token-file {}: {e}", path.display()))?;
+                Some(
+                    wharf_api::admin_api::parse_token_hash(&text)
+                        .map_err(|e| format!("--admin-token-file {}: {e}", path.display()))?,
+                )
+            }
+            None => None,
+        };
         let metrics_require_token = a.metrics_require_token.unwrap_or(false);
         if metrics_require_token && a.admin_token_file.is_none() {
             return Err("--metrics-require-token needs --admin-token-file".into());
@@ -712,14 +776,13 @@ impl Config {
         }
         Ok(Config {
             limits,
-            listen: a
-                .listen
-                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+            listen,
             data_dir: a.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             addr_file: a.addr_file,
             admin_listen,
             admin_addr_file: a.admin_addr_file,
-            log: a.log.unwrap_or_else(|| "info".into()),
+            log,
+            log_format: a.log_format.unwrap_or_default(),
             manifest_cache_bytes: a.manifest_cache_mib.unwrap_or(64) * 1024 * 1024,
             upload_expiry: Duration::from_secs(a.upload_expiry_hours.unwrap_or(24) * 3600),
             max_uploads_per_tenant: a
@@ -739,7 +802,9 @@ impl Config {
             metadata_url: a.metadata_url,
             auth,
             admin_token_file: a.admin_token_file,
+            admin_token_hash,
             admin_insecure,
+            allow_unauthenticated,
             metrics_require_token,
         })
     }
@@ -768,6 +833,52 @@ mod tests {
     }
 
     #[test]
+    fn an_unauthenticated_registry_off_loopback_needs_the_flag() {
+        let off_loopback = || ServeArgs {
+            listen: Some("0.0.0.0:5000".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = merge(off_loopback(), "").unwrap_err();
+        assert!(
+            err.contains("--auth") && err.contains("--allow-unauthenticated"),
+            "{err}"
+        );
+        let on_purpose = ServeArgs {
+            allow_unauthenticated: Some(true),
+            ..off_loopback()
+        };
+        assert!(merge(on_purpose, "").unwrap().allow_unauthenticated);
+        let from_file = merge(off_loopback(), "allow_unauthenticated = true").unwrap();
+        assert!(from_file.allow_unauthenticated);
+        let v6_loopback = ServeArgs {
+            listen: Some("[::1]:5000".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(merge(v6_loopback, "").is_ok(), "loopback needs no flag");
+    }
+
+    #[test]
+    fn a_log_filter_that_does_not_parse_is_refused() {
+        let bad = ServeArgs {
+            log: Some("wharf=loud".into()),
+            ..Default::default()
+        };
+        let err = merge(bad, "").unwrap_err();
+        assert!(err.contains("--log") && err.contains("wharf=loud"), "{err}");
+        let good = ServeArgs {
+            log: Some("wharf=debug,info".into()),
+            ..Default::default()
+        };
+        assert_eq!(merge(good, "").unwrap().log, "wharf=debug,info");
+        let json = merge(ServeArgs::default(), "log_format = \"json\"").unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
+        assert_eq!(
+            merge(ServeArgs::default(), "").unwrap().log_format,
+            LogFormat::Text
+        );
+    }
+
+    #[test]
     fn an_open_admin_api_off_loopback_needs_a_token_or_the_insecure_flag() {
         let off_loopback = || ServeArgs {
             admin_listen: Some("0.0.0.0:5001".parse().unwrap()),
@@ -778,11 +889,22 @@ mod tests {
             err.contains("--admin-token-file") && err.contains("--admin-insecure"),
             "{err}"
         );
+        let dir = tempfile::tempdir().unwrap();
+        let hash_file = dir.path().join("admin.sha256");
+        std::fs::write(&hash_file, format!("sha256:{}\n", "ab".repeat(32))).unwrap();
         let with_token = ServeArgs {
-            admin_token_file: Some("/run/secrets/admin.sha256".into()),
+            admin_token_file: Some(hash_file.clone()),
             ..off_loopback()
         };
-        assert!(merge(with_token, "").is_ok());
+        let c = merge(with_token, "").unwrap();
+        assert_eq!(c.admin_token_hash, Some("ab".repeat(32)));
+        let missing = ServeArgs {
+            admin_token_file: Some(dir.path().join("nope")),
+            ..off_loopback()
+        };
+        assert!(merge(missing, "")
+            .unwrap_err()
+            .contains("--admin-token-file"));
         let on_purpose = ServeArgs {
             admin_insecure: Some(true),
             ..off_loopback()

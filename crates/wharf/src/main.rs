@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use wharf_admission::{AdaptiveConfig, Admission, ClassLimits};
 use wharf_api::admin::{metrics_app, probes_app, NodeState};
-use wharf_api::admin_api::{admin_api_router, parse_token_hash, with_admin_token, AdminApi};
+use wharf_api::admin_api::{admin_api_router, with_admin_token, AdminApi};
 use wharf_api::gc_api::gc_router;
 use wharf_api::{app_with, serve_with, AppState, ConnStats, MinRate, ServerConfig};
 use wharf_guard::{
@@ -155,7 +155,7 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::from(2);
                 }
             };
-            init_logging(&config.log);
+            init_logging(&config.log, config.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -163,8 +163,8 @@ fn main() -> std::process::ExitCode {
             match runtime.block_on(serve(config)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e}");
-                    eprintln!("wharf: {e}");
+                    // Logged once, to stderr like every log line.
+                    tracing::error!("wharf: {e}");
                     std::process::ExitCode::FAILURE
                 }
             }
@@ -256,17 +256,41 @@ fn check_storage(args: &ServeArgs) -> std::process::ExitCode {
     }
 }
 
-fn init_logging(filter: &str) {
+/// The version and commit this binary was built from (`build.rs` reads the
+/// commit from git; `unknown` outside a checkout).
+fn build_info() -> wharf_api::admin::BuildInfo {
+    wharf_api::admin::BuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        commit: env!("WHARF_GIT_COMMIT").to_string(),
+    }
+}
+
+/// Logs to stderr in the chosen format. The filter was checked when the
+/// configuration was loaded, so it parses.
+fn init_logging(filter: &str, format: config::LogFormat) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 async fn serve(config: Config) -> Result<(), String> {
     let data = &config.data_dir;
+    let build = build_info();
+    tracing::info!(version = %build.version, commit = %build.commit, "wharf starting");
+    if config.allow_unauthenticated && !config.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.listen,
+            "THE REGISTRY IS OPEN: --auth none on a non-loopback address \
+             (--allow-unauthenticated); anyone who reaches it can push, overwrite and delete");
+    }
     let l = &config.limits;
     tracing::info!(?l, "limits in force (unset ones derived from this machine)");
     let blobs = open_storage(&config).await?;
@@ -412,17 +436,11 @@ async fn serve(config: Config) -> Result<(), String> {
         local_dependencies(&config),
     );
     node.gc = Some(collector.metrics());
+    node.build = Some(build);
     let node = Arc::new(node);
 
     let auth = LoadedAuth::load(&config.auth, &directory, refresh_store)?;
-    let admin_token = match &config.admin_token_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
-            Some(parse_token_hash(&text).map_err(|e| format!("{}: {e}", path.display()))?)
-        }
-        None => None,
-    };
+    let admin_token = config.admin_token_hash.clone();
     if config.admin_insecure && admin_token.is_none() && !config.admin_listen.ip().is_loopback() {
         tracing::warn!(admin = %config.admin_listen,
             "THE ADMIN API IS OPEN: no admin token, on a non-loopback address (--admin-insecure); \
