@@ -26,6 +26,12 @@
 //!    (before the flip the tenant stays home; after it, at the
 //!    destination).
 //!
+//! A move left `running` by a service that stopped is handed to the
+//! executor again when the service starts (with [`MoveTask::flipped`]
+//! saying whether its route had flipped), and a cancelled move nobody was
+//! running is handed to [`MoveExecutor::roll_back`]; both must therefore be
+//! idempotent.
+//!
 //! Owns: that contract. Must never: decide where a tenant goes, or write
 //! the fleet's state except through [`MoveControl`].
 
@@ -58,6 +64,9 @@ pub struct MoveTask {
     pub from: CellEndpoints,
     /// The cell it goes to.
     pub to: CellEndpoints,
+    /// Whether its route has flipped already: a move resumed after a
+    /// restart of the service then only finishes (grace, source removal).
+    pub flipped: bool,
 }
 
 /// Why an executor must stop.
@@ -87,6 +96,16 @@ pub trait MoveExecutor: Send + Sync + 'static {
     /// Runs one move to its end. `Ok(())`: done (after
     /// [`MoveControl::flip_route`]); `Err(why)`: failed.
     async fn execute(&self, task: MoveTask, control: MoveControl) -> Result<(), String>;
+
+    /// Undoes what a cancelled move left behind (a fence on the source, a
+    /// partial copy on the destination), when no `execute` of it is
+    /// running in this process to see the cancellation: after the service
+    /// restarted. Called until it returns `Ok`. The default has nothing to
+    /// undo.
+    async fn roll_back(&self, task: MoveTask) -> Result<(), String> {
+        let _ = task;
+        Ok(())
+    }
 }
 
 /// The executor's line back to the service, for one move.

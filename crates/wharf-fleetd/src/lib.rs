@@ -20,6 +20,10 @@
 //!   sit on the data path (the registry serves without it).
 //! - [`executor`]: the [`MoveExecutor`] hook a tenant move's data copy
 //!   plugs into, and its contract. Must never decide where a tenant goes.
+//! - [`mover`]: [`mover::HttpMover`], the executor that copies a tenant
+//!   through the nodes' admin APIs (export, blobs, import), fences it,
+//!   checks both copies and removes the source after the grace period.
+//!   Must never decide where a tenant goes or flip a route itself.
 //! - [`view`]: stored state plus readings as a `wharf_fleet::Fleet`. Must
 //!   never decide or do I/O.
 //! - [`scrape`]: each cell's real use from its nodes' `/metrics`, with a
@@ -41,6 +45,7 @@
 pub mod api;
 pub mod executor;
 pub mod metrics;
+pub mod mover;
 pub mod prom;
 pub mod router;
 pub mod scrape;

@@ -1099,6 +1099,17 @@ impl Fleetd {
         };
         let mut planned = self.store.moves(Some(&[MoveState::Planned]), 1000).await?;
         planned.sort_by_key(|m| m.id);
+        // Moves left running by a service that stopped: resumed first (they
+        // may hold a fence), then the planned ones.
+        let orphaned: Vec<MoveRecord> = {
+            let listed = self.store.moves(Some(&[MoveState::Running]), 1000).await?;
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            listed
+                .into_iter()
+                .filter(|m| !running.contains(&m.id))
+                .collect()
+        };
+        self.roll_back_cancelled(&exec).await?;
         let cells: BTreeMap<u32, CellRecord> = self
             .store
             .cells()
@@ -1106,10 +1117,11 @@ impl Fleetd {
             .into_iter()
             .map(|c| (c.id, c))
             .collect();
-        for m in planned {
+        let resumed = orphaned.into_iter().map(|m| (m, true));
+        for (m, resume) in resumed.chain(planned.into_iter().map(|m| (m, false))) {
             {
                 let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-                if running.len() >= self.config.max_concurrent_moves.max(1) {
+                if !resume && running.len() >= self.config.max_concurrent_moves.max(1) {
                     break;
                 }
             }
@@ -1119,7 +1131,7 @@ impl Fleetd {
                     m.id,
                     &MoveUpdate {
                         state: Some(MoveState::Running),
-                        step: Some("started".into()),
+                        step: Some(if resume { "resumed" } else { "started" }.into()),
                         ..MoveUpdate::default()
                     },
                     self.now(),
@@ -1132,19 +1144,19 @@ impl Fleetd {
                 id,
                 nodes: cells.get(&id).map(|c| c.nodes.clone()).unwrap_or_default(),
             };
-            let hostname = self
-                .store
-                .tenant(&m.tenant)
-                .await
-                .ok()
-                .and_then(|t| t.hostname);
+            let tenant = self.store.tenant(&m.tenant).await.ok();
             let task = MoveTask {
                 id: m.id,
                 tenant: m.tenant.clone(),
-                hostname,
+                hostname: tenant.as_ref().and_then(|t| t.hostname.clone()),
                 from: endpoints(m.from),
                 to: endpoints(m.to),
+                flipped: tenant.is_some_and(|t| t.cell == m.to),
             };
+            if resume {
+                tracing::info!(move_id = m.id, tenant = %m.tenant, flipped = task.flipped,
+                    "resuming a move left running by an earlier start");
+            }
             self.running
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -1171,14 +1183,76 @@ impl Fleetd {
                         ..MoveUpdate::default()
                     },
                 };
-                if let Err(e) = me.store.update_move(id, &update, me.now()).await {
-                    tracing::warn!(move_id = id, error = %e, "cannot record a move's end");
+                match me.store.update_move(id, &update, me.now()).await {
+                    Ok(_) => {}
+                    // Cancelled while it ran: the executor rolled back.
+                    Err(crate::store::StoreError::Conflict(_)) => {
+                        let step = if result.is_ok() || matches!(&result, Err(e) if e.ends_with("rolled back")) {
+                            "rolled-back"
+                        } else {
+                            "rolling-back"
+                        };
+                        let _ = me.store.set_cancelled_step(id, step, me.now()).await;
+                    }
+                    Err(e) => tracing::warn!(move_id = id, error = %e, "cannot record a move's end"),
                 }
                 me.running
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
             });
+        }
+        Ok(())
+    }
+
+    /// Rolls back cancelled moves that no executor of this process is
+    /// running and that are not rolled back yet (their step says so). A
+    /// move whose tenant has since gone home to its destination by another
+    /// move is only marked: its destination's copy is the tenant's now.
+    async fn roll_back_cancelled(self: &Arc<Self>, exec: &Arc<dyn MoveExecutor>) -> Outcome<()> {
+        let cancelled = self.store.moves(Some(&[MoveState::Cancelled]), 1000).await?;
+        let cells: BTreeMap<u32, CellRecord> = self
+            .store
+            .cells()
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c))
+            .collect();
+        for m in cancelled {
+            if m.step == "rolled-back" || self.running.lock().unwrap_or_else(|p| p.into_inner()).contains(&m.id) {
+                continue;
+            }
+            let tenant = self.store.tenant(&m.tenant).await.ok();
+            let in_flight = self
+                .store
+                .moves(Some(&[MoveState::Planned, MoveState::Running]), 1000)
+                .await?
+                .iter()
+                .any(|o| o.tenant == m.tenant);
+            if tenant.as_ref().is_some_and(|t| t.cell == m.to) || in_flight {
+                let _ = self.store.set_cancelled_step(m.id, "rolled-back", self.now()).await;
+                continue;
+            }
+            let endpoints = |id: u32| CellEndpoints {
+                id,
+                nodes: cells.get(&id).map(|c| c.nodes.clone()).unwrap_or_default(),
+            };
+            let task = MoveTask {
+                id: m.id,
+                tenant: m.tenant.clone(),
+                hostname: tenant.and_then(|t| t.hostname),
+                from: endpoints(m.from),
+                to: endpoints(m.to),
+                flipped: false,
+            };
+            match exec.roll_back(task).await {
+                Ok(()) => {
+                    let _ = self.store.set_cancelled_step(m.id, "rolled-back", self.now()).await;
+                    tracing::info!(move_id = m.id, tenant = %m.tenant, "cancelled move rolled back");
+                }
+                Err(e) => tracing::warn!(move_id = m.id, tenant = %m.tenant, error = %e,
+                    "cannot roll back a cancelled move yet; retrying on the next turn"),
+            }
         }
         Ok(())
     }

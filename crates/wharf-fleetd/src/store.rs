@@ -1063,6 +1063,23 @@ impl FleetStore {
         .await
     }
 
+    /// Records the rollback step of a cancelled move (`rolling-back`,
+    /// `rolled-back`); a move in any other state is left alone.
+    pub async fn set_cancelled_step(&self, id: i64, step: &str, now: u64) -> Result<(), StoreError> {
+        let step = step.to_string();
+        self.call(|c| async move {
+            c.execute(
+                "UPDATE fleet.moves SET step = $2, updated_unix = $3, step_since_unix = $3 \
+                 WHERE id = $1 AND state = 'cancelled'",
+                &[&id, &step, &i64_of(now)],
+            )
+            .await
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Cancels a move in flight whose route has not flipped; Conflict
     /// otherwise.
     pub async fn cancel_move(&self, id: i64, now: u64) -> Result<MoveRecord, StoreError> {

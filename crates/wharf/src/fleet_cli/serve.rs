@@ -9,6 +9,7 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -17,7 +18,8 @@ use wharf_fleet::DIMS;
 use wharf_fleetd::router::RouterConfig;
 use wharf_fleetd::scrape::ScrapeConfig;
 use wharf_fleetd::view::PolicyConfig;
-use wharf_fleetd::{FleetStore, Fleetd, ServiceConfig, StoreConfig};
+use wharf_fleetd::mover::{HttpMover, MoverConfig};
+use wharf_fleetd::{FleetStore, Fleetd, MoveExecutor, ServiceConfig, StoreConfig};
 
 /// The fleet database's connection flags, shared by `serve` and `migrate`.
 #[derive(Args, Debug)]
@@ -128,8 +130,10 @@ pub(crate) struct ServeArgs {
     /// Scrapes in flight at once per cell.
     #[arg(long, default_value_t = 4, value_name = "N", help_heading = "Scraping")]
     scrape_concurrency: usize,
-    /// File whose first line is the nodes' admin token, if their /metrics
-    /// asks for one (--metrics-require-token on the nodes).
+    /// File whose first line is the nodes' admin token (plain, as `wharf
+    /// admin --token-file` reads it): sent to their /metrics if it asks for
+    /// one, and to their admin API when a tenant moves (export, import,
+    /// fence, blobs), which always does off loopback.
     #[arg(long, value_name = "FILE", help_heading = "Scraping")]
     node_token_file: Option<PathBuf>,
     /// Seconds a cell's figures stay fresh; older, the cell gets no new
@@ -180,6 +184,30 @@ pub(crate) struct ServeArgs {
     /// own (`wharf fleet apply` still does).
     #[arg(long, help_heading = "Placement")]
     no_auto_apply: bool,
+
+    /// Seconds the source cell keeps serving a moved tenant's reads after
+    /// the route flip (clients holding a connection to it), before the
+    /// tenant's data there is removed.
+    #[arg(long, default_value_t = 60, value_name = "SECS", help_heading = "Moves")]
+    move_grace_secs: u64,
+    /// A copy pass changing at most this many records (blobs copied plus
+    /// records created, updated or deleted) ends the pre-copy: the tenant
+    /// is then fenced for the final delta.
+    #[arg(long, default_value_t = 20, value_name = "N", help_heading = "Moves")]
+    move_small_delta: u64,
+    /// Pre-copy passes at most before fencing anyway.
+    #[arg(long, default_value_t = 5, value_name = "N", help_heading = "Moves")]
+    move_max_passes: u32,
+    /// What a fenced tenant's pushes are told to wait (`Retry-After`, s).
+    #[arg(long, default_value_t = 2, value_name = "SECS", help_heading = "Moves")]
+    move_retry_after: u32,
+    /// Moves run at once.
+    #[arg(long, default_value_t = 2, value_name = "N", help_heading = "Moves")]
+    max_concurrent_moves: usize,
+    /// Never run moves: requested and planned moves stay `planned` (for a
+    /// fleet whose nodes cannot export or import yet).
+    #[arg(long, help_heading = "Moves")]
+    no_moves: bool,
 
     /// Directory of the router's hosts.map and tenants.map, spelled as the
     /// HAProxy configuration spells it. Without it routing is not managed.
@@ -270,7 +298,7 @@ fn service_config(a: &ServeArgs) -> Result<ServiceConfig, String> {
         scrape_interval: Duration::from_secs(a.scrape_interval),
         rebalance_interval: Duration::from_secs(a.rebalance_interval.max(1)),
         auto_apply: !a.no_auto_apply,
-        max_concurrent_moves: 2,
+        max_concurrent_moves: a.max_concurrent_moves.max(1),
         router: a.haproxy_maps.as_ref().map(|dir| RouterConfig {
             maps_dir: dir.clone(),
             socket: a.haproxy_socket.clone(),
@@ -332,8 +360,19 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("--addr-file {}: {e}", f.display()))?;
     }
     tracing::info!(addr = %bound, routing = config.router.is_some(), "fleet service listening");
-    // No executor yet: requested moves stay planned (see wharf_fleetd::executor).
-    let fleetd = Fleetd::new(store, config, None);
+    let executor: Option<Arc<dyn MoveExecutor>> = if a.no_moves {
+        None
+    } else {
+        Some(Arc::new(HttpMover::new(MoverConfig {
+            node_token: config.scrape.token.clone(),
+            small_delta: a.move_small_delta,
+            max_passes: a.move_max_passes.max(1),
+            fence_retry_after: a.move_retry_after.clamp(1, 60),
+            grace: Duration::from_secs(a.move_grace_secs),
+            ..MoverConfig::default()
+        })?))
+    };
+    let fleetd = Fleetd::new(store, config, executor);
     wharf_fleetd::serve(fleetd, listener, shutdown_signal())
         .await
         .map_err(|e| format!("serving: {e}"))

@@ -1,0 +1,704 @@
+//! The move executor: copies a tenant from one cell to another through the
+//! nodes' admin APIs, and fences, verifies and hands over to the route flip.
+//!
+//! A move, as [`HttpMover`] runs it (the contract is [`crate::executor`]'s):
+//!
+//! 1. **pre-copy** while the source stays live: the source's export (one
+//!    NDJSON record per tenant, user, robot, repository, blob link,
+//!    manifest and tag), every blob the destination lacks copied byte for
+//!    byte (content-addressed: the destination checks the digest, a copy is
+//!    idempotent) under a garbage-collection hold named after the move,
+//!    then the records imported (`mode=sync`: the destination becomes an
+//!    exact mirror, deletions included);
+//! 2. **deltas**: the same pass again until one changes at most
+//!    [`MoverConfig::small_delta`] records (or [`MoverConfig::max_passes`]);
+//! 3. **fence**: the tenant's writes refused on the source (`503` with
+//!    `Retry-After`, pulls untouched), and every source node asked until it
+//!    has the fence and no write of the tenant in flight;
+//! 4. **final delta and check**: one more pass, then both cells' exports
+//!    compared record for record (every manifest, tag and blob by digest);
+//!    any difference lowers the fence and fails the move;
+//! 5. **flip**: the service makes the destination the tenant's home and
+//!    routes it there; the destination's holds are released;
+//! 6. **grace**: the source keeps serving reads for stragglers (its fence
+//!    stays up, so nothing can be written where it would be lost), then
+//!    everything of the tenant is removed from it.
+//!
+//! A move resumed after the service restarts starts over from what the
+//! cells hold (every pass is idempotent): before the flip it lowers a fence
+//! left up and pre-copies again; after it, it only finishes the grace and
+//! the removal. A move cancelled before its flip is rolled back
+//! ([`HttpMover::rollback`]): fence down on the source, the destination's
+//! partial copy and holds removed.
+//!
+//! Owns: the copy, the fence's timing, the check, the removal. Must never:
+//! decide where a tenant goes, flip a route itself, remove the source's
+//! copy before the flip has been recorded, or remove the destination's copy
+//! after it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use serde_json::{json, Value};
+
+use crate::executor::{CellEndpoints, MoveAborted, MoveControl, MoveExecutor, MoveTask};
+
+/// How moves are run.
+#[derive(Clone, Debug)]
+pub struct MoverConfig {
+    /// The nodes' admin token (plain), sent as `Authorization: Bearer`.
+    pub node_token: Option<String>,
+    /// A delta pass changing at most this many records ends the pre-copy.
+    pub small_delta: u64,
+    /// Pre-copy passes at most before fencing anyway.
+    pub max_passes: u32,
+    /// What fenced clients are told to wait (`Retry-After`).
+    pub fence_retry_after: u32,
+    /// How long to wait for every source node to have the fence and no
+    /// write in flight before giving up on this attempt.
+    pub fence_settle: Duration,
+    /// How long the source keeps serving reads after the flip.
+    pub grace: Duration,
+    /// Blobs copied at once.
+    pub blob_concurrency: usize,
+    /// Connect timeout of every call.
+    pub connect_timeout: Duration,
+    /// Timeout of a call that is not a blob copy or an export/import.
+    pub call_timeout: Duration,
+    /// Timeout of one blob copy, export or import.
+    pub transfer_timeout: Duration,
+}
+
+impl Default for MoverConfig {
+    fn default() -> Self {
+        MoverConfig {
+            node_token: None,
+            small_delta: 20,
+            max_passes: 5,
+            fence_retry_after: 2,
+            fence_settle: Duration::from_secs(10),
+            grace: Duration::from_secs(60),
+            blob_concurrency: 4,
+            connect_timeout: Duration::from_secs(3),
+            call_timeout: Duration::from_secs(10),
+            transfer_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The executor that copies over HTTP.
+pub struct HttpMover {
+    config: MoverConfig,
+    client: reqwest::Client,
+}
+
+/// What one copy pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassStats {
+    /// Records in the source's export.
+    pub records: u64,
+    /// Blobs the destination lacked and got.
+    pub blobs_copied: u64,
+    /// Their bytes.
+    pub bytes_copied: u64,
+    /// Records the import created, updated or deleted.
+    pub changed: u64,
+}
+
+impl PassStats {
+    /// The size of the pass's delta: what it had to change.
+    pub fn delta(&self) -> u64 {
+        self.blobs_copied + self.changed
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "records": self.records,
+            "blobs_copied": self.blobs_copied,
+            "bytes_copied": self.bytes_copied,
+            "changed": self.changed,
+        })
+    }
+}
+
+/// A failed step: the message says which cell, which call and why.
+type Step<T> = Result<T, String>;
+
+impl HttpMover {
+    /// An executor with `config`.
+    pub fn new(config: MoverConfig) -> Result<HttpMover, String> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("mover HTTP client: {e}"))?;
+        Ok(HttpMover { config, client })
+    }
+
+    fn cell<'a>(&'a self, cell: &'a CellEndpoints) -> Cell<'a> {
+        Cell { mover: self, cell }
+    }
+
+    /// One copy pass from `from` to `to` (steps 1, 2 and 4 of the module
+    /// doc).
+    pub async fn copy_pass(
+        &self,
+        tenant: &str,
+        from: &CellEndpoints,
+        to: &CellEndpoints,
+        hold: &str,
+    ) -> Step<PassStats> {
+        let (src, dst) = (self.cell(from), self.cell(to));
+        let export = src.export(tenant).await?;
+        let mut stats = PassStats {
+            records: export.len() as u64,
+            ..PassStats::default()
+        };
+        let blobs: BTreeMap<String, u64> = export
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|r| r["kind"] == "blob")
+            .filter_map(|r| Some((r["digest"].as_str()?.to_string(), r["size"].as_u64()?)))
+            .collect();
+        let copied: Vec<Option<u64>> = stream::iter(blobs.into_iter())
+            .map(|(digest, size)| {
+                let (src, dst) = (&src, &dst);
+                async move {
+                    if dst.has_blob(&digest).await? {
+                        return Ok(None);
+                    }
+                    src.copy_blob(&digest, dst, hold).await?;
+                    Ok::<_, String>(Some(size))
+                }
+            })
+            .buffer_unordered(self.config.blob_concurrency.max(1))
+            .try_collect()
+            .await?;
+        for size in copied.into_iter().flatten() {
+            stats.blobs_copied += 1;
+            stats.bytes_copied += size;
+        }
+        stats.changed = dst.import(tenant, &export).await?;
+        Ok(stats)
+    }
+
+    /// Raises the fence on every node of `cell` and waits until each has it
+    /// and no write of the tenant in flight.
+    async fn fence(&self, tenant: &str, cell: &CellEndpoints) -> Step<Duration> {
+        let c = self.cell(cell);
+        let started = Instant::now();
+        c.any(
+            reqwest::Method::PUT,
+            &fence_path(tenant),
+            Some(json!({"retry_after_secs": self.config.fence_retry_after})),
+        )
+        .await?;
+        let deadline = started + self.config.fence_settle;
+        for node in &cell.nodes {
+            loop {
+                let state = c
+                    .call(node, reqwest::Method::GET, &fence_path(tenant), None)
+                    .await;
+                let settled = match &state {
+                    Ok(v) => {
+                        v["fenced"] == true
+                            && v["applied"] == true
+                            && v["writes_in_flight"].as_u64() == Some(0)
+                    }
+                    Err(_) => false,
+                };
+                if settled {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "cell {}: node {node} did not settle the fence within {:?}: {}",
+                        cell.id,
+                        self.config.fence_settle,
+                        match state {
+                            Ok(v) => v.to_string(),
+                            Err(e) => e,
+                        }
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(started.elapsed())
+    }
+
+    async fn unfence(&self, tenant: &str, cell: &CellEndpoints) -> Step<()> {
+        self.cell(cell)
+            .any(reqwest::Method::DELETE, &fence_path(tenant), None)
+            .await
+            .map(drop)
+    }
+
+    /// Whether both cells hold the same records of `tenant` (step 4). The
+    /// difference, if any, as a short description.
+    pub async fn compare(
+        &self,
+        tenant: &str,
+        from: &CellEndpoints,
+        to: &CellEndpoints,
+    ) -> Step<Option<String>> {
+        let a: BTreeSet<String> = self.cell(from).export(tenant).await?.into_iter().collect();
+        let b: BTreeSet<String> = self.cell(to).export(tenant).await?.into_iter().collect();
+        if a == b {
+            return Ok(None);
+        }
+        let only_a: Vec<_> = a.difference(&b).take(3).collect();
+        let only_b: Vec<_> = b.difference(&a).take(3).collect();
+        Ok(Some(format!(
+            "{} records only on the source (e.g. {only_a:?}), {} only on the destination (e.g. {only_b:?})",
+            a.difference(&b).count(),
+            b.difference(&a).count(),
+        )))
+    }
+
+    /// Removes the destination's partial copy of a move that will not
+    /// happen: fence down on the source, holds released and the tenant's
+    /// content and record removed on the destination.
+    pub async fn rollback(&self, task: &MoveTask) -> Step<()> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.unfence(&task.tenant, &task.from).await {
+            errors.push(e);
+        }
+        let dst = self.cell(&task.to);
+        if let Err(e) = dst.release_holds(&hold_name(task.id)).await {
+            errors.push(e);
+        }
+        if let Err(e) = dst.remove_tenant(&task.tenant).await {
+            errors.push(e);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Steps 1-5: everything up to and including the flip.
+    async fn before_flip(&self, task: &MoveTask, control: &MoveControl) -> Result<(), Stop> {
+        let hold = hold_name(task.id);
+        // A fence left up by an earlier attempt comes down first: pre-copy
+        // runs with the tenant writable.
+        self.unfence(&task.tenant, &task.from)
+            .await
+            .map_err(Stop::Failed)?;
+        let mut pass = 0u32;
+        loop {
+            pass += 1;
+            let stats = self
+                .copy_pass(&task.tenant, &task.from, &task.to, &hold)
+                .await
+                .map_err(Stop::Failed)?;
+            let step = if pass == 1 { "pre-copy" } else { "delta" };
+            let mut counters = stats.json();
+            counters["pass"] = json!(pass);
+            control.step(step, counters).await?;
+            tracing::info!(move_id = task.id, tenant = %task.tenant, pass,
+                delta = stats.delta(), records = stats.records, "move: copy pass");
+            if stats.delta() <= self.config.small_delta || pass >= self.config.max_passes {
+                break;
+            }
+        }
+        let settle = match self.fence(&task.tenant, &task.from).await {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = self.unfence(&task.tenant, &task.from).await;
+                return Err(Stop::Failed(e));
+            }
+        };
+        control.fence_up().await?;
+        let fenced = Instant::now();
+        let last = self
+            .copy_pass(&task.tenant, &task.from, &task.to, &hold)
+            .await;
+        let check = match last {
+            Ok(stats) => self
+                .compare(&task.tenant, &task.from, &task.to)
+                .await
+                .map(|d| (stats, d)),
+            Err(e) => Err(e),
+        };
+        let (stats, difference) = match check {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.unfence(&task.tenant, &task.from).await;
+                return Err(Stop::Failed(e));
+            }
+        };
+        if let Some(d) = difference {
+            let _ = self.unfence(&task.tenant, &task.from).await;
+            return Err(Stop::Failed(format!("the copies differ after the final delta: {d}")));
+        }
+        let mut counters = stats.json();
+        counters["fence_settle_ms"] = json!(settle.as_millis() as u64);
+        counters["final_ms"] = json!(fenced.elapsed().as_millis() as u64);
+        control.step("verified", counters).await?;
+        control.flip_route().await?;
+        Ok(())
+    }
+
+    /// Step 6: the grace period, then the source's copy removed.
+    async fn after_flip(&self, task: &MoveTask, control: &MoveControl) -> Step<()> {
+        // Writes go to the destination from now on; the source keeps its
+        // fence (a straggler's write there would be lost) until removal.
+        let _ = control.fence_down().await;
+        if let Err(e) = self.cell(&task.to).release_holds(&hold_name(task.id)).await {
+            tracing::warn!(move_id = task.id, error = %e, "move: cannot release holds yet");
+        }
+        let _ = control
+            .step("grace", json!({"grace_secs": self.config.grace.as_secs()}))
+            .await;
+        tokio::time::sleep(self.config.grace).await;
+        let src = self.cell(&task.from);
+        src.remove_tenant(&task.tenant).await?;
+        let _ = control.step("source-removed", json!({})).await;
+        Ok(())
+    }
+}
+
+/// Why [`HttpMover::before_flip`] stopped.
+enum Stop {
+    Failed(String),
+    Aborted(MoveAborted),
+}
+
+impl From<MoveAborted> for Stop {
+    fn from(a: MoveAborted) -> Self {
+        Stop::Aborted(a)
+    }
+}
+
+#[async_trait]
+impl MoveExecutor for HttpMover {
+    async fn execute(&self, task: MoveTask, control: MoveControl) -> Result<(), String> {
+        if !task.flipped {
+            match self.before_flip(&task, &control).await {
+                Ok(()) => {}
+                Err(Stop::Aborted(MoveAborted::Cancelled)) => {
+                    return match self.rollback(&task).await {
+                        Ok(()) => Err("cancelled; rolled back".into()),
+                        Err(e) => Err(format!("cancelled; rollback incomplete: {e}")),
+                    };
+                }
+                Err(Stop::Aborted(MoveAborted::Store(e))) => {
+                    // The fleet's database is unreachable: leave the tenant
+                    // writable at home; a restart resumes the move.
+                    let _ = self.unfence(&task.tenant, &task.from).await;
+                    return Err(format!("fleet database: {e}"));
+                }
+                Err(Stop::Failed(e)) => return Err(e),
+            }
+        }
+        self.after_flip(&task, &control).await
+    }
+
+    async fn roll_back(&self, task: MoveTask) -> Result<(), String> {
+        self.rollback(&task).await
+    }
+}
+
+fn hold_name(move_id: i64) -> String {
+    format!("fleet-move-{move_id}")
+}
+
+fn fence_path(tenant: &str) -> String {
+    format!("/admin/v1/tenants/{tenant}/fence")
+}
+
+/// One cell's nodes as seen by the mover: a call goes to the first node
+/// that answers.
+struct Cell<'a> {
+    mover: &'a HttpMover,
+    cell: &'a CellEndpoints,
+}
+
+impl Cell<'_> {
+    fn request(&self, node: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}{path}", node.trim_end_matches('/'));
+        let b = self.mover.client.request(method, url);
+        match &self.mover.config.node_token {
+            Some(t) => b.bearer_auth(t),
+            None => b,
+        }
+    }
+
+    /// A JSON call to one node: the answer's JSON on 2xx, else the error.
+    async fn call(
+        &self,
+        node: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Step<Value> {
+        let mut b = self
+            .request(node, method.clone(), path)
+            .timeout(self.mover.config.call_timeout);
+        if let Some(body) = body {
+            b = b.json(&body);
+        }
+        let resp = b
+            .send()
+            .await
+            .map_err(|e| format!("cell {}: {method} {node}{path}: {e}", self.cell.id))?;
+        answer(self.cell.id, &method, node, path, resp).await
+    }
+
+    /// The call on the first node that answers at all (an HTTP error
+    /// answer is final: every node of a cell shares its data).
+    async fn any(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Step<Value> {
+        let mut last = format!("cell {} has no nodes", self.cell.id);
+        for node in &self.cell.nodes {
+            match self.call(node, method.clone(), path, body.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.contains(" -> ") => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Runs `f` against the first node that can be reached.
+    async fn first_node<T, F, Fut>(&self, f: F) -> Step<T>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, (bool, String)>>,
+    {
+        let mut last = format!("cell {} has no nodes", self.cell.id);
+        for node in &self.cell.nodes {
+            match f(node.clone()).await {
+                Ok(v) => return Ok(v),
+                // A node that answered with an error speaks for the cell.
+                Err((true, e)) => return Err(e),
+                Err((false, e)) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn export(&self, tenant: &str) -> Step<Vec<String>> {
+        let path = format!("/admin/v1/tenants/{tenant}/export");
+        self.first_node(|node| {
+            let path = path.clone();
+            async move {
+                let resp = self
+                    .request(&node, reqwest::Method::GET, &path)
+                    .timeout(self.mover.config.transfer_timeout)
+                    .send()
+                    .await
+                    .map_err(|e| (false, format!("cell {}: export from {node}: {e}", self.cell.id)))?;
+                if !resp.status().is_success() {
+                    let e = answer(self.cell.id, &reqwest::Method::GET, &node, &path, resp)
+                        .await
+                        .err()
+                        .unwrap_or_default();
+                    return Err((true, e));
+                }
+                let text = resp
+                    .text()
+                    .await
+                    .map_err(|e| (false, format!("cell {}: export from {node}: {e}", self.cell.id)))?;
+                Ok(text
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string)
+                    .collect())
+            }
+        })
+        .await
+    }
+
+    async fn import(&self, tenant: &str, lines: &[String]) -> Step<u64> {
+        let path = format!("/admin/v1/tenants/{tenant}/import?mode=sync");
+        let mut body = lines.join("\n");
+        body.push('\n');
+        let answer_json = self
+            .first_node(|node| {
+                let (path, body) = (path.clone(), body.clone());
+                async move {
+                    let resp = self
+                        .request(&node, reqwest::Method::POST, &path)
+                        .timeout(self.mover.config.transfer_timeout)
+                        .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+                        .body(body)
+                        .send()
+                        .await
+                        .map_err(|e| (false, format!("cell {}: import on {node}: {e}", self.cell.id)))?;
+                    answer(self.cell.id, &reqwest::Method::POST, &node, &path, resp)
+                        .await
+                        .map_err(|e| (true, e))
+                }
+            })
+            .await?;
+        Ok(changed_of(&answer_json))
+    }
+
+    async fn has_blob(&self, digest: &str) -> Step<bool> {
+        let path = format!("/admin/v1/blobs/{digest}");
+        self.first_node(|node| {
+            let path = path.clone();
+            async move {
+                let resp = self
+                    .request(&node, reqwest::Method::HEAD, &path)
+                    .timeout(self.mover.config.call_timeout)
+                    .send()
+                    .await
+                    .map_err(|e| (false, format!("cell {}: HEAD {node}{path}: {e}", self.cell.id)))?;
+                match resp.status().as_u16() {
+                    200 => Ok(true),
+                    404 => Ok(false),
+                    s => Err((true, format!("cell {}: HEAD {node}{path} -> {s}", self.cell.id))),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Streams one blob from this cell into `dst` under `hold`.
+    async fn copy_blob(&self, digest: &str, dst: &Cell<'_>, hold: &str) -> Step<()> {
+        let get = format!("/admin/v1/blobs/{digest}");
+        let put = format!("/admin/v1/blobs/{digest}?hold={hold}");
+        let source = self
+            .first_node(|node| {
+                let get = get.clone();
+                async move {
+                    let resp = self
+                        .request(&node, reqwest::Method::GET, &get)
+                        .timeout(self.mover.config.transfer_timeout)
+                        .send()
+                        .await
+                        .map_err(|e| (false, format!("cell {}: GET {node}{get}: {e}", self.cell.id)))?;
+                    if resp.status().is_success() {
+                        Ok(resp)
+                    } else {
+                        Err((
+                            true,
+                            format!("cell {}: GET {node}{get} -> {}", self.cell.id, resp.status()),
+                        ))
+                    }
+                }
+            })
+            .await?;
+        let len = source.content_length();
+        // A streamed body cannot be sent twice: one destination node; a
+        // failure fails the pass, and the next attempt copies again.
+        let node = dst
+            .cell
+            .nodes
+            .first()
+            .ok_or_else(|| format!("cell {} has no nodes", dst.cell.id))?;
+        let mut req = dst
+            .request(node, reqwest::Method::PUT, &put)
+            .timeout(self.mover.config.transfer_timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(len) = len {
+            req = req.header(reqwest::header::CONTENT_LENGTH, len);
+        }
+        let resp = req
+            .body(reqwest::Body::wrap_stream(source.bytes_stream()))
+            .send()
+            .await
+            .map_err(|e| format!("cell {}: PUT {node}{put}: {e}", dst.cell.id))?;
+        answer(dst.cell.id, &reqwest::Method::PUT, node, &put, resp)
+            .await
+            .map(drop)
+    }
+
+    async fn release_holds(&self, hold: &str) -> Step<()> {
+        self.any(reqwest::Method::DELETE, &format!("/admin/v1/holds/{hold}"), None)
+            .await
+            .map(drop)
+    }
+
+    /// Removes every repository of the tenant, then its record (users and
+    /// robots with it). A tenant already gone is not an error.
+    async fn remove_tenant(&self, tenant: &str) -> Step<()> {
+        for path in [
+            format!("/admin/v1/tenants/{tenant}/content"),
+            format!("/admin/v1/tenants/{tenant}?force=true"),
+        ] {
+            match self.any(reqwest::Method::DELETE, &path, None).await {
+                Ok(_) => {}
+                Err(e) if e.contains("-> 404") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The JSON of a 2xx answer (`null` when it has no body), or an error that
+/// names the cell, the call and the status (` -> STATUS`, which
+/// [`Cell::any`] reads as "the node answered").
+async fn answer(
+    cell: u32,
+    method: &reqwest::Method,
+    node: &str,
+    path: &str,
+    resp: reqwest::Response,
+) -> Step<Value> {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if status.is_success() {
+        return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
+    }
+    let detail: String = text.chars().take(300).collect();
+    Err(format!(
+        "cell {cell}: {method} {node}{path} -> {} {detail}",
+        status.as_u16()
+    ))
+}
+
+/// `created + updated + deleted` of an import's answer: its total if it
+/// has one, else the sum over its kinds.
+fn changed_of(v: &Value) -> u64 {
+    let sum = |o: &Value| {
+        ["created", "updated", "deleted"]
+            .iter()
+            .filter_map(|k| o[*k].as_u64())
+            .sum::<u64>()
+    };
+    if let Some(total) = v.get("total") {
+        return sum(total);
+    }
+    if v.get("created").is_some() {
+        return sum(v);
+    }
+    v.as_object()
+        .map(|o| o.values().filter(|x| x.is_object()).map(sum).sum())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_import_answer_counts_what_changed() {
+        let v = json!({"total": {"created": 2, "updated": 1, "unchanged": 9, "deleted": 3}});
+        assert_eq!(changed_of(&v), 6);
+        let flat = json!({"created": 1, "updated": 0, "unchanged": 4, "deleted": 0});
+        assert_eq!(changed_of(&flat), 1);
+        let kinds = json!({"tag": {"created": 1, "unchanged": 2}, "manifest": {"deleted": 2}});
+        assert_eq!(changed_of(&kinds), 3);
+        assert_eq!(changed_of(&Value::Null), 0);
+    }
+
+    #[test]
+    fn a_pass_delta_counts_blobs_and_records() {
+        let s = PassStats {
+            records: 100,
+            blobs_copied: 3,
+            bytes_copied: 10,
+            changed: 4,
+        };
+        assert_eq!(s.delta(), 7);
+        assert_eq!(hold_name(12), "fleet-move-12");
+        assert_eq!(fence_path("acme"), "/admin/v1/tenants/acme/fence");
+    }
+}
