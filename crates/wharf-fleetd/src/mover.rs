@@ -162,7 +162,7 @@ impl HttpMover {
             .filter(|r| r["kind"] == "blob")
             .filter_map(|r| Some((r["digest"].as_str()?.to_string(), r["size"].as_u64()?)))
             .collect();
-        let copied: Vec<Option<u64>> = stream::iter(blobs.into_iter())
+        let copied: Vec<Option<u64>> = stream::iter(blobs)
             .map(|(digest, size)| {
                 let (src, dst) = (&src, &dst);
                 async move {
@@ -280,8 +280,9 @@ impl HttpMover {
         }
     }
 
-    /// Steps 1-5: everything up to and including the flip.
-    async fn before_flip(&self, task: &MoveTask, control: &MoveControl) -> Result<(), Stop> {
+    /// Steps 1-5: everything up to and including the flip. How long the
+    /// tenant's writes were fenced (from raising the fence to the flip).
+    async fn before_flip(&self, task: &MoveTask, control: &MoveControl) -> Result<Duration, Stop> {
         let hold = hold_name(task.id);
         // A fence left up by an earlier attempt comes down first: pre-copy
         // runs with the tenant writable.
@@ -305,6 +306,7 @@ impl HttpMover {
                 break;
             }
         }
+        let fence_raised = Instant::now();
         let settle = match self.fence(&task.tenant, &task.from).await {
             Ok(d) => d,
             Err(e) => {
@@ -333,18 +335,27 @@ impl HttpMover {
         };
         if let Some(d) = difference {
             let _ = self.unfence(&task.tenant, &task.from).await;
-            return Err(Stop::Failed(format!("the copies differ after the final delta: {d}")));
+            return Err(Stop::Failed(format!(
+                "the copies differ after the final delta: {d}"
+            )));
         }
         let mut counters = stats.json();
         counters["fence_settle_ms"] = json!(settle.as_millis() as u64);
         counters["final_ms"] = json!(fenced.elapsed().as_millis() as u64);
         control.step("verified", counters).await?;
         control.flip_route().await?;
-        Ok(())
+        Ok(fence_raised.elapsed())
     }
 
-    /// Step 6: the grace period, then the source's copy removed.
-    async fn after_flip(&self, task: &MoveTask, control: &MoveControl) -> Step<()> {
+    /// Step 6: the grace period, then the source's copy removed. `fenced`:
+    /// how long writes were refused, when this run raised the fence.
+    async fn after_flip(
+        &self,
+        task: &MoveTask,
+        control: &MoveControl,
+        fenced: Option<Duration>,
+    ) -> Step<()> {
+        let fence_ms = fenced.map(|d| d.as_millis() as u64);
         // Writes go to the destination from now on; the source keeps its
         // fence (a straggler's write there would be lost) until removal.
         let _ = control.fence_down().await;
@@ -352,12 +363,17 @@ impl HttpMover {
             tracing::warn!(move_id = task.id, error = %e, "move: cannot release holds yet");
         }
         let _ = control
-            .step("grace", json!({"grace_secs": self.config.grace.as_secs()}))
+            .step(
+                "grace",
+                json!({"grace_secs": self.config.grace.as_secs(), "fence_ms": fence_ms}),
+            )
             .await;
         tokio::time::sleep(self.config.grace).await;
         let src = self.cell(&task.from);
         src.remove_tenant(&task.tenant).await?;
-        let _ = control.step("source-removed", json!({})).await;
+        let _ = control
+            .step("source-removed", json!({"fence_ms": fence_ms}))
+            .await;
         Ok(())
     }
 }
@@ -377,9 +393,10 @@ impl From<MoveAborted> for Stop {
 #[async_trait]
 impl MoveExecutor for HttpMover {
     async fn execute(&self, task: MoveTask, control: MoveControl) -> Result<(), String> {
+        let mut fenced = None;
         if !task.flipped {
             match self.before_flip(&task, &control).await {
-                Ok(()) => {}
+                Ok(d) => fenced = Some(d),
                 Err(Stop::Aborted(MoveAborted::Cancelled)) => {
                     return match self.rollback(&task).await {
                         Ok(()) => Err("cancelled; rolled back".into()),
@@ -395,7 +412,7 @@ impl MoveExecutor for HttpMover {
                 Err(Stop::Failed(e)) => return Err(e),
             }
         }
-        self.after_flip(&task, &control).await
+        self.after_flip(&task, &control, fenced).await
     }
 
     async fn roll_back(&self, task: MoveTask) -> Result<(), String> {
@@ -491,7 +508,12 @@ impl Cell<'_> {
                     .timeout(self.mover.config.transfer_timeout)
                     .send()
                     .await
-                    .map_err(|e| (false, format!("cell {}: export from {node}: {e}", self.cell.id)))?;
+                    .map_err(|e| {
+                        (
+                            false,
+                            format!("cell {}: export from {node}: {e}", self.cell.id),
+                        )
+                    })?;
                 if !resp.status().is_success() {
                     let e = answer(self.cell.id, &reqwest::Method::GET, &node, &path, resp)
                         .await
@@ -499,10 +521,12 @@ impl Cell<'_> {
                         .unwrap_or_default();
                     return Err((true, e));
                 }
-                let text = resp
-                    .text()
-                    .await
-                    .map_err(|e| (false, format!("cell {}: export from {node}: {e}", self.cell.id)))?;
+                let text = resp.text().await.map_err(|e| {
+                    (
+                        false,
+                        format!("cell {}: export from {node}: {e}", self.cell.id),
+                    )
+                })?;
                 Ok(text
                     .lines()
                     .filter(|l| !l.trim().is_empty())
@@ -528,7 +552,12 @@ impl Cell<'_> {
                         .body(body)
                         .send()
                         .await
-                        .map_err(|e| (false, format!("cell {}: import on {node}: {e}", self.cell.id)))?;
+                        .map_err(|e| {
+                            (
+                                false,
+                                format!("cell {}: import on {node}: {e}", self.cell.id),
+                            )
+                        })?;
                     answer(self.cell.id, &reqwest::Method::POST, &node, &path, resp)
                         .await
                         .map_err(|e| (true, e))
@@ -548,11 +577,19 @@ impl Cell<'_> {
                     .timeout(self.mover.config.call_timeout)
                     .send()
                     .await
-                    .map_err(|e| (false, format!("cell {}: HEAD {node}{path}: {e}", self.cell.id)))?;
+                    .map_err(|e| {
+                        (
+                            false,
+                            format!("cell {}: HEAD {node}{path}: {e}", self.cell.id),
+                        )
+                    })?;
                 match resp.status().as_u16() {
                     200 => Ok(true),
                     404 => Ok(false),
-                    s => Err((true, format!("cell {}: HEAD {node}{path} -> {s}", self.cell.id))),
+                    s => Err((
+                        true,
+                        format!("cell {}: HEAD {node}{path} -> {s}", self.cell.id),
+                    )),
                 }
             }
         })
@@ -572,13 +609,22 @@ impl Cell<'_> {
                         .timeout(self.mover.config.transfer_timeout)
                         .send()
                         .await
-                        .map_err(|e| (false, format!("cell {}: GET {node}{get}: {e}", self.cell.id)))?;
+                        .map_err(|e| {
+                            (
+                                false,
+                                format!("cell {}: GET {node}{get}: {e}", self.cell.id),
+                            )
+                        })?;
                     if resp.status().is_success() {
                         Ok(resp)
                     } else {
                         Err((
                             true,
-                            format!("cell {}: GET {node}{get} -> {}", self.cell.id, resp.status()),
+                            format!(
+                                "cell {}: GET {node}{get} -> {}",
+                                self.cell.id,
+                                resp.status()
+                            ),
                         ))
                     }
                 }
@@ -610,9 +656,13 @@ impl Cell<'_> {
     }
 
     async fn release_holds(&self, hold: &str) -> Step<()> {
-        self.any(reqwest::Method::DELETE, &format!("/admin/v1/holds/{hold}"), None)
-            .await
-            .map(drop)
+        self.any(
+            reqwest::Method::DELETE,
+            &format!("/admin/v1/holds/{hold}"),
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     /// Removes every repository of the tenant, then its record (users and

@@ -1187,14 +1187,18 @@ impl Fleetd {
                     Ok(_) => {}
                     // Cancelled while it ran: the executor rolled back.
                     Err(crate::store::StoreError::Conflict(_)) => {
-                        let step = if result.is_ok() || matches!(&result, Err(e) if e.ends_with("rolled back")) {
+                        let step = if result.is_ok()
+                            || matches!(&result, Err(e) if e.ends_with("rolled back"))
+                        {
                             "rolled-back"
                         } else {
                             "rolling-back"
                         };
                         let _ = me.store.set_cancelled_step(id, step, me.now()).await;
                     }
-                    Err(e) => tracing::warn!(move_id = id, error = %e, "cannot record a move's end"),
+                    Err(e) => {
+                        tracing::warn!(move_id = id, error = %e, "cannot record a move's end")
+                    }
                 }
                 me.running
                     .lock()
@@ -1210,7 +1214,10 @@ impl Fleetd {
     /// move whose tenant has since gone home to its destination by another
     /// move is only marked: its destination's copy is the tenant's now.
     async fn roll_back_cancelled(self: &Arc<Self>, exec: &Arc<dyn MoveExecutor>) -> Outcome<()> {
-        let cancelled = self.store.moves(Some(&[MoveState::Cancelled]), 1000).await?;
+        let cancelled = self
+            .store
+            .moves(Some(&[MoveState::Cancelled]), 1000)
+            .await?;
         let cells: BTreeMap<u32, CellRecord> = self
             .store
             .cells()
@@ -1219,7 +1226,13 @@ impl Fleetd {
             .map(|c| (c.id, c))
             .collect();
         for m in cancelled {
-            if m.step == "rolled-back" || self.running.lock().unwrap_or_else(|p| p.into_inner()).contains(&m.id) {
+            if m.step == "rolled-back"
+                || self
+                    .running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&m.id)
+            {
                 continue;
             }
             let tenant = self.store.tenant(&m.tenant).await.ok();
@@ -1230,7 +1243,10 @@ impl Fleetd {
                 .iter()
                 .any(|o| o.tenant == m.tenant);
             if tenant.as_ref().is_some_and(|t| t.cell == m.to) || in_flight {
-                let _ = self.store.set_cancelled_step(m.id, "rolled-back", self.now()).await;
+                let _ = self
+                    .store
+                    .set_cancelled_step(m.id, "rolled-back", self.now())
+                    .await;
                 continue;
             }
             let endpoints = |id: u32| CellEndpoints {
@@ -1247,7 +1263,10 @@ impl Fleetd {
             };
             match exec.roll_back(task).await {
                 Ok(()) => {
-                    let _ = self.store.set_cancelled_step(m.id, "rolled-back", self.now()).await;
+                    let _ = self
+                        .store
+                        .set_cancelled_step(m.id, "rolled-back", self.now())
+                        .await;
                     tracing::info!(move_id = m.id, tenant = %m.tenant, "cancelled move rolled back");
                 }
                 Err(e) => tracing::warn!(move_id = m.id, tenant = %m.tenant, error = %e,

@@ -1065,7 +1065,12 @@ impl FleetStore {
 
     /// Records the rollback step of a cancelled move (`rolling-back`,
     /// `rolled-back`); a move in any other state is left alone.
-    pub async fn set_cancelled_step(&self, id: i64, step: &str, now: u64) -> Result<(), StoreError> {
+    pub async fn set_cancelled_step(
+        &self,
+        id: i64,
+        step: &str,
+        now: u64,
+    ) -> Result<(), StoreError> {
         let step = step.to_string();
         self.call(|c| async move {
             c.execute(

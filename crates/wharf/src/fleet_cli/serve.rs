@@ -15,10 +15,10 @@ use std::time::Duration;
 use clap::Args;
 use tracing_subscriber::EnvFilter;
 use wharf_fleet::DIMS;
+use wharf_fleetd::mover::{HttpMover, MoverConfig};
 use wharf_fleetd::router::RouterConfig;
 use wharf_fleetd::scrape::ScrapeConfig;
 use wharf_fleetd::view::PolicyConfig;
-use wharf_fleetd::mover::{HttpMover, MoverConfig};
 use wharf_fleetd::{FleetStore, Fleetd, MoveExecutor, ServiceConfig, StoreConfig};
 
 /// The fleet database's connection flags, shared by `serve` and `migrate`.
@@ -188,7 +188,12 @@ pub(crate) struct ServeArgs {
     /// Seconds the source cell keeps serving a moved tenant's reads after
     /// the route flip (clients holding a connection to it), before the
     /// tenant's data there is removed.
-    #[arg(long, default_value_t = 60, value_name = "SECS", help_heading = "Moves")]
+    #[arg(
+        long,
+        default_value_t = 60,
+        value_name = "SECS",
+        help_heading = "Moves"
+    )]
     move_grace_secs: u64,
     /// A copy pass changing at most this many records (blobs copied plus
     /// records created, updated or deleted) ends the pre-copy: the tenant
