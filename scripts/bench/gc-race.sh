@@ -146,7 +146,7 @@ timeout 600 "$WHARF_LOAD_BIN" gc-verify --url "http://$LB" --state "$OUT/held.js
   echo "collector: review delay 0 s, a pass every ${GC_INTERVAL:-1} s on each node; $PUSHERS pushers for $DURATION s"
   jq -r '"pushes attempted \(.pushes.attempted), acknowledged \(.pushes.acknowledged) (\(.pushes.tags_moved) moved a tag, \(.pushes.repushes) re-pushed a deleted image)",
     "refused MANIFEST_BLOB_UNKNOWN \(.pushes.refused_manifest_blob_unknown) times; pushes then acknowledged: \(.pushes.manifest_blob_unknown_then_ok)",
-    "refused 503 \(.refused_503) times, 429 \(.refused_429) times; pushes then acknowledged: \(.pushes.busy_then_ok); gave up \(.pushes.gave_up)",
+    "refused 503 \(.refused_503) times, 429 \(.refused_429) times; pushes then acknowledged: \(.pushes.busy_then_ok); gave up \(.pushes.gave_up); starved by the collector (MANIFEST_BLOB_UNKNOWN at half of its tries or more) \(.pushes.starved_by_collector // 0)",
     "anything else: \(.other)",
     "tags deleted \(.tags_deleted), manifests deleted \(.manifests_deleted), pulls of held images during the race \(.pulls_ok)",
     "blobs: \(.blobs.present) found by HEAD, \(.blobs.uploaded) uploaded, \(.blobs.mounted) mounted",

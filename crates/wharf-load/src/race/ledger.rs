@@ -94,8 +94,14 @@ pub struct Counts {
     pub refused_429: u64,
     /// Pushes refused with `503`/`429` at least once, then acknowledged.
     pub busy_then_ok: u64,
-    /// Pushes still refused after the last retry.
+    /// Pushes and deletes still refused (`503`/`429`) after the last retry.
     pub gave_up: u64,
+    /// Pushes whose manifest was refused `MANIFEST_BLOB_UNKNOWN` at least at
+    /// half of their tries (the others `503`): the collector reclaimed a layer between its upload and the
+    /// manifest every time. Nothing is stored for them (reported, not a
+    /// failure: with a zero review delay a push slower than a collector
+    /// pass can always lose this way; safety is what the run asserts).
+    pub starved: u64,
     /// Blobs found by `HEAD` (no upload needed).
     pub blobs_present: u64,
     /// Blobs uploaded (`POST`+`PUT`, single `POST`, or `POST`+`PATCH`+`PUT`).
@@ -136,6 +142,7 @@ impl Counts {
         self.refused_429 += o.refused_429;
         self.busy_then_ok += o.busy_then_ok;
         self.gave_up += o.gave_up;
+        self.starved += o.starved;
         self.blobs_present += o.blobs_present;
         self.blobs_uploaded += o.blobs_uploaded;
         self.blobs_mounted += o.blobs_mounted;
@@ -162,6 +169,7 @@ impl Counts {
                 "manifest_blob_unknown_then_ok": self.blob_unknown_then_ok,
                 "busy_then_ok": self.busy_then_ok,
                 "gave_up": self.gave_up,
+                "starved_by_collector": self.starved,
             },
             "refused_503": self.refused_503,
             "refused_429": self.refused_429,
