@@ -267,6 +267,61 @@ impl MetaStore for MemStore {
     ) -> Result<Vec<wharf_meta::gc::Verdict>, MetaError> {
         unsupported()
     }
+    async fn purge_repository(&self, _: &RepoName) -> Result<PurgeCounts, MetaError> {
+        unsupported()
+    }
+    async fn namespace_repos(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<wharf_meta::RepoEntry>, MetaError> {
+        unsupported()
+    }
+    async fn list_blob_links(
+        &self,
+        _: &RepoName,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<(Digest, u64)>, MetaError> {
+        unsupported()
+    }
+    async fn list_manifests(
+        &self,
+        _: &RepoName,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<wharf_meta::ManifestEntry>, MetaError> {
+        unsupported()
+    }
+    async fn list_tag_entries(
+        &self,
+        _: &RepoName,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<wharf_meta::TagTimes>, MetaError> {
+        unsupported()
+    }
+    async fn import_repo(&self, _: &RepoName, _: u64) -> Result<wharf_meta::Upsert, MetaError> {
+        unsupported()
+    }
+    async fn import_manifest(
+        &self,
+        _: &RepoName,
+        _: &wharf_meta::ManifestEntry,
+    ) -> Result<wharf_meta::Upsert, MetaError> {
+        unsupported()
+    }
+    async fn import_tag(
+        &self,
+        _: &RepoName,
+        _: &wharf_meta::TagTimes,
+    ) -> Result<wharf_meta::Upsert, MetaError> {
+        unsupported()
+    }
+    async fn gc_unhold_all(&self, _: &str, _: u64) -> Result<u64, MetaError> {
+        unsupported()
+    }
     async fn gc_unhold(&self, _: &Digest, _: &str) -> Result<(), MetaError> {
         unsupported()
     }

@@ -348,6 +348,30 @@ pub(super) fn unhold(txn: &WriteTransaction, digest: &str, holder: &str) -> Resu
     Ok(())
 }
 
+/// Ends every hold of `holder` (a scan: holds are few and short-lived)
+/// and queues a content review of each digest it held, touched at `now`
+/// (an earlier queued review keeps its time); how many it ended.
+pub(super) fn unhold_all(txn: &WriteTransaction, holder: &str, now: u64) -> Result<u64, MetaError> {
+    let mut ended = Vec::new();
+    for entry in txn
+        .open_table(GC_HOLDS)
+        .map_err(engine)?
+        .iter()
+        .map_err(engine)?
+    {
+        let (k, _) = entry.map_err(engine)?;
+        let (digest, h) = split2(k.value())?;
+        if h == holder {
+            ended.push(digest.to_string());
+        }
+    }
+    for digest in &ended {
+        unhold(txn, digest, holder)?;
+        touch(txn, ReviewKind::Content, digest, "", now, false, true)?;
+    }
+    Ok(ended.len() as u64)
+}
+
 /// Decides reviews due under `policy`, in this transaction, until `limit`
 /// verdicts or nothing is due.
 pub(super) fn review(
