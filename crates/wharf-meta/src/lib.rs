@@ -132,6 +132,35 @@ pub enum Upsert {
     Unchanged,
 }
 
+/// How many entries of one kind an import created, updated, left alone
+/// and (a `sync` import) deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpsertCounts {
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+}
+
+impl UpsertCounts {
+    /// Counts one entry's outcome.
+    pub fn count(&mut self, outcome: Upsert) {
+        match outcome {
+            Upsert::Created => self.created += 1,
+            Upsert::Updated => self.updated += 1,
+            Upsert::Unchanged => self.unchanged += 1,
+        }
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &UpsertCounts) {
+        self.created += other.created;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.deleted += other.deleted;
+    }
+}
+
 /// One entry of the tenant directory (tenants, users, robot accounts). The
 /// store keeps `value` as opaque text (JSON written by `wharf-tenants`);
 /// `kind` and `key` identify it.
