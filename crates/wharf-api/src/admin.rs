@@ -49,6 +49,8 @@ pub struct NodeState {
     pub shutting_down: AtomicBool,
     /// The garbage collector's counters and last-read queue state.
     pub gc: Option<Arc<wharf_gc::GcMetrics>>,
+    /// Per-tenant traffic, fences and stored bytes (`wharf_tenant_*`).
+    pub tenants: Option<Arc<crate::tenant_traffic::TenantTraffic>>,
 }
 
 /// Why the node is not ready, if it is not.
@@ -87,6 +89,7 @@ impl NodeState {
             local_dependencies,
             shutting_down: AtomicBool::new(false),
             gc: None,
+            tenants: None,
         }
     }
 
@@ -129,6 +132,9 @@ impl NodeState {
         self.render_dependencies(&mut out);
         if let Some(gc) = &self.gc {
             gc.render(&mut out);
+        }
+        if let Some(tenants) = &self.tenants {
+            tenants.render(&mut out);
         }
         out.gauge(
             "wharf_ready",

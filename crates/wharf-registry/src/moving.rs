@@ -150,7 +150,10 @@ impl Registry {
         let (holder, until) = match hold_id {
             Some(id) => {
                 check_hold_id(id)?;
-                (import_holder(id), now_unix().saturating_add(IMPORT_HOLD_SECS))
+                (
+                    import_holder(id),
+                    now_unix().saturating_add(IMPORT_HOLD_SECS),
+                )
             }
             None => (
                 format!("admin-blob:{}", uuid::Uuid::new_v4().simple()),
@@ -224,7 +227,11 @@ impl Registry {
             }
             None => return Err(RegistryError::BlobUnknown(digest.clone())),
         }
-        let held = self.meta().blob_size(repo, digest).await.map_err(meta_err)?;
+        let held = self
+            .meta()
+            .blob_size(repo, digest)
+            .await
+            .map_err(meta_err)?;
         if held == Some(size) {
             return Ok(Upsert::Unchanged);
         }
@@ -275,7 +282,9 @@ impl Registry {
         let outcome = self.meta().import_manifest(repo, &entry).await;
         self.end_hold(digest, &holder);
         let outcome = outcome.map_err(meta_err)?;
-        self.inner.manifests_seen.remove(&(repo.clone(), digest.clone()));
+        self.inner
+            .manifests_seen
+            .remove(&(repo.clone(), digest.clone()));
         Ok(outcome)
     }
 
@@ -357,11 +366,7 @@ impl Registry {
     /// records) in one transaction; usage follows at once and the bytes go
     /// to garbage collection's review queue.
     pub async fn purge_repository(&self, repo: &RepoName) -> Result<PurgeCounts, RegistryError> {
-        let counts = self
-            .meta()
-            .purge_repository(repo)
-            .await
-            .map_err(meta_err)?;
+        let counts = self.meta().purge_repository(repo).await.map_err(meta_err)?;
         self.forget_repos(|r| r == repo);
         Ok(counts)
     }

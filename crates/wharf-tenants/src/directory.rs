@@ -305,6 +305,11 @@ impl Directory {
         self.snap().tenants.get(namespace)?.concurrency_share
     }
 
+    /// Whether `name` is a tenant of the snapshot.
+    pub fn knows_tenant(&self, name: &str) -> bool {
+        self.snap().tenants.contains_key(name)
+    }
+
     // ---- admin reads: from memory ----
 
     pub fn tenant(&self, name: &str) -> Option<Tenant> {

@@ -54,13 +54,13 @@ pub mod snapshot;
 pub mod validate;
 
 pub use directory::{
-    AccountsImported, Directory, RobotSecret, TenantExport, BCRYPT_COST, MAX_PASSWORD_LEN, MAX_ROBOT_GRANTS, MAX_ROLE_BINDINGS,
-    MIN_PASSWORD_LEN, ROBOT_SECRET_PREFIX,
+    AccountsImported, Directory, RobotSecret, TenantExport, BCRYPT_COST, MAX_PASSWORD_LEN,
+    MAX_ROBOT_GRANTS, MAX_ROLE_BINDINGS, MIN_PASSWORD_LEN, ROBOT_SECRET_PREFIX,
 };
 pub use error::DirectoryError;
 pub use model::{
-    Fence, NewTenant, QuotaPatch, Revoked, RobotView, Role, RoleBinding, RoleSpec, Tenant, TenantPatch,
-    TenantQuota, Usage, UserView, DEFAULT_FENCE_RETRY_SECS, MAX_FENCE_RETRY_SECS,
+    Fence, NewTenant, QuotaPatch, Revoked, RobotView, Role, RoleBinding, RoleSpec, Tenant,
+    TenantPatch, TenantQuota, Usage, UserView, DEFAULT_FENCE_RETRY_SECS, MAX_FENCE_RETRY_SECS,
     MIN_FENCE_RETRY_SECS,
 };
 pub use snapshot::{verify_password, Credential, SubjectStatus};

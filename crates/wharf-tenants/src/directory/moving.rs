@@ -48,7 +48,8 @@ fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, DirectoryError> {
 }
 
 fn from_value<T: serde::de::DeserializeOwned>(what: &str, v: Value) -> Result<T, DirectoryError> {
-    serde_json::from_value(v).map_err(|e| DirectoryError::Invalid(format!("bad {what} record: {e}")))
+    serde_json::from_value(v)
+        .map_err(|e| DirectoryError::Invalid(format!("bad {what} record: {e}")))
 }
 
 impl Directory {
@@ -225,7 +226,12 @@ impl Directory {
                 .filter(|u| u.tenant == name && !keep_users.contains(u.name.as_str()))
                 .collect();
             for u in &gone_users {
-                if self.inner.store.directory_delete(KIND_USER, &u.name).await? {
+                if self
+                    .inner
+                    .store
+                    .directory_delete(KIND_USER, &u.name)
+                    .await?
+                {
                     done.users.deleted += 1;
                 }
                 self.forget_refresh(RefreshScope::Identity(u.id.clone()))
@@ -238,7 +244,12 @@ impl Directory {
                 .values()
                 .filter(|r| r.tenant == name && !keep_robots.contains(r.name.as_str()))
             {
-                if self.inner.store.directory_delete(KIND_ROBOT, &r.name).await? {
+                if self
+                    .inner
+                    .store
+                    .directory_delete(KIND_ROBOT, &r.name)
+                    .await?
+                {
                     done.robots.deleted += 1;
                 }
                 self.forget_refresh(RefreshScope::Identity(r.id.clone()))
@@ -279,15 +290,12 @@ fn check_imported_user(tenant: &str, u: &User) -> Result<(), DirectoryError> {
 /// An imported robot must be named `<tenant>+<short>` and grant nothing
 /// outside the tenant.
 fn check_imported_robot(tenant: &str, r: &Robot) -> Result<(), DirectoryError> {
-    let short = r
-        .name
-        .strip_prefix(&format!("{tenant}+"))
-        .ok_or_else(|| {
-            DirectoryError::Invalid(format!(
-                "robot {} is not named {tenant}+<name>",
-                clip(&r.name)
-            ))
-        })?;
+    let short = r.name.strip_prefix(&format!("{tenant}+")).ok_or_else(|| {
+        DirectoryError::Invalid(format!(
+            "robot {} is not named {tenant}+<name>",
+            clip(&r.name)
+        ))
+    })?;
     validate::robot_short_name(short).map_err(DirectoryError::Invalid)?;
     if r.tenant != tenant || r.grants.len() > MAX_ROBOT_GRANTS {
         return Err(DirectoryError::Invalid(format!(
@@ -295,7 +303,11 @@ fn check_imported_robot(tenant: &str, r: &Robot) -> Result<(), DirectoryError> {
             clip(&r.name)
         )));
     }
-    match r.grants.iter().find(|g| !pattern_in_tenant(&g.pattern, tenant)) {
+    match r
+        .grants
+        .iter()
+        .find(|g| !pattern_in_tenant(&g.pattern, tenant))
+    {
         Some(g) => Err(outside(&g.pattern, tenant)),
         None => Ok(()),
     }
