@@ -540,9 +540,12 @@ fn review_content(
     }
     drop((blobs, manifests, refs));
     if let Some(until) = live_hold(txn, digest, now)? {
-        // Touched now: holds end moments after their record commits, so
-        // the review comes back after the delay, not at the hold's end.
-        touch(txn, kind, digest, "", now, false, false)?;
+        // Touched a second from now: holds end moments after their record
+        // commits, so the review comes back after the delay, not at the
+        // hold's end; the second keeps a pass with a zero delay from
+        // deciding it over and over while a long hold (a tenant import's)
+        // stands.
+        touch(txn, kind, digest, "", now.saturating_add(1), false, false)?;
         return kept(format!("held until {until}"));
     }
     let lease_until = now.saturating_add(policy.lease_secs);

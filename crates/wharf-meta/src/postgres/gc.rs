@@ -314,10 +314,13 @@ async fn review_content(
         return kept(format!("referenced by {by}"));
     }
     if let Some(until) = hold {
-        // Queued again, touched now: a hold normally ends within moments
-        // of the record it protects committing, so the review comes back
-        // after the delay, not at the hold's far-off end.
-        c.execute(TOUCH, &[&kind.code(), &digest, &"", &now])
+        // Queued again, touched a second from now: a hold normally ends
+        // within moments of the record it protects committing, so the
+        // review comes back after the delay, not at the hold's far-off
+        // end; the second keeps a pass with a zero delay from deciding it
+        // over and over while a long hold (a tenant import's) stands.
+        let later = now.saturating_add(1);
+        c.execute(TOUCH, &[&kind.code(), &digest, &"", &later])
             .await?;
         return kept(format!("held until {until}"));
     }
