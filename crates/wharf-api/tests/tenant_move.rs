@@ -713,6 +713,14 @@ async fn a_sync_import_deletes_what_was_removed_on_the_source() {
         .await;
     assert_eq!(status, 200);
     a.directory.delete_user("acme", "alice").await.unwrap();
+    // The final pass of a move runs fenced on both cells: the admin API's
+    // export and import are not writes the fence stops.
+    for cell in [&a, &b] {
+        let (status, _) = cell
+            .admin_json(Method::PUT, "/admin/v1/tenants/acme/fence", None)
+            .await;
+        assert_eq!(status, 200);
+    }
     let lines = a.export("acme").await;
 
     // A merge leaves B's extra content; a sync removes it.
@@ -727,6 +735,11 @@ async fn a_sync_import_deletes_what_was_removed_on_the_source() {
     assert_eq!(v["users"]["deleted"], 1, "{v}");
     assert!(v["blobs"]["deleted"].as_u64().unwrap() >= 1, "{v}");
     assert_eq!(b.export("acme").await, lines, "B mirrors A");
+    assert_eq!(
+        b.fence("acme").await["fenced"],
+        true,
+        "B keeps its own fence"
+    );
     let r =
         b.s.req(Method::GET, "/v2/acme/app/manifests/v1")
             .send()
