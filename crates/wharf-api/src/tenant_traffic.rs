@@ -18,7 +18,8 @@
 //!
 //! - A request belongs to a tenant when its repository's namespace is one
 //!   (requests without a repository, such as `/v2/` and the catalog, are
-//!   not labelled). `class="pull"` counts `GET` and `HEAD`, `class="push"`
+//!   not labelled); it is counted once its credentials are accepted (a
+//!   `401` is not the tenant's load). `class="pull"` counts `GET` and `HEAD`, `class="push"`
 //!   every other method.
 //! - Bytes are request and response body bytes of those requests.
 //! - A *write* is what the fence refuses: upload start (`POST`, mounts

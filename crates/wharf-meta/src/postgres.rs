@@ -35,13 +35,14 @@
 //!
 //! | table        | key                  | columns                           |
 //! |--------------|----------------------|-----------------------------------|
-//! | `repos`      | `name`               |                                   |
+//! | `repos`      | `name`               | `created_unix`                    |
 //! | `blobs`      | `(repo, digest)`     | `size`                            |
 //! | `manifests`  | `(repo, digest)`     | `subject`, `record` (JSON of [`ManifestRecord`]), `pushed_unix`, `last_pulled_unix` (NULL: never) |
 //! | `tags`       | `(repo, tag)`        | `digest` → `manifests`, `ON DELETE CASCADE`; `pushed_unix` |
 //! | `uploads`    | `id`                 | `repo`, `started_unix`, `bytes`, `owner`, `namespace` (generated from `repo`, indexed) |
 //! | `directory`  | `(kind, key)`        | `value`                           |
 //! | `directory_version` | one row       | `version`                         |
+//! | `gc_holds`   | `(digest, holder)`   | `until_unix`; indexed by `holder` (a tenant import's holds end together) |
 //!
 //! The referrers index is an index on `manifests (repo, subject, digest)`, so
 //! it cannot disagree with the manifests it lists; tags reference their

@@ -26,6 +26,11 @@
 //! started, so the checks that follow a lock see every writer the lock
 //! waited for.
 //!
+//! Ending holds (`gc_unhold`, `gc_unhold_all`) takes no digest lock: a hold
+//! only ever keeps content, so removing one can only let a later review
+//! collect what nothing else holds, and `gc_unhold_all` queues that review
+//! in its own statement.
+//!
 //! Must never: read for a decision before the lock that protects it is held
 //! (a statement that both takes a lock and reads would read a snapshot
 //! older than the lock), or decide more than one content review per
