@@ -1851,8 +1851,9 @@ fn remove_refresh_where(
 mod tests {
     use super::*;
 
-    /// A database written before tags and manifests had times gets them at
-    /// open: the open's time, as push time and as pull time.
+    /// A database written before tags, manifests and repositories had times
+    /// gets them at open: the open's time, as push time and as pull time,
+    /// and as creation time.
     #[tokio::test]
     async fn times_are_filled_in_for_a_database_written_before_them() {
         let dir = tempfile::tempdir().unwrap();
@@ -1880,6 +1881,14 @@ mod tests {
                         .map_err(engine)?
                         .insert(key2("acme/app", "v1").as_str(), digest.as_str())
                         .map_err(engine)?;
+                    txn.open_table(REPOS)
+                        .map_err(engine)?
+                        .insert("acme/app", ())
+                        .map_err(engine)?;
+                    txn.open_table(REPO_TIMES)
+                        .map_err(engine)?
+                        .remove("acme/app")
+                        .map_err(engine)?;
                     Ok(())
                 })
                 .await
@@ -1892,6 +1901,9 @@ mod tests {
         assert!(tag.pushed_unix >= before, "{tag:?}");
         assert!(manifest.pushed_unix >= before, "{manifest:?}");
         assert_eq!(manifest.last_pulled_unix, Some(manifest.pushed_unix));
+        let repos = store.namespace_repos("acme", None, 10).await.unwrap();
+        assert_eq!(repos.len(), 1);
+        assert!(repos[0].created_unix >= before, "{repos:?}");
         // Filled once: a second open changes nothing.
         drop(store);
         let store = EmbeddedStore::open(&path).unwrap();
