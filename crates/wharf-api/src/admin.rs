@@ -52,6 +52,8 @@ pub struct NodeState {
     /// What is running: the version and the commit it was built from,
     /// exported as `wharf_build_info`.
     pub build: Option<BuildInfo>,
+    /// Per-tenant traffic, fences and stored bytes (`wharf_tenant_*`).
+    pub tenants: Option<Arc<crate::tenant_traffic::TenantTraffic>>,
 }
 
 /// The running binary's identity, for `wharf_build_info`.
@@ -100,6 +102,7 @@ impl NodeState {
             shutting_down: AtomicBool::new(false),
             gc: None,
             build: None,
+            tenants: None,
         }
     }
 
@@ -142,6 +145,9 @@ impl NodeState {
         self.render_dependencies(&mut out);
         if let Some(gc) = &self.gc {
             gc.render(&mut out);
+        }
+        if let Some(tenants) = &self.tenants {
+            tenants.render(&mut out);
         }
         out.gauge(
             "wharf_ready",

@@ -9,8 +9,10 @@
 //! What a tenant, user or robot may be is `wharf-tenants`' business.
 //!
 //! Must never: return or log a password, a robot secret (other than once,
-//! in the answer that created it), a hash or the admin token; accept a body
-//! larger than [`MAX_BODY`]; or serve these routes on the registry port.
+//! in the answer that created it), a hash (but in a tenant-move export,
+//! `admin_move`) or the admin token; accept a body larger than
+//! [`MAX_BODY`] (but a tenant-move import or blob copy, which stream theirs
+//! with bounds of their own); or serve these routes on the registry port.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +45,9 @@ pub struct AdminApi {
     /// The registry retention is applied through; `None`: the retention
     /// route answers `503` (an admin API serving the directory alone).
     pub(crate) registry: Option<wharf_registry::Registry>,
+    /// This node's per-tenant traffic (writes in flight, for the fence
+    /// routes); `None`: reported as none.
+    pub(crate) traffic: Option<Arc<crate::tenant_traffic::TenantTraffic>>,
 }
 
 impl AdminApi {
@@ -51,6 +56,7 @@ impl AdminApi {
             directory,
             token_hash: token_hash.map(|h| h.to_ascii_lowercase()),
             registry: None,
+            traffic: None,
         }
     }
 
@@ -58,6 +64,13 @@ impl AdminApi {
     /// through `registry`.
     pub fn with_registry(mut self, registry: wharf_registry::Registry) -> AdminApi {
         self.registry = Some(registry);
+        self
+    }
+
+    /// Reports this node's writes in flight per tenant from `traffic` (the
+    /// registry port's, so the fence routes see the writes it counts).
+    pub fn with_traffic(mut self, traffic: Arc<crate::tenant_traffic::TenantTraffic>) -> AdminApi {
+        self.traffic = Some(traffic);
         self
     }
 }
@@ -115,6 +128,8 @@ pub fn admin_api_router(api: Arc<AdminApi>) -> Router {
             delete(revoke_robot),
         )
         .merge(crate::admin_retention::routes())
+        .merge(crate::admin_fence::routes())
+        .merge(crate::admin_move::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(api.clone(), require_token))
         .with_state(api)
@@ -254,7 +269,10 @@ fn authorize(api: &AdminApi, headers: &HeaderMap) -> Result<(), Failure> {
 }
 
 /// Reads a JSON body of type `T`, of at most [`MAX_BODY`] bytes.
-async fn read_json<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, Failure> {
+pub(crate) async fn read_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, Failure> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
         if !ct.trim_start().starts_with("application/json") {
@@ -289,7 +307,7 @@ async fn create_tenant(State(api): State<Arc<AdminApi>>, headers: HeaderMap, bod
     answer(StatusCode::CREATED, view(tenant))
 }
 
-fn known_tenant(api: &AdminApi, name: &str) -> Result<wharf_tenants::Tenant, Failure> {
+pub(crate) fn known_tenant(api: &AdminApi, name: &str) -> Result<wharf_tenants::Tenant, Failure> {
     api.directory.tenant(name).ok_or_else(|| {
         Failure(
             StatusCode::NOT_FOUND,

@@ -15,6 +15,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use wharf_admission::Permit;
 use wharf_telemetry::RequestMetrics;
 
+use crate::tenant_traffic::TenantCounters;
+
 /// Which counter a [`Counted`] body adds to.
 #[derive(Clone, Copy)]
 pub enum Direction {
@@ -28,6 +30,8 @@ pub enum Direction {
 pub struct Counted {
     inner: Body,
     metrics: Arc<RequestMetrics>,
+    /// The request's tenant's counters, which count the bytes too.
+    tenant: Option<Arc<TenantCounters>>,
     direction: Direction,
     _permit: Option<Permit>,
 }
@@ -36,12 +40,14 @@ impl Counted {
     pub fn wrap(
         inner: Body,
         metrics: Arc<RequestMetrics>,
+        tenant: Option<Arc<TenantCounters>>,
         direction: Direction,
         permit: Option<Permit>,
     ) -> Body {
         Body::new(Counted {
             inner,
             metrics,
+            tenant,
             direction,
             _permit: permit,
         })
@@ -64,6 +70,13 @@ impl HttpBody for Counted {
                     Direction::Out => &self.metrics.bytes_out,
                 };
                 counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                if let Some(t) = &self.tenant {
+                    let counter = match self.direction {
+                        Direction::In => &t.bytes_in,
+                        Direction::Out => &t.bytes_out,
+                    };
+                    counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
             }
         }
         Poll::Ready(frame)

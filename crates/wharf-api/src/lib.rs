@@ -41,6 +41,8 @@ pub use body::MinRate;
 
 pub mod admin;
 pub mod admin_api;
+mod admin_fence;
+mod admin_move;
 mod admin_retention;
 pub mod auth;
 mod blobs;
@@ -54,6 +56,7 @@ mod referrers;
 pub mod routes;
 pub mod server;
 mod tags;
+pub mod tenant_traffic;
 mod uploads;
 
 use routes::Endpoint;
@@ -77,6 +80,9 @@ pub struct AppState {
     pub token_service: Option<Arc<auth::TokenService>>,
     /// The tenant directory (hostnames of tenants), when there is one.
     pub directory: Option<wharf_tenants::Directory>,
+    /// Per-tenant counters and the write fence (build it over the same
+    /// directory; the default counts and fences nothing).
+    pub traffic: Arc<tenant_traffic::TenantTraffic>,
 }
 
 impl AppState {
@@ -91,6 +97,7 @@ impl AppState {
             auth: auth::Auth::None,
             token_service: None,
             directory: None,
+            traffic: Arc::new(tenant_traffic::TenantTraffic::default()),
         }
     }
 }
@@ -296,6 +303,30 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
             Err(resp) => return early(resp),
         }
     }
+    // The tenant's counters (only a tenant of the directory has some),
+    // and its write fence: a write is counted in flight before the fence
+    // is read, and refused before it takes an admission slot.
+    let tenant = endpoint.as_ref().ok().and_then(routes::repo_of);
+    let counters = tenant.and_then(|r| state.traffic.counters(r.namespace()));
+    let mut _write = None;
+    if let (Some(repo), Some(counters)) = (tenant, &counters) {
+        let read = matches!(req.method, Method::GET | Method::HEAD);
+        let class = if read {
+            &counters.pulls
+        } else {
+            &counters.pushes
+        };
+        class.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let endpoint = endpoint
+            .as_ref()
+            .expect("a repository comes from a parsed endpoint");
+        if tenant_traffic::is_write(endpoint, &req.method) {
+            match state.traffic.begin_write(repo.namespace(), counters) {
+                Ok(guard) => _write = Some(guard),
+                Err(e) => return early(error::error_response(&e, head)),
+            }
+        }
+    }
     let permit = match &state.admission {
         Some(a) => match a.acquire(c.class, &c.tenant).await {
             Ok(p) => Some(p),
@@ -303,7 +334,13 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
         },
         None => None,
     };
-    let body = body::Counted::wrap(body, state.metrics.clone(), body::Direction::In, None);
+    let body = body::Counted::wrap(
+        body,
+        state.metrics.clone(),
+        counters.clone(),
+        body::Direction::In,
+        None,
+    );
     let response = match (token_service, endpoint) {
         (Some(t), _) => match t
             .handle(&req.method, &req.uri, &req.headers, body, client)
@@ -342,10 +379,20 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
             .metrics
             .bytes_out
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        if let Some(c) = &counters {
+            c.bytes_out
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
         drop(permit);
         return Response::from_parts(parts, body);
     }
-    let body = body::Counted::wrap(body, state.metrics.clone(), body::Direction::Out, permit);
+    let body = body::Counted::wrap(
+        body,
+        state.metrics.clone(),
+        counters,
+        body::Direction::Out,
+        permit,
+    );
     Response::from_parts(parts, body)
 }
 

@@ -32,6 +32,19 @@ pub enum Endpoint {
     Referrers(RepoName, Digest),
 }
 
+/// The repository an endpoint names, if any.
+pub fn repo_of(endpoint: &Endpoint) -> Option<&RepoName> {
+    match endpoint {
+        Endpoint::Base | Endpoint::Catalog => None,
+        Endpoint::Tags(r)
+        | Endpoint::Manifest(r, _)
+        | Endpoint::Blob(r, _)
+        | Endpoint::Uploads(r)
+        | Endpoint::Upload(r, _)
+        | Endpoint::Referrers(r, _) => Some(r),
+    }
+}
+
 fn name(s: &str) -> Result<RepoName, RegistryError> {
     RepoName::from_str(s).map_err(|e| RegistryError::NameInvalid(e.to_string()))
 }

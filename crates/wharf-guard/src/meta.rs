@@ -6,8 +6,9 @@ use async_trait::async_trait;
 use wharf_core::{Digest, RepoName, Tag, UploadId};
 use wharf_meta::gc::{GcStatus, Known, ReviewPolicy, Verdict};
 use wharf_meta::{
-    DirectorySnapshot, ManifestRecord, MetaError, MetaStore, NamespaceUsage, PurgeCounts,
-    RefreshRecord, RefreshScope, RepositorySnapshot, UploadRecord, UploadUsage,
+    DirectorySnapshot, ManifestEntry, ManifestRecord, MetaError, MetaStore, NamespaceUsage,
+    PurgeCounts, RefreshRecord, RefreshScope, RepoEntry, RepositorySnapshot, TagTimes,
+    UploadRecord, UploadUsage, Upsert,
 };
 
 use crate::{Guard, GuardError};
@@ -153,6 +154,63 @@ impl MetaStore for GuardedMetaStore {
         self.call(self.inner.purge_namespace(namespace)).await
     }
 
+    async fn purge_repository(&self, repo: &RepoName) -> Result<PurgeCounts, MetaError> {
+        self.call(self.inner.purge_repository(repo)).await
+    }
+
+    async fn namespace_repos(
+        &self,
+        namespace: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<RepoEntry>, MetaError> {
+        self.call(self.inner.namespace_repos(namespace, last, n))
+            .await
+    }
+
+    async fn list_blob_links(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<(Digest, u64)>, MetaError> {
+        self.call(self.inner.list_blob_links(repo, last, n)).await
+    }
+
+    async fn list_manifests(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<ManifestEntry>, MetaError> {
+        self.call(self.inner.list_manifests(repo, last, n)).await
+    }
+
+    async fn list_tag_entries(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<TagTimes>, MetaError> {
+        self.call(self.inner.list_tag_entries(repo, last, n)).await
+    }
+
+    async fn import_repo(&self, repo: &RepoName, created_unix: u64) -> Result<Upsert, MetaError> {
+        self.call(self.inner.import_repo(repo, created_unix)).await
+    }
+
+    async fn import_manifest(
+        &self,
+        repo: &RepoName,
+        entry: &ManifestEntry,
+    ) -> Result<Upsert, MetaError> {
+        self.call(self.inner.import_manifest(repo, entry)).await
+    }
+
+    async fn import_tag(&self, repo: &RepoName, tag: &TagTimes) -> Result<Upsert, MetaError> {
+        self.call(self.inner.import_tag(repo, tag)).await
+    }
+
     async fn directory_put(
         &self,
         kind: &str,
@@ -228,6 +286,10 @@ impl MetaStore for GuardedMetaStore {
 
     async fn gc_unhold(&self, digest: &Digest, holder: &str) -> Result<(), MetaError> {
         self.call(self.inner.gc_unhold(digest, holder)).await
+    }
+
+    async fn gc_unhold_all(&self, holder: &str, now_unix: u64) -> Result<u64, MetaError> {
+        self.call(self.inner.gc_unhold_all(holder, now_unix)).await
     }
 
     async fn gc_review(&self, policy: &ReviewPolicy) -> Result<Vec<Verdict>, MetaError> {

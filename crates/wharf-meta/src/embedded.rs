@@ -16,6 +16,7 @@
 //! | `tags`              | `repo\0tag`             | digest string              |
 //! | `referrers`         | `repo\0subject\0digest` | `()`                       |
 //! | `repos`             | `repo`                  | `()`                       |
+//! | `repo_times`        | `repo`                  | creation time (`u64`)      |
 //! | `uploads`           | `upload id`             | JSON of [`UploadRecord`]   |
 //! | `upload_index`      | `repo\0upload id`       | `()`: the sessions of a namespace, found by its two ranges |
 //! | `directory`         | `kind\0key`             | the entry's value          |
@@ -25,8 +26,9 @@
 //! | `tag_times`         | `repo\0tag`             | the tag's push time (`u64`) |
 //! | `manifest_times`    | `repo\0digest`          | (push time, last pull time or 0 for never) |
 //!
-//! `tag_times` and `manifest_times` hold an entry for exactly the keys of
-//! `tags` and `manifests`, written and removed in the same transactions
+//! `tag_times`, `manifest_times` and `repo_times` hold an entry for
+//! exactly the keys of `tags`, `manifests` and `repos`, written and removed
+//! in the same transactions
 //! (see [`crate::retention`] for what the times mean); a database written
 //! before they existed has them filled in at open, with the open's time.
 //!
@@ -63,9 +65,9 @@ mod usage;
 use crate::gc::{GcStatus, Known, ReviewKind, ReviewPolicy, Verdict};
 use crate::retention::{pull_due, snapshots, RepoRead};
 use crate::{
-    check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestRecord,
-    MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope,
-    RepositorySnapshot, TagTimes, UploadRecord, UploadUsage,
+    check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestEntry,
+    ManifestRecord, MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope,
+    RepoEntry, RepositorySnapshot, TagTimes, UploadRecord, UploadUsage, Upsert,
 };
 
 const BLOBS: TableDefinition<&str, u64> = TableDefinition::new("blobs");
@@ -81,6 +83,7 @@ const REFRESH: TableDefinition<&str, &[u8]> = TableDefinition::new("refresh");
 const REFRESH_BY_IDENTITY: TableDefinition<&str, ()> = TableDefinition::new("refresh_by_identity");
 const TAG_TIMES: TableDefinition<&str, u64> = TableDefinition::new("tag_times");
 const MANIFEST_TIMES: TableDefinition<&str, (u64, u64)> = TableDefinition::new("manifest_times");
+const REPO_TIMES: TableDefinition<&str, u64> = TableDefinition::new("repo_times");
 
 /// Separates the parts of a composite key.
 const SEP: char = '\0';
@@ -209,6 +212,7 @@ impl EmbeddedStore {
         txn.open_table(REPOS).map_err(engine)?;
         txn.open_table(UPLOADS).map_err(engine)?;
         index_uploads(&txn)?;
+        txn.open_table(REPO_TIMES).map_err(engine)?;
         txn.open_table(DIRECTORY).map_err(engine)?;
         txn.open_table(DIRECTORY_VERSION).map_err(engine)?;
         txn.open_table(REFRESH).map_err(engine)?;
@@ -414,20 +418,49 @@ fn namespace_ranges(namespace: &str) -> [(String, String); 2] {
     ]
 }
 
+/// Which repositories a purge removes: a namespace's, or one repository.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    Namespace(&'a str),
+    Repository(&'a str),
+}
+
+impl Scope<'_> {
+    /// The key ranges of the scope in a table keyed `repo\0…` or by the
+    /// repository name alone. The repository named `r` is `r` itself (in
+    /// `repos`) and `r\0…` (everywhere else): both sort inside
+    /// `r .. r\x01`.
+    fn ranges(self) -> Vec<(String, String)> {
+        match self {
+            Scope::Namespace(ns) => vec![
+                (ns.to_string(), format!("{ns}{END}")),
+                (format!("{ns}/"), format!("{ns}0")),
+            ],
+            Scope::Repository(r) => vec![(r.to_string(), format!("{r}{END}"))],
+        }
+    }
+
+    /// Whether a key of `repos` (a name alone) is in the scope: the first
+    /// range of a namespace holds nothing but `ns` there, and `ns`
+    /// followed by anything else (`ns-x`, `nsx`) is another namespace.
+    fn owns(self, name: &str) -> bool {
+        match self {
+            Scope::Namespace(ns) => {
+                name == ns || name.strip_prefix(ns).is_some_and(|r| r.starts_with('/'))
+            }
+            Scope::Repository(r) => name == r,
+        }
+    }
+}
+
 /// Every key of `table` (keyed `repo\0…`, or by the repository name alone)
-/// whose repository belongs to `namespace`.
-fn keys_in_namespace<V: redb::Value + 'static>(
+/// whose repository is in `scope`.
+fn keys_in<V: redb::Value + 'static>(
     table: &impl ReadableTable<&'static str, V>,
-    namespace: &str,
+    scope: Scope<'_>,
 ) -> Result<Vec<String>, MetaError> {
     let mut keys = Vec::new();
-    // The repository named like the namespace: `ns` itself (in `repos`)
-    // and `ns\0…` (everywhere else) both sort inside `ns .. ns\x01`.
-    let ranges = [
-        (namespace.to_string(), format!("{namespace}{END}")),
-        (format!("{namespace}/"), format!("{namespace}0")),
-    ];
-    for (start, end) in &ranges {
+    for (start, end) in &scope.ranges() {
         for entry in table.range(start.as_str()..end.as_str()).map_err(engine)? {
             let (k, _) = entry.map_err(engine)?;
             keys.push(k.value().to_string());
@@ -471,7 +504,8 @@ fn index_uploads(txn: &WriteTransaction) -> Result<(), MetaError> {
 
 /// Gives every tag and manifest without times (a database written before
 /// they existed) `now` as push time, and as pull time for manifests (see
-/// [`crate::retention`]): run at open, a no-op once every entry has them.
+/// [`crate::retention`]), and every repository without a creation time
+/// `now` as one: run at open, a no-op once every entry has them.
 fn fill_times(txn: &WriteTransaction, now: u64) -> Result<(), MetaError> {
     let tags = txn.open_table(TAGS).map_err(engine)?;
     let mut tag_times = txn.open_table(TAG_TIMES).map_err(engine)?;
@@ -480,6 +514,16 @@ fn fill_times(txn: &WriteTransaction, now: u64) -> Result<(), MetaError> {
             let (k, _) = entry.map_err(engine)?;
             if tag_times.get(k.value()).map_err(engine)?.is_none() {
                 tag_times.insert(k.value(), now).map_err(engine)?;
+            }
+        }
+    }
+    let repos = txn.open_table(REPOS).map_err(engine)?;
+    let mut repo_times = txn.open_table(REPO_TIMES).map_err(engine)?;
+    if repo_times.len().map_err(engine)? < repos.len().map_err(engine)? {
+        for entry in repos.iter().map_err(engine)? {
+            let (k, _) = entry.map_err(engine)?;
+            if repo_times.get(k.value()).map_err(engine)?.is_none() {
+                repo_times.insert(k.value(), now).map_err(engine)?;
             }
         }
     }
@@ -591,6 +635,75 @@ fn remove_manifest(
     Ok(true)
 }
 
+/// Removes everything `scope` holds in metadata (see
+/// [`MetaStore::purge_namespace`]), in the caller's transaction.
+fn purge(txn: &WriteTransaction, scope: Scope<'_>, now: u64) -> Result<PurgeCounts, MetaError> {
+    let mut counts = PurgeCounts::default();
+    // Links first, so the manifests' removal below queues no
+    // review of a link that is already gone; every removed digest
+    // is queued for a content review.
+    let mut blobs = txn.open_table(BLOBS).map_err(engine)?;
+    let doomed = keys_in(&blobs, scope)?;
+    let mut removed = Vec::new();
+    for key in &doomed {
+        if let Some(size) = blobs.remove(key.as_str()).map_err(engine)? {
+            removed.push((key.clone(), size.value()));
+        }
+    }
+    drop(blobs);
+    counts.blobs = removed.len() as u64;
+    for (key, size) in removed {
+        let (repo, digest) = key.split_once(SEP).unwrap_or_default();
+        usage::unheld(txn, repo, digest, size)?;
+        gc::unlinked(txn, repo, digest, now)?;
+    }
+    let mut manifests = txn.open_table(MANIFESTS).map_err(engine)?;
+    let doomed = keys_in(&manifests, scope)?;
+    let mut removed = Vec::new();
+    for key in &doomed {
+        if let Some(v) = manifests.remove(key.as_str()).map_err(engine)? {
+            removed.push((key.clone(), decode_manifest(v.value())?));
+        }
+    }
+    drop(manifests);
+    counts.manifests = removed.len() as u64;
+    for (key, record) in removed {
+        let (repo, digest) = key.split_once(SEP).unwrap_or_default();
+        let references: Vec<String> = record.references.iter().map(Digest::to_string).collect();
+        usage::unheld(txn, repo, digest, record.size)?;
+        gc::manifest_removed(txn, repo, digest, &references, now)?;
+    }
+    let mut tags = txn.open_table(TAGS).map_err(engine)?;
+    let doomed = keys_in(&tags, scope)?;
+    counts.tags = remove_all(&mut tags, &doomed)?;
+    let mut tag_times = txn.open_table(TAG_TIMES).map_err(engine)?;
+    let doomed = keys_in(&tag_times, scope)?;
+    remove_all(&mut tag_times, &doomed)?;
+    let mut manifest_times = txn.open_table(MANIFEST_TIMES).map_err(engine)?;
+    let doomed = keys_in(&manifest_times, scope)?;
+    remove_all(&mut manifest_times, &doomed)?;
+    let mut referrers = txn.open_table(REFERRERS).map_err(engine)?;
+    let doomed = keys_in(&referrers, scope)?;
+    remove_all(&mut referrers, &doomed)?;
+    let mut repos = txn.open_table(REPOS).map_err(engine)?;
+    let doomed: Vec<String> = keys_in(&repos, scope)?
+        .into_iter()
+        .filter(|k| scope.owns(k))
+        .collect();
+    counts.repositories = remove_all(&mut repos, &doomed)?;
+    remove_all(&mut txn.open_table(REPO_TIMES).map_err(engine)?, &doomed)?;
+    let mut index = txn.open_table(UPLOAD_INDEX).map_err(engine)?;
+    let indexed = keys_in(&index, scope)?;
+    remove_all(&mut index, &indexed)?;
+    let mut uploads = txn.open_table(UPLOADS).map_err(engine)?;
+    let ids: Vec<String> = indexed
+        .iter()
+        .filter_map(|k| k.split_once(SEP).map(|(_, id)| id.to_string()))
+        .collect();
+    counts.uploads = remove_all(&mut uploads, &ids)?;
+    Ok(counts)
+}
+
 fn decode_upload(bytes: &[u8]) -> Result<UploadRecord, MetaError> {
     serde_json::from_slice(bytes).map_err(|e| corrupt("upload record", e))
 }
@@ -630,10 +743,23 @@ fn link(
         usage::held(txn, repo, digest, size)?;
     }
     gc::linked(txn, repo, digest, now)?;
-    txn.open_table(REPOS)
+    ensure_repo(txn, repo, now)
+}
+
+/// Records repository `repo`, created at `now` unless it exists.
+fn ensure_repo(txn: &WriteTransaction, repo: &str, now: u64) -> Result<(), MetaError> {
+    let fresh = txn
+        .open_table(REPOS)
         .map_err(engine)?
         .insert(repo, ())
-        .map_err(engine)?;
+        .map_err(engine)?
+        .is_none();
+    if fresh {
+        txn.open_table(REPO_TIMES)
+            .map_err(engine)?
+            .insert(repo, now)
+            .map_err(engine)?;
+    }
     Ok(())
 }
 
@@ -777,11 +903,7 @@ impl MetaStore for EmbeddedStore {
                         .map_err(engine)?;
                 }
             }
-            txn.open_table(REPOS)
-                .map_err(engine)?
-                .insert(repo.as_str(), ())
-                .map_err(engine)?;
-            Ok(())
+            ensure_repo(txn, &repo, now)
         })
         .await
     }
@@ -1062,77 +1184,15 @@ impl MetaStore for EmbeddedStore {
         check_namespace(namespace)?;
         let namespace = namespace.to_string();
         let now = wharf_core::now_unix();
-        self.write(move |txn| {
-            let ns = namespace.as_str();
-            let mut counts = PurgeCounts::default();
-            // Links first, so the manifests' removal below queues no
-            // review of a link that is already gone; every removed digest
-            // is queued for a content review.
-            let mut blobs = txn.open_table(BLOBS).map_err(engine)?;
-            let doomed = keys_in_namespace(&blobs, ns)?;
-            let mut removed = Vec::new();
-            for key in &doomed {
-                if let Some(size) = blobs.remove(key.as_str()).map_err(engine)? {
-                    removed.push((key.clone(), size.value()));
-                }
-            }
-            drop(blobs);
-            counts.blobs = removed.len() as u64;
-            for (key, size) in removed {
-                let (repo, digest) = key.split_once(SEP).unwrap_or_default();
-                usage::unheld(txn, repo, digest, size)?;
-                gc::unlinked(txn, repo, digest, now)?;
-            }
-            let mut manifests = txn.open_table(MANIFESTS).map_err(engine)?;
-            let doomed = keys_in_namespace(&manifests, ns)?;
-            let mut removed = Vec::new();
-            for key in &doomed {
-                if let Some(v) = manifests.remove(key.as_str()).map_err(engine)? {
-                    removed.push((key.clone(), decode_manifest(v.value())?));
-                }
-            }
-            drop(manifests);
-            counts.manifests = removed.len() as u64;
-            for (key, record) in removed {
-                let (repo, digest) = key.split_once(SEP).unwrap_or_default();
-                let references: Vec<String> =
-                    record.references.iter().map(Digest::to_string).collect();
-                usage::unheld(txn, repo, digest, record.size)?;
-                gc::manifest_removed(txn, repo, digest, &references, now)?;
-            }
-            let mut tags = txn.open_table(TAGS).map_err(engine)?;
-            let doomed = keys_in_namespace(&tags, ns)?;
-            counts.tags = remove_all(&mut tags, &doomed)?;
-            let mut tag_times = txn.open_table(TAG_TIMES).map_err(engine)?;
-            let doomed = keys_in_namespace(&tag_times, ns)?;
-            remove_all(&mut tag_times, &doomed)?;
-            let mut manifest_times = txn.open_table(MANIFEST_TIMES).map_err(engine)?;
-            let doomed = keys_in_namespace(&manifest_times, ns)?;
-            remove_all(&mut manifest_times, &doomed)?;
-            let mut referrers = txn.open_table(REFERRERS).map_err(engine)?;
-            let doomed = keys_in_namespace(&referrers, ns)?;
-            remove_all(&mut referrers, &doomed)?;
-            let mut repos = txn.open_table(REPOS).map_err(engine)?;
-            // `repos` is keyed by the name alone: `ns` itself, or `ns/…`;
-            // `ns` followed by anything else (`ns-x`, `nsx`) is another
-            // namespace, and the first range also holds nothing but `ns`.
-            let doomed: Vec<String> = keys_in_namespace(&repos, ns)?
-                .into_iter()
-                .filter(|k| k == ns || k.starts_with(&format!("{ns}/")))
-                .collect();
-            counts.repositories = remove_all(&mut repos, &doomed)?;
-            let mut index = txn.open_table(UPLOAD_INDEX).map_err(engine)?;
-            let indexed = keys_in_namespace(&index, ns)?;
-            remove_all(&mut index, &indexed)?;
-            let mut uploads = txn.open_table(UPLOADS).map_err(engine)?;
-            let ids: Vec<String> = indexed
-                .iter()
-                .filter_map(|k| k.split_once(SEP).map(|(_, id)| id.to_string()))
-                .collect();
-            counts.uploads = remove_all(&mut uploads, &ids)?;
-            Ok(counts)
-        })
-        .await
+        self.write(move |txn| purge(txn, Scope::Namespace(&namespace), now))
+            .await
+    }
+
+    async fn purge_repository(&self, repo: &RepoName) -> Result<PurgeCounts, MetaError> {
+        let repo = repo.to_string();
+        let now = wharf_core::now_unix();
+        self.write(move |txn| purge(txn, Scope::Repository(&repo), now))
+            .await
     }
 
     async fn directory_put(
@@ -1471,6 +1531,279 @@ impl MetaStore for EmbeddedStore {
         self.write(move |txn| remove_manifest(txn, &repo, &digest, now, true))
             .await
     }
+
+    async fn namespace_repos(
+        &self,
+        namespace: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<RepoEntry>, MetaError> {
+        check_namespace(namespace)?;
+        self.read(|txn| {
+            let repos = txn.open_table(REPO_TIMES).map_err(engine)?;
+            let scope = Scope::Namespace(namespace);
+            let mut out = Vec::new();
+            for (start, end) in scope.ranges() {
+                let from = match last {
+                    Some(l) if l >= start.as_str() => Bound::Excluded(l),
+                    _ => Bound::Included(start.as_str()),
+                };
+                if let Bound::Excluded(l) = from {
+                    if l >= end.as_str() {
+                        continue;
+                    }
+                }
+                let range = (from, Bound::Excluded(end.as_str()));
+                for entry in repos.range::<&str>(range).map_err(engine)? {
+                    if out.len() >= n {
+                        return Ok(out);
+                    }
+                    let (k, v) = entry.map_err(engine)?;
+                    if !scope.owns(k.value()) {
+                        continue;
+                    }
+                    out.push(RepoEntry {
+                        name: k
+                            .value()
+                            .parse()
+                            .map_err(|e| corrupt("repository name", e))?,
+                        created_unix: v.value(),
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn list_blob_links(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<(Digest, u64)>, MetaError> {
+        let prefix = key2(repo.as_str(), "");
+        let Some(bounds) = page_bounds(&prefix, last) else {
+            return Ok(Vec::new());
+        };
+        self.read(|txn| {
+            let table = txn.open_table(BLOBS).map_err(engine)?;
+            let mut out = Vec::new();
+            for entry in table
+                .range::<&str>(borrowed(&bounds))
+                .map_err(engine)?
+                .take(n)
+            {
+                let (k, v) = entry.map_err(engine)?;
+                let digest = k.value()[prefix.len()..]
+                    .parse()
+                    .map_err(|e| corrupt("blob digest", e))?;
+                out.push((digest, v.value()));
+            }
+            Ok(out)
+        })
+    }
+
+    async fn list_manifests(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<ManifestEntry>, MetaError> {
+        let prefix = key2(repo.as_str(), "");
+        let Some(bounds) = page_bounds(&prefix, last) else {
+            return Ok(Vec::new());
+        };
+        self.read(|txn| {
+            let table = txn.open_table(MANIFESTS).map_err(engine)?;
+            let times = txn.open_table(MANIFEST_TIMES).map_err(engine)?;
+            let mut out = Vec::new();
+            for entry in table
+                .range::<&str>(borrowed(&bounds))
+                .map_err(engine)?
+                .take(n)
+            {
+                let (k, v) = entry.map_err(engine)?;
+                let (pushed, pulled) = times
+                    .get(k.value())
+                    .map_err(engine)?
+                    .map_or((0, 0), |t| t.value());
+                out.push(ManifestEntry {
+                    record: decode_manifest(v.value())?,
+                    pushed_unix: pushed,
+                    last_pulled_unix: (pulled != 0).then_some(pulled),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    async fn list_tag_entries(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<TagTimes>, MetaError> {
+        let prefix = key2(repo.as_str(), "");
+        let Some(bounds) = page_bounds(&prefix, last) else {
+            return Ok(Vec::new());
+        };
+        self.read(|txn| {
+            let table = txn.open_table(TAGS).map_err(engine)?;
+            let times = txn.open_table(TAG_TIMES).map_err(engine)?;
+            let mut out = Vec::new();
+            for entry in table
+                .range::<&str>(borrowed(&bounds))
+                .map_err(engine)?
+                .take(n)
+            {
+                let (k, v) = entry.map_err(engine)?;
+                let pushed_unix = times
+                    .get(k.value())
+                    .map_err(engine)?
+                    .map_or(0, |t| t.value());
+                out.push(TagTimes {
+                    tag: k.value()[prefix.len()..]
+                        .parse()
+                        .map_err(|e| corrupt("tag", e))?,
+                    digest: v.value().parse().map_err(|e| corrupt("tag target", e))?,
+                    pushed_unix,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    async fn import_repo(&self, repo: &RepoName, created_unix: u64) -> Result<Upsert, MetaError> {
+        let repo = repo.to_string();
+        self.write(move |txn| {
+            let existed = txn
+                .open_table(REPOS)
+                .map_err(engine)?
+                .insert(repo.as_str(), ())
+                .map_err(engine)?
+                .is_some();
+            let previous = txn
+                .open_table(REPO_TIMES)
+                .map_err(engine)?
+                .insert(repo.as_str(), created_unix)
+                .map_err(engine)?
+                .map(|v| v.value());
+            Ok(match (existed, previous) {
+                (false, _) => Upsert::Created,
+                (true, Some(p)) if p == created_unix => Upsert::Unchanged,
+                (true, _) => Upsert::Updated,
+            })
+        })
+        .await
+    }
+
+    async fn import_manifest(
+        &self,
+        repo: &RepoName,
+        entry: &ManifestEntry,
+    ) -> Result<Upsert, MetaError> {
+        let repo = repo.to_string();
+        let record = entry.record.clone();
+        let bytes = encode(&record)?;
+        let times = (entry.pushed_unix, entry.last_pulled_unix.unwrap_or(0));
+        let now = wharf_core::now_unix();
+        self.write(move |txn| {
+            let digest = record.digest.to_string();
+            let references: Vec<String> = record.references.iter().map(Digest::to_string).collect();
+            gc::refuse_if_tombstoned(txn, &digest)?;
+            gc::check_held(txn, &repo, &references)?;
+            let key = key2(&repo, &digest);
+            let previous = txn
+                .open_table(MANIFESTS)
+                .map_err(engine)?
+                .insert(key.as_str(), bytes.as_slice())
+                .map_err(engine)?
+                .map(|old| decode_manifest(old.value()))
+                .transpose()?;
+            let old_times = txn
+                .open_table(MANIFEST_TIMES)
+                .map_err(engine)?
+                .insert(key.as_str(), times)
+                .map_err(engine)?
+                .map(|t| t.value());
+            let mut referrers = txn.open_table(REFERRERS).map_err(engine)?;
+            match &previous {
+                None => {
+                    usage::held(txn, &repo, &digest, record.size)?;
+                    gc::manifest_stored(txn, &repo, &digest, &references)?;
+                }
+                Some(old) if old.references != record.references => {
+                    // The same digest is the same bytes: references cannot
+                    // really differ; keep the index true to the record.
+                    let old_refs: Vec<String> =
+                        old.references.iter().map(Digest::to_string).collect();
+                    gc::manifest_removed(txn, &repo, &digest, &old_refs, now)?;
+                    gc::manifest_stored(txn, &repo, &digest, &references)?;
+                }
+                Some(_) => {}
+            }
+            if let Some(old_subject) = previous.as_ref().and_then(|p| p.subject.as_ref()) {
+                referrers
+                    .remove(key3(&repo, &old_subject.to_string(), &digest).as_str())
+                    .map_err(engine)?;
+            }
+            if let Some(subject) = &record.subject {
+                referrers
+                    .insert(key3(&repo, &subject.to_string(), &digest).as_str(), ())
+                    .map_err(engine)?;
+            }
+            drop(referrers);
+            ensure_repo(txn, &repo, now)?;
+            Ok(match previous {
+                None => Upsert::Created,
+                Some(old) if old == record && old_times == Some(times) => Upsert::Unchanged,
+                Some(_) => Upsert::Updated,
+            })
+        })
+        .await
+    }
+
+    async fn import_tag(&self, repo: &RepoName, tag: &TagTimes) -> Result<Upsert, MetaError> {
+        let key = key2(repo.as_str(), tag.tag.as_str());
+        let (repo, digest, pushed) = (repo.to_string(), tag.digest.to_string(), tag.pushed_unix);
+        self.write(move |txn| {
+            let held = txn
+                .open_table(MANIFESTS)
+                .map_err(engine)?
+                .get(key2(&repo, &digest).as_str())
+                .map_err(engine)?
+                .is_some();
+            if !held {
+                return Err(MetaError::Missing(
+                    digest.parse().map_err(|e| corrupt("digest", e))?,
+                ));
+            }
+            let old_target = txn
+                .open_table(TAGS)
+                .map_err(engine)?
+                .insert(key.as_str(), digest.as_str())
+                .map_err(engine)?
+                .map(|v| v.value().to_string());
+            let old_time = txn
+                .open_table(TAG_TIMES)
+                .map_err(engine)?
+                .insert(key.as_str(), pushed)
+                .map_err(engine)?
+                .map(|v| v.value());
+            Ok(match old_target {
+                None => Upsert::Created,
+                Some(t) if t == digest && old_time == Some(pushed) => Upsert::Unchanged,
+                Some(_) => Upsert::Updated,
+            })
+        })
+        .await
+    }
+
+    async fn gc_unhold_all(&self, holder: &str, now_unix: u64) -> Result<u64, MetaError> {
+        let holder = holder.to_string();
+        self.write(move |txn| gc::unhold_all(txn, &holder, now_unix))
+            .await
+    }
 }
 
 fn refresh_index_key(r: &RefreshRecord) -> String {
@@ -1518,8 +1851,9 @@ fn remove_refresh_where(
 mod tests {
     use super::*;
 
-    /// A database written before tags and manifests had times gets them at
-    /// open: the open's time, as push time and as pull time.
+    /// A database written before tags, manifests and repositories had times
+    /// gets them at open: the open's time, as push time and as pull time,
+    /// and as creation time.
     #[tokio::test]
     async fn times_are_filled_in_for_a_database_written_before_them() {
         let dir = tempfile::tempdir().unwrap();
@@ -1547,6 +1881,14 @@ mod tests {
                         .map_err(engine)?
                         .insert(key2("acme/app", "v1").as_str(), digest.as_str())
                         .map_err(engine)?;
+                    txn.open_table(REPOS)
+                        .map_err(engine)?
+                        .insert("acme/app", ())
+                        .map_err(engine)?;
+                    txn.open_table(REPO_TIMES)
+                        .map_err(engine)?
+                        .remove("acme/app")
+                        .map_err(engine)?;
                     Ok(())
                 })
                 .await
@@ -1559,6 +1901,9 @@ mod tests {
         assert!(tag.pushed_unix >= before, "{tag:?}");
         assert!(manifest.pushed_unix >= before, "{manifest:?}");
         assert_eq!(manifest.last_pulled_unix, Some(manifest.pushed_unix));
+        let repos = store.namespace_repos("acme", None, 10).await.unwrap();
+        assert_eq!(repos.len(), 1);
+        assert!(repos[0].created_unix >= before, "{repos:?}");
         // Filled once: a second open changes nothing.
         drop(store);
         let store = EmbeddedStore::open(&path).unwrap();

@@ -37,7 +37,8 @@
 //! | blob unlinked by a client (`DELETE`)    | content review (digest) touched now          |
 //! | manifest deleted                        | link review of each reference; content review of the manifest |
 //! | link review removes a link              | content review (digest), due at once         |
-//! | namespace purged                        | content review of every digest it held       |
+//! | namespace or repository purged          | content review of every digest it held       |
+//! | a holder's holds all ended (`gc_unhold_all`) | content review of each digest it held   |
 //! | storage scan finds unknown bytes        | orphan review (digest) touched now           |
 //!
 //! A `HEAD` postpones a review (gap (a) of the issue), but it is not what
@@ -74,7 +75,15 @@
 //!    review that finds a live hold keeps the digest. The writer ends its
 //!    hold once the record has committed
 //!    ([`MetaStore::gc_unhold`](crate::MetaStore::gc_unhold)); one it never
-//!    ends expires by itself ([`HOLD_SECS`]).
+//!    ends expires by itself ([`HOLD_SECS`]). A review kept by a hold is
+//!    queued again a second later (so a pass with a zero delay does not
+//!    decide it over and over). **Named holds**: a tenant import copies
+//!    blobs long before the manifests that reference them arrive, so it
+//!    holds each under a holder named by the import (longer: a day) and
+//!    ends them all at once ([`MetaStore::gc_unhold_all`](crate::MetaStore::gc_unhold_all)),
+//!    which queues a content review of each digest in the same transaction:
+//!    what the import linked is kept, what it never used is collected
+//!    without waiting for a storage scan.
 //! 5. **Manifests commit only against what is there.** `put_manifest` checks,
 //!    in its own transaction and under the shared locks of its digest and of
 //!    every reference, that each reference is held by the repository (a

@@ -99,6 +99,68 @@ pub struct PurgeCounts {
     pub uploads: u64,
 }
 
+/// A repository of a namespace, as [`MetaStore::namespace_repos`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepoEntry {
+    pub name: RepoName,
+    /// When the repository was first stored (its first blob link or
+    /// manifest), seconds since the Unix epoch; for a repository stored
+    /// before creation times were kept, when the upgrade ran.
+    pub created_unix: u64,
+}
+
+/// A manifest with its times, as [`MetaStore::list_manifests`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestEntry {
+    pub record: ManifestRecord,
+    /// When the repository first stored it (see [`retention`]).
+    pub pushed_unix: u64,
+    /// When it was last pulled, recorded coarsely; `None`: never.
+    pub last_pulled_unix: Option<u64>,
+}
+
+/// What an import call did to the entry it was given: the counts a tenant
+/// move reports (a delta pass is as large as what it created and updated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upsert {
+    /// The entry was absent and is now stored.
+    Created,
+    /// The entry was there, with other values (times included); it now
+    /// holds the given ones.
+    Updated,
+    /// The entry was there exactly as given; nothing was written.
+    Unchanged,
+}
+
+/// How many entries of one kind an import created, updated, left alone
+/// and (a `sync` import) deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpsertCounts {
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+}
+
+impl UpsertCounts {
+    /// Counts one entry's outcome.
+    pub fn count(&mut self, outcome: Upsert) {
+        match outcome {
+            Upsert::Created => self.created += 1,
+            Upsert::Updated => self.updated += 1,
+            Upsert::Unchanged => self.unchanged += 1,
+        }
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &UpsertCounts) {
+        self.created += other.created;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.deleted += other.deleted;
+    }
+}
+
 /// One entry of the tenant directory (tenants, users, robot accounts). The
 /// store keeps `value` as opaque text (JSON written by `wharf-tenants`);
 /// `kind` and `key` identify it.
@@ -320,6 +382,77 @@ pub trait MetaStore: Send + Sync + 'static {
     /// [`MetaStore::namespace_usage`].
     async fn purge_namespace(&self, namespace: &str) -> Result<PurgeCounts, MetaError>;
 
+    /// [`MetaStore::purge_namespace`] for the one repository `repo` (never
+    /// `repo/…` nor any other): its blob links, manifests, tags, referrers
+    /// entries, upload records and repository entry, in one transaction,
+    /// every removed digest queued for a content review as a purge queues
+    /// it. Purging an absent repository is a no-op.
+    async fn purge_repository(&self, repo: &RepoName) -> Result<PurgeCounts, MetaError>;
+
+    // ---- moving a tenant between cells (export and import) ----
+
+    /// The repositories of namespace `namespace` (named `namespace` or
+    /// `namespace/…`) lexically after `last`, at most `n`, with their
+    /// creation times. `namespace` is checked as in
+    /// [`MetaStore::namespace_usage`].
+    async fn namespace_repos(
+        &self,
+        namespace: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<RepoEntry>, MetaError>;
+
+    /// The blob links of `repo` (digest and size), by digest, after
+    /// `last`, at most `n`.
+    async fn list_blob_links(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<(Digest, u64)>, MetaError>;
+
+    /// The manifests of `repo` with their times, by digest, after `last`,
+    /// at most `n`.
+    async fn list_manifests(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<ManifestEntry>, MetaError>;
+
+    /// The tags of `repo` with their targets and push times, by name,
+    /// after `last`, at most `n`.
+    async fn list_tag_entries(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<TagTimes>, MetaError>;
+
+    /// Makes repository `repo` exist with creation time `created_unix`
+    /// (another cell's): created if absent, its time set if different.
+    /// Holds nothing by itself: usage counts a repository once it holds a
+    /// blob link or a manifest.
+    async fn import_repo(&self, repo: &RepoName, created_unix: u64) -> Result<Upsert, MetaError>;
+
+    /// [`MetaStore::put_manifest`] without a tag, keeping times given by
+    /// another cell: the record is stored (or left, if identical) and its
+    /// push and pull times set to `pushed_unix` and `last_pulled_unix`.
+    /// The same checks refuse it, with nothing written: a reference
+    /// `repo` does not hold ([`MetaError::Missing`]), a tombstoned digest
+    /// ([`MetaError::Collecting`]). Usage, the referrers index and the
+    /// references garbage collection protects follow as for a push.
+    async fn import_manifest(
+        &self,
+        repo: &RepoName,
+        entry: &ManifestEntry,
+    ) -> Result<Upsert, MetaError>;
+
+    /// Points `tag.tag` of `repo` at `tag.digest` with push time
+    /// `tag.pushed_unix` (another cell's); refused with
+    /// [`MetaError::Missing`] when `repo` does not hold that manifest.
+    async fn import_tag(&self, repo: &RepoName, tag: &TagTimes) -> Result<Upsert, MetaError>;
+
     /// Writes directory entry (`kind`, `key`) and bumps the directory
     /// version, in one transaction; true when written. With `create_only`,
     /// an existing entry is left alone (no bump) and `false` returned.
@@ -389,6 +522,14 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Ends `holder`'s hold on `digest` (its record now holds the content);
     /// no error if there is none.
     async fn gc_unhold(&self, digest: &Digest, holder: &str) -> Result<(), MetaError>;
+
+    /// Ends every hold of `holder`, whatever the digest, and in the same
+    /// transaction queues a content review of each digest it held (touched
+    /// at `now_unix`, an earlier queued review keeping its time), so bytes
+    /// that no record took over are collected without waiting for a
+    /// storage scan. How many holds it ended. Holders that name a batch of
+    /// writes (a tenant import) use this; a scan of the holds.
+    async fn gc_unhold_all(&self, holder: &str, now_unix: u64) -> Result<u64, MetaError>;
 
     /// Decides the reviews due under `policy` (and claims tombstones whose
     /// lease has passed), at most `policy.limit`, oldest first; each decision

@@ -35,13 +35,14 @@
 //!
 //! | table        | key                  | columns                           |
 //! |--------------|----------------------|-----------------------------------|
-//! | `repos`      | `name`               |                                   |
+//! | `repos`      | `name`               | `created_unix`                    |
 //! | `blobs`      | `(repo, digest)`     | `size`                            |
 //! | `manifests`  | `(repo, digest)`     | `subject`, `record` (JSON of [`ManifestRecord`]), `pushed_unix`, `last_pulled_unix` (NULL: never) |
 //! | `tags`       | `(repo, tag)`        | `digest` → `manifests`, `ON DELETE CASCADE`; `pushed_unix` |
 //! | `uploads`    | `id`                 | `repo`, `started_unix`, `bytes`, `owner`, `namespace` (generated from `repo`, indexed) |
 //! | `directory`  | `(kind, key)`        | `value`                           |
 //! | `directory_version` | one row       | `version`                         |
+//! | `gc_holds`   | `(digest, holder)`   | `until_unix`; indexed by `holder` (a tenant import's holds end together) |
 //!
 //! The referrers index is an index on `manifests (repo, subject, digest)`, so
 //! it cannot disagree with the manifests it lists; tags reference their
@@ -93,9 +94,9 @@ mod gc;
 use crate::gc::{GcStatus, Known, ReviewPolicy, Verdict};
 use crate::retention::{snapshots, RepoRead, PULL_RECORD_SECS};
 use crate::{
-    check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestRecord,
-    MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope,
-    RepositorySnapshot, TagTimes, UploadRecord, UploadUsage,
+    check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestEntry,
+    ManifestRecord, MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope,
+    RepoEntry, RepositorySnapshot, TagTimes, UploadRecord, UploadUsage, Upsert,
 };
 
 /// How a node reaches its PostgreSQL server.
@@ -143,7 +144,7 @@ pub struct PoolStats {
 }
 
 /// The schema version this code writes and expects.
-pub const SCHEMA_VERSION: i32 = 7;
+pub const SCHEMA_VERSION: i32 = 8;
 
 /// Schema migrations, in order: `(version, SQL)`. Each runs once, in the
 /// start-up transaction of the first node that finds it missing. Never edit
@@ -409,6 +410,18 @@ ALTER TABLE wharf.manifests
     ALTER COLUMN last_pulled_unix DROP DEFAULT;
 "#,
     ),
+    // Repositories' creation times, which a tenant moved to another cell
+    // keeps (rows stored before get the migration's time, as in 7), and
+    // holds found by holder, for releasing a whole import's holds at once.
+    (
+        8,
+        r#"
+ALTER TABLE wharf.repos
+    ADD COLUMN created_unix bigint NOT NULL DEFAULT (extract(epoch FROM now()))::bigint;
+ALTER TABLE wharf.repos ALTER COLUMN created_unix DROP DEFAULT;
+CREATE INDEX gc_holds_by_holder ON wharf.gc_holds (holder);
+"#,
+    ),
 ];
 
 /// Key of the transaction-scoped advisory lock that serialises migrations
@@ -421,7 +434,8 @@ pub const CONFLICT_ATTEMPTS: u32 = 3;
 const UPSERT_BLOB: &str = "INSERT INTO wharf.blobs (repo, digest, size) VALUES ($1, $2, $3) \
      ON CONFLICT (repo, digest) DO UPDATE SET size = EXCLUDED.size \
      WHERE wharf.blobs.size <> EXCLUDED.size";
-const ENSURE_REPO: &str = "INSERT INTO wharf.repos (name) VALUES ($1) ON CONFLICT DO NOTHING";
+const ENSURE_REPO: &str =
+    "INSERT INTO wharf.repos (name, created_unix) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 const BLOB_SIZE: &str = "SELECT size FROM wharf.blobs WHERE repo = $1 AND digest = $2";
 // The `WHERE` skips rewriting an identical row (re-pushes are common), which
 // would only leave a dead tuple behind; the row is locked either way.
@@ -509,6 +523,55 @@ const PURGE_MANIFESTS: &str = "WITH gone AS (          DELETE FROM wharf.manifes
 const PURGE_REFS: &str = "DELETE FROM wharf.refs WHERE repo = $1 OR (repo >= $2 AND repo < $3)";
 const PURGE_REPOS: &str = "DELETE FROM wharf.repos WHERE name = $1 OR (name >= $2 AND name < $3)";
 const PURGE_UPLOADS: &str = "DELETE FROM wharf.uploads WHERE namespace = $1";
+const PURGE_REPO_UPLOADS: &str = "DELETE FROM wharf.uploads WHERE repo = $1";
+// Export: a namespace's repositories (ranges as in `NAMESPACE_USAGE`) and
+// one repository's links, manifests and tags, each a page by key.
+const NAMESPACE_REPOS: &str = "SELECT name, created_unix FROM wharf.repos \
+     WHERE (name = $1 OR (name >= $2 AND name < $3)) AND name > coalesce($4, '') \
+     ORDER BY name LIMIT $5";
+const LIST_BLOB_LINKS: &str = "SELECT digest, size FROM wharf.blobs \
+     WHERE repo = $1 AND digest > coalesce($2, '') ORDER BY digest LIMIT $3";
+const LIST_MANIFESTS: &str = "SELECT record::text, pushed_unix, last_pulled_unix \
+     FROM wharf.manifests WHERE repo = $1 AND digest > coalesce($2, '') ORDER BY digest LIMIT $3";
+const LIST_TAG_ENTRIES: &str = "SELECT tag, digest, pushed_unix FROM wharf.tags \
+     WHERE repo = $1 AND tag > coalesce($2, '') ORDER BY tag LIMIT $3";
+// Import: upserts that say what they did. A row comes back when one was
+// written, `xmax = 0` for an insert; none when the row was already so.
+const IMPORT_REPO: &str = "INSERT INTO wharf.repos (name, created_unix) VALUES ($1, $2) \
+     ON CONFLICT (name) DO UPDATE SET created_unix = EXCLUDED.created_unix \
+     WHERE wharf.repos.created_unix <> EXCLUDED.created_unix RETURNING (xmax = 0)";
+const IMPORT_MANIFEST: &str = "INSERT INTO wharf.manifests \
+     (repo, digest, subject, record, pushed_unix, last_pulled_unix) \
+     VALUES ($1, $2, $3, $4::text::jsonb, $5, $6) \
+     ON CONFLICT (repo, digest) DO UPDATE SET subject = EXCLUDED.subject, \
+         record = EXCLUDED.record, pushed_unix = EXCLUDED.pushed_unix, \
+         last_pulled_unix = EXCLUDED.last_pulled_unix \
+     WHERE (wharf.manifests.subject, wharf.manifests.record, wharf.manifests.pushed_unix, \
+            wharf.manifests.last_pulled_unix) \
+         IS DISTINCT FROM (EXCLUDED.subject, EXCLUDED.record, EXCLUDED.pushed_unix, \
+            EXCLUDED.last_pulled_unix) \
+     RETURNING (xmax = 0)";
+/// The manifest a tag is imported onto, locked as the tag's foreign key
+/// check would lock it.
+const MANIFEST_FOR_TAG: &str =
+    "SELECT 1 FROM wharf.manifests WHERE repo = $1 AND digest = $2 FOR SHARE";
+const IMPORT_TAG: &str = "INSERT INTO wharf.tags (repo, tag, digest, pushed_unix) \
+     VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (repo, tag) DO UPDATE SET digest = EXCLUDED.digest, \
+         pushed_unix = EXCLUDED.pushed_unix \
+     WHERE (wharf.tags.digest, wharf.tags.pushed_unix) \
+         IS DISTINCT FROM (EXCLUDED.digest, EXCLUDED.pushed_unix) \
+     RETURNING (xmax = 0)";
+/// Ends every hold of `$1` and queues a content review of each digest it
+/// held (touched at `$2`, unless queued earlier); how many holds ended.
+const UNHOLD_ALL: &str = "WITH gone AS ( \
+         DELETE FROM wharf.gc_holds WHERE holder = $1 RETURNING digest), \
+     queued AS ( \
+         INSERT INTO wharf.gc_queue (kind, digest, repo, touched_unix) \
+         SELECT DISTINCT 'c', digest, '', $2::bigint FROM gone \
+         ON CONFLICT (kind, digest, repo) DO UPDATE SET touched_unix = EXCLUDED.touched_unix \
+         WHERE wharf.gc_queue.touched_unix > EXCLUDED.touched_unix) \
+     SELECT count(*) FROM gone";
 /// `$1` is the namespace, `$2` and `$3` are `$1 || '/'` and `$1 || '0'`
 /// (`'0'` is the byte after `'/'`): `repo = $1 OR repo >= $2 AND repo < $3`
 /// is exactly the repositories named `$1` or `$1/…`, two ranges of each
@@ -1051,7 +1114,7 @@ async fn link(c: &mut Conn, repo: &str, digest: &str, size: i64, now: i64) -> Re
     gc::share_digest(c, digest).await?;
     c.execute(gc::TOUCH, &[&"l", &digest, &repo, &now]).await?;
     c.execute(UPSERT_BLOB, &[&repo, &digest, &size]).await?;
-    c.execute(ENSURE_REPO, &[&repo]).await?;
+    c.execute(ENSURE_REPO, &[&repo, &now]).await?;
     Ok(())
 }
 
@@ -1098,6 +1161,15 @@ async fn remove_manifest(
     c.execute(gc::TOUCH_KEEP_EARLIER, &[&"c", &digest, &"", &now])
         .await?;
     Ok(true)
+}
+
+/// What an upsert `RETURNING (xmax = 0)` did: no row, nothing written.
+fn upserted(rows: &[Row]) -> Result<Upsert, Failure> {
+    Ok(match rows.first() {
+        None => Upsert::Unchanged,
+        Some(row) if get::<bool>(row, 0)? => Upsert::Created,
+        Some(_) => Upsert::Updated,
+    })
 }
 
 /// A time read from the database (never negative: written from `u64`s).
@@ -1223,7 +1295,7 @@ impl MetaStore for PostgresStore {
                 if let Some(tag) = &tag {
                     c.execute(UPSERT_TAG, &[&repo, tag, digest, now]).await?;
                 }
-                c.execute(ENSURE_REPO, &[&repo]).await?;
+                c.execute(ENSURE_REPO, &[&repo, now]).await?;
                 Ok(())
             }
             .await;
@@ -1471,6 +1543,35 @@ impl MetaStore for PostgresStore {
             Ok(PurgeCounts {
                 blobs,
                 manifests,
+                tags: from_db(tags, "tag count")?,
+                repositories,
+                uploads,
+            })
+        })
+        .await
+    }
+
+    async fn purge_repository(&self, repo: &RepoName) -> Result<PurgeCounts, MetaError> {
+        let repo = repo.as_str();
+        let now = &to_db(wharf_core::now_unix(), "clock")?;
+        self.call("purge_repository", || async move {
+            // The purge statements' ranges with the second one empty:
+            // exactly the repository named `repo`.
+            let range: [&(dyn ToSql + Sync); 3] = [&repo, &"", &""];
+            let with_now: [&(dyn ToSql + Sync); 4] = [&repo, &"", &"", &now];
+            let mut c = self.conn().await?;
+            c.batch("BEGIN").await?;
+            let tags: i64 = get(&c.query(PURGE_COUNT_TAGS, &range).await?[0], 0)?;
+            let blobs: i64 = get(&c.query(PURGE_BLOBS, &with_now).await?[0], 0)?;
+            let manifests: i64 = get(&c.query(PURGE_MANIFESTS, &with_now).await?[0], 0)?;
+            c.execute(PURGE_REFS, &range).await?;
+            let repositories = c.execute(PURGE_REPOS, &range).await?;
+            let uploads = c.execute(PURGE_REPO_UPLOADS, &[&repo]).await?;
+            c.batch("COMMIT").await?;
+            c.release();
+            Ok(PurgeCounts {
+                blobs: from_db(blobs, "blob count")?,
+                manifests: from_db(manifests, "manifest count")?,
                 tags: from_db(tags, "tag count")?,
                 repositories,
                 uploads,
@@ -1922,6 +2023,211 @@ impl MetaStore for PostgresStore {
             let known = gc::known(&mut c, policy).await?;
             c.release();
             Ok(known)
+        })
+        .await
+    }
+
+    async fn namespace_repos(
+        &self,
+        namespace: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<RepoEntry>, MetaError> {
+        check_namespace(namespace)?;
+        let (below, past) = (&format!("{namespace}/"), &format!("{namespace}0"));
+        let n = limit(n);
+        self.call("namespace_repos", || async move {
+            let mut c = self.conn().await?;
+            let rows = c
+                .query(NAMESPACE_REPOS, &[&namespace, below, past, &last, &n])
+                .await?;
+            c.release();
+            rows.iter()
+                .map(|row| {
+                    let name: &str = get(row, 0)?;
+                    Ok(RepoEntry {
+                        name: name.parse().map_err(|e| corrupt("repository name", e))?,
+                        created_unix: time(row, 1, "repository creation time")?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn list_blob_links(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<(Digest, u64)>, MetaError> {
+        let (repo, n) = (repo.as_str(), limit(n));
+        self.call("list_blob_links", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(LIST_BLOB_LINKS, &[&repo, &last, &n]).await?;
+            c.release();
+            rows.iter()
+                .map(|row| {
+                    let digest: &str = get(row, 0)?;
+                    Ok((
+                        digest.parse().map_err(|e| corrupt("blob digest", e))?,
+                        time(row, 1, "blob size")?,
+                    ))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn list_manifests(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<ManifestEntry>, MetaError> {
+        let (repo, n) = (repo.as_str(), limit(n));
+        self.call("list_manifests", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(LIST_MANIFESTS, &[&repo, &last, &n]).await?;
+            c.release();
+            rows.iter()
+                .map(|row| {
+                    let pulled: Option<i64> = get(row, 2)?;
+                    Ok(ManifestEntry {
+                        record: decode_manifest(get(row, 0)?)?,
+                        pushed_unix: time(row, 1, "push time")?,
+                        last_pulled_unix: pulled.map(|t| from_db(t, "pull time")).transpose()?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn list_tag_entries(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<TagTimes>, MetaError> {
+        let (repo, n) = (repo.as_str(), limit(n));
+        self.call("list_tag_entries", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(LIST_TAG_ENTRIES, &[&repo, &last, &n]).await?;
+            c.release();
+            rows.iter()
+                .map(|row| {
+                    let tag: &str = get(row, 0)?;
+                    let digest: &str = get(row, 1)?;
+                    Ok(TagTimes {
+                        tag: tag.parse().map_err(|e| corrupt("tag", e))?,
+                        digest: digest.parse().map_err(|e| corrupt("tag target", e))?,
+                        pushed_unix: time(row, 2, "push time")?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn import_repo(&self, repo: &RepoName, created_unix: u64) -> Result<Upsert, MetaError> {
+        let repo = repo.as_str();
+        let created = &to_db(created_unix, "creation time")?;
+        self.call("import_repo", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(IMPORT_REPO, &[&repo, created]).await?;
+            c.release();
+            upserted(&rows)
+        })
+        .await
+    }
+
+    async fn import_manifest(
+        &self,
+        repo: &RepoName,
+        entry: &ManifestEntry,
+    ) -> Result<Upsert, MetaError> {
+        let record = &entry.record;
+        let json = &serde_json::to_string(record)
+            .map_err(|e| MetaError::Internal(format!("cannot encode: {e}")))?;
+        let repo = repo.as_str();
+        let digest = &record.digest.to_string();
+        let subject = &record.subject.as_ref().map(Digest::to_string);
+        let references: &Vec<String> = &record.references.iter().map(Digest::to_string).collect();
+        let mut locked: Vec<String> = references.clone();
+        locked.push(digest.clone());
+        locked.sort();
+        locked.dedup();
+        let locked = &locked;
+        let pushed = &to_db(entry.pushed_unix, "push time")?;
+        let pulled = &entry
+            .last_pulled_unix
+            .map(|t| to_db(t, "pull time"))
+            .transpose()?;
+        let now = &to_db(wharf_core::now_unix(), "clock")?;
+        self.call("import_manifest", || async move {
+            let mut c = self.conn().await?;
+            c.batch("BEGIN").await?;
+            let out = async {
+                // As `put_manifest`: digest locks, the tombstone and
+                // reference checks under them, then the rows.
+                gc::share_digests(&mut c, locked).await?;
+                gc::refuse_if_tombstoned(&mut c, digest).await?;
+                gc::check_held(&mut c, repo, references).await?;
+                let rows = c
+                    .query(
+                        IMPORT_MANIFEST,
+                        &[&repo, digest, subject, json, pushed, pulled],
+                    )
+                    .await?;
+                if !references.is_empty() {
+                    c.execute(gc::INSERT_REFS, &[references, &repo, digest])
+                        .await?;
+                }
+                c.execute(ENSURE_REPO, &[&repo, now]).await?;
+                upserted(&rows)
+            }
+            .await;
+            finish(c, out).await
+        })
+        .await
+    }
+
+    async fn import_tag(&self, repo: &RepoName, tag: &TagTimes) -> Result<Upsert, MetaError> {
+        let (repo, name) = (repo.as_str(), tag.tag.as_str());
+        let digest = &tag.digest.to_string();
+        let pushed = &to_db(tag.pushed_unix, "push time")?;
+        let missing = tag.digest.clone();
+        self.call("import_tag", || {
+            let missing = missing.clone();
+            async move {
+                let mut c = self.conn().await?;
+                c.batch("BEGIN").await?;
+                let out = async {
+                    if c.query(MANIFEST_FOR_TAG, &[&repo, digest])
+                        .await?
+                        .is_empty()
+                    {
+                        return Err(MetaError::Missing(missing).into());
+                    }
+                    let rows = c.query(IMPORT_TAG, &[&repo, &name, digest, pushed]).await?;
+                    upserted(&rows)
+                }
+                .await;
+                finish(c, out).await
+            }
+        })
+        .await
+    }
+
+    async fn gc_unhold_all(&self, holder: &str, now_unix: u64) -> Result<u64, MetaError> {
+        let now = &to_db(now_unix, "clock")?;
+        self.call("gc_unhold_all", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(UNHOLD_ALL, &[&holder, now]).await?;
+            c.release();
+            let ended: i64 = get(&rows[0], 0)?;
+            Ok(from_db(ended, "hold count")?)
         })
         .await
     }

@@ -37,8 +37,9 @@ use std::sync::Arc;
 use wharf_core::{Digest, RepoName, Tag, UploadId};
 
 use crate::{
-    DirectoryRecord, DirectorySnapshot, ManifestRecord, MetaError, MetaStore, NamespaceUsage,
-    PurgeCounts, RefreshRecord, RefreshScope, UploadRecord, UploadUsage,
+    DirectoryRecord, DirectorySnapshot, ManifestEntry, ManifestRecord, MetaError, MetaStore,
+    NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope, TagTimes, UploadRecord, UploadUsage,
+    Upsert,
 };
 
 /// Expands to the whole behaviour suite as `#[tokio::test]` functions; see
@@ -87,6 +88,11 @@ macro_rules! meta_store_suite {
             retention_snapshot_lists_a_namespace_with_children_and_subjects,
             retention_deletes_recheck_the_live_state_in_their_transaction,
             retention_deletes_queue_what_they_free_for_collection,
+            export_lists_page_through_a_namespace_with_times,
+            import_keeps_given_times_and_says_what_it_did,
+            import_refuses_what_the_repository_does_not_hold,
+            purge_repository_removes_one_repository_and_queues_its_content,
+            gc_unhold_all_ends_one_holders_holds_and_queues_their_content,
         );
 
         $crate::meta_store_suite!(@concurrent $make;
@@ -2291,5 +2297,320 @@ pub async fn retention_deletes_queue_what_they_free_for_collection<S: MetaStore>
     assert_eq!(
         store.blob_size(&repo("acme/app"), &shared).await.unwrap(),
         Some(1000)
+    );
+}
+
+// ---- moving a tenant: export lists, imports, repository purge, holds ----
+
+/// The lists an export pages through: a namespace's repositories (never
+/// another's), and one repository's links, manifests and tags, each in key
+/// order, with the times metadata keeps.
+pub async fn export_lists_page_through_a_namespace_with_times<S: MetaStore>(store: Arc<S>) {
+    let before = now();
+    for r in ["acme", "acme/a", "acme/b/c", "acme-x/a", "acmex", "zed/a"] {
+        store.link_blob(&repo(r), &digest(r), 7).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut last: Option<String> = None;
+    loop {
+        let page = store
+            .namespace_repos("acme", last.as_deref(), 2)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        for e in &page {
+            assert!(e.created_unix >= before && e.created_unix <= now(), "{e:?}");
+            seen.push(e.name.to_string());
+        }
+        last = page.last().map(|e| e.name.to_string());
+    }
+    assert_eq!(seen, ["acme", "acme/a", "acme/b/c"]);
+    assert_internal(
+        store.namespace_repos("acme/a", None, 5).await,
+        "not a namespace",
+    );
+
+    let app = repo("acme/app");
+    let (l1, l2) = (digest("l1"), digest("l2"));
+    store.link_blob(&app, &l1, 11).await.unwrap();
+    store.link_blob(&app, &l2, 22).await.unwrap();
+    let mut links = vec![(l1.clone(), 11), (l2.clone(), 22), (digest("x"), 0)];
+    links.pop();
+    links.sort();
+    let first = store.list_blob_links(&app, None, 1).await.unwrap();
+    assert_eq!(first, links[..1]);
+    let rest = store
+        .list_blob_links(&app, Some(&first[0].0.to_string()), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest, links[1..]);
+
+    let m = image(&*store, "acme/app", "m", &[&l1], Some("v1")).await;
+    let n = image(&*store, "acme/app", "n", &[&l2], Some("v2")).await;
+    store.record_pull(&app, &m.digest, now()).await.unwrap();
+    let manifests = store.list_manifests(&app, None, 10).await.unwrap();
+    let mut expect: Vec<&Digest> = vec![&m.digest, &n.digest];
+    expect.sort();
+    let listed: Vec<&Digest> = manifests.iter().map(|e| &e.record.digest).collect();
+    assert_eq!(listed, expect, "by digest");
+    for e in &manifests {
+        assert!(e.pushed_unix >= before, "{e:?}");
+        let want = if e.record.digest == m.digest { &m } else { &n };
+        assert_eq!(&e.record, want);
+        assert_eq!(e.last_pulled_unix.is_some(), e.record.digest == m.digest);
+    }
+    let after_first = store
+        .list_manifests(&app, Some(&expect[0].to_string()), 10)
+        .await
+        .unwrap();
+    assert_eq!(after_first.len(), 1);
+    assert_eq!(&after_first[0].record.digest, expect[1]);
+
+    let tags = store.list_tag_entries(&app, None, 10).await.unwrap();
+    let got: Vec<(&str, &Digest)> = tags.iter().map(|t| (t.tag.as_str(), &t.digest)).collect();
+    assert_eq!(got, [("v1", &m.digest), ("v2", &n.digest)]);
+    assert!(tags.iter().all(|t| t.pushed_unix >= before));
+    let page = store.list_tag_entries(&app, Some("v1"), 10).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].tag.as_str(), "v2");
+}
+
+/// Imports store what they are given, times included, and report whether
+/// they created, updated or left each entry; usage and the referrers
+/// index follow as for a push.
+pub async fn import_keeps_given_times_and_says_what_it_did<S: MetaStore>(store: Arc<S>) {
+    let app = repo("acme/app");
+    assert_eq!(
+        store.import_repo(&app, 1000).await.unwrap(),
+        Upsert::Created
+    );
+    assert_eq!(
+        store.import_repo(&app, 1000).await.unwrap(),
+        Upsert::Unchanged
+    );
+    assert_eq!(store.import_repo(&app, 999).await.unwrap(), Upsert::Updated);
+    let listed = store.namespace_repos("acme", None, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].created_unix, 999);
+
+    let layer = digest("layer");
+    store.link_blob(&app, &layer, 50).await.unwrap();
+    let base = ManifestEntry {
+        record: ManifestRecord {
+            references: vec![layer.clone()],
+            ..manifest("base")
+        },
+        pushed_unix: 1_000,
+        last_pulled_unix: None,
+    };
+    assert_eq!(
+        store.import_manifest(&app, &base).await.unwrap(),
+        Upsert::Created
+    );
+    assert_eq!(
+        store.import_manifest(&app, &base).await.unwrap(),
+        Upsert::Unchanged
+    );
+    let pulled = ManifestEntry {
+        last_pulled_unix: Some(2_000),
+        ..base.clone()
+    };
+    assert_eq!(
+        store.import_manifest(&app, &pulled).await.unwrap(),
+        Upsert::Updated
+    );
+    let sig = ManifestEntry {
+        record: referrer("sig", &base.record.digest),
+        pushed_unix: 1_500,
+        last_pulled_unix: Some(1_600),
+    };
+    assert_eq!(
+        store.import_manifest(&app, &sig).await.unwrap(),
+        Upsert::Created
+    );
+    let listed = store.list_manifests(&app, None, 10).await.unwrap();
+    let mut want = vec![pulled.clone(), sig.clone()];
+    want.sort_by(|a, b| a.record.digest.cmp(&b.record.digest));
+    assert_eq!(listed, want, "records and times as given");
+    assert_eq!(
+        store.referrers(&app, &base.record.digest).await.unwrap(),
+        vec![sig.record.clone()]
+    );
+
+    let v1 = TagTimes {
+        tag: tag("v1"),
+        digest: base.record.digest.clone(),
+        pushed_unix: 1_100,
+    };
+    assert_eq!(store.import_tag(&app, &v1).await.unwrap(), Upsert::Created);
+    assert_eq!(
+        store.import_tag(&app, &v1).await.unwrap(),
+        Upsert::Unchanged
+    );
+    let moved = TagTimes {
+        digest: sig.record.digest.clone(),
+        pushed_unix: 1_700,
+        ..v1.clone()
+    };
+    assert_eq!(
+        store.import_tag(&app, &moved).await.unwrap(),
+        Upsert::Updated
+    );
+    assert_eq!(
+        store.list_tag_entries(&app, None, 10).await.unwrap(),
+        vec![moved.clone()]
+    );
+
+    let used = store.namespace_usage("acme", None).await.unwrap();
+    assert_eq!(
+        used.bytes,
+        50 + base.record.size + sig.record.size,
+        "usage counts imported content"
+    );
+    assert_eq!(used.repositories, 1);
+    // What an imported manifest references is protected like a pushed one's.
+    let verdicts = store.gc_review(&policy(now(), 0, "a")).await.unwrap();
+    assert!(unlinked(&verdicts).is_empty(), "{verdicts:?}");
+    assert!(doomed(&verdicts).is_empty(), "{verdicts:?}");
+}
+
+/// An import refuses a manifest whose references the repository does not
+/// hold, and a tag on a manifest it does not hold, writing nothing.
+pub async fn import_refuses_what_the_repository_does_not_hold<S: MetaStore>(store: Arc<S>) {
+    let app = repo("acme/app");
+    let layer = digest("layer");
+    let entry = ManifestEntry {
+        record: ManifestRecord {
+            references: vec![layer.clone()],
+            ..manifest("m")
+        },
+        pushed_unix: 5,
+        last_pulled_unix: None,
+    };
+    match store.import_manifest(&app, &entry).await {
+        Err(MetaError::Missing(d)) => assert_eq!(d, layer),
+        other => panic!("expected Missing, got {other:?}"),
+    }
+    assert!(store
+        .list_manifests(&app, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let t = TagTimes {
+        tag: tag("v1"),
+        digest: entry.record.digest.clone(),
+        pushed_unix: 5,
+    };
+    match store.import_tag(&app, &t).await {
+        Err(MetaError::Missing(d)) => assert_eq!(d, entry.record.digest),
+        other => panic!("expected Missing, got {other:?}"),
+    }
+    assert!(store
+        .list_tag_entries(&app, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(!store.repo_exists(&app).await.unwrap());
+}
+
+/// Purging one repository removes it alone (not `repo/…`, not a sibling),
+/// usage follows at once, and what it held goes to garbage collection's
+/// review queue.
+pub async fn purge_repository_removes_one_repository_and_queues_its_content<S: MetaStore>(
+    store: Arc<S>,
+) {
+    let shared = digest("shared");
+    let m = image(&*store, "acme/app", "m", &[&shared], Some("v1")).await;
+    let sig = referrer("sig", &m.digest);
+    store
+        .put_manifest(&repo("acme/app"), &sig, None)
+        .await
+        .unwrap();
+    let nested = image(&*store, "acme/app/sub", "n", &[&shared], Some("v1")).await;
+    let sibling = image(&*store, "acme/app-x", "s", &[], Some("v1")).await;
+    let before = store.namespace_usage("acme", None).await.unwrap();
+
+    let counts = store.purge_repository(&repo("acme/app")).await.unwrap();
+    assert_eq!(
+        counts,
+        PurgeCounts {
+            blobs: 2,
+            manifests: 2,
+            tags: 1,
+            repositories: 1,
+            uploads: 0,
+        }
+    );
+    assert!(!store.repo_exists(&repo("acme/app")).await.unwrap());
+    for (r, rec) in [("acme/app/sub", &nested), ("acme/app-x", &sibling)] {
+        assert!(store
+            .get_manifest(&repo(r), &rec.digest)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(store
+            .resolve_tag(&repo(r), &tag("v1"))
+            .await
+            .unwrap()
+            .is_some());
+    }
+    let after = store.namespace_usage("acme", None).await.unwrap();
+    assert_eq!(after.repositories, before.repositories - 1);
+    assert_eq!(
+        after.bytes,
+        before.bytes - m.size - sig.size - 10,
+        "the shared layer still counts once"
+    );
+    let verdicts = store.gc_review(&policy(now(), 0, "a")).await.unwrap();
+    assert_eq!(
+        doomed(&verdicts),
+        sorted(vec![
+            m.digest.clone(),
+            sig.digest.clone(),
+            digest("m-config")
+        ])
+    );
+    assert_eq!(
+        store.purge_repository(&repo("acme/app")).await.unwrap(),
+        PurgeCounts::default(),
+        "safe to repeat"
+    );
+}
+
+/// Ending a holder's holds ends those only, and queues each digest for a
+/// content review, so bytes no record took over are collected.
+pub async fn gc_unhold_all_ends_one_holders_holds_and_queues_their_content<S: MetaStore>(
+    store: Arc<S>,
+) {
+    let (both, mine, theirs) = (digest("both"), digest("mine"), digest("theirs"));
+    let until = now() + 3600;
+    for d in [&both, &mine] {
+        store.gc_hold(d, "import:x", until).await.unwrap();
+    }
+    store.gc_hold(&both, "other", until).await.unwrap();
+    store.gc_hold(&theirs, "other", until).await.unwrap();
+    assert_eq!(
+        store.gc_status(&policy(now(), 0, "a")).await.unwrap().holds,
+        4
+    );
+
+    assert_eq!(store.gc_unhold_all("import:x", now()).await.unwrap(), 2);
+    assert_eq!(store.gc_unhold_all("import:x", now()).await.unwrap(), 0);
+    assert_eq!(
+        store.gc_status(&policy(now(), 0, "a")).await.unwrap().holds,
+        2
+    );
+    let verdicts = store.gc_review(&policy(now(), 0, "a")).await.unwrap();
+    assert_eq!(doomed(&verdicts), vec![mine.clone()], "{verdicts:?}");
+    // `both` was reviewed too, and kept for the other holder's hold.
+    assert!(
+        verdicts.iter().any(|v| matches!(
+            v,
+            crate::gc::Verdict::Kept { digest, .. } if *digest == both
+        )),
+        "{verdicts:?}"
     );
 }

@@ -2,7 +2,8 @@
 //! about to be written, the touches that postpone a blob's review, and what
 //! the node forgets when a review removes a link.
 //!
-//! Owns: [`Registry::hold_content`], [`Registry::touch_link`] and
+//! Owns: [`Registry::hold_content`] (and `hold_content_until`, the hold a
+//! tenant import names and releases, `crate::moving`), [`Registry::touch_link`] and
 //! [`Registry::forget_link`]. The argument these serve is in
 //! `wharf_meta::gc`: bytes are stored before they are recorded, so a hold
 //! must stand from before the bytes are written until the record holds them.
@@ -36,9 +37,21 @@ impl Registry {
         digest: &Digest,
         holder: &str,
     ) -> Result<(), RegistryError> {
+        let until = now_unix().saturating_add(HOLD_SECS);
+        self.hold_content_until(digest, holder, until).await
+    }
+
+    /// [`Registry::hold_content`] until `until` (seconds since the epoch)
+    /// rather than for [`HOLD_SECS`]: a tenant import holds what it copies
+    /// until it has linked it.
+    pub(crate) async fn hold_content_until(
+        &self,
+        digest: &Digest,
+        holder: &str,
+        until: u64,
+    ) -> Result<(), RegistryError> {
         let mut tries = 0;
         loop {
-            let until = now_unix().saturating_add(HOLD_SECS);
             match self.meta().gc_hold(digest, holder, until).await {
                 Ok(()) => return Ok(()),
                 Err(MetaError::Collecting(_)) if tries + 1 < HOLD_TRIES => {

@@ -3,7 +3,9 @@
 //!
 //! Owns: blob access by repository ([`blobs`]), upload sessions ([`uploads`]),
 //! manifests and tags ([`manifests`]), the referrers index ([`referrers`]),
-//! retention policies applied ([`retention`]),
+//! retention policies applied ([`retention`]), a tenant's content moved
+//! between cells ([`moving`]: export pages, blob copies under named holds,
+//! imports keeping times, purges),
 //! tenant quotas and immutable tags as they bear on a request (`quota`,
 //! `immutable`) and the catalog. Handlers in the HTTP crate call
 //! [`Registry`] and nothing below it.
@@ -28,6 +30,7 @@ mod holds;
 mod immutable;
 mod last_known;
 pub mod manifests;
+pub mod moving;
 mod quota;
 pub mod referrers;
 pub mod retention;

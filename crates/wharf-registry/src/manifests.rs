@@ -202,26 +202,7 @@ impl Registry {
             self.end_hold(&digest, &holder);
             return Err(storage_err(e));
         }
-        let record = ManifestRecord {
-            digest: digest.clone(),
-            media_type: manifest.media_type.clone(),
-            size: bytes.len() as u64,
-            artifact_type: manifest.referrer_artifact_type(),
-            annotations: manifest.annotations.clone(),
-            subject: manifest.subject.as_ref().map(|s| s.digest.clone()),
-            // What the repository must hold for this manifest (foreign
-            // layers live elsewhere), each once.
-            references: {
-                let mut refs: Vec<Digest> = manifest
-                    .required_blobs()
-                    .chain(&manifest.manifests)
-                    .map(|d| d.digest.clone())
-                    .collect();
-                refs.sort();
-                refs.dedup();
-                refs
-            },
-        };
+        let record = self.manifest_record(&digest, &manifest, bytes.len() as u64);
         let tag = match reference {
             Reference::Tag(t) => Some(t),
             Reference::Digest(_) => None,
@@ -262,6 +243,36 @@ impl Registry {
             digest,
             subject: record.subject,
         })
+    }
+
+    /// What metadata records of manifest `manifest` (`digest`, `size`
+    /// bytes).
+    pub(crate) fn manifest_record(
+        &self,
+        digest: &Digest,
+        manifest: &Manifest,
+        size: u64,
+    ) -> ManifestRecord {
+        ManifestRecord {
+            digest: digest.clone(),
+            media_type: manifest.media_type.clone(),
+            size,
+            artifact_type: manifest.referrer_artifact_type(),
+            annotations: manifest.annotations.clone(),
+            subject: manifest.subject.as_ref().map(|s| s.digest.clone()),
+            // What the repository must hold for this manifest (foreign
+            // layers live elsewhere), each once.
+            references: {
+                let mut refs: Vec<Digest> = manifest
+                    .required_blobs()
+                    .chain(&manifest.manifests)
+                    .map(|d| d.digest.clone())
+                    .collect();
+                refs.sort();
+                refs.dedup();
+                refs
+            },
+        }
     }
 
     /// Refuses a manifest whose blobs (image) or child manifests (index) are

@@ -47,7 +47,7 @@ fn capped(body: ByteStream, room: u64, tripped: Arc<AtomicBool>) -> ByteStream {
     .boxed()
 }
 
-fn new_upload_id() -> UploadId {
+pub(crate) fn new_upload_id() -> UploadId {
     UploadId::new(uuid::Uuid::new_v4().to_string()).expect("a hyphenated UUID is a valid upload id")
 }
 

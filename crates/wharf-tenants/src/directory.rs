@@ -43,6 +43,10 @@ use crate::model::{
 use crate::snapshot::{Credential, Snapshot, SubjectStatus};
 use crate::validate::{self, clip, pattern_in_tenant};
 
+mod moving;
+
+pub use moving::{AccountsImported, TenantExport};
+
 /// How long a deleted user's name is remembered: longer than the longest
 /// token lifetime (an hour), so no token of a deleted user outlives it.
 const RETIRED_KEEP_SECS: u64 = 2 * 3600;
@@ -301,6 +305,11 @@ impl Directory {
         self.snap().tenants.get(namespace)?.concurrency_share
     }
 
+    /// Whether `name` is a tenant of the snapshot.
+    pub fn knows_tenant(&self, name: &str) -> bool {
+        self.snap().tenants.contains_key(name)
+    }
+
     // ---- admin reads: from memory ----
 
     pub fn tenant(&self, name: &str) -> Option<Tenant> {
@@ -387,6 +396,7 @@ impl Directory {
             sessions_generation: 0,
             immutable_tags: new.immutable_tags,
             retention: new.retention,
+            fence: None,
         };
         check_tenant(&tenant)?;
         let _one_writer = self.inner.writes.lock().await;
@@ -398,35 +408,7 @@ impl Directory {
             )));
         }
         check_hostname_free(&snap, &tenant)?;
-        if let Some(deleted_ms) = snap.deleted_tenants.get(&tenant.name) {
-            // Whatever the old tenant left (an interrupted purge, a push a
-            // node let through from its caches) goes first; purging again
-            // is harmless.
-            self.inner.store.purge_namespace(&tenant.name).await?;
-            let age_ms = now_unix_ms().saturating_sub(*deleted_ms);
-            let settle_ms = TENANT_NAME_SETTLE.as_millis() as u64;
-            if age_ms < settle_ms {
-                return Err(DirectoryError::Conflict(format!(
-                    "tenant {} was deleted {} s ago; its name can be taken again in {} s, \
-                     once every node's caches ({CACHE_SECS} s) have dropped its content",
-                    tenant.name,
-                    age_ms / 1000,
-                    (settle_ms - age_ms).div_ceil(1000),
-                )));
-            }
-            self.inner
-                .store
-                .directory_delete(KIND_DELETED_TENANT, &tenant.name)
-                .await?;
-        }
-        // Records an interrupted deletion left must not come back to life
-        // in a new tenant of the same name.
-        for orphan in snap.orphans.iter().filter(|o| o.tenant == tenant.name) {
-            self.inner
-                .store
-                .directory_delete(orphan.kind, &orphan.key)
-                .await?;
-        }
+        self.clear_old_name(&snap, &tenant.name).await?;
         if !self.put(KIND_TENANT, &tenant.name, &tenant, true).await? {
             return Err(DirectoryError::Conflict(format!(
                 "tenant {} exists",
@@ -435,6 +417,45 @@ impl Directory {
         }
         self.load().await?;
         Ok(tenant)
+    }
+
+    /// Before tenant `name` is created: purges whatever a deleted tenant of
+    /// the name left (an interrupted purge, a push a node let through from
+    /// its caches; purging again is harmless), refuses while the deletion
+    /// is younger than [`TENANT_NAME_SETTLE`], and removes records an
+    /// interrupted deletion left, so they do not come back to life in the
+    /// new tenant.
+    async fn clear_old_name(&self, snap: &Snapshot, name: &str) -> Result<(), DirectoryError> {
+        if let Some(deleted_ms) = snap.deleted_tenants.get(name) {
+            // Whatever the old tenant left (an interrupted purge, a push a
+            // node let through from its caches) goes first; purging again
+            // is harmless.
+            self.inner.store.purge_namespace(name).await?;
+            let age_ms = now_unix_ms().saturating_sub(*deleted_ms);
+            let settle_ms = TENANT_NAME_SETTLE.as_millis() as u64;
+            if age_ms < settle_ms {
+                return Err(DirectoryError::Conflict(format!(
+                    "tenant {} was deleted {} s ago; its name can be taken again in {} s, \
+                     once every node's caches ({CACHE_SECS} s) have dropped its content",
+                    name,
+                    age_ms / 1000,
+                    (settle_ms - age_ms).div_ceil(1000),
+                )));
+            }
+            self.inner
+                .store
+                .directory_delete(KIND_DELETED_TENANT, name)
+                .await?;
+        }
+        // Records an interrupted deletion left must not come back to life
+        // in a new tenant of the same name.
+        for orphan in snap.orphans.iter().filter(|o| o.tenant == name) {
+            self.inner
+                .store
+                .directory_delete(orphan.kind, &orphan.key)
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn update_tenant(

@@ -32,7 +32,9 @@
 //! Must never: make a request wait on the metadata store (design invariant
 //! 3: every lookup answers from the in-memory snapshot, refreshed in the
 //! background, and kept when the store fails); put a password or secret
-//! hash into anything the admin API serializes, or print one in `Debug`;
+//! hash into anything the admin API serializes (but the tenant-move export,
+//! [`Directory::export_accounts`], which exists to recreate accounts
+//! identically on another cell), or print one in `Debug`;
 //! grant a user or robot anything outside its tenant; or know about HTTP
 //! (errors are values the API layer maps to responses).
 //!
@@ -52,13 +54,14 @@ pub mod snapshot;
 pub mod validate;
 
 pub use directory::{
-    Directory, RobotSecret, BCRYPT_COST, MAX_PASSWORD_LEN, MAX_ROBOT_GRANTS, MAX_ROLE_BINDINGS,
-    MIN_PASSWORD_LEN, ROBOT_SECRET_PREFIX,
+    AccountsImported, Directory, RobotSecret, TenantExport, BCRYPT_COST, MAX_PASSWORD_LEN,
+    MAX_ROBOT_GRANTS, MAX_ROLE_BINDINGS, MIN_PASSWORD_LEN, ROBOT_SECRET_PREFIX,
 };
 pub use error::DirectoryError;
 pub use model::{
-    NewTenant, QuotaPatch, Revoked, RobotView, Role, RoleBinding, RoleSpec, Tenant, TenantPatch,
-    TenantQuota, Usage, UserView,
+    Fence, NewTenant, QuotaPatch, Revoked, RobotView, Role, RoleBinding, RoleSpec, Tenant,
+    TenantPatch, TenantQuota, Usage, UserView, DEFAULT_FENCE_RETRY_SECS, MAX_FENCE_RETRY_SECS,
+    MIN_FENCE_RETRY_SECS,
 };
 pub use snapshot::{verify_password, Credential, SubjectStatus};
 

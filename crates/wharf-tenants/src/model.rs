@@ -93,7 +93,32 @@ pub struct Tenant {
     /// Checked when written; only the operator (the admin API) sets it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Policy>,
+    /// The write fence of a tenant being moved to another cell: while it
+    /// stands, every node of the cell refuses the tenant's writes on the
+    /// registry port (`503`, `Retry-After`); pulls go on. Operational state
+    /// of this cell: only the admin API's fence routes set it, and a
+    /// tenant moved to another cell does not take it along.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Fence>,
 }
+
+/// A tenant's write fence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fence {
+    /// What refused writes are told to wait (`Retry-After`), in seconds.
+    pub retry_after_secs: u32,
+    /// When the fence was put up, seconds since the Unix epoch.
+    pub since_unix: u64,
+}
+
+/// The shortest `Retry-After` a fence may give.
+pub const MIN_FENCE_RETRY_SECS: u32 = 1;
+/// The longest: a move's fence lasts seconds, and clients must not give
+/// up on the tenant for longer than that.
+pub const MAX_FENCE_RETRY_SECS: u32 = 60;
+/// The `Retry-After` of a fence put up without one.
+pub const DEFAULT_FENCE_RETRY_SECS: u32 = 5;
 
 /// A tenant's limits; `None` is unlimited.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -503,6 +528,7 @@ mod tests {
                 repository: None,
             }],
             retention: None,
+            fence: None,
         };
         p.apply(&mut t);
         assert_eq!(t.hostname, None);

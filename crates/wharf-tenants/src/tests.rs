@@ -267,6 +267,61 @@ impl MetaStore for MemStore {
     ) -> Result<Vec<wharf_meta::gc::Verdict>, MetaError> {
         unsupported()
     }
+    async fn purge_repository(&self, _: &RepoName) -> Result<PurgeCounts, MetaError> {
+        unsupported()
+    }
+    async fn namespace_repos(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<wharf_meta::RepoEntry>, MetaError> {
+        unsupported()
+    }
+    async fn list_blob_links(
+        &self,
+        _: &RepoName,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<(Digest, u64)>, MetaError> {
+        unsupported()
+    }
+    async fn list_manifests(
+        &self,
+        _: &RepoName,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<wharf_meta::ManifestEntry>, MetaError> {
+        unsupported()
+    }
+    async fn list_tag_entries(
+        &self,
+        _: &RepoName,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<wharf_meta::TagTimes>, MetaError> {
+        unsupported()
+    }
+    async fn import_repo(&self, _: &RepoName, _: u64) -> Result<wharf_meta::Upsert, MetaError> {
+        unsupported()
+    }
+    async fn import_manifest(
+        &self,
+        _: &RepoName,
+        _: &wharf_meta::ManifestEntry,
+    ) -> Result<wharf_meta::Upsert, MetaError> {
+        unsupported()
+    }
+    async fn import_tag(
+        &self,
+        _: &RepoName,
+        _: &wharf_meta::TagTimes,
+    ) -> Result<wharf_meta::Upsert, MetaError> {
+        unsupported()
+    }
+    async fn gc_unhold_all(&self, _: &str, _: u64) -> Result<u64, MetaError> {
+        unsupported()
+    }
     async fn gc_unhold(&self, _: &Digest, _: &str) -> Result<(), MetaError> {
         unsupported()
     }
@@ -1401,4 +1456,104 @@ async fn retention_policies_are_checked_when_written_and_compiled_with_the_snaps
         .unwrap();
     assert!(dir.retention_policy("acme").is_none());
     assert!(dir.tenant("acme").unwrap().retention.is_none());
+}
+
+// ---- moving a tenant: the fence and the accounts' export and import ----
+
+#[tokio::test]
+async fn the_fence_is_stored_in_the_tenant_and_keeps_its_start() {
+    let (_store, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    assert_eq!(dir.fence("acme"), None);
+    let t = dir.set_fence("acme", true, Some(9)).await.unwrap();
+    let first = t.fence.unwrap();
+    assert_eq!(first.retry_after_secs, 9);
+    assert_eq!(dir.fence("acme"), Some(first));
+    // Up again with another Retry-After: the start stays.
+    let again = dir
+        .set_fence("acme", true, None)
+        .await
+        .unwrap()
+        .fence
+        .unwrap();
+    assert_eq!(
+        (again.retry_after_secs, again.since_unix),
+        (DEFAULT_FENCE_RETRY_SECS, first.since_unix)
+    );
+    invalid(dir.set_fence("acme", true, Some(0)).await);
+    invalid(
+        dir.set_fence("acme", true, Some(MAX_FENCE_RETRY_SECS + 1))
+            .await,
+    );
+    dir.set_fence("acme", false, None).await.unwrap();
+    assert_eq!(dir.fence("acme"), None);
+    not_found(dir.set_fence("nobody", true, None).await);
+}
+
+#[tokio::test]
+async fn accounts_export_and_import_identically_without_the_fence() {
+    let (_a_store, a) = setup().await;
+    a.create_tenant(new_tenant("acme")).await.unwrap();
+    a.put_user(
+        "acme",
+        "alice",
+        Some("alice-password"),
+        &[RoleSpec::tenant_wide(Role::Pull)],
+    )
+    .await
+    .unwrap();
+    a.create_robot("acme", "ci", vec![grant("acme/*:pull")], None)
+        .await
+        .unwrap();
+    a.set_fence("acme", true, None).await.unwrap();
+    let export = a.export_accounts("acme").unwrap();
+    assert!(export.tenant.get("fence").is_none(), "the fence stays home");
+    assert!(export.users[0]["password_hash"]
+        .as_str()
+        .unwrap()
+        .starts_with("$2"));
+
+    let (_b_store, b) = setup().await;
+    let done = b
+        .import_accounts("acme", export.clone(), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.tenant.created, done.users.created, done.robots.created),
+        (1, 1, 1)
+    );
+    assert_eq!(b.fence("acme"), None);
+    let again = b.export_accounts("acme").unwrap();
+    assert_eq!(
+        (&again.tenant, &again.users, &again.robots),
+        (&export.tenant, &export.users, &export.robots)
+    );
+    let cred = b.credential("alice").expect("alice is a user of b");
+    let ok = tokio::task::spawn_blocking(move || {
+        verify_password(&cred, "alice-password", wharf_core::now_unix())
+    })
+    .await
+    .unwrap();
+    assert!(ok, "the same password logs in");
+    let done = b
+        .import_accounts("acme", export.clone(), false)
+        .await
+        .unwrap();
+    assert_eq!((done.users.unchanged, done.robots.unchanged), (1, 1));
+
+    // A sync without the users and robots deletes them.
+    let mut bare = export.clone();
+    bare.users.clear();
+    bare.robots.clear();
+    let done = b.import_accounts("acme", bare, true).await.unwrap();
+    assert_eq!((done.users.deleted, done.robots.deleted), (1, 1));
+    assert!(b.users("acme").unwrap().is_empty());
+
+    // Records reaching outside the tenant are refused.
+    let mut outside = export.clone();
+    outside.robots[0]["grants"] = serde_json::json!(["other/*:pull"]);
+    invalid(b.import_accounts("acme", outside, false).await);
+    let mut renamed = export;
+    renamed.users[0]["tenant"] = serde_json::json!("other");
+    invalid(b.import_accounts("acme", renamed, false).await);
 }

@@ -348,6 +348,15 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     directory.spawn_refresher(DIRECTORY_REFRESH);
     let refresh_store = guarded_meta.clone();
+    // Per-tenant counters, the write fence and stored bytes (read in the
+    // background, never per scrape).
+    let traffic = Arc::new(wharf_api::tenant_traffic::TenantTraffic::new(
+        directory.clone(),
+    ));
+    traffic.spawn_stored_refresher(
+        guarded_meta.clone(),
+        wharf_api::tenant_traffic::STORED_REFRESH,
+    );
     let guarded_blobs: Arc<dyn BlobStore> =
         Arc::new(GuardedBlobStore::new(blobs, storage_guard.clone()));
     let gc_meta = guarded_meta.clone();
@@ -422,6 +431,7 @@ async fn serve(config: Config) -> Result<(), String> {
         .with_tenant_shares(Arc::new(move |t: &str| shares.concurrency_share(t)));
     let mut state = AppState::new(registry);
     state.admission = Some(admission.clone());
+    state.traffic = traffic.clone();
     state.blob_redirects = config.s3.as_ref().is_some_and(|s| s.presign_redirects);
     state.min_rate = MinRate {
         bytes_per_sec: l.min_upload_rate,
@@ -437,6 +447,7 @@ async fn serve(config: Config) -> Result<(), String> {
     );
     node.gc = Some(collector.metrics());
     node.build = Some(build);
+    node.tenants = Some(traffic.clone());
     let node = Arc::new(node);
 
     let auth = LoadedAuth::load(&config.auth, &directory, refresh_store)?;
@@ -447,7 +458,9 @@ async fn serve(config: Config) -> Result<(), String> {
              anyone who reaches it can manage every tenant");
     }
     let admin_api = Arc::new(
-        AdminApi::new(directory.clone(), admin_token).with_registry(state.registry.clone()),
+        AdminApi::new(directory.clone(), admin_token)
+            .with_registry(state.registry.clone())
+            .with_traffic(traffic),
     );
     state.directory = Some(directory);
     let listener = bind(config.listen, config.addr_file.as_deref()).await?;

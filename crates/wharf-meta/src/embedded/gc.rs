@@ -348,6 +348,30 @@ pub(super) fn unhold(txn: &WriteTransaction, digest: &str, holder: &str) -> Resu
     Ok(())
 }
 
+/// Ends every hold of `holder` (a scan: holds are few and short-lived)
+/// and queues a content review of each digest it held, touched at `now`
+/// (an earlier queued review keeps its time); how many it ended.
+pub(super) fn unhold_all(txn: &WriteTransaction, holder: &str, now: u64) -> Result<u64, MetaError> {
+    let mut ended = Vec::new();
+    for entry in txn
+        .open_table(GC_HOLDS)
+        .map_err(engine)?
+        .iter()
+        .map_err(engine)?
+    {
+        let (k, _) = entry.map_err(engine)?;
+        let (digest, h) = split2(k.value())?;
+        if h == holder {
+            ended.push(digest.to_string());
+        }
+    }
+    for digest in &ended {
+        unhold(txn, digest, holder)?;
+        touch(txn, ReviewKind::Content, digest, "", now, false, true)?;
+    }
+    Ok(ended.len() as u64)
+}
+
 /// Decides reviews due under `policy`, in this transaction, until `limit`
 /// verdicts or nothing is due.
 pub(super) fn review(
@@ -516,9 +540,12 @@ fn review_content(
     }
     drop((blobs, manifests, refs));
     if let Some(until) = live_hold(txn, digest, now)? {
-        // Touched now: holds end moments after their record commits, so
-        // the review comes back after the delay, not at the hold's end.
-        touch(txn, kind, digest, "", now, false, false)?;
+        // Touched a second from now: holds end moments after their record
+        // commits, so the review comes back after the delay, not at the
+        // hold's end; the second keeps a pass with a zero delay from
+        // deciding it over and over while a long hold (a tenant import's)
+        // stands.
+        touch(txn, kind, digest, "", now.saturating_add(1), false, false)?;
         return kept(format!("held until {until}"));
     }
     let lease_until = now.saturating_add(policy.lease_secs);

@@ -26,6 +26,11 @@
 //! started, so the checks that follow a lock see every writer the lock
 //! waited for.
 //!
+//! Ending holds (`gc_unhold`, `gc_unhold_all`) takes no digest lock: a hold
+//! only ever keeps content, so removing one can only let a later review
+//! collect what nothing else holds, and `gc_unhold_all` queues that review
+//! in its own statement.
+//!
 //! Must never: read for a decision before the lock that protects it is held
 //! (a statement that both takes a lock and reads would read a snapshot
 //! older than the lock), or decide more than one content review per
@@ -314,10 +319,13 @@ async fn review_content(
         return kept(format!("referenced by {by}"));
     }
     if let Some(until) = hold {
-        // Queued again, touched now: a hold normally ends within moments
-        // of the record it protects committing, so the review comes back
-        // after the delay, not at the hold's far-off end.
-        c.execute(TOUCH, &[&kind.code(), &digest, &"", &now])
+        // Queued again, touched a second from now: a hold normally ends
+        // within moments of the record it protects committing, so the
+        // review comes back after the delay, not at the hold's far-off
+        // end; the second keeps a pass with a zero delay from deciding it
+        // over and over while a long hold (a tenant import's) stands.
+        let later = now.saturating_add(1);
+        c.execute(TOUCH, &[&kind.code(), &digest, &"", &later])
             .await?;
         return kept(format!("held until {until}"));
     }

@@ -1,0 +1,314 @@
+//! What moving a tenant between cells asks of the directory: its write
+//! fence, and its records (tenant, users, robots) exported whole and
+//! imported as given.
+//!
+//! Owns: [`Directory::set_fence`] and [`Directory::fence`], and the export
+//! ([`Directory::export_accounts`]) and import
+//! ([`Directory::import_accounts`]) of a tenant's stored records.
+//!
+//! Must never: hand the stored records (which hold password and secret
+//! hashes) to anything but the tenant-move export, which the admin API
+//! serves behind the admin token so that the accounts can be recreated
+//! identically on the other cell; carry a fence from one cell to another
+//! (it is this cell's operational state); or import a record that reaches
+//! outside its tenant (names, role patterns and grants are checked as the
+//! admin mutations check them).
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use wharf_meta::{Upsert, UpsertCounts};
+
+use super::*;
+use crate::model::{Fence, DEFAULT_FENCE_RETRY_SECS, MAX_FENCE_RETRY_SECS, MIN_FENCE_RETRY_SECS};
+
+/// A tenant's records as stored, for a move to another cell.
+#[derive(Clone, Debug)]
+pub struct TenantExport {
+    /// The tenant record, without its fence.
+    pub tenant: Value,
+    /// Its users as stored (password hash, roles, id, generation), by name.
+    pub users: Vec<Value>,
+    /// Its robots as stored (secret hash, grants, expiry, revocation), by
+    /// name.
+    pub robots: Vec<Value>,
+}
+
+/// What [`Directory::import_accounts`] did, per kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccountsImported {
+    pub tenant: UpsertCounts,
+    pub users: UpsertCounts,
+    pub robots: UpsertCounts,
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, DirectoryError> {
+    serde_json::to_value(v)
+        .map_err(|e| DirectoryError::Invalid(format!("a record cannot be serialized: {e}")))
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(what: &str, v: Value) -> Result<T, DirectoryError> {
+    serde_json::from_value(v)
+        .map_err(|e| DirectoryError::Invalid(format!("bad {what} record: {e}")))
+}
+
+impl Directory {
+    /// `tenant`'s write fence, from the snapshot (the request path asks).
+    pub fn fence(&self, tenant: &str) -> Option<Fence> {
+        self.snap().tenants.get(tenant)?.fence
+    }
+
+    /// Puts up `tenant`'s write fence, telling refused writers to retry
+    /// after `retry_after_secs` (default [`DEFAULT_FENCE_RETRY_SECS`]), or
+    /// takes it down (`None`). Putting it up again keeps its `since` and
+    /// changes its `Retry-After`; taking down an absent fence is no error.
+    /// Stored in the tenant's record, so every node of the cell refuses
+    /// the tenant's writes once its directory refresh has read it.
+    pub async fn set_fence(
+        &self,
+        tenant: &str,
+        up: bool,
+        retry_after_secs: Option<u32>,
+    ) -> Result<Tenant, DirectoryError> {
+        let retry = retry_after_secs.unwrap_or(DEFAULT_FENCE_RETRY_SECS);
+        if !(MIN_FENCE_RETRY_SECS..=MAX_FENCE_RETRY_SECS).contains(&retry) {
+            return Err(DirectoryError::Invalid(format!(
+                "retry_after_secs must be {MIN_FENCE_RETRY_SECS} to {MAX_FENCE_RETRY_SECS}"
+            )));
+        }
+        let _one_writer = self.inner.writes.lock().await;
+        let snap = self.fresh().await?;
+        let mut t = require_tenant(&snap, tenant)?.clone();
+        let fence = up.then(|| Fence {
+            retry_after_secs: retry,
+            since_unix: t.fence.map_or_else(now_unix, |f| f.since_unix),
+        });
+        if t.fence != fence {
+            t.fence = fence;
+            self.put(KIND_TENANT, tenant, &t, false).await?;
+            self.load().await?;
+        }
+        Ok(t)
+    }
+
+    /// `tenant`'s stored records, users and robots by name. From the
+    /// snapshot: a caller that needs the latest refreshes first.
+    pub fn export_accounts(&self, tenant: &str) -> Result<TenantExport, DirectoryError> {
+        let snap = self.snap();
+        let mut t = require_tenant(&snap, tenant)?.clone();
+        t.fence = None;
+        let mut users: Vec<&User> = snap.users.values().filter(|u| u.tenant == tenant).collect();
+        users.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut robots: Vec<&Robot> = snap
+            .robots
+            .values()
+            .filter(|r| r.tenant == tenant)
+            .collect();
+        robots.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(TenantExport {
+            tenant: to_value(&t)?,
+            users: users.into_iter().map(to_value).collect::<Result<_, _>>()?,
+            robots: robots.into_iter().map(to_value).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Makes tenant `name`'s records those of `export` (another cell's
+    /// [`Directory::export_accounts`]): the tenant created or updated (its
+    /// fence here left as it is), each user and robot created or updated
+    /// exactly as given; with `sync`, users and robots of the tenant that
+    /// `export` does not list are deleted. Every record is checked as the
+    /// admin mutations check theirs; a user name taken by another tenant
+    /// here is a conflict.
+    pub async fn import_accounts(
+        &self,
+        name: &str,
+        export: TenantExport,
+        sync: bool,
+    ) -> Result<AccountsImported, DirectoryError> {
+        let mut tenant: Tenant = from_value("tenant", export.tenant)?;
+        if tenant.name != name {
+            return Err(DirectoryError::Invalid(format!(
+                "the tenant record is {}, not {name}",
+                clip(&tenant.name)
+            )));
+        }
+        check_tenant(&tenant)?;
+        let users: Vec<User> = export
+            .users
+            .into_iter()
+            .map(|v| from_value("user", v))
+            .collect::<Result<_, _>>()?;
+        let robots: Vec<Robot> = export
+            .robots
+            .into_iter()
+            .map(|v| from_value("robot", v))
+            .collect::<Result<_, _>>()?;
+        for u in &users {
+            check_imported_user(name, u)?;
+        }
+        for r in &robots {
+            check_imported_robot(name, r)?;
+        }
+
+        let _one_writer = self.inner.writes.lock().await;
+        let snap = self.fresh().await?;
+        let mut done = AccountsImported::default();
+        match snap.tenants.get(name) {
+            None => {
+                check_hostname_free(&snap, &tenant)?;
+                tenant.fence = None;
+                self.clear_old_name(&snap, name).await?;
+                if !self.put(KIND_TENANT, name, &tenant, true).await? {
+                    return Err(DirectoryError::Conflict(format!("tenant {name} exists")));
+                }
+                done.tenant.count(Upsert::Created);
+            }
+            Some(current) => {
+                tenant.fence = current.fence;
+                if *current == tenant {
+                    done.tenant.count(Upsert::Unchanged);
+                } else {
+                    check_hostname_free(&snap, &tenant)?;
+                    self.put(KIND_TENANT, name, &tenant, false).await?;
+                    done.tenant.count(Upsert::Updated);
+                }
+            }
+        }
+        for user in &users {
+            let outcome = match snap.users.get(&user.name) {
+                Some(u) if u.tenant != name => {
+                    return Err(DirectoryError::Conflict(format!(
+                        "user name {} belongs to another tenant here",
+                        user.name
+                    )))
+                }
+                Some(u) if u == user => Upsert::Unchanged,
+                Some(_) => {
+                    self.put(KIND_USER, &user.name, user, false).await?;
+                    Upsert::Updated
+                }
+                None => {
+                    let orphaned = snap
+                        .orphans
+                        .iter()
+                        .any(|o| o.kind == KIND_USER && o.key == user.name);
+                    if !self.put(KIND_USER, &user.name, user, !orphaned).await? {
+                        return Err(DirectoryError::Conflict(format!(
+                            "user name {} is taken",
+                            user.name
+                        )));
+                    }
+                    Upsert::Created
+                }
+            };
+            done.users.count(outcome);
+        }
+        for robot in &robots {
+            let outcome = match snap.robots.get(&robot.name) {
+                Some(r) if r == robot => Upsert::Unchanged,
+                Some(_) => {
+                    self.put(KIND_ROBOT, &robot.name, robot, false).await?;
+                    Upsert::Updated
+                }
+                None => {
+                    self.put(KIND_ROBOT, &robot.name, robot, false).await?;
+                    Upsert::Created
+                }
+            };
+            done.robots.count(outcome);
+        }
+        if sync {
+            let keep_users: BTreeSet<&str> = users.iter().map(|u| u.name.as_str()).collect();
+            let keep_robots: BTreeSet<&str> = robots.iter().map(|r| r.name.as_str()).collect();
+            let gone_users: Vec<&User> = snap
+                .users
+                .values()
+                .filter(|u| u.tenant == name && !keep_users.contains(u.name.as_str()))
+                .collect();
+            for u in &gone_users {
+                if self
+                    .inner
+                    .store
+                    .directory_delete(KIND_USER, &u.name)
+                    .await?
+                {
+                    done.users.deleted += 1;
+                }
+                self.forget_refresh(RefreshScope::Identity(u.id.clone()))
+                    .await;
+            }
+            let retired: Vec<String> = gone_users.iter().map(|u| u.name.clone()).collect();
+            self.retire_users(&snap, &retired).await;
+            for r in snap
+                .robots
+                .values()
+                .filter(|r| r.tenant == name && !keep_robots.contains(r.name.as_str()))
+            {
+                if self
+                    .inner
+                    .store
+                    .directory_delete(KIND_ROBOT, &r.name)
+                    .await?
+                {
+                    done.robots.deleted += 1;
+                }
+                self.forget_refresh(RefreshScope::Identity(r.id.clone()))
+                    .await;
+            }
+        }
+        self.load().await?;
+        Ok(done)
+    }
+}
+
+/// An imported user must be a user of `tenant` whose roles stay inside it.
+fn check_imported_user(tenant: &str, u: &User) -> Result<(), DirectoryError> {
+    validate::user_name(&u.name).map_err(DirectoryError::Invalid)?;
+    if u.tenant != tenant {
+        return Err(DirectoryError::Invalid(format!(
+            "user {} belongs to tenant {}, not {tenant}",
+            clip(&u.name),
+            clip(&u.tenant)
+        )));
+    }
+    if u.password_hash.is_empty() || u.roles.len() > MAX_ROLE_BINDINGS {
+        return Err(DirectoryError::Invalid(format!(
+            "user {} has no password hash or too many roles",
+            clip(&u.name)
+        )));
+    }
+    match u
+        .roles
+        .iter()
+        .find(|b| !pattern_in_tenant(&b.repositories, tenant))
+    {
+        Some(b) => Err(outside(&b.repositories, tenant)),
+        None => Ok(()),
+    }
+}
+
+/// An imported robot must be named `<tenant>+<short>` and grant nothing
+/// outside the tenant.
+fn check_imported_robot(tenant: &str, r: &Robot) -> Result<(), DirectoryError> {
+    let short = r.name.strip_prefix(&format!("{tenant}+")).ok_or_else(|| {
+        DirectoryError::Invalid(format!(
+            "robot {} is not named {tenant}+<name>",
+            clip(&r.name)
+        ))
+    })?;
+    validate::robot_short_name(short).map_err(DirectoryError::Invalid)?;
+    if r.tenant != tenant || r.grants.len() > MAX_ROBOT_GRANTS {
+        return Err(DirectoryError::Invalid(format!(
+            "robot {} belongs to another tenant or has too many grants",
+            clip(&r.name)
+        )));
+    }
+    match r
+        .grants
+        .iter()
+        .find(|g| !pattern_in_tenant(&g.pattern, tenant))
+    {
+        Some(g) => Err(outside(&g.pattern, tenant)),
+        None => Ok(()),
+    }
+}
