@@ -3,21 +3,28 @@
 # cells, each a full cluster of its own (PostgreSQL, Garage, N `wharf serve`
 # nodes: scripts/cluster.sh without its HAProxy), one ROUTER HAProxy in front
 # that sends each tenant's requests to its home cell, and a PostgreSQL for the
-# fleet service (`wharf fleet serve`, started when asked for and available).
+# fleet service (`wharf fleet serve`, started when asked for).
 #
 #   bash scripts/fleet.sh start DIR        # start what is not running yet, wait until all is up
 #   bash scripts/fleet.sh stop DIR         # stop everything start started (bounded, then KILL)
 #   bash scripts/fleet.sh status DIR       # what is up; exit status 0 only if everything is
 #
-#   route DIR TENANT CELL [HOSTNAME]       # TENANT's home is CELL (`a` or `cell_a`), and so is
+#   route DIR TENANT CELL [HOSTNAME]       # TENANT's home is CELL (`1` or `cell_1`), and so is
 #                                          # HOSTNAME's; also moves the hostnames routed with
-#                                          # TENANT before. Map files and live router, confirmed
+#                                          # TENANT before. Map files and live router, confirmed.
+#                                          # Refused while the fleet service runs (it owns the maps)
 #   route-user DIR USER CELL               # logins of USER (token requests without a scope)
 #   routes DIR                             # print the maps; says whether the router agrees
 #   cell-env DIR CELL                      # print the path of CELL's cluster.env
 #   stop-cell DIR CELL | start-cell DIR CELL
 #   start-node|stop-node|kill-node|restart-node DIR CELL N   # cluster.sh's, with the fleet's node flags
 #   restart-router DIR                     # stop and start the router (maps reloaded from files)
+#   start-service DIR                      # start `wharf fleet serve`, register the cells, adopt the routes
+#   stop-service DIR | kill-service DIR    # SIGTERM (bounded, then KILL) | SIGKILL
+#
+# Cells are numbered 1, 2, ...: cell N's router backend is `cell_N` (what the
+# fleet service writes into the maps), its servers `cNn1`, `cNn2`, ...; a CELL
+# argument is `N` or `cell_N` (the letters a, b, ... are accepted for 1, 2, ...).
 #
 # Environment (read by the first `start`; remembered in DIR/ports, so later
 # commands on the same DIR use the same values). The defaults clash neither
@@ -25,15 +32,23 @@
 # (15432, 13900..13903), nor those of scripts/bench/ (scaleout: 15580,
 # 14080.., 18180; gc-race: 15680, 14180.., 18280):
 #   WHARF_BIN                    the wharf binary [target/release/wharf]
-#   WHARF_FLEET_CELLS            how many cells, named a, b, c, ... (1..26) [2]
+#   WHARF_FLEET_CELLS            how many cells, numbered 1, 2, 3, ... (1..26) [2]
 #   WHARF_FLEET_NODES            wharf nodes per cell [2]
 #   WHARF_FLEET_PORT             the router's port on 127.0.0.1 [5380]
 #   WHARF_FLEET_PG_PORT          the fleet service's PostgreSQL [15780]
-#   WHARF_FLEET_CELL_PG_PORT     cell a's PostgreSQL; cell number i's (a is 0) is this + i [15781]
-#   WHARF_FLEET_GARAGE_PORT      cell i's Garage ports: this + 10 i, +1 and +3 too [14280: a 14280, b 14290]
+#   WHARF_FLEET_CELL_PG_PORT     cell 1's PostgreSQL; cell N's is this + N - 1 [15781]
+#   WHARF_FLEET_GARAGE_PORT      cell N's Garage ports: this + 10 (N - 1), +1 and +3 too [14280: 1 14280, 2 14290]
 #   WHARF_FLEET_SERVICE_PORT     the fleet service's --listen port [5381]
-#   WHARF_FLEET_SERVICE=1        start `wharf fleet serve` (only if the binary has it) [0]
-#   WHARF_FLEET_DEFAULT_CELL     the cell behind requests that name no tenant [a]
+#   WHARF_FLEET_SERVICE=1        `start` starts `wharf fleet serve` too (start-service always does) [0]
+#   WHARF_FLEET_MOVE_GRACE       the service's --move-grace-secs [10]
+#   Each cell's capacity as registered with the fleet service (`cells add`), generous so
+#   that a loopback fleet never crosses a threshold (and the service never moves a tenant):
+#   WHARF_FLEET_CAP_CONNECTIONS  --connections [10000]
+#   WHARF_FLEET_CAP_STORAGE      --storage-bytes [1000000000000]
+#   WHARF_FLEET_CAP_PULL_RPS     --pull-rps [10000]
+#   WHARF_FLEET_CAP_PUSH_RPS     --push-rps [10000]
+#   WHARF_FLEET_CAP_BANDWIDTH    --bandwidth, bytes/s [10000000000]
+#   WHARF_FLEET_DEFAULT_CELL     the cell behind requests that name no tenant (`1`, `cell_1` or `a`) [1]
 #   WHARF_FLEET_GRACE            each node's --shutdown-grace-secs [10]
 #   WHARF_FLEET_NODE_ARGS        extra `wharf serve` arguments for every node (word-split)
 #   WHARF_FLEET_USER             the operator's htpasswd user, created at the first start [fleet]
@@ -43,34 +58,39 @@
 # its clients' tokens): `--auth token`, one signing key (`wharf keygen`) for
 # all, `--token-realm http://ROUTER/auth/token`, the same service and issuer,
 # one htpasswd file (the operator's user, with every right: no grants file),
-# and one admin token (nodes get its sha256 line, the fleet service the token).
+# and one admin token (nodes get its sha256 line, the fleet service the token
+# as --node-token-file). The fleet service has its own admin token pair.
 # Tenant users and robots live in their cell's directory (docs/auth.md).
 #
 # Layout of DIR (no whitespace in its path: the node arguments are word-split):
 #   fleet.env        shell assignments (rewritten on every change): FLEET_DIR,
 #                    FLEET_ROUTER (host:port), FLEET_ROUTER_URL, FLEET_REALM,
 #                    FLEET_ROUTER_PID, FLEET_ROUTER_SOCK, FLEET_HOSTS_MAP,
-#                    FLEET_TENANTS_MAP, FLEET_USERS_MAP, FLEET_CELLS ("a b"),
+#                    FLEET_TENANTS_MAP, FLEET_USERS_MAP, FLEET_CELLS ("1 2"),
 #                    FLEET_DEFAULT_CELL, FLEET_NODES, FLEET_DB_URL,
 #                    FLEET_ADMIN_TOKEN_FILE (the token), FLEET_ADMIN_TOKEN_SHA256,
 #                    FLEET_SIGNING_KEY (the private PEM), FLEET_KEYS_DIR,
 #                    FLEET_HTPASSWD, FLEET_USER, FLEET_PASSWORD_FILE,
-#                    FLEET_SERVICE_URL, FLEET_SERVICE_PID, and per cell X (A, B, ...):
-#                    FLEET_CELL_X_DIR, FLEET_CELL_X_ENV, FLEET_CELL_X_BACKEND,
-#                    FLEET_CELL_X_PG_URL, FLEET_CELL_X_S3_ENDPOINT,
-#                    FLEET_CELL_X_NODES ("host:port ..."), FLEET_CELL_X_ADMINS
-#                    ("http://host:port ..."), FLEET_CELL_X_NODEn_ADDR/_ADMIN/_PID
+#                    FLEET_SERVICE_URL (its fixed address, up or not),
+#                    FLEET_SERVICE_TOKEN_FILE (the plain token its clients send),
+#                    FLEET_SERVICE_PID (empty when it is down), FLEET_SERVICE_LOG,
+#                    and per cell N (1, 2, ...):
+#                    FLEET_CELL_N_DIR, FLEET_CELL_N_ENV, FLEET_CELL_N_BACKEND (cell_N),
+#                    FLEET_CELL_N_PG_URL, FLEET_CELL_N_S3_ENDPOINT,
+#                    FLEET_CELL_N_NODES ("host:port ..."), FLEET_CELL_N_ADMINS
+#                    ("http://host:port ..."), FLEET_CELL_N_NODEn_ADDR/_ADMIN/_PID
 #   hosts.map        `<hostname> <backend>`  (Host header without port, lowercase)
 #   tenants.map      `<tenant> <backend>`    (/v2/<tenant>/..., or the scope of /auth/token)
 #   users.map        `<user> <backend>`      (the account of a login without scope)
 #   hostnames        `<hostname> <tenant>`: which tenant `route` routed a hostname for
-#   cells/X/         cell X: a scripts/cluster.sh DIR (cluster.env, nodeN/, nodeN.log, ...)
+#   cells/N/         cell N: a scripts/cluster.sh DIR (cluster.env, nodeN/, nodeN.log, ...)
 #   auth/            keys/ (signing key), htpasswd, <user>.password, admin-token, admin-token.sha256
+#                    (the nodes' admin token), service/admin-token{,.sha256} (the fleet service's)
 #   router/          haproxy.cfg haproxy.log haproxy.pid haproxy.sock (level admin), error pages
-#   fleet/           postgres/ (the fleet database), service.pid service.log
+#   fleet/           postgres/ (the fleet database), service.pid service.log service.addr
 #
 # The router (HAProxy, in the foreground under nohup, never a system service):
-# backends `cell_X` list cell X's nodes, checked on each node's admin /readyz
+# backends `cell_N` list cell N's nodes, checked on each node's admin /readyz
 # every second; `fleet_default` lists the default cell's nodes and, as
 # backups, every other cell's. A request goes to the backend found by the
 # first that matches of:
@@ -92,6 +112,20 @@
 # from the files at every router start; `route` rewrites a file atomically
 # (temp + rename, under a lock) and then sets the entry live over the stats
 # socket (`set map` or `add map`), and checks it with `show map`.
+#
+# The fleet service (`start-service`, or `start` with WHARF_FLEET_SERVICE=1):
+# `wharf fleet serve` on 127.0.0.1:WHARF_FLEET_SERVICE_PORT with the fleet
+# database, `--haproxy-maps DIR` and the router's socket: while it runs it
+# owns hosts.map and tenants.map (it rewrites them from its database on
+# every change and at each scrape round), so `route` is refused then; place
+# and move tenants with `wharf fleet tenants` (--url FLEET_SERVICE_URL
+# --token-file FLEET_SERVICE_TOKEN_FILE). users.map stays the script's. At
+# its start the cells are registered (`wharf fleet cells add`, skipped for a
+# cell it knows), and routes the maps hold that it does not know are adopted
+# first: the service is started without routing, each such tenant placed
+# pinned to the cell its route names (`tenants place T --pin N
+# [--hostname H]`), then it is restarted with routing, so that a route is
+# never dropped from the router.
 #
 # Every wait is bounded; stop signals only processes whose pid file this
 # script (or cluster.sh) wrote and whose command line names DIR.
@@ -128,21 +162,31 @@ fleet_load() {
     SERVICE=${WHARF_FLEET_SERVICE:-0}
     CELLS=${WHARF_FLEET_CELLS:-2}
     NODES=${WHARF_FLEET_NODES:-2}
-    DEFAULT_CELL=${WHARF_FLEET_DEFAULT_CELL:-a}
+    DEFAULT_CELL=${WHARF_FLEET_DEFAULT_CELL:-1}
     GRACE=${WHARF_FLEET_GRACE:-10}
     FLEET_USER=${WHARF_FLEET_USER:-fleet}
   fi
+  # Settings a DIR/ports of an older fleet.sh lacks.
+  MOVE_GRACE=${MOVE_GRACE:-${WHARF_FLEET_MOVE_GRACE:-10}}
+  CAP_CONNECTIONS=${CAP_CONNECTIONS:-${WHARF_FLEET_CAP_CONNECTIONS:-10000}}
+  CAP_STORAGE=${CAP_STORAGE:-${WHARF_FLEET_CAP_STORAGE:-1000000000000}}
+  CAP_PULL_RPS=${CAP_PULL_RPS:-${WHARF_FLEET_CAP_PULL_RPS:-10000}}
+  CAP_PUSH_RPS=${CAP_PUSH_RPS:-${WHARF_FLEET_CAP_PUSH_RPS:-10000}}
+  CAP_BANDWIDTH=${CAP_BANDWIDTH:-${WHARF_FLEET_CAP_BANDWIDTH:-10000000000}}
   local v
-  for v in "$ROUTER_PORT" "$FLEET_PG_PORT" "$CELL_PG_PORT" "$GARAGE_BASE" "$SERVICE_PORT" "$CELLS" "$NODES" "$GRACE"; do
-    case "$v" in '' | *[!0-9]*) fail "bad port, count or grace '$v' (DIR/ports or WHARF_FLEET_*)" || return 1 ;; esac
+  for v in "$ROUTER_PORT" "$FLEET_PG_PORT" "$CELL_PG_PORT" "$GARAGE_BASE" "$SERVICE_PORT" "$CELLS" "$NODES" "$GRACE" \
+    "$MOVE_GRACE" "$CAP_CONNECTIONS" "$CAP_STORAGE" "$CAP_PULL_RPS" "$CAP_PUSH_RPS" "$CAP_BANDWIDTH"; do
+    case "$v" in '' | *[!0-9]*) fail "bad port, count, grace or capacity '$v' (DIR/ports or WHARF_FLEET_*)" || return 1 ;; esac
   done
   [ "$CELLS" -ge 1 ] && [ "$CELLS" -le 26 ] || fail "WHARF_FLEET_CELLS=$CELLS: 1 to 26 cells" || return 1
   [ "$NODES" -ge 1 ] || fail "WHARF_FLEET_NODES=$NODES: at least one node per cell" || return 1
   case "$SERVICE" in 0 | 1) ;; *) fail "WHARF_FLEET_SERVICE=$SERVICE: 0 or 1" || return 1 ;; esac
   [[ $FLEET_USER =~ ^[a-z][a-z0-9_-]*$ ]] || fail "WHARF_FLEET_USER='$FLEET_USER': lowercase letters, digits, - and _" || return 1
-  CELL_IDS=$(printf '%s\n' {a..z} | head -n "$CELLS" | tr '\n' ' ')
+  CELL_IDS=$(seq 1 "$CELLS" | tr '\n' ' ')
   CELL_IDS=${CELL_IDS% }
-  is_cell "$DEFAULT_CELL" || fail "default cell '$DEFAULT_CELL' is not one of: $CELL_IDS" || return 1
+  local dc
+  dc=$(cell_id "$DEFAULT_CELL") || fail "default cell '$DEFAULT_CELL' is not one of: $CELL_IDS" || return 1
+  DEFAULT_CELL=$dc
   AUTH=$FLEET_DIR/auth
   ROUTER=$FLEET_DIR/router
   HOSTS_MAP=$FLEET_DIR/hosts.map
@@ -164,32 +208,36 @@ fleet_save() {
     echo "DEFAULT_CELL=$DEFAULT_CELL"
     echo "GRACE=$GRACE"
     echo "FLEET_USER=$FLEET_USER"
+    echo "MOVE_GRACE=$MOVE_GRACE"
+    echo "CAP_CONNECTIONS=$CAP_CONNECTIONS"
+    echo "CAP_STORAGE=$CAP_STORAGE"
+    echo "CAP_PULL_RPS=$CAP_PULL_RPS"
+    echo "CAP_PUSH_RPS=$CAP_PUSH_RPS"
+    echo "CAP_BANDWIDTH=$CAP_BANDWIDTH"
   } >"$FLEET_DIR/ports.tmp" && mv "$FLEET_DIR/ports.tmp" "$FLEET_DIR/ports"
 }
 
 is_cell() { [[ " $CELL_IDS " == *" $1 "* ]]; }
-cell_index() { # cell_index X: 0 for a, 1 for b, ...
-  local i=0 c
-  for c in $CELL_IDS; do
-    [ "$c" = "$1" ] && {
-      echo "$i"
-      return 0
-    }
-    i=$((i + 1))
-  done
-  return 1
-}
-cell_dir() { echo "$FLEET_DIR/cells/$1"; }
-upper() { tr '[:lower:]' '[:upper:]' <<<"$1"; }
-
-# cell_arg NAME: `a` or `cell_a` -> a (exits on an unknown cell).
-cell_arg() {
-  local c=${1#cell_}
-  is_cell "$c" || fail "no cell '$1' (cells: $CELL_IDS)" || exit 2
+# cell_id NAME: the cell's number for `N`, `cell_N` or a letter alias (a is
+# 1, b is 2, ...: the cell names of older versions of this script).
+cell_id() {
+  local c=${1#cell_} letters=abcdefghijklmnopqrstuvwxyz rest
+  if [[ $c =~ ^[a-z]$ ]]; then
+    rest=${letters%%"$c"*}
+    c=$((${#rest} + 1))
+  fi
+  [[ $c =~ ^[1-9][0-9]*$ ]] && is_cell "$c" || return 1
   echo "$c"
 }
+cell_index() { echo $(($1 - 1)); } # cell_index N: 0 for cell 1, 1 for cell 2, ...
+cell_dir() { echo "$FLEET_DIR/cells/$1"; }
 
-# cell_nodes X: "N ADDR ADMIN" per node of cell X that has run (address files).
+# cell_arg NAME: `1`, `cell_1` or `a` -> 1 (exits on an unknown cell).
+cell_arg() {
+  cell_id "$1" || fail "no cell '$1' (cells: $CELL_IDS; \`N\`, \`cell_N\`, or a letter for N)" || exit 2
+}
+
+# cell_nodes C: "K ADDR ADMIN" per node K of cell C that has run (address files).
 cell_nodes() {
   local d n
   d=$(cell_dir "$1")
@@ -199,14 +247,14 @@ cell_nodes() {
   done
 }
 
-cell_node_pid() { # cell_node_pid X N: the pid of cell X's node N, when it runs
+cell_node_pid() { # cell_node_pid C K: the pid of cell C's node K, when it runs
   local d
   d=$(cell_dir "$1")
   alive "$d/node$2/pid" "$d/node$2/data"
 }
 
 router_pid() { alive "$ROUTER/haproxy.pid" "$ROUTER/haproxy.cfg"; }
-service_pid() { alive "$FLEET_DIR/fleet/service.pid" "$ROUTER/haproxy.sock"; }
+service_pid() { alive "$FLEET_DIR/fleet/service.pid" "$FLEET_DIR/fleet/service.addr"; }
 
 # The arguments every node of every cell gets (docs/auth.md, docs/admin.md).
 node_args() {
@@ -259,16 +307,12 @@ write_fleet_env() {
     echo "FLEET_HTPASSWD='$AUTH/htpasswd'"
     echo "FLEET_USER=$FLEET_USER"
     echo "FLEET_PASSWORD_FILE='$AUTH/$FLEET_USER.password'"
-    local spid
-    spid=$(service_pid || true)
-    if [ -n "$spid" ]; then
-      echo "FLEET_SERVICE_URL=http://127.0.0.1:$SERVICE_PORT"
-    else
-      echo "FLEET_SERVICE_URL="
-    fi
-    echo "FLEET_SERVICE_PID=$spid"
+    echo "FLEET_SERVICE_URL=http://127.0.0.1:$SERVICE_PORT"
+    echo "FLEET_SERVICE_TOKEN_FILE='$AUTH/service/admin-token'"
+    echo "FLEET_SERVICE_PID=$(service_pid || true)"
+    echo "FLEET_SERVICE_LOG='$FLEET_DIR/fleet/service.log'"
     for c in $CELL_IDS; do
-      C=$(upper "$c")
+      C=$c
       d=$(cell_dir "$c")
       local addrs="" admins="" pg_url="" s3=""
       pg_url=$(bash "$POSTGRES_SH" url "$d/postgres" 2>/dev/null) || pg_url=
@@ -535,7 +579,7 @@ EOF
       for cc in $list; do
         while read -r n addr admin; do
           [ -n "$n" ] || continue
-          echo "    server $cc$n $addr port ${admin##*:}$([ "$c" = fleet_default ] && [ "$cc" != "$DEFAULT_CELL" ] && echo " backup")"
+          echo "    server c${cc}n$n $addr port ${admin##*:}$([ "$c" = fleet_default ] && [ "$cc" != "$DEFAULT_CELL" ] && echo " backup")"
         done < <(cell_nodes "$cc")
       done
       echo
@@ -564,7 +608,7 @@ wait_router_up() {
     for c in $CELL_IDS; do
       for ((n = 1; n <= NODES; n++)); do
         cell_node_pid "$c" "$n" >/dev/null || continue
-        want="cell_$c $c$n UP"
+        want="cell_$c c${c}n$n UP"
         grep -qx "$want" <<<"$st" || ok=0
       done
     done
@@ -606,7 +650,7 @@ stop_router() {
   rm -f "$ROUTER/haproxy.sock"
 }
 
-# router_sync_cell X: points the router's servers of cell X at its nodes'
+# router_sync_cell C: points the router's servers of cell C at its nodes'
 # current ports (a node restarted on taken ports has new ones), then waits
 # until they are UP. No-op when the router does not run.
 router_sync_cell() {
@@ -615,8 +659,8 @@ router_sync_cell() {
   while read -r n addr admin; do
     [ -n "$n" ] || continue
     for be in "cell_$c" fleet_default; do
-      router_cmd "set server $be/$c$n addr ${addr%:*} port ${addr##*:}" >/dev/null
-      router_cmd "set server $be/$c$n check-port ${admin##*:}" >/dev/null
+      router_cmd "set server $be/c${c}n$n addr ${addr%:*} port ${addr##*:}" >/dev/null
+      router_cmd "set server $be/c${c}n$n check-port ${admin##*:}" >/dev/null
     done
   done < <(cell_nodes "$c")
   wait_router_up
@@ -624,71 +668,199 @@ router_sync_cell() {
 
 # ---------------------------------------------------------------- fleet service
 #
-# >>> The fleet service: `wharf fleet serve` (being written). Adjust here
-# >>> when it lands: this is the only place that knows its flags.
-# It is started when WHARF_FLEET_SERVICE=1 and the binary has the command.
-# It gets the fleet database, the router's stats socket and map directory
-# (it performs what `route` does), where to listen, and the admin URLs of
-# each cell's nodes (`--cell X=URL,URL`), with the plain admin token in
-# WHARF_ADMIN_TOKEN_FILE (as `wharf admin` reads it).
+# `wharf fleet serve` (crates/wharf/src/fleet_cli/serve.rs, docs/fleet.md):
+# the fleet database, the router's map directory (the path haproxy.cfg names)
+# and stats socket, its own admin token, the nodes' admin token for their
+# /metrics and admin APIs. Cells are registered through its API afterwards.
 
-fleet_service_supported() {
-  local bin
+service_url() { echo "http://127.0.0.1:$SERVICE_PORT"; }
+service_token() { echo "$AUTH/service/admin-token"; }
+
+# fleet_cli COMMAND...: `wharf fleet COMMAND ... --url --token-file`, bounded.
+fleet_cli() {
+  local bin sub=$1
+  shift
   bin=$(wharf_bin) || return 1
-  timeout 10 "$bin" fleet serve --help >/dev/null 2>&1
+  timeout 30 "$bin" fleet "$sub" --url "$(service_url)" --token-file "$(service_token)" "$@"
 }
 
-start_fleet_service() {
-  local bin pid url c cells=() i code
-  [ "$SERVICE" = 1 ] || return 0
-  if ! fleet_service_supported; then
-    log "WHARF_FLEET_SERVICE=1, but $(wharf_bin) has no \`fleet serve\`: not started"
-    return 0
-  fi
-  if pid=$(service_pid); then
-    log "fleet service already running (pid $pid)"
-    return 0
-  fi
+# service_token_setup: the fleet service's own admin token pair (once per DIR).
+service_token_setup() {
+  local bin
+  [ -s "$AUTH/service/admin-token.sha256" ] && [ -s "$AUTH/service/admin-token" ] && return 0
   bin=$(wharf_bin) || return 1
-  url=$(fleet_db_url) || fail "no fleet database" || return 1
-  for c in $CELL_IDS; do
-    cells+=(--cell "$c=$(cell_nodes "$c" | awk '{ printf "%shttp://%s", (NR > 1 ? "," : ""), $3 }')")
-  done
+  mkdir -p "$AUTH/service"
+  chmod 700 "$AUTH/service"
+  rm -f "$AUTH/service/admin-token" "$AUTH/service/admin-token.sha256"
+  "$bin" admin token --out "$AUTH/service" >&2 || fail "wharf admin token --out $AUTH/service failed" || return 1
+}
+
+# launch_service ROUTING: starts `wharf fleet serve` in the background (no
+# wait); with ROUTING=0 without --haproxy-maps/--haproxy-socket and without
+# moves or automatic plans (for adopting routes).
+launch_service() {
+  local routing=$1 bin db pid args=()
+  bin=$(wharf_bin) || return 1
+  db=$(fleet_db_url) || fail "no fleet database" || return 1
+  if [ "$routing" = 1 ]; then
+    args=(--haproxy-maps "$FLEET_DIR" --haproxy-socket "$ROUTER/haproxy.sock")
+  else
+    args=(--no-moves --no-auto-apply)
+  fi
   mkdir -p "$FLEET_DIR/fleet"
-  WHARF_ADMIN_TOKEN_FILE=$AUTH/admin-token nohup "$bin" fleet serve \
-    --database-url "$url" \
-    --haproxy-socket "$ROUTER/haproxy.sock" \
-    --haproxy-maps "$FLEET_DIR" \
+  rm -f "$FLEET_DIR/fleet/service.addr"
+  echo "--- $(date -u +%FT%TZ) fleet.sh: starting the fleet service (routing=$routing)" >>"$FLEET_DIR/fleet/service.log"
+  nohup "$bin" fleet serve \
+    --migrate \
+    --database-url "$db" \
     --listen "127.0.0.1:$SERVICE_PORT" \
-    "${cells[@]}" \
+    --addr-file "$FLEET_DIR/fleet/service.addr" \
+    --admin-token-file "$AUTH/service/admin-token.sha256" \
+    --node-token-file "$AUTH/admin-token" \
+    --scrape-interval 2 \
+    --move-grace-secs "$MOVE_GRACE" \
+    "${args[@]}" \
     </dev/null >>"$FLEET_DIR/fleet/service.log" 2>&1 &
-  echo $! >"$FLEET_DIR/fleet/service.pid"
   pid=$!
-  # Up when its port answers anything over HTTP.
+  echo "$pid" >"$FLEET_DIR/fleet/service.pid"
+  wait_service_up "$pid"
+}
+
+# wait_service_up PID: until GET /healthz answers 200 (bounded).
+wait_service_up() {
+  local pid=$1 i
   for ((i = 0; i < WAIT_SECONDS * 10; i++)); do
     kill -0 "$pid" 2>/dev/null || {
       tail -n 20 "$FLEET_DIR/fleet/service.log" >&2
       fail "the fleet service exited (log: $FLEET_DIR/fleet/service.log)"
       return 1
     }
-    code=$(http_status "http://127.0.0.1:$SERVICE_PORT/")
-    [ "$code" != 000 ] && {
-      log "fleet service up: pid $pid, http://127.0.0.1:$SERVICE_PORT"
-      return 0
-    }
+    [ "$(http_status "$(service_url)/healthz")" = 200 ] && return 0
     sleep 0.1
   done
-  fail "the fleet service did not answer on 127.0.0.1:$SERVICE_PORT within ${WAIT_SECONDS}s"
+  fail "the fleet service's /healthz did not answer 200 within ${WAIT_SECONDS}s (log: $FLEET_DIR/fleet/service.log)"
 }
 
+# register_cells: `cells add` for every cell the service does not know.
+register_cells() {
+  local known c nodes
+  known=$(fleet_cli cells list --json | jq -r '.cells[].id') ||
+    fail "wharf fleet cells list failed (log: $FLEET_DIR/fleet/service.log)" || return 1
+  for c in $CELL_IDS; do
+    if grep -qx "$c" <<<"$known"; then
+      log "fleet service: cell $c known already"
+      continue
+    fi
+    mapfile -t nodes < <(cell_nodes "$c" | awk '{ print "--node"; print "http://" $3 }')
+    [ "${#nodes[@]}" -gt 0 ] || fail "cell $c has no node addresses (start it first)" || return 1
+    fleet_cli cells add --id "$c" --zone "$c" "${nodes[@]}" \
+      --connections "$CAP_CONNECTIONS" --storage-bytes "$CAP_STORAGE" \
+      --pull-rps "$CAP_PULL_RPS" --push-rps "$CAP_PUSH_RPS" --bandwidth "$CAP_BANDWIDTH" >&2 ||
+      fail "wharf fleet cells add --id $c failed" || return 1
+    log "fleet service: cell $c registered (zone $c, nodes ${nodes[*]})"
+  done
+}
+
+# wait_cells_fresh: until every cell's figures are fresh (bounded); a
+# warning, not a failure, when they are not.
+wait_cells_fresh() {
+  local i st
+  for ((i = 0; i < WAIT_SECONDS * 2; i++)); do
+    st=$(fleet_cli cells list --json 2>/dev/null | jq -r '[.cells[] | "\(.id)=\(.usage)"] | join(" ")')
+    [ -n "$st" ] && ! grep -qv '=fresh$' <<<"$(tr ' ' '\n' <<<"$st")" && return 0
+    sleep 0.5
+  done
+  log "warning: not every cell is fresh after ${WAIT_SECONDS}s ($st): placements wait for it"
+  return 1
+}
+
+# adopt_routes: tenants the map files route that the service does not know
+# are placed, pinned to the cell their route names, with their hostname
+# (the service keeps one per tenant). Needs the service running.
+adopt_routes() {
+  local known t be c h n=0 out home
+  known=$(fleet_cli tenants list --json | jq -r '.tenants[] | "\(.tenant) \(.cell)"') ||
+    fail "wharf fleet tenants list failed" || return 1
+  while read -r t be; do
+    if [ -z "$t" ] || [[ $t == \#* ]]; then continue; fi
+    c=${be#cell_}
+    home=$(awk -v t="$t" '$1 == t { print $2 }' <<<"$known")
+    if [ -n "$home" ]; then
+      [ "$home" = "$c" ] ||
+        log "warning: tenants.map sends $t to $be, the fleet service to cell $home: the service's route wins"
+      continue
+    fi
+    is_cell "$c" || {
+      log "warning: tenants.map names $be for $t, no such cell: not adopted (the service will drop the route)"
+      continue
+    }
+    [ "$n" = 0 ] && { wait_cells_fresh || true; }
+    n=$((n + 1))
+    h=$(awk -v t="$t" '$2 == t { h = $1 } END { print h }' "$HOSTNAMES" 2>/dev/null)
+    [ "$(awk -v t="$t" '$2 == t' "$HOSTNAMES" 2>/dev/null | wc -l)" -le 1 ] ||
+      log "warning: $t has several hostnames; the fleet service keeps one: $h"
+    local i
+    for ((i = 0; i < 10; i++)); do
+      out=$(fleet_cli tenants place "$t" --pin "$c" ${h:+--hostname "$h"} --json 2>&1) && break
+      sleep 1
+    done
+    if [ "$(jq -r '.cell' <<<"$out" 2>/dev/null)" = "$c" ]; then
+      log "fleet service: adopted $t on cell $c${h:+ (hostname $h)}"
+    else
+      log "warning: could not adopt $t on cell $c: $out"
+    fi
+  done < <(grep -v '^[[:space:]]*\(#\|$\)' "$TENANTS_MAP" 2>/dev/null)
+}
+
+start_fleet_service() {
+  local pid bin
+  bin=$(wharf_bin) || return 1
+  timeout 10 "$bin" fleet serve --help >/dev/null 2>&1 ||
+    fail "$bin has no \`wharf fleet serve\`" || return 1
+  command -v jq >/dev/null 2>&1 || fail "no jq (run scripts/install-deps.sh)" || return 1
+  service_token_setup || return 1
+  fleet_db_up >/dev/null || start_fleet_db || return 1
+  init_maps
+  if pid=$(service_pid); then
+    log "fleet service already running (pid $pid, $(service_url))"
+    register_cells || return 1
+    write_fleet_env
+    return 0
+  fi
+  # Routes the maps hold are adopted before the service manages them:
+  # started with routing at once, it would drop those it does not know.
+  if grep -q '^[[:space:]]*[^#[:space:]]' "$TENANTS_MAP" 2>/dev/null; then
+    launch_service 0 || return 1
+    register_cells && adopt_routes
+    local rc=$?
+    stop_fleet_service
+    [ "$rc" = 0 ] || return 1
+  fi
+  launch_service 1 || return 1
+  register_cells || return 1
+  wait_cells_fresh || true
+  write_fleet_env
+  log "fleet service up: pid $(service_pid), $(service_url) (log: $FLEET_DIR/fleet/service.log)"
+}
+
+# stop_fleet_service [KILL]: SIGTERM, bounded (15 s), then SIGKILL; with
+# KILL, SIGKILL at once (a crash).
 stop_fleet_service() {
   local pid
-  if pid=$(service_pid); then
+  pid=$(service_pid) || return 0
+  if [ "${1:-}" = KILL ]; then
+    kill -KILL "$pid" 2>/dev/null
+    local i
+    for ((i = 0; i < 50; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    log "fleet service killed (SIGKILL, pid $pid)"
+  else
     stop_pid "$pid" 15
     log "fleet service stopped (pid $pid)"
   fi
 }
-# <<< end of the fleet service
 
 # ---------------------------------------------------------------- fleet database
 
@@ -735,7 +907,7 @@ fleet_start() {
   fleet_load || return 1
   fleet_save
   # PostgreSQL runs as the `postgres` user when we are root: it must reach
-  # DIR/fleet/postgres and DIR/cells/X/postgres.
+  # DIR/fleet/postgres and DIR/cells/N/postgres.
   if [ "$(id -u)" = 0 ]; then
     chmod o+x "$FLEET_DIR" "$FLEET_DIR/cells" "$FLEET_DIR/fleet"
     runuser -u postgres -- test -x "$FLEET_DIR/cells" 2>/dev/null ||
@@ -754,7 +926,9 @@ fleet_start() {
   done
   write_fleet_env
   start_router || return 1
-  start_fleet_service || return 1
+  if [ "$SERVICE" = 1 ]; then
+    start_fleet_service || return 1
+  fi
   write_fleet_env
   log "fleet up: router http://127.0.0.1:$ROUTER_PORT, cells $CELL_IDS (state in $FLEET_DIR/fleet.env)"
 }
@@ -796,15 +970,13 @@ fleet_status() {
     echo "fleet-db   down"
     ok=1
   fi
-  if [ "$SERVICE" != 1 ]; then
-    echo "fleet-svc  off   (WHARF_FLEET_SERVICE=1 starts it)"
-  elif pid=$(service_pid); then
-    echo "fleet-svc  up    pid $pid  http://127.0.0.1:$SERVICE_PORT"
-  elif fleet_service_supported; then
+  if pid=$(service_pid); then
+    echo "fleet-svc  up    pid $pid  $(service_url)  healthz $(http_status "$(service_url)/healthz")"
+  elif [ "$SERVICE" != 1 ]; then
+    echo "fleet-svc  off   (start-service, or WHARF_FLEET_SERVICE=1 at the first start, starts it)"
+  else
     echo "fleet-svc  down"
     ok=1
-  else
-    echo "fleet-svc  n/a   ($(wharf_bin) has no \`fleet serve\`)"
   fi
   for c in $CELL_IDS; do
     echo "cell $c:"
@@ -815,7 +987,7 @@ fleet_status() {
 }
 
 usage() {
-  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  awk 'NR > 1 && /^# Environment/ { exit } NR > 1' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -854,6 +1026,9 @@ case "$cmd" in
     h=${5:-}
     h=$(tr '[:upper:]' '[:lower:]' <<<"$h")
     [ -z "$h" ] || valid_hostname "$h" || exit 2
+    if pid=$(service_pid); then
+      fail "the fleet service runs (pid $pid) and owns tenants.map and hosts.map: place or move $3 with \`wharf fleet tenants\` (--url $(service_url)), or stop-service first" || exit 1
+    fi
     with_lock do_route "$3" "$c" "$h"
     ;;
   route-user)
@@ -894,6 +1069,17 @@ case "$cmd" in
     need_started
     stop_router
     start_router
+    ;;
+  start-service)
+    [ $# -eq 2 ] || usage
+    need_started
+    start_fleet_service
+    ;;
+  stop-service | kill-service)
+    [ $# -eq 2 ] || usage
+    need_started
+    if [ "$cmd" = kill-service ]; then stop_fleet_service KILL; else stop_fleet_service; fi
+    write_fleet_env
     ;;
   *) usage ;;
 esac

@@ -4,7 +4,8 @@
 # lints, runs the Rust test suites, then the end-to-end tests with real
 # clients (skopeo, podman, docker) against a release build, and the
 # multi-node tests (three nodes on PostgreSQL and Garage behind HAProxy,
-# tests/cluster/run.sh).
+# tests/cluster/run.sh) and the fleet tests (two such cells behind a router,
+# with the fleet service, tests/fleet/run.sh).
 #
 #   bash scripts/test.sh            # everything
 #   WHARF_SKIP_E2E=1 bash scripts/test.sh   # Rust suites only (quick loop)
@@ -77,3 +78,9 @@ WHARF_BIN="$PWD/target/release/wharf" bash tests/e2e/run.sh
 
 step "multi-node cluster tests"
 WHARF_BIN="$PWD/target/release/wharf" bash tests/cluster/run.sh
+
+# Two cells behind a router HAProxy, and the fleet service. Its ports are
+# free ones the runner picks (never the fixed ones above, which are bound
+# meanwhile); it stops everything it started, whatever happens.
+step "fleet tests (cells, router, fleet service)"
+WHARF_BIN="$PWD/target/release/wharf" bash tests/fleet/run.sh

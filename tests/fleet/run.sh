@@ -4,7 +4,11 @@
 # (scripts/fleet.sh), with tenants homed on different cells, driven by
 # skopeo and curl through the router: every request must reach its tenant's
 # cell and no other, and a route flip must move new traffic without a
-# router restart and without a failed pull.
+# router restart and without a failed pull. Then the fleet service (`wharf
+# fleet serve`, scripts/fleet.sh start-service) takes over the routes the
+# script set, places a new tenant, reads every cell's use from its nodes,
+# and is killed: the data path, and a router restarted meanwhile, must not
+# need it, and it comes back to the same routes.
 #
 #   WHARF_BIN=target/release/wharf bash tests/fleet/run.sh
 #
@@ -14,7 +18,8 @@
 #   WHARF_FLEET_BUDGET      seconds the whole run may take [300]
 #   WHARF_CASES             run only these cases, comma-separated (names as
 #                           printed; fixtures, fleet-start and fleet-stop
-#                           always run, and a case may need an earlier one) [all]
+#                           always run, service-start with any service-*
+#                           case, and a case may need an earlier one) [all]
 # The fleet's ports are free ones picked here (WHARF_FLEET_* from the
 # environment are overridden), so the run can go beside scripts/fleet.sh's
 # and scripts/cluster.sh's defaults.
@@ -37,6 +42,8 @@ LOGS=$TMP/logs
 FDIR=$TMP/fleet
 mkdir -p "$LOGS"
 
+# (PASSED, FAILED_NAMES, DOCKERD_PID and SUITE are the harness's.)
+# shellcheck disable=SC2034
 PASSED=0
 FAILED=0
 FAILED_NAMES=()
@@ -45,6 +52,7 @@ WATCHDOG_PID=
 FLEET_STARTED=0
 DONE=0
 
+# shellcheck disable=SC2034
 SUITE=fleet
 # shellcheck source=../harness.sh
 source "$HERE/../harness.sh"
@@ -214,9 +222,9 @@ load_env() {
   PW=$(cat "${FLEET_PASSWORD_FILE:-/nonexistent}" 2>/dev/null)
 }
 
-# cell_admins X: cell X's node admin addresses (host:port), one a line.
-cell_admins() { local v=FLEET_CELL_$(tr a-z A-Z <<<"$1")_ADMINS; tr ' ' '\n' <<<"${!v}" | sed 's|^http://||'; }
-cell_addrs() { local v=FLEET_CELL_$(tr a-z A-Z <<<"$1")_NODES; tr ' ' '\n' <<<"${!v}"; }
+# cell_admins N: cell N's node admin addresses (host:port), one a line.
+cell_admins() { local v=FLEET_CELL_${1}_ADMINS; tr ' ' '\n' <<<"${!v}" | sed 's|^http://||'; }
+cell_addrs() { local v=FLEET_CELL_${1}_NODES; tr ' ' '\n' <<<"${!v}"; }
 
 admin() { # admin CELL-ADMIN-ADDR ARGS...: wharf admin against one node
   local a=$1
@@ -265,6 +273,39 @@ usage_bytes() {
   jq -r .bytes <<<"$out"
 }
 
+# fsvc COMMAND ARGS...: `wharf fleet COMMAND` against the fleet service.
+fsvc() {
+  local sub=$1
+  shift
+  timeout 30 "$WHARF_BIN" fleet "$sub" --url "$FLEET_SERVICE_URL" --token-file "$FLEET_SERVICE_TOKEN_FILE" "$@"
+}
+
+# map_lines FILE: FILE's entries (no comments, no blank lines), sorted.
+map_lines() { grep -v '^[[:space:]]*\(#\|$\)' "$1" | awk '{ print $1, $2 }' | sort; }
+# live_map FILE: the router's entries of the map loaded from FILE, sorted.
+live_map() {
+  echo "show map $1" | timeout 5 socat stdio "unix-connect:$FLEET_ROUTER_SOCK" | awk 'NF >= 3 { print $2, $3 }' | sort
+}
+# routes_now: both map files, as the tests compare them.
+routes_now() {
+  echo "== hosts.map"
+  map_lines "$FDIR/hosts.map"
+  echo "== tenants.map"
+  map_lines "$FDIR/tenants.map"
+}
+
+# pull_digest REF: the digest of REF pulled through the router (operator's login).
+pull_digest() {
+  local out=$TMP/pulled-$RANDOM
+  sk copy --src-tls-verify=false --src-creds "$FLEET_USER:$PW" "docker://$FLEET_ROUTER/$1" "oci:$out:x" >/dev/null &&
+    jq -r '.manifests[0].digest' "$out/index.json"
+  rm -rf "$out"
+}
+
+# metric_value TEXT NAME: the value of the first sample of NAME (no labels
+# or any) in a Prometheus text exposition.
+metric_value() { awk -v n="$2" '$1 == n || index($1, n "{") == 1 { print $2; exit }' <<<"$1"; }
+
 # ---------------------------------------------------------------- cases
 
 case_fixtures() {
@@ -273,6 +314,8 @@ case_fixtures() {
   make_image "$IMAGES" t1-app-1 one || return 1
   make_image "$IMAGES" t2-app-1 two || return 1
   make_image "$IMAGES" t1-app-2 three || return 1
+  make_image "$IMAGES" t5-app-1 five || return 1
+  make_image "$IMAGES" down-1 six || return 1
   sk inspect --raw "oci:$IMAGES:t1-app-1" >/dev/null || die "skopeo cannot read the generated layout"
 }
 
@@ -281,7 +324,7 @@ case_fleet_start() {
   WHARF_FLEET_PORT=$(free_port) && WHARF_FLEET_SERVICE_PORT=$(free_port) &&
     WHARF_FLEET_PG_PORT=$(free_port) && WHARF_FLEET_CELL_PG_PORT=$(free_port 2) &&
     WHARF_FLEET_GARAGE_PORT=$(free_port 14) || die "no free ports" || return 1
-  export WHARF_FLEET_CELLS=2 WHARF_FLEET_NODES=2 WHARF_FLEET_GRACE=3
+  export WHARF_FLEET_CELLS=2 WHARF_FLEET_NODES=2 WHARF_FLEET_GRACE=3 WHARF_FLEET_SERVICE=0
   FLEET_STARTED=1
   fleet start || die "scripts/fleet.sh start failed" || return 1
   fleet status || die "fleet status: not everything is up" || return 1
@@ -290,9 +333,9 @@ case_fleet_start() {
   st=$(echo "show stat" | timeout 5 socat stdio "unix-connect:$FLEET_ROUTER_SOCK" |
     awk -F, '$2 != "BACKEND" && $2 != "FRONTEND" && NR > 1 && NF > 2 { print $1 "/" $2, $18 }')
   echo "$st"
-  for c in a b; do
+  for c in 1 2; do
     for n in 1 2; do
-      grep -qx "cell_$c/$c$n UP" <<<"$st" || die "router: cell_$c/$c$n is not UP" || return 1
+      grep -qx "cell_$c/c${c}n$n UP" <<<"$st" || die "router: cell_$c/c${c}n$n is not UP" || return 1
     done
     for a in $(cell_admins $c); do
       [ "$(c -o /dev/null -w '%{http_code}' "http://$a/readyz")" = 200 ] || die "cell $c node admin $a: /readyz not 200" || return 1
@@ -309,25 +352,26 @@ case_fleet_start() {
   grep -qi "^www-authenticate: Bearer realm=\"$FLEET_REALM\"" "$TMP/r/v2.h" ||
     die "the challenge does not name the realm $FLEET_REALM: $(header "$TMP/r/v2.h" WWW-Authenticate)" || return 1
   # Each node's admin API wants the token.
-  a=$(cell_admins a | head -n 1)
+  a=$(cell_admins 1 | head -n 1)
   [ "$(c -o /dev/null -w '%{http_code}' "http://$a/admin/v1/tenants")" = 401 ] || die "admin API open without the token" || return 1
   admin "$a" tenant list >/dev/null || die "wharf admin tenant list with the fleet's token failed"
 }
 
 case_tenants_routed() {
   local a b
-  a=$(cell_admins a | head -n 1)
-  b=$(cell_admins b | tail -n 1)
-  admin "$a" tenant create t1 --hostname t1.fleet.test || die "tenant t1 on cell a failed" || return 1
-  admin "$b" tenant create t2 --hostname t2.fleet.test || die "tenant t2 on cell b failed" || return 1
-  fleet route t1 a t1.fleet.test || die "route t1 a failed" || return 1
-  fleet route t2 cell_b T2.Fleet.Test || die "route t2 b failed" || return 1
+  a=$(cell_admins 1 | head -n 1)
+  b=$(cell_admins 2 | tail -n 1)
+  admin "$a" tenant create t1 --hostname t1.fleet.test || die "tenant t1 on cell 1 failed" || return 1
+  admin "$b" tenant create t2 --hostname t2.fleet.test || die "tenant t2 on cell 2 failed" || return 1
+  fleet route t1 1 t1.fleet.test || die "route t1 1 failed" || return 1
+  fleet route t2 cell_2 T2.Fleet.Test || die "route t2 cell_2 failed" || return 1
   fleet routes | tee "$TMP/routes.out" || die "routes: the router disagrees with the files" || return 1
-  grep -qx 't1 cell_a' "$FDIR/tenants.map" && grep -qx 't2 cell_b' "$FDIR/tenants.map" &&
-    grep -qx 't1.fleet.test cell_a' "$FDIR/hosts.map" && grep -qx 't2.fleet.test cell_b' "$FDIR/hosts.map" ||
+  grep -qx 't1 cell_1' "$FDIR/tenants.map" && grep -qx 't2 cell_2' "$FDIR/tenants.map" &&
+    grep -qx 't1.fleet.test cell_1' "$FDIR/hosts.map" && grep -qx 't2.fleet.test cell_2' "$FDIR/hosts.map" ||
     die "map files lack the routes" || return 1
-  ! fleet route t3 z 2>/dev/null || die "route to an unknown cell was accepted" || return 1
-  ! fleet route 'Bad/Name' a 2>/dev/null || die "route of a bad tenant name was accepted"
+  ! fleet route t3 9 2>/dev/null || die "route to an unknown cell 9 was accepted" || return 1
+  ! fleet route t3 z 2>/dev/null || die "route to an unknown cell z was accepted" || return 1
+  ! fleet route 'Bad/Name' 1 2>/dev/null || die "route of a bad tenant name was accepted"
 }
 
 case_push_pull_routed() {
@@ -342,7 +386,7 @@ case_push_pull_routed() {
     [ "$d" = "$(digest_of "$t-app-1")" ] || die "$t/app:1 pulled back as $d, pushed $(digest_of "$t-app-1")" || return 1
   done
   for t in t1 t2; do
-    if [ $t = t1 ]; then cell=a other=b; else cell=b other=a; fi
+    if [ $t = t1 ]; then cell=1 other=2; else cell=2 other=1; fi
     on_cell_only $cell $other "$t/app" 1 || return 1
     local home away
     home=$(usage_bytes "$(cell_admins $cell | head -n 1)" $t)
@@ -356,13 +400,13 @@ case_push_pull_routed() {
 case_route_by_host() {
   local tok
   tok=$(token "repository:t2/app:pull") || return 1
-  expect_route host-t2 200 cell_b -H "Host: t2.fleet.test" -H "$ACCEPT" -H "Authorization: Bearer $tok" \
+  expect_route host-t2 200 cell_2 -H "Host: t2.fleet.test" -H "$ACCEPT" -H "Authorization: Bearer $tok" \
     "http://$FLEET_ROUTER/v2/t2/app/manifests/1" || return 1
-  expect_route host-t2-case 200 cell_b -H "Host: T2.FLEET.test:443" -H "$ACCEPT" -H "Authorization: Bearer $tok" \
+  expect_route host-t2-case 200 cell_2 -H "Host: T2.FLEET.test:443" -H "$ACCEPT" -H "Authorization: Bearer $tok" \
     "http://$FLEET_ROUTER/v2/t2/app/manifests/1" || return 1
   # The Host decides even where the path names no tenant.
-  expect_route host-t2-base 401 cell_b -H "Host: t2.fleet.test" "http://$FLEET_ROUTER/v2/" || return 1
-  expect_route host-t1-base 401 cell_a -H "Host: t1.fleet.test" "http://$FLEET_ROUTER/v2/" || return 1
+  expect_route host-t2-base 401 cell_2 -H "Host: t2.fleet.test" "http://$FLEET_ROUTER/v2/" || return 1
+  expect_route host-t1-base 401 cell_1 -H "Host: t1.fleet.test" "http://$FLEET_ROUTER/v2/" || return 1
   expect_route host-unknown 401 fleet_default -H "Host: nobody.fleet.test" "http://$FLEET_ROUTER/v2/"
 }
 
@@ -370,11 +414,11 @@ case_route_by_path() {
   local tok1 tok2 tokn
   tok1=$(token "repository:t1/app:pull") && tok2=$(token "repository:t2/app:pull") &&
     tokn=$(token "repository:nobody/app:pull") || die "no tokens" || return 1
-  expect_route path-t1 200 cell_a -H "$ACCEPT" -H "Authorization: Bearer $tok1" "http://$FLEET_ROUTER/v2/t1/app/manifests/1" || return 1
-  expect_route path-t2 200 cell_b -H "$ACCEPT" -H "Authorization: Bearer $tok2" "http://$FLEET_ROUTER/v2/t2/app/manifests/1" || return 1
-  expect_route path-t2-blob 200 cell_b -H "Authorization: Bearer $tok2" \
+  expect_route path-t1 200 cell_1 -H "$ACCEPT" -H "Authorization: Bearer $tok1" "http://$FLEET_ROUTER/v2/t1/app/manifests/1" || return 1
+  expect_route path-t2 200 cell_2 -H "$ACCEPT" -H "Authorization: Bearer $tok2" "http://$FLEET_ROUTER/v2/t2/app/manifests/1" || return 1
+  expect_route path-t2-blob 200 cell_2 -H "Authorization: Bearer $tok2" \
     "http://$FLEET_ROUTER/v2/t2/app/blobs/$(layer_of t2-app-1)" || return 1
-  expect_route path-t2-tags 200 cell_b -H "Authorization: Bearer $tok2" "http://$FLEET_ROUTER/v2/t2/app/tags/list" || return 1
+  expect_route path-t2-tags 200 cell_2 -H "Authorization: Bearer $tok2" "http://$FLEET_ROUTER/v2/t2/app/tags/list" || return 1
   # A tenant no map knows: the default cell answers for itself.
   expect_route path-unknown 404 fleet_default -H "Authorization: Bearer $tokn" \
     "http://$FLEET_ROUTER/v2/nobody/app/tags/list" || return 1
@@ -385,42 +429,44 @@ case_route_by_path() {
 
 case_token_by_scope() {
   local u="$FLEET_USER:$PW" base="http://$FLEET_ROUTER/auth/token?service=wharf" tok a
-  expect_route tok-t2 200 cell_b -u "$u" "$base&scope=repository:t2/app:pull,push" || return 1
-  expect_route tok-t2-enc 200 cell_b -u "$u" "$base&scope=repository%3At2%2Fapp%3Apull%2Cpush" || return 1
-  expect_route tok-t1 200 cell_a -u "$u" "$base&scope=repository:t1/app:pull" || return 1
-  expect_route tok-first-t2 200 cell_b -u "$u" "$base&scope=repository:t2/app:pull&scope=repository:t1/app:pull" || return 1
-  expect_route tok-first-t1 200 cell_a -u "$u" "$base&scope=repository:t1/app:pull&scope=repository:t2/app:pull" || return 1
-  expect_route tok-post-t2 200 cell_b -d "grant_type=password&service=wharf&client_id=fleet-test&username=$FLEET_USER&password=$PW&scope=repository%3At2%2Fapp%3Apull" \
+  expect_route tok-t2 200 cell_2 -u "$u" "$base&scope=repository:t2/app:pull,push" || return 1
+  expect_route tok-t2-enc 200 cell_2 -u "$u" "$base&scope=repository%3At2%2Fapp%3Apull%2Cpush" || return 1
+  expect_route tok-t1 200 cell_1 -u "$u" "$base&scope=repository:t1/app:pull" || return 1
+  expect_route tok-first-t2 200 cell_2 -u "$u" "$base&scope=repository:t2/app:pull&scope=repository:t1/app:pull" || return 1
+  expect_route tok-first-t1 200 cell_1 -u "$u" "$base&scope=repository:t1/app:pull&scope=repository:t2/app:pull" || return 1
+  expect_route tok-post-t2 200 cell_2 -d "grant_type=password&service=wharf&client_id=fleet-test&username=$FLEET_USER&password=$PW&scope=repository%3At2%2Fapp%3Apull" \
     "http://$FLEET_ROUTER/auth/token" || return 1
   expect_route tok-noscope 200 fleet_default -u "$u" "$base&account=$FLEET_USER" || return 1
-  # A token cell b issued is good on cell a: one signing key for the fleet.
+  # A token cell 2 issued is good on cell 1: one signing key for the fleet.
   tok=$(jq -r .token "$TMP/r/tok-t2.b")
-  for a in $(cell_addrs a); do
+  for a in $(cell_addrs 1); do
     [ "$(c -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $tok" "http://$a/v2/")" = 200 ] ||
-      die "cell a node $a refuses a token cell b issued" || return 1
+      die "cell 1 node $a refuses a token cell 2 issued" || return 1
   done
   # A tenant user lives in its cell's directory: its login without a scope
   # needs the users map.
-  printf 'alice-pw-123\n' | admin "$(cell_admins b | head -n 1)" user set t2 alice --role push --password-stdin ||
-    die "user alice in t2 on cell b failed" || return 1
+  printf 'alice-pw-123\n' | admin "$(cell_admins 2 | head -n 1)" user set t2 alice --role push --password-stdin ||
+    die "user alice in t2 on cell 2 failed" || return 1
   expect_route login-alice-unrouted 401 fleet_default -u alice:alice-pw-123 "$base&account=alice" || return 1
+  # (A letter names a cell too: b is cell 2.)
   fleet route-user alice b || die "route-user alice b failed" || return 1
-  expect_route login-alice 200 cell_b -u alice:alice-pw-123 "$base&account=alice"
+  grep -qx 'alice cell_2' "$FDIR/users.map" || die "users.map lacks alice cell_2" || return 1
+  expect_route login-alice 200 cell_2 -u alice:alice-pw-123 "$base&account=alice"
 }
 
 case_route_flip() {
-  local b pid0 tok i code r n200=0 nbad=0 seen_a=0 seen_b=0
-  b=$(cell_admins b | head -n 1)
+  local b pid0 tok i code r n200=0 nbad=0 seen_1=0 seen_2=0
+  b=$(cell_admins 2 | head -n 1)
   pid0=$FLEET_ROUTER_PID
   # What the fleet service does before it flips: the tenant and its data on
-  # the new cell (here a skopeo copy from cell a's node to cell b's).
-  admin "$b" tenant create t1 --hostname t1.fleet.test || die "tenant t1 on cell b failed" || return 1
+  # the new cell (here a skopeo copy from cell 1's node to cell 2's).
+  admin "$b" tenant create t1 --hostname t1.fleet.test || die "tenant t1 on cell 2 failed" || return 1
   sk copy --src-tls-verify=false --dest-tls-verify=false \
     --src-creds "$FLEET_USER:$PW" --dest-creds "$FLEET_USER:$PW" \
-    "docker://$(cell_addrs a | head -n 1)/t1/app:1" "docker://$(cell_addrs b | head -n 1)/t1/app:1" ||
-    die "copy of t1/app:1 from cell a to cell b failed" || return 1
-  # A client's token from before the flip (cell a issued it).
-  expect_route flip-token 200 cell_a -u "$FLEET_USER:$PW" \
+    "docker://$(cell_addrs 1 | head -n 1)/t1/app:1" "docker://$(cell_addrs 2 | head -n 1)/t1/app:1" ||
+    die "copy of t1/app:1 from cell 1 to cell 2 failed" || return 1
+  # A client's token from before the flip (cell 1 issued it).
+  expect_route flip-token 200 cell_1 -u "$FLEET_USER:$PW" \
     "http://$FLEET_ROUTER/auth/token?service=wharf&scope=repository:t1/app:pull" || return 1
   tok=$(jq -r .token "$TMP/r/flip-token.b")
   # Pulls go on, with that token, across the flip: until 20 have been
@@ -438,29 +484,29 @@ case_route_flip() {
   ) >"$TMP/flip-pulls.out" &
   local loop=$!
   sleep 1
-  fleet route t1 b
+  fleet route t1 2
   local routed=$?
   touch "$TMP/flip.done"
   wait "$loop"
-  [ "$routed" = 0 ] || die "route t1 b failed" || return 1
+  [ "$routed" = 0 ] || die "route t1 2 failed" || return 1
   while read -r code r; do
     if [ "$code" = 200 ]; then n200=$((n200 + 1)); else nbad=$((nbad + 1)); fi
-    [[ $r == cell_a/* ]] && seen_a=$((seen_a + 1))
-    [[ $r == cell_b/* ]] && seen_b=$((seen_b + 1))
+    [[ $r == cell_1/* ]] && seen_1=$((seen_1 + 1))
+    [[ $r == cell_2/* ]] && seen_2=$((seen_2 + 1))
   done <"$TMP/flip-pulls.out"
-  echo "pulls across the flip: $n200 x 200, $nbad failed; $seen_a from cell a, $seen_b from cell b"
+  echo "pulls across the flip: $n200 x 200, $nbad failed; $seen_1 from cell 1, $seen_2 from cell 2"
   [ "$nbad" = 0 ] || die "$nbad pulls failed across the flip: $(grep -v '^200 ' "$TMP/flip-pulls.out" | sort | uniq -c | head -n 3)" || return 1
-  [ "$seen_a" -gt 0 ] && [ "$seen_b" -gt 0 ] || die "pulls did not move from cell a to cell b" || return 1
-  tail -n 1 "$TMP/flip-pulls.out" | grep -q ' cell_b/' || die "the last pull was not answered by cell b" || return 1
+  [ "$seen_1" -gt 0 ] && [ "$seen_2" -gt 0 ] || die "pulls did not move from cell 1 to cell 2" || return 1
+  tail -n 1 "$TMP/flip-pulls.out" | grep -q ' cell_2/' || die "the last pull was not answered by cell 2" || return 1
   load_env
   [ "$FLEET_ROUTER_PID" = "$pid0" ] || die "the router was restarted ($pid0 -> $FLEET_ROUTER_PID)" || return 1
-  grep -qx 't1 cell_b' "$FDIR/tenants.map" && grep -qx 't1.fleet.test cell_b' "$FDIR/hosts.map" ||
-    die "the map files do not hold t1 -> cell_b with its hostname" || return 1
-  # New traffic lands on cell b: a push through the router.
+  grep -qx 't1 cell_2' "$FDIR/tenants.map" && grep -qx 't1.fleet.test cell_2' "$FDIR/hosts.map" ||
+    die "the map files do not hold t1 -> cell_2 with its hostname" || return 1
+  # New traffic lands on cell 2: a push through the router.
   sk copy --dest-tls-verify=false --dest-creds "$FLEET_USER:$PW" \
     "oci:$IMAGES:t1-app-2" "docker://$FLEET_ROUTER/t1/app:2" || die "push of t1/app:2 after the flip failed" || return 1
-  on_cell_only b a t1/app 2 || return 1
-  expect_route flip-host 401 cell_b -H "Host: t1.fleet.test" "http://$FLEET_ROUTER/v2/"
+  on_cell_only 2 1 t1/app 2 || return 1
+  expect_route flip-host 401 cell_2 -H "Host: t1.fleet.test" "http://$FLEET_ROUTER/v2/"
 }
 
 case_router_restart() {
@@ -468,54 +514,203 @@ case_router_restart() {
   fleet restart-router || die "restart-router failed" || return 1
   [ -n "$FLEET_ROUTER_PID" ] && [ "$FLEET_ROUTER_PID" != "$pid0" ] || die "router pid $pid0 -> '$FLEET_ROUTER_PID': not restarted" || return 1
   tok=$(token "repository:t1/app:pull") || return 1
-  expect_route restarted-t1 200 cell_b -H "$ACCEPT" -H "Authorization: Bearer $tok" \
+  expect_route restarted-t1 200 cell_2 -H "$ACCEPT" -H "Authorization: Bearer $tok" \
     "http://$FLEET_ROUTER/v2/t1/app/manifests/2" || return 1
-  expect_route restarted-host 401 cell_b -H "Host: t1.fleet.test" "http://$FLEET_ROUTER/v2/" || return 1
-  expect_route restarted-login 200 cell_b -u alice:alice-pw-123 "http://$FLEET_ROUTER/auth/token?service=wharf&account=alice" || return 1
+  expect_route restarted-host 401 cell_2 -H "Host: t1.fleet.test" "http://$FLEET_ROUTER/v2/" || return 1
+  expect_route restarted-login 200 cell_2 -u alice:alice-pw-123 "http://$FLEET_ROUTER/auth/token?service=wharf&account=alice" || return 1
   fleet routes || die "routes: the restarted router disagrees with the files"
 }
 
 case_node_restart() {
-  local pid0=$FLEET_CELL_B_NODE1_PID st tok
-  fleet restart-node b 1 || die "restart-node b 1 failed" || return 1
-  [ -n "$FLEET_CELL_B_NODE1_PID" ] && [ "$FLEET_CELL_B_NODE1_PID" != "$pid0" ] ||
-    die "cell b node1 pid $pid0 -> '$FLEET_CELL_B_NODE1_PID': not restarted" || return 1
+  local pid0=$FLEET_CELL_2_NODE1_PID st tok
+  fleet restart-node 2 1 || die "restart-node 2 1 failed" || return 1
+  [ -n "$FLEET_CELL_2_NODE1_PID" ] && [ "$FLEET_CELL_2_NODE1_PID" != "$pid0" ] ||
+    die "cell 2 node1 pid $pid0 -> '$FLEET_CELL_2_NODE1_PID': not restarted" || return 1
   # It came back with the fleet's flags: token auth with the fleet's realm
   # and key, the admin token.
-  req restarted-node -H "$ACCEPT" "http://$FLEET_CELL_B_NODE1_ADDR/v2/" >/dev/null
+  req restarted-node -H "$ACCEPT" "http://$FLEET_CELL_2_NODE1_ADDR/v2/" >/dev/null
   grep -qi "^www-authenticate: Bearer realm=\"$FLEET_REALM\"" "$TMP/r/restarted-node.h" ||
     die "restarted node's challenge: $(header "$TMP/r/restarted-node.h" WWW-Authenticate)" || return 1
   tok=$(token "repository:t2/app:pull") || return 1
-  [ "$(manifest_code "$FLEET_CELL_B_NODE1_ADDR" t2/app 1 "$tok")" = 200 ] || die "restarted node refuses the fleet's token" || return 1
-  [ "$(c -o /dev/null -w '%{http_code}' "http://$FLEET_CELL_B_NODE1_ADMIN/admin/v1/tenants")" = 401 ] ||
+  [ "$(manifest_code "$FLEET_CELL_2_NODE1_ADDR" t2/app 1 "$tok")" = 200 ] || die "restarted node refuses the fleet's token" || return 1
+  [ "$(c -o /dev/null -w '%{http_code}' "http://$FLEET_CELL_2_NODE1_ADMIN/admin/v1/tenants")" = 401 ] ||
     die "restarted node's admin API is open" || return 1
-  st=$(echo "show stat" | timeout 5 socat stdio "unix-connect:$FLEET_ROUTER_SOCK" | awk -F, '$1 == "cell_b" && $2 == "b1" { print $18 }')
-  [ "$st" = UP ] || die "router shows cell_b/b1 '$st' after the restart"
+  st=$(echo "show stat" | timeout 5 socat stdio "unix-connect:$FLEET_ROUTER_SOCK" | awk -F, '$1 == "cell_2" && $2 == "c2n1" { print $18 }')
+  [ "$st" = UP ] || die "router shows cell_2/c2n1 '$st' after the restart"
 }
 
 case_cell_down() {
   local tok code i
   tok=$(token "repository:t2/app:pull") || return 1
-  fleet stop-cell b || die "stop-cell b failed" || return 1
-  # The router's own 503 (no server of cell b is up), in OCI form.
+  fleet stop-cell cell_2 || die "stop-cell cell_2 failed" || return 1
+  # The router's own 503 (no server of cell 2 is up), in OCI form.
   for ((i = 0; i < 50; i++)); do
     code=$(req down-t2 -H "$ACCEPT" -H "Authorization: Bearer $tok" "http://$FLEET_ROUTER/v2/t2/app/manifests/1")
     [ "$code" = 503 ] && break
     sleep 0.2
   done
-  [ "$code" = 503 ] || die "t2 with cell b down: $code, want the router's 503" || return 1
+  [ "$code" = 503 ] || die "t2 with cell 2 down: $code, want the router's 503" || return 1
   [ "$(header "$TMP/r/down-t2.h" Retry-After)" = 1 ] || die "the router's 503 has no Retry-After" || return 1
   jq -e '.errors[0].code == "UNAVAILABLE"' "$TMP/r/down-t2.b" >/dev/null || die "the router's 503 body: $(cat "$TMP/r/down-t2.b")" || return 1
   # The rest of the fleet answers.
   expect_route down-t1-base 401 fleet_default "http://$FLEET_ROUTER/v2/" || return 1
-  fleet start-cell b || die "start-cell b failed" || return 1
-  expect_route back-t2 200 cell_b -H "$ACCEPT" -H "Authorization: Bearer $tok" "http://$FLEET_ROUTER/v2/t2/app/manifests/1"
+  fleet start-cell 2 || die "start-cell 2 failed" || return 1
+  expect_route back-t2 200 cell_2 -H "$ACCEPT" -H "Authorization: Bearer $tok" "http://$FLEET_ROUTER/v2/t2/app/manifests/1"
+}
+
+# The fleet service (`wharf fleet serve`) started on a fleet whose routes
+# the script set: the cells get registered, those routes adopted, nothing
+# dropped from the router.
+case_service_start() {
+  local before ids
+  before=$(routes_now)
+  fleet start-service || die "start-service failed (log: $FDIR/fleet/service.log)" || return 1
+  [ -n "$FLEET_SERVICE_PID" ] && kill -0 "$FLEET_SERVICE_PID" 2>/dev/null || die "no running FLEET_SERVICE_PID in fleet.env" || return 1
+  [ -s "$FLEET_SERVICE_TOKEN_FILE" ] || die "no FLEET_SERVICE_TOKEN_FILE" || return 1
+  [ "$(c -o /dev/null -w '%{http_code}' "$FLEET_SERVICE_URL/healthz")" = 200 ] || die "$FLEET_SERVICE_URL/healthz not 200" || return 1
+  [ "$(c -o /dev/null -w '%{http_code}' "$FLEET_SERVICE_URL/fleet/v1/cells")" = 401 ] || die "the fleet API answers without its token" || return 1
+  fsvc cells list --json >"$TMP/cells.json" || die "wharf fleet cells list failed" || return 1
+  ids=$(jq -r '[.cells[] | "\(.id)=\(.backend)=\(.nodes | length)"] | join(" ")' "$TMP/cells.json")
+  echo "cells: $ids"
+  [ "$ids" = "1=cell_1=2 2=cell_2=2" ] || die "cells registered: '$ids', want 1=cell_1=2 2=cell_2=2" || return 1
+  # Every tenant and hostname the maps routed (t1 and t2 on cell 2, after
+  # the earlier cases) is the service's now, on the same cell.
+  fsvc tenants list --json >"$TMP/tenants.json" || die "wharf fleet tenants list failed" || return 1
+  jq -r '.tenants[] | "\(.tenant) \(.cell) \(.hostname)"' "$TMP/tenants.json"
+  local want got
+  want=$(echo "$before" | awk '/^== / { f = $2; next } f == "tenants.map" { sub(/^cell_/, "", $2); print $1, $2 }' | sort)
+  got=$(jq -r '.tenants[] | "\(.tenant) \(.cell)"' "$TMP/tenants.json" | sort)
+  [ "$got" = "$want" ] || die "the service's tenants '${got//$'\n'/, }', want the routed ones '${want//$'\n'/, }'" || return 1
+  want=$(echo "$before" | awk '/^== / { f = $2; next } f == "hosts.map" { sub(/^cell_/, "", $2); print $1, $2 }' | sort)
+  got=$(jq -r '.tenants[] | select(.hostname != null) | "\(.hostname) \(.cell)"' "$TMP/tenants.json" | sort)
+  [ "$got" = "$want" ] || die "the service's hostnames '${got//$'\n'/, }', want the routed ones '${want//$'\n'/, }'" || return 1
+  # Nothing dropped: the service rewrote the maps with the same routes.
+  [ "$(routes_now)" = "$before" ] || die "routes changed at the service's start: $(diff <(echo "$before") <(routes_now) | tr '\n' ' ')" || return 1
+  head -n 1 "$FDIR/tenants.map" | grep -q 'wharf fleet serve' || die "tenants.map was not written by the service" || return 1
+  fleet routes >/dev/null || die "the router's live maps differ from the files" || return 1
+  # The service owns the maps now: the script's route is refused.
+  ! fleet route t9 1 2>/dev/null || die "route was accepted while the service runs" || return 1
+  # A second start-service is a no-op.
+  local pid0=$FLEET_SERVICE_PID
+  fleet start-service || die "a second start-service failed" || return 1
+  [ "$FLEET_SERVICE_PID" = "$pid0" ] || die "a second start-service restarted the service" || return 1
+}
+
+T5_CELL=
+case_service_places() {
+  local out cell other a code i tok d
+  out=$(fsvc tenants place t5 --hostname t5.fleet.test --json) || die "wharf fleet tenants place t5 failed: $out" || return 1
+  echo "$out"
+  cell=$(jq -r .cell <<<"$out")
+  case "$cell" in 1 | 2) ;; *) die "t5 placed on '$cell'" || return 1 ;; esac
+  other=$((3 - cell))
+  [ "$(jq -r .backend <<<"$out")" = "cell_$cell" ] || die "backend $(jq -r .backend <<<"$out"), want cell_$cell" || return 1
+  T5_CELL=$cell
+  # The tenant itself, on that cell, through a node's admin API.
+  a=$(cell_admins "$cell" | head -n 1)
+  code=$(req t5-create -X POST -H "Authorization: Bearer $(head -n 1 "$FLEET_ADMIN_TOKEN_FILE")" \
+    -H 'Content-Type: application/json' -d '{"name":"t5","hostname":"t5.fleet.test"}' "http://$a/admin/v1/tenants")
+  [ "$code" = 201 ] || die "POST /admin/v1/tenants t5 on cell $cell: $code $(head -c 300 "$TMP/r/t5-create.b")" || return 1
+  # Routed by the service: the files and the live router (bounded wait;
+  # place returns once it has pushed them).
+  for ((i = 0; i < 20; i++)); do
+    map_lines "$FDIR/tenants.map" | grep -qx "t5 cell_$cell" && live_map "$FDIR/tenants.map" | grep -qx "t5 cell_$cell" &&
+      map_lines "$FDIR/hosts.map" | grep -qx "t5.fleet.test cell_$cell" && live_map "$FDIR/hosts.map" | grep -qx "t5.fleet.test cell_$cell" && break
+    sleep 0.5
+  done
+  echo "tenants.map file: $(map_lines "$FDIR/tenants.map" | tr '\n' ',')  live: $(live_map "$FDIR/tenants.map" | tr '\n' ',')"
+  map_lines "$FDIR/tenants.map" | grep -qx "t5 cell_$cell" || die "tenants.map has no t5 cell_$cell" || return 1
+  live_map "$FDIR/tenants.map" | grep -qx "t5 cell_$cell" || die "the router's live tenants.map has no t5 cell_$cell" || return 1
+  map_lines "$FDIR/hosts.map" | grep -qx "t5.fleet.test cell_$cell" || die "hosts.map has no t5.fleet.test cell_$cell" || return 1
+  live_map "$FDIR/hosts.map" | grep -qx "t5.fleet.test cell_$cell" || die "the router's live hosts.map has no t5.fleet.test" || return 1
+  fleet routes >/dev/null || die "the router's live maps differ from the files" || return 1
+  # A push through the router lands on that cell, and only there.
+  sk copy --dest-tls-verify=false --dest-creds "$FLEET_USER:$PW" \
+    "oci:$IMAGES:t5-app-1" "docker://$FLEET_ROUTER/t5/app:1" || die "push of t5/app:1 through the router failed" || return 1
+  d=$(pull_digest t5/app:1)
+  [ "$d" = "$(digest_of t5-app-1)" ] || die "t5/app:1 pulled back as '$d', pushed $(digest_of t5-app-1)" || return 1
+  tok=$(token "repository:t5/app:pull") || return 1
+  expect_route t5-path 200 "cell_$cell" -H "$ACCEPT" -H "Authorization: Bearer $tok" "http://$FLEET_ROUTER/v2/t5/app/manifests/1" || return 1
+  expect_route t5-host 401 "cell_$cell" -H "Host: t5.fleet.test" "http://$FLEET_ROUTER/v2/" || return 1
+  on_cell_only "$cell" "$other" t5/app 1 || return 1
+  [ "$(usage_bytes "$(cell_admins "$other" | head -n 1)" t5)" = none ] || die "cell $other knows tenant t5" || return 1
+  fsvc tenants where t5 || die "wharf fleet tenants where t5 failed"
+}
+
+# The service's scrapes: each cell's use read from its nodes.
+case_service_scrapes() {
+  local i bad out
+  for ((i = 0; i < 40; i++)); do
+    out=$(fsvc cells list --json) && bad=$(jq -r '[.cells[] | select(.usage != "fresh" or .last_error != null
+        or .read_age_seconds == null or .read_age_seconds > 10 or (.used.connections // 0) <= 0) | .id] | join(",")' <<<"$out") &&
+      [ -z "$bad" ] && [ "$(jq '.cells | length' <<<"$out")" = 2 ] && break
+    bad=${bad:-?}
+    sleep 0.5
+  done
+  jq -c '.cells[] | {id, usage, read_age_seconds, last_error, scrape_failures, tenants, used}' <<<"$out"
+  [ -z "$bad" ] || die "cells not read from their nodes within 20 s: $bad" || return 1
+  fsvc cells list || die "wharf fleet cells list (summary) failed" || return 1
+  # The service's metrics say the same.
+  out=$(c "$FLEET_SERVICE_URL/metrics") || die "no $FLEET_SERVICE_URL/metrics" || return 1
+  grep '^wharf_fleet_scrape_age_seconds' <<<"$out"
+  [ "$(grep -c '^wharf_fleet_scrape_age_seconds{' <<<"$out")" = 2 ] || die "want wharf_fleet_scrape_age_seconds for 2 cells" || return 1
+}
+
+# The service down: the data path does not need it.
+case_service_down() {
+  local pid=$FLEET_SERVICE_PID before t cell d tok i out
+  [ -n "$T5_CELL" ] || die "needs service-places (t5's cell)" || return 1
+  before=$(routes_now)
+  fleet kill-service || die "kill-service failed" || return 1
+  ! kill -0 "$pid" 2>/dev/null || die "the fleet service (pid $pid) survived SIGKILL" || return 1
+  [ -z "$FLEET_SERVICE_PID" ] || die "fleet.env still names the service's pid" || return 1
+  [ "$(c -o /dev/null -w '%{http_code}' "$FLEET_SERVICE_URL/healthz" 2>/dev/null)" = 000 ] || die "the service still answers" || return 1
+  # Pushes and pulls through the router, for every tenant.
+  for t in t1 t2 t5; do
+    sk copy --dest-tls-verify=false --dest-creds "$FLEET_USER:$PW" \
+      "oci:$IMAGES:down-1" "docker://$FLEET_ROUTER/$t/down:1" || die "push of $t/down:1 with the service down failed" || return 1
+    d=$(pull_digest "$t/down:1")
+    [ "$d" = "$(digest_of down-1)" ] || die "$t/down:1 pulled back as '$d'" || return 1
+  done
+  # The router restarted meanwhile loads the last routes the service wrote.
+  fleet restart-router || die "restart-router with the service down failed" || return 1
+  [ "$(routes_now)" = "$before" ] || die "the map files changed" || return 1
+  fleet routes >/dev/null || die "the restarted router's maps differ from the files" || return 1
+  for t in t1 t2 t5; do
+    if [ $t = t5 ]; then cell=$T5_CELL; else cell=2; fi
+    tok=$(token "repository:$t/down:pull") || return 1
+    expect_route "svc-down-$t" 200 "cell_$cell" -H "$ACCEPT" -H "Authorization: Bearer $tok" \
+      "http://$FLEET_ROUTER/v2/$t/down/manifests/1" || return 1
+    d=$(pull_digest "$t/app:1")
+    [ -n "$d" ] && [ "$d" != null ] || die "pull of $t/app:1 after the router restart failed" || return 1
+  done
+  # The service comes back and re-syncs: nothing to change.
+  fleet start-service || die "start-service after the kill failed" || return 1
+  [ -n "$FLEET_SERVICE_PID" ] && [ "$FLEET_SERVICE_PID" != "$pid" ] || die "no new service pid" || return 1
+  [ "$(c -o /dev/null -w '%{http_code}' "$FLEET_SERVICE_URL/healthz")" = 200 ] || die "healthz not 200 after the restart" || return 1
+  # Two scrape rounds (2 s each): the loop has pushed its routes again.
+  for ((i = 0; i < 20; i++)); do
+    out=$(c "$FLEET_SERVICE_URL/metrics") && [ "$(metric_value "$out" wharf_fleet_store_up)" = 1 ] &&
+      [ -n "$(metric_value "$out" wharf_fleet_scrape_age_seconds)" ] && break
+    sleep 0.5
+  done
+  sleep 4
+  out=$(c "$FLEET_SERVICE_URL/metrics") || die "no metrics after the restart" || return 1
+  echo "store_up $(metric_value "$out" wharf_fleet_store_up), router_errors $(metric_value "$out" wharf_fleet_router_errors_total)"
+  [ "$(metric_value "$out" wharf_fleet_store_up)" = 1 ] || die "wharf_fleet_store_up is not 1" || return 1
+  [ "$(metric_value "$out" wharf_fleet_router_errors_total)" = 0 ] || die "the restarted service counts router errors" || return 1
+  [ "$(routes_now)" = "$before" ] || die "the restarted service changed the routes: $(diff <(echo "$before") <(routes_now) | tr '\n' ' ')" || return 1
+  fleet routes >/dev/null || die "after the service's restart the router's maps differ from the files" || return 1
+  fsvc tenants where t5 | grep -q "cell $T5_CELL" || die "the restarted service does not know t5 on cell $T5_CELL" || return 1
+  tok=$(token "repository:t5/app:pull") || return 1
+  expect_route svc-back-t5 200 "cell_$T5_CELL" -H "$ACCEPT" -H "Authorization: Bearer $tok" "http://$FLEET_ROUTER/v2/t5/app/manifests/1"
 }
 
 case_fleet_stop() {
   local pids p
   load_env
-  pids="$FLEET_ROUTER_PID $FLEET_CELL_A_NODE1_PID $FLEET_CELL_A_NODE2_PID $FLEET_CELL_B_NODE1_PID $FLEET_CELL_B_NODE2_PID"
+  # shellcheck disable=SC2153 # fleet.env's
+  pids="${FLEET_SERVICE_PID:-} $FLEET_ROUTER_PID $FLEET_CELL_1_NODE1_PID $FLEET_CELL_1_NODE2_PID $FLEET_CELL_2_NODE1_PID $FLEET_CELL_2_NODE2_PID"
   fleet stop || die "scripts/fleet.sh stop failed" || return 1
   FLEET_STARTED=0
   for p in $pids; do
@@ -554,6 +749,13 @@ if run_case fleet-start case_fleet_start; then
       maybe router-restart case_router_restart
       maybe node-restart case_node_restart
       maybe cell-down case_cell_down
+      if selected service-start || selected service-places || selected service-scrapes || selected service-down; then
+        if run_case service-start case_service_start; then
+          maybe service-places case_service_places
+          maybe service-scrapes case_service_scrapes
+          maybe service-down case_service_down
+        fi
+      fi
     fi
   fi
 else
