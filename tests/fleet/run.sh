@@ -706,6 +706,74 @@ case_service_down() {
   expect_route svc-back-t5 200 "cell_$T5_CELL" -H "$ACCEPT" -H "Authorization: Bearer $tok" "http://$FLEET_ROUTER/v2/t5/app/manifests/1"
 }
 
+# create_tenant CELL NAME: the tenant record on that cell (a node's admin API).
+create_tenant() {
+  local a code
+  a=$(cell_admins "$1" | head -n 1)
+  code=$(req "create-$2" -X POST -H "Authorization: Bearer $(head -n 1 "$FLEET_ADMIN_TOKEN_FILE")" \
+    -H 'Content-Type: application/json' -d "{\"name\":\"$2\"}" "http://$a/admin/v1/tenants")
+  [ "$code" = 201 ] || die "POST /admin/v1/tenants $2 on cell $1: $code $(head -c 300 "$TMP/r/create-$2.b")"
+}
+
+# A tenant of 50 images (shared and own layers, an index, a referrer) moved
+# by the fleet service from its cell to the other while clients pull it in a
+# loop and push new tags, and pull another tenant of the same cell
+# (tests/fleet/move_load.py): no pull fails, pushes refused during the fence
+# got 503 with Retry-After and went through on retry, the fence lasted at
+# most 5 s, every acknowledged push is on the new cell byte for byte, and
+# after the grace period the old cell holds nothing of the tenant.
+case_tenant_move() {
+  local out from to id i state load_pid a fence_ms ml=$HERE/move_load.py auth
+  auth="$FLEET_USER:$FLEET_PASSWORD_FILE"
+  out=$(fsvc tenants place t6 --json) || die "place t6 failed: $out" || return 1
+  from=$(jq -r .cell <<<"$out")
+  to=$((3 - from))
+  create_tenant "$from" t6 || return 1
+  fsvc tenants place t7 --pin "$from" --json >/dev/null || die "place t7 on cell $from failed" || return 1
+  create_tenant "$from" t7 || return 1
+  timeout 300 python3 "$ml" seed --router "http://$FLEET_ROUTER" --tenant t6 --auth "$auth" --images 50 \
+    --out "$TMP/t6-seed.json" || die "seeding t6 failed" || return 1
+  timeout 60 python3 "$ml" seed --router "http://$FLEET_ROUTER" --tenant t7 --auth "$auth" --images 3 \
+    --out "$TMP/t7-seed.json" || die "seeding t7 failed" || return 1
+  rm -f "$TMP/move-stop"
+  timeout 400 python3 "$ml" run --router "http://$FLEET_ROUTER" --tenant t6 --other t7 --auth "$auth" \
+    --seed "$TMP/t6-seed.json" --other-seed "$TMP/t7-seed.json" --stop "$TMP/move-stop" --max-secs 300 \
+    --out "$TMP/move-report.json" >"$LOGS/move-load.log" 2>&1 &
+  load_pid=$!
+  sleep 3
+  out=$(fsvc tenants move t6 --to "$to" --json) || die "move t6 to cell $to failed: $out" || return 1
+  id=$(jq -r '.move.id // .id' <<<"$out")
+  echo "move $id: t6 from cell $from to cell $to"
+  for ((i = 0; i < 240; i++)); do
+    out=$(fsvc moves show "$id" --json 2>/dev/null) && state=$(jq -r '.state // .move.state' <<<"$out")
+    case "$state" in done | failed | cancelled) break ;; esac
+    sleep 1
+  done
+  sleep 2
+  touch "$TMP/move-stop"
+  wait "$load_pid"
+  echo "$out" | jq -c '.move // .'
+  cat "$LOGS/move-load.log"
+  [ "$state" = done ] || die "move $id ended '$state': $(jq -c . <<<"$out")" || return 1
+  fence_ms=$(jq -r '(.move // .).counters.fence_ms' <<<"$out")
+  echo "fence: ${fence_ms} ms (raised on cell $from to the route flip)"
+  [ "$fence_ms" != null ] && [ "$fence_ms" -le 5000 ] || die "the fence lasted ${fence_ms} ms, want at most 5000" || return 1
+  jq -e '.pulls_failed == 0 and .other_pulls_failed == 0 and .pushes_failed == 0
+    and .pushes_503_without_retry_after == 0 and .pulls_ok > 0 and .other_pulls_ok > 0 and .pushes_acked > 0
+    and (.pushes_503_with_retry_after == 0 or .pushes_acked_after_503 > 0)' "$TMP/move-report.json" >/dev/null ||
+    die "the clients saw failures: $(jq -c 'del(.acked)' "$TMP/move-report.json")" || return 1
+  # Everything acknowledged is on the new cell, byte for byte (read there
+  # directly, not through the router).
+  a=$(cell_addrs "$to" | head -n 1)
+  timeout 300 python3 "$ml" verify --registry "http://$a" --tenant t6 --auth "$auth" --seed "$TMP/t6-seed.json" \
+    --report "$TMP/move-report.json" --out "$TMP/move-verify.json" || die "cell $to does not hold t6 exactly" || return 1
+  # Routed there, and nothing of t6 left on the old cell.
+  map_lines "$FDIR/tenants.map" | grep -qx "t6 cell_$to" || die "tenants.map does not send t6 to cell_$to" || return 1
+  live_map "$FDIR/tenants.map" | grep -qx "t6 cell_$to" || die "the router does not send t6 to cell_$to" || return 1
+  on_cell_only "$to" "$from" t6/app0 v0 || return 1
+  [ "$(usage_bytes "$(cell_admins "$from" | head -n 1)" t6)" = none ] || die "cell $from still knows tenant t6" || return 1
+}
+
 case_fleet_stop() {
   local pids p
   load_env
@@ -749,11 +817,13 @@ if run_case fleet-start case_fleet_start; then
       maybe router-restart case_router_restart
       maybe node-restart case_node_restart
       maybe cell-down case_cell_down
-      if selected service-start || selected service-places || selected service-scrapes || selected service-down; then
+      if selected service-start || selected service-places || selected service-scrapes || selected service-down ||
+        selected tenant-move; then
         if run_case service-start case_service_start; then
           maybe service-places case_service_places
           maybe service-scrapes case_service_scrapes
           maybe service-down case_service_down
+          maybe tenant-move case_tenant_move
         fi
       fi
     fi
