@@ -77,16 +77,17 @@ class Http:
         return tok
 
     def call(self, method, repo, path, body=None, headers=None):
-        """(status, headers, body) of one request; never raises on HTTP errors."""
+        """(status, headers, body) of one request; never raises on HTTP errors.
+        The headers are an http.client.HTTPMessage: `get` ignores case."""
         req = urllib.request.Request(f"{self.base}/v2/{repo}/{path}", data=body, method=method)
         req.add_header("Authorization", "Bearer " + self.token(repo))
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
             with urllib.request.urlopen(req, timeout=TIMEOUT) as r:
-                return r.status, dict(r.headers), r.read()
+                return r.status, r.headers, r.read()
         except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
+            return e.code, e.headers, e.read()
 
 
 class Refused(Exception):

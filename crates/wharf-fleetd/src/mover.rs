@@ -105,12 +105,15 @@ pub struct PassStats {
     pub bytes_copied: u64,
     /// Records the import created, updated or deleted.
     pub changed: u64,
+    /// Records left for the next pass: a manifest whose blobs or children
+    /// the export did not list yet, a tag of such a manifest.
+    pub deferred: u64,
 }
 
 impl PassStats {
     /// The size of the pass's delta: what it had to change.
     pub fn delta(&self) -> u64 {
-        self.blobs_copied + self.changed
+        self.blobs_copied + self.changed + self.deferred
     }
 
     fn json(&self) -> Value {
@@ -119,6 +122,7 @@ impl PassStats {
             "blobs_copied": self.blobs_copied,
             "bytes_copied": self.bytes_copied,
             "changed": self.changed,
+            "deferred": self.deferred,
         })
     }
 }
@@ -151,9 +155,14 @@ impl HttpMover {
         hold: &str,
     ) -> Step<PassStats> {
         let (src, dst) = (self.cell(from), self.cell(to));
-        let export = src.export(tenant).await?;
+        // An export taken while the tenant pushes is not a snapshot: a tag
+        // can name a manifest pushed after the manifests were listed. What
+        // is not whole yet waits for the next pass (under the fence the
+        // export is whole, and the check compares everything).
+        let (export, deferred) = whole_records(src.export(tenant).await?);
         let mut stats = PassStats {
             records: export.len() as u64,
+            deferred,
             ..PassStats::default()
         };
         let blobs: BTreeMap<String, u64> = export
@@ -682,6 +691,88 @@ impl Cell<'_> {
     }
 }
 
+/// The records of an export that form a whole: every manifest whose blobs
+/// (config, layers) are linked in its repository and whose children are
+/// manifests of it, and every tag of such a manifest (repeated until
+/// nothing more drops: an index goes with a child that went). The kept
+/// lines in their order, and how many were dropped.
+fn whole_records(lines: Vec<String>) -> (Vec<String>, u64) {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    let parsed: Vec<Option<Value>> = lines.iter().map(|l| serde_json::from_str(l).ok()).collect();
+    let field = |r: &Value, k: &str| r[k].as_str().unwrap_or_default().to_string();
+    let mut blobs: BTreeSet<(String, String)> = BTreeSet::new();
+    // Each manifest's repository, digest, and what it needs: blobs, children.
+    let mut needs: BTreeMap<(String, String), (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for r in parsed.iter().flatten() {
+        match r["kind"].as_str() {
+            Some("blob") => {
+                blobs.insert((field(r, "repo"), field(r, "digest")));
+            }
+            Some("manifest") => {
+                let doc: Value = STANDARD
+                    .decode(field(r, "body"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or(Value::Null);
+                let digests = |v: &Value| -> Vec<String> {
+                    v.as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|d| d["digest"].as_str().map(str::to_string))
+                        .collect()
+                };
+                let mut b = digests(&doc["layers"]);
+                b.extend(doc["config"]["digest"].as_str().map(str::to_string));
+                let children = digests(&doc["manifests"]);
+                needs.insert((field(r, "repo"), field(r, "digest")), (b, children));
+            }
+            _ => {}
+        }
+    }
+    let mut kept: BTreeSet<(String, String)> = needs.keys().cloned().collect();
+    loop {
+        let before = kept.len();
+        kept.retain(|(repo, digest)| {
+            let (b, children) = &needs[&(repo.clone(), digest.clone())];
+            b.iter().all(|d| blobs.contains(&(repo.clone(), d.clone())))
+                && children
+                    .iter()
+                    .all(|c| needs.contains_key(&(repo.clone(), c.clone())))
+        });
+        // A child that went takes its indexes with it.
+        let gone: BTreeSet<_> = needs
+            .keys()
+            .filter(|k| !kept.contains(*k))
+            .cloned()
+            .collect();
+        kept.retain(|(repo, digest)| {
+            needs[&(repo.clone(), digest.clone())]
+                .1
+                .iter()
+                .all(|c| !gone.contains(&(repo.clone(), c.clone())))
+        });
+        if kept.len() == before {
+            break;
+        }
+    }
+    let mut out = Vec::with_capacity(lines.len());
+    let mut dropped = 0u64;
+    for (line, r) in lines.into_iter().zip(parsed) {
+        let keep = match r.as_ref().and_then(|r| r["kind"].as_str().map(|k| (k, r))) {
+            Some(("manifest", r)) => kept.contains(&(field(r, "repo"), field(r, "digest"))),
+            Some(("tag", r)) => kept.contains(&(field(r, "repo"), field(r, "digest"))),
+            _ => true,
+        };
+        if keep {
+            out.push(line);
+        } else {
+            dropped += 1;
+        }
+    }
+    (out, dropped)
+}
+
 /// The JSON of a 2xx answer (`null` when it has no body), or an error that
 /// names the cell, the call and the status (` -> STATUS`, which
 /// [`Cell::any`] reads as "the node answered").
@@ -739,6 +830,50 @@ mod tests {
         assert_eq!(changed_of(&Value::Null), 0);
     }
 
+    fn manifest_line(repo: &str, digest: &str, doc: Value) -> String {
+        use base64::engine::general_purpose::STANDARD;
+        use base64::Engine as _;
+        json!({"kind": "manifest", "repo": repo, "digest": digest,
+               "body": STANDARD.encode(doc.to_string())})
+        .to_string()
+    }
+
+    #[test]
+    fn records_not_whole_yet_wait_for_the_next_pass() {
+        let blob =
+            |d: &str| json!({"kind": "blob", "repo": "t/a", "digest": d, "size": 1}).to_string();
+        let tag = |t: &str, d: &str| {
+            json!({"kind": "tag", "repo": "t/a", "tag": t, "digest": d}).to_string()
+        };
+        let image = |layer: &str| json!({"config": {"digest": "c"}, "layers": [{"digest": layer}]});
+        let lines = vec![
+            json!({"kind": "repository", "name": "t/a"}).to_string(),
+            blob("c"),
+            blob("l1"),
+            manifest_line("t/a", "m1", image("l1")),
+            // Its layer was linked after the blobs were listed.
+            manifest_line("t/a", "m2", image("l2")),
+            // An index over m1 and m2 goes with m2.
+            manifest_line(
+                "t/a",
+                "i",
+                json!({"manifests": [{"digest": "m1"}, {"digest": "m2"}]}),
+            ),
+            tag("one", "m1"),
+            tag("two", "m2"),
+            tag("multi", "i"),
+            // A tag of a manifest pushed after the manifests were listed.
+            tag("late", "m9"),
+        ];
+        let (kept, dropped) = whole_records(lines.clone());
+        assert_eq!(dropped, 5);
+        let want: Vec<String> = [0, 1, 2, 3, 6].iter().map(|&i| lines[i].clone()).collect();
+        assert_eq!(kept, want);
+        // A whole export passes untouched.
+        let whole: Vec<String> = lines[..4].to_vec();
+        assert_eq!(whole_records(whole.clone()), (whole, 0));
+    }
+
     #[test]
     fn a_pass_delta_counts_blobs_and_records() {
         let s = PassStats {
@@ -746,8 +881,9 @@ mod tests {
             blobs_copied: 3,
             bytes_copied: 10,
             changed: 4,
+            deferred: 2,
         };
-        assert_eq!(s.delta(), 7);
+        assert_eq!(s.delta(), 9);
         assert_eq!(hold_name(12), "fleet-move-12");
         assert_eq!(fence_path("acme"), "/admin/v1/tenants/acme/fence");
     }
