@@ -41,6 +41,8 @@
 #   WHARF_FLEET_SERVICE_PORT     the fleet service's --listen port [5381]
 #   WHARF_FLEET_SERVICE=1        `start` starts `wharf fleet serve` too (start-service always does) [0]
 #   WHARF_FLEET_MOVE_GRACE       the service's --move-grace-secs [10]
+#   WHARF_FLEET_SERVICE_ARGS     extra `wharf fleet serve` arguments (word-split), read at
+#                                every start-service, not remembered []
 #   Each cell's capacity as registered with the fleet service (`cells add`), generous so
 #   that a loopback fleet never crosses a threshold (and the service never moves a tenant):
 #   WHARF_FLEET_CAP_CONNECTIONS  --connections [10000]
@@ -710,6 +712,7 @@ launch_service() {
   mkdir -p "$FLEET_DIR/fleet"
   rm -f "$FLEET_DIR/fleet/service.addr"
   echo "--- $(date -u +%FT%TZ) fleet.sh: starting the fleet service (routing=$routing)" >>"$FLEET_DIR/fleet/service.log"
+  # shellcheck disable=SC2086 # WHARF_FLEET_SERVICE_ARGS is word-split on purpose
   nohup "$bin" fleet serve \
     --migrate \
     --database-url "$db" \
@@ -720,6 +723,7 @@ launch_service() {
     --scrape-interval 2 \
     --move-grace-secs "$MOVE_GRACE" \
     "${args[@]}" \
+    ${WHARF_FLEET_SERVICE_ARGS:-} \
     </dev/null >>"$FLEET_DIR/fleet/service.log" 2>&1 &
   pid=$!
   echo "$pid" >"$FLEET_DIR/fleet/service.pid"

@@ -774,6 +774,66 @@ case_tenant_move() {
   [ "$(usage_bytes "$(cell_admins "$from" | head -n 1)" t6)" = none ] || die "cell $from still knows tenant t6" || return 1
 }
 
+# The fleet service killed (SIGKILL) in the middle of a move's pre-copy
+# (paced at 20 blobs a second so that it lasts seconds): restarted, it
+# resumes the move, which completes with the same guarantees.
+case_move_crash() {
+  local out from to id i state step load_pid ml=$HERE/move_load.py auth fence_ms
+  auth="$FLEET_USER:$FLEET_PASSWORD_FILE"
+  WHARF_FLEET_SERVICE_ARGS="--move-max-blobs-per-sec 20" fleet stop-service || die "stop-service failed" || return 1
+  WHARF_FLEET_SERVICE_ARGS="--move-max-blobs-per-sec 20" fleet start-service || die "start-service failed" || return 1
+  out=$(fsvc tenants place t8 --json) || die "place t8 failed: $out" || return 1
+  from=$(jq -r .cell <<<"$out")
+  to=$((3 - from))
+  create_tenant "$from" t8 || return 1
+  timeout 300 python3 "$ml" seed --router "http://$FLEET_ROUTER" --tenant t8 --auth "$auth" --images 50 \
+    --out "$TMP/t8-seed.json" || die "seeding t8 failed" || return 1
+  rm -f "$TMP/crash-stop"
+  timeout 400 python3 "$ml" run --router "http://$FLEET_ROUTER" --tenant t8 --other t8 --auth "$auth" \
+    --seed "$TMP/t8-seed.json" --other-seed "$TMP/t8-seed.json" --stop "$TMP/crash-stop" --max-secs 300 \
+    --out "$TMP/crash-report.json" >"$LOGS/crash-load.log" 2>&1 &
+  load_pid=$!
+  out=$(fsvc tenants move t8 --to "$to" --json) || die "move t8 to cell $to failed: $out" || return 1
+  id=$(jq -r '.move.id // .id' <<<"$out")
+  # In the pre-copy: running, its first pass (about 100 blobs at 20/s) not done.
+  for ((i = 0; i < 50; i++)); do
+    out=$(fsvc moves show "$id" --json 2>/dev/null) && state=$(jq -r .state <<<"$out") && step=$(jq -r .step <<<"$out")
+    [ "$state" = running ] && break
+    sleep 0.1
+  done
+  sleep 1.5
+  out=$(fsvc moves show "$id" --json) && step=$(jq -r .step <<<"$out")
+  echo "killing the fleet service at step '$step' ($(jq -c .counters <<<"$out"))"
+  case "$step" in started | resumed | pre-copy) ;; *) die "move $id is at '$step', not in its pre-copy" || return 1 ;; esac
+  fleet kill-service || die "kill-service failed" || return 1
+  sleep 2
+  WHARF_FLEET_SERVICE_ARGS="--move-max-blobs-per-sec 20" fleet start-service || die "start-service after the kill failed" || return 1
+  for ((i = 0; i < 240; i++)); do
+    out=$(fsvc moves show "$id" --json 2>/dev/null) && state=$(jq -r .state <<<"$out")
+    case "$state" in done | failed | cancelled) break ;; esac
+    sleep 1
+  done
+  sleep 2
+  touch "$TMP/crash-stop"
+  wait "$load_pid"
+  echo "$out" | jq -c .
+  cat "$LOGS/crash-load.log"
+  grep -c 'resuming a move' "$FDIR/fleet/service.log" | sed 's/^/resumed after restart (log lines): /'
+  [ "$state" = done ] || die "move $id ended '$state' after the restart: $(jq -c . <<<"$out")" || return 1
+  grep -q 'resuming a move' "$FDIR/fleet/service.log" || die "the restarted service did not resume the move" || return 1
+  fence_ms=$(jq -r .counters.fence_ms <<<"$out")
+  echo "fence: ${fence_ms} ms"
+  [ "$fence_ms" != null ] && [ "$fence_ms" -le 5000 ] || die "the fence lasted ${fence_ms} ms, want at most 5000" || return 1
+  jq -e '.pulls_failed == 0 and .pushes_failed == 0 and .pushes_503_without_retry_after == 0
+    and .pulls_ok > 0 and .pushes_acked > 0' "$TMP/crash-report.json" >/dev/null ||
+    die "the clients saw failures: $(jq -c 'del(.acked)' "$TMP/crash-report.json")" || return 1
+  timeout 300 python3 "$ml" verify --registry "http://$(cell_addrs "$to" | head -n 1)" --tenant t8 --auth "$auth" \
+    --seed "$TMP/t8-seed.json" --report "$TMP/crash-report.json" --out "$TMP/crash-verify.json" ||
+    die "cell $to does not hold t8 exactly" || return 1
+  on_cell_only "$to" "$from" t8/app0 v0 || return 1
+  [ "$(usage_bytes "$(cell_admins "$from" | head -n 1)" t8)" = none ] || die "cell $from still knows tenant t8"
+}
+
 case_fleet_stop() {
   local pids p
   load_env
@@ -818,12 +878,13 @@ if run_case fleet-start case_fleet_start; then
       maybe node-restart case_node_restart
       maybe cell-down case_cell_down
       if selected service-start || selected service-places || selected service-scrapes || selected service-down ||
-        selected tenant-move; then
+        selected tenant-move || selected move-crash; then
         if run_case service-start case_service_start; then
           maybe service-places case_service_places
           maybe service-scrapes case_service_scrapes
           maybe service-down case_service_down
           maybe tenant-move case_tenant_move
+          maybe move-crash case_move_crash
         fi
       fi
     fi

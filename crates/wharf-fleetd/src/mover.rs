@@ -63,6 +63,10 @@ pub struct MoverConfig {
     pub grace: Duration,
     /// Blobs copied at once.
     pub blob_concurrency: usize,
+    /// Blob copies started per second at most (0: no limit), so a move's
+    /// pre-copy takes only its share of the source's and the
+    /// destination's capacity.
+    pub max_blobs_per_sec: u32,
     /// Connect timeout of every call.
     pub connect_timeout: Duration,
     /// Timeout of a call that is not a blob copy or an export/import.
@@ -81,6 +85,7 @@ impl Default for MoverConfig {
             fence_settle: Duration::from_secs(10),
             grace: Duration::from_secs(60),
             blob_concurrency: 4,
+            max_blobs_per_sec: 0,
             connect_timeout: Duration::from_secs(3),
             call_timeout: Duration::from_secs(10),
             transfer_timeout: Duration::from_secs(600),
@@ -92,6 +97,9 @@ impl Default for MoverConfig {
 pub struct HttpMover {
     config: MoverConfig,
     client: reqwest::Client,
+    /// When the next blob copy may start (the rate limit), shared by every
+    /// move this executor runs.
+    next_copy: tokio::sync::Mutex<tokio::time::Instant>,
 }
 
 /// What one copy pass did.
@@ -127,6 +135,17 @@ impl PassStats {
     }
 }
 
+/// What one move's passes remember from the one before: the records the
+/// destination was last given, and the blobs known to be there (held by
+/// the move, so they stay). A pass then checks and sends only what changed.
+#[derive(Default)]
+pub struct PassMemory {
+    /// The whole records of the last pass's export, as imported.
+    last: Option<BTreeSet<String>>,
+    /// Blob digests known to be on the destination.
+    on_destination: BTreeSet<String>,
+}
+
 /// A failed step: the message says which cell, which call and why.
 type Step<T> = Result<T, String>;
 
@@ -138,7 +157,26 @@ impl HttpMover {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("mover HTTP client: {e}"))?;
-        Ok(HttpMover { config, client })
+        Ok(HttpMover {
+            config,
+            client,
+            next_copy: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        })
+    }
+
+    /// Waits for this copy's turn under `max_blobs_per_sec`.
+    async fn pace(&self) {
+        if self.config.max_blobs_per_sec == 0 {
+            return;
+        }
+        let gap = Duration::from_secs(1) / self.config.max_blobs_per_sec;
+        let start = {
+            let mut next = self.next_copy.lock().await;
+            let start = (*next).max(tokio::time::Instant::now());
+            *next = start + gap;
+            start
+        };
+        tokio::time::sleep_until(start).await;
     }
 
     fn cell<'a>(&'a self, cell: &'a CellEndpoints) -> Cell<'a> {
@@ -146,13 +184,17 @@ impl HttpMover {
     }
 
     /// One copy pass from `from` to `to` (steps 1, 2 and 4 of the module
-    /// doc).
+    /// doc). `paced`: blob copies keep to `max_blobs_per_sec`: the bulk
+    /// pre-copy only; the deltas run at full speed so that they catch up
+    /// with a tenant that keeps pushing, and the fenced pass must be short.
     pub async fn copy_pass(
         &self,
         tenant: &str,
         from: &CellEndpoints,
         to: &CellEndpoints,
         hold: &str,
+        paced: bool,
+        memory: &mut PassMemory,
     ) -> Step<PassStats> {
         let (src, dst) = (self.cell(from), self.cell(to));
         // An export taken while the tenant pushes is not a snapshot: a tag
@@ -171,25 +213,43 @@ impl HttpMover {
             .filter(|r| r["kind"] == "blob")
             .filter_map(|r| Some((r["digest"].as_str()?.to_string(), r["size"].as_u64()?)))
             .collect();
-        let copied: Vec<Option<u64>> = stream::iter(blobs)
+        let unknown = blobs
+            .into_iter()
+            .filter(|(d, _)| !memory.on_destination.contains(d));
+        let copied: Vec<(String, Option<u64>)> = stream::iter(unknown)
             .map(|(digest, size)| {
                 let (src, dst) = (&src, &dst);
                 async move {
                     if dst.has_blob(&digest).await? {
-                        return Ok(None);
+                        return Ok((digest, None));
+                    }
+                    if paced {
+                        self.pace().await;
                     }
                     src.copy_blob(&digest, dst, hold).await?;
-                    Ok::<_, String>(Some(size))
+                    Ok::<_, String>((digest, Some(size)))
                 }
             })
             .buffer_unordered(self.config.blob_concurrency.max(1))
             .try_collect()
             .await?;
-        for size in copied.into_iter().flatten() {
-            stats.blobs_copied += 1;
-            stats.bytes_copied += size;
+        for (digest, size) in copied {
+            if let Some(size) = size {
+                stats.blobs_copied += 1;
+                stats.bytes_copied += size;
+            }
+            memory.on_destination.insert(digest);
         }
-        stats.changed = dst.import(tenant, &export).await?;
+        let now: BTreeSet<String> = export.iter().cloned().collect();
+        stats.changed = match memory
+            .last
+            .as_ref()
+            .and_then(|last| changes_only(last, &export))
+        {
+            Some(diff) => dst.import(tenant, &diff, "merge").await?,
+            None => dst.import(tenant, &export, "sync").await?,
+        };
+        memory.last = Some(now);
         Ok(stats)
     }
 
@@ -289,6 +349,22 @@ impl HttpMover {
         }
     }
 
+    /// The fenced pass and the check after it.
+    async fn final_pass(
+        &self,
+        tenant: &str,
+        from: &CellEndpoints,
+        to: &CellEndpoints,
+        hold: &str,
+        memory: &mut PassMemory,
+    ) -> Step<(PassStats, Option<String>)> {
+        let stats = self
+            .copy_pass(tenant, from, to, hold, false, memory)
+            .await?;
+        let difference = self.compare(tenant, from, to).await?;
+        Ok((stats, difference))
+    }
+
     /// Steps 1-5: everything up to and including the flip. How long the
     /// tenant's writes were fenced (from raising the fence to the flip).
     async fn before_flip(&self, task: &MoveTask, control: &MoveControl) -> Result<Duration, Stop> {
@@ -299,10 +375,18 @@ impl HttpMover {
             .await
             .map_err(Stop::Failed)?;
         let mut pass = 0u32;
+        let mut memory = PassMemory::default();
         loop {
             pass += 1;
             let stats = self
-                .copy_pass(&task.tenant, &task.from, &task.to, &hold)
+                .copy_pass(
+                    &task.tenant,
+                    &task.from,
+                    &task.to,
+                    &hold,
+                    pass == 1,
+                    &mut memory,
+                )
                 .await
                 .map_err(Stop::Failed)?;
             let step = if pass == 1 { "pre-copy" } else { "delta" };
@@ -325,16 +409,17 @@ impl HttpMover {
         };
         control.fence_up().await?;
         let fenced = Instant::now();
-        let last = self
-            .copy_pass(&task.tenant, &task.from, &task.to, &hold)
+        let mut check = self
+            .final_pass(&task.tenant, &task.from, &task.to, &hold, &mut memory)
             .await;
-        let check = match last {
-            Ok(stats) => self
-                .compare(&task.tenant, &task.from, &task.to)
-                .await
-                .map(|d| (stats, d)),
-            Err(e) => Err(e),
-        };
+        if matches!(check, Ok((_, Some(_)))) {
+            // The changes-only pass left a difference: once more with the
+            // whole export, which replaces everything on the destination.
+            memory.last = None;
+            check = self
+                .final_pass(&task.tenant, &task.from, &task.to, &hold, &mut memory)
+                .await;
+        }
         let (stats, difference) = match check {
             Ok(v) => v,
             Err(e) => {
@@ -546,8 +631,8 @@ impl Cell<'_> {
         .await
     }
 
-    async fn import(&self, tenant: &str, lines: &[String]) -> Step<u64> {
-        let path = format!("/admin/v1/tenants/{tenant}/import?mode=sync");
+    async fn import(&self, tenant: &str, lines: &[String], mode: &str) -> Step<u64> {
+        let path = format!("/admin/v1/tenants/{tenant}/import?mode={mode}");
         let mut body = lines.join("\n");
         body.push('\n');
         let answer_json = self
@@ -689,6 +774,65 @@ impl Cell<'_> {
         }
         Ok(())
     }
+}
+
+/// What a record is about: its kind and the repository and name or digest
+/// it describes (`None` for kinds whose key is not known here).
+fn record_key(line: &str) -> Option<String> {
+    let r: Value = serde_json::from_str(line).ok()?;
+    let kind = r["kind"].as_str()?;
+    let part = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+    match kind {
+        "tenant" => Some("tenant".into()),
+        "repository" => Some(format!("repository {}", part("name"))),
+        "blob" | "manifest" => Some(format!("{kind} {} {}", part("repo"), part("digest"))),
+        "tag" => Some(format!("tag {} {}", part("repo"), part("tag"))),
+        "user" | "robot" => {
+            let rec = &r["record"];
+            let name = rec["name"].as_str().or(rec["id"].as_str())?;
+            Some(format!("{kind} {name}"))
+        }
+        _ => None,
+    }
+}
+
+/// The lines of `now` a destination holding `last` needs, as an import in
+/// merge mode takes them (the tenant line first, each repository's line
+/// before its records), or `None` when something of `last` was removed (or
+/// is of a kind whose changes this cannot tell): only a whole import in
+/// sync mode removes.
+fn changes_only(last: &BTreeSet<String>, now: &[String]) -> Option<Vec<String>> {
+    let now_keys: BTreeSet<String> = now.iter().map(|l| record_key(l)).collect::<Option<_>>()?;
+    let now_lines: BTreeSet<&String> = now.iter().collect();
+    for gone in last.iter().filter(|l| !now_lines.contains(l)) {
+        if !now_keys.contains(&record_key(gone)?) {
+            return None;
+        }
+    }
+    let mut out = Vec::new();
+    let mut repo_line: Option<&String> = None;
+    for line in now {
+        let key = record_key(line)?;
+        if key == "tenant" {
+            out.push(line.clone());
+            continue;
+        }
+        if key.starts_with("repository ") {
+            repo_line = Some(line);
+            if !last.contains(line) {
+                out.push(line.clone());
+                repo_line = None;
+            }
+            continue;
+        }
+        if !last.contains(line) {
+            if let Some(r) = repo_line.take() {
+                out.push(r.clone());
+            }
+            out.push(line.clone());
+        }
+    }
+    Some(out)
 }
 
 /// The records of an export that form a whole: every manifest whose blobs
@@ -872,6 +1016,57 @@ mod tests {
         // A whole export passes untouched.
         let whole: Vec<String> = lines[..4].to_vec();
         assert_eq!(whole_records(whole.clone()), (whole, 0));
+    }
+
+    #[test]
+    fn a_pass_sends_only_what_changed_unless_something_went() {
+        let repo = |n: &str| json!({"kind": "repository", "name": n}).to_string();
+        let tag = |r: &str, t: &str, d: &str| {
+            json!({"kind": "tag", "repo": r, "tag": t, "digest": d}).to_string()
+        };
+        let tenant = json!({"kind": "tenant", "record": {"name": "t"}}).to_string();
+        let first = vec![
+            tenant.clone(),
+            repo("t/a"),
+            tag("t/a", "1", "m1"),
+            repo("t/b"),
+            tag("t/b", "1", "m2"),
+        ];
+        let last: BTreeSet<String> = first.iter().cloned().collect();
+        // A tag moved in t/b and one added in t/a: the tenant line, each
+        // repository's line before its changes, the changes.
+        let now = vec![
+            tenant.clone(),
+            repo("t/a"),
+            tag("t/a", "1", "m1"),
+            tag("t/a", "2", "m3"),
+            repo("t/b"),
+            tag("t/b", "1", "m4"),
+        ];
+        let diff = changes_only(&last, &now).unwrap();
+        assert_eq!(
+            diff,
+            vec![
+                tenant.clone(),
+                repo("t/a"),
+                tag("t/a", "2", "m3"),
+                repo("t/b"),
+                tag("t/b", "1", "m4")
+            ]
+        );
+        // Nothing changed: the tenant line alone.
+        assert_eq!(changes_only(&last, &first).unwrap(), vec![tenant.clone()]);
+        // A tag deleted: only a whole sync import removes it.
+        let fewer = vec![
+            tenant.clone(),
+            repo("t/a"),
+            tag("t/a", "1", "m1"),
+            repo("t/b"),
+        ];
+        assert_eq!(changes_only(&last, &fewer), None);
+        // A record whose key is unknown here: the whole import too.
+        let odd = vec![tenant, json!({"kind": "something"}).to_string()];
+        assert_eq!(changes_only(&last, &odd), None);
     }
 
     #[test]

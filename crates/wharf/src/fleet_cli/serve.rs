@@ -206,6 +206,11 @@ pub(crate) struct ServeArgs {
     /// What a fenced tenant's pushes are told to wait (`Retry-After`, s).
     #[arg(long, default_value_t = 2, value_name = "SECS", help_heading = "Moves")]
     move_retry_after: u32,
+    /// Blob copies a move's bulk pre-copy starts per second at most, so
+    /// that copying a tenant takes only a share of both cells' capacity
+    /// (0: no limit). The delta passes and the fenced pass are not paced.
+    #[arg(long, default_value_t = 0, value_name = "N", help_heading = "Moves")]
+    move_max_blobs_per_sec: u32,
     /// Moves run at once.
     #[arg(long, default_value_t = 2, value_name = "N", help_heading = "Moves")]
     max_concurrent_moves: usize,
@@ -374,6 +379,7 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
             max_passes: a.move_max_passes.max(1),
             fence_retry_after: a.move_retry_after.clamp(1, 60),
             grace: Duration::from_secs(a.move_grace_secs),
+            max_blobs_per_sec: a.move_max_blobs_per_sec,
             ..MoverConfig::default()
         })?))
     };
