@@ -75,26 +75,9 @@ impl AdminApi {
     }
 }
 
-/// Reads an admin token file: one line `sha256:<64 hex>`, the SHA-256 of
-/// the token (so the file holds no secret). Returns the hex.
-pub fn parse_token_hash(text: &str) -> Result<String, String> {
-    let line = text.lines().next().unwrap_or("").trim();
-    let Some(hex) = line.strip_prefix("sha256:") else {
-        return Err(if line.starts_with("wharf_admin_") {
-            "this file holds a plain token (what `wharf admin --token-file` and \
-             WHARF_ADMIN_TOKEN_FILE read); the server takes its hash, the line \
-             sha256:<hex> that `wharf admin token --out DIR` writes to \
-             DIR/admin-token.sha256"
-                .into()
-        } else {
-            "the admin token file must hold one line sha256:<64 hex digits>".into()
-        });
-    };
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("the admin token file must hold one line sha256:<64 hex digits>".into());
-    }
-    Ok(hex.to_ascii_lowercase())
-}
+/// Reads an admin token file (`sha256:<64 hex>`): the one reader the node
+/// and the fleet service share, in `wharf_auth`.
+pub use wharf_auth::parse_token_hash;
 
 /// The admin API's routes, to merge into the admin port's router.
 pub fn admin_api_router(api: Arc<AdminApi>) -> Router {

@@ -381,6 +381,27 @@ pub fn verify_secret(secret: &str, stored_hash: &str) -> bool {
         .into()
 }
 
+/// Reads an admin token file: one line `sha256:<64 hex>`, the SHA-256 of
+/// the token (so the file holds no secret). Returns the hex.
+pub fn parse_token_hash(text: &str) -> Result<String, String> {
+    let line = text.lines().next().unwrap_or("").trim();
+    let Some(hex) = line.strip_prefix("sha256:") else {
+        return Err(if line.starts_with("wharf_admin_") {
+            "this file holds a plain token (what `wharf admin --token-file` and \
+             WHARF_ADMIN_TOKEN_FILE read); the server takes its hash, the line \
+             sha256:<hex> that `wharf admin token --out DIR` writes to \
+             DIR/admin-token.sha256"
+                .into()
+        } else {
+            "the admin token file must hold one line sha256:<64 hex digits>".into()
+        });
+    };
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("the admin token file must hold one line sha256:<64 hex digits>".into());
+    }
+    Ok(hex.to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

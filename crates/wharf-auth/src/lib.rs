@@ -44,8 +44,8 @@ pub mod token;
 pub use challenge::{BasicChallenge, BearerChallenge, BearerError, ChallengeError};
 pub use htpasswd::{Htpasswd, HtpasswdError};
 pub use issuer::{
-    hash_secret, parse_grant, verify_secret, Grant, Identity, IssueError, IssuedToken, Issuer,
-    PatternError, Principal, RefreshToken, RepoPattern,
+    hash_secret, parse_grant, parse_token_hash, verify_secret, Grant, Identity, IssueError,
+    IssuedToken, Issuer, PatternError, Principal, RefreshToken, RepoPattern,
 };
 pub use limiter::{LimiterConfig, LoginLimiter};
 pub use scope::{Access, Action, Actions, Resource, Scope, ScopeError};

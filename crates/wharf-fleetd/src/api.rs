@@ -31,16 +31,8 @@ use crate::store::MoveState;
 /// The largest request body read.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// Reads a token file as the node does: one line `sha256:<64 hex>`.
-/// Returns the hex, lower case.
-pub fn parse_token_hash(text: &str) -> Result<String, String> {
-    let line = text.lines().next().unwrap_or("").trim();
-    let hex = line
-        .strip_prefix("sha256:")
-        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or("the admin token file must hold one line sha256:<64 hex digits>")?;
-    Ok(hex.to_ascii_lowercase())
-}
+/// Reads the admin token file (`sha256:<64 hex>`), as the node does.
+pub use wharf_auth::parse_token_hash;
 
 /// An API failure: one status per kind, chosen here only.
 pub struct ApiError(ServiceError);
