@@ -30,12 +30,13 @@ use wharf_tenants::Directory;
 mod admin_cli;
 mod budget;
 mod config;
+mod config_view;
 mod fleet_cli;
 mod gc_cli;
 mod startup;
 
 use config::{Config, ServeArgs};
-use startup::{local_dependencies, open_metadata, open_storage, spawn_probes, LoadedAuth};
+use startup::{local_dependencies, spawn_probes};
 
 /// Wharf: an OCI Distribution registry that keeps answering.
 #[derive(Parser, Debug)]
@@ -49,12 +50,16 @@ struct Cli {
 enum Command {
     /// Run the registry.
     Serve(ServeArgs),
-    /// Check a configuration without serving anything: prints the limits
-    /// in force (derived from this machine where unset) and whether the
-    /// pools of all nodes fit what each shared dependency accepts. With
-    /// --metadata-url it connects to read the database's limit (applying
-    /// pending migrations, as a start would). Exits non-zero if the
-    /// configuration is refused. Takes the flags of `serve`.
+    /// Check a configuration without serving anything, by the same checks
+    /// `wharf serve` makes before it listens: the configuration (printed
+    /// with its key names, values and where each came from), the files
+    /// (htpasswd, grants, signing key, token keys, admin token hash), the
+    /// blob store and the metadata store probed with the configured
+    /// credentials, the schema version, and whether the pools of all nodes
+    /// fit what each shared dependency accepts. Changes nothing: no
+    /// migration, no directory, file or object is created. Lists every
+    /// problem and exits 1 if there is any (2 if the configuration itself
+    /// cannot be read). Takes the flags of `serve`.
     ///
     /// With --storage it checks instead that the blob store and metadata
     /// agree: every digest metadata holds is stored, and nothing stored is
@@ -63,6 +68,13 @@ enum Command {
     /// embedded database, it asks that node's admin API (--admin-listen,
     /// token from WHARF_ADMIN_TOKEN) instead.
     Check(CheckArgs),
+    /// Apply the metadata schema migrations this build needs to the
+    /// PostgreSQL database of --metadata-url, and say which were applied
+    /// (none when the schema is current; a schema newer than this build is
+    /// refused). Several at once take turns. The embedded store has none.
+    /// Takes the flags of `serve`; run it before starting nodes of a new
+    /// version (docs/operations.md, "Upgrading").
+    Migrate(ServeArgs),
     /// Generate a token signing key: writes `DIR/<time>-<kid>.private.pem`
     /// (P-256, PKCS#8, mode 0600: give it to --token-signing-key) and
     /// `DIR/<time>-<kid>.public.pem` (copy it into every node's
@@ -102,47 +114,12 @@ fn main() -> std::process::ExitCode {
         Command::Check(CheckArgs {
             serve,
             storage: true,
+            ..
         }) => check_storage(&serve),
-        Command::Check(CheckArgs { serve: args, .. }) => match Config::load(&args) {
-            Ok(config) => {
-                println!("{:#?}", config.limits);
-                // A shared database's limit is read from the server itself
-                // (connecting applies its migrations, as a start would).
-                let metadata_limit = match &config.metadata_url {
-                    Some(_) => {
-                        let runtime = tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                            .expect("tokio runtime");
-                        match runtime.block_on(open_metadata(&config)) {
-                            Ok((_, limit)) => limit,
-                            Err(e) => {
-                                println!("cannot read the database's limit: {e}");
-                                return std::process::ExitCode::FAILURE;
-                            }
-                        }
-                    }
-                    None => None,
-                };
-                let deps = config.shared_dependencies(metadata_limit);
-                let results = budget::check(config.cluster_nodes, &deps);
-                if results.is_empty() {
-                    println!("no shared dependency configured: no connection budget to check");
-                }
-                for line in budget::describe(config.cluster_nodes, &results) {
-                    println!("{line}");
-                }
-                if budget::all_fit(&results) {
-                    std::process::ExitCode::SUCCESS
-                } else {
-                    std::process::ExitCode::FAILURE
-                }
-            }
-            Err(e) => {
-                eprintln!("wharf: {e}");
-                std::process::ExitCode::from(2)
-            }
-        },
+        Command::Check(CheckArgs {
+            serve: args, json, ..
+        }) => check_config(&args, json),
+        Command::Migrate(args) => migrate(&args),
         Command::Serve(args) => {
             let config = match Config::load(&args) {
                 Ok(c) => c,
@@ -203,6 +180,85 @@ struct CheckArgs {
     /// configuration.
     #[arg(long)]
     storage: bool,
+    /// Print the result as one JSON object (`config`: every key with its
+    /// value and origin; `notes`; `problems`) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `wharf check`: 0 when a start would go ahead, 1 when it would be
+/// refused (every problem listed), 2 when the configuration cannot be read.
+fn check_config(args: &ServeArgs, json: bool) -> std::process::ExitCode {
+    let config = match Config::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wharf: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let (report, _, _) = runtime.block_on(startup::check(&config, startup::Mode::Check));
+    if json {
+        let out = serde_json::json!({
+            "config": config_view::entries(&config),
+            "notes": report.notes,
+            "problems": report.problems,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        println!("# configuration in force (flags and environment > --config file > defaults)");
+        for line in config_view::render(&config) {
+            println!("{line}");
+        }
+        println!();
+        for note in &report.notes {
+            println!("ok: {note}");
+        }
+        for problem in &report.problems {
+            println!("PROBLEM: {problem}");
+        }
+    }
+    if report.problems.is_empty() {
+        println!("wharf check: a start with this configuration would go ahead");
+        std::process::ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "wharf check: {} problem(s): a start would be refused",
+            report.problems.len()
+        );
+        std::process::ExitCode::FAILURE
+    }
+}
+
+/// `wharf migrate`: 0 when the schema is current afterwards, 1 otherwise,
+/// 2 when the configuration cannot be read.
+fn migrate(args: &ServeArgs) -> std::process::ExitCode {
+    let config = match Config::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wharf: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(startup::migrate(&config)) {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wharf migrate: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// `wharf check --storage`: 0 when storage and metadata agree, 1 when they
@@ -220,8 +276,7 @@ fn check_storage(args: &ServeArgs) -> std::process::ExitCode {
         .build()
         .expect("tokio runtime");
     let direct = runtime.block_on(async {
-        let blobs = open_storage(&config).await?;
-        let (meta, _) = open_metadata(&config).await?;
+        let (blobs, meta) = startup::open_stores(&config).await?;
         let collector = wharf_gc::Collector::new(meta, blobs, config.gc.clone());
         collector.check().await.map_err(|e| e.to_string())
     });
@@ -288,8 +343,17 @@ async fn serve(config: Config) -> Result<(), String> {
              (--allow-unauthenticated); anyone who reaches it can push, overwrite and delete");
     }
     let l = &config.limits;
-    tracing::info!(?l, "limits in force (unset ones derived from this machine)");
-    let startup::Prepared { blobs, meta } = startup::prepare(&config).await?;
+    for line in config_view::render(&config) {
+        if !line.starts_with('#') {
+            tracing::info!("configuration: {line}");
+        }
+    }
+    let startup::Prepared {
+        blobs,
+        meta,
+        auth,
+        pending,
+    } = startup::prepare(&config).await?;
     let guard = |name, size| {
         Guard::new(GuardConfig {
             name,
@@ -432,7 +496,8 @@ async fn serve(config: Config) -> Result<(), String> {
     node.tenants = Some(traffic.clone());
     let node = Arc::new(node);
 
-    let auth = LoadedAuth::load(&config.auth, &directory, refresh_store)?;
+    let auth = auth.into_loaded(&config.auth, &directory, refresh_store);
+    startup::watch_pending(pending, node.start.clone(), config.clone());
     let admin_token = config.admin_token_hash.clone();
     if config.admin_insecure && admin_token.is_none() && !config.admin_listen.ip().is_loopback() {
         tracing::warn!(admin = %config.admin_listen,
