@@ -222,7 +222,9 @@ fn check_config(args: &ServeArgs, json: bool) -> std::process::ExitCode {
         }
     }
     if report.problems.is_empty() {
-        println!("wharf check: a start with this configuration would go ahead");
+        if !json {
+            println!("wharf check: a start with this configuration would go ahead");
+        }
         std::process::ExitCode::SUCCESS
     } else {
         eprintln!(
