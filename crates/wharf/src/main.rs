@@ -345,9 +345,9 @@ async fn serve(config: Config) -> Result<(), String> {
              (--allow-unauthenticated); anyone who reaches it can push, overwrite and delete");
     }
     let l = &config.limits;
-    for line in config_view::render(&config) {
-        if !line.starts_with('#') {
-            tracing::info!("configuration: {line}");
+    for e in config_view::entries(&config) {
+        if let Some(value) = e.value {
+            tracing::info!("configuration: {} = {value}  # {}", e.key, e.origin);
         }
     }
     let startup::Prepared {
