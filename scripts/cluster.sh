@@ -43,7 +43,8 @@
 #   haproxy.cfg haproxy.log haproxy.pid haproxy.sock
 #
 # The nodes: `--listen 127.0.0.1:0 --addr-file`, the same for the admin port,
-# `--metadata-url` (the PostgreSQL), `--cluster-nodes N` (so each node checks
+# `--metadata-url` (the PostgreSQL, its schema brought up to date by one
+# `wharf migrate` when it starts), `--cluster-nodes N` (so each node checks
 # that N pools fit the database), the S3 flags (the secret and key id through
 # the environment, not the process list). A restarted node asks for the ports
 # it had, so clients that talk to it directly find it again; if they are
@@ -189,6 +190,10 @@ start_postgres() {
   url=$(bash "$CLUSTER_SCRIPTS/postgres.sh" start "$CLUSTER_DIR/postgres" "$PG_PORT") ||
     fail "PostgreSQL did not start (see $CLUSTER_DIR/postgres/postgres.log)" || return 1
   log "PostgreSQL up: $url"
+  # Nodes never migrate on their own: the schema is brought up to date
+  # once, here, as docs/operations.md's upgrade procedure does.
+  "$(wharf_bin)" migrate --metadata-url "$url" >&2 ||
+    fail "wharf migrate --metadata-url $url failed" || return 1
 }
 
 stop_postgres() {

@@ -84,10 +84,13 @@ start() {
       cat "$dir/initdb.log" >&2
       exit 1
     }
-    # Trust, but only over the socket in DIR and loopback.
+    # Trust, but only over the socket in DIR and loopback; except the role
+    # `wharf_password_check`, which must give its password over TCP (the
+    # tests of a wrong password at start create it).
     as_pg tee "$dir/data/pg_hba.conf" >/dev/null <<'EOF'
-local all all              trust
-host  all all 127.0.0.1/32 trust
+local all all                                   trust
+host  all wharf_password_check 127.0.0.1/32     scram-sha-256
+host  all all                  127.0.0.1/32     trust
 EOF
     echo "include_if_exists = 'wharf.conf'" | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
   fi

@@ -164,6 +164,8 @@ bench_backend() {
     url=$(timeout 120 bash "$ROOT/scripts/postgres.sh" start "$pgdir" "$(free_port)" 2>"$RUN/logs/pg-start.log") \
       || { fail "postgres: did not start (logs/pg-start.log)"; return 0; }
     meta=(--metadata-url "$url")
+    "$WHARF_BIN" migrate "${meta[@]}" >>"$RUN/logs/pg-start.log" 2>&1 \
+      || { fail "postgres: wharf migrate failed (logs/pg-start.log)"; return 0; }
   fi
   local flags=(--listen 127.0.0.1:0 --addr-file "$d/addr" --admin-listen 127.0.0.1:0
     --admin-addr-file "$d/admin" --data-dir "$d/data" --log error

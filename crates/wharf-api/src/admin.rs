@@ -54,6 +54,38 @@ pub struct NodeState {
     pub build: Option<BuildInfo>,
     /// Per-tenant traffic, fences and stored bytes (`wharf_tenant_*`).
     pub tenants: Option<Arc<crate::tenant_traffic::TenantTraffic>>,
+    /// Dependencies not yet reached at start: the node is not ready until
+    /// each has answered once. Only the start fills it; a dependency that
+    /// fails later is the guards' business (a node that was ready keeps
+    /// serving what it can).
+    pub start: Arc<StartGate>,
+}
+
+/// The dependencies a starting node still waits for, each with why.
+#[derive(Debug, Default)]
+pub struct StartGate {
+    waiting: std::sync::Mutex<Vec<(&'static str, String)>>,
+}
+
+impl StartGate {
+    /// `dependency` has not answered yet, because of `why`.
+    pub fn wait_for(&self, dependency: &'static str, why: String) {
+        let mut w = self.waiting.lock().expect("start gate poisoned");
+        w.retain(|(d, _)| *d != dependency);
+        w.push((dependency, why));
+    }
+
+    /// `dependency` answered.
+    pub fn reached(&self, dependency: &'static str) {
+        let mut w = self.waiting.lock().expect("start gate poisoned");
+        w.retain(|(d, _)| *d != dependency);
+    }
+
+    /// The first dependency still awaited, and why.
+    pub fn first(&self) -> Option<(&'static str, String)> {
+        let w = self.waiting.lock().expect("start gate poisoned");
+        w.first().cloned()
+    }
 }
 
 /// The running binary's identity, for `wharf_build_info`.
@@ -72,6 +104,8 @@ pub enum NotReady {
     ConnectionsSaturated,
     ClassSaturated(&'static str),
     DependencyDown(&'static str),
+    /// Starting: this dependency has not answered yet (and why).
+    Starting(&'static str, String),
 }
 
 impl std::fmt::Display for NotReady {
@@ -81,6 +115,7 @@ impl std::fmt::Display for NotReady {
             NotReady::ConnectionsSaturated => f.write_str("connections near the cap"),
             NotReady::ClassSaturated(c) => write!(f, "{c} requests at their limit with waiters"),
             NotReady::DependencyDown(d) => write!(f, "{d} unreachable (circuit open)"),
+            NotReady::Starting(d, why) => write!(f, "starting: waiting for {d} ({why})"),
         }
     }
 }
@@ -103,6 +138,7 @@ impl NodeState {
             gc: None,
             build: None,
             tenants: None,
+            start: Arc::new(StartGate::default()),
         }
     }
 
@@ -110,6 +146,9 @@ impl NodeState {
     pub fn readiness(&self) -> Result<(), NotReady> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(NotReady::ShuttingDown);
+        }
+        if let Some((dependency, why)) = self.start.first() {
+            return Err(NotReady::Starting(dependency, why));
         }
         let open = self.connections.open.load(Ordering::Relaxed) as f64;
         let limit = self.connections.limit.load(Ordering::Relaxed) as f64;
@@ -482,5 +521,23 @@ mod tests {
         n.connections.open.store(10, Ordering::Relaxed);
         n.shutting_down.store(true, Ordering::Relaxed);
         assert_eq!(n.readiness(), Err(NotReady::ShuttingDown));
+    }
+
+    #[tokio::test]
+    async fn a_dependency_not_reached_at_start_holds_readiness_until_it_is() {
+        let n = node(vec![], vec![]);
+        n.start.wait_for("metadata", "connection refused".into());
+        n.start.wait_for("blob_storage", "timed out".into());
+        n.start.wait_for("metadata", "still refused".into());
+        assert_eq!(
+            n.readiness(),
+            Err(NotReady::Starting("blob_storage", "timed out".into()))
+        );
+        n.start.reached("blob_storage");
+        let why = n.readiness().unwrap_err();
+        assert_eq!(why, NotReady::Starting("metadata", "still refused".into()));
+        assert!(why.to_string().contains("waiting for metadata"), "{why}");
+        n.start.reached("metadata");
+        assert_eq!(n.readiness(), Ok(()));
     }
 }

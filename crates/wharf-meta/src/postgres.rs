@@ -143,11 +143,118 @@ pub struct PoolStats {
     pub waiting: usize,
 }
 
+/// What [`PostgresStore::probe`] learnt from the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// Connections the server accepts from ordinary roles
+    /// (`max_connections - superuser_reserved_connections`): every node's
+    /// `pool_size` together must fit in it.
+    pub connection_limit: usize,
+    /// The newest migration the database holds; 0 for a database Wharf
+    /// never migrated.
+    pub schema_version: i32,
+}
+
+/// Why [`PostgresStore::probe`] got no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeFailure {
+    /// The server answered, and the answer will not change by asking again:
+    /// the configuration (or the server's) must be fixed. In plain words,
+    /// with what to do.
+    Misconfigured(String),
+    /// No answer, or a passing one (refused, timed out, starting up):
+    /// the driver's own text.
+    Unreachable(String),
+}
+
+impl fmt::Display for ProbeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeFailure::Misconfigured(m) | ProbeFailure::Unreachable(m) => f.write_str(m),
+        }
+    }
+}
+
+/// The message for a database a newer Wharf migrated.
+pub fn schema_ahead(found: i32) -> String {
+    format!(
+        "the database's schema is at version {found}, newer than this build's {SCHEMA_VERSION}: \
+         a newer wharf migrated it; run that version (or newer) of wharf on this node"
+    )
+}
+
+/// `user@host:port/database` of a parsed configuration.
+fn address_of(pg: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let host = match pg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    let user = pg.get_user().unwrap_or("(no user)");
+    let db = pg.get_dbname().unwrap_or(user);
+    format!("{user}@{host}:{port}/{db}")
+}
+
+/// Sorts a driver error met while connecting or probing into what asking
+/// again cannot fix and what it may.
+fn classify(e: &tokio_postgres::Error) -> ProbeFailure {
+    let said = e
+        .as_db_error()
+        .map_or_else(|| full_text(e), |d| d.message().to_string());
+    let code = e.code();
+    let is = |c: &SqlState| code == Some(c);
+    if is(&SqlState::INVALID_PASSWORD) {
+        ProbeFailure::Misconfigured(format!(
+            "authentication failed ({said}): the password in the URL is wrong, or the role may \
+             not log in with a password; fix the password in --metadata-url (WHARF_METADATA_URL)"
+        ))
+    } else if is(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION) {
+        ProbeFailure::Misconfigured(format!(
+            "the server refused the login ({said}): check the user name in --metadata-url, that \
+             the role exists (CREATE ROLE ... LOGIN) and that pg_hba.conf lets it in from here"
+        ))
+    } else if is(&SqlState::INVALID_CATALOG_NAME) {
+        ProbeFailure::Misconfigured(format!(
+            "{said}: create the database (`createdb -O <user> <name>`) or fix its name in \
+             --metadata-url"
+        ))
+    } else if is(&SqlState::INSUFFICIENT_PRIVILEGE) {
+        ProbeFailure::Misconfigured(format!(
+            "permission denied ({said}): grant the role access to the database"
+        ))
+    } else if e.as_db_error().is_none() && said.contains("password missing") {
+        ProbeFailure::Misconfigured(
+            "the server asks for a password and --metadata-url gives none: add it to the URL \
+             (postgres://user:password@host/db)"
+                .into(),
+        )
+    } else {
+        ProbeFailure::Unreachable(said)
+    }
+}
+
+/// An error and its causes, as one line.
+fn full_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// The schema version this code writes and expects.
 pub const SCHEMA_VERSION: i32 = 8;
 
 /// Schema migrations, in order: `(version, SQL)`. Each runs once, in the
-/// start-up transaction of the first node that finds it missing. Never edit
+/// transaction of the first [`PostgresStore::migrate`] (`wharf migrate`, or
+/// a node started with `--migrate`) that finds it missing. Never edit
 /// one that has shipped: add the next.
 pub const MIGRATIONS: &[(i32, &str)] = &[
     (
@@ -609,6 +716,8 @@ pub struct PostgresStore {
     connect_timeout: Duration,
     /// Connections the server accepts from non-superusers.
     server_limit: usize,
+    /// `user@host:port/database`, for messages (never the password).
+    address: String,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -622,13 +731,41 @@ impl fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Builds the pool, then, in one transaction under an advisory lock (so
     /// nodes starting together take turns), brings the schema up to
-    /// [`SCHEMA_VERSION`]. Idempotent: a schema that is current is left
-    /// alone.
+    /// [`SCHEMA_VERSION`] (see [`migrate`](Self::migrate)). For tests and
+    /// tools; a node opens, probes and migrates only when told.
     ///
     /// Fails with [`MetaError::Unavailable`] when the server cannot be
     /// reached, and with [`MetaError::Internal`] for a bad configuration, a
     /// pool larger than the server accepts, or a schema newer than this code.
     pub async fn connect(config: PostgresConfig) -> Result<Self, MetaError> {
+        let pool_size = config.pool_size;
+        let mut store = PostgresStore::open(config)?;
+        store.migrate().await?;
+        let info = store.probe().await.map_err(|f| match f {
+            ProbeFailure::Misconfigured(m) => MetaError::Internal(m),
+            ProbeFailure::Unreachable(m) => MetaError::Unavailable(m),
+        })?;
+        store.server_limit = info.connection_limit;
+        if pool_size > store.server_limit {
+            return Err(MetaError::Internal(format!(
+                "invalid PostgreSQL config: pool_size {pool_size} exceeds the {} connections \
+                 the server accepts",
+                store.server_limit
+            )));
+        }
+        tracing::debug!(
+            pool_size,
+            server_limit = store.server_limit,
+            "connected to PostgreSQL metadata store"
+        );
+        Ok(store)
+    }
+
+    /// Builds the pool without connecting: the first call (or
+    /// [`probe`](Self::probe)) opens the first connection. Fails only for a
+    /// configuration that cannot work (an unparsable URL, a zero size or
+    /// timeout).
+    pub fn open(config: PostgresConfig) -> Result<Self, MetaError> {
         let invalid =
             |what: &str| MetaError::Internal(format!("invalid PostgreSQL config: {what}"));
         if config.pool_size == 0 {
@@ -644,6 +781,7 @@ impl PostgresStore {
             .url
             .parse()
             .map_err(|e| invalid(&format!("url: {e}")))?;
+        let address = address_of(&pg);
         pg.connect_timeout(config.connect_timeout);
         if pg.get_application_name().is_none() {
             pg.application_name("wharf");
@@ -675,26 +813,73 @@ impl PostgresStore {
             .recycle_timeout(Some(config.connect_timeout))
             .build()
             .map_err(|e| MetaError::Internal(format!("cannot build the connection pool: {e}")))?;
-
-        let mut store = PostgresStore {
+        Ok(PostgresStore {
             pool,
             deadline: config.connect_timeout * 2 + config.statement_timeout,
             connect_timeout: config.connect_timeout,
             server_limit: 0,
+            address,
+        })
+    }
+
+    /// `user@host:port/database` of the server, for messages: never the
+    /// password.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Asks the server, with the configured credentials, what a start needs
+    /// to know: how many connections it accepts and which schema version the
+    /// database holds. Changes nothing (no schema, no table is created).
+    ///
+    /// A failure is [`ProbeFailure::Misconfigured`] when asking again cannot
+    /// help (authentication failed, no such role or database, no
+    /// permission), and [`ProbeFailure::Unreachable`] otherwise (refused,
+    /// timed out, the server starting or shutting down).
+    pub async fn probe(&self) -> Result<ServerInfo, ProbeFailure> {
+        let ask = async {
+            let obj = self.pool.get().await.map_err(|e| match e {
+                PoolError::Backend(e) => classify(&e),
+                PoolError::Timeout(kind) => ProbeFailure::Unreachable(format!(
+                    "no connection within {:?} ({kind:?})",
+                    self.connect_timeout
+                )),
+                other => ProbeFailure::Unreachable(other.to_string()),
+            })?;
+            let row = obj
+                .query_one(
+                    "SELECT current_setting('max_connections')::int \
+                          - current_setting('superuser_reserved_connections')::int, \
+                     to_regclass('wharf.schema_version') IS NOT NULL",
+                    &[],
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            let limit: i32 = row.get(0);
+            let versioned: bool = row.get(1);
+            let schema_version: i32 = if versioned {
+                obj.query_one(
+                    "SELECT coalesce(max(version), 0) FROM wharf.schema_version",
+                    &[],
+                )
+                .await
+                .map_err(|e| classify(&e))?
+                .get(0)
+            } else {
+                0
+            };
+            Ok(ServerInfo {
+                connection_limit: usize::try_from(limit).unwrap_or(0),
+                schema_version,
+            })
         };
-        store.server_limit = store.migrate().await?;
-        if config.pool_size > store.server_limit {
-            return Err(invalid(&format!(
-                "pool_size {} exceeds the {} connections the server accepts",
-                config.pool_size, store.server_limit
-            )));
+        match tokio::time::timeout(self.deadline, ask).await {
+            Ok(result) => result,
+            Err(_) => Err(ProbeFailure::Unreachable(format!(
+                "no answer within {:?}",
+                self.deadline
+            ))),
         }
-        tracing::debug!(
-            pool_size = config.pool_size,
-            server_limit = store.server_limit,
-            "connected to PostgreSQL metadata store"
-        );
-        Ok(store)
     }
 
     /// The pool's size, use and waiters right now.
@@ -716,20 +901,35 @@ impl PostgresStore {
         self.server_limit
     }
 
-    /// Applies missing migrations; returns the server's connection limit.
-    async fn migrate(&self) -> Result<usize, MetaError> {
+    /// Applies the migrations the database lacks, in one transaction under
+    /// an advisory lock (so several nodes or `wharf migrate`s take turns);
+    /// returns the versions applied, none when the schema was current.
+    /// Refuses a schema newer than this code. Creates the schema `wharf` in
+    /// an empty database.
+    pub async fn migrate(&self) -> Result<Vec<i32>, MetaError> {
         self.call("migrate", || async move {
             let mut c = self.conn().await?;
             c.batch("BEGIN").await?;
             c.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                 .await?;
-            c.batch(
-                "CREATE SCHEMA IF NOT EXISTS wharf; \
-                 CREATE TABLE IF NOT EXISTS wharf.schema_version ( \
-                     version integer PRIMARY KEY, \
-                     applied_at timestamptz NOT NULL DEFAULT now())",
-            )
-            .await?;
+            // Asked first rather than `IF NOT EXISTS`, which makes the
+            // server send a NOTICE (logged by the driver) on every run.
+            let rows = c
+                .query(
+                    "SELECT to_regclass('wharf.schema_version') IS NOT NULL",
+                    &[],
+                )
+                .await?;
+            let versioned: bool = rows[0].try_get(0).map_err(Failure::from)?;
+            if !versioned {
+                c.batch(
+                    "CREATE SCHEMA IF NOT EXISTS wharf; \
+                     CREATE TABLE wharf.schema_version ( \
+                         version integer PRIMARY KEY, \
+                         applied_at timestamptz NOT NULL DEFAULT now())",
+                )
+                .await?;
+            }
             let rows = c
                 .query(
                     "SELECT coalesce(max(version), 0) FROM wharf.schema_version",
@@ -738,12 +938,9 @@ impl PostgresStore {
                 .await?;
             let current: i32 = rows[0].try_get(0).map_err(Failure::from)?;
             if current > SCHEMA_VERSION {
-                return Err(MetaError::Internal(format!(
-                    "schema version {current} is newer than this build's {SCHEMA_VERSION}: \
-                     upgrade this node"
-                ))
-                .into());
+                return Err(MetaError::Internal(schema_ahead(current)).into());
             }
+            let mut applied = Vec::new();
             for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
                 c.batch(sql).await?;
                 c.execute(
@@ -752,18 +949,11 @@ impl PostgresStore {
                 )
                 .await?;
                 tracing::info!(version, "applied metadata schema migration");
+                applied.push(*version);
             }
-            let rows = c
-                .query(
-                    "SELECT current_setting('max_connections')::int \
-                          - current_setting('superuser_reserved_connections')::int",
-                    &[],
-                )
-                .await?;
-            let limit: i32 = rows[0].try_get(0).map_err(Failure::from)?;
             c.batch("COMMIT").await?;
             c.release();
-            Ok(usize::try_from(limit).unwrap_or(0))
+            Ok(applied)
         })
         .await
     }

@@ -302,6 +302,24 @@ impl S3Store {
         })
     }
 
+    /// Asks the bucket for one key under the store's prefix, with the
+    /// configured credentials: what a node does before it turns ready.
+    /// Changes nothing.
+    ///
+    /// A failure is [`ProbeFailure::Misconfigured`] when the store answered
+    /// and asking again cannot help (access denied, an unknown key id, a
+    /// signature that does not match the secret, no such bucket, a wrong
+    /// region), and [`ProbeFailure::Unreachable`] otherwise (refused, timed
+    /// out, a 5xx).
+    pub async fn probe(&self) -> Result<(), ProbeFailure> {
+        let prefix = self.key("blobs");
+        let mut listing = self.inner.store.list(Some(&prefix));
+        match listing.next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(classify(&e)),
+        }
+    }
+
     fn key(&self, rest: &str) -> Path {
         if self.inner.prefix.is_empty() {
             Path::from(rest)
@@ -708,6 +726,76 @@ fn token() -> String {
         h.write_u128(now.as_nanos());
     }
     format!("{:016x}", h.finish())
+}
+
+/// Why [`S3Store::probe`] got no good answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeFailure {
+    /// The store answered, and the answer will not change by asking again:
+    /// the configuration (or the store's) must be fixed. In plain words,
+    /// with what to do.
+    Misconfigured(String),
+    /// No answer, or a passing one (refused, timed out, a 5xx): the
+    /// client's own text.
+    Unreachable(String),
+}
+
+impl std::fmt::Display for ProbeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeFailure::Misconfigured(m) | ProbeFailure::Unreachable(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Sorts a failed request by the HTTP status and the S3 error code in the
+/// answer's body (the client puts both in its message).
+fn classify(e: &object_store::Error) -> ProbeFailure {
+    let text = e.to_string();
+    let status = text
+        .split("status code: ")
+        .nth(1)
+        .and_then(|rest| rest.get(..3).and_then(|digits| digits.parse::<u16>().ok()));
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let close = format!("</{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&close)? + start;
+        Some(text[start..end].to_string())
+    };
+    let code = tag("Code").unwrap_or_default();
+    let said = match tag("Message") {
+        Some(m) if !code.is_empty() => format!("{code}: {m}"),
+        Some(m) => m,
+        None if !code.is_empty() => code.clone(),
+        None => status.map_or_else(|| text.clone(), |s| format!("HTTP {s}")),
+    };
+    let misconfigured = |what: &str| ProbeFailure::Misconfigured(format!("{said}: {what}"));
+    match (status, code.as_str()) {
+        (_, "NoSuchBucket") | (Some(404), _) => misconfigured(
+            "the bucket does not exist; create it, or fix --s3-bucket (WHARF_S3_BUCKET)",
+        ),
+        (_, "InvalidAccessKeyId") => misconfigured(
+            "the store does not know this access key id; fix --s3-access-key-id \
+             (WHARF_S3_ACCESS_KEY_ID)",
+        ),
+        (_, "SignatureDoesNotMatch") => misconfigured(
+            "the secret access key does not match the key id; fix \
+             WHARF_S3_SECRET_ACCESS_KEY",
+        ),
+        (_, "AuthorizationHeaderMalformed") => misconfigured(
+            "the store refused how requests are signed, often a wrong region; check \
+             --s3-region (WHARF_S3_REGION)",
+        ),
+        (Some(401 | 403), _) => misconfigured(
+            "access denied: check the key id and secret (WHARF_S3_ACCESS_KEY_ID, \
+             WHARF_S3_SECRET_ACCESS_KEY) and that the key may read and write this bucket",
+        ),
+        (Some(s), _) if (400..500).contains(&s) && s != 408 && s != 429 => {
+            misconfigured("the store refused the request; check the endpoint, region and bucket")
+        }
+        _ => ProbeFailure::Unreachable(text),
+    }
 }
 
 /// Any failure to reach or use the store.

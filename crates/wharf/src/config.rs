@@ -23,8 +23,8 @@ pub const DEFAULT_DATA_DIR: &str = "./wharf-data";
 /// Flags of `wharf serve`. Each can also be set by the environment variable
 /// shown, or in the TOML file given by `--config` under the flag's name with
 /// `_` for `-`. Limits left unset are derived from the machine (see
-/// [`Limits::derive`]); `--help` on a machine shows its derived values in
-/// the log line printed at start.
+/// [`Limits::derive`]); `wharf check` prints the values in force on a
+/// machine, and a start logs them (`config_view`).
 #[derive(Args, Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeArgs {
@@ -62,6 +62,13 @@ pub struct ServeArgs {
     /// the same database, each through its own pool (--metadata-pool).
     #[arg(long, env = "WHARF_METADATA_URL")]
     pub metadata_url: Option<String>,
+
+    /// Apply pending PostgreSQL schema migrations at start. Without it, a
+    /// database whose schema is behind this build stops the start with a
+    /// message to run `wharf migrate` (docs/operations.md, "Upgrading")
+    /// [default: off].
+    #[arg(long, env = "WHARF_MIGRATE", num_args = 0..=1, default_missing_value = "true")]
+    pub migrate: Option<bool>,
 
     /// Blobs in an S3-compatible object store at this endpoint (e.g.
     /// `http://garage:3900`) instead of under --data-dir. Every node of a
@@ -426,13 +433,30 @@ impl AuthSettings {
 
 /// `$target.field = $args.field.or($file.field)` for each field: flags (and
 /// their environment variables) win over the file.
+/// Also records where each field's value came from.
 macro_rules! overlay {
-    ($args:ident, $file:ident; $($field:ident),* $(,)?) => {
+    ($args:ident, $file:ident, $sources:ident; $($field:ident),* $(,)?) => {{
+        $(
+            if $args.$field.is_some() {
+                $sources.insert(stringify!($field), Source::Given);
+            } else if $file.$field.is_some() {
+                $sources.insert(stringify!($field), Source::File);
+            }
+        )*
         ServeArgs {
             config: $args.config,
             $($field: $args.$field.or($file.$field),)*
         }
-    };
+    }};
+}
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A flag or its environment variable (clap merges the two).
+    Given,
+    /// The `--config` file.
+    File,
 }
 
 /// What the machine offers, read once at start.
@@ -577,6 +601,13 @@ pub struct Config {
     pub allow_unauthenticated: bool,
     /// `/metrics` asks for the admin token.
     pub metrics_require_token: bool,
+    /// Pending schema migrations are applied at start.
+    pub migrate: bool,
+    /// The keys given by flag, environment or file (the rest are defaults
+    /// or derived from [`Config::machine`]).
+    pub sources: std::collections::BTreeMap<&'static str, Source>,
+    /// What the machine offered when the configuration was resolved.
+    pub machine: Machine,
 }
 
 /// Where and how to reach an S3-compatible store.
@@ -673,8 +704,9 @@ impl Config {
     }
 
     fn merge(args: ServeArgs, file: ServeArgs, machine: Machine) -> Result<Config, String> {
-        let a = overlay!(args, file;
-            listen, data_dir, addr_file, admin_listen, admin_addr_file, metadata_url,
+        let mut sources = std::collections::BTreeMap::new();
+        let a = overlay!(args, file, sources;
+            listen, data_dir, addr_file, admin_listen, admin_addr_file, metadata_url, migrate,
             cluster_nodes, log, log_format, s3_endpoint, s3_bucket, s3_region, s3_access_key_id,
             s3_secret_access_key, s3_prefix, s3_presign_redirects, storage_max_connections,
             manifest_cache_mib, upload_expiry_hours, max_uploads_per_tenant, max_uploads_per_user,
@@ -806,6 +838,9 @@ impl Config {
             admin_insecure,
             allow_unauthenticated,
             metrics_require_token,
+            migrate: a.migrate.unwrap_or(false),
+            sources,
+            machine,
         })
     }
 }

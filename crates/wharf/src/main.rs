@@ -21,25 +21,22 @@ use wharf_api::admin::{metrics_app, probes_app, NodeState};
 use wharf_api::admin_api::{admin_api_router, with_admin_token, AdminApi};
 use wharf_api::gc_api::gc_router;
 use wharf_api::{app_with, serve_with, AppState, ConnStats, MinRate, ServerConfig};
-use wharf_guard::{
-    BreakerConfig, BreakerState, Guard, GuardConfig, GuardedBlobStore, GuardedMetaStore,
-};
-use wharf_meta::embedded::EmbeddedStore;
-use wharf_meta::postgres::{PostgresConfig, PostgresStore};
+use wharf_guard::{BreakerConfig, Guard, GuardConfig, GuardedBlobStore, GuardedMetaStore};
 use wharf_meta::MetaStore;
 use wharf_registry::{Registry, RegistryConfig};
-use wharf_storage::fs::FsStore;
-use wharf_storage::s3::{S3Config, S3Store};
 use wharf_storage::BlobStore;
 use wharf_tenants::Directory;
 
 mod admin_cli;
 mod budget;
 mod config;
+mod config_view;
 mod fleet_cli;
 mod gc_cli;
+mod startup;
 
 use config::{Config, ServeArgs};
+use startup::{local_dependencies, spawn_probes};
 
 /// Wharf: an OCI Distribution registry that keeps answering.
 #[derive(Parser, Debug)]
@@ -53,12 +50,16 @@ struct Cli {
 enum Command {
     /// Run the registry.
     Serve(ServeArgs),
-    /// Check a configuration without serving anything: prints the limits
-    /// in force (derived from this machine where unset) and whether the
-    /// pools of all nodes fit what each shared dependency accepts. With
-    /// --metadata-url it connects to read the database's limit (applying
-    /// pending migrations, as a start would). Exits non-zero if the
-    /// configuration is refused. Takes the flags of `serve`.
+    /// Check a configuration without serving anything, by the same checks
+    /// `wharf serve` makes before it listens: the configuration (printed
+    /// with its key names, values and where each came from), the files
+    /// (htpasswd, grants, signing key, token keys, admin token hash), the
+    /// blob store and the metadata store probed with the configured
+    /// credentials, the schema version, and whether the pools of all nodes
+    /// fit what each shared dependency accepts. Changes nothing: no
+    /// migration, no directory, file or object is created. Lists every
+    /// problem and exits 1 if there is any (2 if the configuration itself
+    /// cannot be read). Takes the flags of `serve`.
     ///
     /// With --storage it checks instead that the blob store and metadata
     /// agree: every digest metadata holds is stored, and nothing stored is
@@ -67,6 +68,13 @@ enum Command {
     /// embedded database, it asks that node's admin API (--admin-listen,
     /// token from WHARF_ADMIN_TOKEN) instead.
     Check(CheckArgs),
+    /// Apply the metadata schema migrations this build needs to the
+    /// PostgreSQL database of --metadata-url, and say which were applied
+    /// (none when the schema is current; a schema newer than this build is
+    /// refused). Several at once take turns. The embedded store has none.
+    /// Takes the flags of `serve`; run it before starting nodes of a new
+    /// version (docs/operations.md, "Upgrading").
+    Migrate(ServeArgs),
     /// Generate a token signing key: writes `DIR/<time>-<kid>.private.pem`
     /// (P-256, PKCS#8, mode 0600: give it to --token-signing-key) and
     /// `DIR/<time>-<kid>.public.pem` (copy it into every node's
@@ -106,47 +114,12 @@ fn main() -> std::process::ExitCode {
         Command::Check(CheckArgs {
             serve,
             storage: true,
+            ..
         }) => check_storage(&serve),
-        Command::Check(CheckArgs { serve: args, .. }) => match Config::load(&args) {
-            Ok(config) => {
-                println!("{:#?}", config.limits);
-                // A shared database's limit is read from the server itself
-                // (connecting applies its migrations, as a start would).
-                let metadata_limit = match &config.metadata_url {
-                    Some(_) => {
-                        let runtime = tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                            .expect("tokio runtime");
-                        match runtime.block_on(open_metadata(&config)) {
-                            Ok((_, limit)) => limit,
-                            Err(e) => {
-                                println!("cannot read the database's limit: {e}");
-                                return std::process::ExitCode::FAILURE;
-                            }
-                        }
-                    }
-                    None => None,
-                };
-                let deps = config.shared_dependencies(metadata_limit);
-                let results = budget::check(config.cluster_nodes, &deps);
-                if results.is_empty() {
-                    println!("no shared dependency configured: no connection budget to check");
-                }
-                for line in budget::describe(config.cluster_nodes, &results) {
-                    println!("{line}");
-                }
-                if budget::all_fit(&results) {
-                    std::process::ExitCode::SUCCESS
-                } else {
-                    std::process::ExitCode::FAILURE
-                }
-            }
-            Err(e) => {
-                eprintln!("wharf: {e}");
-                std::process::ExitCode::from(2)
-            }
-        },
+        Command::Check(CheckArgs {
+            serve: args, json, ..
+        }) => check_config(&args, json),
+        Command::Migrate(args) => migrate(&args),
         Command::Serve(args) => {
             let config = match Config::load(&args) {
                 Ok(c) => c,
@@ -207,6 +180,87 @@ struct CheckArgs {
     /// configuration.
     #[arg(long)]
     storage: bool,
+    /// Print the result as one JSON object (`config`: every key with its
+    /// value and origin; `notes`; `problems`) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `wharf check`: 0 when a start would go ahead, 1 when it would be
+/// refused (every problem listed), 2 when the configuration cannot be read.
+fn check_config(args: &ServeArgs, json: bool) -> std::process::ExitCode {
+    let config = match Config::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wharf: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let (report, _, _) = runtime.block_on(startup::check(&config, startup::Mode::Check));
+    if json {
+        let out = serde_json::json!({
+            "config": config_view::entries(&config),
+            "notes": report.notes,
+            "problems": report.problems,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        println!("# configuration in force (flags and environment > --config file > defaults)");
+        for line in config_view::render(&config) {
+            println!("{line}");
+        }
+        println!();
+        for note in &report.notes {
+            println!("ok: {note}");
+        }
+        for problem in &report.problems {
+            println!("PROBLEM: {problem}");
+        }
+    }
+    if report.problems.is_empty() {
+        if !json {
+            println!("wharf check: a start with this configuration would go ahead");
+        }
+        std::process::ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "wharf check: {} problem(s): a start would be refused",
+            report.problems.len()
+        );
+        std::process::ExitCode::FAILURE
+    }
+}
+
+/// `wharf migrate`: 0 when the schema is current afterwards, 1 otherwise,
+/// 2 when the configuration cannot be read.
+fn migrate(args: &ServeArgs) -> std::process::ExitCode {
+    let config = match Config::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wharf: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(startup::migrate(&config)) {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wharf migrate: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// `wharf check --storage`: 0 when storage and metadata agree, 1 when they
@@ -224,8 +278,7 @@ fn check_storage(args: &ServeArgs) -> std::process::ExitCode {
         .build()
         .expect("tokio runtime");
     let direct = runtime.block_on(async {
-        let blobs = open_storage(&config).await?;
-        let (meta, _) = open_metadata(&config).await?;
+        let (blobs, meta) = startup::open_stores(&config).await?;
         let collector = wharf_gc::Collector::new(meta, blobs, config.gc.clone());
         collector.check().await.map_err(|e| e.to_string())
     });
@@ -292,22 +345,17 @@ async fn serve(config: Config) -> Result<(), String> {
              (--allow-unauthenticated); anyone who reaches it can push, overwrite and delete");
     }
     let l = &config.limits;
-    tracing::info!(?l, "limits in force (unset ones derived from this machine)");
-    let blobs = open_storage(&config).await?;
-    let (meta, metadata_limit) = open_metadata(&config).await?;
-    let results = budget::check(
-        config.cluster_nodes,
-        &config.shared_dependencies(metadata_limit),
-    );
-    for line in budget::describe(config.cluster_nodes, &results) {
-        tracing::info!("connection budget: {line}");
+    for e in config_view::entries(&config) {
+        if let Some(value) = e.value {
+            tracing::info!("configuration: {} = {value}  # {}", e.key, e.origin);
+        }
     }
-    if !budget::all_fit(&results) {
-        return Err(format!(
-            "refusing to start: {}",
-            budget::describe(config.cluster_nodes, &results).join("; ")
-        ));
-    }
+    let startup::Prepared {
+        blobs,
+        meta,
+        auth,
+        pending,
+    } = startup::prepare(&config).await?;
     let guard = |name, size| {
         Guard::new(GuardConfig {
             name,
@@ -450,7 +498,8 @@ async fn serve(config: Config) -> Result<(), String> {
     node.tenants = Some(traffic.clone());
     let node = Arc::new(node);
 
-    let auth = LoadedAuth::load(&config.auth, &directory, refresh_store)?;
+    let auth = auth.into_loaded(&config.auth, &directory, refresh_store);
+    startup::watch_pending(pending, node.start.clone(), config.clone());
     let admin_token = config.admin_token_hash.clone();
     if config.admin_insecure && admin_token.is_none() && !config.admin_listen.ip().is_loopback() {
         tracing::warn!(admin = %config.admin_listen,
@@ -579,250 +628,6 @@ const DIRECTORY_REFRESH: Duration = Duration::from_secs(1);
 
 /// How often expired refresh tokens are deleted from metadata.
 const REFRESH_PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
-/// Authentication files read at start, before anything is bound.
-struct LoadedAuth {
-    users: Option<Arc<wharf_api::auth::Users>>,
-    keys: wharf_auth::KeySet,
-    signing: Option<wharf_auth::SigningKey>,
-    /// Where the token endpoint keeps refresh tokens.
-    store: Arc<dyn MetaStore>,
-}
-
-impl LoadedAuth {
-    fn load(
-        a: &config::AuthSettings,
-        directory: &Directory,
-        store: Arc<dyn MetaStore>,
-    ) -> Result<LoadedAuth, String> {
-        use config::AuthMode;
-        if a.mode == AuthMode::None {
-            return Ok(LoadedAuth {
-                users: None,
-                keys: wharf_auth::KeySet::new(),
-                signing: None,
-                store,
-            });
-        }
-        // The tenant directory's users and robots, and the operator's
-        // htpasswd users if a file is given.
-        let users = match &a.htpasswd {
-            Some(path) => wharf_api::auth::Users::load(path, a.grants.as_deref())?
-                .with_directory(directory.clone()),
-            None => wharf_api::auth::Users::directory_only(directory.clone()),
-        };
-        let users = Some(Arc::new(users));
-        let signing = match (&a.mode, &a.token_signing_key) {
-            (AuthMode::Token, Some(path)) if path.is_dir() => {
-                Some(wharf_auth::SigningKey::load_newest(path).map_err(|e| e.to_string())?)
-            }
-            (AuthMode::Token, Some(path)) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("reading {}: {e}", path.display()))?;
-                Some(
-                    wharf_auth::SigningKey::from_pem(&text)
-                        .map_err(|e| format!("{}: {e}", path.display()))?,
-                )
-            }
-            _ => None,
-        };
-        let mut keys = match (&a.mode, &a.token_keys) {
-            (AuthMode::Token, Some(dir)) => {
-                wharf_auth::KeySet::load_dir(dir).map_err(|e| e.to_string())?
-            }
-            _ => wharf_auth::KeySet::new(),
-        };
-        if let Some(k) = &signing {
-            keys.insert(k.public_key());
-        }
-        if a.mode == AuthMode::Token && keys.is_empty() {
-            return Err("--token-keys holds no key: no token could ever verify".into());
-        }
-        Ok(LoadedAuth {
-            users,
-            keys,
-            signing,
-            store,
-        })
-    }
-
-    /// The state's auth mode and token endpoint, once the listener's
-    /// address (for the default realm) is known.
-    fn into_state(
-        self,
-        a: &config::AuthSettings,
-        bound: SocketAddr,
-    ) -> Result<
-        (
-            wharf_api::auth::Auth,
-            Option<Arc<wharf_api::auth::TokenService>>,
-        ),
-        String,
-    > {
-        use config::AuthMode;
-        use wharf_api::auth::{Auth, TokenService};
-        let anonymous: Arc<[wharf_auth::RepoPattern]> = a.anonymous_pull.clone().into();
-        let basic = wharf_auth::BasicChallenge::new("wharf").map_err(|e| e.to_string())?;
-        match a.mode {
-            AuthMode::None => Ok((Auth::None, None)),
-            AuthMode::Htpasswd => {
-                let users = self.users.ok_or("--auth htpasswd needs --htpasswd")?;
-                tracing::info!(users = ?users, anonymous_pull = anonymous.len(), "htpasswd authentication");
-                Ok((
-                    Auth::Htpasswd {
-                        users,
-                        challenge: basic,
-                        anonymous_pull: anonymous,
-                    },
-                    None,
-                ))
-            }
-            AuthMode::Token => {
-                let realm = a
-                    .token_realm
-                    .clone()
-                    .unwrap_or_else(|| format!("http://{bound}/auth/token"));
-                let challenge = wharf_auth::BearerChallenge::new(&realm, &a.token_service)
-                    .map_err(|e| format!("--token-realm or --token-service: {e}"))?;
-                let kids: Vec<&str> = self.keys.kids().collect();
-                tracing::info!(?kids, %realm, service = %a.token_service, "token authentication");
-                let verifier =
-                    wharf_auth::Verifier::new(self.keys.clone(), &a.token_issuer, &a.token_service);
-                let identities = self.users.clone();
-                let tokens = match (self.signing, self.users) {
-                    (Some(key), Some(users)) => {
-                        tracing::info!(kid = key.kid(), "serving /auth/token");
-                        let issuer =
-                            wharf_auth::Issuer::new(key, &a.token_issuer, &a.token_service)
-                                .with_lifetime(a.token_lifetime);
-                        Some(Arc::new(TokenService::new(
-                            users,
-                            issuer,
-                            &a.token_service,
-                            basic,
-                            anonymous.clone(),
-                            self.store,
-                        )))
-                    }
-                    _ => None,
-                };
-                Ok((
-                    Auth::Token {
-                        verifier: Arc::new(verifier),
-                        challenge,
-                        anonymous_pull: anonymous,
-                        identities,
-                    },
-                    tokens,
-                ))
-            }
-        }
-    }
-}
-
-/// While a dependency's breaker is open, probes it twice a second with a
-/// cheap call through its guard, so the breaker closes as soon as the
-/// dependency answers again, not only when the next client request happens
-/// to be the one let through (and its neighbours refused meanwhile).
-fn spawn_probes(
-    storage_guard: Guard,
-    blobs: Arc<dyn BlobStore>,
-    meta_guard: Guard,
-    meta: Arc<dyn MetaStore>,
-) {
-    let probe_digest: wharf_core::Digest =
-        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-            .parse()
-            .expect("the digest of nothing");
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tick.tick().await;
-            if storage_guard.stats().breaker != BreakerState::Closed {
-                let unavailable = |e: &wharf_storage::StorageError| {
-                    !matches!(e, wharf_storage::StorageError::NotFound)
-                };
-                let _ = storage_guard
-                    .run(true, unavailable, blobs.stat(&probe_digest))
-                    .await;
-            }
-            if meta_guard.stats().breaker != BreakerState::Closed {
-                let unavailable =
-                    |e: &wharf_meta::MetaError| matches!(e, wharf_meta::MetaError::Unavailable(_));
-                let _ = meta_guard
-                    .run(true, unavailable, meta.list_repos(None, 1))
-                    .await;
-            }
-        }
-    });
-}
-
-/// The dependencies only this node uses (its own disk, its embedded
-/// database): if one fails, draining this node helps; a shared one failing
-/// would drain every node at once, so it does not count (see NodeState).
-fn local_dependencies(config: &Config) -> Vec<&'static str> {
-    let mut local = Vec::new();
-    if config.s3.is_none() {
-        local.push("blob_storage");
-    }
-    if config.metadata_url.is_none() {
-        local.push("metadata");
-    }
-    local
-}
-
-/// The blob store the configuration names.
-async fn open_storage(config: &Config) -> Result<Arc<dyn BlobStore>, String> {
-    match &config.s3 {
-        Some(s3) => {
-            let mut c = S3Config::new(
-                &s3.endpoint,
-                &s3.bucket,
-                &s3.region,
-                &s3.access_key_id,
-                &s3.secret_access_key,
-            );
-            c.prefix = s3.prefix.clone();
-            c.presign_redirects = s3.presign_redirects;
-            c.pool_max_idle_per_host = config.limits.storage_pool;
-            c.request_timeout = c.request_timeout.max(config.limits.dependency_deadline);
-            let store = S3Store::new(c).map_err(|e| format!("configuring S3 storage: {e}"))?;
-            Ok(Arc::new(store))
-        }
-        None => {
-            let data = &config.data_dir;
-            let store = FsStore::open(data)
-                .await
-                .map_err(|e| format!("opening blob storage in {}: {e}", data.display()))?;
-            Ok(Arc::new(store))
-        }
-    }
-}
-
-/// The metadata store the configuration names, and (for a shared one) the
-/// number of connections it accepts.
-async fn open_metadata(config: &Config) -> Result<(Arc<dyn MetaStore>, Option<usize>), String> {
-    match &config.metadata_url {
-        Some(url) => {
-            let store = PostgresStore::connect(PostgresConfig {
-                url: url.clone(),
-                pool_size: config.limits.metadata_pool,
-                connect_timeout: Duration::from_secs(5),
-                statement_timeout: config.limits.dependency_deadline,
-            })
-            .await
-            .map_err(|e| format!("connecting to PostgreSQL metadata: {e}"))?;
-            let limit = store.server_connection_limit();
-            Ok((Arc::new(store), Some(limit)))
-        }
-        None => {
-            let path = config.data_dir.join("meta.redb");
-            let store = EmbeddedStore::open(&path)
-                .map_err(|e| format!("opening metadata in {}: {e}", path.display()))?;
-            Ok((Arc::new(store), None))
-        }
-    }
-}
 
 /// Binds `addr`; if asked, writes the bound address to `addr_file` via a
 /// temporary file and a rename, so a reader never sees half an address.
