@@ -12,8 +12,9 @@
 #   WHARF_LOAD_BIN          wharf-load, for the garbage-collection cases
 #                           [target/release/wharf-load]
 #   WHARF_CASES             run only these groups, comma-separated: `core`
-#                           (every case but the ones below), `gc-race-single-node`,
-#                           `gc-crash-mid-pass`, `gc-real-clients` [all]
+#                           (every case but the ones below), `tls` (real clients
+#                           over TLS), `gc-race-single-node`, `gc-crash-mid-pass`,
+#                           `gc-real-clients` [all]
 #
 # Build first: cargo build --release -p wharf -p wharf-load
 #
@@ -47,6 +48,7 @@ cleanup() {
   [ -n "$WATCHDOG_PID" ] && kill "$WATCHDOG_PID" 2>/dev/null
   stop_dockerd
   stop_secure_wharf
+  stop_tls_wharf
   stop_pid "$WHARF_PID" 10
   WHARF_PID=
   stop_pid "$GC_PID" 10
@@ -589,6 +591,8 @@ source "$HERE/auth.sh"
 
 # shellcheck source=gc.sh
 source "$HERE/gc.sh"
+# shellcheck source=tls.sh
+source "$HERE/tls.sh"
 
 # ---------------------------------------------------------------- main
 
@@ -673,6 +677,7 @@ core_cases() {
 
 echo "e2e run: temp dir $TMP"
 selected core && core_cases
+selected tls && tls_cases
 for gc_case in gc-race-single-node gc-crash-mid-pass gc-real-clients; do
   selected $gc_case && run_case $gc_case "case_${gc_case//-/_}"
   stop_pid "$GC_PID" 10

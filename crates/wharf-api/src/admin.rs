@@ -279,6 +279,18 @@ impl NodeState {
             &[],
             load64(&c.idle_closed_total),
         );
+        out.counter(
+            "wharf_connections_header_timeouts_total",
+            "Client connections closed because no whole request arrived within the header timeout.",
+            &[],
+            load64(&c.header_timeouts_total),
+        );
+        out.counter(
+            "wharf_tls_handshake_failures_total",
+            "TLS handshakes that failed or did not finish within the header timeout.",
+            &[],
+            load64(&c.tls_failed_total),
+        );
     }
 
     fn render_dependencies(&self, out: &mut Exposition) {

@@ -57,6 +57,7 @@ pub mod routes;
 pub mod server;
 mod tags;
 pub mod tenant_traffic;
+pub mod tls;
 mod uploads;
 
 use routes::Endpoint;

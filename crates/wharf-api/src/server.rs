@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// On shutdown, requests in flight get this long to finish.
     pub shutdown_grace: Duration,
+    /// Serve TLS (HTTP/1.1 and HTTP/2 by ALPN) with this certificate instead
+    /// of plain HTTP. The handshake must finish within the header timeout.
+    pub tls: Option<Arc<crate::tls::TlsServer>>,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +69,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -90,6 +94,11 @@ pub struct ConnStats {
     pub promoted_total: AtomicU64,
     /// Connections closed for idling.
     pub idle_closed_total: AtomicU64,
+    /// Connections closed because no whole request arrived within the
+    /// header timeout (HTTP/2's, and HTTP/1.1's first request).
+    pub header_timeouts_total: AtomicU64,
+    /// TLS handshakes that failed or did not finish in time.
+    pub tls_failed_total: AtomicU64,
 }
 
 /// The header timeout of connections accepted while at least half the
@@ -113,9 +122,22 @@ fn http_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2 multiplexes requests on one connection: each still passes
+    // admission as a request, and one connection may not open more than
+    // this many at once.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS);
     builder
 }
+
+/// Requests one HTTP/2 connection may have open at once.
+const H2_MAX_STREAMS: u32 = 128;
+
+/// TLS handshakes in progress at once; past them a new connection is closed
+/// without one (a refusal needs a handshake to be read).
+const HANDSHAKE_BUDGET: usize = 512;
 
 /// Refusals answered at once, at most this many at a time.
 const REFUSAL_BUDGET: usize = 1024;
@@ -153,7 +175,6 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(config.max_connections));
-    let refusals = Arc::new(Semaphore::new(REFUSAL_BUDGET));
     let refusal = Arc::new(refusal_bytes(false));
     stats.limit.store(config.max_connections, Ordering::Relaxed);
     stats
@@ -162,14 +183,11 @@ pub async fn serve_with(
     let (stop_tx, stop_rx) = watch::channel(false);
     // Past the grace period, connections still open are closed outright.
     let (abort_tx, abort_rx) = watch::channel(false);
-    let builder = Arc::new(http_builder(config.header_read_timeout));
     // Under connection pressure, new connections get a much shorter time to
     // send their headers: slow-header clients then churn out of their slots
     // in seconds instead of holding them for the full timeout, and normal
     // clients keep finding free slots.
     let strict_timeout = config.header_read_timeout.min(PRESSURED_HEADER_TIMEOUT);
-    let strict = Arc::new(http_builder(strict_timeout));
-    let pressure_at = (config.max_connections / 2).max(1);
     let reserve_size = (config.max_connections / 16).clamp(4, 256);
     let reserve = Arc::new(Semaphore::new(reserve_size));
     let room = Arc::new(Room {
@@ -180,18 +198,24 @@ pub async fn serve_with(
         closing: refusal.clone(),
         header_timeout: strict_timeout,
     });
-
-    // What serving one connection needs, with the header timeout of
-    // `builder`.
-    let ctx = |builder: &Arc<auto::Builder<TokioExecutor>>, peer| ConnCtx {
-        app: app.clone(),
-        builder: builder.clone(),
+    let admit = Arc::new(Admit {
+        slots: slots.clone(),
+        refusals: Arc::new(Semaphore::new(REFUSAL_BUDGET)),
+        refusal,
+        reserve: reserve.clone(),
+        room,
         stats: stats.clone(),
-        stop: stop_rx.clone(),
-        abort: abort_rx.clone(),
+        builder: Arc::new(http_builder(config.header_read_timeout)),
+        strict: Arc::new(http_builder(strict_timeout)),
+        header_timeout: config.header_read_timeout,
+        strict_timeout,
+        pressure_at: (config.max_connections / 2).max(1),
+        app,
+        stop: stop_rx,
+        abort: abort_rx,
         idle_timeout: config.idle_timeout,
-        peer,
-    };
+    });
+    let handshakes = Arc::new(Semaphore::new(HANDSHAKE_BUDGET));
 
     tokio::pin!(shutdown);
     loop {
@@ -209,78 +233,42 @@ pub async fn serve_with(
             },
         };
         let _ = stream.set_nodelay(true);
-        // While connections wait, a new one queues behind them (the waiting
-        // room gives it a slot at its first request if one is free), so a
-        // client reconnecting fast cannot take the slots they wait for.
-        let queued =
-            stats.waiting.load(Ordering::Relaxed) > 0 && room.seats.available_permits() > 0;
-        let slot = if queued {
-            None
-        } else {
-            slots.clone().try_acquire_owned().ok()
-        };
-        let Some(slot) = slot else {
-            if let Ok(seat) = room.seats.clone().try_acquire_owned() {
-                tokio::spawn(room.clone().wait(stream, ctx(&strict, peer), seat));
-                continue;
-            }
-            let Ok(r) = refusals.clone().try_acquire_owned() else {
-                stats.refused_total.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            // At the cap, read the request head first: a push or an admin
-            // request (not a pull) may still be served on one of the few
-            // reserved connections, so a flood of pulls that fills the cap
-            // cannot starve pushes at the connection level either.
-            let bytes = refusal.clone();
-            let reserve = reserve.clone();
-            let conn = ctx(&strict, peer);
-            tokio::spawn(async move {
-                let mut stream = stream;
-                let head = read_head(&mut stream, Duration::from_millis(200)).await;
-                let admitted = (!head.is_empty() && !is_pull(&head))
-                    .then(|| reserve.try_acquire_owned().ok())
-                    .flatten();
-                drop(r);
-                match admitted {
-                    Some(reserved) => conn.serve_admitted(stream, head, reserved).await,
-                    None => {
-                        conn.stats.refused_total.fetch_add(1, Ordering::Relaxed);
-                        refuse(&mut stream, &bytes).await;
-                    }
-                }
-            });
+        let Some(tls) = &config.tls else {
+            admit.dispatch(Stream::Plain(stream), peer);
             continue;
         };
-        stats.accepted_total.fetch_add(1, Ordering::Relaxed);
-        stats.open.fetch_add(1, Ordering::Relaxed);
-        // `open` already counts this connection.
-        let pressured = stats.open.load(Ordering::Relaxed) > pressure_at;
-        let (builder, header_timeout) = if pressured {
-            (&strict, strict_timeout)
-        } else {
-            (&builder, config.header_read_timeout)
+        // A TLS connection is admitted once its handshake is done (only then
+        // can it be read, or told to wait): a bounded number of handshakes
+        // at a time, each within the header timeout (the short one under
+        // pressure).
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            stats.refused_total.fetch_add(1, Ordering::Relaxed);
+            continue;
         };
-        let conn = ctx(builder, peer);
+        let within = if admit.pressured() {
+            admit.strict_timeout
+        } else {
+            admit.header_timeout
+        };
+        let (acceptor, admit, mut stop) =
+            (tls.acceptor().clone(), admit.clone(), stop_tx.subscribe());
         tokio::spawn(async move {
-            // hyper-util's auto builder waits for the first bytes (to tell
-            // HTTP/1 from HTTP/2) with no timer of its own: a client that
-            // connects and says nothing is bounded here instead.
-            let mut first = [0u8; 1];
-            let (mut stop, mut abort) = (conn.stop.clone(), conn.abort.clone());
-            let spoke = tokio::select! {
-                r = tokio::time::timeout(header_timeout, stream.peek(&mut first)) => {
-                    matches!(r, Ok(Ok(n)) if n > 0)
-                }
-                _ = stop.changed() => false,
-                _ = abort.changed() => false,
+            let shaken = tokio::select! {
+                r = tokio::time::timeout(within, acceptor.accept(stream)) => r,
+                _ = stop.changed() => return,
             };
-            let stats = conn.stats.clone();
-            if spoke {
-                conn.run(Prefixed::new(stream, Vec::new())).await;
+            drop(permit);
+            match shaken {
+                Ok(Ok(tls)) => admit.dispatch(Stream::Tls(Box::new(tls)), peer),
+                Ok(Err(e)) => {
+                    admit.stats.tls_failed_total.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                }
+                Err(_) => {
+                    admit.stats.tls_failed_total.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "TLS handshake not finished within {within:?}");
+                }
             }
-            stats.open.fetch_sub(1, Ordering::Relaxed);
-            drop(slot);
         });
     }
 
@@ -308,6 +296,225 @@ pub async fn serve_with(
     Ok(())
 }
 
+/// What deciding a new connection's fate needs, shared by the accept loop
+/// and the TLS handshake tasks.
+struct Admit {
+    /// The cap's slots.
+    slots: Arc<Semaphore>,
+    /// Closing refusals answered at once.
+    refusals: Arc<Semaphore>,
+    /// The canned closing `503`.
+    refusal: Arc<Vec<u8>>,
+    /// The connections kept for pushes and admin requests.
+    reserve: Arc<Semaphore>,
+    room: Arc<Room>,
+    stats: Arc<ConnStats>,
+    /// HTTP builders with the configured and the pressured header timeout.
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    strict: Arc<auto::Builder<TokioExecutor>>,
+    header_timeout: Duration,
+    strict_timeout: Duration,
+    /// Open connections past which the node counts as pressured.
+    pressure_at: usize,
+    app: Router,
+    stop: watch::Receiver<bool>,
+    abort: watch::Receiver<bool>,
+    idle_timeout: Duration,
+}
+
+impl Admit {
+    /// What serving one connection needs, with the pressured (`strict`)
+    /// or the configured header timeout.
+    fn ctx(&self, strict: bool, peer: SocketAddr) -> ConnCtx {
+        let (builder, header_timeout) = if strict {
+            (&self.strict, self.strict_timeout)
+        } else {
+            (&self.builder, self.header_timeout)
+        };
+        ConnCtx {
+            app: self.app.clone(),
+            builder: builder.clone(),
+            header_timeout,
+            stats: self.stats.clone(),
+            stop: self.stop.clone(),
+            abort: self.abort.clone(),
+            idle_timeout: self.idle_timeout,
+            peer,
+        }
+    }
+
+    fn pressured(&self) -> bool {
+        self.stats.open.load(Ordering::Relaxed) >= self.pressure_at
+    }
+
+    /// Serves `stream` on a free slot, seats it in the waiting room, or
+    /// refuses it (see the module doc); never waits itself.
+    fn dispatch(self: &Arc<Self>, stream: Stream, peer: SocketAddr) {
+        let stats = &self.stats;
+        // While connections wait, a new one queues behind them (the waiting
+        // room gives it a slot at its first request if one is free), so a
+        // client reconnecting fast cannot take the slots they wait for.
+        let queued =
+            stats.waiting.load(Ordering::Relaxed) > 0 && self.room.seats.available_permits() > 0;
+        let slot = if queued {
+            None
+        } else {
+            self.slots.clone().try_acquire_owned().ok()
+        };
+        let Some(slot) = slot else {
+            if let Ok(seat) = self.room.seats.clone().try_acquire_owned() {
+                let room = self.room.clone();
+                tokio::spawn(room.wait(stream, self.ctx(true, peer), seat));
+                return;
+            }
+            let Ok(r) = self.refusals.clone().try_acquire_owned() else {
+                stats.refused_total.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            // At the cap, read the request head first: a push or an admin
+            // request (not a pull) may still be served on one of the few
+            // reserved connections, so a flood of pulls that fills the cap
+            // cannot starve pushes at the connection level either.
+            let bytes = self.refusal.clone();
+            let reserve = self.reserve.clone();
+            let conn = self.ctx(true, peer);
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let head = read_head(&mut stream, Duration::from_millis(200)).await;
+                let admitted = (!head.is_empty() && !is_pull(&head))
+                    .then(|| reserve.try_acquire_owned().ok())
+                    .flatten();
+                drop(r);
+                match admitted {
+                    Some(reserved) => conn.serve_admitted(stream, head, reserved).await,
+                    None => {
+                        conn.stats.refused_total.fetch_add(1, Ordering::Relaxed);
+                        refuse(&mut stream, &bytes).await;
+                    }
+                }
+            });
+            return;
+        };
+        stats.accepted_total.fetch_add(1, Ordering::Relaxed);
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        // `open` already counts this connection.
+        let pressured = stats.open.load(Ordering::Relaxed) > self.pressure_at;
+        let conn = self.ctx(pressured, peer);
+        let header_timeout = conn.header_timeout;
+        tokio::spawn(async move {
+            // hyper-util's auto builder waits for the first bytes (to tell
+            // HTTP/1 from HTTP/2) with no timer of its own: a client that
+            // connects and says nothing is bounded here instead.
+            let (mut stop, mut abort) = (conn.stop.clone(), conn.abort.clone());
+            let mut stream = stream;
+            let first = tokio::select! {
+                r = tokio::time::timeout(header_timeout, stream.first_bytes()) => r.ok().flatten(),
+                _ = stop.changed() => None,
+                _ = abort.changed() => None,
+            };
+            let stats = conn.stats.clone();
+            if let Some((prefix, h2)) = first {
+                conn.run(Prefixed::new(stream, prefix), h2).await;
+            }
+            stats.open.fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
+        });
+    }
+}
+
+/// A client connection, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Waits for the client's first bytes: `None` if it closes first.
+    /// Returns what had to be read to see them (TLS), to be read again, and
+    /// whether the client speaks HTTP/2 (chosen in the TLS handshake, or
+    /// the HTTP/2 preface on a plain connection).
+    async fn first_bytes(&mut self) -> Option<(Vec<u8>, bool)> {
+        match self {
+            Stream::Plain(s) => {
+                let mut first = [0u8; 3];
+                match s.peek(&mut first).await {
+                    Ok(n) if n > 0 => Some((Vec::new(), first[..n] == *b"PRI")),
+                    _ => None,
+                }
+            }
+            Stream::Tls(s) => {
+                let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+                let mut buf = vec![0u8; 4096];
+                match s.read(&mut buf).await {
+                    Ok(n) if n > 0 => {
+                        buf.truncate(n);
+                        Some((buf, h2))
+                    }
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// The waiting room: connections past the cap, each answered `503` per
 /// request until a slot is free (see the module doc).
 struct Room {
@@ -332,12 +539,7 @@ impl Room {
     /// the client is silent past the header timeout or cannot finish a
     /// request head within it, sends something that cannot be answered and
     /// kept (a body, HTTP/1.0, HTTP/2), or the node shuts down.
-    async fn wait(
-        self: Arc<Self>,
-        mut stream: TcpStream,
-        conn: ConnCtx,
-        seat: OwnedSemaphorePermit,
-    ) {
+    async fn wait(self: Arc<Self>, mut stream: Stream, conn: ConnCtx, seat: OwnedSemaphorePermit) {
         let stats = conn.stats.clone();
         stats.waiting.fetch_add(1, Ordering::Relaxed);
         let mut stop = conn.stop.clone();
@@ -435,6 +637,9 @@ fn can_stay(head: &[u8]) -> bool {
 struct ConnCtx {
     app: Router,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    /// The header timeout `builder` applies to HTTP/1.1; the first request
+    /// of any connection must arrive within it.
+    header_timeout: Duration,
     stats: Arc<ConnStats>,
     stop: watch::Receiver<bool>,
     abort: watch::Receiver<bool>,
@@ -452,27 +657,39 @@ impl ConnCtx {
     /// Serves a connection admitted after its request head was read (into
     /// `head`): counted as accepted and open while it lasts, `slot` (a
     /// cap's or a reserved one) held until it ends.
-    async fn serve_admitted(self, stream: TcpStream, head: Vec<u8>, slot: OwnedSemaphorePermit) {
+    async fn serve_admitted(self, stream: Stream, head: Vec<u8>, slot: OwnedSemaphorePermit) {
         let stats = self.stats.clone();
         stats.accepted_total.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
-        self.run(Prefixed::new(stream, head)).await;
+        // The head was read: an HTTP/1.1 request (HTTP/2 cannot be kept).
+        self.run(Prefixed::new(stream, head), false).await;
         stats.open.fetch_sub(1, Ordering::Relaxed);
         drop(slot);
     }
 
     /// Serves HTTP on `stream` until the client goes, the connection idles
     /// out, or shutdown asks it to finish (or, past the grace, to stop).
-    async fn run(mut self, stream: Prefixed) {
+    ///
+    /// HTTP/1.1's header timeout is hyper's; an HTTP/2 connection (`h2`)
+    /// has none there, so here it must deliver a whole request within the
+    /// same time or be closed: a client cannot hold a slot by opening
+    /// HTTP/2 and never completing a request's headers.
+    async fn run(mut self, stream: Prefixed, h2: bool) {
         let idle_timeout = self.idle_timeout;
         let activity = Arc::new(AtomicU64::new(0));
         let clock = tokio::time::Instant::now();
         let io = TokioIo::new(Tracked::new(stream, activity.clone(), clock));
         let peer = ClientAddr(self.peer);
+        let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = requested.clone();
         let app = self.app.map_request(move |mut req: Request<Incoming>| {
+            seen.store(true, Ordering::Relaxed);
             req.extensions_mut().insert(peer);
             req
         });
+        let first_request_by = tokio::time::sleep(self.header_timeout);
+        tokio::pin!(first_request_by);
+        let mut first_checked = !h2;
         let conn = self
             .builder
             .serve_connection_with_upgrades(io, TowerToHyperService::new(app));
@@ -494,6 +711,13 @@ impl ConnCtx {
                 .max(Duration::from_millis(100));
             tokio::select! {
                 _ = conn.as_mut() => break,
+                _ = &mut first_request_by, if !first_checked => {
+                    first_checked = true;
+                    if !requested.load(Ordering::Relaxed) {
+                        self.stats.header_timeouts_total.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
                 _ = tokio::time::sleep(check_in) => {
                     let idle = (clock.elapsed().as_millis() as u64)
                         .saturating_sub(activity.load(Ordering::Relaxed));
@@ -531,14 +755,14 @@ impl ConnCtx {
 /// A TCP stream whose first reads return bytes already taken from it (a
 /// request head read to decide whether to serve the connection).
 struct Prefixed {
-    stream: TcpStream,
+    stream: Stream,
     prefix: Vec<u8>,
     /// How much of `prefix` was handed out.
     pos: usize,
 }
 
 impl Prefixed {
-    fn new(stream: TcpStream, prefix: Vec<u8>) -> Prefixed {
+    fn new(stream: Stream, prefix: Vec<u8>) -> Prefixed {
         Prefixed {
             stream,
             prefix,
@@ -598,7 +822,7 @@ impl AsyncWrite for Prefixed {
 /// most 16 KiB, at most `within`): an HTTP client treats an answer that
 /// arrives before it has sent its request as a protocol error, not as the
 /// refusal it is, and the head says whether the request is a pull.
-async fn read_head(stream: &mut TcpStream, within: Duration) -> Vec<u8> {
+async fn read_head(stream: &mut Stream, within: Duration) -> Vec<u8> {
     let mut head = Vec::with_capacity(1024);
     let _ = tokio::time::timeout(within, async {
         let mut buf = [0u8; 4096];
@@ -638,7 +862,7 @@ fn is_pull(head: &[u8]) -> bool {
 /// `503`, then closes it gently: the rest of what the client sends is
 /// drained for a moment, so the close is a FIN the client can read the
 /// answer before, not a reset that destroys it. Bounded in time and bytes.
-async fn refuse(stream: &mut TcpStream, answer: &[u8]) {
+async fn refuse(stream: &mut Stream, answer: &[u8]) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(answer).await?;
         stream.shutdown().await?;
@@ -649,7 +873,7 @@ async fn refuse(stream: &mut TcpStream, answer: &[u8]) {
 }
 
 /// Reads and discards up to `budget` bytes, until the peer closes.
-async fn drain(stream: &mut TcpStream, budget: usize) {
+async fn drain(stream: &mut Stream, budget: usize) {
     let mut sink = [0u8; 8192];
     let mut drained = 0;
     while drained < budget {

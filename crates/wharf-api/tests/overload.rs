@@ -1203,6 +1203,7 @@ fn quiet_config() -> ServerConfig {
         header_read_timeout: Duration::from_secs(30),
         idle_timeout: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(2),
+        tls: None,
     }
 }
 

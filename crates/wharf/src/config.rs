@@ -356,6 +356,28 @@ pub struct ServeArgs {
     /// /healthz and /readyz, never do) [default: off].
     #[arg(long, env = "WHARF_METRICS_REQUIRE_TOKEN", num_args = 0..=1, default_missing_value = "true")]
     pub metrics_require_token: Option<bool>,
+
+    /// Serve the registry port over TLS with this certificate chain (PEM,
+    /// the node's own certificate first), HTTP/2 and HTTP/1.1 by ALPN.
+    /// Needs --tls-key. The pair is read again when either file changes
+    /// (checked every few seconds) or on SIGHUP; a bad new pair is refused
+    /// with a log line and the old one keeps serving [default: plain HTTP].
+    #[arg(long, env = "WHARF_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "WHARF_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require a client certificate signed by one of these CAs (PEM
+    /// bundle) on every TLS connection [default: none required].
+    #[arg(long, env = "WHARF_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Serve the admin port over TLS too, with the same certificate (and
+    /// client CA, when given) [default: off].
+    #[arg(long, env = "WHARF_ADMIN_TLS", num_args = 0..=1, default_missing_value = "true")]
+    pub admin_tls: Option<bool>,
 }
 
 /// How log lines are written.
@@ -608,6 +630,10 @@ pub struct Config {
     pub sources: std::collections::BTreeMap<&'static str, Source>,
     /// What the machine offered when the configuration was resolved.
     pub machine: Machine,
+    /// The registry port's TLS files; `None`: plain HTTP.
+    pub tls: Option<wharf_api::tls::TlsFiles>,
+    /// The admin port serves the same TLS.
+    pub admin_tls: bool,
 }
 
 /// Where and how to reach an S3-compatible store.
@@ -720,7 +746,8 @@ impl Config {
             metadata_pool, dependency_deadline_ms, shutdown_grace_secs, auth, htpasswd,
             grants, anonymous_pull, token_realm, token_service, token_issuer, token_keys,
             token_signing_key, token_lifetime_secs, admin_token_file, admin_insecure,
-            metrics_require_token, allow_unauthenticated,
+            metrics_require_token, allow_unauthenticated, tls_cert, tls_key, tls_client_ca,
+            admin_tls,
         );
         let limits = Limits::derive(&a, machine)?;
         let s3 = S3Settings::from_args(&a)?;
@@ -799,6 +826,27 @@ impl Config {
             max_reviews_per_sec: a.gc_max_reviews_per_sec.filter(|r| *r > 0),
             ..defaults
         };
+        let tls = match (a.tls_cert, a.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = wharf_api::tls::TlsFiles {
+                    cert,
+                    key,
+                    client_ca: a.tls_client_ca,
+                };
+                // Read now, so that `wharf check` refuses a bad pair too.
+                wharf_api::tls::TlsServer::load(files.clone())?;
+                Some(files)
+            }
+            (None, None) if a.tls_client_ca.is_some() => {
+                return Err("--tls-client-ca needs --tls-cert and --tls-key".into())
+            }
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together: give both".into()),
+        };
+        let admin_tls = a.admin_tls.unwrap_or(false);
+        if admin_tls && tls.is_none() {
+            return Err("--admin-tls needs --tls-cert and --tls-key".into());
+        }
         let nodes = a.cluster_nodes.unwrap_or(1);
         if nodes > 1 && (a.metadata_url.is_none() || s3.is_none()) {
             return Err(format!(
@@ -841,6 +889,8 @@ impl Config {
             migrate: a.migrate.unwrap_or(false),
             sources,
             machine,
+            tls,
+            admin_tls,
         })
     }
 }

@@ -207,6 +207,16 @@ pub fn entries(c: &Config) -> Vec<Entry> {
             "metrics_require_token",
             Some(c.metrics_require_token.to_string()),
         ),
+        ("tls_cert", c.tls.as_ref().map(|t| path(&t.cert))),
+        ("tls_key", c.tls.as_ref().map(|t| path(&t.key))),
+        (
+            "tls_client_ca",
+            c.tls
+                .as_ref()
+                .and_then(|t| t.client_ca.as_deref())
+                .map(path),
+        ),
+        ("admin_tls", Some(c.admin_tls.to_string())),
     ];
     let machine = format!(
         "derived from this machine: {} cores, {} open files",

@@ -514,8 +514,30 @@ async fn serve(config: Config) -> Result<(), String> {
     state.directory = Some(directory);
     let listener = bind(config.listen, config.addr_file.as_deref()).await?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    (state.auth, state.token_service) = auth.into_state(&config.auth, bound)?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    (state.auth, state.token_service) = auth.into_state(&config.auth, bound, scheme)?;
     let admin_listener = bind(config.admin_listen, config.admin_addr_file.as_deref()).await?;
+    // TLS: the pair checked with the configuration is read again here and
+    // then watched, so that a renewed certificate is served without a
+    // restart.
+    let tls = match &config.tls {
+        Some(files) => {
+            let tls = wharf_api::tls::TlsServer::load(files.clone())?;
+            tls.spawn_reloader("registry", Duration::from_secs(5));
+            tracing::info!(
+                cert = %files.cert.display(),
+                client_ca = ?files.client_ca.as_ref().map(|p| p.display().to_string()),
+                admin = config.admin_tls,
+                "serving TLS (HTTP/2 and HTTP/1.1)"
+            );
+            Some(tls)
+        }
+        None => None,
+    };
     tracing::info!(
         addr = %listener.local_addr().map_err(|e| e.to_string())?,
         admin = %admin_listener.local_addr().map_err(|e| e.to_string())?,
@@ -538,6 +560,7 @@ async fn serve(config: Config) -> Result<(), String> {
     };
     let admin_config = ServerConfig {
         max_connections: 64,
+        tls: if config.admin_tls { tls.clone() } else { None },
         ..ServerConfig::default()
     };
     let metrics = metrics_app(node.clone());
@@ -565,6 +588,7 @@ async fn serve(config: Config) -> Result<(), String> {
         header_read_timeout: l.header_timeout,
         idle_timeout: l.idle_timeout,
         shutdown_grace: l.shutdown_grace,
+        tls,
     };
     let served = serve_with(
         listener,

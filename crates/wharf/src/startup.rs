@@ -678,6 +678,7 @@ impl LoadedAuth {
         self,
         a: &config::AuthSettings,
         bound: SocketAddr,
+        scheme: &str,
     ) -> Result<
         (
             wharf_api::auth::Auth,
@@ -707,7 +708,7 @@ impl LoadedAuth {
                 let realm = a
                     .token_realm
                     .clone()
-                    .unwrap_or_else(|| format!("http://{bound}/auth/token"));
+                    .unwrap_or_else(|| format!("{scheme}://{bound}/auth/token"));
                 let challenge = wharf_auth::BearerChallenge::new(&realm, &a.token_service)
                     .map_err(|e| format!("--token-realm or --token-service: {e}"))?;
                 let kids: Vec<&str> = self.keys.kids().collect();
