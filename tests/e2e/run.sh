@@ -13,7 +13,10 @@
 #                           [target/release/wharf-load]
 #   WHARF_CASES             run only these groups, comma-separated: `core`
 #                           (every case but the ones below), `gc-race-single-node`,
-#                           `gc-crash-mid-pass`, `gc-real-clients` [all]
+#                           `gc-crash-mid-pass`, `gc-real-clients`, `nginx`
+#                           (deploy/nginx/wharf.conf in a real nginx in front
+#                           of a token-mode node, skopeo through it) [all]
+#   WHARF_E2E_NGINX_PORT    the nginx group's TLS port [16520]
 #
 # Build first: cargo build --release -p wharf -p wharf-load
 #
@@ -47,6 +50,7 @@ cleanup() {
   [ -n "$WATCHDOG_PID" ] && kill "$WATCHDOG_PID" 2>/dev/null
   stop_dockerd
   stop_secure_wharf
+  stop_nginx_group
   stop_pid "$WHARF_PID" 10
   WHARF_PID=
   stop_pid "$GC_PID" 10
@@ -589,6 +593,8 @@ source "$HERE/auth.sh"
 
 # shellcheck source=gc.sh
 source "$HERE/gc.sh"
+# shellcheck source=nginx.sh
+source "$HERE/nginx.sh"
 
 # ---------------------------------------------------------------- main
 
@@ -678,6 +684,7 @@ for gc_case in gc-race-single-node gc-crash-mid-pass gc-real-clients; do
   stop_pid "$GC_PID" 10
   GC_PID=
 done
+selected nginx && nginx_cases
 
 DONE=1
 summary
