@@ -114,11 +114,15 @@ pub(crate) async fn tenant_caller(
         )
     };
     let credential = api.directory.credential(user);
-    let login = api.logins.login(user, password, client).await.map_err(|e| {
-        let (code, status) = e.classify();
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
-        Failure(status, code.as_str(), e.to_string())
-    })?;
+    let login = api
+        .logins
+        .login(user, password, client)
+        .await
+        .map_err(|e| {
+            let (code, status) = e.classify();
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+            Failure(status, code.as_str(), e.to_string())
+        })?;
     // Only the directory's accounts belong to a tenant; an operator's
     // htpasswd account is no admin credential.
     let (Login::Ok, Some(credential)) = (login, credential) else {
@@ -200,7 +204,10 @@ mod tests {
             })
         );
         assert_eq!(
-            t(Method::DELETE, "/admin/v1/tenants/acme/repositories/acme/a/b"),
+            t(
+                Method::DELETE,
+                "/admin/v1/tenants/acme/repositories/acme/a/b"
+            ),
             Some(TenantRoute::DeleteRepository {
                 tenant: "acme".into(),
                 repo: "acme/a/b".into()
@@ -218,7 +225,10 @@ mod tests {
             (Method::POST, "/admin/v1/gc/run"),
             (Method::GET, "/admin/v1/tenants/acme/content"),
             (Method::DELETE, "/admin/v1/tenants/acme/repositories/"),
-            (Method::DELETE, "/admin/v1/tenants/acme/repositories%2Facme/app"),
+            (
+                Method::DELETE,
+                "/admin/v1/tenants/acme/repositories%2Facme/app",
+            ),
             (Method::DELETE, "/admin/v1/tenants//content"),
         ] {
             assert_eq!(t(m.clone(), p), None, "{m} {p}");
@@ -228,7 +238,10 @@ mod tests {
     #[test]
     fn content_needs_delete_over_the_whole_tenant() {
         let g = |p: &str, a: &str| wharf_auth::parse_grant(&format!("{p}:{a}")).unwrap();
-        assert!(covers_whole_tenant(&[g("acme/*", "pull,push,delete")], "acme"));
+        assert!(covers_whole_tenant(
+            &[g("acme/*", "pull,push,delete")],
+            "acme"
+        ));
         assert!(!covers_whole_tenant(&[g("acme/*", "pull,push")], "acme"));
         assert!(!covers_whole_tenant(&[g("acme/app", "delete")], "acme"));
         assert!(!covers_whole_tenant(&[g("acme/team/*", "delete")], "acme"));

@@ -1035,18 +1035,38 @@ async fn a_tenant_admin_deletes_its_own_repositories_and_content_and_nothing_els
         role: Role::Admin,
         repositories: Some(p.parse().unwrap()),
     };
-    d.put_user("acme", "alice", Some("alice-password"), &[RoleSpec::tenant_wide(Role::Admin)])
-        .await
-        .unwrap();
-    d.put_user("acme", "bob", Some("bob-password"), &[RoleSpec::tenant_wide(Role::Push)])
-        .await
-        .unwrap();
-    d.put_user("acme", "carol", Some("carol-password"), &[pattern("acme/team/*")])
-        .await
-        .unwrap();
-    d.put_user("beta", "eve", Some("eve-password"), &[RoleSpec::tenant_wide(Role::Admin)])
-        .await
-        .unwrap();
+    d.put_user(
+        "acme",
+        "alice",
+        Some("alice-password"),
+        &[RoleSpec::tenant_wide(Role::Admin)],
+    )
+    .await
+    .unwrap();
+    d.put_user(
+        "acme",
+        "bob",
+        Some("bob-password"),
+        &[RoleSpec::tenant_wide(Role::Push)],
+    )
+    .await
+    .unwrap();
+    d.put_user(
+        "acme",
+        "carol",
+        Some("carol-password"),
+        &[pattern("acme/team/*")],
+    )
+    .await
+    .unwrap();
+    d.put_user(
+        "beta",
+        "eve",
+        Some("eve-password"),
+        &[RoleSpec::tenant_wide(Role::Admin)],
+    )
+    .await
+    .unwrap();
     for repo in ["acme/app", "acme/team/x", "acme/keep", "beta/app"] {
         s.push_image(repo, "v1", repo).await;
     }
@@ -1054,8 +1074,14 @@ async fn a_tenant_admin_deletes_its_own_repositories_and_content_and_nothing_els
     let repo_path = |r: &str| format!("/admin/v1/tenants/acme/repositories/{r}");
 
     // Without credentials: 401; with a wrong password: 401.
-    for (user, what) in [(None, "anonymous"), (Some(("alice", "wrong-password")), "wrong password")] {
-        for path in [repo_path("acme/app"), "/admin/v1/tenants/acme/content".into()] {
+    for (user, what) in [
+        (None, "anonymous"),
+        (Some(("alice", "wrong-password")), "wrong password"),
+    ] {
+        for path in [
+            repo_path("acme/app"),
+            "/admin/v1/tenants/acme/content".into(),
+        ] {
             let got = as_account(&cell, user, Method::DELETE, &path).await;
             assert_eq!(got, (401, "UNAUTHORIZED".into()), "{what} {path}");
         }
@@ -1092,32 +1118,49 @@ async fn a_tenant_admin_deletes_its_own_repositories_and_content_and_nothing_els
     // deletes its repositories only, and not the whole content.
     let bob = Some(("bob", "bob-password"));
     assert_eq!(
-        as_account(&cell, bob, Method::DELETE, &repo_path("acme/app")).await.0,
+        as_account(&cell, bob, Method::DELETE, &repo_path("acme/app"))
+            .await
+            .0,
         403
     );
     assert_eq!(
-        as_account(&cell, bob, Method::GET, "/admin/v1/tenants/acme/usage").await.0,
+        as_account(&cell, bob, Method::GET, "/admin/v1/tenants/acme/usage")
+            .await
+            .0,
         200,
         "any account of the tenant reads its usage"
     );
     let carol = Some(("carol", "carol-password"));
     assert_eq!(
-        as_account(&cell, carol, Method::DELETE, &repo_path("acme/app")).await.0,
+        as_account(&cell, carol, Method::DELETE, &repo_path("acme/app"))
+            .await
+            .0,
         403
     );
     assert_eq!(
-        as_account(&cell, carol, Method::DELETE, "/admin/v1/tenants/acme/content").await.0,
+        as_account(
+            &cell,
+            carol,
+            Method::DELETE,
+            "/admin/v1/tenants/acme/content"
+        )
+        .await
+        .0,
         403
     );
     assert_eq!(
-        as_account(&cell, carol, Method::DELETE, &repo_path("acme/team/x")).await.0,
+        as_account(&cell, carol, Method::DELETE, &repo_path("acme/team/x"))
+            .await
+            .0,
         200
     );
 
     // The tenant admin deletes a repository: gone, and usage follows at once.
     let before = cell.usage("acme").await;
     assert_eq!(
-        as_account(&cell, alice, Method::DELETE, &repo_path("acme/app")).await.0,
+        as_account(&cell, alice, Method::DELETE, &repo_path("acme/app"))
+            .await
+            .0,
         200
     );
     let after = cell.usage("acme").await;
@@ -1126,7 +1169,11 @@ async fn a_tenant_admin_deletes_its_own_repositories_and_content_and_nothing_els
         after["bytes"].as_u64().unwrap() < before["bytes"].as_u64().unwrap(),
         "{before} -> {after}"
     );
-    let r = s.req(Method::GET, "/v2/acme/app/manifests/v1").send().await.unwrap();
+    let r = s
+        .req(Method::GET, "/v2/acme/app/manifests/v1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 
     // Under an immutable-tag rule, the tenant admin cannot purge what it
@@ -1144,21 +1191,46 @@ async fn a_tenant_admin_deletes_its_own_repositories_and_content_and_nothing_els
         (403, "DENIED".into())
     );
     assert_eq!(
-        as_account(&cell, alice, Method::DELETE, "/admin/v1/tenants/acme/content").await,
+        as_account(
+            &cell,
+            alice,
+            Method::DELETE,
+            "/admin/v1/tenants/acme/content"
+        )
+        .await,
         (403, "DENIED".into())
     );
     let (status, _) = cell
-        .admin_json(Method::PATCH, "/admin/v1/tenants/acme", Some(json!({"immutable_tags": null})))
+        .admin_json(
+            Method::PATCH,
+            "/admin/v1/tenants/acme",
+            Some(json!({"immutable_tags": null})),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(
-        as_account(&cell, alice, Method::DELETE, "/admin/v1/tenants/acme/content").await.0,
+        as_account(
+            &cell,
+            alice,
+            Method::DELETE,
+            "/admin/v1/tenants/acme/content"
+        )
+        .await
+        .0,
         200
     );
     let u = cell.usage("acme").await;
-    assert_eq!((&u["bytes"], &u["repositories"]), (&json!(0), &json!(0)), "{u}");
+    assert_eq!(
+        (&u["bytes"], &u["repositories"]),
+        (&json!(0), &json!(0)),
+        "{u}"
+    );
     // The other tenant is untouched.
-    let r = s.req(Method::GET, "/v2/beta/app/manifests/v1").send().await.unwrap();
+    let r = s
+        .req(Method::GET, "/v2/beta/app/manifests/v1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(cell.usage("beta").await["repositories"], 1);
 }

@@ -134,7 +134,12 @@ impl Api {
         Ok(Api { base, auth, client })
     }
 
-    fn request(&self, method: Method, path: &str, timeout: Duration) -> reqwest::blocking::RequestBuilder {
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        timeout: Duration,
+    ) -> reqwest::blocking::RequestBuilder {
         let url = format!("{}{path}", self.base.as_str().trim_end_matches('/'));
         let mut r = self.client.request(method, url).timeout(timeout);
         if let Some(auth) = &self.auth {
@@ -167,7 +172,11 @@ impl Api {
             .ok()
             .and_then(|v| {
                 let e = &v["errors"][0];
-                Some(format!("{} {}", e["code"].as_str()?, e["message"].as_str()?))
+                Some(format!(
+                    "{} {}",
+                    e["code"].as_str()?,
+                    e["message"].as_str()?
+                ))
             })
             .unwrap_or_else(|| text.chars().take(200).collect());
         Err(format!("{what}: {} {message}", status.as_u16()))
@@ -216,7 +225,11 @@ fn checked_tenant(name: &str) -> Result<&str, String> {
 fn blob_file(dir: &Path, digest: &str) -> Result<PathBuf, String> {
     let hex = digest
         .strip_prefix("sha256:")
-        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .filter(|h| {
+            h.len() == 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        })
         .ok_or_else(|| format!("{digest:?} is not a sha256 digest"))?;
     Ok(dir.join("blobs").join("sha256").join(hex))
 }
@@ -333,12 +346,14 @@ fn backup(args: &BackupArgs) -> Result<Value, String> {
                 out.write_all(b"\n").map_err(|e| e.to_string())?;
             }
         }
-        out.flush().map_err(|e| format!("{}: {e}", kept.display()))?;
+        out.flush()
+            .map_err(|e| format!("{}: {e}", kept.display()))?;
         out.get_ref()
             .sync_all()
             .map_err(|e| format!("{}: {e}", kept.display()))?;
         std::fs::remove_file(&raw).map_err(|e| format!("{}: {e}", raw.display()))?;
-        summary_tenants.push(json!({"name": t, "kept": cut.kept_json(), "left_out": cut.left_json()}));
+        summary_tenants
+            .push(json!({"name": t, "kept": cut.kept_json(), "left_out": cut.left_json()}));
         totals.add(&cut);
     }
     let summary = json!({
@@ -358,9 +373,13 @@ fn backup(args: &BackupArgs) -> Result<Value, String> {
     });
     let tmp = dir.join(format!("{SUMMARY}.tmp"));
     let mut f = private_file(&tmp)?;
-    f.write_all(serde_json::to_string_pretty(&summary).unwrap_or_default().as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(
+        serde_json::to_string_pretty(&summary)
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+    .and_then(|_| f.sync_all())
+    .map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, dir.join(SUMMARY)).map_err(|e| format!("{}: {e}", tmp.display()))?;
     Ok(summary)
 }
@@ -439,7 +458,11 @@ fn copy_out(
 /// kept; `None` when the node no longer has it.
 fn fetch_blob(api: &Api, dir: &Path, digest: &str, size: u64) -> Result<Option<u64>, String> {
     let path = blob_file(dir, digest)?;
-    let r = api.request(Method::GET, &format!("/admin/v1/blobs/{digest}"), blob_timeout(size));
+    let r = api.request(
+        Method::GET,
+        &format!("/admin/v1/blobs/{digest}"),
+        blob_timeout(size),
+    );
     let mut resp = match r.send() {
         Ok(resp) if resp.status() == StatusCode::NOT_FOUND => return Ok(None),
         Ok(resp) => resp,
@@ -456,7 +479,8 @@ fn fetch_blob(api: &Api, dir: &Path, digest: &str, size: u64) -> Result<Option<u
     };
     resp.copy_to(&mut out)
         .map_err(|e| format!("copying blob {digest}: {e}"))?;
-    out.flush().map_err(|e| format!("{}: {e}", part.display()))?;
+    out.flush()
+        .map_err(|e| format!("{}: {e}", part.display()))?;
     let got = format!("sha256:{}", hex::encode(out.hash.finalize()));
     if got != digest || out.len != size {
         let _ = std::fs::remove_file(&part);
@@ -579,8 +603,7 @@ fn restore(args: &RestoreArgs) -> Result<Value, String> {
             dir.join(SUMMARY).display()
         )
     })?;
-    let summary: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{SUMMARY}: {e}"))?;
+    let summary: Value = serde_json::from_str(&text).map_err(|e| format!("{SUMMARY}: {e}"))?;
     if summary["format"].as_u64() != Some(FORMAT) {
         return Err(format!(
             "{SUMMARY}: format {} is not {FORMAT}, the one this wharf reads",
@@ -750,7 +773,8 @@ mod tests {
         let stored: HashSet<String> = [d('a'), d('b'), d('c')].into_iter().collect();
         let mut cut = Consistent::default();
         let blob = |x: &str| json!({"kind": "blob", "repo": "acme/app", "digest": x, "size": 1});
-        let tag = |t: &str, x: &str| json!({"kind": "tag", "repo": "acme/app", "tag": t, "digest": x});
+        let tag =
+            |t: &str, x: &str| json!({"kind": "tag", "repo": "acme/app", "tag": t, "digest": x});
         let lines = vec![
             (json!({"kind": "tenant", "record": {}}), true),
             (json!({"kind": "repository", "name": "acme/app"}), true),

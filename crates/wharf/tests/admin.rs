@@ -429,7 +429,11 @@ fn an_immutable_tag_rule_set_with_the_cli_holds_until_the_operator_lifts_it() {
 
 /// `wharf admin --url ADMIN ARGS…` with `env` set (and nothing else of
 /// the admin CLI's environment); its exit code, stdout and stderr.
-fn wharf_admin_env(w: &Wharf, env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String, String) {
+fn wharf_admin_env(
+    w: &Wharf,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Option<i32>, String, String) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wharf"));
     c.args(["admin", "--url", &w.admin]).args(args);
     for v in [
@@ -471,7 +475,11 @@ fn repositories_and_tenant_content_are_deleted_with_the_cli_by_operator_and_tena
     let dir = tempfile::tempdir().unwrap();
     let token = "wharf-admin-delete-token";
     let file = dir.path().join("admin.sha256");
-    std::fs::write(&file, format!("sha256:{}\n", wharf_auth::hash_secret(token))).unwrap();
+    std::fs::write(
+        &file,
+        format!("sha256:{}\n", wharf_auth::hash_secret(token)),
+    )
+    .unwrap();
     let w = Wharf::start_with(
         &dir.path().join("data"),
         &["--admin-token-file", file.to_str().unwrap()],
@@ -484,7 +492,10 @@ fn repositories_and_tenant_content_are_deleted_with_the_cli_by_operator_and_tena
     for (tenant, user) in [("acme", "alice"), ("beta", "eve")] {
         let (code, _, err) = wharf_admin_env(
             &w,
-            &[("WHARF_ADMIN_TOKEN", token), ("WHARF_PASSWORD", "password-of-it")],
+            &[
+                ("WHARF_ADMIN_TOKEN", token),
+                ("WHARF_PASSWORD", "password-of-it"),
+            ],
             &["user", "set", tenant, user, "--role", "admin"],
         );
         assert_eq!(code, Some(0), "{err}");
@@ -510,13 +521,19 @@ fn repositories_and_tenant_content_are_deleted_with_the_cli_by_operator_and_tena
     );
 
     // The tenant's admin, with its own password: its own repository, yes.
-    let alice = [("WHARF_ADMIN_USER", "alice"), ("WHARF_ADMIN_PASSWORD", "password-of-it")];
+    let alice = [
+        ("WHARF_ADMIN_USER", "alice"),
+        ("WHARF_ADMIN_PASSWORD", "password-of-it"),
+    ];
     let (code, out, err) = wharf_admin_env(&w, &alice, &["repo", "delete", "acme/app"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains(r#""repositories": 1"#), "{out}");
     let after = usage(&alice);
     assert_eq!(after["repositories"], 1, "{after}");
-    assert!(after["bytes"].as_u64() < before["bytes"].as_u64(), "{after}");
+    assert!(
+        after["bytes"].as_u64() < before["bytes"].as_u64(),
+        "{after}"
+    );
     let r = client()
         .get(format!("{}/v2/acme/app/manifests/v1", w.base))
         .send()
@@ -524,7 +541,10 @@ fn repositories_and_tenant_content_are_deleted_with_the_cli_by_operator_and_tena
     assert_eq!(r.status(), 404);
 
     // Another tenant's admin: refused; no credentials: refused.
-    let eve = [("WHARF_ADMIN_USER", "eve"), ("WHARF_ADMIN_PASSWORD", "password-of-it")];
+    let eve = [
+        ("WHARF_ADMIN_USER", "eve"),
+        ("WHARF_ADMIN_PASSWORD", "password-of-it"),
+    ];
     let (code, _, err) = wharf_admin_env(&w, &eve, &["content", "delete", "acme"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("403 DENIED"), "{err}");
@@ -542,7 +562,11 @@ fn repositories_and_tenant_content_are_deleted_with_the_cli_by_operator_and_tena
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains(r#""repositories": 1"#), "{out}");
     let empty = usage(&op);
-    assert_eq!((&empty["bytes"], &empty["repositories"]), (&0.into(), &0.into()), "{empty}");
+    assert_eq!(
+        (&empty["bytes"], &empty["repositories"]),
+        (&0.into(), &0.into()),
+        "{empty}"
+    );
     let (code, _, err) = wharf_admin_env(&w, &op, &["tenant", "delete", "acme"]);
     assert_eq!(code, Some(0), "{err}");
     let r = client()

@@ -86,7 +86,13 @@ fn token(w: &Wharf, user: &str, password: &str, scope: &str) -> Result<String, u
 
 /// The operator (an htpasswd account that may do everything), for `repo`.
 fn op(w: &Wharf, repo: &str) -> String {
-    token(w, "op", "op-password", &format!("repository:{repo}:pull,push")).unwrap()
+    token(
+        w,
+        "op",
+        "op-password",
+        &format!("repository:{repo}:pull,push"),
+    )
+    .unwrap()
 }
 
 fn push_blob(w: &Wharf, t: &str, repo: &str, bytes: &[u8]) -> String {
@@ -101,7 +107,14 @@ fn push_blob(w: &Wharf, t: &str, repo: &str, bytes: &[u8]) -> String {
     d
 }
 
-fn put_manifest(w: &Wharf, t: &str, repo: &str, reference: &str, media: &str, body: &str) -> String {
+fn put_manifest(
+    w: &Wharf,
+    t: &str,
+    repo: &str,
+    reference: &str,
+    media: &str,
+    body: &str,
+) -> String {
     let r = client()
         .put(format!("{}/v2/{repo}/manifests/{reference}", w.base))
         .bearer_auth(t)
@@ -109,7 +122,12 @@ fn put_manifest(w: &Wharf, t: &str, repo: &str, reference: &str, media: &str, bo
         .body(body.to_string())
         .send()
         .unwrap();
-    assert_eq!(r.status(), 201, "{repo}:{reference}: {}", r.text().unwrap_or_default());
+    assert_eq!(
+        r.status(),
+        201,
+        "{repo}:{reference}: {}",
+        r.text().unwrap_or_default()
+    );
     sha256(body.as_bytes())
 }
 
@@ -213,7 +231,15 @@ fn a_backup_taken_under_load_restores_into_a_fresh_node_byte_for_byte() {
         &[("WHARF_PASSWORD", "bob-password")],
     );
     let secret = run_admin(
-        &["robot", "create", "acme", "ci", "--grant", "acme/app:pull,push", "--secret-only"],
+        &[
+            "robot",
+            "create",
+            "acme",
+            "ci",
+            "--grant",
+            "acme/app:pull,push",
+            "--secret-only",
+        ],
         &[],
     )
     .trim()
@@ -234,7 +260,14 @@ fn a_backup_taken_under_load_restores_into_a_fresh_node_byte_for_byte() {
     );
     let indexd = put_manifest(&a, &t, "acme/app", "multi", INDEX, &index);
     let sbom = image(&a, &t, "acme/app", 4, 1000, Some(&v1d));
-    let sbomd = put_manifest(&a, &t, "acme/app", &sha256(sbom.as_bytes()), MANIFEST, &sbom);
+    let sbomd = put_manifest(
+        &a,
+        &t,
+        "acme/app",
+        &sha256(sbom.as_bytes()),
+        MANIFEST,
+        &sbom,
+    );
     let tb = op(&a, "beta/tool");
     let tool = image(&a, &tb, "beta/tool", 5, 150_000, None);
     put_manifest(&a, &tb, "beta/tool", "latest", MANIFEST, &tool);
@@ -266,7 +299,14 @@ fn a_backup_taken_under_load_restores_into_a_fresh_node_byte_for_byte() {
                     break;
                 }
                 let tag = format!("t{i}");
-                let m = image(&a, &tg, "gamma/busy", 10 + (i % 200) as u8, 20_000 + i as usize, None);
+                let m = image(
+                    &a,
+                    &tg,
+                    "gamma/busy",
+                    10 + (i % 200) as u8,
+                    20_000 + i as usize,
+                    None,
+                );
                 put_manifest(&a, &tg, "gamma/busy", &tag, MANIFEST, &m);
                 pushed.lock().unwrap().push((tag, m));
             }
@@ -298,7 +338,10 @@ fn a_backup_taken_under_load_restores_into_a_fresh_node_byte_for_byte() {
     let ((code, out, err), pulls) = load;
     assert_eq!(code, Some(0), "backup: {err}");
     assert!(pulls > 0);
-    assert!(pulls_failed.lock().unwrap().is_empty(), "pulls failed during the backup");
+    assert!(
+        pulls_failed.lock().unwrap().is_empty(),
+        "pulls failed during the backup"
+    );
     let summary: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(summary["tenants"].as_array().unwrap().len(), 3, "{summary}");
     assert_eq!(summary["blobs_gone"], 0, "{summary}");
@@ -307,7 +350,13 @@ fn a_backup_taken_under_load_restores_into_a_fresh_node_byte_for_byte() {
 
     // A backup directory is never written twice.
     let (code, _, err) = wharf(
-        &["backup", "--url", &a.admin, "--to", root.join("backup").to_str().unwrap()],
+        &[
+            "backup",
+            "--url",
+            &a.admin,
+            "--to",
+            root.join("backup").to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(code, Some(1));
@@ -321,7 +370,13 @@ fn a_backup_taken_under_load_restores_into_a_fresh_node_byte_for_byte() {
     let b = start(root, "b");
     let from = root.join("backup");
     let (code, out, err) = wharf(
-        &["restore", "--url", &b.admin, "--from", from.to_str().unwrap()],
+        &[
+            "restore",
+            "--url",
+            &b.admin,
+            "--from",
+            from.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(code, Some(0), "restore: {err}");
@@ -329,7 +384,13 @@ fn a_backup_taken_under_load_restores_into_a_fresh_node_byte_for_byte() {
     assert_eq!(restored["blobs"], summary["blobs"], "{restored}");
     // Into a node that holds tenants: refused unless told.
     let (code, _, err) = wharf(
-        &["restore", "--url", &b.admin, "--from", from.to_str().unwrap()],
+        &[
+            "restore",
+            "--url",
+            &b.admin,
+            "--from",
+            from.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(code, Some(1));
@@ -397,8 +458,168 @@ fn a_backup_taken_under_load_restores_into_a_fresh_node_byte_for_byte() {
     assert_eq!(pull(&b, &alice, "acme/app", "v1").0, 200);
     let ci = token(&b, "acme+ci", &secret, "repository:acme/app:pull,push").unwrap();
     assert_eq!(pull(&b, &ci, "acme/app", "v2").0, 200);
-    assert_eq!(token(&b, "bob", "wrong-password", "repository:beta/tool:pull"), Err(401));
+    assert_eq!(
+        token(&b, "bob", "wrong-password", "repository:beta/tool:pull"),
+        Err(401)
+    );
     let bob = token(&b, "bob", "bob-password", "repository:beta/tool:pull").unwrap();
     assert_eq!(pull(&b, &bob, "beta/tool", "latest").0, 200);
     assert_eq!(pull(&b, &alice_before, "acme/app", "v1").0, 200);
+}
+
+/// The flags pointing a node at the test S3 store under `prefix`, and at
+/// a fresh database `db` of the test PostgreSQL; `None` (skip) without
+/// them, unless `CI` or `WHARF_REQUIRE_POSTGRES`/`WHARF_REQUIRE_S3` says
+/// they must be there.
+fn shared_backends(admin_url: &str, db: &str, prefix: &str) -> Vec<String> {
+    let var = |n: &str| std::env::var(format!("WHARF_TEST_S3_{n}")).unwrap();
+    let sep = if admin_url.contains('?') { '&' } else { '?' };
+    vec![
+        "--metadata-url".into(),
+        format!("{admin_url}{sep}dbname={db}"),
+        "--s3-endpoint".into(),
+        var("ENDPOINT"),
+        "--s3-bucket".into(),
+        var("BUCKET"),
+        "--s3-region".into(),
+        std::env::var("WHARF_TEST_S3_REGION").unwrap_or_else(|_| "garage".into()),
+        "--s3-access-key-id".into(),
+        var("ACCESS_KEY_ID"),
+        "--s3-secret-access-key".into(),
+        var("SECRET_ACCESS_KEY"),
+        "--s3-prefix".into(),
+        prefix.into(),
+    ]
+}
+
+/// Runs `sql` on the test PostgreSQL.
+fn psql(admin_url: &str, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let running = tokio::spawn(conn);
+        client.batch_execute(sql).await.unwrap();
+        drop(client);
+        let _ = running.await;
+    });
+}
+
+#[test]
+fn backup_and_restore_through_postgresql_and_garage() {
+    let pg = std::env::var("WHARF_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    let s3 = std::env::var("WHARF_TEST_S3_ENDPOINT").ok();
+    let (Some(pg), Some(_)) = (pg, s3) else {
+        let required = std::env::var_os("CI").is_some()
+            || std::env::var_os("WHARF_REQUIRE_POSTGRES").is_some()
+            || std::env::var_os("WHARF_REQUIRE_S3").is_some();
+        assert!(
+            !required,
+            "PostgreSQL and S3 are required here (scripts/test.sh starts them)"
+        );
+        eprintln!("skipped: set WHARF_TEST_POSTGRES_URL and WHARF_TEST_S3_* to run");
+        return;
+    };
+    let unique = std::process::id();
+    let (db_a, db_b) = (format!("backup_a_{unique}"), format!("backup_b_{unique}"));
+    psql(
+        &pg,
+        &format!("CREATE DATABASE {db_a}; CREATE DATABASE {db_b};"),
+    );
+    let root = tempfile::tempdir().unwrap();
+    let flags = |db: &str, prefix: &str| shared_backends(&pg, db, &format!("{prefix}-{unique}"));
+    let fa = flags(&db_a, "backup-a");
+    let a = Wharf::start_with(
+        &root.path().join("a"),
+        &fa.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let run = |w: &Wharf, args: &[&str]| {
+        let all: Vec<&str> = ["admin", "--url", w.admin.as_str()]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        let (code, out, err) = wharf(&all, &[("WHARF_ADMIN_TOKEN", "")]);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        out
+    };
+    run(&a, &["tenant", "create", "acme", "--quota-bytes", "1GiB"]);
+    run(&a, &["tenant", "create", "beta"]);
+    // No auth on this loopback node: an empty bearer is never checked.
+    let t = "";
+    let mut expected = Vec::new();
+    for (repo, tag, seed) in [
+        ("acme/app", "v1", 1u8),
+        ("acme/app", "v2", 2),
+        ("beta/db", "15", 3),
+    ] {
+        let m = image(&a, t, repo, seed, 400_000, None);
+        put_manifest(&a, t, repo, tag, MANIFEST, &m);
+        expected.push((repo, tag, m));
+    }
+    let backup = root.path().join("backup");
+    let (code, out, err) = wharf(
+        &[
+            "backup",
+            "--url",
+            &a.admin,
+            "--to",
+            backup.to_str().unwrap(),
+        ],
+        &[("WHARF_ADMIN_TOKEN", "")],
+    );
+    assert_eq!(code, Some(0), "backup: {err}");
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["kept"]["manifests"], 3, "{summary}");
+    let usage_a: Vec<Value> = ["acme", "beta"].iter().map(|t| usage_open(&a, t)).collect();
+    drop(a);
+
+    let fb = flags(&db_b, "backup-b");
+    let b = Wharf::start_with(
+        &root.path().join("b"),
+        &fb.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let (code, _, err) = wharf(
+        &[
+            "restore",
+            "--url",
+            &b.admin,
+            "--from",
+            backup.to_str().unwrap(),
+        ],
+        &[("WHARF_ADMIN_TOKEN", "")],
+    );
+    assert_eq!(code, Some(0), "restore: {err}");
+    for (repo, tag, body) in &expected {
+        let (status, got, blobs) = pull(&b, t, repo, tag);
+        assert_eq!((status, &got), (200, body), "{repo}:{tag}");
+        assert_eq!(blobs.len(), 2);
+    }
+    let usage_b: Vec<Value> = ["acme", "beta"].iter().map(|t| usage_open(&b, t)).collect();
+    assert_eq!(usage_a, usage_b);
+    let shown = run(&b, &["tenant", "show", "acme"]);
+    assert!(shown.contains("1073741824"), "the quota came back: {shown}");
+    drop(b);
+    psql(
+        &pg,
+        &format!("DROP DATABASE IF EXISTS {db_a} WITH (FORCE); DROP DATABASE IF EXISTS {db_b} WITH (FORCE);"),
+    );
+}
+
+/// A tenant's usage from a node without an admin token.
+fn usage_open(w: &Wharf, tenant: &str) -> Value {
+    let r = client()
+        .get(format!("{}/admin/v1/tenants/{tenant}/usage", w.admin))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut v: Value = r.json().unwrap();
+    v.as_object_mut().unwrap().remove("quota");
+    v
 }

@@ -136,7 +136,9 @@ fn basic(user: &str, password: &str) -> Result<String, String> {
 fn account_password(file: Option<&Path>, env: Option<String>) -> Result<String, String> {
     let Some(path) = file else {
         return env.ok_or_else(|| {
-            format!("--as-user needs the account's password: --password-file FILE or {PASSWORD_ENV}")
+            format!(
+                "--as-user needs the account's password: --password-file FILE or {PASSWORD_ENV}"
+            )
         });
     };
     let text = std::fs::read_to_string(path)
@@ -434,7 +436,9 @@ mod tests {
             Ok("s3cret pass".into())
         );
         assert_eq!(account_password(None, Some("env".into())), Ok("env".into()));
-        assert!(account_password(None, None).unwrap_err().contains(PASSWORD_ENV));
+        assert!(account_password(None, None)
+            .unwrap_err()
+            .contains(PASSWORD_ENV));
         // alice:pw in base64.
         assert_eq!(basic("alice", "pw"), Ok("Basic YWxpY2U6cHc=".into()));
         assert!(basic("a:b", "pw").is_err());
