@@ -390,7 +390,7 @@ fn lines(path: &Path) -> Result<impl Iterator<Item = Result<Value, String>>, Str
     let shown = path.display().to_string();
     Ok(BufReader::new(f)
         .lines()
-        .filter(|l| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
+        .filter(|l| !matches!(l, Ok(text) if text.trim().is_empty()))
         .enumerate()
         .map(move |(n, l)| {
             let l = l.map_err(|e| format!("{shown}: {e}"))?;
@@ -437,7 +437,10 @@ fn copy_out(
                         }
                         Err(e) => {
                             stop.store(true, Ordering::Relaxed);
-                            failed.lock().expect("failed").get_or_insert(e);
+                            let mut first = failed.lock().expect("failed");
+                            if first.is_none() {
+                                *first = Some(e);
+                            }
                         }
                     }
                 }
@@ -688,7 +691,10 @@ fn restore_into(
                         }
                         Err(e) => {
                             stop.store(true, Ordering::Relaxed);
-                            failed.lock().expect("failed").get_or_insert(e);
+                            let mut first = failed.lock().expect("failed");
+                            if first.is_none() {
+                                *first = Some(e);
+                            }
                         }
                     }
                 }

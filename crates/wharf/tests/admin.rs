@@ -564,7 +564,7 @@ fn repositories_and_tenant_content_are_deleted_with_the_cli_by_operator_and_tena
     let empty = usage(&op);
     assert_eq!(
         (&empty["bytes"], &empty["repositories"]),
-        (&0.into(), &0.into()),
+        (&serde_json::json!(0), &serde_json::json!(0)),
         "{empty}"
     );
     let (code, _, err) = wharf_admin_env(&w, &op, &["tenant", "delete", "acme"]);

@@ -281,8 +281,8 @@ fn a_backup_taken_under_load_restores_into_a_fresh_node_byte_for_byte() {
         ("acme/app", "v1", v1.clone()),
         ("acme/app", "v2", v2.clone()),
         ("acme/app", "multi", index.clone()),
-        ("acme/app", &armd, arm.clone()),
-        ("acme/app", &sbomd, sbom.clone()),
+        ("acme/app", armd.as_str(), arm.clone()),
+        ("acme/app", sbomd.as_str(), sbom.clone()),
         ("beta/tool", "latest", tool.clone()),
         ("gamma/busy", "base", base.clone()),
     ];
