@@ -528,10 +528,9 @@ fn backup_and_restore_through_postgresql_and_garage() {
     };
     let unique = std::process::id();
     let (db_a, db_b) = (format!("backup_a_{unique}"), format!("backup_b_{unique}"));
-    psql(
-        &pg,
-        &format!("CREATE DATABASE {db_a}; CREATE DATABASE {db_b};"),
-    );
+    for db in [&db_a, &db_b] {
+        psql(&pg, &format!("CREATE DATABASE {db}"));
+    }
     let root = tempfile::tempdir().unwrap();
     let flags = |db: &str, prefix: &str| shared_backends(&pg, db, &format!("{prefix}-{unique}"));
     let fa = flags(&db_a, "backup-a");
@@ -606,10 +605,9 @@ fn backup_and_restore_through_postgresql_and_garage() {
     let shown = run(&b, &["tenant", "show", "acme"]);
     assert!(shown.contains("1073741824"), "the quota came back: {shown}");
     drop(b);
-    psql(
-        &pg,
-        &format!("DROP DATABASE IF EXISTS {db_a} WITH (FORCE); DROP DATABASE IF EXISTS {db_b} WITH (FORCE);"),
-    );
+    for db in [&db_a, &db_b] {
+        psql(&pg, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    }
 }
 
 /// A tenant's usage from a node without an admin token.
