@@ -1,15 +1,17 @@
 //! How a command reaches the admin API, shared by every `wharf admin`
 //! command and by `wharf gc`.
 //!
-//! Owns: the connection flags (`--url`, `--token-file`) and checking them
+//! Owns: the connection flags (`--url`, `--token-file`, and `--as-user`
+//! with `--password-file` for a tenant's own account) and checking them
 //! ([`Connection::resolve`]), the token read from a file or
-//! WHARF_ADMIN_TOKEN, the [`Call`] a command makes and its path segments,
+//! WHARF_ADMIN_TOKEN, the account's password from a file or
+//! WHARF_ADMIN_PASSWORD, the [`Call`] a command makes and its path segments,
 //! sending it with timeouts, and turning the answer into what is printed
 //! ([`render`]) or into an error message an operator can act on.
 //!
-//! Must never: print, log or put in an error message the token (the
-//! `Authorization` header is marked sensitive, and a URL holding
-//! credentials is refused); follow a redirect (it would carry the token
+//! Must never: print, log or put in an error message the token or the
+//! password (the `Authorization` header is marked sensitive, and a URL
+//! holding credentials is refused); follow a redirect (it would carry the token
 //! elsewhere); or know what any one command means: what to ask is the
 //! command's file's, this only carries it.
 

@@ -26,7 +26,7 @@
 //! | file | holds |
 //! |---|---|
 //! | `mod.rs` | `wharf admin` itself: [`AdminArgs`], the command enum, [`run`] and the dispatch to each command's file; shared test helpers |
-//! | `connection.rs` | `--url` and `--token-file` ([`Connection`], also flattened into `wharf gc`); [`Call`] and [`Print`](connection::Print); sending a call, printing its answer, describing errors |
+//! | `connection.rs` | `--url`, `--token-file`, `--as-user` and `--password-file` ([`Connection`], also flattened into `wharf gc`, `wharf backup` and `wharf restore`); [`Call`] and [`Print`](connection::Print); sending a call, printing its answer, describing errors |
 //! | `token.rs` | `wharf admin token` (generating an admin token and its hash line) |
 //! | `tenant.rs` | `wharf admin tenant` (`create`, `list`, `show`, `set`, `delete`): quotas, share, hostname, immutable-tag rules (`--immutable-tag`), retention policy (`--retention-json`); the tenant name check and path |
 //! | `user.rs` | `wharf admin user` (`set`, `list`, `delete`): roles, the password from stdin or WHARF_PASSWORD; the user name check |
