@@ -35,6 +35,8 @@ declare -a WANT=(
   "pg_ctlcluster:postgresql"
   "haproxy:haproxy"
   "socat:socat"
+  "openssl:openssl"
+  "systemd-analyze:systemd"
 )
 # Rootless podman needs subordinate id mapping and a FUSE overlay; as root
 # (how CI runs) the tests use the vfs driver and need neither.
@@ -96,6 +98,18 @@ if command -v rustup >/dev/null 2>&1; then
     rustup component add "${comps[@]}"
     installed+=("rustup:${comps[*]}")
   fi
+fi
+
+# kubernetes-validate (PyPI), for scripts/check-kubernetes.sh: the
+# Kubernetes API schemas ship inside the package, so checking needs no
+# network. Its own virtual environment, pinned, so nothing else's Python
+# packages change.
+KV_VERSION=1.37.0
+KV_DIR=${WHARF_TOOLS_DIR:-$HOME/.local/share/wharf-tools}/kubernetes-validate
+if [ "$("$KV_DIR/bin/kubernetes-validate" --version 2>/dev/null)" != "$KV_VERSION" ]; then
+  python3 -m venv --clear "$KV_DIR"
+  "$KV_DIR/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KV_VERSION"
+  installed+=("kubernetes-validate==$KV_VERSION")
 fi
 
 if [ "${#installed[@]}" -gt 0 ]; then

@@ -30,6 +30,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "alert rules (promtool)"
 bash scripts/check-alerts.sh
 
+step "Kubernetes manifests (kubernetes-validate, offline schemas)"
+bash scripts/check-kubernetes.sh
+
 # Services the suites run against for real, started here and stopped at
 # exit whatever happens. Each start pushes its stop onto CLEANUP.
 CLEANUP=()

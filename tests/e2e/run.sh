@@ -14,7 +14,9 @@
 #   WHARF_CASES             run only these groups, comma-separated: `core`
 #                           (every case but the ones below), `tls` (real clients
 #                           over TLS), `gc-race-single-node`, `gc-crash-mid-pass`,
-#                           `gc-real-clients` [all]
+#                           `gc-real-clients`, `nginx` (deploy/nginx/wharf.conf in a
+#                           real nginx in front of a token-mode node, skopeo through it) [all]
+#   WHARF_E2E_NGINX_PORT    the nginx group's TLS port [16520]
 #
 # Build first: cargo build --release -p wharf -p wharf-load
 #
@@ -49,6 +51,7 @@ cleanup() {
   stop_dockerd
   stop_secure_wharf
   stop_tls_wharf
+  stop_nginx_group
   stop_pid "$WHARF_PID" 10
   WHARF_PID=
   stop_pid "$GC_PID" 10
@@ -593,6 +596,8 @@ source "$HERE/auth.sh"
 source "$HERE/gc.sh"
 # shellcheck source=tls.sh
 source "$HERE/tls.sh"
+# shellcheck source=nginx.sh
+source "$HERE/nginx.sh"
 
 # ---------------------------------------------------------------- main
 
@@ -683,6 +688,7 @@ for gc_case in gc-race-single-node gc-crash-mid-pass gc-real-clients; do
   stop_pid "$GC_PID" 10
   GC_PID=
 done
+selected nginx && nginx_cases
 
 DONE=1
 summary

@@ -30,7 +30,10 @@ use serde_json::{json, Value};
 use wharf_auth::{parse_grant, verify_secret, Grant};
 use wharf_tenants::{Directory, DirectoryError, NewTenant, RoleSpec, TenantPatch};
 
+use crate::admin_rights::tenant_caller;
+pub(crate) use crate::admin_rights::Caller;
 use crate::auth::rfc3339;
+use base64::Engine as _;
 
 /// The largest request body the admin API reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -48,11 +51,17 @@ pub struct AdminApi {
     /// This node's per-tenant traffic (writes in flight, for the fence
     /// routes); `None`: reported as none.
     pub(crate) traffic: Option<Arc<crate::tenant_traffic::TenantTraffic>>,
+    /// Tenant accounts' logins (the directory's users and robots), for the
+    /// few routes they may call on their own tenant
+    /// (`crate::admin_rights`): its own failed-login limiter and cache,
+    /// apart from the registry port's.
+    pub(crate) logins: crate::auth::Users,
 }
 
 impl AdminApi {
     pub fn new(directory: Directory, token_hash: Option<String>) -> AdminApi {
         AdminApi {
+            logins: crate::auth::Users::directory_only(directory.clone()),
             directory,
             token_hash: token_hash.map(|h| h.to_ascii_lowercase()),
             registry: None,
@@ -209,29 +218,50 @@ fn view(v: impl serde::Serialize) -> Value {
     v
 }
 
-/// Every admin request passes here first: the admin token, when one is
-/// configured, is checked once for all routes (and for unknown paths).
+/// Every admin request passes here first: the caller is authorized once
+/// for all routes (and for unknown paths), and put in the request's
+/// extensions as a [`Caller`].
 async fn require_token(
     State(api): State<Arc<AdminApi>>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: Next,
 ) -> Response {
-    match authorize(&api, request.headers()) {
-        Ok(()) => next.run(request).await,
+    let client = request
+        .extensions()
+        .get::<crate::server::ClientAddr>()
+        .map(|c| c.0.ip());
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    match authorize(&api, request.headers(), &method, &path, client).await {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
         Err(refusal) => refusal.into_response(),
     }
 }
 
-/// Checks the admin token, when one is configured.
-fn authorize(api: &AdminApi, headers: &HeaderMap) -> Result<(), Failure> {
+/// Who the caller is: the operator with the admin token (or anyone, when
+/// none is configured), or a tenant's account with its own password on
+/// the routes `crate::admin_rights` opens to it.
+async fn authorize(
+    api: &AdminApi,
+    headers: &HeaderMap,
+    method: &axum::http::Method,
+    path: &str,
+    client: Option<std::net::IpAddr>,
+) -> Result<Caller, Failure> {
     let Some(expected) = &api.token_hash else {
-        return Ok(());
+        return Ok(Caller::Operator);
     };
     let denied = || {
         Failure(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
-            "a valid admin token is required (Authorization: Bearer <token>)".into(),
+            "a valid admin token is required (Authorization: Bearer <token>; `wharf admin` \
+             reads it from --token-file or WHARF_ADMIN_TOKEN_FILE), or a tenant account's own \
+             user name and password (Basic) for its tenant's usage and deletions"
+                .into(),
         )
     };
     let value = headers
@@ -240,11 +270,20 @@ fn authorize(api: &AdminApi, headers: &HeaderMap) -> Result<(), Failure> {
         .and_then(|v| v.to_str().ok())
         .ok_or_else(denied)?;
     let (scheme, token) = value.split_once(' ').ok_or_else(denied)?;
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(denied)?;
+        let (user, password) = decoded.split_once(':').ok_or_else(denied)?;
+        return tenant_caller(api, method, path, user, password, client).await;
+    }
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(denied());
     }
     if verify_secret(token.trim(), expected) {
-        Ok(())
+        Ok(Caller::Operator)
     } else {
         tracing::debug!("admin API: wrong admin token");
         Err(denied())

@@ -56,7 +56,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
@@ -72,7 +72,7 @@ use wharf_meta::{ManifestEntry, PurgeCounts, UpsertCounts};
 use wharf_registry::Registry;
 use wharf_tenants::TenantExport;
 
-use crate::admin_api::{answer, known_tenant, AdminApi, Answer, Failure};
+use crate::admin_api::{answer, known_tenant, AdminApi, Answer, Caller, Failure};
 use crate::auth::rfc3339;
 
 /// The longest import line read (a manifest is at most 4 MiB, base64 makes
@@ -978,9 +978,10 @@ async fn delete_holds(State(api): State<Arc<AdminApi>>, Path(hold_id): Path<Stri
 
 async fn delete_repository(
     State(api): State<Arc<AdminApi>>,
+    Extension(caller): Extension<Caller>,
     Path((tenant, repo)): Path<(String, String)>,
 ) -> Answer {
-    known_tenant(&api, &tenant)?;
+    let record = known_tenant(&api, &tenant)?;
     let repo: RepoName = repo
         .parse()
         .map_err(|e| Failure::invalid(format!("bad repository name {repo:?}: {e}")))?;
@@ -989,10 +990,21 @@ async fn delete_repository(
             "repository {repo} is not in tenant {tenant} (name the full repository, {tenant}/…)"
         )));
     }
-    let counts = registry(&api)?
-        .purge_repository(&repo)
-        .await
-        .map_err(failure)?;
+    let registry = registry(&api)?;
+    if let Caller::Tenant { subject, .. } = &caller {
+        tenant_may_purge(&record)?;
+        if let Some((tag, rule)) = protected_tag(registry, &repo).await? {
+            return Err(Failure(
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                format!(
+                    "{subject} may not delete repository {repo}: its tag {tag} is immutable under \
+                     the tenant's rule {rule}, which only the registry operator can lift"
+                ),
+            ));
+        }
+    }
+    let counts = registry.purge_repository(&repo).await.map_err(failure)?;
     if counts == PurgeCounts::default() {
         return Err(Failure(
             StatusCode::NOT_FOUND,
@@ -1000,18 +1012,86 @@ async fn delete_repository(
             format!("no repository {repo}"),
         ));
     }
-    tracing::info!(%tenant, %repo, ?counts, "admin: repository deleted");
+    tracing::info!(%tenant, %repo, ?counts, by = %caller_name(&caller), "admin: repository deleted");
     answer(StatusCode::OK, purge_json(&counts))
 }
 
-async fn delete_content(State(api): State<Arc<AdminApi>>, Path(tenant): Path<String>) -> Answer {
-    known_tenant(&api, &tenant)?;
+async fn delete_content(
+    State(api): State<Arc<AdminApi>>,
+    Extension(caller): Extension<Caller>,
+    Path(tenant): Path<String>,
+) -> Answer {
+    let record = known_tenant(&api, &tenant)?;
+    if let Caller::Tenant { subject, .. } = &caller {
+        tenant_may_purge(&record)?;
+        if !record.immutable_tags.is_empty() {
+            return Err(Failure(
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                format!(
+                    "{subject} may not delete all of tenant {tenant}'s content while the tenant \
+                     has immutable-tag rules, which only the registry operator can lift; delete \
+                     repositories one by one (those without protected tags), or ask the operator"
+                ),
+            ));
+        }
+    }
     let counts = registry(&api)?
         .purge_namespace(&tenant)
         .await
         .map_err(failure)?;
-    tracing::info!(%tenant, ?counts, "admin: tenant content deleted");
+    tracing::info!(%tenant, ?counts, by = %caller_name(&caller), "admin: tenant content deleted");
     answer(StatusCode::OK, purge_json(&counts))
+}
+
+fn caller_name(caller: &Caller) -> &str {
+    match caller {
+        Caller::Operator => "operator",
+        Caller::Tenant { subject, .. } => subject,
+    }
+}
+
+/// A tenant's own purge waits for a move's write fence to be lifted, as
+/// its pushes and deletes on the registry port do.
+fn tenant_may_purge(record: &wharf_tenants::Tenant) -> Result<(), Failure> {
+    if record.fence.is_some() {
+        return Err(Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            format!(
+                "tenant {} is being moved to another cell: its writes are paused; try again later",
+                record.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A tag of `repo` an immutable-tag rule protects, with the rule.
+async fn protected_tag(
+    registry: &Registry,
+    repo: &RepoName,
+) -> Result<Option<(Tag, String)>, Failure> {
+    let mut last: Option<String> = None;
+    loop {
+        let tags = registry
+            .export_tags(repo, last.as_deref(), PAGE)
+            .await
+            .map_err(failure)?;
+        let Some(end) = tags.last() else {
+            return Ok(None);
+        };
+        last = Some(end.tag.to_string());
+        for t in tags {
+            if let Some(rule) = registry.immutable_rule(repo, &t.tag) {
+                let rule = match &rule.repository {
+                    Some(r) => format!("tag `{}` in `{r}`", rule.tag),
+                    None => format!("tag `{}`", rule.tag),
+                };
+                return Ok(Some((t.tag, rule)));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -180,7 +180,7 @@ pub fn parse_patterns<S: AsRef<str>>(list: &[S]) -> Result<Vec<RepoPattern>, Str
 }
 
 /// The outcome of a password check.
-enum Login {
+pub(crate) enum Login {
     Ok,
     Wrong,
 }
@@ -248,7 +248,7 @@ impl Users {
     /// checked). A check remembered as right within the cache's lifetime is
     /// never refused by the limiter: a stranger's failures cannot stop the
     /// requests of a user who is already logged in.
-    async fn login(
+    pub(crate) async fn login(
         &self,
         user: &str,
         password: &str,
@@ -373,7 +373,7 @@ impl Users {
     }
 
     /// What `user` may do on `resource`.
-    fn actions_on(&self, user: &str, resource: &Resource) -> Actions {
+    pub(crate) fn actions_on(&self, user: &str, resource: &Resource) -> Actions {
         if let Some(grants) = self.directory_grants(user) {
             return Principal::new(user, grants).actions_on(resource);
         }

@@ -44,6 +44,7 @@ pub mod admin_api;
 mod admin_fence;
 mod admin_move;
 mod admin_retention;
+mod admin_rights;
 pub mod auth;
 mod blobs;
 mod body;

@@ -1006,3 +1006,231 @@ async fn an_import_refuses_lines_out_of_place_or_outside_the_tenant() {
     let (status, v) = cell.import("acme", "mirror", &lines).await;
     assert_eq!(status, 400, "{v}");
 }
+
+/// An admin call as tenant account `user` with `password` (HTTP Basic);
+/// the status and the error code, if any.
+async fn as_account(
+    cell: &Cell,
+    user: Option<(&str, &str)>,
+    method: Method,
+    path: &str,
+) -> (u16, String) {
+    let mut r = cell.http.request(method, format!("{}{path}", cell.admin));
+    if let Some((u, p)) = user {
+        r = r.basic_auth(u, Some(p));
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    let code = v["errors"][0]["code"].as_str().unwrap_or("").to_string();
+    (status, code)
+}
+
+#[tokio::test]
+async fn a_tenant_admin_deletes_its_own_repositories_and_content_and_nothing_else() {
+    let cell = Cell::start(&["acme", "beta"]).await;
+    let s = &cell.s;
+    let d = &cell.directory;
+    let pattern = |p: &str| RoleSpec {
+        role: Role::Admin,
+        repositories: Some(p.parse().unwrap()),
+    };
+    d.put_user(
+        "acme",
+        "alice",
+        Some("alice-password"),
+        &[RoleSpec::tenant_wide(Role::Admin)],
+    )
+    .await
+    .unwrap();
+    d.put_user(
+        "acme",
+        "bob",
+        Some("bob-password"),
+        &[RoleSpec::tenant_wide(Role::Push)],
+    )
+    .await
+    .unwrap();
+    d.put_user(
+        "acme",
+        "carol",
+        Some("carol-password"),
+        &[pattern("acme/team/*")],
+    )
+    .await
+    .unwrap();
+    d.put_user(
+        "beta",
+        "eve",
+        Some("eve-password"),
+        &[RoleSpec::tenant_wide(Role::Admin)],
+    )
+    .await
+    .unwrap();
+    for repo in ["acme/app", "acme/team/x", "acme/keep", "beta/app"] {
+        s.push_image(repo, "v1", repo).await;
+    }
+    let alice = Some(("alice", "alice-password"));
+    let repo_path = |r: &str| format!("/admin/v1/tenants/acme/repositories/{r}");
+
+    // Without credentials: 401; with a wrong password: 401.
+    for (user, what) in [
+        (None, "anonymous"),
+        (Some(("alice", "wrong-password")), "wrong password"),
+    ] {
+        for path in [
+            repo_path("acme/app"),
+            "/admin/v1/tenants/acme/content".into(),
+        ] {
+            let got = as_account(&cell, user, Method::DELETE, &path).await;
+            assert_eq!(got, (401, "UNAUTHORIZED".into()), "{what} {path}");
+        }
+    }
+    // Another tenant's admin: 403 on every route of acme.
+    let eve = Some(("eve", "eve-password"));
+    for (m, path) in [
+        (Method::DELETE, repo_path("acme/app")),
+        (Method::DELETE, "/admin/v1/tenants/acme/content".into()),
+        (Method::GET, "/admin/v1/tenants/acme/usage".into()),
+    ] {
+        assert_eq!(
+            as_account(&cell, eve, m.clone(), &path).await,
+            (403, "DENIED".into()),
+            "eve: {m} {path}"
+        );
+    }
+    // Own tenant, but not a route open to tenant accounts: 403.
+    for (m, path) in [
+        (Method::GET, "/admin/v1/tenants"),
+        (Method::GET, "/admin/v1/tenants/acme"),
+        (Method::DELETE, "/admin/v1/tenants/acme"),
+        (Method::GET, "/admin/v1/tenants/acme/users"),
+        (Method::GET, "/admin/v1/tenants/acme/export"),
+        (Method::PUT, "/admin/v1/tenants/acme/fence"),
+    ] {
+        assert_eq!(
+            as_account(&cell, alice, m.clone(), path).await,
+            (403, "DENIED".into()),
+            "alice: {m} {path}"
+        );
+    }
+    // Rights inside the tenant: push is not delete; a narrower admin role
+    // deletes its repositories only, and not the whole content.
+    let bob = Some(("bob", "bob-password"));
+    assert_eq!(
+        as_account(&cell, bob, Method::DELETE, &repo_path("acme/app"))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        as_account(&cell, bob, Method::GET, "/admin/v1/tenants/acme/usage")
+            .await
+            .0,
+        200,
+        "any account of the tenant reads its usage"
+    );
+    let carol = Some(("carol", "carol-password"));
+    assert_eq!(
+        as_account(&cell, carol, Method::DELETE, &repo_path("acme/app"))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        as_account(
+            &cell,
+            carol,
+            Method::DELETE,
+            "/admin/v1/tenants/acme/content"
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        as_account(&cell, carol, Method::DELETE, &repo_path("acme/team/x"))
+            .await
+            .0,
+        200
+    );
+
+    // The tenant admin deletes a repository: gone, and usage follows at once.
+    let before = cell.usage("acme").await;
+    assert_eq!(
+        as_account(&cell, alice, Method::DELETE, &repo_path("acme/app"))
+            .await
+            .0,
+        200
+    );
+    let after = cell.usage("acme").await;
+    assert_eq!(after["repositories"], 1, "{after}");
+    assert!(
+        after["bytes"].as_u64().unwrap() < before["bytes"].as_u64().unwrap(),
+        "{before} -> {after}"
+    );
+    let r = s
+        .req(Method::GET, "/v2/acme/app/manifests/v1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Under an immutable-tag rule, the tenant admin cannot purge what it
+    // guards; the operator can.
+    let (status, v) = cell
+        .admin_json(
+            Method::PATCH,
+            "/admin/v1/tenants/acme",
+            Some(json!({"immutable_tags": [{"tag": "v.*"}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        as_account(&cell, alice, Method::DELETE, &repo_path("acme/keep")).await,
+        (403, "DENIED".into())
+    );
+    assert_eq!(
+        as_account(
+            &cell,
+            alice,
+            Method::DELETE,
+            "/admin/v1/tenants/acme/content"
+        )
+        .await,
+        (403, "DENIED".into())
+    );
+    let (status, _) = cell
+        .admin_json(
+            Method::PATCH,
+            "/admin/v1/tenants/acme",
+            Some(json!({"immutable_tags": null})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        as_account(
+            &cell,
+            alice,
+            Method::DELETE,
+            "/admin/v1/tenants/acme/content"
+        )
+        .await
+        .0,
+        200
+    );
+    let u = cell.usage("acme").await;
+    assert_eq!(
+        (&u["bytes"], &u["repositories"]),
+        (&json!(0), &json!(0)),
+        "{u}"
+    );
+    // The other tenant is untouched.
+    let r = s
+        .req(Method::GET, "/v2/beta/app/manifests/v1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(cell.usage("beta").await["repositories"], 1);
+}

@@ -493,7 +493,10 @@ impl Directory {
             let used = self.inner.store.namespace_usage(name, None).await?;
             if used.repositories > 0 {
                 return Err(DirectoryError::Conflict(format!(
-                    "tenant {name} still holds {} repositories ({} bytes); delete them first or force",
+                    "tenant {name} still holds {} repositories ({} bytes): delete its content \
+                     first (`wharf admin content delete {name}`, or one repository with \
+                     `wharf admin repo delete {name}/REPO`), or the tenant with everything it \
+                     holds (`wharf admin tenant delete {name} --force`)",
                     used.repositories, used.bytes
                 )));
             }

@@ -28,9 +28,12 @@ use wharf_storage::BlobStore;
 use wharf_tenants::Directory;
 
 mod admin_cli;
+mod backup_cli;
 mod budget;
 mod config;
 mod config_view;
+#[cfg(test)]
+mod example_config;
 mod fleet_cli;
 mod gc_cli;
 mod startup;
@@ -96,6 +99,13 @@ enum Command {
     /// `check`, `retention [--dry-run] [--tenant T]` (docs/operations.md,
     /// "Garbage collection"; docs/admin.md, "Retention").
     Gc(gc_cli::GcArgs),
+    /// Back up every tenant of a running node (accounts, repositories,
+    /// manifests, tags and the blobs they link) into a new directory,
+    /// through its admin API, while it serves (docs/backup.md).
+    Backup(backup_cli::BackupArgs),
+    /// Restore a `wharf backup` directory into a running node over empty
+    /// stores, through its admin API (docs/backup.md).
+    Restore(backup_cli::RestoreArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -104,6 +114,8 @@ fn main() -> std::process::ExitCode {
         Command::Admin(args) => admin_cli::run(args),
         Command::Fleet(args) => fleet_cli::run_fleet(args),
         Command::Gc(args) => gc_cli::run_gc(args),
+        Command::Backup(args) => backup_cli::run_backup(args),
+        Command::Restore(args) => backup_cli::run_restore(args),
         Command::Keygen { dir } => match keygen(&dir) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

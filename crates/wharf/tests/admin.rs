@@ -426,3 +426,152 @@ fn an_immutable_tag_rule_set_with_the_cli_holds_until_the_operator_lifts_it() {
     assert!(out.contains(r#""immutable_tags": []"#), "{out}");
     assert_eq!(put(2).0, 201, "moved once the operator lifted the rule");
 }
+
+/// `wharf admin --url ADMIN ARGS…` with `env` set (and nothing else of
+/// the admin CLI's environment); its exit code, stdout and stderr.
+fn wharf_admin_env(
+    w: &Wharf,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    c.args(["admin", "--url", &w.admin]).args(args);
+    for v in [
+        "WHARF_ADMIN_TOKEN",
+        "WHARF_ADMIN_TOKEN_FILE",
+        "WHARF_ADMIN_URL",
+        "WHARF_ADMIN_USER",
+        "WHARF_ADMIN_PASSWORD",
+        "WHARF_ADMIN_PASSWORD_FILE",
+    ] {
+        c.env_remove(v);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.code(), text(out.stdout), text(out.stderr))
+}
+
+/// Pushes a one-layer image of `seed` as `repo:tag`.
+fn push_image(w: &Wharf, repo: &str, tag: &str, seed: u8) {
+    let config = push_blob(w, repo, data(100, seed));
+    let layer = push_blob(w, repo, data(5000, seed));
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":100}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":5000}}]}}"#
+    );
+    let r = client()
+        .put(format!("{}/v2/{repo}/manifests/{tag}", w.base))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+#[test]
+fn repositories_and_tenant_content_are_deleted_with_the_cli_by_operator_and_tenant_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "wharf-admin-delete-token";
+    let file = dir.path().join("admin.sha256");
+    std::fs::write(
+        &file,
+        format!("sha256:{}\n", wharf_auth::hash_secret(token)),
+    )
+    .unwrap();
+    let w = Wharf::start_with(
+        &dir.path().join("data"),
+        &["--admin-token-file", file.to_str().unwrap()],
+    );
+    let op = [("WHARF_ADMIN_TOKEN", token)];
+    for t in ["acme", "beta"] {
+        let (code, _, err) = wharf_admin_env(&w, &op, &["tenant", "create", t]);
+        assert_eq!(code, Some(0), "{err}");
+    }
+    for (tenant, user) in [("acme", "alice"), ("beta", "eve")] {
+        let (code, _, err) = wharf_admin_env(
+            &w,
+            &[
+                ("WHARF_ADMIN_TOKEN", token),
+                ("WHARF_PASSWORD", "password-of-it"),
+            ],
+            &["user", "set", tenant, user, "--role", "admin"],
+        );
+        assert_eq!(code, Some(0), "{err}");
+    }
+    push_image(&w, "acme/app", "v1", 1);
+    push_image(&w, "acme/web", "v1", 2);
+    push_image(&w, "beta/app", "v1", 3);
+    let usage = |env: &[(&str, &str)]| -> serde_json::Value {
+        let (code, out, err) = wharf_admin_env(&w, env, &["usage", "acme"]);
+        assert_eq!(code, Some(0), "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let before = usage(&op);
+    assert_eq!(before["repositories"], 2, "{before}");
+
+    // A tenant with repositories is not deleted without --force, and the
+    // refusal says what to run.
+    let (code, _, err) = wharf_admin_env(&w, &op, &["tenant", "delete", "acme"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("409 CONFLICT") && err.contains("wharf admin content delete acme"),
+        "{err}"
+    );
+
+    // The tenant's admin, with its own password: its own repository, yes.
+    let alice = [
+        ("WHARF_ADMIN_USER", "alice"),
+        ("WHARF_ADMIN_PASSWORD", "password-of-it"),
+    ];
+    let (code, out, err) = wharf_admin_env(&w, &alice, &["repo", "delete", "acme/app"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(r#""repositories": 1"#), "{out}");
+    let after = usage(&alice);
+    assert_eq!(after["repositories"], 1, "{after}");
+    assert!(
+        after["bytes"].as_u64() < before["bytes"].as_u64(),
+        "{after}"
+    );
+    let r = client()
+        .get(format!("{}/v2/acme/app/manifests/v1", w.base))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Another tenant's admin: refused; no credentials: refused.
+    let eve = [
+        ("WHARF_ADMIN_USER", "eve"),
+        ("WHARF_ADMIN_PASSWORD", "password-of-it"),
+    ];
+    let (code, _, err) = wharf_admin_env(&w, &eve, &["content", "delete", "acme"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("403 DENIED"), "{err}");
+    let (code, _, err) = wharf_admin_env(&w, &[], &["repo", "delete", "acme/web"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("401 UNAUTHORIZED"), "{err}");
+    // A tenant account manages no tenant.
+    let (code, _, err) = wharf_admin_env(&w, &alice, &["tenant", "delete", "acme", "--force"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("403 DENIED"), "{err}");
+
+    // The operator empties the tenant; usage is zero at once; then the
+    // tenant goes without --force, and the other tenant is untouched.
+    let (code, out, err) = wharf_admin_env(&w, &op, &["content", "delete", "acme"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(r#""repositories": 1"#), "{out}");
+    let empty = usage(&op);
+    assert_eq!(
+        (&empty["bytes"], &empty["repositories"]),
+        (&serde_json::json!(0), &serde_json::json!(0)),
+        "{empty}"
+    );
+    let (code, _, err) = wharf_admin_env(&w, &op, &["tenant", "delete", "acme"]);
+    assert_eq!(code, Some(0), "{err}");
+    let r = client()
+        .get(format!("{}/v2/beta/app/manifests/v1", w.base))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

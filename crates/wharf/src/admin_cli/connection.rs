@@ -1,15 +1,17 @@
 //! How a command reaches the admin API, shared by every `wharf admin`
 //! command and by `wharf gc`.
 //!
-//! Owns: the connection flags (`--url`, `--token-file`) and checking them
+//! Owns: the connection flags (`--url`, `--token-file`, and `--as-user`
+//! with `--password-file` for a tenant's own account) and checking them
 //! ([`Connection::resolve`]), the token read from a file or
-//! WHARF_ADMIN_TOKEN, the [`Call`] a command makes and its path segments,
+//! WHARF_ADMIN_TOKEN, the account's password from a file or
+//! WHARF_ADMIN_PASSWORD, the [`Call`] a command makes and its path segments,
 //! sending it with timeouts, and turning the answer into what is printed
 //! ([`render`]) or into an error message an operator can act on.
 //!
-//! Must never: print, log or put in an error message the token (the
-//! `Authorization` header is marked sensitive, and a URL holding
-//! credentials is refused); follow a redirect (it would carry the token
+//! Must never: print, log or put in an error message the token or the
+//! password (the `Authorization` header is marked sensitive, and a URL
+//! holding credentials is refused); follow a redirect (it would carry the token
 //! elsewhere); or know what any one command means: what to ask is the
 //! command's file's, this only carries it.
 
@@ -66,19 +68,88 @@ pub(crate) struct Connection {
         help_heading = "Connection"
     )]
     token_file: Option<PathBuf>,
+
+    /// Act as this tenant account (a user, or a robot as `tenant+name`)
+    /// with its own password instead of the admin token: enough for
+    /// `usage`, `repo delete` and `content delete` on its own tenant. The
+    /// password is the first line of --password-file, or
+    /// WHARF_ADMIN_PASSWORD.
+    #[arg(
+        long = "as-user",
+        env = "WHARF_ADMIN_USER",
+        global = true,
+        value_name = "NAME",
+        help_heading = "Connection"
+    )]
+    as_user: Option<String>,
+
+    /// File whose first line is --as-user's password.
+    #[arg(
+        long,
+        env = "WHARF_ADMIN_PASSWORD_FILE",
+        global = true,
+        value_name = "FILE",
+        requires = "as_user",
+        help_heading = "Connection"
+    )]
+    password_file: Option<PathBuf>,
 }
 
+/// The environment variable holding --as-user's password, when no
+/// --password-file is given.
+pub(crate) const PASSWORD_ENV: &str = "WHARF_ADMIN_PASSWORD";
+
 impl Connection {
-    /// The admin port's base URL and the token to send, both checked
-    /// before anything is sent.
+    /// The admin port's base URL and the `Authorization` value to send
+    /// (the admin token as `Bearer`, or a tenant account's name and
+    /// password as `Basic`), both checked before anything is sent.
     pub(crate) fn resolve(&self) -> Result<(Url, Option<String>), String> {
         let base = base_url(&self.url)?;
+        if let Some(user) = &self.as_user {
+            let password = account_password(
+                self.password_file.as_deref(),
+                std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
+            )?;
+            return Ok((base, Some(basic(user, &password)?)));
+        }
         let token = admin_token(
             self.token_file.as_deref(),
             std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
         )?;
-        Ok((base, token))
+        Ok((base, token.map(|t| format!("Bearer {t}"))))
     }
+}
+
+/// `Basic …` for `user` and `password`.
+fn basic(user: &str, password: &str) -> Result<String, String> {
+    use base64::Engine as _;
+    if user.is_empty() || user.contains(':') {
+        return Err(format!("--as-user {user:?} is not an account name"));
+    }
+    let pair = format!("{user}:{password}");
+    Ok(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    ))
+}
+
+/// --as-user's password: the first line of `file` if given, else `env`
+/// (WHARF_ADMIN_PASSWORD).
+fn account_password(file: Option<&Path>, env: Option<String>) -> Result<String, String> {
+    let Some(path) = file else {
+        return env.ok_or_else(|| {
+            format!(
+                "--as-user needs the account's password: --password-file FILE or {PASSWORD_ENV}"
+            )
+        });
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading the password from {}: {e}", path.display()))?;
+    let password = text.lines().next().unwrap_or("");
+    if password.is_empty() {
+        return Err(format!("{} holds no password", path.display()));
+    }
+    Ok(password.to_string())
 }
 
 /// One request of the admin API, built and checked before it is sent.
@@ -174,17 +245,18 @@ pub(crate) fn base_url(url: &str) -> Result<Url, String> {
 
 /// Sends `call` and prints the answer as `call.print` says; an error answer
 /// becomes the `Err`.
-pub(super) fn send(base: &Url, token: Option<&str>, call: &Call) -> Result<(), String> {
-    let text = fetch(base, token, call)?;
+pub(super) fn send(base: &Url, auth: Option<&str>, call: &Call) -> Result<(), String> {
+    let text = fetch(base, auth, call)?;
     if let Some(out) = render(call.print, &text)? {
         println!("{out}");
     }
     Ok(())
 }
 
-/// Sends `call`; the body of a successful answer, an error answer as the
-/// `Err`.
-pub(crate) fn fetch(base: &Url, token: Option<&str>, call: &Call) -> Result<String, String> {
+/// Sends `call` with `auth` (an `Authorization` value, from
+/// [`Connection::resolve`]); the body of a successful answer, an error
+/// answer as the `Err`.
+pub(crate) fn fetch(base: &Url, auth: Option<&str>, call: &Call) -> Result<String, String> {
     // A garbage-collection pass runs as long as it has work.
     let timeout = match call.path.starts_with(&format!("{API_PREFIX}/gc")) {
         true => GC_REQUEST_TIMEOUT,
@@ -200,9 +272,10 @@ pub(crate) fn fetch(base: &Url, token: Option<&str>, call: &Call) -> Result<Stri
     let mut request = client
         .request(call.method.clone(), &url)
         .header(ACCEPT, "application/json");
-    if let Some(token) = token {
-        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| "the admin token holds characters a header cannot carry".to_string())?;
+    if let Some(auth) = auth {
+        let mut value = HeaderValue::from_str(auth).map_err(|_| {
+            "the admin token or password holds characters a header cannot carry".to_string()
+        })?;
         value.set_sensitive(true);
         request = request.header(AUTHORIZATION, value);
     }
@@ -353,6 +426,26 @@ mod tests {
         std::fs::write(&file, "\n").unwrap();
         assert!(admin_token(Some(&file), None).is_err());
         assert!(admin_token(Some(&dir.path().join("missing")), None).is_err());
+    }
+
+    #[test]
+    fn a_tenant_account_sends_its_name_and_password_as_basic() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret pass\nsecond\n").unwrap();
+        assert_eq!(
+            account_password(Some(&file), Some("env".into())),
+            Ok("s3cret pass".into())
+        );
+        assert_eq!(account_password(None, Some("env".into())), Ok("env".into()));
+        assert!(account_password(None, None)
+            .unwrap_err()
+            .contains(PASSWORD_ENV));
+        // alice:pw in base64.
+        assert_eq!(basic("alice", "pw"), Ok("Basic YWxpY2U6cHc=".into()));
+        assert!(basic("a:b", "pw").is_err());
+        let a = parse(&["--as-user", "alice", "usage", "acme"]);
+        assert_eq!(a.connection.as_user.as_deref(), Some("alice"));
     }
 
     #[test]

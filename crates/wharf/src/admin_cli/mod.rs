@@ -26,12 +26,14 @@
 //! | file | holds |
 //! |---|---|
 //! | `mod.rs` | `wharf admin` itself: [`AdminArgs`], the command enum, [`run`] and the dispatch to each command's file; shared test helpers |
-//! | `connection.rs` | `--url` and `--token-file` ([`Connection`], also flattened into `wharf gc`); [`Call`] and [`Print`](connection::Print); sending a call, printing its answer, describing errors |
+//! | `connection.rs` | `--url`, `--token-file`, `--as-user` and `--password-file` ([`Connection`], also flattened into `wharf gc`, `wharf backup` and `wharf restore`); [`Call`] and [`Print`](connection::Print); sending a call, printing its answer, describing errors |
 //! | `token.rs` | `wharf admin token` (generating an admin token and its hash line) |
 //! | `tenant.rs` | `wharf admin tenant` (`create`, `list`, `show`, `set`, `delete`): quotas, share, hostname, immutable-tag rules (`--immutable-tag`), retention policy (`--retention-json`); the tenant name check and path |
 //! | `user.rs` | `wharf admin user` (`set`, `list`, `delete`): roles, the password from stdin or WHARF_PASSWORD; the user name check |
 //! | `robot.rs` | `wharf admin robot` (`create`, `list`, `revoke`): grants, lifetimes, `--secret-only` |
 //! | `usage.rs` | `wharf admin usage` |
+//! | `repo.rs` | `wharf admin repo delete` (one repository and everything in it) |
+//! | `content.rs` | `wharf admin content delete` (everything a tenant's repositories hold) |
 //! | `sessions.rs` | `wharf admin sessions revoke` |
 //!
 //! Running retention or garbage collection is `wharf gc` (`crate::gc_cli`),
@@ -42,6 +44,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 pub(crate) mod connection;
+mod content;
+mod repo;
 mod robot;
 mod sessions;
 pub(crate) mod tenant;
@@ -50,6 +54,8 @@ mod usage;
 mod user;
 
 use connection::{send, Call, Connection};
+use content::ContentCommand;
+use repo::RepoCommand;
 use robot::RobotCommand;
 use sessions::SessionsCommand;
 use tenant::TenantCommand;
@@ -94,6 +100,12 @@ enum ApiCommand {
     Robot(RobotCommand),
     /// What a tenant holds (bytes, repositories) and its quota.
     Usage(UsageArgs),
+    /// Delete a repository and everything in it.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Delete everything a tenant's repositories hold (the tenant stays).
+    #[command(subcommand)]
+    Content(ContentCommand),
     /// End sessions: access and refresh tokens issued before stop working
     /// at once (passwords and robot secrets still log in).
     #[command(subcommand)]
@@ -118,13 +130,13 @@ fn execute(args: AdminArgs) -> Result<(), String> {
         AdminCommand::Api(command) => command,
     };
     // The URL and token are checked before anyone is asked for a password.
-    let (base, token) = args.connection.resolve()?;
+    let (base, auth) = args.connection.resolve()?;
     let password = match &command {
         ApiCommand::User(user) => user.password()?,
         _ => None,
     };
     let call = call(&command, password.as_deref())?;
-    send(&base, token.as_deref(), &call)
+    send(&base, auth.as_deref(), &call)
 }
 
 /// The request `command` makes; `password` is what `user set` read from
@@ -135,6 +147,8 @@ fn call(command: &ApiCommand, password: Option<&str>) -> Result<Call, String> {
         ApiCommand::User(user) => user.call(password),
         ApiCommand::Robot(robot) => robot.call(),
         ApiCommand::Usage(usage) => usage.call(),
+        ApiCommand::Repo(repo) => repo.call(),
+        ApiCommand::Content(content) => content.call(),
         ApiCommand::Sessions(sessions) => sessions.call(),
     }
 }

@@ -93,12 +93,13 @@ pub(super) enum TenantCommand {
     },
     /// Delete a tenant with its users and robot accounts.
     ///
-    /// Its repositories' data is not deleted; without --force a tenant that
-    /// still holds repositories is refused.
+    /// Without --force a tenant that still holds repositories is refused
+    /// (`content delete` empties it first); with it, everything its
+    /// repositories hold is deleted too.
     Delete {
         /// The tenant.
         name: String,
-        /// Delete it even though it holds repositories.
+        /// Delete it even though it holds repositories, with their content.
         #[arg(long)]
         force: bool,
     },
