@@ -229,9 +229,16 @@ where
                 note: note.unwrap_or_default(),
                 received,
             };
+            // A streamed body's length is in its header, not its hint.
+            let declared = resp
+                .headers()
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
             resp.headers_mut().insert(REQUEST_ID_HEADER.clone(), id);
             Ok(resp.map(|inner| {
                 Body::new(Logged {
+                    length: inner.size_hint().exact().or(declared),
                     inner,
                     record: Some(record),
                     sent: 0,
@@ -330,6 +337,9 @@ struct Logged {
     sent: u64,
     /// The body said it had no more frames (or failed).
     ended: bool,
+    /// The body's length, when known: hyper stops polling a body once it
+    /// has sent that many bytes, without asking for the end.
+    length: Option<u64>,
 }
 
 impl HttpBody for Logged {
@@ -365,8 +375,10 @@ impl Drop for Logged {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
             // A HEAD answer's body is never sent; hyper drops it as is.
-            let completed =
-                self.ended || self.inner.is_end_stream() || record.method == Method::HEAD;
+            let completed = self.ended
+                || self.inner.is_end_stream()
+                || self.length.is_some_and(|n| self.sent >= n)
+                || record.method == Method::HEAD;
             record.write(self.sent, completed);
         }
     }
