@@ -281,9 +281,17 @@ pub fn redacted(uri: &Uri) -> String {
 /// `X-Amz-Credential`).
 fn is_secret_name(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    ["pass", "token", "secret", "key", "signature", "credential", "auth"]
-        .iter()
-        .any(|w| name.contains(w))
+    [
+        "pass",
+        "token",
+        "secret",
+        "key",
+        "signature",
+        "credential",
+        "auth",
+    ]
+    .iter()
+    .any(|w| name.contains(w))
 }
 
 /// What the line says, gathered as the request goes.

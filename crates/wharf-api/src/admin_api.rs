@@ -478,20 +478,17 @@ struct UnlockInput {
 
 /// Ends an account's failed-login blocks on this node now, instead of when
 /// they run out (at most 15 minutes after the last failure).
-async fn unlock_logins(
-    State(api): State<Arc<AdminApi>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Answer {
+async fn unlock_logins(State(api): State<Arc<AdminApi>>, headers: HeaderMap, body: Body) -> Answer {
     let input: UnlockInput = read_json(&headers, body).await?;
     if input.user.is_empty() || input.user.len() > 256 {
         return Err(Failure::invalid("user must be 1 to 256 bytes"));
     }
     let client = match input.client.as_deref() {
         None => None,
-        Some(c) => Some(c.parse::<std::net::IpAddr>().map_err(|_| {
-            Failure::invalid(format!("client {c:?} is not an IP address"))
-        })?),
+        Some(c) => Some(
+            c.parse::<std::net::IpAddr>()
+                .map_err(|_| Failure::invalid(format!("client {c:?} is not an IP address")))?,
+        ),
     };
     let Some(users) = &api.logins else {
         return Err(Failure(

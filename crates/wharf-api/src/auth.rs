@@ -852,7 +852,11 @@ impl TokenService {
 
     /// Verifies `user`'s password; `Err` is the response to send.
     async fn login(&self, user: &str, password: &str, client: Option<IpAddr>) -> crate::Result<()> {
-        match self.users.login(user, password, client, "token endpoint").await? {
+        match self
+            .users
+            .login(user, password, client, "token endpoint")
+            .await?
+        {
             Login::Ok => Ok(()),
             Login::Wrong => {
                 tracing::debug!(user = %user, "token endpoint: wrong password or unknown user");

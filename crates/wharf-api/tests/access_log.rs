@@ -312,7 +312,10 @@ async fn refusals_by_admission_are_logged_with_their_status() {
         .unwrap();
     assert_eq!(r.status(), 429);
     let line = access_line(&id_of(&r)).await;
-    assert_eq!((line["status"].clone(), line["tenant"].clone()), (429.into(), "shed".into()));
+    assert_eq!(
+        (line["status"].clone(), line["tenant"].clone()),
+        (429.into(), "shed".into())
+    );
     let _full = held.acquire(Class::Pull, "someone").await.unwrap();
     let r = s
         .req(Method::GET, "/v2/other/app/manifests/v1")

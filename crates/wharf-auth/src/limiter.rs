@@ -165,7 +165,12 @@ impl LoginLimiter {
     pub fn unlock(&self, account: &str, ip: Option<IpAddr>) -> usize {
         match ip {
             Some(ip) => {
-                let pair = usize::from(lock(&self.pairs).map.remove(&pair_key(Some(ip), account)).is_some());
+                let pair = usize::from(
+                    lock(&self.pairs)
+                        .map
+                        .remove(&pair_key(Some(ip), account))
+                        .is_some(),
+                );
                 let client = usize::from(lock(&self.clients).map.remove(&client_key(ip)).is_some());
                 pair + client
             }
@@ -538,14 +543,28 @@ mod tests {
         // One address: its pair and its own count (8 failures, over 5).
         assert_eq!(l.unlock("alice", ip(1)), 2);
         assert_eq!(l.check(ip(1), "alice", t), Ok(()));
-        assert!(l.check(ip(2), "alice", t).is_err(), "still blocked elsewhere");
+        assert!(
+            l.check(ip(2), "alice", t).is_err(),
+            "still blocked elsewhere"
+        );
         // Every address; bob's blocks stay.
         assert_eq!(l.unlock("alice", None), 1);
-        assert_eq!(l.check(ip(2), "alice", t).map_err(|_| ()), Err(()), "ip 2's own count");
-        assert_eq!(l.unlock("alice", ip(2)), 1, "ip 2's count, the pair is gone");
+        assert_eq!(
+            l.check(ip(2), "alice", t).map_err(|_| ()),
+            Err(()),
+            "ip 2's own count"
+        );
+        assert_eq!(
+            l.unlock("alice", ip(2)),
+            1,
+            "ip 2's count, the pair is gone"
+        );
         assert_eq!(l.check(ip(2), "alice", t), Ok(()));
         for client in [ip(1), ip(2)] {
-            assert!(l.check(client, "bob", t).is_err(), "bob's pairs stay blocked");
+            assert!(
+                l.check(client, "bob", t).is_err(),
+                "bob's pairs stay blocked"
+            );
         }
         assert_eq!(l.unlock("nobody", None), 0);
     }

@@ -864,8 +864,16 @@ mod tests {
             ..Default::default()
         };
         assert!(!merge(off, "access_log = \"on\"").unwrap().access_log);
-        assert!(!merge(ServeArgs::default(), "access_log = \"off\"").unwrap().access_log);
-        assert!(merge(ServeArgs::default(), "access_log = \"on\"").unwrap().access_log);
+        assert!(
+            !merge(ServeArgs::default(), "access_log = \"off\"")
+                .unwrap()
+                .access_log
+        );
+        assert!(
+            merge(ServeArgs::default(), "access_log = \"on\"")
+                .unwrap()
+                .access_log
+        );
         assert!(toml::from_str::<ServeArgs>("access_log = \"maybe\"").is_err());
     }
 

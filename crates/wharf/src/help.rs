@@ -57,7 +57,9 @@ pub fn with_machine_defaults(cmd: Command, machine: Machine) -> Command {
                 let text = note(id, value);
                 s = s.mut_arg(id, |arg| {
                     let short = arg.get_help().map(|h| with_note(&h.to_string(), &text));
-                    let long = arg.get_long_help().map(|h| with_note(&h.to_string(), &text));
+                    let long = arg
+                        .get_long_help()
+                        .map(|h| with_note(&h.to_string(), &text));
                     let arg = match short {
                         Some(h) => arg.help(h),
                         None => arg,
@@ -91,7 +93,10 @@ mod tests {
     #[test]
     fn the_note_goes_inside_the_default() {
         assert_eq!(
-            with_note("Pulls at once [default: 128 per core]", "on this machine: 256"),
+            with_note(
+                "Pulls at once [default: 128 per core]",
+                "on this machine: 256"
+            ),
             "Pulls at once [default: 128 per core; on this machine: 256]"
         );
         assert_eq!(with_note("Pulls", "x"), "Pulls [x]");

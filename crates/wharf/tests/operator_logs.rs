@@ -18,20 +18,26 @@ fn start(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Child, String, St
     let log = std::fs::File::create(dir.join("log")).unwrap();
     let (addr, admin) = (dir.join("addr"), dir.join("admin-addr"));
     let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--addr-file")
-        .arg(&addr)
-        .arg("--admin-addr-file")
-        .arg(&admin)
-        .args(extra)
-        .env_remove("WHARF_ADMIN_TOKEN_FILE")
-        .env_remove("WHARF_ADMIN_TOKEN_HASH_FILE")
-        .env_remove("WHARF_ACCESS_LOG")
-        .env_remove("WHARF_LOG")
-        .stdout(Stdio::null())
-        .stderr(log);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--data-dir")
+    .arg(dir.join("data"))
+    .arg("--addr-file")
+    .arg(&addr)
+    .arg("--admin-addr-file")
+    .arg(&admin)
+    .args(extra)
+    .env_remove("WHARF_ADMIN_TOKEN_FILE")
+    .env_remove("WHARF_ADMIN_TOKEN_HASH_FILE")
+    .env_remove("WHARF_ACCESS_LOG")
+    .env_remove("WHARF_LOG")
+    .stdout(Stdio::null())
+    .stderr(log);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -187,7 +193,13 @@ fn a_second_node_on_the_same_data_directory_says_who_holds_it() {
     let (child, _, _) = start(dir.path(), &[], &[]);
     let data = dir.path().join("data");
     let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(&data)
         .output()
@@ -224,7 +236,9 @@ fn the_admin_cli_without_a_token_says_how_to_give_one() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains("401") && err.contains("--token-file") && err.contains("WHARF_ADMIN_TOKEN_FILE"),
+        err.contains("401")
+            && err.contains("--token-file")
+            && err.contains("WHARF_ADMIN_TOKEN_FILE"),
         "{err}"
     );
     let err = text(&wrong.stderr);
@@ -267,8 +281,15 @@ fn a_locked_out_user_is_unlocked_by_the_admin_cli() {
         assert_eq!(r.status(), 401, "attempt {i}");
     }
     let locked = locked.expect("locked out within 30 failures");
-    let retry: u64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!(retry >= 10, "a long enough block to see it end early: {retry}");
+    let retry: u64 = locked.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        retry >= 10,
+        "a long enough block to see it end early: {retry}"
+    );
     assert_eq!(login("lockee", "the-right-password").status(), 429);
 
     let answer = run(&["user", "unlock", "lockee", "--client", "127.0.0.1"], &[]);
@@ -277,6 +298,9 @@ fn a_locked_out_user_is_unlocked_by_the_admin_cli() {
     assert_eq!(login("lockee", "the-right-password").status(), 200);
     stop(child);
     let lines = std::fs::read_to_string(dir.path().join("log")).unwrap();
-    assert!(lines.contains("locked out") && lines.contains("client=127.0.0.1"), "{lines}");
+    assert!(
+        lines.contains("locked out") && lines.contains("client=127.0.0.1"),
+        "{lines}"
+    );
     assert!(!lines.contains("wrong-password") && !lines.contains("the-right-password"));
 }
