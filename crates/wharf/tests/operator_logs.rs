@@ -304,3 +304,95 @@ fn a_locked_out_user_is_unlocked_by_the_admin_cli() {
     );
     assert!(!lines.contains("wrong-password") && !lines.contains("the-right-password"));
 }
+
+/// `scripts/postgres.sh ACTION DIR [PORT]`; its stdout.
+fn postgres(action: &str, dir: &Path, port: Option<u16>) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(script).arg(action).arg(dir);
+    if let Some(p) = port {
+        cmd.arg(p.to_string());
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "postgres.sh {action}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_database_outage_is_logged_once_with_the_address_then_its_end() {
+    if !Path::new("/usr/lib/postgresql").exists() {
+        let required = std::env::var_os("CI").is_some()
+            || std::env::var_os("WHARF_REQUIRE_POSTGRES").is_some();
+        assert!(
+            !required,
+            "PostgreSQL is required here: run scripts/install-deps.sh"
+        );
+        eprintln!("skipped: PostgreSQL is not installed");
+        return;
+    }
+    const PORT: u16 = 16400;
+    let pg = tempfile::Builder::new()
+        .prefix("wharf-pg")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let url = postgres("start", pg.path(), Some(PORT));
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base, _) = start(dir.path(), &["--metadata-url", &url], &[]);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let tags = format!("{base}/v2/outage/app/tags/list");
+    assert_eq!(client.get(&tags).send().unwrap().status(), 404);
+
+    postgres("stop", pg.path(), None);
+    // Several seconds of directory refreshes (one a second) and requests,
+    // each failing to connect.
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(4) {
+        assert_eq!(client.get(&tags).send().unwrap().status(), 503);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    postgres("start", pg.path(), Some(PORT));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(&tags).send().unwrap().status() != 404 {
+        assert!(Instant::now() < deadline, "metadata did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(child);
+    postgres("stop", pg.path(), None);
+
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(lines("cannot connect to PostgreSQL (metadata)"), 1, "{log}");
+    let first = log
+        .lines()
+        .find(|l| l.contains("cannot connect to PostgreSQL (metadata)"))
+        .unwrap();
+    assert!(
+        first.contains("WARN")
+            && first.contains(&format!("127.0.0.1:{PORT}"))
+            && first.contains("error="),
+        "{first}"
+    );
+    assert_eq!(lines("still cannot connect"), 0, "under a minute: {log}");
+    assert_eq!(
+        lines("connected to PostgreSQL (metadata) again"),
+        1,
+        "{log}"
+    );
+    // Nothing repeats the outage every second: besides the lines above,
+    // the directory refresher's and the breaker's (once each), and the
+    // pool's own (one per pooled connection lost when the server went).
+    let warnings = |pool: bool| {
+        log.lines()
+            .filter(|l| l.contains(" WARN ") && l.contains("deadpool") == pool)
+            .count()
+    };
+    assert!(warnings(false) <= 4, "{}:\n{log}", warnings(false));
+    assert!(warnings(true) <= 2 * 16, "{}:\n{log}", warnings(true));
+}
