@@ -22,7 +22,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -56,6 +56,9 @@ pub struct AdminApi {
     /// (`crate::admin_rights`): its own failed-login limiter and cache,
     /// apart from the registry port's.
     pub(crate) logins: crate::auth::Users,
+    /// Whose passwords the registry port checks (for unlocking accounts);
+    /// `None` with `--auth none`.
+    registry_logins: Option<Arc<crate::auth::Users>>,
 }
 
 impl AdminApi {
@@ -66,7 +69,15 @@ impl AdminApi {
             token_hash: token_hash.map(|h| h.to_ascii_lowercase()),
             registry: None,
             traffic: None,
+            registry_logins: None,
         }
+    }
+
+    /// Serves `POST /admin/v1/logins/unlock` over `users`, the registry
+    /// port's (and its token endpoint's) password checks.
+    pub fn with_logins(mut self, users: Option<Arc<crate::auth::Users>>) -> AdminApi {
+        self.registry_logins = users;
+        self
     }
 
     /// Serves the routes that act on the registry's content (retention)
@@ -111,6 +122,7 @@ pub fn admin_api_router(api: Arc<AdminApi>) -> Router {
             delete(revoke_tenant_sessions),
         )
         .route("/admin/v1/sessions", delete(revoke_all_sessions))
+        .route("/admin/v1/logins/unlock", post(unlock_logins))
         .route(
             "/admin/v1/tenants/{tenant}/robots",
             get(list_robots).post(create_robot),
@@ -490,6 +502,45 @@ async fn revoke_all_sessions(State(api): State<Arc<AdminApi>>) -> Answer {
     answer(
         StatusCode::OK,
         json!({ "revoked_refresh_tokens": r.refresh_tokens }),
+    )
+}
+
+/// `POST /admin/v1/logins/unlock`: which account to unlock, and from
+/// which address (all of them when absent).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnlockInput {
+    user: String,
+    #[serde(default)]
+    client: Option<String>,
+}
+
+/// Ends an account's failed-login blocks on this node now, instead of when
+/// they run out (at most 15 minutes after the last failure).
+async fn unlock_logins(State(api): State<Arc<AdminApi>>, headers: HeaderMap, body: Body) -> Answer {
+    let input: UnlockInput = read_json(&headers, body).await?;
+    if input.user.is_empty() || input.user.len() > 256 {
+        return Err(Failure::invalid("user must be 1 to 256 bytes"));
+    }
+    let client = match input.client.as_deref() {
+        None => None,
+        Some(c) => Some(
+            c.parse::<std::net::IpAddr>()
+                .map_err(|_| Failure::invalid(format!("client {c:?} is not an IP address")))?,
+        ),
+    };
+    let Some(users) = &api.registry_logins else {
+        return Err(Failure(
+            StatusCode::CONFLICT,
+            "CONFLICT",
+            "this node checks no passwords (it runs with --auth none): nothing is locked".into(),
+        ));
+    };
+    let cleared = users.unlock(&input.user, client);
+    tracing::info!(user = %input.user, client = ?client, cleared, "admin: failed logins unlocked");
+    answer(
+        StatusCode::OK,
+        json!({ "user": input.user, "client": input.client, "cleared": cleared }),
     )
 }
 

@@ -116,7 +116,7 @@ pub(crate) async fn tenant_caller(
     let credential = api.directory.credential(user);
     let login = api
         .logins
-        .login(user, password, client)
+        .login(user, password, client, "admin API")
         .await
         .map_err(|e| {
             let (code, status) = e.classify();

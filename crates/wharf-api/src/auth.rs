@@ -219,6 +219,14 @@ impl Users {
         Users::new(empty, Some(HashMap::new())).with_directory(directory)
     }
 
+    /// Ends the failed-login blocks of `user` on this node, from `client`
+    /// only (with that address's own count) or from everywhere; how many
+    /// entries were forgotten. Each node keeps its own counts, so a
+    /// cluster's operator asks every node.
+    pub fn unlock(&self, user: &str, client: Option<IpAddr>) -> usize {
+        self.limiter.unlock(user, client)
+    }
+
     /// The directory's view of `subject` now.
     fn status(&self, subject: &str) -> SubjectStatus {
         match &self.directory {
@@ -248,20 +256,29 @@ impl Users {
     /// checked). A check remembered as right within the cache's lifetime is
     /// never refused by the limiter: a stranger's failures cannot stop the
     /// requests of a user who is already logged in.
+    ///
+    /// Failures are logged at `INFO` (`failed login`) and refusals by the
+    /// limiter at `WARN` (`login refused: locked out`), each with the user
+    /// name as sent (at most 64 characters), the client's address and
+    /// `via` (where the password was presented); never the password.
     pub(crate) async fn login(
         &self,
         user: &str,
         password: &str,
         client: Option<IpAddr>,
+        via: &'static str,
     ) -> Result<Login, RegistryError> {
         let key = self.cache_key(user, password);
         if self.status(user) != SubjectStatus::Inactive && self.remembered(&key) {
             return Ok(Login::Ok);
         }
         let now = Instant::now();
+        let address = || client.map_or_else(|| "-".to_string(), |ip| ip.to_string());
         if let Err(wait) = self.limiter.check(client, user, now) {
-            tracing::warn!(user = %clip(user), client = ?client,
-                retry_after_secs = wait.as_secs(), "login refused: too many failures from this client");
+            tracing::warn!(user = %clip(user), client = %address(), via,
+                retry_after_secs = wait.as_secs().max(1),
+                "login refused: locked out after too many failed logins from this client \
+                 (ends by itself after retry_after_secs; `wharf admin user unlock` ends it now)");
             return Err(RegistryError::TooManyRequests {
                 reason: "too many failed logins from this address; try again later".into(),
                 retry_after: wait.as_secs().max(1) as u32,
@@ -271,7 +288,8 @@ impl Users {
         match outcome {
             Login::Ok => self.limiter.succeeded(client, user, Instant::now()),
             Login::Wrong => {
-                tracing::info!(user = %clip(user), client = ?client, "failed login");
+                tracing::info!(user = %clip(user), client = %address(), via,
+                    "failed login: wrong password, or no such active user or robot");
                 self.limiter.failed(client, user, Instant::now())
             }
         }
@@ -688,7 +706,7 @@ pub async fn check(
                 }
                 _ => return Err(unauthorized(challenge.header_value(), head)),
             };
-            match users.login(&user, &password, client).await {
+            match users.login(&user, &password, client, "basic").await {
                 Err(busy) => return Err(error_response(&busy, head)),
                 Ok(Login::Wrong) => {
                     tracing::debug!(user = %user, "wrong password or unknown user");
@@ -834,7 +852,11 @@ impl TokenService {
 
     /// Verifies `user`'s password; `Err` is the response to send.
     async fn login(&self, user: &str, password: &str, client: Option<IpAddr>) -> crate::Result<()> {
-        match self.users.login(user, password, client).await? {
+        match self
+            .users
+            .login(user, password, client, "token endpoint")
+            .await?
+        {
             Login::Ok => Ok(()),
             Login::Wrong => {
                 tracing::debug!(user = %user, "token endpoint: wrong password or unknown user");
@@ -968,6 +990,10 @@ impl TokenService {
             HeaderValue::from_static("application/json"),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let subject = principal.subject();
+        resp.extensions_mut().insert(Caller {
+            subject: (!subject.is_empty()).then(|| subject.to_string()),
+        });
         Ok(resp)
     }
 

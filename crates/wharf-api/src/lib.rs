@@ -39,6 +39,7 @@ use wharf_telemetry::RequestMetrics;
 
 pub use body::MinRate;
 
+pub mod access_log;
 pub mod admin;
 pub mod admin_api;
 mod admin_fence;
@@ -221,10 +222,23 @@ fn refusal_error(r: Refusal) -> RegistryError {
     }
 }
 
-/// Routes every request: parse the path once, authenticate it, admit it (or
-/// refuse at once), then match endpoint and method; record its latency and
-/// bytes.
+/// Answers every request ([`answer`]) and hands the access log what only
+/// routing learns: the tenant and the verified user.
 async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response {
+    let mut note = access_log::AccessNote::default();
+    let mut response = answer(&state, request, &mut note).await;
+    response.extensions_mut().insert(note);
+    response
+}
+
+/// Routes a request: parse the path once, authenticate it, admit it (or
+/// refuse at once), then match endpoint and method; record its latency and
+/// bytes, and what the access log needs in `note`.
+async fn answer(
+    state: &Arc<AppState>,
+    request: Request<Body>,
+    note: &mut access_log::AccessNote,
+) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let client = parts
@@ -266,6 +280,8 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
     };
     if c.tenant.is_empty() {
         c.tenant = client_share_key(client);
+    } else {
+        note.tenant = Some(c.tenant.clone());
     }
     // A request answered before it reaches a handler (refused, or its
     // token form unreadable), recorded like any other.
@@ -291,7 +307,7 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
     // Before admission, so that requests without valid credentials never
     // hold a slot; the token endpoint checks its own credentials.
     if token_service.is_none() {
-        let refusal = host_tenant_refusal(&state, &endpoint, host.as_deref(), &req.uri);
+        let refusal = host_tenant_refusal(state, &endpoint, host.as_deref(), &req.uri);
         let checked = match refusal {
             Some(refusal) => Err(error::error_response(&refusal, head)),
             None if matches!(state.auth, auth::Auth::None) => Ok(caller::Caller::default()),
@@ -301,7 +317,10 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
             }
         };
         match checked {
-            Ok(caller) => req.caller = caller,
+            Ok(caller) => {
+                note.user.clone_from(&caller.subject);
+                req.caller = caller;
+            }
             Err(resp) => return early(resp),
         }
     }
@@ -348,11 +367,17 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
             .handle(&req.method, &req.uri, &req.headers, body, client)
             .await
         {
-            Ok(r) => r,
+            Ok(mut r) => {
+                // Who the token was issued to (none for an anonymous one).
+                if let Some(who) = r.extensions_mut().remove::<caller::Caller>() {
+                    note.user = who.subject;
+                }
+                r
+            }
             Err(RegistryError::Unauthorized) => t.unauthorized(head),
             Err(e) => error::error_response(&e, head),
         },
-        (None, Ok(endpoint)) => route(&state, endpoint, &req, body)
+        (None, Ok(endpoint)) => route(state, endpoint, &req, body)
             .await
             .unwrap_or_else(|e| error::error_response(&e, head)),
         (None, Err(e)) => {

@@ -1314,14 +1314,20 @@ async fn admin_api_checks_its_token_and_never_shows_secrets() {
     .await;
     o.expect(200, "", "update alice");
     shown.push(o.body);
-    call(
+    let taken = call(
         Method::PUT,
         "/tenants/globex/users/alice",
         Some(user.clone()),
         admin,
     )
-    .await
-    .expect(409, "CONFLICT", "alice's name in another tenant");
+    .await;
+    taken.expect(409, "CONFLICT", "alice's name in another tenant");
+    // The operator learns whose it is and what to do.
+    assert!(
+        taken.message.contains("taken by tenant acme")
+            && taken.message.contains("wharf admin user delete acme alice"),
+        "{taken:?}"
+    );
     call(Method::PUT, "/tenants/nope/users/bob", Some(user), admin)
         .await
         .expect(404, "NOT_FOUND", "user of an unknown tenant");

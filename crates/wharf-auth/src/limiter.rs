@@ -148,7 +148,7 @@ impl LoginLimiter {
         if let Some(ip) = ip {
             lock(&self.clients).fail(client_key(ip), now);
         }
-        lock(&self.pairs).fail(pair_key(ip, account), now);
+        lock(&self.pairs).fail(pair_key(ip, account), account_tag(account), now);
     }
 
     /// A password check for `account` from `ip` succeeded: forgets that
@@ -156,6 +156,32 @@ impl LoginLimiter {
     pub fn succeeded(&self, ip: Option<IpAddr>, account: &str, now: Instant) {
         let _ = now;
         lock(&self.pairs).map.remove(&pair_key(ip, account));
+    }
+
+    /// Ends `account`'s blocks now (an operator's unlock): from `ip` only,
+    /// together with that address's own count across accounts, or from
+    /// every address when `ip` is `None`. Returns how many entries were
+    /// forgotten (0: nothing was blocked or counted).
+    pub fn unlock(&self, account: &str, ip: Option<IpAddr>) -> usize {
+        match ip {
+            Some(ip) => {
+                let pair = usize::from(
+                    lock(&self.pairs)
+                        .map
+                        .remove(&pair_key(Some(ip), account))
+                        .is_some(),
+                );
+                let client = usize::from(lock(&self.clients).map.remove(&client_key(ip)).is_some());
+                pair + client
+            }
+            None => {
+                let tag = account_tag(account);
+                let mut pairs = lock(&self.pairs);
+                let before = pairs.map.len();
+                pairs.map.retain(|_, s| s.account != tag);
+                before - pairs.map.len()
+            }
+        }
     }
 
     /// Clients currently remembered (for a saturation gauge).
@@ -209,9 +235,20 @@ fn pair_key(ip: Option<IpAddr>, account: &str) -> PairKey {
     key
 }
 
+/// The account of a pair, as a SHA-256 prefix (so that an unlock can find
+/// every pair of one account without keeping its name).
+fn account_tag(account: &str) -> [u8; 8] {
+    let digest = Sha256::digest(account.as_bytes());
+    let mut tag = [0u8; 8];
+    tag.copy_from_slice(&digest[..8]);
+    tag
+}
+
 /// One pair's failures and the block they earned.
 #[derive(Debug, Clone, Copy)]
 struct PairSlot {
+    /// Whose pair it is ([`account_tag`]).
+    account: [u8; 8],
     failures: u32,
     last: Instant,
     blocked_until: Option<Instant>,
@@ -243,7 +280,7 @@ impl Pairs {
         (until > now).then(|| until - now)
     }
 
-    fn fail(&mut self, key: PairKey, now: Instant) {
+    fn fail(&mut self, key: PairKey, account: [u8; 8], now: Instant) {
         let c = self.config;
         if c.pair_failures == 0 {
             return;
@@ -259,6 +296,7 @@ impl Pairs {
         self.map.insert(
             key,
             PairSlot {
+                account,
                 failures,
                 last: now,
                 blocked_until,
@@ -489,6 +527,46 @@ mod tests {
         // The same account from elsewhere, and another account from here.
         assert_eq!(l.check(ip(2), "alice", t), Ok(()));
         assert_eq!(l.check(ip(1), "bob", t), Ok(()));
+    }
+
+    #[test]
+    fn an_unlock_ends_an_accounts_blocks_from_one_address_or_all() {
+        let l = LoginLimiter::new(small());
+        let t = Instant::now();
+        for _ in 0..4 {
+            for client in [ip(1), ip(2)] {
+                l.failed(client, "alice", t);
+                l.failed(client, "bob", t);
+            }
+        }
+        assert!(l.check(ip(1), "alice", t).is_err());
+        // One address: its pair and its own count (8 failures, over 5).
+        assert_eq!(l.unlock("alice", ip(1)), 2);
+        assert_eq!(l.check(ip(1), "alice", t), Ok(()));
+        assert!(
+            l.check(ip(2), "alice", t).is_err(),
+            "still blocked elsewhere"
+        );
+        // Every address; bob's blocks stay.
+        assert_eq!(l.unlock("alice", None), 1);
+        assert_eq!(
+            l.check(ip(2), "alice", t).map_err(|_| ()),
+            Err(()),
+            "ip 2's own count"
+        );
+        assert_eq!(
+            l.unlock("alice", ip(2)),
+            1,
+            "ip 2's count, the pair is gone"
+        );
+        assert_eq!(l.check(ip(2), "alice", t), Ok(()));
+        for client in [ip(1), ip(2)] {
+            assert!(
+                l.check(client, "bob", t).is_err(),
+                "bob's pairs stay blocked"
+            );
+        }
+        assert_eq!(l.unlock("nobody", None), 0);
     }
 
     #[test]

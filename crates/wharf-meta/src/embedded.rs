@@ -200,7 +200,10 @@ impl EmbeddedStore {
                 MetaError::Unavailable(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
-        let db = Database::create(path).map_err(engine)?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => already_open(path),
+            e => engine(e),
+        })?;
 
         // Create every table up front, so read transactions can always open
         // them and never see "table does not exist".
@@ -336,6 +339,22 @@ fn run_one<T>(
 
 /// Maps any redb error: I/O trouble and a database held by another process
 /// mean the store is unavailable; everything else is internal.
+/// The database file is locked by another process: say who that probably
+/// is and what to do, naming the data directory (the file's parent).
+fn already_open(path: &Path) -> MetaError {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    MetaError::Unavailable(format!(
+        "{} is already open in another process: another Wharf (or another program) \
+         uses the data directory {}. Stop it first, or give this one a data directory \
+         of its own (--data-dir)",
+        path.display(),
+        dir.display()
+    ))
+}
+
 fn engine(e: impl Into<redb::Error>) -> MetaError {
     match e.into() {
         e @ (redb::Error::Io(_) | redb::Error::DatabaseAlreadyOpen) => {

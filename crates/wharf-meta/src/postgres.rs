@@ -90,6 +90,7 @@ use tokio_postgres::{NoTls, Row};
 use wharf_core::{Digest, RepoName, Tag, UploadId};
 
 mod gc;
+mod reach;
 
 use crate::gc::{GcStatus, Known, ReviewPolicy, Verdict};
 use crate::retention::{snapshots, RepoRead, PULL_RECORD_SECS};
@@ -718,6 +719,8 @@ pub struct PostgresStore {
     server_limit: usize,
     /// `user@host:port/database`, for messages (never the password).
     address: String,
+    /// Whether the server is reached, told in the log once per outage.
+    reach: std::sync::Arc<reach::Reach>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -818,7 +821,8 @@ impl PostgresStore {
             deadline: config.connect_timeout * 2 + config.statement_timeout,
             connect_timeout: config.connect_timeout,
             server_limit: 0,
-            address,
+            address: address.clone(),
+            reach: std::sync::Arc::new(reach::Reach::new(address)),
         })
     }
 
@@ -1043,14 +1047,33 @@ impl PostgresStore {
     /// Checks a connection out of the pool, waiting at most
     /// `connect_timeout` for one to be free (and as long to open one).
     async fn conn(&self) -> Result<Conn, Failure> {
-        let obj = self.pool.get().await.map_err(|e| match e {
+        let got = self.pool.get().await;
+        if got.is_ok() {
+            if let Some(line) = self.reach.connected(std::time::Instant::now()) {
+                self.reach.log(line, "");
+            }
+        }
+        // A connection that could not be made is told in the log once per
+        // outage (reach.rs); the error names the server and the cause.
+        let unreachable = |cause: String| {
+            if let Some(line) = self.reach.failed(std::time::Instant::now()) {
+                self.reach.log(line, &cause);
+            }
+            MetaError::Unavailable(format!(
+                "cannot connect to PostgreSQL at {}: {cause}",
+                self.reach.address
+            ))
+        };
+        let obj = got.map_err(|e| match e {
+            PoolError::Timeout(deadpool_postgres::TimeoutType::Create) => unreachable(format!(
+                "no connection within {:?} (server down, or a firewall dropping packets?)",
+                self.connect_timeout
+            )),
             PoolError::Timeout(kind) => MetaError::Unavailable(format!(
                 "no PostgreSQL connection within the timeout ({kind:?}); pool: {:?}",
                 self.pool_stats()
             )),
-            PoolError::Backend(e) => {
-                MetaError::Unavailable(format!("cannot connect to PostgreSQL: {e}"))
-            }
+            PoolError::Backend(e) => unreachable(error_chain(&e)),
             PoolError::Closed => {
                 MetaError::Unavailable("the PostgreSQL connection pool is closed".into())
             }
@@ -1067,6 +1090,22 @@ impl PostgresStore {
             cancel_timeout: self.connect_timeout,
         })
     }
+}
+
+/// `e` and its causes, each once: `error connecting to server: Connection
+/// refused (os error 111)`, `password authentication failed for user …`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A pooled connection checked out for one call.

@@ -576,8 +576,13 @@ impl Directory {
         let snap = self.fresh().await?;
         require_tenant(&snap, tenant)?;
         match snap.users.get(name) {
+            // Only the operator (the admin token) reaches this, so naming
+            // the other tenant tells nobody anything they may not know.
             Some(existing) if existing.tenant != tenant => Err(DirectoryError::Conflict(format!(
-                "user name {name} is taken"
+                "user name {name} is taken by tenant {other}: user names are unique across \
+                 all tenants (they are login names). Choose another name (e.g. {tenant}-{name}), \
+                 or remove that user first (`wharf admin user delete {other} {name}`)",
+                other = existing.tenant
             ))),
             Some(existing) => {
                 // What the user may do changes: tokens issued before stop
@@ -615,7 +620,9 @@ impl Directory {
                     .any(|o| o.kind == KIND_USER && o.key == name);
                 if !self.put(KIND_USER, name, &user, !orphaned).await? {
                     return Err(DirectoryError::Conflict(format!(
-                        "user name {name} is taken"
+                        "user name {name} is taken: another request created it a moment \
+                         ago, or it belonged to a user being removed. List the tenants' users \
+                         (`wharf admin user list TENANT`), or choose another name"
                     )));
                 }
                 self.load().await?;

@@ -26,7 +26,10 @@ impl From<MetaError> for DirectoryError {
     fn from(e: MetaError) -> Self {
         match e {
             MetaError::Unavailable(detail) => {
-                tracing::warn!(%detail, "tenant directory: metadata store unavailable");
+                // Not WARN: the directory refresher asks every second, and
+                // the store itself tells an outage once (with its cause);
+                // the refresher's own line says the snapshot is kept.
+                tracing::debug!(%detail, "tenant directory: metadata store unavailable");
                 DirectoryError::Unavailable("the metadata store is unavailable".into())
             }
             other @ (MetaError::Internal(_) | MetaError::Collecting(_) | MetaError::Missing(_)) => {

@@ -189,7 +189,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_MAX_UPLOADS_PER_USER")]
     pub max_uploads_per_user: Option<u64>,
 
-    /// Client connections served at once; more are answered `503` at once
+    /// Client connections served at once. A connection past them is not
+    /// refused: it waits in the waiting room (--max-waiting-connections),
+    /// where each request it sends is answered `503` with `Retry-After: 1`
+    /// until a slot frees and the connection is served; a push or admin
+    /// request may be served at once on a few reserved connections
     /// [default: from the open-file limit: (soft limit - 256) / 2, within
     /// 64..=16384].
     #[arg(long, env = "WHARF_MAX_CONNECTIONS")]
@@ -378,6 +382,22 @@ pub struct ServeArgs {
     /// client CA, when given) [default: off].
     #[arg(long, env = "WHARF_ADMIN_TLS", num_args = 0..=1, default_missing_value = "true")]
     pub admin_tls: Option<bool>,
+    /// The access log: one line per request on the registry port (time,
+    /// request id, client, tenant, user, method, path with credentials
+    /// redacted, status, bytes, duration), at INFO on the log target
+    /// `wharf::access`, written when the response is over. `off` writes
+    /// none (responses still carry their `X-Request-Id`); `--log` filters it
+    /// like any target (docs/operations.md, "Access log") [default: on].
+    #[arg(long, env = "WHARF_ACCESS_LOG", value_enum)]
+    pub access_log: Option<Switch>,
+}
+
+/// A feature turned `on` or `off`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// How log lines are written.
@@ -634,6 +654,8 @@ pub struct Config {
     pub tls: Option<wharf_api::tls::TlsFiles>,
     /// The admin port serves the same TLS.
     pub admin_tls: bool,
+    /// Write the access log (`--access-log`).
+    pub access_log: bool,
 }
 
 /// Where and how to reach an S3-compatible store.
@@ -747,7 +769,7 @@ impl Config {
             grants, anonymous_pull, token_realm, token_service, token_issuer, token_keys,
             token_signing_key, token_lifetime_secs, admin_token_file, admin_insecure,
             metrics_require_token, allow_unauthenticated, tls_cert, tls_key, tls_client_ca,
-            admin_tls,
+            admin_tls, access_log,
         );
         let limits = Limits::derive(&a, machine)?;
         let s3 = S3Settings::from_args(&a)?;
@@ -891,6 +913,7 @@ impl Config {
             machine,
             tls,
             admin_tls,
+            access_log: a.access_log != Some(Switch::Off),
         })
     }
 }
@@ -915,6 +938,27 @@ mod tests {
         assert_eq!(c.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(c.log, "info");
+        assert!(c.access_log, "the access log is on by default");
+    }
+
+    #[test]
+    fn the_access_log_is_turned_off_by_flag_or_file() {
+        let off = ServeArgs {
+            access_log: Some(Switch::Off),
+            ..Default::default()
+        };
+        assert!(!merge(off, "access_log = \"on\"").unwrap().access_log);
+        assert!(
+            !merge(ServeArgs::default(), "access_log = \"off\"")
+                .unwrap()
+                .access_log
+        );
+        assert!(
+            merge(ServeArgs::default(), "access_log = \"on\"")
+                .unwrap()
+                .access_log
+        );
+        assert!(toml::from_str::<ServeArgs>("access_log = \"maybe\"").is_err());
     }
 
     #[test]

@@ -110,6 +110,10 @@ pub fn entries(c: &Config) -> Vec<Entry> {
         ("cluster_nodes", Some(c.cluster_nodes.to_string())),
         ("log", Some(text(&c.log))),
         (
+            "access_log",
+            Some(text(if c.access_log { "on" } else { "off" })),
+        ),
+        (
             "log_format",
             Some(text(match c.log_format {
                 LogFormat::Text => "text",

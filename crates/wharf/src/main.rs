@@ -36,14 +36,24 @@ mod config_view;
 mod example_config;
 mod fleet_cli;
 mod gc_cli;
+mod help;
 mod startup;
 
 use config::{Config, ServeArgs};
 use startup::{local_dependencies, spawn_probes};
 
+/// What `wharf --version` (and `wharf SUBCOMMAND --version`) prints after
+/// the name: the version and the commit the binary was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("WHARF_GIT_COMMIT"),
+    ")"
+);
+
 /// Wharf: an OCI Distribution registry that keeps answering.
 #[derive(Parser, Debug)]
-#[command(name = "wharf", version, about)]
+#[command(name = "wharf", version = VERSION, propagate_version = true, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -109,7 +119,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = help::parse();
     match cli.command {
         Command::Admin(args) => admin_cli::run(args),
         Command::Fleet(args) => fleet_cli::run_fleet(args),
@@ -521,7 +531,8 @@ async fn serve(config: Config) -> Result<(), String> {
     let admin_api = Arc::new(
         AdminApi::new(directory.clone(), admin_token)
             .with_registry(state.registry.clone())
-            .with_traffic(traffic),
+            .with_traffic(traffic)
+            .with_logins(auth.users.clone()),
     );
     state.directory = Some(directory);
     let listener = bind(config.listen, config.addr_file.as_deref()).await?;
@@ -602,9 +613,13 @@ async fn serve(config: Config) -> Result<(), String> {
         shutdown_grace: l.shutdown_grace,
         tls,
     };
+    let access_log = match config.access_log {
+        true => wharf_api::access_log::AccessLogLayer::new(),
+        false => wharf_api::access_log::AccessLogLayer::ids_only(),
+    };
     let served = serve_with(
         listener,
-        app_with(state),
+        app_with(state).layer(access_log),
         server_config,
         connections,
         stopped(stop_rx),

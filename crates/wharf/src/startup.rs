@@ -664,7 +664,7 @@ impl AuthFiles {
 
 /// Authentication ready to serve with.
 pub struct LoadedAuth {
-    users: Option<Arc<wharf_api::auth::Users>>,
+    pub users: Option<Arc<wharf_api::auth::Users>>,
     keys: wharf_auth::KeySet,
     signing: Option<wharf_auth::SigningKey>,
     /// Where the token endpoint keeps refresh tokens.

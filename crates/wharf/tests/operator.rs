@@ -137,7 +137,10 @@ fn json_logs_are_one_object_per_line_and_start_with_the_version() {
         .output()
         .unwrap();
     let v = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(v.trim(), format!("wharf {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        v.trim(),
+        format!("wharf {} (commit {commit})", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]

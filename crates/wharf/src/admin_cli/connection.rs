@@ -290,9 +290,30 @@ pub(crate) fn fetch(base: &Url, auth: Option<&str>, call: &Call) -> Result<Strin
         .text()
         .map_err(|e| format!("reading the answer from {base}: {e}"))?;
     if !status.is_success() {
-        return Err(describe_error(status, &text));
+        let mut message = describe_error(status, &text);
+        // A tenant account's password (Basic) has its own message; the hint
+        // is about the operator's token.
+        let basic = auth.is_some_and(|a| a.starts_with("Basic "));
+        if status == StatusCode::UNAUTHORIZED && !basic {
+            message.push_str(&token_hint(auth.is_some()));
+        }
+        return Err(message);
     }
     Ok(text)
+}
+
+/// What to do about a `401`: which token the server wants and the ways to
+/// give it.
+fn token_hint(sent: bool) -> String {
+    let what = match sent {
+        true => "the admin token sent is not the one the server's --admin-token-file was made for",
+        false => "no admin token was sent, and this server asks for one",
+    };
+    format!(
+        "\nwharf admin: {what}: give the plain token (the first file `wharf admin token --out DIR` \
+         wrote, not its .sha256) with --token-file FILE or WHARF_ADMIN_TOKEN_FILE=FILE, or the \
+         token itself in {TOKEN_ENV}"
+    )
 }
 
 /// What to print of a successful answer's body; `None` for nothing.

@@ -92,7 +92,8 @@ enum ApiCommand {
     /// Create, list, show, change and delete tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
-    /// Set, list and delete a tenant's users.
+    /// Set, list and delete a tenant's users; unlock one locked out by
+    /// failed logins.
     #[command(subcommand)]
     User(UserCommand),
     /// Create, list and revoke a tenant's robot accounts (for CI).

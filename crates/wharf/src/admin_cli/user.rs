@@ -17,7 +17,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
-use super::connection::{segment, Call};
+use super::connection::{segment, Call, API_PREFIX};
 use super::tenant::tenant_path;
 
 /// The environment variable `user set` takes a password from.
@@ -55,6 +55,18 @@ pub(super) enum UserCommand {
         tenant: String,
         /// The user.
         name: String,
+    },
+    /// End a user's lockout after failed logins now, on the node asked
+    /// (each node counts failures itself: in a cluster, ask every node's
+    /// admin port). Without it the lockout ends by itself, at most 15
+    /// minutes after the last failure. Works for htpasswd users too.
+    Unlock {
+        /// The user name, as the client sent it.
+        name: String,
+        /// Only from this client address, whose own count of failures
+        /// (across accounts) is cleared too [default: every address].
+        #[arg(long, value_name = "IP")]
+        client: Option<std::net::IpAddr>,
     },
 }
 
@@ -115,6 +127,21 @@ impl UserCommand {
             }
             UserCommand::Delete { tenant, name } => {
                 Call::json(Method::DELETE, user_path(tenant, name)?, None)
+            }
+            UserCommand::Unlock { name, client } => {
+                if name.is_empty() || name.len() > 256 {
+                    return Err("user unlock: the name must be 1 to 256 bytes".into());
+                }
+                let mut body = Map::new();
+                body.insert("user".into(), json!(name));
+                if let Some(ip) = client {
+                    body.insert("client".into(), json!(ip.to_string()));
+                }
+                Call::json(
+                    Method::POST,
+                    format!("{API_PREFIX}/logins/unlock"),
+                    Some(Value::Object(body)),
+                )
             }
         })
     }
@@ -314,6 +341,23 @@ mod tests {
             "/admin/v1/tenants/acme/users/alice",
             None,
         );
+    }
+
+    #[test]
+    fn user_unlock_names_the_user_and_optionally_the_client() {
+        assert_call(
+            &["user", "unlock", "alice"],
+            Method::POST,
+            "/admin/v1/logins/unlock",
+            Some(json!({ "user": "alice" })),
+        );
+        assert_call(
+            &["user", "unlock", "alice", "--client", "10.0.0.7"],
+            Method::POST,
+            "/admin/v1/logins/unlock",
+            Some(json!({ "user": "alice", "client": "10.0.0.7" })),
+        );
+        super::super::tests::refused(&["user", "unlock", "alice", "--client", "ten"]);
     }
 
     #[test]
