@@ -341,7 +341,7 @@ fn a_database_outage_is_logged_once_with_the_address_then_its_end() {
         .unwrap();
     let url = postgres("start", pg.path(), Some(PORT));
     let dir = tempfile::tempdir().unwrap();
-    let (child, base, _) = start(dir.path(), &["--metadata-url", &url], &[]);
+    let (child, base, _) = start(dir.path(), &["--migrate", "--metadata-url", &url], &[]);
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
