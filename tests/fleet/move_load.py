@@ -328,9 +328,15 @@ def cmd_run(a):
     if a.user_token:
         with open(a.user_token) as f:
             fixed = json.load(f)["access_token"]
+        # The images of the repositories the token grants (its `access`).
+        claims = json.loads(base64.urlsafe_b64decode(fixed.split(".")[1] + "=="))
+        granted = {x["name"] for x in claims.get("access", []) if "pull" in x.get("actions", [])}
+        theirs = [m for m in mine if m["repo"] in granted]
+        if not theirs:
+            sys.exit(f"the user token grants none of the seeded repositories ({sorted(granted)})")
         threads.append(
             threading.Thread(
-                target=puller, args=(a.router, "", "", mine, a.stop, deadline, counts, "user_pulls", fixed)
+                target=puller, args=(a.router, "", "", theirs, a.stop, deadline, counts, "user_pulls", fixed)
             )
         )
     started = time.time()

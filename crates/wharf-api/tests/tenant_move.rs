@@ -1104,7 +1104,10 @@ async fn push_with(cell: &Cell, token: &str, tag: &str) -> u16 {
             .s
             .req(
                 Method::POST,
-                &format!("/v2/acme/app/blobs/uploads/?digest={}", sha256(blob.as_bytes())),
+                &format!(
+                    "/v2/acme/app/blobs/uploads/?digest={}",
+                    sha256(blob.as_bytes())
+                ),
             )
             .bearer_auth(token)
             .body(blob.clone())
@@ -1166,7 +1169,11 @@ async fn a_users_access_and_refresh_tokens_from_one_cell_are_honoured_by_the_oth
         .await
         .unwrap();
     let (alice_tok, alice_rt) = offline_login(&a, "alice", "repository:acme/app:pull,push").await;
-    assert_eq!(push_with(&a, &alice_tok, "v1").await, 201, "alice pushes on A");
+    assert_eq!(
+        push_with(&a, &alice_tok, "v1").await,
+        201,
+        "alice pushes on A"
+    );
     let scope = "repository:acme/app:pull";
     let (bob_tok, bob_rt) = offline_login(&a, "bob", scope).await;
     let (carol_tok, carol_rt) = offline_login(&a, "carol", scope).await;
@@ -1174,7 +1181,11 @@ async fn a_users_access_and_refresh_tokens_from_one_cell_are_honoured_by_the_oth
     // on B; its successor must.
     let (status, v) = post_token(
         &a,
-        &[("grant_type", "refresh_token"), ("refresh_token", &bob_rt), ("scope", scope)],
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &bob_rt),
+            ("scope", scope),
+        ],
     )
     .await;
     assert_eq!(status, 200, "{v}");
@@ -1184,13 +1195,20 @@ async fn a_users_access_and_refresh_tokens_from_one_cell_are_honoured_by_the_oth
     // Pre-copy, then Carol is deleted on A, then the fenced final pass.
     let v = pass(&a, &b, "merge").await;
     assert_eq!(v["users"]["created"], 3, "{v}");
-    assert_eq!(v["refresh_tokens"]["created"], 3, "alice, bob's second, carol: {v}");
+    assert_eq!(
+        v["refresh_tokens"]["created"], 3,
+        "alice, bob's second, carol: {v}"
+    );
     a.directory.delete_user("acme", "carol").await.unwrap();
     // Alice refreshes on A between the passes: B must end with her new
     // refresh token only.
     let (status, v) = post_token(
         &a,
-        &[("grant_type", "refresh_token"), ("refresh_token", &alice_rt), ("scope", scope)],
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &alice_rt),
+            ("scope", scope),
+        ],
     )
     .await;
     assert_eq!(status, 200, "{v}");
@@ -1203,15 +1221,26 @@ async fn a_users_access_and_refresh_tokens_from_one_cell_are_honoured_by_the_oth
     // answers with the same token, so the last pass copies them exactly.
     let (status, v) = post_token(
         &a,
-        &[("grant_type", "refresh_token"), ("refresh_token", &bob_rt2), ("scope", scope)],
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &bob_rt2),
+            ("scope", scope),
+        ],
     )
     .await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["refresh_token"], bob_rt2.as_str(), "not rotated under the fence");
+    assert_eq!(
+        v["refresh_token"],
+        bob_rt2.as_str(),
+        "not rotated under the fence"
+    );
     let v = pass(&a, &b, "sync").await;
     assert_eq!(v["users"]["deleted"], 1, "carol: {v}");
     assert_eq!(
-        (&v["refresh_tokens"]["created"], &v["refresh_tokens"]["deleted"]),
+        (
+            &v["refresh_tokens"]["created"],
+            &v["refresh_tokens"]["deleted"]
+        ),
         (&json!(1), &json!(1)),
         "alice's new one in, her used one out: {v}"
     );
@@ -1221,9 +1250,19 @@ async fn a_users_access_and_refresh_tokens_from_one_cell_are_honoured_by_the_oth
         let lines = c.directory.export_accounts("acme").unwrap();
         lines.users
     };
-    assert_eq!(records(&a), records(&b), "the user records, ids and generations included");
-    assert_eq!(pull_with(&b, &bob_tok, "/v2/acme/app/manifests/v1").await, 200);
-    assert_eq!(pull_with(&b, &alice_tok, "/v2/acme/app/manifests/v1").await, 200);
+    assert_eq!(
+        records(&a),
+        records(&b),
+        "the user records, ids and generations included"
+    );
+    assert_eq!(
+        pull_with(&b, &bob_tok, "/v2/acme/app/manifests/v1").await,
+        200
+    );
+    assert_eq!(
+        pull_with(&b, &alice_tok, "/v2/acme/app/manifests/v1").await,
+        200
+    );
     assert_eq!(
         push_with(&b, &alice_tok, "v2").await,
         201,
@@ -1232,7 +1271,11 @@ async fn a_users_access_and_refresh_tokens_from_one_cell_are_honoured_by_the_oth
     for (rt, want) in [(&alice_rt, 401), (&alice_rt2, 200)] {
         let (status, v) = post_token(
             &b,
-            &[("grant_type", "refresh_token"), ("refresh_token", rt), ("scope", scope)],
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt),
+                ("scope", scope),
+            ],
         )
         .await;
         assert_eq!(status, want, "alice's refresh tokens on B: {v}");
@@ -1240,37 +1283,69 @@ async fn a_users_access_and_refresh_tokens_from_one_cell_are_honoured_by_the_oth
     // Bob's password is the same on B (the hash came along).
     let (status, _) = post_token(
         &b,
-        &[("grant_type", "password"), ("username", "bob"), ("password", "bob-password"), ("scope", scope)],
+        &[
+            ("grant_type", "password"),
+            ("username", "bob"),
+            ("password", "bob-password"),
+            ("scope", scope),
+        ],
     )
     .await;
     assert_eq!(status, 200, "bob's password on B");
     // His current refresh token works on B, once; the used one never.
     let (status, _) = post_token(
         &b,
-        &[("grant_type", "refresh_token"), ("refresh_token", &bob_rt), ("scope", scope)],
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &bob_rt),
+            ("scope", scope),
+        ],
     )
     .await;
     assert_eq!(status, 401, "a refresh token used on A is refused on B");
     let (status, v) = post_token(
         &b,
-        &[("grant_type", "refresh_token"), ("refresh_token", &bob_rt2), ("scope", scope)],
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &bob_rt2),
+            ("scope", scope),
+        ],
     )
     .await;
     assert_eq!(status, 200, "{v}");
     let fresh = v["access_token"].as_str().unwrap().to_string();
-    assert_eq!(pull_with(&b, &fresh, "/v2/acme/app/manifests/v1").await, 200);
-    assert_ne!(v["refresh_token"], bob_rt2.as_str(), "B is not fenced: it rotates");
+    assert_eq!(
+        pull_with(&b, &fresh, "/v2/acme/app/manifests/v1").await,
+        200
+    );
+    assert_ne!(
+        v["refresh_token"],
+        bob_rt2.as_str(),
+        "B is not fenced: it rotates"
+    );
     // Carol, deleted on A before the last pass, is nobody on B.
-    assert_eq!(pull_with(&b, &carol_tok, "/v2/acme/app/manifests/v1").await, 401);
+    assert_eq!(
+        pull_with(&b, &carol_tok, "/v2/acme/app/manifests/v1").await,
+        401
+    );
     let (status, _) = post_token(
         &b,
-        &[("grant_type", "refresh_token"), ("refresh_token", &carol_rt), ("scope", scope)],
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &carol_rt),
+            ("scope", scope),
+        ],
     )
     .await;
     assert_eq!(status, 401, "carol's refresh token");
     let (status, _) = post_token(
         &b,
-        &[("grant_type", "password"), ("username", "carol"), ("password", "carol-password"), ("scope", scope)],
+        &[
+            ("grant_type", "password"),
+            ("username", "carol"),
+            ("password", "carol-password"),
+            ("scope", scope),
+        ],
     )
     .await;
     assert_eq!(status, 401, "carol's password");

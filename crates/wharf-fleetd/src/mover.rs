@@ -390,6 +390,9 @@ impl HttpMover {
         if under_fence {
             tracing::info!(move_id = task.id, tenant = %task.tenant,
                 "move: resumed with the fence up; final pass, check and flip under it");
+            // What the destination holds stands for what earlier passes
+            // gave it, so the fenced pass sends only the difference.
+            memory = self.cell(&task.to).memory_of(&task.tenant).await;
         } else {
             // A fence left up by an earlier attempt comes down first:
             // pre-copy runs with the tenant writable.
@@ -414,14 +417,7 @@ impl HttpMover {
         loop {
             pass += 1;
             let stats = self
-                .copy_pass(
-                    &task.tenant,
-                    &task.from,
-                    &task.to,
-                    hold,
-                    pass == 1,
-                    memory,
-                )
+                .copy_pass(&task.tenant, &task.from, &task.to, hold, pass == 1, memory)
                 .await
                 .map_err(Stop::Failed)?;
             let step = if pass == 1 { "pre-copy" } else { "delta" };
@@ -688,7 +684,45 @@ impl Cell<'_> {
         .await
     }
 
+    /// Pass memory as if this cell's copy of `tenant` had been given by
+    /// an earlier pass: its records, and its blobs as present. Empty when
+    /// it cannot be read (the next pass then checks everything).
+    async fn memory_of(&self, tenant: &str) -> PassMemory {
+        let Ok(lines) = self.export(tenant).await else {
+            return PassMemory::default();
+        };
+        let on_destination = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["kind"] == "blob")
+            .filter_map(|r| r["digest"].as_str().map(str::to_string))
+            .collect();
+        PassMemory {
+            last: Some(lines.into_iter().collect()),
+            on_destination,
+        }
+    }
+
+    /// [`Cell::import_once`], waiting out (bounded) the few seconds a cell
+    /// keeps a deleted tenant's name from being taken again: a move
+    /// requested right after a cancelled one whose rollback removed the
+    /// tenant here.
     async fn import(&self, tenant: &str, lines: &[String], mode: &str) -> Step<u64> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.import_once(tenant, lines, mode).await {
+                Err(e)
+                    if tries < 20 && e.contains("-> 409") && e.contains("can be taken again") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn import_once(&self, tenant: &str, lines: &[String], mode: &str) -> Step<u64> {
         let path = format!("/admin/v1/tenants/{tenant}/import?mode={mode}");
         let mut body = lines.join("\n");
         body.push('\n');

@@ -399,7 +399,10 @@ fn one_fleet_service_per_database_and_a_cells_nodes_can_be_replaced() {
     let o = cli(&add);
     assert!(o.status.success(), "{:?}", text(&o));
     let o = cli(&add);
-    assert!(!o.status.success(), "a second cells add of cell 1 was accepted");
+    assert!(
+        !o.status.success(),
+        "a second cells add of cell 1 was accepted"
+    );
     assert!(text(&o).1.contains("exists already"), "{:?}", text(&o));
     let o = cli(&[
         "cells",
@@ -412,7 +415,9 @@ fn one_fleet_service_per_database_and_a_cells_nodes_can_be_replaced() {
     ]);
     assert!(o.status.success(), "{:?}", text(&o));
     assert!(
-        text(&o).0.contains("cell 1: nodes http://127.0.0.1:10 http://127.0.0.1:11"),
+        text(&o)
+            .0
+            .contains("cell 1: nodes http://127.0.0.1:10 http://127.0.0.1:11"),
         "{:?}",
         text(&o)
     );
@@ -423,9 +428,15 @@ fn one_fleet_service_per_database_and_a_cells_nodes_can_be_replaced() {
         serde_json::json!(["http://127.0.0.1:10", "http://127.0.0.1:11"])
     );
     let o = cli(&["cells", "set-nodes", "7", "--node", "http://127.0.0.1:10"]);
-    assert!(!o.status.success(), "set-nodes of an unknown cell was accepted");
+    assert!(
+        !o.status.success(),
+        "set-nodes of an unknown cell was accepted"
+    );
     let o = cli(&["cells", "set-nodes", "1", "--node", "ftp://x"]);
-    assert!(!o.status.success(), "a node URL that is not http(s) was accepted");
+    assert!(
+        !o.status.success(),
+        "a node URL that is not http(s) was accepted"
+    );
 
     // Once the first has stopped, the lock is free: a new one starts.
     drop(first);

@@ -179,7 +179,9 @@ impl Directory {
             .map(|v| from_value("refresh token", v))
             .collect::<Result<_, _>>()?;
         for r in &refresh {
-            if r.tenant != name || r.hash.len() != 64 || !r.hash.bytes().all(|b| b.is_ascii_hexdigit())
+            if r.tenant != name
+                || r.hash.len() != 64
+                || !r.hash.bytes().all(|b| b.is_ascii_hexdigit())
             {
                 return Err(DirectoryError::Invalid(format!(
                     "a refresh token of {} is not one of tenant {name}'s, or its hash is not SHA-256 hex",
@@ -323,8 +325,12 @@ impl Directory {
             .map(|r| (r.hash.clone(), r))
             .collect();
         let known = |r: &wharf_meta::RefreshRecord| {
-            users.iter().any(|u| u.name == r.subject && u.id == r.identity)
-                || robots.iter().any(|b| b.name == r.subject && b.id == r.identity)
+            users
+                .iter()
+                .any(|u| u.name == r.subject && u.id == r.identity)
+                || robots
+                    .iter()
+                    .any(|b| b.name == r.subject && b.id == r.identity)
         };
         let now = now_unix();
         let mut kept = BTreeSet::new();

@@ -122,7 +122,10 @@ pub(crate) fn run(a: CellsArgs) -> Result<(), String> {
             c.print(&v, list_text);
         }
         CellsCommand::SetNodes { id, nodes } => {
-            let v = c.put(&format!("/fleet/v1/cells/{id}/nodes"), &json!({"nodes": nodes}))?;
+            let v = c.put(
+                &format!("/fleet/v1/cells/{id}/nodes"),
+                &json!({"nodes": nodes}),
+            )?;
             c.print(&v, |v| {
                 let nodes: Vec<&str> = v["cell"]["nodes"]
                     .as_array()

@@ -418,7 +418,10 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
 /// Watches the service lock: when its connection closes (the database
 /// restarted, say), takes it again; returns (and the service stops) only
 /// when another service took it meanwhile.
-async fn keep_service_lock(store: FleetStore, mut lock: wharf_fleetd::store::ServiceLock) -> String {
+async fn keep_service_lock(
+    store: FleetStore,
+    mut lock: wharf_fleetd::store::ServiceLock,
+) -> String {
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         if lock.held() {
