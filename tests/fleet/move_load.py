@@ -10,6 +10,10 @@ through the fleet's router, with Docker bearer tokens from /auth/token.
                       --max-secs S --out report.json
   move_load.py verify --registry URL --tenant T --auth USER:PASSFILE \
                       --seed seed.json --report report.json --out verify.json
+  move_load.py login  --router URL --user U --password-file F --scope S --out tokens.json
+  move_load.py watch  --router URL --tenant T --service URL --service-token FILE \
+                      --move ID --nodes URL,URL --node-token FILE --stop FILE \
+                      --max-secs S [--kill-pid PID | --cancel] --out timeline.json
 
 seed: pushes N images into T (one layer shared by all, one of each image's
 own, a config), an OCI index over the first two, and a referrer (an
@@ -20,10 +24,25 @@ run: until FILE exists (or S seconds), pullers fetch seeded images of T
 other tenant O, and a pusher pushes new tags into T. A push refused `503`
 is retried after its Retry-After; one refused without Retry-After, or any
 other failure, is counted as failed. Every failed pull is counted. Writes
-the counts, every acknowledged push (tag, digest) and the 503 windows.
+the counts, every acknowledged push (tag, digest) and the 503 windows:
+the first 503 and the first 201 after it, as the tenant saw its fence.
+With --user-token, one more puller uses a tenant user's access token
+taken before the move (from `login`) and never asks for another.
 
 verify: every seeded image and every acknowledged push is read from URL
 (a node of the destination cell, directly) and must match byte for byte.
+
+login: a password login of a tenant user through the router asking for a
+refresh token (`POST /auth/token`, `access_type=offline`); writes both.
+
+watch: follows one move from outside: every ~20 ms the fence on the source
+cell (its nodes' admin `GET /admin/v1/tenants/T/fence`), the move's record
+(the fleet service's `GET /fleet/v1/moves/ID`, which fails while the
+service is down) and where the router sends the tenant (`X-Wharf-Route` of
+an unauthenticated `GET /v2/T/...`). As soon as the record's step is
+`fenced`, it kills PID (SIGKILL) or cancels the move, once. Writes the
+timeline: when the fence went up and came down on the nodes, when the
+route flipped, each step, and the action with the step and route then.
 
 Every loop is bounded in time; every request has a timeout.
 """
@@ -37,7 +56,9 @@ import random
 import sys
 import threading
 import time
+import signal
 import urllib.error
+import urllib.parse
 import urllib.request
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -88,6 +109,17 @@ class Http:
                 return r.status, r.headers, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.headers, e.read()
+
+
+class FixedToken(Http):
+    """A client that holds one bearer token and never asks for another."""
+
+    def __init__(self, base, token):
+        super().__init__(base, "", "")
+        self.fixed = token
+
+    def token(self, repo):
+        return self.fixed
 
 
 class Refused(Exception):
@@ -222,8 +254,8 @@ class Counter:
                 self.samples.append(sample)
 
 
-def puller(router, user, pw, images, stop, deadline, counts, name):
-    h = Http(router, user, pw)
+def puller(router, user, pw, images, stop, deadline, counts, name, fixed=None):
+    h = FixedToken(router, fixed) if fixed else Http(router, user, pw)
     rnd = random.Random(name)
     while not os.path.exists(stop) and time.time() < deadline:
         m = rnd.choice(images)
@@ -242,7 +274,7 @@ def puller(router, user, pw, images, stop, deadline, counts, name):
         time.sleep(0.02)
 
 
-def pusher(router, user, pw, tenant, stop, deadline, counts, acked, refusals):
+def pusher(router, user, pw, tenant, stop, deadline, counts, acked, refusals, acks):
     h = Http(router, user, pw)
     rnd = random.Random("pusher")
     shared = random.Random(tenant).randbytes(4096)
@@ -256,6 +288,7 @@ def pusher(router, user, pw, tenant, stop, deadline, counts, acked, refusals):
             tries += 1
             try:
                 rec = image(h, f"{tenant}/live", tag, shared, own)
+                acks.append(time.time())
                 acked.append(rec)
                 counts.add("pushes_acked")
                 if tries > 1:
@@ -283,13 +316,29 @@ def cmd_run(a):
     with open(a.other_seed) as f:
         other = json.load(f)["images"]
     deadline = time.time() + a.max_secs
-    counts, acked, refusals = Counter(), [], []
+    counts, acked, refusals, acks = Counter(), [], [], []
     threads = [
         threading.Thread(target=puller, args=(a.router, user, pw, mine, a.stop, deadline, counts, "pulls")),
         threading.Thread(target=puller, args=(a.router, user, pw, mine, a.stop, deadline, counts, "pulls")),
         threading.Thread(target=puller, args=(a.router, user, pw, other, a.stop, deadline, counts, "other_pulls")),
-        threading.Thread(target=pusher, args=(a.router, user, pw, a.tenant, a.stop, deadline, counts, acked, refusals)),
+        threading.Thread(
+            target=pusher, args=(a.router, user, pw, a.tenant, a.stop, deadline, counts, acked, refusals, acks)
+        ),
     ]
+    if a.user_token:
+        with open(a.user_token) as f:
+            fixed = json.load(f)["access_token"]
+        # The images of the repositories the token grants (its `access`).
+        claims = json.loads(base64.urlsafe_b64decode(fixed.split(".")[1] + "=="))
+        granted = {x["name"] for x in claims.get("access", []) if "pull" in x.get("actions", [])}
+        theirs = [m for m in mine if m["repo"] in granted]
+        if not theirs:
+            sys.exit(f"the user token grants none of the seeded repositories ({sorted(granted)})")
+        threads.append(
+            threading.Thread(
+                target=puller, args=(a.router, "", "", theirs, a.stop, deadline, counts, "user_pulls", fixed)
+            )
+        )
     started = time.time()
     for t in threads:
         t.start()
@@ -308,9 +357,18 @@ def cmd_run(a):
         "pushes_503_without_retry_after": c.get("pushes_503_without_retry_after", 0),
         "pushes_failed": c.get("pushes_failed", 0),
         "refusal_window_secs": round(max(refusals) - min(refusals), 2) if refusals else 0,
+        "user_pulls_ok": c.get("user_pulls_ok", 0),
+        "user_pulls_failed": c.get("user_pulls_failed", 0),
         "samples": counts.samples,
         "acked": acked,
     }
+    if refusals:
+        first = min(refusals)
+        after = [t for t in acks if t > first]
+        report["first_503_at"] = round(first, 3)
+        report["last_503_at"] = round(max(refusals), 3)
+        report["first_201_after_503_at"] = round(min(after), 3) if after else None
+        report["fence_seen_secs"] = round(min(after) - first, 2) if after else None
     write(a.out, report)
     print(json.dumps({k: v for k, v in report.items() if k != "acked"}))
 
@@ -351,6 +409,133 @@ def cmd_verify(a):
     sys.exit(0 if not bad and ok == len(wanted) else 1)
 
 
+def cmd_login(a):
+    with open(a.password_file) as f:
+        pw = f.readline().strip()
+    form = urllib.parse.urlencode(
+        {
+            "grant_type": "password",
+            "username": a.user,
+            "password": pw,
+            "access_type": "offline",
+            "service": "wharf",
+            "client_id": "move-test",
+            "scope": a.scope,
+        }
+    ).encode()
+    req = urllib.request.Request(f"{a.router.rstrip('/')}/auth/token", data=form, method="POST")
+    req.add_header("Content-Type", "application/x-www-form-urlencoded")
+    with urllib.request.urlopen(req, timeout=TIMEOUT) as r:
+        v = json.loads(r.read())
+        route = r.headers.get("X-Wharf-Route")
+    out = {"user": a.user, "access_token": v["access_token"], "refresh_token": v.get("refresh_token"), "route": route}
+    write(a.out, out)
+    print(json.dumps({"user": a.user, "route": route, "refresh_token": bool(out["refresh_token"])}))
+
+
+def get_json(url, token, timeout=2, method="GET"):
+    """(status, JSON or None) of one call; status 0 when nothing answered."""
+    req = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
+    req.add_header("Authorization", "Bearer " + token)
+    if method == "POST":
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        try:
+            return e.code, json.loads(body)
+        except ValueError:
+            return e.code, None
+    except (OSError, ValueError):
+        return 0, None
+
+
+def route_of(router, tenant):
+    """The backend the router sends the tenant's registry requests to."""
+    req = urllib.request.Request(f"{router.rstrip('/')}/v2/{tenant}/watch/tags/list")
+    try:
+        with urllib.request.urlopen(req, timeout=2) as r:
+            h = r.headers.get("X-Wharf-Route")
+    except urllib.error.HTTPError as e:
+        h = e.headers.get("X-Wharf-Route")
+    except OSError:
+        return None
+    return (h or "").split("/")[0] or None
+
+
+def cmd_watch(a):
+    with open(a.service_token) as f:
+        stok = f.readline().strip()
+    with open(a.node_token) as f:
+        ntok = f.readline().strip()
+    nodes = [n.rstrip("/") for n in a.nodes.split(",") if n]
+    start = time.time()
+    deadline = start + a.max_secs
+    t = {"move": a.move, "tenant": a.tenant, "steps": [], "action": None}
+    fence_up = fence_down = None
+    route0 = route_of(a.router, a.tenant)
+    t["route_at_start"] = route0
+    flip = None
+    last_step = None
+    state = None
+    while time.time() < deadline and not os.path.exists(a.stop):
+        now = time.time()
+        fenced = []
+        for n in nodes:
+            st, v = get_json(f"{n}/admin/v1/tenants/{a.tenant}/fence", ntok)
+            fenced.append(bool(v and v.get("fenced")) if st == 200 else (False if st == 404 else None))
+        if fence_up is None and any(f is True for f in fenced):
+            fence_up = now
+        if fence_up is not None and fence_down is None and all(f is False for f in fenced):
+            fence_down = now
+        route = route_of(a.router, a.tenant)
+        if flip is None and route and route0 and route != route0:
+            flip = {"at": now, "route": route}
+        st, m = get_json(f"{a.service.rstrip('/')}/fleet/v1/moves/{a.move}", stok)
+        if st == 200 and m:
+            state = m.get("state")
+            step = f"{state}/{m.get('step')}"
+            if step != last_step:
+                t["steps"].append({"at": round(now, 3), "step": step})
+                last_step = step
+            if t["action"] is None and m.get("step") == "fenced" and (a.kill_pid or a.cancel):
+                if a.kill_pid:
+                    os.kill(a.kill_pid, signal.SIGKILL)
+                    what = f"SIGKILL {a.kill_pid}"
+                else:
+                    cst, cv = get_json(f"{a.service.rstrip('/')}/fleet/v1/moves/{a.move}/cancel", stok, method="POST")
+                    what = f"cancel -> {cst} {json.dumps(cv)[:300]}"
+                t["action"] = {
+                    "at": round(time.time(), 3),
+                    "what": what,
+                    "step": m.get("step"),
+                    "fence_start": m.get("fence_start"),
+                    "route": route_of(a.router, a.tenant),
+                    "fenced_on_nodes": fenced,
+                }
+            if state in ("done", "failed", "cancelled") and (state != "cancelled" or m.get("step") == "rolled-back"):
+                if fence_down is not None or state != "done":
+                    break
+        time.sleep(0.02)
+    r = lambda x: round(x, 3) if x else None
+    t.update(
+        {
+            "state": state,
+            "step": last_step,
+            "fence_up_at": r(fence_up),
+            "fence_down_at": r(fence_down),
+            "route_flip": {"at": r(flip["at"]), "route": flip["route"]} if flip else None,
+            "fence_up_to_flip_secs": round(flip["at"] - fence_up, 2) if flip and fence_up else None,
+            "fence_up_to_down_secs": round(fence_down - fence_up, 2) if fence_down and fence_up else None,
+            "secs": round(time.time() - start, 1),
+        }
+    )
+    write(a.out, t)
+    print(json.dumps(t))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -370,6 +555,7 @@ def main():
     r.add_argument("--stop", required=True)
     r.add_argument("--max-secs", type=float, default=300)
     r.add_argument("--out", required=True)
+    r.add_argument("--user-token", help="JSON from `login`: one more puller with that access token")
     v = sub.add_parser("verify")
     v.add_argument("--registry", required=True)
     v.add_argument("--tenant", required=True)
@@ -377,8 +563,27 @@ def main():
     v.add_argument("--seed", required=True)
     v.add_argument("--report", required=True)
     v.add_argument("--out", required=True)
+    li = sub.add_parser("login")
+    li.add_argument("--router", required=True)
+    li.add_argument("--user", required=True)
+    li.add_argument("--password-file", required=True)
+    li.add_argument("--scope", required=True)
+    li.add_argument("--out", required=True)
+    w = sub.add_parser("watch")
+    w.add_argument("--router", required=True)
+    w.add_argument("--tenant", required=True)
+    w.add_argument("--service", required=True)
+    w.add_argument("--service-token", required=True)
+    w.add_argument("--move", required=True)
+    w.add_argument("--nodes", required=True, help="the source cell's node admin URLs, comma-separated")
+    w.add_argument("--node-token", required=True)
+    w.add_argument("--stop", required=True)
+    w.add_argument("--max-secs", type=float, default=120)
+    w.add_argument("--kill-pid", type=int)
+    w.add_argument("--cancel", action="store_true")
+    w.add_argument("--out", required=True)
     a = p.parse_args()
-    {"seed": cmd_seed, "run": cmd_run, "verify": cmd_verify}[a.cmd](a)
+    {"seed": cmd_seed, "run": cmd_run, "verify": cmd_verify, "login": cmd_login, "watch": cmd_watch}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@
 # Environment:
 #   WHARF_BIN               the wharf binary [target/release/wharf]
 #   WHARF_FLEET_KEEP=1      keep the temp dir (logs, fleet state) after the run
-#   WHARF_FLEET_BUDGET      seconds the whole run may take [300]
+#   WHARF_FLEET_BUDGET      seconds the whole run may take [600]
 #   WHARF_CASES             run only these cases, comma-separated (names as
 #                           printed; fixtures, fleet-start and fleet-stop
 #                           always run, service-start with any service-*
@@ -89,7 +89,7 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-BUDGET=${WHARF_FLEET_BUDGET:-300}
+BUDGET=${WHARF_FLEET_BUDGET:-600}
 (
   exec >/dev/null 2>&1 3>&- 4>&-
   for ((w = 0; w < BUDGET; w++)); do sleep 1; done
@@ -834,6 +834,273 @@ case_move_crash() {
   [ "$(usage_bytes "$(cell_admins "$from" | head -n 1)" t8)" = none ] || die "cell $from still knows tenant t8"
 }
 
+# ---- crash during the fence, cancel and roll back, a tenant user's tokens
+
+# comma_admins N: cell N's node admin URLs, comma-separated.
+comma_admins() { local v=FLEET_CELL_${1}_ADMINS; echo "${!v// /,}"; }
+
+# create_user CELL TENANT USER ROLE: a tenant user with a password of its
+# own (in $TMP/USER.password), created through a node admin API of CELL.
+create_user() {
+  local a code pw
+  a=$(cell_admins "$1" | head -n 1)
+  pw=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+  echo "$pw" >"$TMP/$3.password"
+  code=$(req "user-$3" -X PUT -H "Authorization: Bearer $(head -n 1 "$FLEET_ADMIN_TOKEN_FILE")" \
+    -H 'Content-Type: application/json' -d "{\"password\":\"$pw\",\"roles\":[{\"role\":\"$4\"}]}" \
+    "http://$a/admin/v1/tenants/$2/users/$3")
+  case "$code" in 200 | 201) ;; *) die "PUT user $3 of $2 on cell $1: $code $(head -c 300 "$TMP/r/user-$3.b")" ;; esac
+}
+
+# fence_states CELL TENANT: "fenced" of the tenant on each node of CELL
+# (a node's admin GET .../fence; 404 when the cell does not know it).
+fence_states() {
+  local a code out=
+  for a in $(cell_admins "$1"); do
+    code=$(req fence-state -H "Authorization: Bearer $(head -n 1 "$FLEET_ADMIN_TOKEN_FILE")" "http://$a/admin/v1/tenants/$2/fence")
+    if [ "$code" = 200 ]; then out+="$(jq -r .fenced "$TMP/r/fence-state.b") "; else out+="$code "; fi
+  done
+  echo "${out% }"
+}
+
+# wait_move ID STATE... : until the move is in one of the states (and, for
+# cancelled, rolled back), bounded; prints its JSON.
+wait_move() {
+  local id=$1 i out st step
+  shift
+  for ((i = 0; i < 240; i++)); do
+    out=$(fsvc moves show "$id" --json 2>/dev/null) && st=$(jq -r .state <<<"$out") && step=$(jq -r .step <<<"$out")
+    if [[ " $* " == *" $st "* ]] && { [ "$st" != cancelled ] || [ "$step" = rolled-back ]; }; then
+      echo "$out"
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "$out"
+  return 1
+}
+
+# in_pre_copy ID: once the move runs, a second into its first pass (paced:
+# it lasts seconds), bounded.
+in_pre_copy() {
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [ "$(fsvc moves show "$1" --json 2>/dev/null | jq -r .state)" = running ] && break
+    sleep 0.1
+  done
+  sleep 1
+}
+
+# rolled_back TENANT FROM TO ID: after a cancel, everything as before the
+# move: the move cancelled and rolled back, no fence on FROM's nodes, the
+# route and the service still on FROM, nothing of the tenant on TO (tenant
+# unknown there, manifests 404 on its nodes, no hold of the move left),
+# FROM still serving it.
+rolled_back() {
+  local t=$1 from=$2 to=$3 id=$4 out f code
+  out=$(wait_move "$id" cancelled) || die "move $id did not end cancelled and rolled back: $(jq -c '{state,step,error}' <<<"$out")" || return 1
+  echo "move $id: $(jq -c '{state,step,error}' <<<"$out")"
+  f=$(fence_states "$from" "$t")
+  echo "fence on cell $from's nodes: $f"
+  [ -z "$(tr ' ' '\n' <<<"$f" | grep -vx false)" ] || die "the fence is not down on every node of cell $from: $f" || return 1
+  fsvc tenants where "$t" --json | jq -e --argjson c "$from" '.cell == $c and .move == null' >/dev/null ||
+    die "the service does not have $t at home on cell $from with no move: $(fsvc tenants where "$t" --json | jq -c .)" || return 1
+  map_lines "$FDIR/tenants.map" | grep -qx "$t cell_$from" || die "tenants.map does not send $t to cell_$from" || return 1
+  live_map "$FDIR/tenants.map" | grep -qx "$t cell_$from" || die "the router does not send $t to cell_$from" || return 1
+  [ "$(usage_bytes "$(cell_admins "$to" | head -n 1)" "$t")" = none ] || die "cell $to still knows tenant $t" || return 1
+  code=$(req holds-left -X DELETE -H "Authorization: Bearer $(head -n 1 "$FLEET_ADMIN_TOKEN_FILE")" \
+    "http://$(cell_admins "$to" | head -n 1)/admin/v1/holds/fleet-move-$id")
+  [ "$code" = 200 ] && [ "$(jq -r .released "$TMP/r/holds-left.b")" = 0 ] ||
+    die "holds of move $id left on cell $to: $code $(cat "$TMP/r/holds-left.b")" || return 1
+  on_cell_only "$from" "$to" "$t/app0" v0
+}
+
+# The fleet service killed (SIGKILL) while a move is fenced: `move_load.py
+# watch` polls the move's record and the source nodes' fence every 20 ms
+# and kills the service the moment the step is `fenced` (the final pass,
+# the check and the flip take about half a second to a second; nothing is
+# slowed down for the test). Restarted, the service resumes the move, which
+# finds the fence still up and finishes under it: final pass, check, flip.
+# The guarantees of an undisturbed move hold, and the fence is measured as
+# the tenant saw it (first 503 to first 201 after it) and on the nodes
+# (fence up to the route flip), restart included. A tenant user logged in
+# on the old cell before the move keeps pulling with that access token
+# across the flip, and its refresh token is honoured by the new cell. A
+# cancel after the flip is refused.
+case_move_fence_crash() {
+  local out from to id i st step load_pid watch_pid pid ml=$HERE/move_load.py auth tl rep cancel_out=
+  [ -s "$TMP/t7-seed.json" ] || die "needs case tenant-move (its tenant t7 is the other tenant pulled)" || return 1
+  auth="$FLEET_USER:$FLEET_PASSWORD_FILE"
+  out=$(fsvc tenants place t10 --json) || die "place t10 failed: $out" || return 1
+  from=$(jq -r .cell <<<"$out")
+  to=$((3 - from))
+  create_tenant "$from" t10 || return 1
+  create_user "$from" t10 t10dev pull || return 1
+  timeout 300 python3 "$ml" seed --router "http://$FLEET_ROUTER" --tenant t10 --auth "$auth" --images 50 \
+    --out "$TMP/t10-seed.json" || die "seeding t10 failed" || return 1
+  timeout 30 python3 "$ml" login --router "http://$FLEET_ROUTER" --user t10dev --password-file "$TMP/t10dev.password" \
+    --scope "repository:t10/app0:pull" --out "$TMP/t10dev-tokens.json" || die "t10dev cannot log in" || return 1
+  [[ $(jq -r .route "$TMP/t10dev-tokens.json") == "cell_$from/"* ]] || die "t10dev's login was answered by $(jq -r .route "$TMP/t10dev-tokens.json"), want cell_$from" || return 1
+  rm -f "$TMP/fc-stop"
+  timeout 400 python3 "$ml" run --router "http://$FLEET_ROUTER" --tenant t10 --other t7 --auth "$auth" \
+    --seed "$TMP/t10-seed.json" --other-seed "$TMP/t7-seed.json" --stop "$TMP/fc-stop" --max-secs 300 \
+    --user-token "$TMP/t10dev-tokens.json" --out "$TMP/fc-report.json" >"$LOGS/fc-load.log" 2>&1 &
+  load_pid=$!
+  sleep 2
+  load_env
+  pid=$FLEET_SERVICE_PID
+  out=$(fsvc tenants move t10 --to "$to" --json) || die "move t10 to cell $to failed: $out" || return 1
+  id=$(jq -r '.move.id // .id' <<<"$out")
+  echo "move $id: t10 from cell $from to cell $to; the watcher kills the service (pid $pid) once it is fenced"
+  timeout 300 python3 "$ml" watch --router "http://$FLEET_ROUTER" --tenant t10 --service "$FLEET_SERVICE_URL" \
+    --service-token "$FLEET_SERVICE_TOKEN_FILE" --move "$id" --nodes "$(comma_admins "$from")" \
+    --node-token "$FLEET_ADMIN_TOKEN_FILE" --stop "$TMP/fc-stop" --max-secs 240 --kill-pid "$pid" \
+    --out "$TMP/fc-timeline.json" >"$LOGS/fc-watch.log" 2>&1 &
+  watch_pid=$!
+  for ((i = 0; i < 1200; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    touch "$TMP/fc-stop"
+    wait "$load_pid" "$watch_pid"
+    die "the move was never seen fenced within 120 s: $(fsvc moves show "$id" --json | jq -c '{state,step}')" || return 1
+  fi
+  echo "fleet service killed while move $id was fenced; restarting it in 1 s"
+  sleep 1
+  fleet start-service || die "start-service after the kill failed" || return 1
+  for ((i = 0; i < 480; i++)); do
+    out=$(fsvc moves show "$id" --json 2>/dev/null) && st=$(jq -r .state <<<"$out") && step=$(jq -r .step <<<"$out")
+    if [ -z "$cancel_out" ] && [ "$st" = running ] && { [ "$step" = flipped ] || [ "$step" = grace ]; }; then
+      cancel_out=$(fsvc moves cancel "$id" 2>&1) && cancel_out="ACCEPTED: $cancel_out"
+      echo "cancel at step $step: $cancel_out"
+    fi
+    case "$st" in done | failed | cancelled) break ;; esac
+    sleep 0.25
+  done
+  # The refresh token the old cell issued, used through the router now that
+  # the tenant is on the new cell.
+  out=$(c -D "$TMP/r/t10dev-refresh.h" -X POST --data-urlencode grant_type=refresh_token \
+    --data-urlencode "refresh_token=$(jq -r .refresh_token "$TMP/t10dev-tokens.json")" \
+    --data-urlencode service=wharf --data-urlencode client_id=move-test --data-urlencode "scope=repository:t10/app0:pull" \
+    "http://$FLEET_ROUTER/auth/token")
+  sleep 2
+  touch "$TMP/fc-stop"
+  wait "$load_pid"
+  wait "$watch_pid"
+  cat "$LOGS/fc-load.log" "$LOGS/fc-watch.log"
+  tl=$TMP/fc-timeline.json
+  rep=$TMP/fc-report.json
+  echo "move $id: $(fsvc moves show "$id" --json | jq -c '{state,step,counters,error}')"
+  [ "$st" = done ] || die "move $id ended '$st' after the restart: $(jq -c . <<<"$out")" || return 1
+  jq -e '.action.step == "fenced" and (.action.what | startswith("SIGKILL"))' "$tl" >/dev/null ||
+    die "the service was not killed in the fenced step: $(jq -c .action "$tl")" || return 1
+  [[ $(jq -r .action.route "$tl") == "cell_$from" ]] || die "the route had flipped already when the service was killed: $(jq -c .action "$tl")" || return 1
+  grep -q 'resumed with the fence up' "$FDIR/fleet/service.log" ||
+    die "the restarted service did not resume the move under its fence" || return 1
+  echo "fence as the tenant saw it: first 503 to first 201 after it: $(jq -r .fence_seen_secs "$rep") s" \
+    "(503s with Retry-After: $(jq -r .pushes_503_with_retry_after "$rep"))"
+  echo "fence on the nodes: up to the route flip $(jq -r .fence_up_to_flip_secs "$tl") s," \
+    "up to down (after the grace, with the tenant removed) $(jq -r .fence_up_to_down_secs "$tl") s;" \
+    "service killed $(jq -r '(.action.at - .fence_up_at) * 1000 | floor' "$tl") ms after the fence went up"
+  [ "$(jq -r .fence_up_to_flip_secs "$tl")" != null ] || die "the watcher saw no fence or no route flip: $(jq -c . "$tl")" || return 1
+  jq -e '.pulls_failed == 0 and .other_pulls_failed == 0 and .user_pulls_failed == 0 and .pushes_failed == 0
+    and .pushes_503_without_retry_after == 0 and .pulls_ok > 0 and .user_pulls_ok > 0 and .pushes_acked > 0
+    and (.pushes_503_with_retry_after == 0 or .pushes_acked_after_503 > 0)' "$rep" >/dev/null ||
+    die "the clients saw failures: $(jq -c 'del(.acked)' "$rep")" || return 1
+  echo "t10dev pulled $(jq -r .user_pulls_ok "$rep") times with the token cell $from issued, none failed"
+  jq -e '.access_token | length > 0' <<<"$out" >/dev/null || die "the old cell's refresh token was refused after the move: $out" || return 1
+  [[ $(header "$TMP/r/t10dev-refresh.h" X-Wharf-Route) == "cell_$to/"* ]] || die "the refresh was answered by $(header "$TMP/r/t10dev-refresh.h" X-Wharf-Route), want cell_$to" || return 1
+  [ "$(manifest_code "$(cell_addrs "$to" | head -n 1)" t10/app0 v0 "$(jq -r .access_token <<<"$out")")" = 200 ] ||
+    die "the token the new cell issued on refresh does not pull there" || return 1
+  echo "t10dev's refresh token from cell $from: honoured by cell $to"
+  [ -n "$cancel_out" ] || die "the move was never seen between its flip and its end, so no cancel was tried" || return 1
+  [[ $cancel_out != ACCEPTED* ]] && grep -q 'flipped its route already' <<<"$cancel_out" ||
+    die "a cancel after the flip was not refused clearly: $cancel_out" || return 1
+  timeout 300 python3 "$ml" verify --registry "http://$(cell_addrs "$to" | head -n 1)" --tenant t10 --auth "$auth" \
+    --seed "$TMP/t10-seed.json" --report "$rep" --out "$TMP/fc-verify.json" || die "cell $to does not hold t10 exactly" || return 1
+  on_cell_only "$to" "$from" t10/app0 v0 || return 1
+  [ "$(usage_bytes "$(cell_admins "$from" | head -n 1)" t10)" = none ] || die "cell $from still knows tenant t10"
+}
+
+# `wharf fleet moves cancel` rolls a move back: cancelled during its
+# pre-copy (paced at 20 blobs a second so that it lasts seconds), cancelled
+# while fenced (the watcher cancels the moment the step is `fenced`), and
+# cancelled with the service killed (SIGKILL) right after the cancel
+# request, so that the restarted service rolls it back. Each time the move
+# ends cancelled and rolled back with the tenant still at home, unfenced,
+# and nothing of it on the other cell; its clients pushed and pulled
+# throughout without a failure, and the source still holds every image.
+case_move_cancel() {
+  local out from to id i step load_pid ml=$HERE/move_load.py auth rep args="--move-max-blobs-per-sec 20"
+  [ -s "$TMP/t7-seed.json" ] || die "needs case tenant-move (its tenant t7 is the other tenant pulled)" || return 1
+  auth="$FLEET_USER:$FLEET_PASSWORD_FILE"
+  WHARF_FLEET_SERVICE_ARGS="$args" fleet stop-service || die "stop-service failed" || return 1
+  WHARF_FLEET_SERVICE_ARGS="$args" fleet start-service || die "start-service failed" || return 1
+  out=$(fsvc tenants place t11 --json) || die "place t11 failed: $out" || return 1
+  from=$(jq -r .cell <<<"$out")
+  to=$((3 - from))
+  create_tenant "$from" t11 || return 1
+  timeout 300 python3 "$ml" seed --router "http://$FLEET_ROUTER" --tenant t11 --auth "$auth" --images 40 \
+    --out "$TMP/t11-seed.json" || die "seeding t11 failed" || return 1
+  rm -f "$TMP/mc-stop"
+  timeout 400 python3 "$ml" run --router "http://$FLEET_ROUTER" --tenant t11 --other t7 --auth "$auth" \
+    --seed "$TMP/t11-seed.json" --other-seed "$TMP/t7-seed.json" --stop "$TMP/mc-stop" --max-secs 300 \
+    --out "$TMP/mc-report.json" >"$LOGS/mc-load.log" 2>&1 &
+  load_pid=$!
+  sleep 2
+
+  # 1. Cancelled in the pre-copy.
+  out=$(fsvc tenants move t11 --to "$to" --json) || die "move t11 failed: $out" || return 1
+  id=$(jq -r '.move.id // .id' <<<"$out")
+  in_pre_copy "$id"
+  step=$(fsvc moves show "$id" --json | jq -r .step)
+  out=$(fsvc moves cancel "$id" --json) || die "cancel of move $id at step '$step' refused: $out" || return 1
+  echo "move $id cancelled at step '$step'"
+  case "$step" in started | pre-copy) ;; *) die "move $id was at '$step', not in its pre-copy" || return 1 ;; esac
+  rolled_back t11 "$from" "$to" "$id" || return 1
+
+  # 2. Cancelled while fenced.
+  out=$(fsvc tenants move t11 --to "$to" --json) || die "second move of t11 failed: $out" || return 1
+  id=$(jq -r '.move.id // .id' <<<"$out")
+  rm -f "$TMP/mc-watch-stop"
+  timeout 200 python3 "$ml" watch --router "http://$FLEET_ROUTER" --tenant t11 --service "$FLEET_SERVICE_URL" \
+    --service-token "$FLEET_SERVICE_TOKEN_FILE" --move "$id" --nodes "$(comma_admins "$from")" \
+    --node-token "$FLEET_ADMIN_TOKEN_FILE" --stop "$TMP/mc-watch-stop" --max-secs 150 --cancel \
+    --out "$TMP/mc-timeline.json" >"$LOGS/mc-watch.log" 2>&1 ||
+    die "the watcher failed: $(tail -n 5 "$LOGS/mc-watch.log")" || return 1
+  cat "$LOGS/mc-watch.log"
+  jq -e '.action.step == "fenced" and (.action.what | startswith("cancel -> 200"))' "$TMP/mc-timeline.json" >/dev/null ||
+    die "the move was not cancelled in its fenced step: $(jq -c .action "$TMP/mc-timeline.json")" || return 1
+  echo "move $id cancelled while fenced; fence up to down on the nodes: $(jq -r .fence_up_to_down_secs "$TMP/mc-timeline.json") s"
+  rolled_back t11 "$from" "$to" "$id" || return 1
+
+  # 3. The service killed right after the cancel: the restarted one rolls back.
+  out=$(fsvc tenants move t11 --to "$to" --json) || die "third move of t11 failed: $out" || return 1
+  id=$(jq -r '.move.id // .id' <<<"$out")
+  in_pre_copy "$id"
+  step=$(fsvc moves show "$id" --json | jq -r .step)
+  fsvc moves cancel "$id" >/dev/null && fleet kill-service || die "cancel then kill of move $id failed" || return 1
+  out=$(c -s "http://$(cell_admins "$to" | head -n 1)/admin/v1/tenants/t11/usage" \
+    -H "Authorization: Bearer $(head -n 1 "$FLEET_ADMIN_TOKEN_FILE")" | jq -c '{bytes,repositories}' 2>/dev/null)
+  echo "move $id cancelled at step '$step' and the service killed; cell $to holds of t11: ${out:-nothing}"
+  WHARF_FLEET_SERVICE_ARGS="$args" fleet start-service || die "start-service after the kill failed" || return 1
+  rolled_back t11 "$from" "$to" "$id" || return 1
+  grep -q 'cancelled move rolled back' "$FDIR/fleet/service.log" || die "the restarted service did not roll the move back" || return 1
+
+  sleep 1
+  touch "$TMP/mc-stop"
+  wait "$load_pid"
+  cat "$LOGS/mc-load.log"
+  rep=$TMP/mc-report.json
+  jq -e '.pulls_failed == 0 and .other_pulls_failed == 0 and .pushes_failed == 0
+    and .pushes_503_without_retry_after == 0 and .pulls_ok > 0 and .pushes_acked > 0
+    and (.pushes_503_with_retry_after == 0 or .pushes_acked_after_503 > 0)' "$rep" >/dev/null ||
+    die "the clients saw failures: $(jq -c 'del(.acked)' "$rep")" || return 1
+  timeout 300 python3 "$ml" verify --registry "http://$(cell_addrs "$from" | head -n 1)" --tenant t11 --auth "$auth" \
+    --seed "$TMP/t11-seed.json" --report "$rep" --out "$TMP/mc-verify.json" || die "cell $from lost some of t11" || return 1
+}
+
 case_fleet_stop() {
   local pids p
   load_env
@@ -878,13 +1145,15 @@ if run_case fleet-start case_fleet_start; then
       maybe node-restart case_node_restart
       maybe cell-down case_cell_down
       if selected service-start || selected service-places || selected service-scrapes || selected service-down ||
-        selected tenant-move || selected move-crash; then
+        selected tenant-move || selected move-crash || selected move-fence-crash || selected move-cancel; then
         if run_case service-start case_service_start; then
           maybe service-places case_service_places
           maybe service-scrapes case_service_scrapes
           maybe service-down case_service_down
           maybe tenant-move case_tenant_move
           maybe move-crash case_move_crash
+          maybe move-fence-crash case_move_fence_crash
+          maybe move-cancel case_move_cancel
         fi
       fi
     fi

@@ -20,7 +20,10 @@
 //!   JSON object a line, each with `kind`:
 //!   `tenant` (`record`: the stored tenant, fence left out), `user` and
 //!   `robot` (`record`: as stored, hashes included, so the account is
-//!   recreated identically), `repository` (`name`, `created`), `blob`
+//!   recreated identically), `refresh` (`record`: one refresh token of
+//!   the tenant's accounts as stored: the hash of its secret, the identity
+//!   and generation it is bound to, its service and times, so that it is
+//!   honoured on the other cell), `repository` (`name`, `created`), `blob`
 //!   (`repo`, `digest`, `size`), `manifest` (`repo`, `digest`,
 //!   `media_type`, `body`: base64 of the exact bytes, `pushed`,
 //!   `last_pulled` when ever pulled, `subject` when it has one), `tag`
@@ -28,7 +31,8 @@
 //!   its robots (by name), then per repository (by name): the repository,
 //!   its blobs (by digest), its manifests (children and subjects before
 //!   what needs them, ties by digest), its tags (by name). Times are RFC
-//!   3339 UTC at the second, the precision metadata keeps.
+//!   3339 UTC at the second, the precision metadata keeps. Refresh tokens
+//!   come after the robots (by hash).
 //! - `POST /admin/v1/tenants/{tenant}/import?mode=merge|sync`: the export
 //!   format as body, lines of at most [`MAX_LINE`] bytes, the tenant line
 //!   first and every line of a repository after its `repository` line.
@@ -36,8 +40,10 @@
 //!   store (`PUT /admin/v1/blobs/{digest}`). `sync` also deletes what the
 //!   tenant has here and the stream lacks. Answers `200` with
 //!   `{"created","updated","unchanged","deleted"}` in total and per kind
-//!   (`tenant`, `users`, `robots`, `repositories`, `blobs`, `manifests`,
-//!   `tags`). A line refused stops the import there (`400`/`404`, the
+//!   (`tenant`, `users`, `robots`, `refresh_tokens`, `repositories`,
+//!   `blobs`, `manifests`, `tags`); a refresh token of an account the
+//!   stream does not list is left out, and `sync` deletes the tenant's
+//!   refresh tokens the stream lacks (used or revoked on the source). A line refused stops the import there (`400`/`404`, the
 //!   message names the line and the digest); what came before stays, and
 //!   running the import again is safe.
 //! - `GET`/`HEAD /admin/v1/blobs/{digest}`: the bytes (`404 BLOB_UNKNOWN`).
@@ -110,6 +116,9 @@ enum Line {
         record: Value,
     },
     Robot {
+        record: Value,
+    },
+    Refresh {
         record: Value,
     },
     Repository {
@@ -192,7 +201,8 @@ async fn get_export(State(api): State<Arc<AdminApi>>, Path(tenant): Path<String>
     if let Err(e) = api.directory.load().await {
         tracing::debug!(error = %e, "export: directory reload failed; using the snapshot");
     }
-    let accounts = api.directory.export_accounts(&tenant)?;
+    let mut accounts = api.directory.export_accounts(&tenant)?;
+    accounts.refresh = api.directory.export_refresh(&tenant).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(EXPORT_BUFFER);
     tokio::spawn(async move {
         if let Err(e) = export(&registry, &tenant, accounts, &tx).await {
@@ -244,6 +254,9 @@ async fn export(
     }
     for record in accounts.robots {
         send(tx, &Line::Robot { record }).await?;
+    }
+    for record in accounts.refresh {
+        send(tx, &Line::Refresh { record }).await?;
     }
     let mut last: Option<String> = None;
     loop {
@@ -408,6 +421,7 @@ struct Imported {
     tenant: UpsertCounts,
     users: UpsertCounts,
     robots: UpsertCounts,
+    refresh: UpsertCounts,
     repositories: UpsertCounts,
     blobs: UpsertCounts,
     manifests: UpsertCounts,
@@ -421,6 +435,7 @@ impl Imported {
             &self.tenant,
             &self.users,
             &self.robots,
+            &self.refresh,
             &self.repositories,
             &self.blobs,
             &self.manifests,
@@ -432,6 +447,7 @@ impl Imported {
         v["tenant"] = counts_json(&self.tenant);
         v["users"] = counts_json(&self.users);
         v["robots"] = counts_json(&self.robots);
+        v["refresh_tokens"] = counts_json(&self.refresh);
         v["repositories"] = counts_json(&self.repositories);
         v["blobs"] = counts_json(&self.blobs);
         v["manifests"] = counts_json(&self.manifests);
@@ -538,10 +554,12 @@ impl Import<'_> {
                     tenant: record,
                     users: Vec::new(),
                     robots: Vec::new(),
+                    refresh: Vec::new(),
                 });
             }
             Line::User { record } => self.account_lines(at)?.users.push(record),
             Line::Robot { record } => self.account_lines(at)?.robots.push(record),
+            Line::Refresh { record } => self.account_lines(at)?.refresh.push(record),
             Line::Repository { name, created } => {
                 self.apply_accounts(at).await?;
                 self.end_repository().await?;
@@ -644,7 +662,7 @@ impl Import<'_> {
         match (&mut self.accounts, self.accounts_done) {
             (Some(a), false) => Ok(a),
             _ => Err(Failure::invalid(format!(
-                "{at}: user and robot lines follow the tenant line, before any repository"
+                "{at}: user, robot and refresh lines follow the tenant line, before any repository"
             ))),
         }
     }
@@ -677,6 +695,7 @@ impl Import<'_> {
         self.done.tenant = done.tenant;
         self.done.users = done.users;
         self.done.robots = done.robots;
+        self.done.refresh = done.refresh;
         self.accounts_done = true;
         Ok(())
     }

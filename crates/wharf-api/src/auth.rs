@@ -452,6 +452,16 @@ impl Users {
         Some(Principal::new(user, grants).with_identity(identity))
     }
 
+    /// Whether `tenant`'s write fence is up on this cell (a tenant move is
+    /// in its last pass): its refresh tokens must then stay as they are.
+    fn fenced(&self, tenant: &str) -> bool {
+        !tenant.is_empty()
+            && self
+                .directory
+                .as_ref()
+                .is_some_and(|d| d.fence(tenant).is_some())
+    }
+
     /// The tenant of a directory subject; empty for the operator's own.
     fn tenant_of(&self, subject: &str) -> String {
         self.directory
@@ -763,7 +773,9 @@ fn token_identity_is_current(users: &Users, claims: &wharf_auth::Claims) -> bool
 /// identity and credential generation it was issued for (a password or
 /// role change, a deletion or a revocation ends it), used once (a refresh
 /// answers with a new one and the old one is gone), and an identity holds
-/// at most [`REFRESH_PER_IDENTITY`].
+/// at most [`REFRESH_PER_IDENTITY`]. While the tenant's write fence is up
+/// (a move's last pass), its refresh tokens are left as they are: a refresh
+/// answers with the same token, a password login with none.
 pub struct TokenService {
     users: Arc<Users>,
     issuer: Issuer,
@@ -912,7 +924,11 @@ impl TokenService {
                 self.issuer
                     .check_service(&service)
                     .map_err(|e| RegistryError::InvalidParameters(e.to_string()))?;
-                let refresh = if param("access_type").as_deref() == Some("offline") {
+                // Under a move's fence the tenant's refresh tokens are
+                // copied as they are: none is added (OAuth lets a server
+                // answer without one; the client keeps using its password).
+                let offline = param("access_type").as_deref() == Some("offline");
+                let refresh = if offline && !self.users.fenced(&self.users.tenant_of(&user)) {
                     Some(self.new_refresh(&principal, &service).await?)
                 } else {
                     None
@@ -943,7 +959,18 @@ impl TokenService {
                     .users
                     .principal(&record.subject, &scope)
                     .ok_or(RegistryError::Unauthorized)?;
-                let next = self.new_refresh(&principal, &service).await?;
+                // Under a move's fence the token is not rotated: it is put
+                // back as it was and answered again, so the copy the move
+                // makes of the tenant's refresh tokens stays exact.
+                let next = if self.users.fenced(&record.tenant) {
+                    self.store
+                        .refresh_put(&record, REFRESH_PER_IDENTITY, now_unix())
+                        .await
+                        .map_err(wharf_registry::meta_err)?;
+                    secret.into_owned()
+                } else {
+                    self.new_refresh(&principal, &service).await?
+                };
                 self.respond(&principal, &scope, &service, Some(next), true)
             }
             _ => Err(RegistryError::InvalidParameters(

@@ -6,7 +6,10 @@
 //! sync import mirrors deletions), blob copies (digest checked, named
 //! holds that keep a blob through garbage collection until released),
 //! purges that bring usage to zero and let the collector reclaim the
-//! bytes, and the per-tenant metrics.
+//! bytes, and the per-tenant metrics; and a tenant user's access and
+//! refresh tokens, issued by one cell, honoured by the other after the
+//! copy (both cells sign with one key), while a user deleted before the
+//! last pass is not.
 
 mod common;
 
@@ -16,13 +19,18 @@ use std::time::Duration;
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
+use wharf_api::auth::{Auth, TokenService, Users};
 use wharf_api::tenant_traffic::TenantTraffic;
+use wharf_auth::{BasicChallenge, BearerChallenge, Issuer, KeySet, SigningKey, Verifier};
 use wharf_meta::embedded::EmbeddedStore;
 use wharf_meta::MetaStore;
 use wharf_storage::fs::FsStore;
 use wharf_tenants::{Directory, NewTenant, Role, RoleSpec};
 
 const TOKEN: &str = "move-admin-token";
+const SERVICE: &str = "wharf-test";
+const ISSUER: &str = "wharf-test-issuer";
+const REALM: &str = "http://registry.test/auth/token";
 
 /// One cell of one node: the registry port, the admin port (admin API and
 /// `/metrics`), over its own data directory.
@@ -37,6 +45,12 @@ struct Cell {
 
 impl Cell {
     async fn start(tenants: &[&str]) -> Cell {
+        Cell::start_with(tenants, None).await
+    }
+
+    /// With `key`, the registry port runs in token mode over the
+    /// directory's users, signing with `key` (as every node of a fleet).
+    async fn start_with(tenants: &[&str], key: Option<&SigningKey>) -> Cell {
         let stores = Stores::open().await;
         let (meta, blobs) = (stores.meta.clone(), stores.blobs.clone());
         let dyn_meta: Arc<dyn MetaStore> = meta.clone();
@@ -51,7 +65,7 @@ impl Cell {
                 .unwrap();
         }
         let traffic = Arc::new(TenantTraffic::new(directory.clone()));
-        traffic.spawn_stored_refresher(dyn_meta, Duration::from_millis(50));
+        traffic.spawn_stored_refresher(dyn_meta.clone(), Duration::from_millis(50));
         let registry = stores
             .registry()
             .with_quotas(Arc::new(directory.clone()))
@@ -78,9 +92,32 @@ impl Cell {
             axum::serve(listener, app).await.unwrap();
         });
         let d = directory.clone();
+        let tokens = key.map(|key| {
+            let users = Arc::new(Users::directory_only(directory.clone()));
+            let mut keys = KeySet::new();
+            keys.insert(key.public_key());
+            let service = TokenService::new(
+                users.clone(),
+                Issuer::new(key.clone(), ISSUER, SERVICE),
+                SERVICE,
+                BasicChallenge::new("wharf").unwrap(),
+                Arc::from(Vec::new()),
+                dyn_meta.clone(),
+            );
+            (users, keys, service)
+        });
         let s = Server::start_over(stores, registry, |state| {
             state.directory = Some(d);
             state.traffic = traffic;
+            if let Some((users, keys, service)) = tokens {
+                state.auth = Auth::Token {
+                    verifier: Arc::new(Verifier::new(keys, ISSUER, SERVICE)),
+                    challenge: BearerChallenge::new(REALM, SERVICE).unwrap(),
+                    anonymous_pull: Arc::from(Vec::new()),
+                    identities: Some(users),
+                };
+                state.token_service = Some(Arc::new(service));
+            }
         })
         .await;
         Cell {
@@ -1233,4 +1270,311 @@ async fn a_tenant_admin_deletes_its_own_repositories_and_content_and_nothing_els
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(cell.usage("beta").await["repositories"], 1);
+}
+
+/// `POST /auth/token` on `cell` with `form` (and the service); the status
+/// and the answer's JSON.
+async fn post_token(cell: &Cell, form: &[(&str, &str)]) -> (u16, Value) {
+    let mut all = vec![("service", SERVICE), ("client_id", "test")];
+    all.extend_from_slice(form);
+    let r = cell
+        .s
+        .req(Method::POST, "/auth/token")
+        .form(&all)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A password login of `user` asking for a refresh token: (access token,
+/// refresh token).
+async fn offline_login(cell: &Cell, user: &str, scope: &str) -> (String, String) {
+    let (status, v) = post_token(
+        cell,
+        &[
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", &format!("{user}-password")),
+            ("access_type", "offline"),
+            ("scope", scope),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "login of {user}: {v}");
+    (
+        v["access_token"].as_str().unwrap().to_string(),
+        v["refresh_token"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The status of a manifest pull on `cell` with bearer `token`.
+async fn pull_with(cell: &Cell, token: &str, path: &str) -> u16 {
+    cell.s
+        .req(Method::GET, path)
+        .header("Accept", OCI_MANIFEST)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Pushes a small image tagged `tag` into `acme/app` with bearer `token`
+/// (monolithic blob uploads); the manifest's status.
+async fn push_with(cell: &Cell, token: &str, tag: &str) -> u16 {
+    let config = format!("{{\"seed\":\"{tag}\"}}");
+    let layer = format!("layer of {tag}");
+    for blob in [&config, &layer] {
+        let r = cell
+            .s
+            .req(
+                Method::POST,
+                &format!(
+                    "/v2/acme/app/blobs/uploads/?digest={}",
+                    sha256(blob.as_bytes())
+                ),
+            )
+            .bearer_auth(token)
+            .body(blob.clone())
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 201 {
+            return r.status().as_u16();
+        }
+    }
+    let body = image_manifest(
+        &sha256(config.as_bytes()),
+        config.len(),
+        &sha256(layer.as_bytes()),
+        layer.len(),
+        "",
+    );
+    cell.s
+        .req(Method::PUT, &format!("/v2/acme/app/manifests/{tag}"))
+        .header("Content-Type", OCI_MANIFEST)
+        .bearer_auth(token)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// One copy pass as a move makes it: export from `a`, blobs to `b`, the
+/// records imported in `mode`.
+async fn pass(a: &Cell, b: &Cell, mode: &str) -> Value {
+    let lines = a.export("acme").await;
+    copy_blobs(a, b, &lines, "move-tokens").await;
+    let (status, v) = b.import("acme", mode, &lines).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(b.export("acme").await, lines, "B mirrors A");
+    v
+}
+
+#[tokio::test]
+async fn a_users_access_and_refresh_tokens_from_one_cell_are_honoured_by_the_other() {
+    let key = SigningKey::generate();
+    let a = Cell::start_with(&["acme"], Some(&key)).await;
+    let b = Cell::start_with(&[], Some(&key)).await;
+    let (push, pull) = (
+        &[RoleSpec::tenant_wide(Role::Push)],
+        &[RoleSpec::tenant_wide(Role::Pull)],
+    );
+    for (user, roles) in [("alice", push), ("bob", pull), ("carol", pull)] {
+        a.directory
+            .put_user("acme", user, Some(&format!("{user}-password")), roles)
+            .await
+            .unwrap();
+    }
+    // Bob's password changed once: his generation is not the first.
+    a.directory
+        .put_user("acme", "bob", Some("bob-password"), pull)
+        .await
+        .unwrap();
+    let (alice_tok, alice_rt) = offline_login(&a, "alice", "repository:acme/app:pull,push").await;
+    assert_eq!(
+        push_with(&a, &alice_tok, "v1").await,
+        201,
+        "alice pushes on A"
+    );
+    let scope = "repository:acme/app:pull";
+    let (bob_tok, bob_rt) = offline_login(&a, "bob", scope).await;
+    let (carol_tok, carol_rt) = offline_login(&a, "carol", scope).await;
+    // A refresh token already used on A (rotated there) must not be usable
+    // on B; its successor must.
+    let (status, v) = post_token(
+        &a,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &bob_rt),
+            ("scope", scope),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let bob_rt2 = v["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(bob_rt2, bob_rt);
+
+    // Pre-copy, then Carol is deleted on A, then the fenced final pass.
+    let v = pass(&a, &b, "merge").await;
+    assert_eq!(v["users"]["created"], 3, "{v}");
+    assert_eq!(
+        v["refresh_tokens"]["created"], 3,
+        "alice, bob's second, carol: {v}"
+    );
+    a.directory.delete_user("acme", "carol").await.unwrap();
+    // Alice refreshes on A between the passes: B must end with her new
+    // refresh token only.
+    let (status, v) = post_token(
+        &a,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &alice_rt),
+            ("scope", scope),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let alice_rt2 = v["refresh_token"].as_str().unwrap().to_string();
+    let (status, _) = a
+        .admin_json(Method::PUT, "/admin/v1/tenants/acme/fence", None)
+        .await;
+    assert_eq!(status, 200);
+    // Under the fence A's refresh tokens stay as they are: a refresh
+    // answers with the same token, so the last pass copies them exactly.
+    let (status, v) = post_token(
+        &a,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &bob_rt2),
+            ("scope", scope),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["refresh_token"],
+        bob_rt2.as_str(),
+        "not rotated under the fence"
+    );
+    let v = pass(&a, &b, "sync").await;
+    assert_eq!(v["users"]["deleted"], 1, "carol: {v}");
+    assert_eq!(
+        (
+            &v["refresh_tokens"]["created"],
+            &v["refresh_tokens"]["deleted"]
+        ),
+        (&json!(1), &json!(1)),
+        "alice's new one in, her used one out: {v}"
+    );
+
+    // Ids, generations, hashes and grants came along: A's tokens work on B.
+    let records = |c: &Cell| {
+        let lines = c.directory.export_accounts("acme").unwrap();
+        lines.users
+    };
+    assert_eq!(
+        records(&a),
+        records(&b),
+        "the user records, ids and generations included"
+    );
+    assert_eq!(
+        pull_with(&b, &bob_tok, "/v2/acme/app/manifests/v1").await,
+        200
+    );
+    assert_eq!(
+        pull_with(&b, &alice_tok, "/v2/acme/app/manifests/v1").await,
+        200
+    );
+    assert_eq!(
+        push_with(&b, &alice_tok, "v2").await,
+        201,
+        "alice's push grant holds on B"
+    );
+    for (rt, want) in [(&alice_rt, 401), (&alice_rt2, 200)] {
+        let (status, v) = post_token(
+            &b,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt),
+                ("scope", scope),
+            ],
+        )
+        .await;
+        assert_eq!(status, want, "alice's refresh tokens on B: {v}");
+    }
+    // Bob's password is the same on B (the hash came along).
+    let (status, _) = post_token(
+        &b,
+        &[
+            ("grant_type", "password"),
+            ("username", "bob"),
+            ("password", "bob-password"),
+            ("scope", scope),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "bob's password on B");
+    // His current refresh token works on B, once; the used one never.
+    let (status, _) = post_token(
+        &b,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &bob_rt),
+            ("scope", scope),
+        ],
+    )
+    .await;
+    assert_eq!(status, 401, "a refresh token used on A is refused on B");
+    let (status, v) = post_token(
+        &b,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &bob_rt2),
+            ("scope", scope),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let fresh = v["access_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        pull_with(&b, &fresh, "/v2/acme/app/manifests/v1").await,
+        200
+    );
+    assert_ne!(
+        v["refresh_token"],
+        bob_rt2.as_str(),
+        "B is not fenced: it rotates"
+    );
+    // Carol, deleted on A before the last pass, is nobody on B.
+    assert_eq!(
+        pull_with(&b, &carol_tok, "/v2/acme/app/manifests/v1").await,
+        401
+    );
+    let (status, _) = post_token(
+        &b,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &carol_rt),
+            ("scope", scope),
+        ],
+    )
+    .await;
+    assert_eq!(status, 401, "carol's refresh token");
+    let (status, _) = post_token(
+        &b,
+        &[
+            ("grant_type", "password"),
+            ("username", "carol"),
+            ("password", "carol-password"),
+            ("scope", scope),
+        ],
+    )
+    .await;
+    assert_eq!(status, 401, "carol's password");
 }

@@ -20,7 +20,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -145,6 +145,7 @@ pub fn app(fleetd: Arc<Fleetd>) -> Router {
     Router::new()
         .route("/fleet/v1/cells", get(list_cells).post(add_cell))
         .route("/fleet/v1/cells/{id}", get(get_cell))
+        .route("/fleet/v1/cells/{id}/nodes", put(set_cell_nodes))
         .route("/fleet/v1/cells/{id}/drain", post(drain_cell))
         .route("/fleet/v1/cells/{id}/retire", post(retire_cell))
         .route("/fleet/v1/tenants", get(list_tenants).post(place_tenant))
@@ -209,6 +210,16 @@ async fn add_cell(State(f): State<Arc<Fleetd>>, headers: HeaderMap, body: Body) 
 
 async fn get_cell(State(f): State<Arc<Fleetd>>, Path(id): Path<String>) -> Answer {
     ok(f.cell(cell_id(&id)?).await?)
+}
+
+async fn set_cell_nodes(
+    State(f): State<Arc<Fleetd>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let req = read_json(&headers, body).await?;
+    ok(f.set_cell_nodes(cell_id(&id)?, &req).await?)
 }
 
 async fn drain_cell(State(f): State<Arc<Fleetd>>, Path(id): Path<String>) -> Answer {

@@ -28,7 +28,8 @@
 //!
 //! A move left `running` by a service that stopped is handed to the
 //! executor again when the service starts (with [`MoveTask::flipped`]
-//! saying whether its route had flipped), and a cancelled move nobody was
+//! saying whether its route had flipped, and [`MoveControl::fence_recorded`]
+//! whether its fence was up), and a cancelled move nobody was
 //! running is handed to [`MoveExecutor::roll_back`]; both must therefore be
 //! idempotent.
 //!
@@ -143,6 +144,18 @@ impl MoveControl {
             ..MoveUpdate::default()
         })
         .await
+    }
+
+    /// When the tenant's write fence went up (unix seconds), if the move's
+    /// record says it is up ([`MoveControl::fence_up`] and no
+    /// [`MoveControl::fence_down`] since): a move resumed after a restart
+    /// of the service in its fenced state.
+    pub async fn fence_recorded(&self) -> Result<Option<u64>, MoveAborted> {
+        let m = self.fleetd.store().get_move(self.id).await?;
+        if m.state == MoveState::Cancelled {
+            return Err(MoveAborted::Cancelled);
+        }
+        Ok(m.fence_start_unix.filter(|_| m.fence_end_unix.is_none()))
     }
 
     /// Reports that the fence is down again.

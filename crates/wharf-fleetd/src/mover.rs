@@ -25,9 +25,14 @@
 //!    everything of the tenant is removed from it.
 //!
 //! A move resumed after the service restarts starts over from what the
-//! cells hold (every pass is idempotent): before the flip it lowers a fence
-//! left up and pre-copies again; after it, it only finishes the grace and
-//! the removal. A move cancelled before its flip is rolled back
+//! cells hold (every pass is idempotent). Found in its fenced state (its
+//! record says the fence went up and the source still has it), it keeps
+//! the fence up and goes on from step 3: the fence settles again, then a
+//! whole final pass (nothing is remembered across a restart), the check
+//! and the flip, so the tenant's writes are refused only once, for the
+//! service's downtime and that pass. Otherwise, before the flip, it lowers
+//! a fence left up and pre-copies again; after the flip, it only finishes
+//! the grace and the removal. A move cancelled before its flip is rolled back
 //! ([`HttpMover::rollback`]): fence down on the source, the destination's
 //! partial copy and holds removed.
 //!
@@ -365,28 +370,54 @@ impl HttpMover {
         Ok((stats, difference))
     }
 
+    /// Whether the source's directory holds `tenant`'s fence (one node
+    /// answers for the cell: the fence is in the tenant's record there).
+    async fn fenced_on(&self, tenant: &str, cell: &CellEndpoints) -> bool {
+        self.cell(cell)
+            .any(reqwest::Method::GET, &fence_path(tenant), None)
+            .await
+            .is_ok_and(|v| v["fenced"] == true)
+    }
+
     /// Steps 1-5: everything up to and including the flip. How long the
     /// tenant's writes were fenced (from raising the fence to the flip).
     async fn before_flip(&self, task: &MoveTask, control: &MoveControl) -> Result<Duration, Stop> {
         let hold = hold_name(task.id);
-        // A fence left up by an earlier attempt comes down first: pre-copy
-        // runs with the tenant writable.
-        self.unfence(&task.tenant, &task.from)
-            .await
-            .map_err(Stop::Failed)?;
-        let mut pass = 0u32;
         let mut memory = PassMemory::default();
+        // A move resumed in its fenced state goes on under the fence.
+        let under_fence = control.fence_recorded().await?.is_some()
+            && self.fenced_on(&task.tenant, &task.from).await;
+        if under_fence {
+            tracing::info!(move_id = task.id, tenant = %task.tenant,
+                "move: resumed with the fence up; final pass, check and flip under it");
+            // What the destination holds stands for what earlier passes
+            // gave it, so the fenced pass sends only the difference.
+            memory = self.cell(&task.to).memory_of(&task.tenant).await;
+        } else {
+            // A fence left up by an earlier attempt comes down first:
+            // pre-copy runs with the tenant writable.
+            self.unfence(&task.tenant, &task.from)
+                .await
+                .map_err(Stop::Failed)?;
+            self.pre_copy(task, control, &hold, &mut memory).await?;
+        }
+        self.fenced_pass(task, control, &hold, &mut memory, under_fence)
+            .await
+    }
+
+    /// Steps 1 and 2: the copy passes until the delta is small.
+    async fn pre_copy(
+        &self,
+        task: &MoveTask,
+        control: &MoveControl,
+        hold: &str,
+        memory: &mut PassMemory,
+    ) -> Result<(), Stop> {
+        let mut pass = 0u32;
         loop {
             pass += 1;
             let stats = self
-                .copy_pass(
-                    &task.tenant,
-                    &task.from,
-                    &task.to,
-                    &hold,
-                    pass == 1,
-                    &mut memory,
-                )
+                .copy_pass(&task.tenant, &task.from, &task.to, hold, pass == 1, memory)
                 .await
                 .map_err(Stop::Failed)?;
             let step = if pass == 1 { "pre-copy" } else { "delta" };
@@ -396,9 +427,21 @@ impl HttpMover {
             tracing::info!(move_id = task.id, tenant = %task.tenant, pass,
                 delta = stats.delta(), records = stats.records, "move: copy pass");
             if stats.delta() <= self.config.small_delta || pass >= self.config.max_passes {
-                break;
+                return Ok(());
             }
         }
+    }
+
+    /// Steps 3 to 5: the fence (raised, or found up by a resumed move:
+    /// `resumed`), the final pass, the check and the flip.
+    async fn fenced_pass(
+        &self,
+        task: &MoveTask,
+        control: &MoveControl,
+        hold: &str,
+        memory: &mut PassMemory,
+        resumed: bool,
+    ) -> Result<Duration, Stop> {
         let fence_raised = Instant::now();
         let settle = match self.fence(&task.tenant, &task.from).await {
             Ok(d) => d,
@@ -407,17 +450,24 @@ impl HttpMover {
                 return Err(Stop::Failed(e));
             }
         };
-        control.fence_up().await?;
+        if resumed {
+            // The record keeps when the fence first went up.
+            control
+                .step("fenced", json!({"resumed_under_fence": true}))
+                .await?;
+        } else {
+            control.fence_up().await?;
+        }
         let fenced = Instant::now();
         let mut check = self
-            .final_pass(&task.tenant, &task.from, &task.to, &hold, &mut memory)
+            .final_pass(&task.tenant, &task.from, &task.to, hold, memory)
             .await;
         if matches!(check, Ok((_, Some(_)))) {
             // The changes-only pass left a difference: once more with the
             // whole export, which replaces everything on the destination.
             memory.last = None;
             check = self
-                .final_pass(&task.tenant, &task.from, &task.to, &hold, &mut memory)
+                .final_pass(&task.tenant, &task.from, &task.to, hold, memory)
                 .await;
         }
         let (stats, difference) = match check {
@@ -436,6 +486,9 @@ impl HttpMover {
         let mut counters = stats.json();
         counters["fence_settle_ms"] = json!(settle.as_millis() as u64);
         counters["final_ms"] = json!(fenced.elapsed().as_millis() as u64);
+        if resumed {
+            counters["resumed_under_fence"] = json!(true);
+        }
         control.step("verified", counters).await?;
         control.flip_route().await?;
         Ok(fence_raised.elapsed())
@@ -631,7 +684,45 @@ impl Cell<'_> {
         .await
     }
 
+    /// Pass memory as if this cell's copy of `tenant` had been given by
+    /// an earlier pass: its records, and its blobs as present. Empty when
+    /// it cannot be read (the next pass then checks everything).
+    async fn memory_of(&self, tenant: &str) -> PassMemory {
+        let Ok(lines) = self.export(tenant).await else {
+            return PassMemory::default();
+        };
+        let on_destination = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["kind"] == "blob")
+            .filter_map(|r| r["digest"].as_str().map(str::to_string))
+            .collect();
+        PassMemory {
+            last: Some(lines.into_iter().collect()),
+            on_destination,
+        }
+    }
+
+    /// [`Cell::import_once`], waiting out (bounded) the few seconds a cell
+    /// keeps a deleted tenant's name from being taken again: a move
+    /// requested right after a cancelled one whose rollback removed the
+    /// tenant here.
     async fn import(&self, tenant: &str, lines: &[String], mode: &str) -> Step<u64> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.import_once(tenant, lines, mode).await {
+                Err(e)
+                    if tries < 20 && e.contains("-> 409") && e.contains("can be taken again") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn import_once(&self, tenant: &str, lines: &[String], mode: &str) -> Step<u64> {
         let path = format!("/admin/v1/tenants/{tenant}/import?mode={mode}");
         let mut body = lines.join("\n");
         body.push('\n');
@@ -787,6 +878,7 @@ fn record_key(line: &str) -> Option<String> {
         "repository" => Some(format!("repository {}", part("name"))),
         "blob" | "manifest" => Some(format!("{kind} {} {}", part("repo"), part("digest"))),
         "tag" => Some(format!("tag {} {}", part("repo"), part("tag"))),
+        "refresh" => Some(format!("refresh {}", r["record"]["hash"].as_str()?)),
         "user" | "robot" => {
             let rec = &r["record"];
             let name = rec["name"].as_str().or(rec["id"].as_str())?;

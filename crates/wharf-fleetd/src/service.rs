@@ -281,6 +281,25 @@ fn valid_admin_url(u: &str) -> bool {
         && !u.contains('@')
 }
 
+/// The `nodes` of a request: at least one http(s) admin URL, without
+/// credentials, each without a trailing `/`.
+fn nodes_of(req: &Value) -> Result<Vec<String>, ServiceError> {
+    let bad = |m: &str| ServiceError::Invalid(m.into());
+    let nodes: Vec<String> = req["nodes"]
+        .as_array()
+        .ok_or_else(|| bad("nodes must list the nodes' admin URLs"))?
+        .iter()
+        .map(|n| n.as_str().map(|s| s.trim_end_matches('/').to_string()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("nodes must be strings"))?;
+    if nodes.is_empty() || !nodes.iter().all(|n| valid_admin_url(n)) {
+        return Err(bad(
+            "nodes must list at least one http(s) admin URL, without credentials",
+        ));
+    }
+    Ok(nodes)
+}
+
 /// A refusal, with tenant names instead of placeable ids and cells by
 /// their numbers.
 fn refusal_error(view: &View, refusal: &Refusal, tenant: &str) -> ServiceError {
@@ -524,18 +543,7 @@ impl Fleetd {
             .map_err(|e| bad(format!("threshold: {e}")))?;
         let warn = ratios_from_json(&req["warn"], self.config.policy.warn)
             .map_err(|e| bad(format!("warn: {e}")))?;
-        let nodes: Vec<String> = req["nodes"]
-            .as_array()
-            .ok_or_else(|| bad("nodes must list the nodes' admin URLs".into()))?
-            .iter()
-            .map(|n| n.as_str().map(|s| s.trim_end_matches('/').to_string()))
-            .collect::<Option<_>>()
-            .ok_or_else(|| bad("nodes must be strings".into()))?;
-        if nodes.is_empty() || !nodes.iter().all(|n| valid_admin_url(n)) {
-            return Err(bad(
-                "nodes must list at least one http(s) admin URL, without credentials".into(),
-            ));
-        }
+        let nodes = nodes_of(req)?;
         let _d = self.decide.lock().await;
         let now = self.now();
         let cell = self
@@ -560,6 +568,30 @@ impl Fleetd {
             &format!("c{id}"),
             &format!("cell {id} added in zone {zone}; no tenant is placed on it until its nodes have been read"),
             json!({"cell": id}),
+        )
+        .await;
+        self.scraper.sync(&self.store.cells().await?);
+        Ok(json!({"cell": cell_brief(&cell)}))
+    }
+
+    /// Replaces a registered cell's nodes (their admin addresses): `{nodes}`.
+    /// The next scrape reads the new ones, and moves started from now on
+    /// use them (a move in flight keeps the addresses it started with
+    /// until the service restarts).
+    pub async fn set_cell_nodes(&self, id: u32, req: &Value) -> Outcome {
+        let nodes = nodes_of(req)?;
+        let _d = self.decide.lock().await;
+        let before = self.store.cell(id).await?;
+        let cell = self.store.set_cell_nodes(id, &nodes, self.now()).await?;
+        self.decision(
+            "cell-nodes",
+            &format!("c{id}"),
+            &format!(
+                "cell {id}'s nodes set to {} (were {})",
+                cell.nodes.join(" "),
+                before.nodes.join(" ")
+            ),
+            json!({"cell": id, "nodes": cell.nodes, "before": before.nodes}),
         )
         .await;
         self.scraper.sync(&self.store.cells().await?);

@@ -147,6 +147,32 @@ CREATE INDEX decisions_by_time ON fleet.decisions (at_unix DESC, id DESC);
 /// Key of the advisory lock that serialises migrations ("fleet_m1").
 const MIGRATION_LOCK: i64 = 0x666c_6565_745f_6d31;
 
+/// Key of the advisory lock a running fleet service holds for as long as
+/// it runs ("fleet_sv"): one service per database.
+const SERVICE_LOCK: i64 = 0x666c_6565_745f_7376;
+
+/// The session advisory lock that makes one fleet service the only one on
+/// its database ([`FleetStore::lock_service`]). PostgreSQL holds it for as
+/// long as this lock's own connection (not a pooled one) stays open.
+pub struct ServiceLock {
+    client: tokio_postgres::Client,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl ServiceLock {
+    /// Whether the lock is still held: its connection is open.
+    pub fn held(&self) -> bool {
+        !self.client.is_closed() && !self.connection.is_finished()
+    }
+}
+
+impl Drop for ServiceLock {
+    fn drop(&mut self) {
+        // Closing the connection releases the lock.
+        self.connection.abort();
+    }
+}
+
 /// A cell's lifecycle state as stored (`Unknown` is never stored: it is
 /// what the scrape readings say, not what an operator decided).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -375,6 +401,8 @@ pub struct DecisionRecord {
 pub struct FleetStore {
     pool: Pool,
     deadline: Duration,
+    /// How to open a connection of its own (the service lock's).
+    pg: tokio_postgres::Config,
 }
 
 impl fmt::Debug for FleetStore {
@@ -542,7 +570,7 @@ impl FleetStore {
         };
         pg.options(options);
         let manager = Manager::from_config(
-            pg,
+            pg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -559,6 +587,7 @@ impl FleetStore {
         let store = FleetStore {
             pool,
             deadline: config.connect_timeout * 2 + config.statement_timeout,
+            pg,
         };
         store
             .call(|c| async move {
@@ -584,6 +613,66 @@ impl FleetStore {
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("no connection: {e}")))?;
             f(obj).await
+        };
+        match tokio::time::timeout(self.deadline, work).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer within {:?}",
+                self.deadline
+            ))),
+        }
+    }
+
+    /// Takes the service lock on a connection of its own, without waiting:
+    /// Conflict (naming the holder's connection) when another fleet service
+    /// holds it, so that two services never run the same fleet's moves.
+    pub async fn lock_service(&self) -> Result<ServiceLock, StoreError> {
+        let work = async {
+            let (client, connection) = self.pg.connect(NoTls).await.map_err(db_err)?;
+            let connection = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "the fleet service lock's connection closed");
+                }
+            });
+            let lock = ServiceLock { client, connection };
+            let got: bool = lock
+                .client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&SERVICE_LOCK])
+                .await
+                .map_err(db_err)?
+                .get(0);
+            if got {
+                return Ok(lock);
+            }
+            let holder = lock
+                .client
+                .query_opt(
+                    "SELECT a.pid, coalesce(host(a.client_addr), 'a local socket'), \
+                            a.application_name, \
+                            to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS UTC') \
+                     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+                       AND l.database = (SELECT oid FROM pg_database \
+                                         WHERE datname = current_database()) \
+                       AND ((l.classid::bigint << 32) | l.objid::bigint) = $1 LIMIT 1",
+                    &[&SERVICE_LOCK],
+                )
+                .await
+                .ok()
+                .flatten()
+                .map(|r| {
+                    format!(
+                        " (database session {} from {}, {}, since {})",
+                        r.get::<_, i32>(0),
+                        r.get::<_, String>(1),
+                        r.get::<_, String>(2),
+                        r.get::<_, String>(3)
+                    )
+                })
+                .unwrap_or_default();
+            Err(StoreError::Conflict(format!(
+                "another fleet service is running on this database{holder}:                  one `wharf fleet serve` per fleet database; stop the other first"
+            )))
         };
         match tokio::time::timeout(self.deadline, work).await {
             Ok(r) => r,
@@ -696,6 +785,46 @@ impl FleetStore {
         })
         .await?;
         self.cell(cell.id).await
+    }
+
+    /// Replaces a cell's nodes (their admin URLs), in one transaction.
+    /// NotFound if there is no such cell.
+    pub async fn set_cell_nodes(
+        &self,
+        id: u32,
+        nodes: &[String],
+        now: u64,
+    ) -> Result<CellRecord, StoreError> {
+        let nodes = nodes.to_vec();
+        self.call(|mut c| async move {
+            let tx = c.transaction().await.map_err(db_err)?;
+            let n = tx
+                .execute(
+                    "UPDATE fleet.cells SET updated_unix = $2 WHERE id = $1",
+                    &[&(id as i32), &i64_of(now)],
+                )
+                .await
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("no cell {id}")));
+            }
+            tx.execute("DELETE FROM fleet.nodes WHERE cell = $1", &[&(id as i32)])
+                .await
+                .map_err(db_err)?;
+            for url in &nodes {
+                tx.execute(
+                    "INSERT INTO fleet.nodes (cell, admin_url) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                    &[&(id as i32), url],
+                )
+                .await
+                .map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(())
+        })
+        .await?;
+        self.cell(id).await
     }
 
     /// Every cell, by id.

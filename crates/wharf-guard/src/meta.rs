@@ -252,6 +252,10 @@ impl MetaStore for GuardedMetaStore {
         self.call(self.inner.refresh_revoke(which)).await
     }
 
+    async fn refresh_list(&self, tenant: &str) -> Result<Vec<RefreshRecord>, MetaError> {
+        self.call(self.inner.refresh_list(tenant)).await
+    }
+
     async fn refresh_prune(&self, now_unix: u64) -> Result<u64, MetaError> {
         self.call(self.inner.refresh_prune(now_unix)).await
     }

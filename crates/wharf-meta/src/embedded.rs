@@ -1355,6 +1355,22 @@ impl MetaStore for EmbeddedStore {
         .await
     }
 
+    async fn refresh_list(&self, tenant: &str) -> Result<Vec<RefreshRecord>, MetaError> {
+        let tenant = tenant.to_string();
+        self.read(move |txn| {
+            let tokens = txn.open_table(REFRESH).map_err(engine)?;
+            let mut out = Vec::new();
+            for entry in tokens.iter().map_err(engine)? {
+                let (_, v) = entry.map_err(engine)?;
+                let r = decode_refresh(v.value())?;
+                if r.tenant == tenant {
+                    out.push(r);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     async fn refresh_revoke(&self, which: &RefreshScope) -> Result<u64, MetaError> {
         let which = which.clone();
         self.write(move |txn| remove_refresh_where(txn, |r| refresh_in_scope(r, &which)))

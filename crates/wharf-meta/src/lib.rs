@@ -495,6 +495,11 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Deletes the refresh tokens `which` names; how many it deleted.
     async fn refresh_revoke(&self, which: &RefreshScope) -> Result<u64, MetaError>;
 
+    /// Every refresh token of tenant `tenant` (expired ones included), by
+    /// hash: what a tenant move copies to the other cell, so that a
+    /// client's refresh token keeps working there.
+    async fn refresh_list(&self, tenant: &str) -> Result<Vec<RefreshRecord>, MetaError>;
+
     /// Deletes refresh tokens expired at `now_unix`; how many.
     async fn refresh_prune(&self, now_unix: u64) -> Result<u64, MetaError>;
 

@@ -1940,6 +1940,20 @@ impl MetaStore for PostgresStore {
         .await
     }
 
+    async fn refresh_list(&self, tenant: &str) -> Result<Vec<RefreshRecord>, MetaError> {
+        let sql = format!(
+            "SELECT {REFRESH_COLUMNS} FROM wharf.refresh_tokens WHERE tenant = $1 ORDER BY hash"
+        );
+        let sql = sql.as_str();
+        self.call("refresh_list", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(sql, &[&tenant]).await?;
+            c.release();
+            rows.iter().map(decode_refresh).collect()
+        })
+        .await
+    }
+
     async fn refresh_revoke(&self, which: &RefreshScope) -> Result<u64, MetaError> {
         self.call("refresh_revoke", || async move {
             let mut c = self.conn().await?;

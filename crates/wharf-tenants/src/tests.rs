@@ -244,6 +244,10 @@ impl MetaStore for MemStore {
     async fn refresh_revoke(&self, _: &RefreshScope) -> Result<u64, MetaError> {
         self.up().map(|_| 0)
     }
+    async fn refresh_list(&self, _: &str) -> Result<Vec<RefreshRecord>, MetaError> {
+        Ok(Vec::new())
+    }
+
     async fn refresh_prune(&self, _: u64) -> Result<u64, MetaError> {
         unsupported()
     }

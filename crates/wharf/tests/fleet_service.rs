@@ -304,3 +304,142 @@ fn fleet_service_scrapes_real_nodes_and_places_through_the_cli() {
     assert!(m.contains("wharf_fleet_placements_refused_total 1"), "{m}");
     drop((n1, n2));
 }
+
+/// Starts `wharf fleet serve` on `db` with its address written to
+/// `addr_file`; the child with its stderr piped.
+fn start_serve(db: &Db, addr_file: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["fleet", "serve", "--database-url", &db.url()])
+        .args(["--listen", "127.0.0.1:0", "--log", "warn", "--no-moves"])
+        .arg("--addr-file")
+        .arg(addr_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The service's address once it has written it (bounded wait).
+fn wait_addr(addr_file: &std::path::Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(a) = std::fs::read_to_string(addr_file) {
+            return a;
+        }
+        assert!(Instant::now() < deadline, "wharf fleet serve did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn one_fleet_service_per_database_and_a_cells_nodes_can_be_replaced() {
+    let Some(admin_url) = server() else { return };
+    let db = Db::create(&admin_url);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = wharf(&["fleet", "migrate", "--database-url", &db.url()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+
+    let first = Fleetd(start_serve(&db, &d.join("a1")));
+    let url = format!("http://{}", wait_addr(&d.join("a1")));
+
+    // A second service on the same database refuses to start, and says why.
+    let mut second = start_serve(&db, &d.join("a2"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second wharf fleet serve on the same database kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("another fleet service is running on this database"),
+        "{err}"
+    );
+    assert!(!d.join("a2").exists(), "the second service never listened");
+
+    // The nodes of a registered cell are replaced whole; cells add on the
+    // same id stays a conflict.
+    let cli = |args: &[&str]| -> Output {
+        let mut v = vec!["fleet"];
+        v.extend_from_slice(args);
+        Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(&v)
+            .args(["--url", &url])
+            .output()
+            .unwrap()
+    };
+    let add = [
+        "cells",
+        "add",
+        "--id",
+        "1",
+        "--zone",
+        "1",
+        "--node",
+        "http://127.0.0.1:9",
+        "--connections",
+        "100",
+        "--storage-bytes",
+        "1000000000",
+        "--pull-rps",
+        "100",
+        "--push-rps",
+        "10",
+        "--bandwidth",
+        "100000000",
+    ];
+    let o = cli(&add);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = cli(&add);
+    assert!(
+        !o.status.success(),
+        "a second cells add of cell 1 was accepted"
+    );
+    assert!(text(&o).1.contains("exists already"), "{:?}", text(&o));
+    let o = cli(&[
+        "cells",
+        "set-nodes",
+        "1",
+        "--node",
+        "http://127.0.0.1:10/",
+        "--node",
+        "http://127.0.0.1:11",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(
+        text(&o)
+            .0
+            .contains("cell 1: nodes http://127.0.0.1:10 http://127.0.0.1:11"),
+        "{:?}",
+        text(&o)
+    );
+    let o = cli(&["cells", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["cells"][0]["nodes"],
+        serde_json::json!(["http://127.0.0.1:10", "http://127.0.0.1:11"])
+    );
+    let o = cli(&["cells", "set-nodes", "7", "--node", "http://127.0.0.1:10"]);
+    assert!(
+        !o.status.success(),
+        "set-nodes of an unknown cell was accepted"
+    );
+    let o = cli(&["cells", "set-nodes", "1", "--node", "ftp://x"]);
+    assert!(
+        !o.status.success(),
+        "a node URL that is not http(s) was accepted"
+    );
+
+    // Once the first has stopped, the lock is free: a new one starts.
+    drop(first);
+    let _again = Fleetd(start_serve(&db, &d.join("a3")));
+    wait_addr(&d.join("a3"));
+}

@@ -3,8 +3,13 @@
 //! imported as given.
 //!
 //! Owns: [`Directory::set_fence`] and [`Directory::fence`], and the export
-//! ([`Directory::export_accounts`]) and import
-//! ([`Directory::import_accounts`]) of a tenant's stored records.
+//! ([`Directory::export_accounts`], [`Directory::export_refresh`]) and
+//! import ([`Directory::import_accounts`]) of a tenant's stored records:
+//! the accounts with their ids, generations and hashes, and the tenant's
+//! refresh tokens (hashed), so that an access token or a refresh token a
+//! node of one cell issued is honoured by the other after a move.
+//! Failed-login counts are not records: they live in each node's memory
+//! (`wharf_auth::limiter`) and stay behind, as the fence does.
 //!
 //! Must never: hand the stored records (which hold password and secret
 //! hashes) to anything but the tenant-move export, which the admin API
@@ -32,6 +37,9 @@ pub struct TenantExport {
     /// Its robots as stored (secret hash, grants, expiry, revocation), by
     /// name.
     pub robots: Vec<Value>,
+    /// Its refresh tokens as stored (the hash of the secret, the identity
+    /// and generation they were issued for, expiry), by hash.
+    pub refresh: Vec<Value>,
 }
 
 /// What [`Directory::import_accounts`] did, per kind.
@@ -40,7 +48,12 @@ pub struct AccountsImported {
     pub tenant: UpsertCounts,
     pub users: UpsertCounts,
     pub robots: UpsertCounts,
+    pub refresh: UpsertCounts,
 }
+
+/// The most refresh tokens an import keeps per identity (the source cell
+/// already bounds them, more tightly).
+const IMPORTED_REFRESH_PER_IDENTITY: usize = 1000;
 
 fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, DirectoryError> {
     serde_json::to_value(v)
@@ -109,7 +122,18 @@ impl Directory {
             tenant: to_value(&t)?,
             users: users.into_iter().map(to_value).collect::<Result<_, _>>()?,
             robots: robots.into_iter().map(to_value).collect::<Result<_, _>>()?,
+            refresh: Vec::new(),
         })
+    }
+
+    /// `tenant`'s live refresh tokens as the store holds them now, by hash
+    /// (expired ones stay behind: a store drops them at its next write).
+    pub async fn export_refresh(&self, tenant: &str) -> Result<Vec<Value>, DirectoryError> {
+        let now = now_unix();
+        let mut records = self.inner.store.refresh_list(tenant).await?;
+        records.retain(|r| r.expires_unix > now);
+        records.sort_by(|a, b| a.hash.cmp(&b.hash));
+        records.iter().map(to_value).collect()
     }
 
     /// Makes tenant `name`'s records those of `export` (another cell's
@@ -148,6 +172,22 @@ impl Directory {
         }
         for r in &robots {
             check_imported_robot(name, r)?;
+        }
+        let refresh: Vec<wharf_meta::RefreshRecord> = export
+            .refresh
+            .into_iter()
+            .map(|v| from_value("refresh token", v))
+            .collect::<Result<_, _>>()?;
+        for r in &refresh {
+            if r.tenant != name
+                || r.hash.len() != 64
+                || !r.hash.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(DirectoryError::Invalid(format!(
+                    "a refresh token of {} is not one of tenant {name}'s, or its hash is not SHA-256 hex",
+                    clip(&r.subject)
+                )));
+            }
         }
 
         let _one_writer = self.inner.writes.lock().await;
@@ -256,8 +296,67 @@ impl Directory {
                     .await;
             }
         }
+        self.import_refresh(name, &users, &robots, refresh, sync, &mut done)
+            .await?;
         self.load().await?;
         Ok(done)
+    }
+
+    /// Keeps the imported refresh tokens of the tenant's accounts (one of an
+    /// account the import does not list could never be honoured, and is
+    /// left out, as is one expired meanwhile); with `sync`, the tenant's tokens here that the source no
+    /// longer has (used there since, or revoked) are deleted, so none can
+    /// be used twice.
+    async fn import_refresh(
+        &self,
+        name: &str,
+        users: &[User],
+        robots: &[Robot],
+        refresh: Vec<wharf_meta::RefreshRecord>,
+        sync: bool,
+        done: &mut AccountsImported,
+    ) -> Result<(), DirectoryError> {
+        let here: std::collections::BTreeMap<String, wharf_meta::RefreshRecord> = self
+            .inner
+            .store
+            .refresh_list(name)
+            .await?
+            .into_iter()
+            .map(|r| (r.hash.clone(), r))
+            .collect();
+        let known = |r: &wharf_meta::RefreshRecord| {
+            users
+                .iter()
+                .any(|u| u.name == r.subject && u.id == r.identity)
+                || robots
+                    .iter()
+                    .any(|b| b.name == r.subject && b.id == r.identity)
+        };
+        let now = now_unix();
+        let mut kept = BTreeSet::new();
+        for r in refresh.iter().filter(|r| known(r) && r.expires_unix > now) {
+            kept.insert(r.hash.clone());
+            let outcome = match here.get(&r.hash) {
+                Some(h) if h == r => Upsert::Unchanged,
+                Some(_) => Upsert::Updated,
+                None => Upsert::Created,
+            };
+            if outcome != Upsert::Unchanged {
+                self.inner
+                    .store
+                    .refresh_put(r, IMPORTED_REFRESH_PER_IDENTITY, now)
+                    .await?;
+            }
+            done.refresh.count(outcome);
+        }
+        if sync {
+            for hash in here.keys().filter(|h| !kept.contains(*h)) {
+                if self.inner.store.refresh_take(hash).await?.is_some() {
+                    done.refresh.deleted += 1;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,5 +1,5 @@
-//! `wharf fleet cells`: add, list, drain and retire cells through the fleet
-//! API (`/fleet/v1/cells`).
+//! `wharf fleet cells`: add, list, change the nodes of, drain and retire
+//! cells through the fleet API (`/fleet/v1/cells`).
 //!
 //! Owns: the flags and the printing. Must never: decide anything.
 
@@ -9,7 +9,7 @@ use wharf_fleet::Dimension;
 
 use super::{pct, FleetConnection};
 
-/// Cells: add one, list them, drain or retire one.
+/// Cells: add one, list them, change a cell's nodes, drain or retire one.
 #[derive(Args, Debug)]
 pub(crate) struct CellsArgs {
     #[command(flatten)]
@@ -28,6 +28,18 @@ enum CellsCommand {
     /// List the cells: state, how fresh their figures are, tenants, and
     /// utilisation per dimension.
     List,
+    /// Replace a registered cell's nodes (their admin URLs), e.g. after a
+    /// node moved to another address or the cell gained one: the service
+    /// scrapes the new list from its next round, and moves started from
+    /// then on use it.
+    SetNodes {
+        /// The cell's id.
+        id: u32,
+        /// An admin base URL of one of its nodes; repeat for each node.
+        /// The list replaces the old one whole.
+        #[arg(long = "node", value_name = "URL", required = true)]
+        nodes: Vec<String>,
+    },
     /// Start draining a cell: no tenant is placed on it any more, and the
     /// planner moves its tenants away (`wharf fleet plan`, `apply`).
     Drain {
@@ -108,6 +120,21 @@ pub(crate) fn run(a: CellsArgs) -> Result<(), String> {
         CellsCommand::List => {
             let v = c.get("/fleet/v1/cells")?;
             c.print(&v, list_text);
+        }
+        CellsCommand::SetNodes { id, nodes } => {
+            let v = c.put(
+                &format!("/fleet/v1/cells/{id}/nodes"),
+                &json!({"nodes": nodes}),
+            )?;
+            c.print(&v, |v| {
+                let nodes: Vec<&str> = v["cell"]["nodes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                format!("cell {id}: nodes {}", nodes.join(" "))
+            });
         }
         CellsCommand::Drain { id } => {
             let v = c.post(&format!("/fleet/v1/cells/{id}/drain"), &json!({}))?;

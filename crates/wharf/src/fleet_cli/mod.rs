@@ -61,6 +61,11 @@ enum FleetCommand {
     /// The service keeps its state in a PostgreSQL database of its own
     /// (--database-url). Nothing on the data path depends on it: when it is
     /// down, nodes keep serving and HAProxy keeps its last maps.
+    ///
+    /// One service per database: it holds a PostgreSQL advisory lock for
+    /// as long as it runs, and a second one started on the same database
+    /// refuses to start (after a few seconds of trying), naming the
+    /// database session that holds the lock.
     Serve(Box<serve::ServeArgs>),
     /// Apply the fleet database's schema migrations and exit (`serve
     /// --migrate` does the same at start).
@@ -230,6 +235,11 @@ impl Client {
     /// POST `body` to `path`.
     pub(crate) fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
         self.send(reqwest::Method::POST, path, Some(body))
+    }
+
+    /// PUT `body` to `path`.
+    pub(crate) fn put(&self, path: &str, body: &Value) -> Result<Value, String> {
+        self.send(reqwest::Method::PUT, path, Some(body))
     }
 
     /// Prints `v` as JSON if asked to, else as `human` writes it.

@@ -339,6 +339,9 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Attempts at the service lock, half a second apart, before refusing.
+const LOCK_TRIES: u32 = 6;
+
 async fn serve(a: ServeArgs) -> Result<(), String> {
     let config = service_config(&a)?;
     let store = FleetStore::connect(a.database.config())
@@ -356,6 +359,22 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
             wharf_fleetd::store::SCHEMA_VERSION
         ));
     }
+    // One service per database: two would run the same moves. A service
+    // that has just stopped may hold it for a moment more, until its
+    // database session ends: a few tries, then a clear refusal.
+    let mut tries = 0;
+    let lock = loop {
+        tries += 1;
+        match store.lock_service().await {
+            Ok(l) => break l,
+            Err(wharf_fleetd::StoreError::Conflict(e)) if tries < LOCK_TRIES => {
+                tracing::debug!(error = %e, "the fleet service lock is taken; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    let guard = tokio::spawn(keep_service_lock(store.clone(), lock));
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .map_err(|e| format!("--listen {}: {e}", a.listen))?;
@@ -384,9 +403,39 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         })?))
     };
     let fleetd = Fleetd::new(store, config, executor);
-    wharf_fleetd::serve(fleetd, listener, shutdown_signal())
-        .await
-        .map_err(|e| format!("serving: {e}"))
+    let lost = async {
+        match guard.await {
+            Ok(e) => e,
+            Err(e) => format!("the service lock's watcher stopped: {e}"),
+        }
+    };
+    tokio::select! {
+        r = wharf_fleetd::serve(fleetd, listener, shutdown_signal()) => r.map_err(|e| format!("serving: {e}")),
+        e = lost => Err(e),
+    }
+}
+
+/// Watches the service lock: when its connection closes (the database
+/// restarted, say), takes it again; returns (and the service stops) only
+/// when another service took it meanwhile.
+async fn keep_service_lock(
+    store: FleetStore,
+    mut lock: wharf_fleetd::store::ServiceLock,
+) -> String {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if lock.held() {
+            continue;
+        }
+        match store.lock_service().await {
+            Ok(l) => {
+                tracing::info!("fleet service lock taken again after its connection closed");
+                lock = l;
+            }
+            Err(wharf_fleetd::StoreError::Conflict(e)) => return e,
+            Err(e) => tracing::warn!(error = %e, "cannot take the fleet service lock again yet"),
+        }
+    }
 }
 
 /// Runs `wharf fleet serve`.
