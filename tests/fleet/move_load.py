@@ -10,6 +10,8 @@ through the fleet's router, with Docker bearer tokens from /auth/token.
                       --max-secs S --out report.json
   move_load.py verify --registry URL --tenant T --auth USER:PASSFILE \
                       --seed seed.json --report report.json --out verify.json
+  move_load.py grow   --router URL --tenant T --auth USER:PASSFILE --images N \
+                      --layer-bytes B --seed seed.json
 
 seed: pushes N images into T (one layer shared by all, one of each image's
 own, a config), an OCI index over the first two, and a referrer (an
@@ -21,6 +23,11 @@ other tenant O, and a pusher pushes new tags into T. A push refused `503`
 is retried after its Retry-After; one refused without Retry-After, or any
 other failure, is counted as failed. Every failed pull is counted. Writes
 the counts, every acknowledged push (tag, digest) and the 503 windows.
+
+grow: pushes N more images into T/grow, each with an own layer of B
+pseudo-random bytes (for the growth case: a cell filled until it crosses
+its threshold), and adds them to the seed file, so that `run` pulls them
+and `verify` checks them too.
 
 verify: every seeded image and every acknowledged push is read from URL
 (a node of the destination cell, directly) and must match byte for byte.
@@ -183,6 +190,21 @@ def cmd_seed(a):
            "referrer": {"repo": f"{a.tenant}/app0", "digest": ref_digest, "subject": members[0]["digest"]}}
     write(a.out, out)
     print(f"seeded {len(images)} images, an index and a referrer into {a.tenant}")
+
+
+def cmd_grow(a):
+    user, pw = auth(a.auth)
+    h = Http(a.router, user, pw)
+    with open(a.seed) as f:
+        seed = json.load(f)
+    first = sum(1 for m in seed["images"] if m["repo"] == f"{a.tenant}/grow")
+    shared = random.Random(a.tenant).randbytes(4096)
+    t0 = time.time()
+    for i in range(first, first + a.images):
+        own = random.Random(f"{a.tenant}-grow-{i}").randbytes(a.layer_bytes)
+        seed["images"].append(image(h, f"{a.tenant}/grow", f"g{i}", shared, own))
+        write(a.seed, seed)
+    print(f"grew {a.tenant} by {a.images} images of {a.layer_bytes} bytes in {time.time() - t0:.1f}s")
 
 
 def sha_ref_tag(digest):
@@ -377,8 +399,15 @@ def main():
     v.add_argument("--seed", required=True)
     v.add_argument("--report", required=True)
     v.add_argument("--out", required=True)
+    g = sub.add_parser("grow")
+    g.add_argument("--router", required=True)
+    g.add_argument("--tenant", required=True)
+    g.add_argument("--auth", required=True)
+    g.add_argument("--images", type=int, required=True)
+    g.add_argument("--layer-bytes", type=int, required=True)
+    g.add_argument("--seed", required=True)
     a = p.parse_args()
-    {"seed": cmd_seed, "run": cmd_run, "verify": cmd_verify}[a.cmd](a)
+    {"seed": cmd_seed, "run": cmd_run, "verify": cmd_verify, "grow": cmd_grow}[a.cmd](a)
 
 
 if __name__ == "__main__":
