@@ -153,6 +153,9 @@ pub struct FakeNode {
     pub url: String,
     text: Arc<Mutex<String>>,
     down: Arc<Mutex<bool>>,
+    /// While set, its admin API answers `503` (the node is there, its
+    /// directory is not).
+    admin_down: Arc<Mutex<bool>>,
     /// The tenants created on it, by name.
     pub tenants: Arc<Mutex<std::collections::BTreeMap<String, serde_json::Value>>>,
 }
@@ -165,6 +168,8 @@ impl FakeNode {
         let (t, d) = (text.clone(), down.clone());
         let tenants = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
         let (created, read) = (tenants.clone(), tenants.clone());
+        let admin_down = Arc::new(Mutex::new(false));
+        let unavailable = admin_down.clone();
         let conflict = |name: &str| {
             (
                 axum::http::StatusCode::CONFLICT,
@@ -176,8 +181,15 @@ impl FakeNode {
             .route(
                 "/admin/v1/tenants",
                 post(move |axum::Json(body): axum::Json<serde_json::Value>| {
-                    let created = created.clone();
+                    let (created, unavailable) = (created.clone(), unavailable.clone());
                     async move {
+                        if *unavailable.lock().unwrap() {
+                            return Err((
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                axum::Json(serde_json::json!({"errors": [{"code": "UNAVAILABLE",
+                                    "message": "metadata store unavailable"}]})),
+                            ));
+                        }
                         let name = body["name"].as_str().unwrap_or("").to_string();
                         let mut m = created.lock().unwrap();
                         if m.contains_key(&name) {
@@ -226,6 +238,7 @@ impl FakeNode {
             url,
             text,
             down,
+            admin_down,
             tenants,
         }
     }
@@ -233,6 +246,11 @@ impl FakeNode {
     /// Sets the node's metrics text.
     pub fn set(&self, text: &str) {
         *self.text.lock().unwrap() = text.to_string();
+    }
+
+    /// Makes the admin API's tenant creation answer `503` (or work again).
+    pub fn set_admin_down(&self, down: bool) {
+        *self.admin_down.lock().unwrap() = down;
     }
 
     /// Makes `/metrics` fail (or work again).
