@@ -9,7 +9,10 @@
 //! [`Provisioned::Refused`] carrying the cell's own message; a node that
 //! cannot be reached, or answers `5xx`, `401` or `403`, leaves the outcome
 //! unknown ([`Provisioned::Unreachable`]): the placement stays recorded and
-//! the step is tried again.
+//! the step is tried again. Once created, [`Provisioner::wait_known`]
+//! waits (bounded) until every node of the cell knows the tenant, so that
+//! the route the service then writes never reaches a node that would
+//! answer for it as unknown.
 //!
 //! Must never: decide where a tenant goes, record or route anything (the
 //! service does, from the outcome), or change a tenant the cell holds
@@ -89,6 +92,33 @@ impl Provisioner {
             }
         }
         Provisioned::Unreachable(last)
+    }
+
+    /// Waits (at most `within`) until every node of the cell that answers
+    /// knows tenant `name`: each node answers from its own copy of the
+    /// cell's directory, refreshed every few seconds, and a route to the
+    /// cell reaches any of them. Returns the nodes that still did not
+    /// (a node that cannot be reached is not waited for).
+    pub async fn wait_known(&self, nodes: &[String], name: &str, within: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut waiting: Vec<String> = nodes.to_vec();
+        loop {
+            let mut still = Vec::new();
+            for node in waiting {
+                let url = format!("{}/admin/v1/tenants/{name}", node.trim_end_matches('/'));
+                match self.request(reqwest::Method::GET, url).send().await {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(_) => still.push(node),
+                    Err(e) if e.is_connect() => {}
+                    Err(_) => still.push(node),
+                }
+            }
+            if still.is_empty() || tokio::time::Instant::now() >= deadline {
+                return still;
+            }
+            waiting = still;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     async fn create_on(&self, cell: u32, node: &str, spec: &TenantSpec<'_>) -> Provisioned {

@@ -41,6 +41,11 @@ use crate::store::{
 };
 use crate::view::{placeable, PolicyConfig, View, NEW_TENANT};
 
+/// How long a placement waits for every node of the cell to know a tenant
+/// it created before routing it (the nodes refresh their directory every
+/// few seconds).
+const KNOWN_WITHIN: Duration = Duration::from_secs(10);
+
 /// Everything `serve` needs besides its database and listener.
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
@@ -813,6 +818,14 @@ impl Fleetd {
                 )));
             }
         };
+        let late = self
+            .provisioner
+            .wait_known(&nodes, &t.name, KNOWN_WITHIN)
+            .await;
+        if !late.is_empty() {
+            tracing::warn!(tenant = %t.name, nodes = ?late,
+                "routing a tenant some nodes of its cell do not know yet");
+        }
         let t = self.store.set_on_cell(&t.name).await?;
         self.decision(
             "create",
