@@ -337,7 +337,9 @@ fn fleet_service_scrapes_real_nodes_and_places_through_the_cli() {
         "INSERT INTO fleet.tenants (name, cell, hostname, demand, rules, created_unix, on_cell) \
          VALUES ('delta', 1, 'delta.example', '{0,0,0,0,0}', '{}', 0, false)",
     ));
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // (n1 and n2 are separate directories here, not one cell's: n2 never
+    // learns the tenants, and each placement waits its 10 s for it.)
+    let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let tenants_map = std::fs::read_to_string(maps.join("tenants.map")).unwrap();
         if tenants_map.lines().any(|l| l == "delta cell_1") {
