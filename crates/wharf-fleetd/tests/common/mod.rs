@@ -170,33 +170,37 @@ impl FakeNode {
         let (created, read) = (tenants.clone(), tenants.clone());
         let admin_down = Arc::new(Mutex::new(false));
         let unavailable = admin_down.clone();
-        let conflict = |name: &str| {
-            (
-                axum::http::StatusCode::CONFLICT,
-                axum::Json(serde_json::json!({"errors": [{"code": "CONFLICT",
-                    "message": format!("tenant {name} exists")}]})),
-            )
+        // Bodies as text: this crate's axum has no `json` feature.
+        let error = |status: axum::http::StatusCode, code: &str, message: String| {
+            let body = serde_json::json!({"errors": [{"code": code, "message": message}]});
+            (status, body.to_string())
         };
         let app = axum::Router::new()
             .route(
                 "/admin/v1/tenants",
-                post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                post(move |body: String| {
                     let (created, unavailable) = (created.clone(), unavailable.clone());
                     async move {
                         if *unavailable.lock().unwrap() {
-                            return Err((
+                            return error(
                                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                                axum::Json(serde_json::json!({"errors": [{"code": "UNAVAILABLE",
-                                    "message": "metadata store unavailable"}]})),
-                            ));
+                                "UNAVAILABLE",
+                                "metadata store unavailable".into(),
+                            );
                         }
+                        let body: serde_json::Value =
+                            serde_json::from_str(&body).unwrap_or_default();
                         let name = body["name"].as_str().unwrap_or("").to_string();
                         let mut m = created.lock().unwrap();
                         if m.contains_key(&name) {
-                            return Err(conflict(&name));
+                            return error(
+                                axum::http::StatusCode::CONFLICT,
+                                "CONFLICT",
+                                format!("tenant {name} exists"),
+                            );
                         }
                         m.insert(name, body.clone());
-                        Ok((axum::http::StatusCode::CREATED, axum::Json(body)))
+                        (axum::http::StatusCode::CREATED, body.to_string())
                     }
                 }),
             )
@@ -209,8 +213,7 @@ impl FakeNode {
                             read.lock()
                                 .unwrap()
                                 .get(&name)
-                                .cloned()
-                                .map(axum::Json)
+                                .map(|t| t.to_string())
                                 .ok_or(axum::http::StatusCode::NOT_FOUND)
                         }
                     },
