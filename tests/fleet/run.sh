@@ -1042,6 +1042,13 @@ YML
       --images 13 --layer-bytes "$GROWTH_LAYER" --seed "$TMP/growth-$t.json" || die "growing $t failed" || return 1
   done
   wait_storage "$hot" ge 0.6 40 || return 1
+  # Prometheus has scraped it too before the next round (bounded).
+  local near over
+  over=$(rule_expr WharfFleetCellOverThreshold) && near=$(rule_expr WharfFleetCellNearThreshold) || return 1
+  for ((i = 0; i < 30; i++)); do
+    [ -n "$(prom_now "$prom" "$near" 2>/dev/null)" ] && break
+    sleep 0.5
+  done
   out=$(fsvc moves list --json) || return 1
   [ "$(jq '.moves | length' <<<"$out")" = 0 ] || die "moves below the threshold: $(jq -c . <<<"$out")" || return 1
 
@@ -1141,8 +1148,7 @@ YML
 
   # The alerts: the shipped rules' expressions, evaluated by Prometheus on
   # the service's scraped figures (without their `for:`).
-  local over near now_over now_near
-  over=$(rule_expr WharfFleetCellOverThreshold) && near=$(rule_expr WharfFleetCellNearThreshold) || return 1
+  local now_over now_near now
   now=$(date +%s)
   local s_near s_over s_pending
   s_near=$(prom_series "$prom" "$near" "$t_warn" "$t_round2") || die "Prometheus query failed" || return 1
