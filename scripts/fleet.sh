@@ -126,8 +126,9 @@
 # cell it knows), and routes the maps hold that it does not know are adopted
 # first: the service is started without routing, each such tenant placed
 # pinned to the cell its route names (`tenants place T --pin N
-# [--hostname H]`), then it is restarted with routing, so that a route is
-# never dropped from the router.
+# [--hostname H]`: the cell holds the tenant already, and placement finds
+# it there with that hostname), then it is restarted with routing, so that
+# a route is never dropped from the router.
 #
 # Every wait is bounded; stop signals only processes whose pid file this
 # script (or cluster.sh) wrote and whose command line names DIR.

@@ -14,6 +14,8 @@ through the fleet's router, with Docker bearer tokens from /auth/token.
   move_load.py watch  --router URL --tenant T --service URL --service-token FILE \
                       --move ID --nodes URL,URL --node-token FILE --stop FILE \
                       --max-secs S [--kill-pid PID | --cancel] --out timeline.json
+  move_load.py grow   --router URL --tenant T --auth USER:PASSFILE --images N \
+                      --layer-bytes B --seed seed.json
 
 seed: pushes N images into T (one layer shared by all, one of each image's
 own, a config), an OCI index over the first two, and a referrer (an
@@ -28,6 +30,11 @@ the counts, every acknowledged push (tag, digest) and the 503 windows:
 the first 503 and the first 201 after it, as the tenant saw its fence.
 With --user-token, one more puller uses a tenant user's access token
 taken before the move (from `login`) and never asks for another.
+
+grow: pushes N more images into T/grow, each with an own layer of B
+pseudo-random bytes (for the growth case: a cell filled until it crosses
+its threshold), and adds them to the seed file, so that `run` pulls them
+and `verify` checks them too.
 
 verify: every seeded image and every acknowledged push is read from URL
 (a node of the destination cell, directly) and must match byte for byte.
@@ -215,6 +222,21 @@ def cmd_seed(a):
            "referrer": {"repo": f"{a.tenant}/app0", "digest": ref_digest, "subject": members[0]["digest"]}}
     write(a.out, out)
     print(f"seeded {len(images)} images, an index and a referrer into {a.tenant}")
+
+
+def cmd_grow(a):
+    user, pw = auth(a.auth)
+    h = Http(a.router, user, pw)
+    with open(a.seed) as f:
+        seed = json.load(f)
+    first = sum(1 for m in seed["images"] if m["repo"] == f"{a.tenant}/grow")
+    shared = random.Random(a.tenant).randbytes(4096)
+    t0 = time.time()
+    for i in range(first, first + a.images):
+        own = random.Random(f"{a.tenant}-grow-{i}").randbytes(a.layer_bytes)
+        seed["images"].append(image(h, f"{a.tenant}/grow", f"g{i}", shared, own))
+        write(a.seed, seed)
+    print(f"grew {a.tenant} by {a.images} images of {a.layer_bytes} bytes in {time.time() - t0:.1f}s")
 
 
 def sha_ref_tag(digest):
@@ -582,8 +604,15 @@ def main():
     w.add_argument("--kill-pid", type=int)
     w.add_argument("--cancel", action="store_true")
     w.add_argument("--out", required=True)
+    g = sub.add_parser("grow")
+    g.add_argument("--router", required=True)
+    g.add_argument("--tenant", required=True)
+    g.add_argument("--auth", required=True)
+    g.add_argument("--images", type=int, required=True)
+    g.add_argument("--layer-bytes", type=int, required=True)
+    g.add_argument("--seed", required=True)
     a = p.parse_args()
-    {"seed": cmd_seed, "run": cmd_run, "verify": cmd_verify, "login": cmd_login, "watch": cmd_watch}[a.cmd](a)
+    {"seed": cmd_seed, "run": cmd_run, "verify": cmd_verify, "login": cmd_login, "watch": cmd_watch, "grow": cmd_grow}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,12 @@
 # fleet serve`, scripts/fleet.sh start-service) takes over the routes the
 # script set, places a new tenant, reads every cell's use from its nodes,
 # and is killed: the data path, and a router restarted meanwhile, must not
-# need it, and it comes back to the same routes.
+# need it, and it comes back to the same routes. Placement has the cell
+# create the tenant. Last, a second small fleet (case `growth`): a cell
+# filled through the router past its threshold, the service moving tenants
+# out by itself until every cell is under it, no pull failing meanwhile,
+# and the shipped alert rules evaluated by a real Prometheus on the
+# service's figures.
 #
 #   WHARF_BIN=target/release/wharf bash tests/fleet/run.sh
 #
@@ -59,6 +64,7 @@ source "$HERE/../harness.sh"
 
 cleanup() {
   [ -n "$WATCHDOG_PID" ] && kill "$WATCHDOG_PID" 2>/dev/null
+  declare -F stop_growth >/dev/null && stop_growth
   if [ "$FLEET_STARTED" = 1 ]; then
     timeout 120 bash "$FLEET_SH" stop "$FDIR" >>"$LOGS/fleet-cleanup.log" 2>&1 ||
       echo "fleet stop failed; see $LOGS/fleet-cleanup.log"
@@ -606,11 +612,23 @@ case_service_places() {
   other=$((3 - cell))
   [ "$(jq -r .backend <<<"$out")" = "cell_$cell" ] || die "backend $(jq -r .backend <<<"$out"), want cell_$cell" || return 1
   T5_CELL=$cell
-  # The tenant itself, on that cell, through a node's admin API.
-  a=$(cell_admins "$cell" | head -n 1)
-  code=$(req t5-create -X POST -H "Authorization: Bearer $(head -n 1 "$FLEET_ADMIN_TOKEN_FILE")" \
-    -H 'Content-Type: application/json' -d '{"name":"t5","hostname":"t5.fleet.test"}' "http://$a/admin/v1/tenants")
-  [ "$code" = 201 ] || die "POST /admin/v1/tenants t5 on cell $cell: $code $(head -c 300 "$TMP/r/t5-create.b")" || return 1
+  # The service created the tenant itself on that cell (a node's admin
+  # API), with its hostname, and on no other.
+  [ "$(jq -r .created_on_cell <<<"$out")" = created ] || die "t5 not created on cell $cell by the service: $out" || return 1
+  tenant_on_cell "$cell" t5 t5.fleet.test || return 1
+  a=$(cell_admins "$other" | head -n 1)
+  code=$(req t5-other -H "Authorization: Bearer $(head -n 1 "$FLEET_ADMIN_TOKEN_FILE")" "http://$a/admin/v1/tenants/t5")
+  [ "$code" = 404 ] || die "cell $other answers $code for tenant t5, want 404" || return 1
+  # A name its cell holds with other settings: the cell's refusal comes
+  # back, nothing is placed or routed.
+  admin "$(cell_admins 1 | head -n 1)" tenant create t5x --hostname taken.fleet.test >/dev/null &&
+    admin "$(cell_admins 2 | head -n 1)" tenant create t5x --hostname taken.fleet.test >/dev/null ||
+    die "tenant t5x on the cells failed" || return 1
+  ! out=$(fsvc tenants place t5x --hostname t5x.fleet.test 2>&1) || die "t5x was placed over the cell's own t5x: $out" || return 1
+  echo "$out"
+  grep -q 'refused tenant t5x: tenant t5x exists' <<<"$out" && grep -q CELL_REFUSED <<<"$out" ||
+    die "the refusal does not carry the cell's message: $out" || return 1
+  ! fsvc tenants where t5x >/dev/null 2>&1 || die "the service keeps the refused t5x" || return 1
   # Routed by the service: the files and the live router (bounded wait;
   # place returns once it has pushed them).
   for ((i = 0; i < 20; i++)); do
@@ -620,6 +638,7 @@ case_service_places() {
   done
   echo "tenants.map file: $(map_lines "$FDIR/tenants.map" | tr '\n' ',')  live: $(live_map "$FDIR/tenants.map" | tr '\n' ',')"
   map_lines "$FDIR/tenants.map" | grep -qx "t5 cell_$cell" || die "tenants.map has no t5 cell_$cell" || return 1
+  ! map_lines "$FDIR/tenants.map" | grep -q '^t5x ' || die "tenants.map routes the refused t5x" || return 1
   live_map "$FDIR/tenants.map" | grep -qx "t5 cell_$cell" || die "the router's live tenants.map has no t5 cell_$cell" || return 1
   map_lines "$FDIR/hosts.map" | grep -qx "t5.fleet.test cell_$cell" || die "hosts.map has no t5.fleet.test cell_$cell" || return 1
   live_map "$FDIR/hosts.map" | grep -qx "t5.fleet.test cell_$cell" || die "the router's live hosts.map has no t5.fleet.test" || return 1
@@ -706,14 +725,19 @@ case_service_down() {
   expect_route svc-back-t5 200 "cell_$T5_CELL" -H "$ACCEPT" -H "Authorization: Bearer $tok" "http://$FLEET_ROUTER/v2/t5/app/manifests/1"
 }
 
-# create_tenant CELL NAME: the tenant record on that cell (a node's admin API).
-create_tenant() {
+# tenant_on_cell CELL NAME [HOSTNAME]: the cell holds tenant NAME (with
+# that hostname), read from a node's admin API: `wharf fleet tenants
+# place` has the cell create it.
+tenant_on_cell() {
   local a code
   a=$(cell_admins "$1" | head -n 1)
-  code=$(req "create-$2" -X POST -H "Authorization: Bearer $(head -n 1 "$FLEET_ADMIN_TOKEN_FILE")" \
-    -H 'Content-Type: application/json' -d "{\"name\":\"$2\"}" "http://$a/admin/v1/tenants")
-  [ "$code" = 201 ] || die "POST /admin/v1/tenants $2 on cell $1: $code $(head -c 300 "$TMP/r/create-$2.b")"
+  code=$(req "on-cell-$2" -H "Authorization: Bearer $(head -n 1 "$FLEET_ADMIN_TOKEN_FILE")" "http://$a/admin/v1/tenants/$2")
+  [ "$code" = 200 ] || die "GET /admin/v1/tenants/$2 on cell $1: $code $(head -c 300 "$TMP/r/on-cell-$2.b")" || return 1
+  [ -z "${3:-}" ] || [ "$(jq -r .hostname "$TMP/r/on-cell-$2.b")" = "$3" ] ||
+    die "tenant $2 on cell $1 has hostname $(jq -r .hostname "$TMP/r/on-cell-$2.b"), want $3"
 }
+# (Placement creates the tenant now; the old helper only checks it.)
+create_tenant() { tenant_on_cell "$@"; }
 
 # A tenant of 50 images (shared and own layers, an index, a referrer) moved
 # by the fleet service from its cell to the other while clients pull it in a
@@ -728,9 +752,9 @@ case_tenant_move() {
   out=$(fsvc tenants place t6 --json) || die "place t6 failed: $out" || return 1
   from=$(jq -r .cell <<<"$out")
   to=$((3 - from))
-  create_tenant "$from" t6 || return 1
+  tenant_on_cell "$from" t6 || return 1
   fsvc tenants place t7 --pin "$from" --json >/dev/null || die "place t7 on cell $from failed" || return 1
-  create_tenant "$from" t7 || return 1
+  tenant_on_cell "$from" t7 || return 1
   timeout 300 python3 "$ml" seed --router "http://$FLEET_ROUTER" --tenant t6 --auth "$auth" --images 50 \
     --out "$TMP/t6-seed.json" || die "seeding t6 failed" || return 1
   timeout 60 python3 "$ml" seed --router "http://$FLEET_ROUTER" --tenant t7 --auth "$auth" --images 3 \
@@ -785,7 +809,7 @@ case_move_crash() {
   out=$(fsvc tenants place t8 --json) || die "place t8 failed: $out" || return 1
   from=$(jq -r .cell <<<"$out")
   to=$((3 - from))
-  create_tenant "$from" t8 || return 1
+  tenant_on_cell "$from" t8 || return 1
   timeout 300 python3 "$ml" seed --router "http://$FLEET_ROUTER" --tenant t8 --auth "$auth" --images 50 \
     --out "$TMP/t8-seed.json" || die "seeding t8 failed" || return 1
   rm -f "$TMP/crash-stop"
@@ -1101,6 +1125,316 @@ case_move_cancel() {
     --seed "$TMP/t11-seed.json" --report "$rep" --out "$TMP/mc-verify.json" || die "cell $from lost some of t11" || return 1
 }
 
+# ---------------------------------------------------------------- growth
+
+# The growth case runs a small fleet of its own (its cells registered with
+# a storage capacity of GROWTH_CAP bytes, so that a few megabytes of pushes
+# cross the thresholds) beside the main one, and a real Prometheus that
+# scrapes the fleet service with the shipped alert rules loaded.
+GROWTH_DIR=$TMP/growth
+GROWTH_CAP=4000000
+GROWTH_LAYER=100000
+
+# prom_series URL EXPR START END: the series EXPR had between START and
+# END (unix seconds, 1 s steps), as JSON lines {labels, samples, first,
+# last, max} from Prometheus's HTTP API (query_range).
+prom_series() {
+  timeout 30 python3 - "$@" <<'PY'
+import json, sys, urllib.parse, urllib.request
+url, expr, start, end = sys.argv[1:5]
+q = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": "1"})
+with urllib.request.urlopen(f"{url}/api/v1/query_range?{q}", timeout=20) as r:
+    body = json.load(r)
+if body.get("status") != "success":
+    sys.exit(f"query failed: {body}")
+for s in body["data"]["result"]:
+    vals = [(float(t), float(v)) for t, v in s["values"]]
+    print(json.dumps({"labels": s["metric"], "samples": len(vals), "first": vals[0][0], "last": vals[-1][0],
+                      "max": round(max(v for _, v in vals), 4)}))
+PY
+}
+
+# prom_now URL EXPR: the series EXPR has now (instant query), JSON lines.
+prom_now() {
+  timeout 30 python3 - "$@" <<'PY'
+import json, sys, urllib.parse, urllib.request
+url, expr = sys.argv[1:3]
+with urllib.request.urlopen(f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}), timeout=20) as r:
+    body = json.load(r)
+if body.get("status") != "success":
+    sys.exit(f"query failed: {body}")
+for s in body["data"]["result"]:
+    print(json.dumps({"labels": s["metric"], "value": s["value"][1]}))
+PY
+}
+
+# rule_expr NAME: the expression of alert NAME in the shipped fleet rules
+# (their `for:` is left out: the case lasts seconds, not minutes).
+rule_expr() {
+  timeout 10 python3 - "$ROOT/deploy/prometheus/wharf-fleet-alerts.yml" "$1" <<'PY'
+import sys, yaml
+rules = [r for g in yaml.safe_load(open(sys.argv[1]))["groups"] for r in g["rules"]]
+expr = [r["expr"] for r in rules if r.get("alert") == sys.argv[2]]
+if len(expr) != 1:
+    sys.exit(f"no alert {sys.argv[2]} in {sys.argv[1]}")
+print(" ".join(expr[0].split()))
+PY
+}
+
+# storage_of CELLS_JSON CELL: the cell's used storage bytes and utilisation
+# as the service sees them ("bytes ratio usage").
+storage_of() {
+  jq -r --argjson c "$2" '.cells[] | select(.id == $c) | "\(.used.storage_bytes) \(.utilisation.storage_bytes) \(.usage)"' <<<"$1"
+}
+
+# wait_storage CELL OP RATIO SECS: until the service reads cell CELL's
+# storage utilisation OP (ge, lt) RATIO from fresh figures (bounded).
+wait_storage() {
+  local cell=$1 op=$2 want=$3 secs=$4 i out b u f
+  for ((i = 0; i < secs * 2; i++)); do
+    out=$(fsvc cells list --json 2>/dev/null) && read -r b u f <<<"$(storage_of "$out" "$cell")"
+    if [ "$f" = fresh ] && python3 -c "import sys; u, w = float(sys.argv[1]), float(sys.argv[2]); sys.exit(0 if (u >= w if sys.argv[3] == 'ge' else u < w) else 1)" "$u" "$want" "$op" 2>/dev/null; then
+      echo "cell $cell: $b bytes stored, ${u} of its storage capacity"
+      return 0
+    fi
+    sleep 0.5
+  done
+  die "cell $cell's storage did not get $op $want within ${secs}s (last: $b bytes, $u, $f)"
+}
+
+stop_growth() {
+  [ -f "$TMP/growth.prom.pid" ] && stop_pid "$(cat "$TMP/growth.prom.pid")" 10
+  rm -f "$TMP/growth.prom.pid"
+  if [ -f "$TMP/growth.started" ]; then
+    timeout 120 bash "$FLEET_SH" stop "$GROWTH_DIR" >>"$LOGS/growth-stop.log" 2>&1 || echo "growth fleet stop failed; see $LOGS/growth-stop.log"
+    rm -f "$TMP/growth.started"
+  fi
+}
+
+# Growth: tenants placed on a fleet of two cells of GROWTH_CAP bytes of
+# storage each, pushes through the router into the tenants of one cell
+# until it crosses the warning level (60%) and then the threshold (70%);
+# the fleet service, by its threshold trigger alone (its schedule is an
+# hour, and nothing here applies a plan), plans and executes moves until
+# every cell is under the threshold. Meanwhile a bounded puller fetches
+# the hot cell's tenants' images through the router: none may fail. At
+# the end every image is byte-identical where its tenant now lives, the
+# decisions say why, and the shipped rules' expressions, evaluated by a
+# real Prometheus on the service's scraped figures, were true on the way
+# and are false at the end.
+case_growth() {
+  local rc
+  (growth_run)
+  rc=$?
+  stop_growth
+  return $rc
+}
+
+growth_run() {
+  local ml=$HERE/move_load.py auth out t cell i hot cold a b u f t0 t_cross t_settled
+  local -a tenants=(g1 g2 g3 g4) hot_tenants=() cold_tenants=()
+  local -A home=()
+  need prometheus || return 1
+  FDIR=$GROWTH_DIR
+  export WHARF_FLEET_PORT WHARF_FLEET_PG_PORT WHARF_FLEET_CELL_PG_PORT WHARF_FLEET_GARAGE_PORT WHARF_FLEET_SERVICE_PORT
+  WHARF_FLEET_PORT=$(free_port) && WHARF_FLEET_SERVICE_PORT=$(free_port) &&
+    WHARF_FLEET_PG_PORT=$(free_port) && WHARF_FLEET_CELL_PG_PORT=$(free_port 2) &&
+    WHARF_FLEET_GARAGE_PORT=$(free_port 14) || die "no free ports" || return 1
+  export WHARF_FLEET_CELLS=2 WHARF_FLEET_NODES=2 WHARF_FLEET_GRACE=3 WHARF_FLEET_SERVICE=1
+  export WHARF_FLEET_CAP_STORAGE=$GROWTH_CAP WHARF_FLEET_MOVE_GRACE=2
+  export WHARF_FLEET_SERVICE_ARGS="--rebalance-interval 3600"
+  t0=$SECONDS
+  touch "$TMP/growth.started"
+  fleet start || die "scripts/fleet.sh start $GROWTH_DIR failed" || return 1
+  echo "growth fleet up in $((SECONDS - t0))s: router $FLEET_ROUTER, service $FLEET_SERVICE_URL"
+  auth="$FLEET_USER:$FLEET_PASSWORD_FILE"
+
+  # Prometheus scrapes the fleet service every second, with the shipped
+  # rules loaded and evaluated every second.
+  local pdir=$GROWTH_DIR/prometheus pport prom
+  pport=$(free_port) || die "no free port for Prometheus" || return 1
+  prom=http://127.0.0.1:$pport
+  mkdir -p "$pdir"
+  cat >"$pdir/prometheus.yml" <<YML
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files:
+  - $ROOT/deploy/prometheus/wharf-fleet-alerts.yml
+scrape_configs:
+  - job_name: wharf-fleet
+    static_configs:
+      - targets: ['${FLEET_SERVICE_URL#http://}']
+YML
+  prometheus --config.file="$pdir/prometheus.yml" --storage.tsdb.path="$pdir/data" \
+    --web.listen-address="127.0.0.1:$pport" --log.level=warn >"$LOGS/growth-prometheus.log" 2>&1 &
+  echo $! >"$TMP/growth.prom.pid"
+
+  # Tenants placed by the service (each reserving 50 kB, so that they
+  # spread), and created on their cells by it.
+  for t in "${tenants[@]}"; do
+    out=$(fsvc tenants place "$t" --storage-bytes 50000 --json) || die "place $t failed: $out" || return 1
+    [ "$(jq -r .created_on_cell <<<"$out")" = created ] || die "$t not created on its cell: $out" || return 1
+    home[$t]=$(jq -r .cell <<<"$out")
+    echo "$t -> cell ${home[$t]}"
+  done
+  hot=${home[g1]}
+  cold=$((3 - hot))
+  for t in "${tenants[@]}"; do
+    if [ "${home[$t]}" = "$hot" ]; then hot_tenants+=("$t"); else cold_tenants+=("$t"); fi
+  done
+  [ "${#hot_tenants[@]}" -ge 2 ] || die "want two tenants on cell $hot to grow, got ${hot_tenants[*]}" || return 1
+  a=${hot_tenants[0]} b=${hot_tenants[1]}
+  for t in "${tenants[@]}"; do
+    timeout 120 python3 "$ml" seed --router "http://$FLEET_ROUTER" --tenant "$t" --auth "$auth" --images 6 \
+      --out "$TMP/growth-$t.json" >/dev/null || die "seeding $t failed" || return 1
+  done
+  for ((i = 0; i < 60; i++)); do
+    [ "$(c -o /dev/null -w '%{http_code}' "$prom/-/ready" 2>/dev/null)" = 200 ] && break
+    sleep 0.5
+  done
+  c "$prom/api/v1/rules" | jq -e '[.data.groups[].rules[].name] | index("WharfFleetCellOverThreshold")' >/dev/null ||
+    die "Prometheus ($prom) has not loaded the fleet rules; see $LOGS/growth-prometheus.log" || return 1
+  out=$(fsvc cells list --json) || return 1
+  local before_hot before_cold
+  before_hot=$(storage_of "$out" "$hot") before_cold=$(storage_of "$out" "$cold")
+  echo "before: cell $hot (${hot_tenants[*]}) ${before_hot% *}, cell $cold (${cold_tenants[*]}) ${before_cold% *} (bytes, ratio)"
+
+  # Round 1: into the warning band (13 images of 100 kB into each of two
+  # tenants: about 66% of 4 MB). The nodes report stored bytes every ~15 s.
+  local t_warn t_round2
+  t_warn=$(date +%s)
+  for t in "$a" "$b"; do
+    timeout 120 python3 "$ml" grow --router "http://$FLEET_ROUTER" --tenant "$t" --auth "$auth" \
+      --images 13 --layer-bytes "$GROWTH_LAYER" --seed "$TMP/growth-$t.json" || die "growing $t failed" || return 1
+  done
+  wait_storage "$hot" ge 0.6 40 || return 1
+  # Prometheus has scraped it too before the next round (bounded).
+  local near over
+  over=$(rule_expr WharfFleetCellOverThreshold) && near=$(rule_expr WharfFleetCellNearThreshold) || return 1
+  for ((i = 0; i < 30; i++)); do
+    [ -n "$(prom_now "$prom" "$near" 2>/dev/null)" ] && break
+    sleep 0.5
+  done
+  out=$(fsvc moves list --json) || return 1
+  [ "$(jq '.moves | length' <<<"$out")" = 0 ] || die "moves below the threshold: $(jq -c . <<<"$out")" || return 1
+
+  # The puller, from here to the end of the moves: the hot cell's two
+  # grown tenants (one of them is what the service will move), and a
+  # pusher of small tags into the first.
+  rm -f "$TMP/growth-stop"
+  timeout 200 python3 "$ml" run --router "http://$FLEET_ROUTER" --tenant "$a" --other "$b" --auth "$auth" \
+    --seed "$TMP/growth-$a.json" --other-seed "$TMP/growth-$b.json" --stop "$TMP/growth-stop" --max-secs 150 \
+    --out "$TMP/growth-load.json" >"$LOGS/growth-load.log" 2>&1 &
+  local load_pid=$!
+
+  # Round 2: over the threshold (3 more each: about 81%).
+  t_round2=$(date +%s)
+  for t in "$a" "$b"; do
+    timeout 120 python3 "$ml" grow --router "http://$FLEET_ROUTER" --tenant "$t" --auth "$auth" \
+      --images 3 --layer-bytes "$GROWTH_LAYER" --seed "$TMP/growth-$t.json" || die "growing $t failed" || return 1
+  done
+  # The service's own: a move recorded by its threshold trigger.
+  local n moves state
+  t_cross=
+  for ((i = 0; i < 120; i++)); do
+    out=$(fsvc cells list --json 2>/dev/null) && read -r _ u _ <<<"$(storage_of "$out" "$hot")"
+    [ -z "$t_cross" ] && python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= 0.7 else 1)" "$u" 2>/dev/null &&
+      t_cross=$SECONDS && echo "cell $hot read at $u of its storage: over the threshold"
+    moves=$(fsvc moves list --json 2>/dev/null) && n=$(jq '.moves | length' <<<"$moves")
+    [ "${n:-0}" -gt 0 ] && break
+    sleep 0.5
+  done
+  [ "${n:-0}" -gt 0 ] || die "the service recorded no move within 60 s of the growth (cell $hot at $u)" || return 1
+  t_cross=${t_cross:-$SECONDS}
+  echo "first move recorded $((SECONDS - t_cross))s after the service read the crossing"
+  # Until every move ended and every cell is under the threshold.
+  local all_under
+  for ((i = 0; i < 240; i++)); do
+    moves=$(fsvc moves list --json 2>/dev/null) || { sleep 0.5; continue; }
+    state=$(jq -r '[.moves[] | select(.state == "planned" or .state == "running")] | length' <<<"$moves")
+    out=$(fsvc cells list --json 2>/dev/null) || { sleep 0.5; continue; }
+    all_under=$(jq -r '[.cells[] | select(.usage != "fresh" or .utilisation.storage_bytes >= .threshold.storage_bytes)] | length' <<<"$out")
+    [ "$state" = 0 ] && [ "$all_under" = 0 ] && break
+    sleep 0.5
+  done
+  t_settled=$SECONDS
+  # A few more scrapes for Prometheus and the service, then the puller stops.
+  sleep 4
+  touch "$TMP/growth-stop"
+  wait "$load_pid"
+  cat "$LOGS/growth-load.log"
+  out=$(fsvc cells list --json) || return 1
+  moves=$(fsvc moves list --json) || return 1
+  local after_hot after_cold
+  after_hot=$(storage_of "$out" "$hot") after_cold=$(storage_of "$out" "$cold")
+
+  # The figures.
+  echo "after:  cell $hot ${after_hot% *}, cell $cold ${after_cold% *} (bytes, ratio)"
+  echo "moves:"
+  jq -r '.moves[] | "  move \(.id): \(.tenant) cell \(.from) -> cell \(.to), \(.state); fence \(.counters.fence_ms) ms; \(.reason)"' <<<"$moves"
+  echo "settled $((t_settled - t_cross))s after the service read the crossing"
+  jq -c 'del(.acked, .samples)' "$TMP/growth-load.json"
+  echo "decisions:"
+  fsvc decisions --limit 30 | grep -v ' place \| create ' | sed 's/^/  /'
+
+  # Every cell ends under its threshold, read fresh.
+  [ "$state" = 0 ] && [ "$all_under" = 0 ] ||
+    die "not settled within 120 s: $state move(s) in flight, $all_under cell(s) not under the threshold" || return 1
+  # The moves: the service's own, out of the hot cell, of the grown
+  # tenants, done, each with its reason; and the decision that made them.
+  jq -e --argjson h "$hot" --arg a "$a" --arg b "$b" '(.moves | length) > 0 and all(.moves[];
+      .state == "done" and .from == $h and (.tenant == $a or .tenant == $b)
+      and (.reason | test("relieves cell \($h): storage")))' <<<"$moves" >/dev/null ||
+    die "unexpected moves: $(jq -c '[.moves[] | {id, tenant, from, to, state, reason}]' <<<"$moves")" || return 1
+  out=$(fsvc decisions --json --limit 200) || return 1
+  jq -e '[.decisions[] | select(.kind == "rebalance" and (.reason | test("^threshold crossed: [1-9]")))] | length > 0' <<<"$out" >/dev/null ||
+    die "no decision says the threshold trigger recorded the moves" || return 1
+  ! jq -e '[.decisions[] | select(.reason | test("^scheduled rebalance"))] | length > 0' <<<"$out" >/dev/null ||
+    die "a scheduled rebalance ran: the threshold trigger alone was to act" || return 1
+  # No failed pull of the moved tenants' images (nor a failed push).
+  jq -e '.pulls_failed == 0 and .other_pulls_failed == 0 and .pulls_ok > 0 and .other_pulls_ok > 0
+    and .pushes_failed == 0 and .pushes_503_without_retry_after == 0' "$TMP/growth-load.json" >/dev/null ||
+    die "the clients saw failures: $(jq -c 'del(.acked)' "$TMP/growth-load.json")" || return 1
+  # Every image byte-identical where its tenant lives now (a node of that
+  # cell, directly), and nothing of a moved tenant left behind.
+  echo '{"acked": []}' >"$TMP/growth-none.json"
+  for t in "${tenants[@]}"; do
+    cell=$(fsvc tenants where "$t" --json | jq -r .cell)
+    local report=$TMP/growth-none.json
+    [ "$t" = "$a" ] && report=$TMP/growth-load.json
+    timeout 120 python3 "$ml" verify --registry "http://$(cell_addrs "$cell" | head -n 1)" --tenant "$t" --auth "$auth" \
+      --seed "$TMP/growth-$t.json" --report "$report" --out "$TMP/growth-verify-$t.json" >/dev/null ||
+      die "cell $cell does not hold $t exactly: $(head -c 500 "$TMP/growth-verify-$t.json")" || return 1
+    echo "$t on cell $cell: $(jq -r '"\(.identical)/\(.images) images identical"' "$TMP/growth-verify-$t.json")"
+    if [ "$cell" != "${home[$t]}" ]; then
+      [ "$(usage_bytes "$(cell_admins "${home[$t]}" | head -n 1)" "$t")" = none ] ||
+        die "cell ${home[$t]} still holds moved tenant $t" || return 1
+    fi
+  done
+
+  # The alerts: the shipped rules' expressions, evaluated by Prometheus on
+  # the service's scraped figures (without their `for:`).
+  local now_over now_near now
+  now=$(date +%s)
+  local s_near s_over s_pending
+  s_near=$(prom_series "$prom" "$near" "$t_warn" "$t_round2") || die "Prometheus query failed" || return 1
+  s_over=$(prom_series "$prom" "$over" "$t_round2" "$now") || die "Prometheus query failed" || return 1
+  s_pending=$(prom_series "$prom" 'ALERTS{alertname="WharfFleetCellOverThreshold",alertstate="pending"}' "$t_round2" "$now")
+  echo "near-threshold expression during round 1: ${s_near:-none}"
+  echo "over-threshold expression during round 2 and the moves: ${s_over:-none}"
+  echo "WharfFleetCellOverThreshold pending (its for: 5m not reached): ${s_pending:-none}"
+  grep -q "\"cell\": \"$hot\", \"dimension\": \"storage_bytes\"" <<<"$s_near" ||
+    die "the near-threshold expression was never true for cell $hot's storage" || return 1
+  grep -q "\"cell\": \"$hot\", \"dimension\": \"storage_bytes\"" <<<"$s_over" ||
+    die "the over-threshold expression was never true for cell $hot's storage" || return 1
+  grep -q "\"cell\": \"$hot\"" <<<"$s_pending" || die "Prometheus never had the alert pending" || return 1
+  now_over=$(prom_now "$prom" "$over") && now_near=$(prom_now "$prom" "$near") || die "Prometheus query failed" || return 1
+  echo "at the end: over ${now_over:-none}; near ${now_near:-none}"
+  [ -z "$now_over" ] || die "the over-threshold expression is still true at the end: $now_over" || return 1
+  [ -z "$now_near" ] || die "the near-threshold expression is still true at the end: $now_near"
+}
+
 case_fleet_stop() {
   local pids p
   load_env
@@ -1161,6 +1495,7 @@ if run_case fleet-start case_fleet_start; then
 else
   fail_case fleet-remaining "the fleet did not start; see $LOGS/fleet-start.log and $FDIR"
 fi
+maybe growth case_growth
 run_case fleet-stop case_fleet_stop
 
 DONE=1

@@ -55,6 +55,12 @@ impl IntoResponse for ApiError {
                 m,
                 Value::Null,
             ),
+            ServiceError::CellRefused { cell, message } => (
+                StatusCode::CONFLICT,
+                "CELL_REFUSED",
+                message,
+                json!({"cell": cell}),
+            ),
             ServiceError::Refused { message, detail } => {
                 (StatusCode::CONFLICT, "PLACEMENT_REFUSED", message, detail)
             }
@@ -351,6 +357,12 @@ mod tests {
         let r = ApiError(ServiceError::Refused {
             message: "0/2 cells fit tenant a: 2 draining".into(),
             detail: json!({"reasons": [{"reason": "draining", "cells": 2}]}),
+        })
+        .into_response();
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let r = ApiError(ServiceError::CellRefused {
+            cell: 2,
+            message: "cell 2 refused tenant a: tenant a exists".into(),
         })
         .into_response();
         assert_eq!(r.status(), StatusCode::CONFLICT);

@@ -24,6 +24,9 @@
 //!   through the nodes' admin APIs (export, blobs, import), fences it,
 //!   checks both copies and removes the source after the grace period.
 //!   Must never decide where a tenant goes or flip a route itself.
+//! - [`provision`]: [`provision::Provisioner`], which creates a placed
+//!   tenant on its cell through a node's admin API. Must never decide
+//!   where a tenant goes, or record or route anything.
 //! - [`view`]: stored state plus readings as a `wharf_fleet::Fleet`. Must
 //!   never decide or do I/O.
 //! - [`scrape`]: each cell's real use from its nodes' `/metrics`, with a
@@ -47,6 +50,7 @@ pub mod executor;
 pub mod metrics;
 pub mod mover;
 pub mod prom;
+pub mod provision;
 pub mod router;
 pub mod scrape;
 pub mod service;

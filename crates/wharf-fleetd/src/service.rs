@@ -32,13 +32,19 @@ use wharf_fleet::plan::{MoveWhy, NoPlan};
 use wharf_fleet::{CellId, CellState, Dimension, Load, Plan, Refusal, Step, DIMS};
 
 use crate::executor::{CellEndpoints, MoveControl, MoveExecutor, MoveTask};
+use crate::provision::{Provisioned, Provisioner, TenantSpec};
 use crate::router::{RouteTable, Router, RouterConfig};
 use crate::scrape::{ScrapeConfig, Scraper};
 use crate::store::{
-    CellLifecycle, CellRecord, FleetStore, GroupRule, MoveRecord, MoveState, MoveUpdate, NewMove,
-    NewTenant, StoreError, TenantRules,
+    CellLifecycle, CellQuota, CellRecord, FleetStore, GroupRule, MoveRecord, MoveState, MoveUpdate,
+    NewMove, NewTenant, StoreError, TenantRecord, TenantRules,
 };
 use crate::view::{placeable, PolicyConfig, View, NEW_TENANT};
+
+/// How long a placement waits for every node of the cell to know a tenant
+/// it created before routing it (the nodes refresh their directory every
+/// few seconds).
+const KNOWN_WITHIN: Duration = Duration::from_secs(10);
 
 /// Everything `serve` needs besides its database and listener.
 #[derive(Clone, Debug)]
@@ -91,6 +97,13 @@ pub enum ServiceError {
     Invalid(String),
     /// The database did not answer.
     Unavailable(String),
+    /// The cell placement chose refused to create the tenant: its message.
+    CellRefused {
+        /// The cell.
+        cell: u32,
+        /// What the cell said, and why.
+        message: String,
+    },
     /// No cell may take the tenant: the counted reasons, and each cell's.
     Refused {
         /// The one-line summary.
@@ -130,6 +143,8 @@ pub struct Fleetd {
     store: FleetStore,
     pub(crate) config: ServiceConfig,
     pub(crate) scraper: Scraper,
+    /// Creates placed tenants on their cells.
+    provisioner: Provisioner,
     router: Option<Router>,
     executor: Option<Arc<dyn MoveExecutor>>,
     /// One decision at a time: each sees the one before it.
@@ -469,6 +484,11 @@ impl Fleetd {
     ) -> Arc<Fleetd> {
         Arc::new(Fleetd {
             scraper: Scraper::new(config.scrape.clone()),
+            provisioner: Provisioner::new(
+                config.scrape.token.clone(),
+                config.scrape.connect_timeout,
+                config.scrape.request_timeout,
+            ),
             router: config.router.clone().map(Router::new),
             store,
             config,
@@ -663,8 +683,14 @@ impl Fleetd {
 
     // ---- tenants ---------------------------------------------------------
 
-    /// Places a new tenant: `{name, hostname?, demand?, anti_affinity?,
-    /// pinned_to?, excluded?}`. A refusal is [`ServiceError::Refused`].
+    /// Places a new tenant: `{name, hostname?, quota?, demand?,
+    /// anti_affinity?, pinned_to?, excluded?}`, then has its cell create it
+    /// (name, hostname, quota) and routes it. A placement no cell takes is
+    /// [`ServiceError::Refused`]; one the chosen cell refuses is
+    /// [`ServiceError::CellRefused`] with the cell's message, and is
+    /// forgotten (nothing routed). When the cell cannot be reached the
+    /// placement stays recorded, unrouted: the loop, or the same request
+    /// again, finishes it.
     pub async fn place_tenant(&self, req: &Value) -> Outcome {
         let bad = |m: String| ServiceError::Invalid(m);
         let name = req["name"]
@@ -680,6 +706,14 @@ impl Fleetd {
                 Some(h.to_ascii_lowercase())
             }
             _ => return Err(bad("hostname must be a DNS name".into())),
+        };
+        let quota: CellQuota = match &req["quota"] {
+            Value::Null => CellQuota::default(),
+            q => serde_json::from_value(q.clone()).map_err(|e| {
+                bad(format!(
+                    "quota: {e} (an object of bytes and repositories, each a count)"
+                ))
+            })?,
         };
         let demand = if req["demand"].is_null() {
             Load::ZERO
@@ -703,9 +737,21 @@ impl Fleetd {
         let _d = self.decide.lock().await;
         let mut view = self.view().await?;
         if view.tenant_idx(&name).is_some() {
-            return Err(ServiceError::Conflict(format!(
-                "tenant {name} is placed already"
-            )));
+            // The same placement again, after its cell could not be
+            // reached or the service stopped between the two steps: finish
+            // it. Anything else is a second placement of the name.
+            let t = self.store.tenant(&name).await?;
+            if t.on_cell || t.hostname != hostname || t.quota != quota {
+                return Err(ServiceError::Conflict(format!(
+                    "tenant {name} is placed already"
+                )));
+            }
+            drop(_d);
+            let reason = format!(
+                "tenant {name} -> cell {}: placed earlier, created on the cell now",
+                t.cell
+            );
+            return self.finish_placement(t, reason).await;
         }
         let pi = view
             .fleet
@@ -720,6 +766,8 @@ impl Fleetd {
                     p.score * 100.0,
                     p.score_dimension
                 );
+                // Step 1, recorded before the cell is asked: a tenant the
+                // cell creates is never unknown to the fleet.
                 let t = self
                     .store
                     .add_tenant(
@@ -729,6 +777,7 @@ impl Fleetd {
                             hostname,
                             demand,
                             rules,
+                            quota,
                         },
                         self.now(),
                     )
@@ -742,11 +791,7 @@ impl Fleetd {
                 )
                 .await;
                 drop(_d);
-                self.sync_routes().await;
-                Ok(
-                    json!({"tenant": t.name, "cell": t.cell, "hostname": t.hostname,
-                          "backend": crate::router::backend(t.cell), "reason": reason}),
-                )
+                self.finish_placement(t, reason).await
             }
             Err(refusal) => {
                 self.counters
@@ -758,6 +803,98 @@ impl Fleetd {
                         .await;
                 }
                 Err(err)
+            }
+        }
+    }
+
+    /// Step 2 of a placement: the tenant created on its cell, then routed
+    /// (step 3). Idempotent: a tenant the cell holds already with these
+    /// settings is fine.
+    async fn finish_placement(&self, t: TenantRecord, reason: String) -> Outcome {
+        let nodes = self.store.cell(t.cell).await?.nodes;
+        let spec = TenantSpec {
+            name: &t.name,
+            hostname: t.hostname.as_deref(),
+            quota: t.quota,
+        };
+        let outcome = self.provisioner.create(t.cell, &nodes, &spec).await;
+        let created = match outcome {
+            Provisioned::Created => "created",
+            Provisioned::AlreadyThere => "already there",
+            Provisioned::Refused(message) => {
+                let _d = self.decide.lock().await;
+                let dropped = self.store.drop_placement(&t.name).await?;
+                self.counters
+                    .placements_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                let text = format!("cell {} refused tenant {}: {message}", t.cell, t.name);
+                if dropped {
+                    self.decision(
+                        "refuse",
+                        &t.name,
+                        &format!("{text}; the placement is withdrawn, nothing routed"),
+                        json!({"cell": t.cell, "cell_message": message}),
+                    )
+                    .await;
+                }
+                return Err(ServiceError::CellRefused {
+                    cell: t.cell,
+                    message: text,
+                });
+            }
+            Provisioned::Unreachable(why) => {
+                return Err(ServiceError::Unavailable(format!(
+                    "tenant {} is placed on cell {} but the cell could not create it yet ({why}); \
+                     it is not routed until it does: the service retries, or place it again",
+                    t.name, t.cell
+                )));
+            }
+        };
+        let late = self
+            .provisioner
+            .wait_known(&nodes, &t.name, KNOWN_WITHIN)
+            .await;
+        if !late.is_empty() {
+            tracing::warn!(tenant = %t.name, nodes = ?late,
+                "routing a tenant some nodes of its cell do not know yet");
+        }
+        let t = self.store.set_on_cell(&t.name).await?;
+        self.decision(
+            "create",
+            &t.name,
+            &format!(
+                "tenant {} on cell {}: {created}; routed to {}",
+                t.name,
+                t.cell,
+                crate::router::backend(t.cell)
+            ),
+            json!({"cell": t.cell, "outcome": created}),
+        )
+        .await;
+        self.sync_routes().await;
+        Ok(
+            json!({"tenant": t.name, "cell": t.cell, "hostname": t.hostname,
+                  "quota": t.quota, "backend": crate::router::backend(t.cell),
+                  "created_on_cell": created, "reason": reason}),
+        )
+    }
+
+    /// Finishes placements left half done (the cell unreachable, or the
+    /// service stopped between recording a placement and the cell's
+    /// answer). A refusal withdraws the placement, as for a request.
+    async fn finish_placements(&self) {
+        let pending: Vec<TenantRecord> = match self.store.tenants().await {
+            Ok(ts) => ts.into_iter().filter(|t| !t.on_cell).collect(),
+            Err(_) => return,
+        };
+        for t in pending {
+            let name = t.name.clone();
+            let reason = format!("tenant {name} -> cell {}: finished by the service", t.cell);
+            match self.finish_placement(t, reason).await {
+                Ok(_) => tracing::info!(tenant = %name, "a placement left half done is finished"),
+                Err(e) => {
+                    tracing::warn!(tenant = %name, error = ?e, "a placement is not finished yet")
+                }
             }
         }
     }
@@ -784,6 +921,8 @@ impl Fleetd {
             "demand": load_json(&Load(t.demand)),
             "rules": t.rules,
             "created": rfc3339(t.created_unix),
+            "on_cell": t.on_cell,
+            "quota": t.quota,
             "fenced": fenced,
             "move": moving.map(|m| move_json(&m, self.now())),
         }))
@@ -794,7 +933,7 @@ impl Fleetd {
         let ts = self.store.tenants().await?;
         Ok(json!({"tenants": ts.iter().map(|t| json!({
             "tenant": t.name, "cell": t.cell, "hostname": t.hostname,
-            "created": rfc3339(t.created_unix),
+            "created": rfc3339(t.created_unix), "on_cell": t.on_cell,
         })).collect::<Vec<_>>()}))
     }
 
@@ -807,6 +946,11 @@ impl Fleetd {
         let pi = view
             .tenant_idx(name)
             .ok_or_else(|| ServiceError::NotFound(format!("no tenant {name}")))?;
+        if self.store.tenant(name).await.is_ok_and(|t| !t.on_cell) {
+            return Err(ServiceError::Conflict(format!(
+                "tenant {name} is placed but not created on its cell yet"
+            )));
+        }
         let wharf_fleet::Location::At(from) = view.fleet.location(pi) else {
             return Err(ServiceError::Conflict(format!(
                 "tenant {name} has a move in flight already"
@@ -1089,6 +1233,7 @@ impl Fleetd {
         let ts = self.store.tenants().await?;
         Ok(RouteTable::from_homes(
             ts.iter()
+                .filter(|t| t.on_cell)
                 .map(|t| (t.name.as_str(), t.hostname.as_deref(), t.cell)),
         ))
     }
@@ -1315,6 +1460,7 @@ impl Fleetd {
         if let Err(e) = self.scrape_now().await {
             tracing::warn!(error = ?e, "scrape round skipped");
         }
+        self.finish_placements().await;
         self.sync_routes().await;
         let crossed = match self.view().await {
             Ok(v) => v.threshold_crossed(),

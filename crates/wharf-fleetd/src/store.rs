@@ -18,7 +18,7 @@
 //! |-------------|---------------------|---------|
 //! | `cells`     | `id`                | `zone`, `state` (`active`, `draining`, `retired`), `capacity[5]`, `threshold[5]`, `warn[5]` (per [`wharf_fleet::Dimension`] in index order), times |
 //! | `nodes`     | `(cell, admin_url)` | |
-//! | `tenants`   | `name` (and `id`, the placeable id) | `cell` (home), `hostname` (unique when set), `demand[5]` (the reservation asked for at placement), `rules` (JSON: anti-affinity, pins, exclusions), `created_unix` |
+//! | `tenants`   | `name` (and `id`, the placeable id) | `cell` (home), `hostname` (unique when set), `demand[5]` (the reservation asked for at placement), `rules` (JSON: anti-affinity, pins, exclusions), `created_unix`, `on_cell` (false from the placement until the cell has created the tenant: not routed meanwhile; migration 2), `quota` (JSON: what the tenant was created with on its cell) |
 //! | `moves`     | `id`                | `tenant`, `from_cell`, `to_cell`, `state` (`planned`, `running`, `done`, `failed`, `cancelled`), `step`, `counters` (JSON), `reason`, times, `error`, `fence_start_unix`, `fence_end_unix` |
 //! | `decisions` | `id`                | `at_unix`, `kind`, `subject`, `reason` (text), `detail` (JSON) |
 //!
@@ -79,13 +79,14 @@ pub enum StoreError {
 }
 
 /// The schema version this code writes and expects.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Schema migrations, in order. Never edit one that has shipped: add the
 /// next.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE fleet.cells (
     id           integer PRIMARY KEY CHECK (id >= 0),
     zone         integer NOT NULL CHECK (zone >= 0 AND zone < 65536),
@@ -142,7 +143,19 @@ CREATE TABLE fleet.decisions (
 );
 CREATE INDEX decisions_by_time ON fleet.decisions (at_unix DESC, id DESC);
 "#,
-)];
+    ),
+    // Placement creates the tenant on its cell: the step between the
+    // recorded placement and the cell's answer is kept, so that a service
+    // restarted in between finishes it (tenants placed before were created
+    // by hand, hence the default).
+    (
+        2,
+        r#"
+ALTER TABLE fleet.tenants ADD COLUMN on_cell boolean NOT NULL DEFAULT true;
+ALTER TABLE fleet.tenants ADD COLUMN quota jsonb NOT NULL DEFAULT '{}'::jsonb;
+"#,
+    ),
+];
 
 /// Key of the advisory lock that serialises migrations ("fleet_m1").
 const MIGRATION_LOCK: i64 = 0x666c_6565_745f_6d31;
@@ -278,6 +291,24 @@ pub struct TenantRecord {
     pub rules: TenantRules,
     /// When it was placed.
     pub created_unix: u64,
+    /// Whether its cell has created it (else the placement is recorded but
+    /// the tenant is neither routed nor moved yet).
+    pub on_cell: bool,
+    /// The quota it is created with on its cell.
+    pub quota: CellQuota,
+}
+
+/// The quota a tenant is created with on its cell (the node's tenant
+/// `quota`); `None` leaves a limit to the cell.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellQuota {
+    /// Bytes of distinct blobs and manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Repositories holding anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repositories: Option<u64>,
 }
 
 /// A new tenant, placed on `cell`.
@@ -293,6 +324,8 @@ pub struct NewTenant {
     pub demand: Load,
     /// Its rules.
     pub rules: TenantRules,
+    /// The quota to create it with on its cell.
+    pub quota: CellQuota,
 }
 
 /// Where a move is in its life.
@@ -473,7 +506,8 @@ fn cell_of(r: &Row) -> Result<CellRecord, StoreError> {
     })
 }
 
-const TENANT_COLUMNS: &str = "id, name, cell, hostname, demand, rules::text, created_unix";
+const TENANT_COLUMNS: &str =
+    "id, name, cell, hostname, demand, rules::text, created_unix, on_cell, quota::text";
 
 fn tenant_of(r: &Row) -> Result<TenantRecord, StoreError> {
     let rules: String = r.get(5);
@@ -486,6 +520,9 @@ fn tenant_of(r: &Row) -> Result<TenantRecord, StoreError> {
         rules: serde_json::from_str(&rules)
             .map_err(|e| StoreError::Invalid(format!("stored tenant rules: {e}")))?,
         created_unix: u64_of(r.get(6)),
+        on_cell: r.get(7),
+        quota: serde_json::from_str(r.get::<_, &str>(8))
+            .map_err(|e| StoreError::Invalid(format!("stored tenant quota: {e}")))?,
     })
 }
 
@@ -914,15 +951,20 @@ impl FleetStore {
         self.cell(id).await
     }
 
-    /// Records a placed tenant. Conflict if the name or hostname is taken.
+    /// Records a placed tenant, not yet created on its cell (`on_cell`
+    /// false: see [`FleetStore::set_on_cell`]). Conflict if the name or
+    /// hostname is taken.
     pub async fn add_tenant(&self, t: &NewTenant, now: u64) -> Result<TenantRecord, StoreError> {
         let t = t.clone();
         self.call(|c| async move {
             let demand: Vec<i64> = t.demand.0.iter().map(|&x| i64_of(x)).collect();
             let rules = serde_json::to_string(&t.rules).unwrap_or_else(|_| "{}".into());
+            let quota = serde_json::to_string(&t.quota).unwrap_or_else(|_| "{}".into());
             let sql = format!(
-                "INSERT INTO fleet.tenants (name, cell, hostname, demand, rules, created_unix) \
-                 VALUES ($1, $2, $3, $4, $5::text::jsonb, $6) RETURNING {TENANT_COLUMNS}"
+                "INSERT INTO fleet.tenants \
+                 (name, cell, hostname, demand, rules, created_unix, on_cell, quota) \
+                 VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, false, $7::text::jsonb) \
+                 RETURNING {TENANT_COLUMNS}"
             );
             let row = c
                 .query_one(
@@ -934,6 +976,7 @@ impl FleetStore {
                         &demand,
                         &rules,
                         &i64_of(now),
+                        &quota,
                     ],
                 )
                 .await
@@ -945,6 +988,42 @@ impl FleetStore {
                     other => other,
                 })?;
             tenant_of(&row)
+        })
+        .await
+    }
+
+    /// Records that tenant `name`'s cell has created it: from now on it is
+    /// routed. Idempotent.
+    pub async fn set_on_cell(&self, name: &str) -> Result<TenantRecord, StoreError> {
+        let name = name.to_string();
+        self.call(|c| async move {
+            let sql = format!(
+                "UPDATE fleet.tenants SET on_cell = true WHERE name = $1 RETURNING {TENANT_COLUMNS}"
+            );
+            let row = c
+                .query_opt(&sql, &[&name])
+                .await
+                .map_err(db_err)?
+                .ok_or_else(|| StoreError::NotFound(format!("no tenant {name}")))?;
+            tenant_of(&row)
+        })
+        .await
+    }
+
+    /// Forgets a placement its cell refused: only while the tenant is not
+    /// on its cell (so never one that was routed). Whether it was removed.
+    pub async fn drop_placement(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.call(|c| async move {
+            let n = c
+                .execute(
+                    "DELETE FROM fleet.tenants WHERE name = $1 AND NOT on_cell \
+                     AND NOT EXISTS (SELECT 1 FROM fleet.moves m WHERE m.tenant = $1)",
+                    &[&name],
+                )
+                .await
+                .map_err(db_err)?;
+            Ok(n == 1)
         })
         .await
     }

@@ -16,7 +16,8 @@
 //!   of tenants homed elsewhere, tenants nobody placed). A cell never read
 //!   is `Unknown`; one read too long ago keeps its last reading time, so the
 //!   engine's stale rule names its age. A tenant with a move in flight
-//!   occupies both cells, as the engine's `Moving` state means.
+//!   occupies both cells, as the engine's `Moving` state means. A tenant
+//!   placed but not yet created on its cell is pinned there.
 //!
 //! Must never: decide anything (that is `wharf_fleet`'s), or do I/O.
 
@@ -176,7 +177,15 @@ impl View {
                 demand[d] = demand[d].max(measured[d]);
             }
             let id = PlaceableId(t.id);
-            let pi = fleet.add_placeable(placeable(id, demand, &t.rules));
+            // Placed but not created on its cell yet: it stays where it was
+            // placed (a plan must not move what does not exist).
+            let pi = if t.on_cell {
+                fleet.add_placeable(placeable(id, demand, &t.rules))
+            } else {
+                let mut rules = t.rules.clone();
+                rules.pinned_to = vec![t.cell];
+                fleet.add_placeable(placeable(id, demand, &rules))
+            };
             let e = measured_homed.entry(ci).or_default();
             *e = e.plus(&measured);
             tenant_names.insert(id, t.name.clone());
@@ -298,6 +307,8 @@ mod tests {
             demand: [0, storage, 0, 0, 0],
             rules: TenantRules::default(),
             created_unix: 0,
+            on_cell: true,
+            quota: Default::default(),
         }
     }
 

@@ -361,6 +361,7 @@ async fn placement_plans_moves_and_decisions_through_the_api() {
     for k in [
         "cell-add",
         "place",
+        "create",
         "refuse",
         "rebalance",
         "cancel",
@@ -508,6 +509,131 @@ async fn an_executor_runs_a_move_and_its_route_flip_reaches_the_maps() {
     assert!(map.contains("acme cell_2"), "{map}");
     let hosts = std::fs::read_to_string(maps.path().join("hosts.map")).unwrap();
     assert!(hosts.contains("acme.example cell_2"), "{hosts}");
+}
+
+/// Placement has the cell create the tenant before routing it: a cell that
+/// cannot answer leaves the placement recorded and unrouted until the loop
+/// finishes it; a cell holding the name with other settings refuses, and
+/// the refusal is the caller's, with nothing kept or routed.
+#[tokio::test]
+async fn placement_creates_the_tenant_on_its_cell_before_routing_it() {
+    let url = server_or_skip!();
+    let db = common::TestDb::create(&url).await;
+    let maps = tempfile::tempdir().unwrap();
+    let fleetd = Fleetd::new(
+        db.store().await,
+        config(Some(RouterConfig {
+            maps_dir: maps.path().to_path_buf(),
+            socket: None,
+            timeout: Duration::from_secs(1),
+        })),
+        None,
+    );
+    let api = Api::start(fleetd.clone()).await;
+    let node = FakeNode::start().await;
+    node.set(&node_text(10, &[]));
+    api.post("/fleet/v1/cells", cell_body(1, 1, &node)).await;
+    fleetd.tick(false).await;
+    fleetd.tick(false).await;
+    let routed = |name: &str| {
+        std::fs::read_to_string(maps.path().join("tenants.map"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == format!("{name} cell_1"))
+    };
+
+    // Created with its hostname and quota, then routed.
+    let (s, v) = api
+        .post(
+            "/fleet/v1/tenants",
+            json!({"name": "acme", "hostname": "acme.example", "quota": {"bytes": 5000}}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["created_on_cell"].as_str()),
+        (201, Some("created")),
+        "{v}"
+    );
+    let on_node = node.tenants.lock().unwrap().get("acme").cloned().unwrap();
+    assert_eq!(on_node["hostname"], "acme.example");
+    assert_eq!(on_node["quota"], json!({"bytes": 5000}));
+    assert!(routed("acme"));
+
+    // The cell cannot create it: recorded, not routed, not movable.
+    node.set_admin_down(true);
+    let (s, v) = api.post("/fleet/v1/tenants", json!({"name": "beta"})).await;
+    assert_eq!(
+        (s, v["errors"][0]["code"].as_str()),
+        (503, Some("UNAVAILABLE")),
+        "{v}"
+    );
+    let (_, v) = api.get("/fleet/v1/tenants/beta").await;
+    assert_eq!(v["on_cell"], false, "{v}");
+    assert!(!routed("beta"));
+    let (s, v) = api.post("/fleet/v1/tenants/beta/move", json!({})).await;
+    assert_eq!(s, 409, "{v}");
+    // Another placement of the name with other settings is refused; the
+    // same one again waits on the cell as well.
+    let (s, _) = api
+        .post(
+            "/fleet/v1/tenants",
+            json!({"name": "beta", "hostname": "b.example"}),
+        )
+        .await;
+    assert_eq!(s, 409);
+    let (s, _) = api.post("/fleet/v1/tenants", json!({"name": "beta"})).await;
+    assert_eq!(s, 503);
+    fleetd.tick(false).await;
+    assert!(!routed("beta"));
+    // The cell is back: the loop finishes the placement.
+    node.set_admin_down(false);
+    fleetd.tick(false).await;
+    assert!(node.tenants.lock().unwrap().contains_key("beta"));
+    assert_eq!(api.get("/fleet/v1/tenants/beta").await.1["on_cell"], true);
+    assert!(routed("beta"));
+
+    // The cell holds gamma with another hostname: refused with the cell's
+    // message, nothing kept or routed.
+    node.tenants.lock().unwrap().insert(
+        "gamma".into(),
+        json!({"name": "gamma", "hostname": "other.example"}),
+    );
+    let (s, v) = api
+        .post(
+            "/fleet/v1/tenants",
+            json!({"name": "gamma", "hostname": "gamma.example"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["errors"][0]["code"].as_str()),
+        (409, Some("CELL_REFUSED")),
+        "{v}"
+    );
+    let msg = v["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("cell 1 refused tenant gamma: tenant gamma exists"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("hostname other.example, not gamma.example"),
+        "{msg}"
+    );
+    assert_eq!(v["errors"][0]["detail"]["cell"], 1);
+    assert_eq!(api.get("/fleet/v1/tenants/gamma").await.0, 404);
+    assert!(!routed("gamma"));
+    // With its own settings it is the same tenant: fine.
+    let (s, v) = api
+        .post(
+            "/fleet/v1/tenants",
+            json!({"name": "gamma", "hostname": "Other.Example"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["created_on_cell"].as_str()),
+        (201, Some("already there")),
+        "{v}"
+    );
+    assert!(routed("gamma"));
 }
 
 #[tokio::test]

@@ -39,6 +39,7 @@ fn tenant(name: &str, cell: u32) -> NewTenant {
             pinned_to: vec![],
             excluded: vec![2],
         },
+        quota: Default::default(),
     }
 }
 

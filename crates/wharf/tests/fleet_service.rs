@@ -1,7 +1,11 @@
 //! `wharf fleet serve` and its client commands through the real binary,
 //! scraping two real `wharf serve` nodes: migrate, add a cell, see its
-//! pools read from the nodes' /metrics, place a tenant (its route lands in
-//! the map file), have a placement refused with its reasons, ask where a
+//! pools read from the nodes' /metrics, place a tenant (the service
+//! creates it on the node with its hostname and quota, and its route lands
+//! in the map file), place one the cell holds already (fine) and one whose
+//! name the cell holds with other settings (refused with the cell's
+//! message, nothing routed), finish a placement a crashed service left
+//! half done, have a placement refused with its reasons, ask where a
 //! tenant lives and what the rebalancer would do.
 //!
 //! Needs PostgreSQL (`WHARF_TEST_POSTGRES_URL`); skipped without it unless
@@ -127,13 +131,28 @@ fn fleet_service_scrapes_real_nodes_and_places_through_the_cli() {
     let o = wharf(&["fleet", "migrate", "--database-url", &db.url()]);
     assert!(o.status.success(), "{:?}", text(&o));
     assert!(
-        text(&o).0.contains("1 migration(s) applied"),
+        text(&o).0.contains("2 migration(s) applied"),
         "{:?}",
         text(&o)
     );
 
-    let n1 = Wharf::start_with(&d.join("n1"), &["--storage-pool", "5"]);
-    let n2 = Wharf::start_with(&d.join("n2"), &["--storage-pool", "7"]);
+    // The nodes ask for their admin token; the service holds it.
+    std::fs::write(d.join("node-token"), "node-secret\n").unwrap();
+    let node_hash = {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(b"node-secret"))
+    };
+    std::fs::write(d.join("node-token.sha256"), format!("sha256:{node_hash}\n")).unwrap();
+    let node_token = d.join("node-token.sha256");
+    let node_token = node_token.to_str().unwrap();
+    let n1 = Wharf::start_with(
+        &d.join("n1"),
+        &["--storage-pool", "5", "--admin-token-file", node_token],
+    );
+    let n2 = Wharf::start_with(
+        &d.join("n2"),
+        &["--storage-pool", "7", "--admin-token-file", node_token],
+    );
     let expected_pools = pools(&n1.admin) + pools(&n2.admin);
     assert!(expected_pools >= 12.0);
 
@@ -156,6 +175,8 @@ fn fleet_service_scrapes_real_nodes_and_places_through_the_cli() {
         .arg(d.join("token.sha256"))
         .arg("--haproxy-maps")
         .arg(&maps)
+        .arg("--node-token-file")
+        .arg(d.join("node-token"))
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -229,6 +250,28 @@ fn fleet_service_scrapes_real_nodes_and_places_through_the_cli() {
     let o = cli(&["cells", "list"]);
     assert!(text(&o).0.contains("fresh"), "{:?}", text(&o));
 
+    // The node's tenant, through its admin API (with its token).
+    let http = reqwest::blocking::Client::new();
+    let on_node = |name: &str| -> (u16, serde_json::Value) {
+        let r = http
+            .get(format!("{}/admin/v1/tenants/{name}", n1.admin))
+            .bearer_auth("node-secret")
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(serde_json::Value::Null))
+    };
+    let create_on_node = |body: serde_json::Value| {
+        let r = http
+            .post(format!("{}/admin/v1/tenants", n1.admin))
+            .bearer_auth("node-secret")
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{:?}", r.text());
+    };
+    assert_eq!(on_node("acme").0, 404);
+
     let o = cli(&[
         "tenants",
         "place",
@@ -237,6 +280,8 @@ fn fleet_service_scrapes_real_nodes_and_places_through_the_cli() {
         "acme.example",
         "--storage-bytes",
         "1000",
+        "--quota-bytes",
+        "5000000",
     ]);
     assert!(o.status.success(), "{:?}", text(&o));
     assert!(
@@ -246,9 +291,87 @@ fn fleet_service_scrapes_real_nodes_and_places_through_the_cli() {
         "{:?}",
         text(&o)
     );
+    assert!(
+        text(&o)
+            .0
+            .contains("cell 1: tenant acme created; routed to cell_1"),
+        "{:?}",
+        text(&o)
+    );
+    // Created on the cell by the service, with its hostname and quota.
+    let (status, t) = on_node("acme");
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["hostname"], "acme.example", "{t}");
+    assert_eq!(t["quota"]["bytes"], 5_000_000, "{t}");
+
+    // A tenant the cell holds already with the same settings is fine.
+    create_on_node(serde_json::json!({"name": "beta", "hostname": "beta.example"}));
+    let o = cli(&["tenants", "place", "beta", "--hostname", "Beta.Example"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("tenant beta already there"),
+        "{:?}",
+        text(&o)
+    );
+    // The same name held with another hostname: the cell's refusal, and
+    // nothing placed or routed.
+    create_on_node(serde_json::json!({"name": "gamma", "hostname": "other.example"}));
+    let o = cli(&["tenants", "place", "gamma", "--hostname", "gamma.example"]);
+    assert!(!o.status.success(), "{:?}", text(&o));
+    let err = text(&o).1;
+    assert!(err.contains("cell 1 refused tenant gamma"), "{err}");
+    assert!(err.contains("tenant gamma exists"), "{err}");
+    assert!(
+        err.contains("it has hostname other.example, not gamma.example"),
+        "{err}"
+    );
+    assert!(err.contains("409 CELL_REFUSED"), "{err}");
+    let o = cli(&["tenants", "where", "gamma"]);
+    assert!(!o.status.success(), "{:?}", text(&o));
+    assert_eq!(on_node("gamma").1["hostname"], "other.example");
+
+    // A service that stopped between recording a placement and the cell's
+    // answer left this row: the running service's loop finishes it.
+    block(sql(
+        &db.url(),
+        "INSERT INTO fleet.tenants (name, cell, hostname, demand, rules, created_unix, on_cell) \
+         VALUES ('delta', 1, 'delta.example', '{0,0,0,0,0}', '{}', 0, false)",
+    ));
+    // (n1 and n2 are separate directories here, not one cell's: n2 never
+    // learns the tenants, and each placement waits its 10 s for it.)
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let tenants_map = std::fs::read_to_string(maps.join("tenants.map")).unwrap();
+        if tenants_map.lines().any(|l| l == "delta cell_1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delta never finished: {tenants_map}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(on_node("delta").1["hostname"], "delta.example");
+    let o = cli(&["tenants", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<(&str, bool)> = v["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["tenant"].as_str().unwrap(), t["on_cell"] == true))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("acme", true), ("beta", true), ("delta", true)],
+        "{v}"
+    );
     let tenants_map = std::fs::read_to_string(maps.join("tenants.map")).unwrap();
     assert!(
         tenants_map.lines().any(|l| l == "acme cell_1"),
+        "{tenants_map}"
+    );
+    assert!(
+        !tenants_map.lines().any(|l| l.starts_with("gamma ")),
         "{tenants_map}"
     );
     let hosts_map = std::fs::read_to_string(maps.join("hosts.map")).unwrap();
@@ -301,7 +424,8 @@ fn fleet_service_scrapes_real_nodes_and_places_through_the_cli() {
         .text()
         .unwrap();
     assert!(m.contains("wharf_fleet_cell_utilisation{cell=\"1\",dimension=\"connections\"}"));
-    assert!(m.contains("wharf_fleet_placements_refused_total 1"), "{m}");
+    // The cell's refusal of gamma, and huge's.
+    assert!(m.contains("wharf_fleet_placements_refused_total 2"), "{m}");
     drop((n1, n2));
 }
 

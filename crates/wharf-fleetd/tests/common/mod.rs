@@ -2,7 +2,9 @@
 //! per test on the server named by `WHARF_TEST_POSTGRES_URL` (the tests
 //! that need one skip without it, and fail when `CI` or
 //! `WHARF_REQUIRE_POSTGRES=1` says PostgreSQL is required), and fake
-//! registry nodes whose admin `/metrics` serve text the test sets.
+//! registry nodes whose admin `/metrics` serve text the test sets and
+//! whose admin API creates tenants (placement asks it to; the real nodes'
+//! answers are tested in crates/wharf/tests/fleet_service.rs).
 
 #![allow(dead_code)]
 
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_postgres::NoTls;
 use wharf_fleetd::{FleetStore, StoreConfig};
@@ -142,13 +144,20 @@ impl Drop for TestDb {
 }
 
 /// A fake registry node: its admin port serves `/metrics` with whatever
-/// text the test last set (or 500 while `down`).
+/// text the test last set (or 500 while `down`), and `POST
+/// /admin/v1/tenants` / `GET /admin/v1/tenants/{name}` over a map of
+/// tenants (`409` for a name it holds).
 #[derive(Clone)]
 pub struct FakeNode {
     /// Its admin base URL.
     pub url: String,
     text: Arc<Mutex<String>>,
     down: Arc<Mutex<bool>>,
+    /// While set, its admin API answers `503` (the node is there, its
+    /// directory is not).
+    admin_down: Arc<Mutex<bool>>,
+    /// The tenants created on it, by name.
+    pub tenants: Arc<Mutex<std::collections::BTreeMap<String, serde_json::Value>>>,
 }
 
 impl FakeNode {
@@ -157,30 +166,94 @@ impl FakeNode {
         let text = Arc::new(Mutex::new(String::new()));
         let down = Arc::new(Mutex::new(false));
         let (t, d) = (text.clone(), down.clone());
-        let app = axum::Router::new().route(
-            "/metrics",
-            get(move || {
-                let (t, d) = (t.clone(), d.clone());
-                async move {
-                    if *d.lock().unwrap() {
-                        return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let tenants = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
+        let (created, read) = (tenants.clone(), tenants.clone());
+        let admin_down = Arc::new(Mutex::new(false));
+        let unavailable = admin_down.clone();
+        // Bodies as text: this crate's axum has no `json` feature.
+        let error = |status: axum::http::StatusCode, code: &str, message: String| {
+            let body = serde_json::json!({"errors": [{"code": code, "message": message}]});
+            (status, body.to_string())
+        };
+        let app = axum::Router::new()
+            .route(
+                "/admin/v1/tenants",
+                post(move |body: String| {
+                    let (created, unavailable) = (created.clone(), unavailable.clone());
+                    async move {
+                        if *unavailable.lock().unwrap() {
+                            return error(
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                "UNAVAILABLE",
+                                "metadata store unavailable".into(),
+                            );
+                        }
+                        let body: serde_json::Value =
+                            serde_json::from_str(&body).unwrap_or_default();
+                        let name = body["name"].as_str().unwrap_or("").to_string();
+                        let mut m = created.lock().unwrap();
+                        if m.contains_key(&name) {
+                            return error(
+                                axum::http::StatusCode::CONFLICT,
+                                "CONFLICT",
+                                format!("tenant {name} exists"),
+                            );
+                        }
+                        m.insert(name, body.clone());
+                        (axum::http::StatusCode::CREATED, body.to_string())
                     }
-                    let body = t.lock().unwrap().clone();
-                    Ok(body)
-                }
-            }),
-        );
+                }),
+            )
+            .route(
+                "/admin/v1/tenants/{name}",
+                get(
+                    move |axum::extract::Path(name): axum::extract::Path<String>| {
+                        let read = read.clone();
+                        async move {
+                            read.lock()
+                                .unwrap()
+                                .get(&name)
+                                .map(|t| t.to_string())
+                                .ok_or(axum::http::StatusCode::NOT_FOUND)
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/metrics",
+                get(move || {
+                    let (t, d) = (t.clone(), d.clone());
+                    async move {
+                        if *d.lock().unwrap() {
+                            return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+                        }
+                        let body = t.lock().unwrap().clone();
+                        Ok(body)
+                    }
+                }),
+            );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FakeNode { url, text, down }
+        FakeNode {
+            url,
+            text,
+            down,
+            admin_down,
+            tenants,
+        }
     }
 
     /// Sets the node's metrics text.
     pub fn set(&self, text: &str) {
         *self.text.lock().unwrap() = text.to_string();
+    }
+
+    /// Makes the admin API's tenant creation answer `503` (or work again).
+    pub fn set_admin_down(&self, down: bool) {
+        *self.admin_down.lock().unwrap() = down;
     }
 
     /// Makes `/metrics` fail (or work again).

@@ -4,7 +4,8 @@
 //! (`docs/fleet-api.yaml`).
 //!
 //! Owns: the flags and help of every `wharf fleet` command, one file per
-//! resource (`cells`, `tenants`, `plan`, `moves`), the client connection
+//! resource (`cells`, `tenants`, `plan` with `apply` and `decisions`,
+//! `moves`), the client connection
 //! ([`FleetConnection`]: `--url`, `--token-file`, `--json`) and how
 //! answers are printed. Must never: decide anything (placement and plans
 //! are `wharf-fleet`'s, reached through the service) or reach the fleet's
@@ -85,6 +86,11 @@ enum FleetCommand {
     Apply(plan::ApplyArgs),
     /// Moves: list them, show one, cancel one.
     Moves(moves::MovesArgs),
+    /// What the service decided and why, newest first: placements and
+    /// their refusals (by the rules or by the cell), tenants created on
+    /// their cells, rebalancer runs (threshold crossed or scheduled) with
+    /// the moves they recorded, route flips, drains, cancels.
+    Decisions(plan::DecisionsArgs),
 }
 
 /// Runs `wharf fleet …`.
@@ -98,6 +104,7 @@ pub fn run_fleet(args: FleetArgs) -> ExitCode {
         FleetCommand::Plan(a) => finish("plan", plan::run_plan(a)),
         FleetCommand::Apply(a) => finish("apply", plan::run_apply(a)),
         FleetCommand::Moves(a) => finish("moves", moves::run(a)),
+        FleetCommand::Decisions(a) => finish("decisions", plan::run_decisions(a)),
     }
 }
 

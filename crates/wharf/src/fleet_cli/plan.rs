@@ -1,8 +1,9 @@
-//! `wharf fleet plan` and `wharf fleet apply`: the rebalancer's proposal
-//! (a dry run) and applying its first step, through the fleet API
-//! (`/fleet/v1/plan`, `/fleet/v1/plan/apply`).
+//! `wharf fleet plan`, `wharf fleet apply` and `wharf fleet decisions`:
+//! the rebalancer's proposal (a dry run), applying its first step, and the
+//! record of what the service decided and why, through the fleet API
+//! (`/fleet/v1/plan`, `/fleet/v1/plan/apply`, `/fleet/v1/decisions`).
 //!
-//! Owns: printing plans. Must never: plan anything itself.
+//! Owns: printing plans and decisions. Must never: plan anything itself.
 
 use clap::Args;
 use serde_json::{json, Value};
@@ -21,6 +22,16 @@ pub(crate) struct PlanArgs {
 pub(crate) struct ApplyArgs {
     #[command(flatten)]
     connection: FleetConnection,
+}
+
+/// `wharf fleet decisions`.
+#[derive(Args, Debug)]
+pub(crate) struct DecisionsArgs {
+    #[command(flatten)]
+    connection: FleetConnection,
+    /// Show at most this many, newest first.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    limit: u32,
 }
 
 fn plan_text(plan: &Value) -> String {
@@ -119,6 +130,25 @@ pub(crate) fn run_apply(a: ApplyArgs) -> Result<(), String> {
             .is_some_and(|ps| ps.iter().any(|p| p["feasible"] == false))
         {
             s.push_str("no plan keeps every rule: see `wharf fleet plan`\n");
+        }
+        s
+    });
+    Ok(())
+}
+
+pub(crate) fn run_decisions(a: DecisionsArgs) -> Result<(), String> {
+    let c = a.connection.client()?;
+    let v = c.get(&format!("/fleet/v1/decisions?limit={}", a.limit.max(1)))?;
+    c.print(&v, |v| {
+        let mut s = String::new();
+        for d in v["decisions"].as_array().into_iter().flatten() {
+            s.push_str(&format!(
+                "{} {} {}: {}\n",
+                d["at"].as_str().unwrap_or("?"),
+                d["kind"].as_str().unwrap_or("?"),
+                d["subject"].as_str().unwrap_or("?"),
+                d["reason"].as_str().unwrap_or("")
+            ));
         }
         s
     });

@@ -22,9 +22,14 @@ pub(crate) struct TenantsArgs {
 enum TenantsCommand {
     /// Place a new tenant on the cell that keeps every hard rule (state,
     /// freshness, pins, anti-affinity, every dimension within the
-    /// threshold) with the lowest resulting utilisation. When no cell
-    /// fits, prints why, counted across cells and cell by cell, and exits
-    /// non-zero.
+    /// threshold) with the lowest resulting utilisation, have that cell
+    /// create it (name, hostname, quota) through a node's admin API, and
+    /// route it. When no cell fits, prints why, counted across cells and
+    /// cell by cell, and exits non-zero; when the cell refuses the tenant
+    /// (its name or hostname taken there), prints the cell's message,
+    /// routes nothing and exits non-zero. Placing again the same tenant
+    /// with the same settings finishes a placement whose cell could not be
+    /// reached.
     Place(PlaceArgs),
     /// Say which cell a tenant lives in, and any move in flight.
     Where {
@@ -60,6 +65,13 @@ struct PlaceArgs {
     /// Its own hostname, routed to its cell by Host header.
     #[arg(long)]
     hostname: Option<String>,
+    /// The tenant's quota of stored bytes on its cell (the node's tenant
+    /// quota; unlimited without it).
+    #[arg(long, value_name = "BYTES", help_heading = "Quota")]
+    quota_bytes: Option<u64>,
+    /// The tenant's quota of repositories on its cell.
+    #[arg(long, value_name = "N", help_heading = "Quota")]
+    quota_repositories: Option<u64>,
     /// Reserve this many stored bytes (measured use replaces a smaller
     /// reservation once the cell's nodes report it).
     #[arg(long, value_name = "BYTES", help_heading = "Reservation")]
@@ -106,13 +118,29 @@ pub(crate) fn run(a: TenantsArgs) -> Result<(), String> {
                 GroupScope::Cell => "cell",
                 GroupScope::Zone => "zone",
             };
+            let mut quota = serde_json::Map::new();
+            if let Some(b) = p.quota_bytes {
+                quota.insert("bytes".into(), b.into());
+            }
+            if let Some(r) = p.quota_repositories {
+                quota.insert("repositories".into(), r.into());
+            }
             let body = json!({
-                "name": p.name, "hostname": p.hostname, "demand": demand,
+                "name": p.name, "hostname": p.hostname, "demand": demand, "quota": quota,
                 "anti_affinity": p.groups.iter().map(|g| json!({"group": g, "scope": scope})).collect::<Vec<_>>(),
                 "pinned_to": p.pins, "excluded": p.excluded,
             });
             let v = c.post("/fleet/v1/tenants", &body)?;
-            c.print(&v, |v| v["reason"].as_str().unwrap_or("").to_string());
+            c.print(&v, |v| {
+                format!(
+                    "{}\ncell {}: tenant {} {}; routed to {}",
+                    v["reason"].as_str().unwrap_or(""),
+                    v["cell"],
+                    v["tenant"].as_str().unwrap_or("?"),
+                    v["created_on_cell"].as_str().unwrap_or("created"),
+                    v["backend"].as_str().unwrap_or("?")
+                )
+            });
         }
         TenantsCommand::Where { name } => {
             let v = c.get(&format!("/fleet/v1/tenants/{}", segment(&name)))?;
