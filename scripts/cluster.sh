@@ -192,7 +192,10 @@ start_postgres() {
   log "PostgreSQL up: $url"
   # Nodes never migrate on their own: the schema is brought up to date
   # once, here, as docs/operations.md's upgrade procedure does.
-  "$(wharf_bin)" migrate --metadata-url "$url" >&2 ||
+  # (WHARF_CLUSTER_NODES is this script's, but also the variable of
+  # wharf's --cluster-nodes, which needs S3 settings this command has no
+  # use for: not passed on.)
+  env -u WHARF_CLUSTER_NODES "$(wharf_bin)" migrate --metadata-url "$url" >&2 ||
     fail "wharf migrate --metadata-url $url failed" || return 1
 }
 
