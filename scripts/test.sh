@@ -64,9 +64,13 @@ source "$GARAGE_DIR/env"
 export WHARF_REQUIRE_S3=1
 
 step "cargo test"
-cargo test --workspace --locked 2>&1 | tee target/cargo-test.log
+# --no-fail-fast: a failing test binary does not hide the results of the
+# ones after it.
+rust_rc=0
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/cargo-test.log || rust_rc=$?
 # Sum the per-binary result lines so the run ends with one honest total.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "rust: %d passed, %d failed\n", p, f }' target/cargo-test.log
+[ "$rust_rc" = 0 ] || exit "$rust_rc"
 
 if [ "${WHARF_SKIP_E2E:-0}" = 1 ]; then
   echo "WHARF_SKIP_E2E=1: end-to-end tests skipped"
