@@ -123,19 +123,26 @@ done
 python3 "$BENCH/mklayout.py" make "$W/img" --tag 1 --layers 1 --size $((64 << 20)) >"$W/img.json"
 timeout 300 skopeo --insecure-policy copy --dest-cert-dir "$W/certs" "oci:$W/img:1" \
   "docker://${ADDR[wharf]}/bench/tls:1" >"$RUN/logs/push.log" 2>&1 || { log "push to wharf failed"; exit 1; }
-python3 "$BENCH/mklayout.py" publish "$W/img" --tag 1 --root "$W/nginx-root" --repo bench/tls >/dev/null
-BLOB=$(jq -r '.layers[0]' "$W/img.json")
+# nginx gets the bytes Wharf holds (skopeo may recompress a layer on push):
+# the image pulled back from Wharf, laid out as files.
+timeout 300 skopeo --insecure-policy copy --src-cert-dir "$W/certs" "docker://${ADDR[wharf]}/bench/tls:1" \
+  "oci:$W/pulled:1" >>"$RUN/logs/push.log" 2>&1 || { log "pull back from wharf failed"; exit 1; }
+python3 "$BENCH/mklayout.py" publish "$W/pulled" --tag 1 --root "$W/nginx-root" --repo bench/tls >/dev/null
+# The layer as the registry holds it (its digest, from the manifest).
+MANIFEST=$(curl -sf --cacert "$W/tls.crt" -H "Accept: $OCI_MT" "https://${ADDR[wharf]}/v2/bench/tls/manifests/1")
+BLOB=$(jq -r '.layers[0].digest' <<<"$MANIFEST")
+BLOB_SIZE=$(jq -r '.layers[0].size' <<<"$MANIFEST")
 for s in wharf nginx; do
   got=$(curl -sf --cacert "$W/tls.crt" -H "Accept: $OCI_MT" "https://${ADDR[$s]}/v2/bench/tls/manifests/1" | sha256sum | cut -c1-16)
   log "$s manifest sha256 prefix $got"
   size=$(curl -sf --cacert "$W/tls.crt" -o /dev/null -w '%{size_download}' "https://${ADDR[$s]}/v2/bench/tls/blobs/$BLOB")
-  [ "$size" = $((64 << 20)) ] || { log "$s serves the blob with $size bytes"; exit 1; }
+  [ "$size" = "$BLOB_SIZE" ] || { log "$s serves the blob with $size bytes, not $BLOB_SIZE"; exit 1; }
 done
 
 wrk_run() { # metric server round url conns
   local m=$1 s=$2 r=$3 url=$4 c=$5 f line
   f=$RUN/logs/wrk-$m-$s-r$r.txt
-  WRK_METHOD=GET WRK_ACCEPT=$OCI_MT timeout $((SECS + 30)) wrk -t2 -c"$c" -d"${SECS}s" --timeout 5s \
+  WRK_METHOD=GET WRK_ACCEPT=$OCI_MT timeout $((SECS + 30)) wrk -t"$((c < 2 ? c : 2))" -c"$c" -d"${SECS}s" --timeout 5s \
     --latency -s "$BENCH/wrk.lua" "$url" >"$f" 2>&1 || true
   line=$(grep '^WRKRESULT' "$f" || true)
   [ -n "$line" ] || { fail "$s: wrk $m round $r: no result"; return; }
@@ -148,14 +155,14 @@ wrk_run() { # metric server round url conns
   record "${m}_MBps" "$s" "$r" "$(calc "${v[bytes]} / ${v[duration_us]}")"
 }
 
-h2_run() { # metric server round url conns streams
-  local m=$1 s=$2 r=$3 url=$4 c=$5 streams=$6 f rps mbps fails
+h2_run() { # metric server round url conns streams bytes-per-response
+  local m=$1 s=$2 r=$3 url=$4 c=$5 streams=$6 bytes=$7 f rps mbps fails
   f=$RUN/logs/h2load-$m-$s-r$r.txt
-  timeout $((SECS + 30)) h2load -c"$c" -m"$streams" -t2 -D"$SECS" --warm-up-time=1 \
+  timeout $((SECS + 30)) h2load -c"$c" -m"$streams" -t"$((c < 2 ? c : 2))" -D"$SECS" --warm-up-time=1 \
     -H "Accept: $OCI_MT" "$url" >"$f" 2>&1 || true
   rps=$(awk '/^finished in/ { for (i = 1; i <= NF; i++) if ($(i+1) == "req/s,") print $i }' "$f")
-  mbps=$(awk '/^finished in/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^[KMG]?B\/s$/) { v = $i; u = $(i+1);
-    if (u == "GB/s") v *= 1000; else if (u == "KB/s") v /= 1000; else if (u == "B/s") v /= 1000000; print v } }' "$f")
+  # Throughput from the rate and the size of what each request got.
+  mbps=$(awk -v r="$rps" -v b="$bytes" 'BEGIN { printf "%.3f", r * b / 1000000 }')
   fails=$(awk '/^requests:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^failed,/) print $i }' "$f")
   [ -n "$rps" ] || { fail "$s: h2load $m round $r: no result"; return; }
   [ "${fails:-0}" = 0 ] || fail "$s: h2load $m round $r: $fails failed"
@@ -171,11 +178,11 @@ for r in $(seq 1 "$ROUNDS"); do
     blob="https://${ADDR[$s]}/v2/bench/tls/blobs/$BLOB"
     log "round $r: $s"
     wrk_run h1_manifest "$s" "$r" "$man" 64
-    h2_run h2_manifest "$s" "$r" "$man" 16 4
+    h2_run h2_manifest "$s" "$r" "$man" 16 4 "$(printf %s "$MANIFEST" | wc -c)"
     wrk_run h1_blob_c1 "$s" "$r" "$blob" 1
     wrk_run h1_blob_c8 "$s" "$r" "$blob" 8
-    h2_run h2_blob_c1 "$s" "$r" "$blob" 1 1
-    h2_run h2_blob_c8 "$s" "$r" "$blob" 8 1
+    h2_run h2_blob_c1 "$s" "$r" "$blob" 1 1 "$BLOB_SIZE"
+    h2_run h2_blob_c8 "$s" "$r" "$blob" 8 1 "$BLOB_SIZE"
   done
 done
 
