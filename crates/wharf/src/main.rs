@@ -143,12 +143,9 @@ fn main() -> std::process::ExitCode {
         }) => check_config(&args, json),
         Command::Migrate(args) => migrate(&args),
         Command::Serve(args) => {
-            let config = match Config::load(&args) {
+            let config = match load_config(&args) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("wharf: {e}");
-                    return std::process::ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             init_logging(&config.log, config.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -208,15 +205,21 @@ struct CheckArgs {
     json: bool,
 }
 
+/// The configuration of `serve`, `check` and `migrate`; one that cannot be
+/// read is printed and becomes exit status 2.
+fn load_config(args: &ServeArgs) -> Result<Config, std::process::ExitCode> {
+    Config::load(args).map_err(|e| {
+        eprintln!("wharf: {e}");
+        std::process::ExitCode::from(2)
+    })
+}
+
 /// `wharf check`: 0 when a start would go ahead, 1 when it would be
 /// refused (every problem listed), 2 when the configuration cannot be read.
 fn check_config(args: &ServeArgs, json: bool) -> std::process::ExitCode {
-    let config = match Config::load(args) {
+    let config = match load_config(args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("wharf: {e}");
-            return std::process::ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -260,12 +263,9 @@ fn check_config(args: &ServeArgs, json: bool) -> std::process::ExitCode {
 /// `wharf migrate`: 0 when the schema is current afterwards, 1 otherwise,
 /// 2 when the configuration cannot be read.
 fn migrate(args: &ServeArgs) -> std::process::ExitCode {
-    let config = match Config::load(args) {
+    let config = match load_config(args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("wharf: {e}");
-            return std::process::ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -288,12 +288,9 @@ fn migrate(args: &ServeArgs) -> std::process::ExitCode {
 /// `wharf check --storage`: 0 when storage and metadata agree, 1 when they
 /// do not (the findings are printed), 2 when the check could not run.
 fn check_storage(args: &ServeArgs) -> std::process::ExitCode {
-    let config = match Config::load(args) {
+    let config = match load_config(args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("wharf: {e}");
-            return std::process::ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
