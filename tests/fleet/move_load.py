@@ -331,6 +331,30 @@ def pusher(router, user, pw, tenant, stop, deadline, counts, acked, refusals, ac
         time.sleep(0.05)
 
 
+def fence_windows(refusals, acks):
+    """The pushes' 503 windows: runs of refusals with no acknowledged push
+    between them. Each: its first and last 503, the first 201 after it,
+    `refused_secs` (last minus first 503: the fence stood at least that
+    long) and `until_201_secs` (first 503 to the next 201: at most that
+    long, give or take a Retry-After)."""
+    acks = sorted(acks)
+    windows = []
+    for r in sorted(refusals):
+        w = windows[-1] if windows else None
+        if w is None or any(w["last_503"] < t < r for t in acks):
+            w = {"first_503": r, "last_503": r}
+            windows.append(w)
+        w["last_503"] = r
+    for w in windows:
+        after = [t for t in acks if t > w["last_503"]]
+        w["first_201_after"] = round(after[0], 3) if after else None
+        w["refused_secs"] = round(w["last_503"] - w["first_503"], 2)
+        w["until_201_secs"] = round(after[0] - w["first_503"], 2) if after else None
+        w["first_503"] = round(w["first_503"], 3)
+        w["last_503"] = round(w["last_503"], 3)
+    return windows
+
+
 def cmd_run(a):
     user, pw = auth(a.auth)
     with open(a.seed) as f:
@@ -391,6 +415,8 @@ def cmd_run(a):
         report["last_503_at"] = round(max(refusals), 3)
         report["first_201_after_503_at"] = round(min(after), 3) if after else None
         report["fence_seen_secs"] = round(min(after) - first, 2) if after else None
+    report["fence_windows"] = fence_windows(refusals, acks)
+    report["longest_refusal_secs"] = max((w["refused_secs"] for w in report["fence_windows"]), default=0)
     write(a.out, report)
     print(json.dumps({k: v for k, v in report.items() if k != "acked"}))
 

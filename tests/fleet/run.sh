@@ -920,6 +920,22 @@ in_pre_copy() {
 # route and the service still on FROM, nothing of the tenant on TO (tenant
 # unknown there, manifests 404 on its nodes, no hold of the move left),
 # FROM still serving it.
+# gone_on_cell CELL TENANT SECS: whether no node of CELL knows TENANT,
+# polled for up to SECS seconds.
+gone_on_cell() {
+  local cell=$1 t=$2 secs=$3 i a known
+  for ((i = 0; i < secs * 5; i++)); do
+    known=
+    for a in $(cell_admins "$cell"); do
+      [ "$(usage_bytes "$a" "$t")" = none ] || known=$a
+    done
+    [ -z "$known" ] && return 0
+    sleep 0.2
+  done
+  echo "tenant $t still known on $known"
+  return 1
+}
+
 rolled_back() {
   local t=$1 from=$2 to=$3 id=$4 out f code
   out=$(wait_move "$id" cancelled) || die "move $id did not end cancelled and rolled back: $(jq -c '{state,step,error}' <<<"$out")" || return 1
@@ -931,7 +947,9 @@ rolled_back() {
     die "the service does not have $t at home on cell $from with no move: $(fsvc tenants where "$t" --json | jq -c .)" || return 1
   map_lines "$FDIR/tenants.map" | grep -qx "$t cell_$from" || die "tenants.map does not send $t to cell_$from" || return 1
   live_map "$FDIR/tenants.map" | grep -qx "$t cell_$from" || die "the router does not send $t to cell_$from" || return 1
-  [ "$(usage_bytes "$(cell_admins "$to" | head -n 1)" "$t")" = none ] || die "cell $to still knows tenant $t" || return 1
+  # Every node of TO forgets the tenant within its directory refresh (1 s;
+  # the rollback's delete went to whichever node answered first).
+  gone_on_cell "$to" "$t" 5 || die "cell $to still knows tenant $t 5 s after the rollback" || return 1
   code=$(req holds-left -X DELETE -H "Authorization: Bearer $(head -n 1 "$FLEET_ADMIN_TOKEN_FILE")" \
     "http://$(cell_admins "$to" | head -n 1)/admin/v1/holds/fleet-move-$id")
   [ "$code" = 200 ] && [ "$(jq -r .released "$TMP/r/holds-left.b")" = 0 ] ||
@@ -943,16 +961,18 @@ rolled_back() {
 # watch` polls the move's record and the source nodes' fence every 20 ms
 # and kills the service the moment the step is `fenced` (the final pass,
 # the check and the flip take about half a second to a second; nothing is
-# slowed down for the test). Restarted, the service resumes the move, which
-# finds the fence still up and finishes under it: final pass, check, flip.
-# The guarantees of an undisturbed move hold, and the fence is measured as
-# the tenant saw it (first 503 to first 201 after it) and on the nodes
-# (fence up to the route flip), restart included. A tenant user logged in
+# slowed down for the test). Nobody renews the fence's lease (3 s) then:
+# it lapses on every source node by itself within 5 s of the kill, and the
+# tenant's pushes go through at home while the service is still down.
+# Restarted, the service resumes the move: a delta pass, a new fence, the
+# final pass, check and flip. The guarantees of an undisturbed move hold:
+# no 503 window the tenant saw lasted more than 5 s, nor did the new fence
+# (raised to flip). A tenant user logged in
 # on the old cell before the move keeps pulling with that access token
 # across the flip, and its refresh token is honoured by the new cell. A
 # cancel after the flip is refused.
 case_move_fence_crash() {
-  local out from to id i st step load_pid watch_pid pid ml=$HERE/move_load.py auth tl rep cancel_out=
+  local out from to id i st step load_pid watch_pid pid ml=$HERE/move_load.py auth tl rep cancel_out= f lapsed killed_at restarted_at fence_ms
   [ -s "$TMP/t7-seed.json" ] || die "needs case tenant-move (its tenant t7 is the other tenant pulled)" || return 1
   auth="$FLEET_USER:$FLEET_PASSWORD_FILE"
   out=$(fsvc tenants place t10 --json) || die "place t10 failed: $out" || return 1
@@ -990,8 +1010,21 @@ case_move_fence_crash() {
     wait "$load_pid" "$watch_pid"
     die "the move was never seen fenced within 120 s: $(fsvc moves show "$id" --json | jq -c '{state,step}')" || return 1
   fi
-  echo "fleet service killed while move $id was fenced; restarting it in 1 s"
-  sleep 1
+  killed_at=$(date +%s.%N)
+  # The fence is leased: with nobody renewing it, it lapses on every node
+  # by itself and the tenant pushes at home again, the service still down.
+  for ((i = 0; i < 100; i++)); do
+    f=$(fence_states "$from" t10)
+    [ -z "$(tr ' ' '\n' <<<"$f" | grep -vx false)" ] && break
+    sleep 0.1
+  done
+  lapsed=$(awk -v a="$killed_at" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+  [ -z "$(tr ' ' '\n' <<<"$f" | grep -vx false)" ] ||
+    die "the fence still stands on cell $from ($f) ${lapsed} s after the service died" || return 1
+  echo "fleet service killed while move $id was fenced; the fence lapsed on every node of cell $from ${lapsed} s later (lease 3 s)"
+  awk -v l="$lapsed" 'BEGIN { exit !(l <= 5) }' || die "the fence outlived the dead service by ${lapsed} s, want at most 5" || return 1
+  sleep 2
+  restarted_at=$(date +%s.%N)
   fleet start-service || die "start-service after the kill failed" || return 1
   for ((i = 0; i < 480; i++)); do
     out=$(fsvc moves show "$id" --json 2>/dev/null) && st=$(jq -r .state <<<"$out") && step=$(jq -r .step <<<"$out")
@@ -1020,14 +1053,23 @@ case_move_fence_crash() {
   jq -e '.action.step == "fenced" and (.action.what | startswith("SIGKILL"))' "$tl" >/dev/null ||
     die "the service was not killed in the fenced step: $(jq -c .action "$tl")" || return 1
   [[ $(jq -r .action.route "$tl") == "cell_$from" ]] || die "the route had flipped already when the service was killed: $(jq -c .action "$tl")" || return 1
-  grep -q 'resumed with the fence up' "$FDIR/fleet/service.log" ||
-    die "the restarted service did not resume the move under its fence" || return 1
+  grep -q 'resumed after its fence' "$FDIR/fleet/service.log" ||
+    die "the restarted service did not resume the move from its fenced step" || return 1
   echo "fence as the tenant saw it: first 503 to first 201 after it: $(jq -r .fence_seen_secs "$rep") s" \
     "(503s with Retry-After: $(jq -r .pushes_503_with_retry_after "$rep"))"
   echo "fence on the nodes: up to the route flip $(jq -r .fence_up_to_flip_secs "$tl") s," \
     "up to down (after the grace, with the tenant removed) $(jq -r .fence_up_to_down_secs "$tl") s;" \
     "service killed $(jq -r '(.action.at - .fence_up_at) * 1000 | floor' "$tl") ms after the fence went up"
   [ "$(jq -r .fence_up_to_flip_secs "$tl")" != null ] || die "the watcher saw no fence or no route flip: $(jq -c . "$tl")" || return 1
+  echo "the tenant's 503 windows (first to last 503, s): $(jq -c '[.fence_windows[].refused_secs]' "$rep")"
+  jq -e '.fence_windows | length > 0 and all(.refused_secs <= 5)' "$rep" >/dev/null ||
+    die "a fence window lasted more than 5 s: $(jq -c .fence_windows "$rep")" || return 1
+  jq -e --argjson k "$killed_at" --argjson r "$restarted_at" \
+    'any(.fence_windows[]; .first_503 < $k and .first_201_after != null and .first_201_after < $r)' "$rep" >/dev/null ||
+    die "no push went through between the lapse and the restart: $(jq -c .fence_windows "$rep")" || return 1
+  fence_ms=$(jq -r '.counters.fence_ms' <<<"$(fsvc moves show "$id" --json)")
+  echo "the restarted service's fence: ${fence_ms} ms (raised on cell $from to the route flip)"
+  [ "$fence_ms" != null ] && [ "$fence_ms" -le 5000 ] || die "the new fence lasted ${fence_ms} ms, want at most 5000" || return 1
   jq -e '.pulls_failed == 0 and .other_pulls_failed == 0 and .user_pulls_failed == 0 and .pushes_failed == 0
     and .pushes_503_without_retry_after == 0 and .pulls_ok > 0 and .user_pulls_ok > 0 and .pushes_acked > 0
     and (.pushes_503_with_retry_after == 0 or .pushes_acked_after_503 > 0)' "$rep" >/dev/null ||

@@ -22,8 +22,13 @@
 //! `writes_in_flight` this node's writes of the tenant that passed the
 //! fence check and have not finished, and `refreshed` whether the refresh
 //! before the answer reached the metadata store (`false`: the figures are
-//! this node's last snapshot). A `PUT` body `{"retry_after_secs": n}` is
-//! optional (default 5, 1 to 60).
+//! this node's last snapshot), and `until` (RFC 3339, or `null`) when a
+//! leased fence lapses. A `PUT` body `{"retry_after_secs": n,
+//! "lease_secs": l}` is optional: `retry_after_secs` 1 to 60 (default 5);
+//! with `lease_secs` (1 to 300) the fence lapses by itself that many
+//! seconds after this `PUT` unless another renews it, so that a mover that
+//! dies cannot keep the tenant's writes refused. A lapsed fence answers
+//! `fenced: false`, as one taken down does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +61,8 @@ pub(crate) fn routes() -> Router<Arc<AdminApi>> {
 struct FenceInput {
     #[serde(default)]
     retry_after_secs: Option<u32>,
+    #[serde(default)]
+    lease_secs: Option<u32>,
 }
 
 async fn put_fence(
@@ -73,14 +80,17 @@ async fn put_fence(
         read_json(&headers, Body::from(bytes)).await?
     };
     api.directory
-        .set_fence(&tenant, true, input.retry_after_secs)
+        .set_fence(&tenant, true, input.retry_after_secs, input.lease_secs)
         .await?;
-    tracing::info!(%tenant, "admin: tenant write fence up");
+    match input.lease_secs {
+        Some(lease) => tracing::debug!(%tenant, lease, "admin: tenant write fence up (leased)"),
+        None => tracing::info!(%tenant, "admin: tenant write fence up"),
+    }
     status(&api, &tenant).await
 }
 
 async fn delete_fence(State(api): State<Arc<AdminApi>>, Path(tenant): Path<String>) -> Answer {
-    api.directory.set_fence(&tenant, false, None).await?;
+    api.directory.set_fence(&tenant, false, None, None).await?;
     tracing::info!(%tenant, "admin: tenant write fence down");
     status(&api, &tenant).await
 }
@@ -105,7 +115,7 @@ async fn status(api: &AdminApi, tenant: &str) -> Answer {
         .traffic
         .as_ref()
         .map_or(0, |tr| tr.writes_in_flight(tenant));
-    let fence = t.fence;
+    let fence = t.fence.filter(|f| api.directory.fence_stands(f));
     answer(
         StatusCode::OK,
         json!({
@@ -113,6 +123,9 @@ async fn status(api: &AdminApi, tenant: &str) -> Answer {
             "fenced": fence.is_some(),
             "retry_after_secs": fence.map_or(wharf_tenants::DEFAULT_FENCE_RETRY_SECS, |f| f.retry_after_secs),
             "since": fence.map_or(Value::Null, |f| Value::from(rfc3339(f.since_unix))),
+            "until": fence
+                .and_then(|f| f.until_unix_ms)
+                .map_or(Value::Null, |ms| Value::from(rfc3339(ms / 1000))),
             "applied": applied.is_some(),
             "writes_in_flight": in_flight,
             "refreshed": refreshed,

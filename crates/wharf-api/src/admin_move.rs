@@ -1011,7 +1011,7 @@ async fn delete_repository(
     }
     let registry = registry(&api)?;
     if let Caller::Tenant { subject, .. } = &caller {
-        tenant_may_purge(&record)?;
+        tenant_may_purge(&api, &record)?;
         if let Some((tag, rule)) = protected_tag(registry, &repo).await? {
             return Err(Failure(
                 StatusCode::FORBIDDEN,
@@ -1042,7 +1042,7 @@ async fn delete_content(
 ) -> Answer {
     let record = known_tenant(&api, &tenant)?;
     if let Caller::Tenant { subject, .. } = &caller {
-        tenant_may_purge(&record)?;
+        tenant_may_purge(&api, &record)?;
         if !record.immutable_tags.is_empty() {
             return Err(Failure(
                 StatusCode::FORBIDDEN,
@@ -1072,8 +1072,8 @@ fn caller_name(caller: &Caller) -> &str {
 
 /// A tenant's own purge waits for a move's write fence to be lifted, as
 /// its pushes and deletes on the registry port do.
-fn tenant_may_purge(record: &wharf_tenants::Tenant) -> Result<(), Failure> {
-    if record.fence.is_some() {
+fn tenant_may_purge(api: &AdminApi, record: &wharf_tenants::Tenant) -> Result<(), Failure> {
+    if api.directory.fence(&record.name).is_some() {
         return Err(Failure(
             StatusCode::SERVICE_UNAVAILABLE,
             "UNAVAILABLE",

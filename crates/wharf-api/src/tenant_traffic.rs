@@ -260,7 +260,7 @@ impl TenantTraffic {
                 "wharf_tenant_fenced",
                 "1 while this node's directory holds a write fence for the tenant (it is being moved), else 0.",
                 &[("tenant", &t.name)],
-                if t.fence.is_some() { 1.0 } else { 0.0 },
+                if t.fence.is_some_and(|f| directory.fence_stands(&f)) { 1.0 } else { 0.0 },
             );
         }
         for t in &tenants {

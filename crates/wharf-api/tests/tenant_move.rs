@@ -384,6 +384,61 @@ async fn the_fence_refuses_every_kind_of_write_while_pulls_and_other_tenants_go_
 }
 
 #[tokio::test]
+async fn a_leased_fence_lapses_by_itself_when_nobody_renews_it() {
+    let cell = Cell::start(&["acme"]).await;
+    let path = "/admin/v1/tenants/acme/fence";
+    for bad in [0, 301] {
+        let (status, v) = cell
+            .admin_json(Method::PUT, path, Some(json!({"lease_secs": bad})))
+            .await;
+        assert_eq!(status, 400, "lease {bad}: {v}");
+    }
+    let lease = json!({"retry_after_secs": 1, "lease_secs": 1});
+    let (status, v) = cell
+        .admin_json(Method::PUT, path, Some(lease.clone()))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["fenced"], true, "{v}");
+    assert!(v["until"].as_str().unwrap().ends_with('Z'), "{v}");
+    let since = v["since"].clone();
+    let upload = || cell.s.req(Method::POST, "/v2/acme/app/blobs/uploads/");
+    expect_fenced(
+        &Outcome::of(upload().send().await.unwrap()).await,
+        1,
+        "leased",
+    );
+
+    // Renewed within its lease: still up past the first lease's end, with
+    // the same start.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, _) = cell.admin_json(Method::PUT, path, Some(lease)).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let v = cell.fence("acme").await;
+    assert_eq!(
+        (&v["fenced"], &v["applied"]),
+        (&json!(true), &json!(true)),
+        "{v}"
+    );
+    assert_eq!(v["since"], since, "a renewal keeps the start");
+    expect_fenced(
+        &Outcome::of(upload().send().await.unwrap()).await,
+        1,
+        "renewed",
+    );
+
+    // Nobody renews it: it lapses, and the tenant pushes again.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let v = cell.fence("acme").await;
+    assert_eq!(
+        (&v["fenced"], &v["applied"], &v["until"], &v["since"]),
+        (&json!(false), &json!(false), &Value::Null, &Value::Null),
+        "{v}"
+    );
+    cell.s.push_image("acme/app", "v1", "after the lease").await;
+}
+
+#[tokio::test]
 async fn clearing_the_fence_lets_pushes_through_again() {
     let cell = Cell::start(&["acme"]).await;
     let (status, _) = cell

@@ -14,7 +14,11 @@
 //!    [`MoverConfig::small_delta`] records (or [`MoverConfig::max_passes`]);
 //! 3. **fence**: the tenant's writes refused on the source (`503` with
 //!    `Retry-After`, pulls untouched), and every source node asked until it
-//!    has the fence and no write of the tenant in flight;
+//!    has the fence and no write of the tenant in flight. The fence is
+//!    leased ([`MoverConfig::fence_lease`]) and renewed every third of its
+//!    lease while the move holds it: if the service dies, the fence lapses
+//!    by itself seconds later and the tenant writes at home again; if the
+//!    renewals fail for most of a lease, the move stops and lowers it;
 //! 4. **final delta and check**: one more pass, then both cells' exports
 //!    compared record for record (every manifest, tag and blob by digest);
 //!    any difference lowers the fence and fails the move;
@@ -25,15 +29,16 @@
 //!    everything of the tenant is removed from it.
 //!
 //! A move resumed after the service restarts starts over from what the
-//! cells hold (every pass is idempotent). Found in its fenced state (its
-//! record says the fence went up and the source still has it), it keeps
-//! the fence up and goes on from step 3: the fence settles again, then a
-//! whole final pass (nothing is remembered across a restart), the check
-//! and the flip, so the tenant's writes are refused only once, for the
-//! service's downtime and that pass. Otherwise, before the flip, it lowers
-//! a fence left up and pre-copies again; after the flip, it only finishes
-//! the grace and the removal. A move cancelled before its flip is rolled back
-//! ([`HttpMover::rollback`]): fence down on the source, the destination's
+//! cells hold (every pass is idempotent). Before the flip it lowers a
+//! fence an earlier run left up (if its lease has not lapsed already) and
+//! pre-copies again, against what the destination holds, before a new
+//! fence: no fence lasts the service's downtime, and each lasts about a
+//! lease at most when the service dies under it. Just before the flip the
+//! lease is stretched to [`MoverConfig::flip_lease`] so that the flip ends
+//! inside it; after the flip the source's fence stands without a lease,
+//! and a resumed move only finishes the grace and the removal. A move
+//! cancelled before its flip is rolled back ([`HttpMover::rollback`]):
+//! fence down on the source, the destination's
 //! partial copy and holds removed.
 //!
 //! Owns: the copy, the fence's timing, the check, the removal. Must never:
@@ -64,6 +69,14 @@ pub struct MoverConfig {
     /// How long to wait for every source node to have the fence and no
     /// write in flight before giving up on this attempt.
     pub fence_settle: Duration,
+    /// The fence's lease: the move renews it every third of it while it
+    /// holds the fence, and a fence nobody renews lapses by itself, so a
+    /// service that dies mid-move cannot keep the tenant's writes refused.
+    pub fence_lease: Duration,
+    /// The lease given just before the route flip (which must not be
+    /// interrupted once started), so that the flip ends inside it; after
+    /// the flip the source's fence stands without a lease until removal.
+    pub flip_lease: Duration,
     /// How long the source keeps serving reads after the flip.
     pub grace: Duration,
     /// Blobs copied at once.
@@ -88,6 +101,8 @@ impl Default for MoverConfig {
             max_passes: 5,
             fence_retry_after: 2,
             fence_settle: Duration::from_secs(10),
+            fence_lease: Duration::from_secs(3),
+            flip_lease: Duration::from_secs(10),
             grace: Duration::from_secs(60),
             blob_concurrency: 4,
             max_blobs_per_sec: 0,
@@ -258,17 +273,29 @@ impl HttpMover {
         Ok(stats)
     }
 
-    /// Raises the fence on every node of `cell` and waits until each has it
-    /// and no write of the tenant in flight.
-    async fn fence(&self, tenant: &str, cell: &CellEndpoints) -> Step<Duration> {
+    /// Puts up (or renews) the fence on `cell`, leased for `lease` or,
+    /// without, standing until taken down.
+    async fn put_fence(
+        &self,
+        tenant: &str,
+        cell: &CellEndpoints,
+        lease: Option<Duration>,
+    ) -> Step<()> {
+        let mut body = json!({"retry_after_secs": self.config.fence_retry_after});
+        if let Some(lease) = lease {
+            body["lease_secs"] = json!(lease.as_secs().max(1));
+        }
+        self.cell(cell)
+            .any(reqwest::Method::PUT, &fence_path(tenant), Some(body))
+            .await
+            .map(drop)
+    }
+
+    /// Waits until every node of `cell` has the fence and no write of the
+    /// tenant in flight; how long that took.
+    async fn settle(&self, tenant: &str, cell: &CellEndpoints) -> Step<Duration> {
         let c = self.cell(cell);
         let started = Instant::now();
-        c.any(
-            reqwest::Method::PUT,
-            &fence_path(tenant),
-            Some(json!({"retry_after_secs": self.config.fence_retry_after})),
-        )
-        .await?;
         let deadline = started + self.config.fence_settle;
         for node in &cell.nodes {
             loop {
@@ -301,6 +328,53 @@ impl HttpMover {
             }
         }
         Ok(started.elapsed())
+    }
+
+    /// Runs `work` while renewing the fence's lease on `cell` every third
+    /// of it (`since`: when the request that last put the fence up was
+    /// sent). Renewals that fail until the lease could end before the
+    /// next one succeeds stop `work` with [`Stop::Failed`]: from then on
+    /// the source may take writes the final pass would miss.
+    async fn keeping_fence<T>(
+        &self,
+        tenant: &str,
+        cell: &CellEndpoints,
+        since: Instant,
+        work: impl std::future::Future<Output = Result<T, Stop>>,
+    ) -> Result<T, Stop> {
+        let lease = self.config.fence_lease;
+        let every = lease / 3;
+        let renew = async {
+            let mut last_ok = since;
+            loop {
+                tokio::time::sleep(every).await;
+                let sent = Instant::now();
+                let error =
+                    match tokio::time::timeout(every, self.put_fence(tenant, cell, Some(lease)))
+                        .await
+                    {
+                        Ok(Ok(())) => {
+                            last_ok = sent;
+                            continue;
+                        }
+                        Ok(Err(e)) => e,
+                        Err(_) => format!("no answer within {every:?}"),
+                    };
+                tracing::warn!(tenant, cell = cell.id, %error, "move: cannot renew the fence's lease");
+                if last_ok.elapsed() + every >= lease {
+                    return format!(
+                        "the fence's lease on cell {} was not renewed for {:?} (lease {lease:?}): {error}",
+                        cell.id,
+                        last_ok.elapsed()
+                    );
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            out = work => out,
+            lost = renew => Err(Stop::Failed(lost)),
+        }
     }
 
     async fn unfence(&self, tenant: &str, cell: &CellEndpoints) -> Step<()> {
@@ -384,25 +458,26 @@ impl HttpMover {
     async fn before_flip(&self, task: &MoveTask, control: &MoveControl) -> Result<Duration, Stop> {
         let hold = hold_name(task.id);
         let mut memory = PassMemory::default();
-        // A move resumed in its fenced state goes on under the fence.
-        let under_fence = control.fence_recorded().await?.is_some()
-            && self.fenced_on(&task.tenant, &task.from).await;
-        if under_fence {
-            tracing::info!(move_id = task.id, tenant = %task.tenant,
-                "move: resumed with the fence up; final pass, check and flip under it");
+        if control.fence_recorded().await?.is_some() {
+            // Resumed after a restart in its fenced state. The fence comes
+            // down (if its lease has not lapsed already) and goes up anew
+            // after a delta pass, so that no fence lasts the service's
+            // downtime plus a whole final pass.
+            let up = self.fenced_on(&task.tenant, &task.from).await;
+            tracing::info!(move_id = task.id, tenant = %task.tenant, fence_still_up = up,
+                "move: resumed after its fence; the fence comes down for a delta pass and goes up anew");
             // What the destination holds stands for what earlier passes
-            // gave it, so the fenced pass sends only the difference.
+            // gave it, so the next pass sends only the difference.
             memory = self.cell(&task.to).memory_of(&task.tenant).await;
-        } else {
-            // A fence left up by an earlier attempt comes down first:
-            // pre-copy runs with the tenant writable.
-            self.unfence(&task.tenant, &task.from)
-                .await
-                .map_err(Stop::Failed)?;
-            self.pre_copy(task, control, &hold, &mut memory).await?;
         }
-        self.fenced_pass(task, control, &hold, &mut memory, under_fence)
+        // A fence left up by an earlier attempt comes down first: the
+        // pre-copy runs with the tenant writable.
+        self.unfence(&task.tenant, &task.from)
             .await
+            .map_err(Stop::Failed)?;
+        control.fence_down().await?;
+        self.pre_copy(task, control, &hold, &mut memory).await?;
+        self.fenced_pass(task, control, &hold, &mut memory).await
     }
 
     /// Steps 1 and 2: the copy passes until the delta is small.
@@ -432,32 +507,75 @@ impl HttpMover {
         }
     }
 
-    /// Steps 3 to 5: the fence (raised, or found up by a resumed move:
-    /// `resumed`), the final pass, the check and the flip.
+    /// Steps 3 to 5: the fence, the final pass, the check and the flip. The fence's
+    /// lease is renewed throughout; just before the flip it is stretched
+    /// to [`MoverConfig::flip_lease`], so that the flip ends inside it.
     async fn fenced_pass(
         &self,
         task: &MoveTask,
         control: &MoveControl,
         hold: &str,
         memory: &mut PassMemory,
-        resumed: bool,
     ) -> Result<Duration, Stop> {
         let fence_raised = Instant::now();
-        let settle = match self.fence(&task.tenant, &task.from).await {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = self.unfence(&task.tenant, &task.from).await;
+        let (tenant, from) = (&task.tenant, &task.from);
+        let fenced = self
+            .put_fence(tenant, from, Some(self.config.fence_lease))
+            .await;
+        let checked = match fenced {
+            Ok(()) => {
+                self.keeping_fence(
+                    tenant,
+                    from,
+                    fence_raised,
+                    self.final_under_fence(task, control, hold, memory),
+                )
+                .await
+            }
+            Err(e) => Err(Stop::Failed(e)),
+        };
+        match checked {
+            Ok(()) => {}
+            // The caller rolls a cancel back and lowers the fence when the
+            // fleet database is lost.
+            Err(Stop::Aborted(a)) => return Err(Stop::Aborted(a)),
+            Err(Stop::Failed(e)) => {
+                let _ = self.unfence(tenant, from).await;
                 return Err(Stop::Failed(e));
             }
-        };
-        if resumed {
-            // The record keeps when the fence first went up.
-            control
-                .step("fenced", json!({"resumed_under_fence": true}))
-                .await?;
-        } else {
-            control.fence_up().await?;
         }
+        if let Err(e) = self
+            .put_fence(tenant, from, Some(self.config.flip_lease))
+            .await
+        {
+            let _ = self.unfence(tenant, from).await;
+            return Err(Stop::Failed(format!(
+                "cannot stretch the fence's lease for the flip: {e}"
+            )));
+        }
+        let flipping = Instant::now();
+        control.flip_route().await?;
+        if flipping.elapsed() >= self.config.flip_lease {
+            tracing::error!(move_id = task.id, %tenant, took = ?flipping.elapsed(),
+                "move: the route flip outlasted the fence's lease; writes on the source after it may be lost");
+        }
+        Ok(fence_raised.elapsed())
+    }
+
+    /// Under the fence: it settles on every source node, then the final
+    /// pass and the check, recorded as `verified` when both cells agree.
+    async fn final_under_fence(
+        &self,
+        task: &MoveTask,
+        control: &MoveControl,
+        hold: &str,
+        memory: &mut PassMemory,
+    ) -> Result<(), Stop> {
+        let settle = self
+            .settle(&task.tenant, &task.from)
+            .await
+            .map_err(Stop::Failed)?;
+        control.fence_up().await?;
         let fenced = Instant::now();
         let mut check = self
             .final_pass(&task.tenant, &task.from, &task.to, hold, memory)
@@ -470,15 +588,8 @@ impl HttpMover {
                 .final_pass(&task.tenant, &task.from, &task.to, hold, memory)
                 .await;
         }
-        let (stats, difference) = match check {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = self.unfence(&task.tenant, &task.from).await;
-                return Err(Stop::Failed(e));
-            }
-        };
+        let (stats, difference) = check.map_err(Stop::Failed)?;
         if let Some(d) = difference {
-            let _ = self.unfence(&task.tenant, &task.from).await;
             return Err(Stop::Failed(format!(
                 "the copies differ after the final delta: {d}"
             )));
@@ -486,12 +597,8 @@ impl HttpMover {
         let mut counters = stats.json();
         counters["fence_settle_ms"] = json!(settle.as_millis() as u64);
         counters["final_ms"] = json!(fenced.elapsed().as_millis() as u64);
-        if resumed {
-            counters["resumed_under_fence"] = json!(true);
-        }
         control.step("verified", counters).await?;
-        control.flip_route().await?;
-        Ok(fence_raised.elapsed())
+        Ok(())
     }
 
     /// Step 6: the grace period, then the source's copy removed. `fenced`:
@@ -504,7 +611,12 @@ impl HttpMover {
     ) -> Step<()> {
         let fence_ms = fenced.map(|d| d.as_millis() as u64);
         // Writes go to the destination from now on; the source keeps its
-        // fence (a straggler's write there would be lost) until removal.
+        // fence, now without a lease (a straggler's write there would be
+        // lost), until removal.
+        if let Err(e) = self.put_fence(&task.tenant, &task.from, None).await {
+            tracing::warn!(move_id = task.id, error = %e,
+                "move: cannot make the source's fence last until removal; its lease stands");
+        }
         let _ = control.fence_down().await;
         if let Err(e) = self.cell(&task.to).release_holds(&hold_name(task.id)).await {
             tracing::warn!(move_id = task.id, error = %e, "move: cannot release holds yet");

@@ -133,6 +133,12 @@ struct Inner {
     loads: tokio::sync::Mutex<()>,
     /// One mutation at a time on this node (check, write, reload).
     writes: tokio::sync::Mutex<()>,
+    /// When (Unix ms, this node's clock, taken before the read) the store
+    /// was last seen to hold exactly the snapshot: a load, or a version
+    /// check that found nothing new. A leased fence whose end is before
+    /// this has lapsed for sure; one whose end is after may have been
+    /// renewed since, so it stands until a later read says otherwise.
+    confirmed_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Directory {
@@ -157,6 +163,7 @@ impl Directory {
                 current: RwLock::new(Arc::new(Snapshot::default())),
                 loads: tokio::sync::Mutex::new(()),
                 writes: tokio::sync::Mutex::new(()),
+                confirmed_ms: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -191,6 +198,7 @@ impl Directory {
     /// Loads, and returns what was loaded.
     async fn fresh(&self) -> Result<Arc<Snapshot>, DirectoryError> {
         let _one_at_a_time = self.inner.loads.lock().await;
+        let asked = now_unix_ms();
         let records = self.inner.store.directory_snapshot().await?;
         let snap = Arc::new(Snapshot::build(records));
         let mut current = self
@@ -199,14 +207,32 @@ impl Directory {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         *current = Arc::clone(&snap);
+        drop(current);
+        self.confirmed(asked);
         Ok(snap)
+    }
+
+    fn confirmed(&self, asked_ms: u64) {
+        self.inner
+            .confirmed_ms
+            .fetch_max(asked_ms, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// When the store was last seen to hold exactly this snapshot (Unix
+    /// ms by this node's clock; 0 before any load).
+    pub fn confirmed_unix_ms(&self) -> u64 {
+        self.inner
+            .confirmed_ms
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Loads only if the store's directory version differs from the
     /// snapshot's; `true` if it loaded.
     pub async fn refresh(&self) -> Result<bool, DirectoryError> {
+        let asked = now_unix_ms();
         let version = self.inner.store.directory_version().await?;
         if version == self.version() {
+            self.confirmed(asked);
             return Ok(false);
         }
         self.load().await?;

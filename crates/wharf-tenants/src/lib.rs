@@ -60,8 +60,8 @@ pub use directory::{
 pub use error::DirectoryError;
 pub use model::{
     Fence, NewTenant, QuotaPatch, Revoked, RobotView, Role, RoleBinding, RoleSpec, Tenant,
-    TenantPatch, TenantQuota, Usage, UserView, DEFAULT_FENCE_RETRY_SECS, MAX_FENCE_RETRY_SECS,
-    MIN_FENCE_RETRY_SECS,
+    TenantPatch, TenantQuota, Usage, UserView, DEFAULT_FENCE_RETRY_SECS, MAX_FENCE_LEASE_SECS,
+    MAX_FENCE_RETRY_SECS, MIN_FENCE_LEASE_SECS, MIN_FENCE_RETRY_SECS,
 };
 pub use snapshot::{verify_password, Credential, SubjectStatus};
 

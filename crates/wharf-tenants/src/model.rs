@@ -110,6 +110,20 @@ pub struct Fence {
     pub retry_after_secs: u32,
     /// When the fence was put up, seconds since the Unix epoch.
     pub since_unix: u64,
+    /// When a leased fence lapses by itself unless renewed, milliseconds
+    /// since the Unix epoch; `None`: it stands until taken down. A mover
+    /// that dies cannot leave the tenant's writes refused for longer than
+    /// its lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_unix_ms: Option<u64>,
+}
+
+impl Fence {
+    /// Whether the fence still stood at `unix_ms` (a lease past its end
+    /// does not).
+    pub fn stands_at(&self, unix_ms: u64) -> bool {
+        self.until_unix_ms.is_none_or(|until| unix_ms < until)
+    }
 }
 
 /// The shortest `Retry-After` a fence may give.
@@ -119,6 +133,11 @@ pub const MIN_FENCE_RETRY_SECS: u32 = 1;
 pub const MAX_FENCE_RETRY_SECS: u32 = 60;
 /// The `Retry-After` of a fence put up without one.
 pub const DEFAULT_FENCE_RETRY_SECS: u32 = 5;
+/// The shortest lease a fence may be given.
+pub const MIN_FENCE_LEASE_SECS: u32 = 1;
+/// The longest: a lease exists so that a fence nobody renews comes down
+/// by itself within seconds.
+pub const MAX_FENCE_LEASE_SECS: u32 = 300;
 
 /// A tenant's limits; `None` is unlimited.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1469,13 +1469,13 @@ async fn the_fence_is_stored_in_the_tenant_and_keeps_its_start() {
     let (_store, dir) = setup().await;
     dir.create_tenant(new_tenant("acme")).await.unwrap();
     assert_eq!(dir.fence("acme"), None);
-    let t = dir.set_fence("acme", true, Some(9)).await.unwrap();
+    let t = dir.set_fence("acme", true, Some(9), None).await.unwrap();
     let first = t.fence.unwrap();
     assert_eq!(first.retry_after_secs, 9);
     assert_eq!(dir.fence("acme"), Some(first));
     // Up again with another Retry-After: the start stays.
     let again = dir
-        .set_fence("acme", true, None)
+        .set_fence("acme", true, None, None)
         .await
         .unwrap()
         .fence
@@ -1484,14 +1484,82 @@ async fn the_fence_is_stored_in_the_tenant_and_keeps_its_start() {
         (again.retry_after_secs, again.since_unix),
         (DEFAULT_FENCE_RETRY_SECS, first.since_unix)
     );
-    invalid(dir.set_fence("acme", true, Some(0)).await);
+    invalid(dir.set_fence("acme", true, Some(0), None).await);
     invalid(
-        dir.set_fence("acme", true, Some(MAX_FENCE_RETRY_SECS + 1))
+        dir.set_fence("acme", true, Some(MAX_FENCE_RETRY_SECS + 1), None)
             .await,
     );
-    dir.set_fence("acme", false, None).await.unwrap();
+    dir.set_fence("acme", false, None, None).await.unwrap();
     assert_eq!(dir.fence("acme"), None);
-    not_found(dir.set_fence("nobody", true, None).await);
+    not_found(dir.set_fence("nobody", true, None, None).await);
+}
+
+#[tokio::test]
+async fn a_leased_fence_lapses_unless_renewed_and_a_lapsed_one_starts_anew() {
+    let (_store, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    invalid(dir.set_fence("acme", true, None, Some(0)).await);
+    invalid(
+        dir.set_fence("acme", true, None, Some(MAX_FENCE_LEASE_SECS + 1))
+            .await,
+    );
+    let first = dir
+        .set_fence("acme", true, None, Some(2))
+        .await
+        .unwrap()
+        .fence
+        .unwrap();
+    let until = first.until_unix_ms.expect("a leased fence has an end");
+    assert!(first.stands_at(until - 1) && !first.stands_at(until));
+    assert_eq!(dir.fence("acme"), Some(first), "it stands within its lease");
+    // Renewed before the end: it stands on, with its start kept.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let renewed = dir
+        .set_fence("acme", true, None, Some(2))
+        .await
+        .unwrap()
+        .fence
+        .unwrap();
+    assert_eq!(renewed.since_unix, first.since_unix);
+    assert!(renewed.until_unix_ms.unwrap() > until);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    dir.refresh().await.unwrap();
+    assert!(
+        dir.fence("acme").is_some(),
+        "past the first lease's end, the renewed lease holds it"
+    );
+    // Not renewed and past its end: until this node reads the store again
+    // it cannot know there was no renewal, so the fence still stands.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        dir.fence("acme").is_some(),
+        "not re-read since before its end: the fence holds"
+    );
+    // Read again after its end, and not renewed: it has lapsed.
+    dir.refresh().await.unwrap();
+    assert_eq!(dir.fence("acme"), None, "a lapsed lease refuses nothing");
+    // Put up again after it lapsed: a new fence, with a new start.
+    let anew = dir
+        .set_fence("acme", true, None, Some(2))
+        .await
+        .unwrap()
+        .fence
+        .unwrap();
+    assert!(
+        anew.since_unix > first.since_unix,
+        "3.4 s later, a later second"
+    );
+    // A fence without a lease has no end.
+    let lasting = dir
+        .set_fence("acme", true, None, None)
+        .await
+        .unwrap()
+        .fence
+        .unwrap();
+    assert_eq!(lasting.until_unix_ms, None);
+    assert!(lasting.stands_at(u64::MAX));
+    dir.set_fence("acme", false, None, None).await.unwrap();
+    assert_eq!(dir.fence("acme"), None);
 }
 
 #[tokio::test]
@@ -1509,7 +1577,7 @@ async fn accounts_export_and_import_identically_without_the_fence() {
     a.create_robot("acme", "ci", vec![grant("acme/*:pull")], None)
         .await
         .unwrap();
-    a.set_fence("acme", true, None).await.unwrap();
+    a.set_fence("acme", true, None, None).await.unwrap();
     let export = a.export_accounts("acme").unwrap();
     assert!(export.tenant.get("fence").is_none(), "the fence stays home");
     assert!(export.users[0]["password_hash"]

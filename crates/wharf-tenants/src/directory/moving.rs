@@ -25,7 +25,10 @@ use serde_json::Value;
 use wharf_meta::{Upsert, UpsertCounts};
 
 use super::*;
-use crate::model::{Fence, DEFAULT_FENCE_RETRY_SECS, MAX_FENCE_RETRY_SECS, MIN_FENCE_RETRY_SECS};
+use crate::model::{
+    Fence, DEFAULT_FENCE_RETRY_SECS, MAX_FENCE_LEASE_SECS, MAX_FENCE_RETRY_SECS,
+    MIN_FENCE_LEASE_SECS, MIN_FENCE_RETRY_SECS,
+};
 
 /// A tenant's records as stored, for a move to another cell.
 #[derive(Clone, Debug)]
@@ -66,22 +69,40 @@ fn from_value<T: serde::de::DeserializeOwned>(what: &str, v: Value) -> Result<T,
 }
 
 impl Directory {
-    /// `tenant`'s write fence, from the snapshot (the request path asks).
+    /// `tenant`'s write fence if it stands, from the snapshot (the request
+    /// path asks). See [`Directory::fence_stands`].
     pub fn fence(&self, tenant: &str) -> Option<Fence> {
-        self.snap().tenants.get(tenant)?.fence
+        self.snap()
+            .tenants
+            .get(tenant)?
+            .fence
+            .filter(|f| self.fence_stands(f))
+    }
+
+    /// Whether `fence` (from this directory's snapshot) refuses writes. A
+    /// fence without a lease does until taken down. A leased one has
+    /// lapsed only once a read of the store made after its end found it
+    /// not renewed: a node that cannot reach the store keeps refusing
+    /// rather than let a write through that a move would then lose.
+    pub fn fence_stands(&self, fence: &Fence) -> bool {
+        fence.stands_at(self.confirmed_unix_ms())
     }
 
     /// Puts up `tenant`'s write fence, telling refused writers to retry
     /// after `retry_after_secs` (default [`DEFAULT_FENCE_RETRY_SECS`]), or
-    /// takes it down (`None`). Putting it up again keeps its `since` and
-    /// changes its `Retry-After`; taking down an absent fence is no error.
+    /// takes it down (`up` false). With `lease_secs` the fence lapses by
+    /// itself that many seconds from now unless put up again (renewed);
+    /// without, it stands until taken down. Putting up a fence that still
+    /// stands keeps its `since`; taking down an absent fence is no error.
     /// Stored in the tenant's record, so every node of the cell refuses
-    /// the tenant's writes once its directory refresh has read it.
+    /// the tenant's writes once its directory refresh has read it (and
+    /// each node stops at the lease's end by its own clock).
     pub async fn set_fence(
         &self,
         tenant: &str,
         up: bool,
         retry_after_secs: Option<u32>,
+        lease_secs: Option<u32>,
     ) -> Result<Tenant, DirectoryError> {
         let retry = retry_after_secs.unwrap_or(DEFAULT_FENCE_RETRY_SECS);
         if !(MIN_FENCE_RETRY_SECS..=MAX_FENCE_RETRY_SECS).contains(&retry) {
@@ -89,12 +110,22 @@ impl Directory {
                 "retry_after_secs must be {MIN_FENCE_RETRY_SECS} to {MAX_FENCE_RETRY_SECS}"
             )));
         }
+        if let Some(lease) = lease_secs {
+            if !(MIN_FENCE_LEASE_SECS..=MAX_FENCE_LEASE_SECS).contains(&lease) {
+                return Err(DirectoryError::Invalid(format!(
+                    "lease_secs must be {MIN_FENCE_LEASE_SECS} to {MAX_FENCE_LEASE_SECS}"
+                )));
+            }
+        }
         let _one_writer = self.inner.writes.lock().await;
         let snap = self.fresh().await?;
         let mut t = require_tenant(&snap, tenant)?.clone();
+        let now_ms = now_unix_ms();
+        let standing = t.fence.filter(|f| self.fence_stands(f));
         let fence = up.then(|| Fence {
             retry_after_secs: retry,
-            since_unix: t.fence.map_or_else(now_unix, |f| f.since_unix),
+            since_unix: standing.map_or_else(now_unix, |f| f.since_unix),
+            until_unix_ms: lease_secs.map(|l| now_ms + u64::from(l) * 1000),
         });
         if t.fence != fence {
             t.fence = fence;

@@ -206,6 +206,12 @@ pub(crate) struct ServeArgs {
     /// What a fenced tenant's pushes are told to wait (`Retry-After`, s).
     #[arg(long, default_value_t = 2, value_name = "SECS", help_heading = "Moves")]
     move_retry_after: u32,
+    /// The lease of a move's write fence (s): the move renews it every
+    /// third of it, and a fence nobody renews (the service died or lost
+    /// the source cell) lapses by itself about this long after the last
+    /// renewal, so the tenant's pushes are never refused for longer.
+    #[arg(long, default_value_t = 3, value_name = "SECS", help_heading = "Moves")]
+    move_fence_lease_secs: u64,
     /// Blob copies a move's bulk pre-copy starts per second at most, so
     /// that copying a tenant takes only a share of both cells' capacity
     /// (0: no limit). The delta passes and the fenced pass are not paced.
@@ -397,6 +403,7 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
             small_delta: a.move_small_delta,
             max_passes: a.move_max_passes.max(1),
             fence_retry_after: a.move_retry_after.clamp(1, 60),
+            fence_lease: Duration::from_secs(a.move_fence_lease_secs.clamp(2, 300)),
             grace: Duration::from_secs(a.move_grace_secs),
             max_blobs_per_sec: a.move_max_blobs_per_sec,
             ..MoverConfig::default()
