@@ -37,8 +37,8 @@
 //! lease is stretched to [`MoverConfig::flip_lease`] so that the flip ends
 //! inside it; after the flip the source's fence stands without a lease,
 //! and a resumed move only finishes the grace and the removal. A move
-//! cancelled before its flip is rolled back ([`HttpMover::rollback`]):
-//! fence down on the source, the destination's
+//! cancelled before its flip, or failed before it, is rolled back
+//! ([`HttpMover::rollback`]): fence down on the source, the destination's
 //! partial copy and holds removed.
 //!
 //! Owns: the copy, the fence's timing, the check, the removal. Must never:
@@ -668,7 +668,17 @@ impl MoveExecutor for HttpMover {
                     let _ = self.unfence(&task.tenant, &task.from).await;
                     return Err(format!("fleet database: {e}"));
                 }
-                Err(Stop::Failed(e)) => return Err(e),
+                Err(Stop::Failed(e)) => {
+                    // Nothing of a move that failed before its flip stays
+                    // on the destination: no partial copy, no hold keeping
+                    // its blobs from the collector. A retry copies anew.
+                    return match self.rollback(&task).await {
+                        Ok(()) => Err(format!("{e} (the destination's copy removed)")),
+                        Err(r) => Err(format!(
+                            "{e} (the destination's copy not removed yet: {r})"
+                        )),
+                    };
+                }
             }
         }
         self.after_flip(&task, &control, fenced).await
