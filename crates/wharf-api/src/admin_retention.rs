@@ -97,7 +97,8 @@ async fn post_retention(
                     "NOT_FOUND",
                     format!(
                         "tenant {tenant:?} has no retention policy \
-                         (set one with PATCH /admin/v1/tenants/{tenant} {{\"retention\": …}})"
+                         (set one with `wharf admin tenant set {tenant} --retention-json FILE`, \
+                         or PATCH /admin/v1/tenants/{tenant} {{\"retention\": …}})"
                     ),
                 )
             })?;

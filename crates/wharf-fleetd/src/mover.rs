@@ -674,9 +674,7 @@ impl MoveExecutor for HttpMover {
                     // its blobs from the collector. A retry copies anew.
                     return match self.rollback(&task).await {
                         Ok(()) => Err(format!("{e} (the destination's copy removed)")),
-                        Err(r) => Err(format!(
-                            "{e} (the destination's copy not removed yet: {r})"
-                        )),
+                        Err(r) => Err(format!("{e} (the destination's copy not removed yet: {r})")),
                     };
                 }
             }

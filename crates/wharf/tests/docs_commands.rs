@@ -180,7 +180,9 @@ fn commands(line: &str) -> Vec<Vec<Word>> {
             }
             '<' | '>' => {
                 // `2>&1`, `> file`, `< file`: the target goes too.
-                let fd_only = cur.as_ref().is_some_and(|w| w.text.chars().all(|c| c.is_ascii_digit()));
+                let fd_only = cur
+                    .as_ref()
+                    .is_some_and(|w| w.text.chars().all(|c| c.is_ascii_digit()));
                 if fd_only {
                     cur = None;
                 } else {
@@ -229,7 +231,9 @@ fn wharf_args(words: &[Word]) -> Option<Vec<String>> {
     } else if first.text == "cargo" {
         let all: Vec<&Word> = rest.collect();
         let is_run = all.first().is_some_and(|w| w.text == "run");
-        let runs_wharf = all.windows(2).any(|p| p[0].text == "-p" && p[1].text == "wharf");
+        let runs_wharf = all
+            .windows(2)
+            .any(|p| p[0].text == "-p" && p[1].text == "wharf");
         let dashes = all.iter().position(|w| w.text == "--")?;
         if !(is_run && runs_wharf) {
             return None;
@@ -245,7 +249,11 @@ fn wharf_args(words: &[Word]) -> Option<Vec<String>> {
         }
         if w.expands && !w.quoted && w.text.starts_with('$') && !w.text.contains(['/', ':', '=']) {
             // `$F` alone: any number of words.
-            if w.text.chars().skip(1).all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '{' || c == '}') {
+            if w.text
+                .chars()
+                .skip(1)
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '{' || c == '}')
+            {
                 continue;
             }
         }
@@ -311,13 +319,29 @@ fn the_shell_reader_splits_commands_as_a_shell_would() {
         texts(r#"printf '%s\n' "$PW" | wharf admin user set acme a --password-stdin # note"#),
         vec![
             vec!["printf", "%s\\n", "$PW"],
-            vec!["wharf", "admin", "user", "set", "acme", "a", "--password-stdin"]
+            vec![
+                "wharf",
+                "admin",
+                "user",
+                "set",
+                "acme",
+                "a",
+                "--password-stdin"
+            ]
         ]
     );
     assert_eq!(
         texts("SECRET=$(wharf admin robot create acme ci --secret-only) && echo ok"),
         vec![
-            vec!["wharf", "admin", "robot", "create", "acme", "ci", "--secret-only"],
+            vec![
+                "wharf",
+                "admin",
+                "robot",
+                "create",
+                "acme",
+                "ci",
+                "--secret-only"
+            ],
             vec!["SECRET=x"],
             vec!["echo", "ok"]
         ]
@@ -343,10 +367,16 @@ fn the_shell_reader_splits_commands_as_a_shell_would() {
 fn every_wharf_command_in_the_docs_parses() {
     let all = found();
     // The docs hold about eighty; a reader that finds few is broken.
-    assert!(all.len() >= 60, "only {} wharf commands found in the docs", all.len());
+    assert!(
+        all.len() >= 60,
+        "only {} wharf commands found in the docs",
+        all.len()
+    );
     let mut per_doc = std::collections::BTreeMap::new();
     for f in &all {
-        *per_doc.entry(f.place.split(':').next().unwrap()).or_insert(0) += 1;
+        *per_doc
+            .entry(f.place.split(':').next().unwrap())
+            .or_insert(0) += 1;
     }
     println!("wharf commands checked per doc: {per_doc:?}");
     let mut failures = Vec::new();
@@ -364,7 +394,11 @@ fn every_wharf_command_in_the_docs_parses() {
         let missing_file = err.contains("No such file or directory");
         if !out.status.success() && !missing_file {
             let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-            failures.push(format!("{}: wharf {}\n    {first}", f.place, f.args.join(" ")));
+            failures.push(format!(
+                "{}: wharf {}\n    {first}",
+                f.place,
+                f.args.join(" ")
+            ));
         }
     }
     assert!(
