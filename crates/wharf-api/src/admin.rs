@@ -202,6 +202,12 @@ impl NodeState {
                 1.0,
             );
         }
+        out.counter(
+            "wharf_log_lines_dropped_total",
+            "Access-log lines dropped because the log writer's queue was full (the node was writing its log slower than it served).",
+            &[],
+            wharf_telemetry::LOG_LINES_DROPPED.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        );
         if let Some(p) = process::sample() {
             out.gauge(
                 "wharf_process_resident_memory_bytes",

@@ -24,6 +24,10 @@ use std::time::Duration;
 
 pub mod process;
 
+/// Access-log lines the log writer dropped because its queue was full
+/// (`wharf_log_lines_dropped_total`; the writer is the `wharf` binary's).
+pub static LOG_LINES_DROPPED: AtomicU64 = AtomicU64::new(0);
+
 /// Upper bounds (seconds) of the latency histogram buckets.
 pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

@@ -37,6 +37,7 @@ mod example_config;
 mod fleet_cli;
 mod gc_cli;
 mod help;
+mod log_sink;
 mod startup;
 
 use config::{Config, ServeArgs};
@@ -152,14 +153,16 @@ fn main() -> std::process::ExitCode {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            match runtime.block_on(serve(config)) {
+            let code = match runtime.block_on(serve(config)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     // Logged once, to stderr like every log line.
                     tracing::error!("wharf: {e}");
                     std::process::ExitCode::FAILURE
                 }
-            }
+            };
+            log_sink::flush(Duration::from_secs(5));
+            code
         }
     }
 }
@@ -343,7 +346,7 @@ fn init_logging(filter: &str, format: config::LogFormat) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(log_sink::sink());
     match format {
         config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         config::LogFormat::Json => builder
