@@ -458,7 +458,8 @@ impl HttpMover {
     async fn before_flip(&self, task: &MoveTask, control: &MoveControl) -> Result<Duration, Stop> {
         let hold = hold_name(task.id);
         let mut memory = PassMemory::default();
-        if control.fence_recorded().await?.is_some() {
+        let fence_recorded = control.fence_recorded().await?.is_some();
+        if fence_recorded {
             // Resumed after a restart in its fenced state. The fence comes
             // down (if its lease has not lapsed already) and goes up anew
             // after a delta pass, so that no fence lasts the service's
@@ -475,7 +476,9 @@ impl HttpMover {
         self.unfence(&task.tenant, &task.from)
             .await
             .map_err(Stop::Failed)?;
-        control.fence_down().await?;
+        if fence_recorded {
+            control.fence_down().await?;
+        }
         self.pre_copy(task, control, &hold, &mut memory).await?;
         self.fenced_pass(task, control, &hold, &mut memory).await
     }

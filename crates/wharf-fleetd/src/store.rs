@@ -573,7 +573,8 @@ pub struct MoveUpdate {
     pub counters: Option<serde_json::Value>,
     /// The error, when it fails.
     pub error: Option<String>,
-    /// The fence went up now.
+    /// The fence went up now (an earlier fence's end is forgotten: a
+    /// resumed move raises a new fence).
     pub fence_start: bool,
     /// The fence came down now.
     pub fence_end: bool,
@@ -1203,7 +1204,8 @@ impl FleetStore {
                    error = coalesce($5, error), \
                    updated_unix = $6, \
                    fence_start_unix = CASE WHEN $7 THEN $6 ELSE fence_start_unix END, \
-                   fence_end_unix = CASE WHEN $8 THEN $6 ELSE fence_end_unix END \
+                   fence_end_unix = CASE WHEN $8 THEN $6 WHEN $7 THEN NULL \
+                                         ELSE fence_end_unix END \
                  WHERE id = $1 RETURNING {MOVE_COLUMNS}"
             );
             let row = tx

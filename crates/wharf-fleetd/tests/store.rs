@@ -133,6 +133,20 @@ async fn cells_tenants_moves_and_decisions_round_trip() {
         .await
         .unwrap();
     assert_eq!(m.step_since_unix, 310, "the same step keeps its clock");
+    // The fence down, then up anew (a resumed move): the new fence has no
+    // end yet.
+    let down = MoveUpdate {
+        fence_end: true,
+        ..MoveUpdate::default()
+    };
+    let m = s.update_move(ids[0], &down, 322).await.unwrap();
+    assert_eq!((m.fence_start_unix, m.fence_end_unix), (Some(310), Some(322)));
+    let up = MoveUpdate {
+        fence_start: true,
+        ..MoveUpdate::default()
+    };
+    let m = s.update_move(ids[0], &up, 325).await.unwrap();
+    assert_eq!((m.fence_start_unix, m.fence_end_unix), (Some(325), None));
 
     // Retiring needs the cell empty.
     assert!(matches!(
