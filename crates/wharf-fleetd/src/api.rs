@@ -150,7 +150,7 @@ async fn require_token(
 pub fn app(fleetd: Arc<Fleetd>) -> Router {
     Router::new()
         .route("/fleet/v1/cells", get(list_cells).post(add_cell))
-        .route("/fleet/v1/cells/{id}", get(get_cell))
+        .route("/fleet/v1/cells/{id}", get(get_cell).patch(set_cell_limits))
         .route("/fleet/v1/cells/{id}/nodes", put(set_cell_nodes))
         .route("/fleet/v1/cells/{id}/drain", post(drain_cell))
         .route("/fleet/v1/cells/{id}/retire", post(retire_cell))
@@ -216,6 +216,16 @@ async fn add_cell(State(f): State<Arc<Fleetd>>, headers: HeaderMap, body: Body) 
 
 async fn get_cell(State(f): State<Arc<Fleetd>>, Path(id): Path<String>) -> Answer {
     ok(f.cell(cell_id(&id)?).await?)
+}
+
+async fn set_cell_limits(
+    State(f): State<Arc<Fleetd>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let req = read_json(&headers, body).await?;
+    ok(f.set_cell_limits(cell_id(&id)?, &req).await?)
 }
 
 async fn set_cell_nodes(

@@ -594,6 +594,78 @@ impl Fleetd {
         Ok(json!({"cell": cell_brief(&cell)}))
     }
 
+    /// Changes a registered cell's limits: `{capacity, threshold, warn}`,
+    /// each optional; a capacity names only the dimensions that change.
+    /// The planner and placement use the new figures from their next
+    /// decision; tenants already placed stay where they are until the
+    /// rebalancer moves them.
+    pub async fn set_cell_limits(&self, id: u32, req: &Value) -> Outcome {
+        let bad = |m: String| ServiceError::Invalid(m);
+        let Some(m) = req.as_object() else {
+            return Err(bad(
+                "expected an object with capacity, threshold or warn".into()
+            ));
+        };
+        if let Some(k) = m
+            .keys()
+            .find(|k| !["capacity", "threshold", "warn"].contains(&k.as_str()))
+        {
+            return Err(bad(format!(
+                "unknown field {k:?} (a cell's limits are capacity, threshold and warn)"
+            )));
+        }
+        if m.is_empty() {
+            return Err(bad(
+                "nothing to change: give capacity, threshold or warn".into()
+            ));
+        }
+        let _d = self.decide.lock().await;
+        let before = self.store.cell(id).await?;
+        let mut capacity = before.capacity;
+        if let Some(c) = m.get("capacity") {
+            let given = load_from_json(c).map_err(|e| bad(format!("capacity: {e}")))?;
+            for (k, _) in c.as_object().into_iter().flatten() {
+                let d = Dimension::ALL
+                    .into_iter()
+                    .find(|d| d.label() == k)
+                    .expect("load_from_json checked the names");
+                if given[d] == 0 {
+                    return Err(bad(format!("capacity {k} must be above 0")));
+                }
+                capacity[d.index()] = given[d];
+            }
+        }
+        let threshold = ratios_from_json(
+            req.get("threshold").unwrap_or(&Value::Null),
+            before.threshold,
+        )
+        .map_err(|e| bad(format!("threshold: {e}")))?;
+        let warn = ratios_from_json(req.get("warn").unwrap_or(&Value::Null), before.warn)
+            .map_err(|e| bad(format!("warn: {e}")))?;
+        let cell = self
+            .store
+            .set_cell_limits(id, capacity, threshold, warn, self.now())
+            .await?;
+        self.decision(
+            "cell-limits",
+            &format!("c{id}"),
+            &format!("cell {id}'s limits changed"),
+            json!({
+                "cell": id,
+                "capacity": load_json(&Load(cell.capacity)),
+                "threshold": ratios_json(&cell.threshold),
+                "warn": ratios_json(&cell.warn),
+                "before": {
+                    "capacity": load_json(&Load(before.capacity)),
+                    "threshold": ratios_json(&before.threshold),
+                    "warn": ratios_json(&before.warn),
+                },
+            }),
+        )
+        .await;
+        Ok(json!({"cell": cell_brief(&cell)}))
+    }
+
     /// Replaces a registered cell's nodes (their admin addresses): `{nodes}`.
     /// The next scrape reads the new ones, and moves started from now on
     /// use them (a move in flight keeps the addresses it started with

@@ -825,6 +825,41 @@ impl FleetStore {
         self.cell(cell.id).await
     }
 
+    /// Sets a cell's capacity, threshold and warning ratios. NotFound if
+    /// there is no such cell.
+    pub async fn set_cell_limits(
+        &self,
+        id: u32,
+        capacity: [u64; DIMS],
+        threshold: [f64; DIMS],
+        warn: [f64; DIMS],
+        now: u64,
+    ) -> Result<CellRecord, StoreError> {
+        self.call(|c| async move {
+            let capacity: Vec<i64> = capacity.iter().map(|&v| i64_of(v)).collect();
+            let n = c
+                .execute(
+                    "UPDATE fleet.cells SET capacity = $2, threshold = $3, warn = $4, \
+                     updated_unix = $5 WHERE id = $1",
+                    &[
+                        &(id as i32),
+                        &capacity,
+                        &threshold.to_vec(),
+                        &warn.to_vec(),
+                        &i64_of(now),
+                    ],
+                )
+                .await
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("no cell {id}")));
+            }
+            Ok(())
+        })
+        .await?;
+        self.cell(id).await
+    }
+
     /// Replaces a cell's nodes (their admin URLs), in one transaction.
     /// NotFound if there is no such cell.
     pub async fn set_cell_nodes(

@@ -698,3 +698,79 @@ async fn an_infeasible_plan_says_what_to_add_and_raises_the_gauge() {
     let (_, v) = api.get("/fleet/v1/decisions").await;
     assert_eq!(v["decisions"].as_array().unwrap().len(), kinds.len());
 }
+
+#[tokio::test]
+async fn a_cells_limits_change_through_the_api_and_placement_follows_them() {
+    let url = server_or_skip!();
+    let db = common::TestDb::create(&url).await;
+    let fleetd = Fleetd::new(db.store().await, config(None), None);
+    let api = Api::start(fleetd.clone()).await;
+    let node = FakeNode::start().await;
+    node.set(&node_text(10, &[]));
+    let (s, v) = api.post("/fleet/v1/cells", cell_body(1, 1, &node)).await;
+    assert_eq!(s, 201, "{v}");
+    fleetd.scrape_now().await.unwrap();
+    fleetd.scrape_now().await.unwrap();
+
+    // 800,000 bytes do not fit under 70% of 1,000,000.
+    let big = json!({"name": "acme", "demand": storage(800_000)});
+    let (s, v) = api.post("/fleet/v1/tenants", big.clone()).await;
+    assert_eq!(s, 409, "{v}");
+
+    // Bad input is refused, naming what is wrong; nothing changes.
+    for (body, want) in [
+        (json!({}), "nothing to change"),
+        (json!({"zone": 2}), "unknown field \"zone\""),
+        (
+            json!({"capacity": {"storage_bytes": 0}}),
+            "storage_bytes must be above 0",
+        ),
+        (json!({"capacity": {"disks": 3}}), "unknown dimension"),
+        (json!({"threshold": 1.5}), "threshold"),
+    ] {
+        let (s, v) = api
+            .call("PATCH", "/fleet/v1/cells/1", Some(body.clone()))
+            .await;
+        assert_eq!(s, 400, "{body}: {v}");
+        let msg = v["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(want), "{body}: {msg}");
+    }
+    let (s, _) = api
+        .call(
+            "PATCH",
+            "/fleet/v1/cells/7",
+            Some(json!({"threshold": 0.8})),
+        )
+        .await;
+    assert_eq!(s, 404);
+
+    // The cell grows: only storage changes, and the tenant now fits.
+    let (s, v) = api
+        .call(
+            "PATCH",
+            "/fleet/v1/cells/1",
+            Some(json!({"capacity": {"storage_bytes": 2_000_000}, "warn": 0.5})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let c = &v["cell"];
+    assert_eq!(c["capacity"]["storage_bytes"], 2_000_000);
+    assert_eq!(c["capacity"]["connections"], 100, "other dimensions kept");
+    assert_eq!(c["warn"]["storage_bytes"], 0.5);
+    assert_eq!(c["threshold"]["storage_bytes"], 0.7, "threshold kept");
+    let (s, v) = api.post("/fleet/v1/tenants", big).await;
+    assert_eq!((s, v["cell"].as_u64()), (201, Some(1)), "{v}");
+
+    // On record, with the figures before.
+    let (_, v) = api.get("/fleet/v1/decisions").await;
+    let d = v["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "cell-limits")
+        .expect("a cell-limits decision");
+    assert_eq!(
+        d["detail"]["before"]["capacity"]["storage_bytes"], 1_000_000,
+        "{d}"
+    );
+}

@@ -140,7 +140,10 @@ async fn cells_tenants_moves_and_decisions_round_trip() {
         ..MoveUpdate::default()
     };
     let m = s.update_move(ids[0], &down, 322).await.unwrap();
-    assert_eq!((m.fence_start_unix, m.fence_end_unix), (Some(310), Some(322)));
+    assert_eq!(
+        (m.fence_start_unix, m.fence_end_unix),
+        (Some(310), Some(322))
+    );
     let up = MoveUpdate {
         fence_start: true,
         ..MoveUpdate::default()

@@ -1,4 +1,4 @@
-//! `wharf fleet cells`: add, list, change the nodes of, drain and retire
+//! `wharf fleet cells`: add, list, change the nodes or limits of, drain and retire
 //! cells through the fleet API (`/fleet/v1/cells`).
 //!
 //! Owns: the flags and the printing. Must never: decide anything.
@@ -40,6 +40,10 @@ enum CellsCommand {
         #[arg(long = "node", value_name = "URL", required = true)]
         nodes: Vec<String>,
     },
+    /// Change a registered cell's capacity (only the dimensions given),
+    /// threshold or warning ratio, e.g. after its nodes grew: placement and
+    /// the rebalancer use the new figures from their next decision.
+    SetLimits(SetLimitsArgs),
     /// Start draining a cell: no tenant is placed on it any more, and the
     /// planner moves its tenants away (`wharf fleet plan`, `apply`).
     Drain {
@@ -91,6 +95,63 @@ struct AddArgs {
     warn: Option<f64>,
 }
 
+#[derive(Args, Debug)]
+struct SetLimitsArgs {
+    /// The cell's id.
+    id: u32,
+    /// Capacity: connections its nodes may hold to shared dependencies.
+    #[arg(long, value_name = "N")]
+    connections: Option<u64>,
+    /// Capacity: stored bytes.
+    #[arg(long, value_name = "BYTES")]
+    storage_bytes: Option<u64>,
+    /// Capacity: pull requests per second.
+    #[arg(long, value_name = "RPS")]
+    pull_rps: Option<f64>,
+    /// Capacity: push requests per second.
+    #[arg(long, value_name = "RPS")]
+    push_rps: Option<f64>,
+    /// Capacity: bandwidth in bytes per second, both directions.
+    #[arg(long, value_name = "BYTES_PER_S")]
+    bandwidth: Option<u64>,
+    /// The most of any dimension placements and moves may use (0.7 = 70%).
+    #[arg(long, value_name = "RATIO")]
+    threshold: Option<f64>,
+    /// Where the warning alert fires.
+    #[arg(long, value_name = "RATIO")]
+    warn: Option<f64>,
+}
+
+impl SetLimitsArgs {
+    /// The request body: only what was given.
+    fn body(&self) -> Value {
+        let mut capacity = serde_json::Map::new();
+        let dims = [
+            (Dimension::Connections, self.connections.map(|v| json!(v))),
+            (Dimension::Storage, self.storage_bytes.map(|v| json!(v))),
+            (Dimension::PullRate, self.pull_rps.map(|v| json!(v))),
+            (Dimension::PushRate, self.push_rps.map(|v| json!(v))),
+            (Dimension::Bandwidth, self.bandwidth.map(|v| json!(v))),
+        ];
+        for (d, v) in dims {
+            if let Some(v) = v {
+                capacity.insert(d.label().into(), v);
+            }
+        }
+        let mut body = serde_json::Map::new();
+        if !capacity.is_empty() {
+            body.insert("capacity".into(), Value::Object(capacity));
+        }
+        if let Some(t) = self.threshold {
+            body.insert("threshold".into(), json!(t));
+        }
+        if let Some(w) = self.warn {
+            body.insert("warn".into(), json!(w));
+        }
+        Value::Object(body)
+    }
+}
+
 pub(crate) fn run(a: CellsArgs) -> Result<(), String> {
     let c = a.connection.client()?;
     match a.command {
@@ -134,6 +195,22 @@ pub(crate) fn run(a: CellsArgs) -> Result<(), String> {
                     .filter_map(Value::as_str)
                     .collect();
                 format!("cell {id}: nodes {}", nodes.join(" "))
+            });
+        }
+        CellsCommand::SetLimits(x) => {
+            let body = x.body();
+            if body.as_object().is_some_and(|m| m.is_empty()) {
+                return Err(
+                    "nothing to change: give a capacity flag, --threshold or --warn".into(),
+                );
+            }
+            let v = c.patch(&format!("/fleet/v1/cells/{}", x.id), &body)?;
+            c.print(&v, |v| {
+                let cell = &v["cell"];
+                format!(
+                    "cell {}: capacity {}, threshold {}, warn {}",
+                    x.id, cell["capacity"], cell["threshold"], cell["warn"]
+                )
             });
         }
         CellsCommand::Drain { id } => {

@@ -249,6 +249,11 @@ impl Client {
         self.send(reqwest::Method::PUT, path, Some(body))
     }
 
+    /// PATCH `body` to `path`.
+    pub(crate) fn patch(&self, path: &str, body: &Value) -> Result<Value, String> {
+        self.send(reqwest::Method::PATCH, path, Some(body))
+    }
+
     /// Prints `v` as JSON if asked to, else as `human` writes it.
     pub(crate) fn print(&self, v: &Value, human: impl FnOnce(&Value) -> String) {
         if self.json {
