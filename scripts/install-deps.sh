@@ -43,8 +43,9 @@ declare -a WANT=(
   "containerd:containerd"
   "buildah:buildah"
   "runc:runc"
-  # scripts/image.sh strips the binary's debug info.
+  # scripts/image.sh strips the binary's debug info and ships the CA bundle.
   "strip:binutils"
+  "update-ca-certificates:ca-certificates"
 )
 # Rootless podman needs subordinate id mapping and a FUSE overlay; as root
 # (how CI runs) the tests use the vfs driver and need neither.

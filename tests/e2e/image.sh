@@ -9,10 +9,11 @@
 # running Wharf with skopeo: the registry holds the first build's digest
 # (the build is reproducible, the push byte-identical). skopeo pulls it back
 # byte for byte, and podman pulls and runs it (vfs storage, host network,
-# loopback ports): the container's wharf answers /v2/ on its port, runs as
-# uid 65532 with its data on the image's volume, takes a push, stops on
-# SIGTERM with status 0, and without flags refuses to serve unauthenticated
-# on 0.0.0.0:5000 (the image's defaults file, Wharf's own start check).
+# loopback ports, read-only root filesystem): the container's wharf answers
+# /v2/ on its port, runs as uid 65532 with its data on the image's volume,
+# takes a push, stops on SIGTERM with status 0, and without flags refuses
+# to serve unauthenticated on 0.0.0.0:5000/5001 (the image's defaults
+# file, Wharf's own start checks).
 #
 # `podman run` needs, on some machines, options the defaults lack (e.g. no
 # CAP_SYS_RESOURCE to raise rlimits, cgroups in hybrid mode that crun
@@ -198,7 +199,9 @@ case_image_podman_run() {
       { die "port $i is in use (set WHARF_E2E_IMAGE_PORT)"; return 1; }
   done
   IMG_CTR=wharf-e2e-image-$$
-  pm "${IMG_GLOBAL[@]}" run -d --name "$IMG_CTR" --network host "${IMG_RUN[@]}" "$img" \
+  # --read-only: it writes only to its volume and /tmp (a tmpfs here, an
+  # emptyDir in deploy/kubernetes).
+  pm "${IMG_GLOBAL[@]}" run -d --name "$IMG_CTR" --network host --read-only "${IMG_RUN[@]}" "$img" \
     --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" 3>&- 4>&- || die "podman run -d failed" || return 1
   for ((i = 0; i < 150; i++)); do
     [ "$(http_code GET "http://127.0.0.1:$port/v2/" 2>/dev/null)" = 200 ] && break
