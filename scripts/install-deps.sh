@@ -64,6 +64,12 @@ for pair in "${WANT[@]}"; do
   missing_pkgs+=("$pkg")
 done
 
+# The virtual environments below need venv and ensurepip, which Debian
+# ships apart from python3.
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  missing_pkgs+=(python3-venv)
+fi
+
 installed=()
 if [ "${#missing_pkgs[@]}" -gt 0 ]; then
   echo "install-deps: missing: ${missing_pkgs[*]}"

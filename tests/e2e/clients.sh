@@ -94,8 +94,9 @@ ctr_image_whole() {
   local chain
   # shellcheck disable=SC2046
   chain=$(chain_id $(jq -r --arg a "$arch" '.[$a].diff_ids[]' "$REFS"))
-  ct -n "$ns" snapshots --snapshotter "$CTR_SNAP" ls | tee "$TMP/ctr-snapshots" | grep -q "^$chain " ||
-    die "no unpacked snapshot $chain for $arch in $ns ($CTR_SNAP)"
+  ct -n "$ns" snapshots --snapshotter "$CTR_SNAP" ls >"$TMP/ctr-snapshots" || die "ctr snapshots ls failed" || return 1
+  cat "$TMP/ctr-snapshots"
+  grep -q "^$chain " "$TMP/ctr-snapshots" || die "no unpacked snapshot $chain for $arch in $ns ($CTR_SNAP)"
 }
 
 # ---------------------------------------------------------------- setup
@@ -167,7 +168,7 @@ EOF
   ct plugins ls | grep snapshotter
   # overlayfs is what nodes use; the plugin reports whether this kernel
   # and filesystem can do it. Otherwise the native (copying) snapshotter.
-  if ct plugins ls | awk '$2 == "overlayfs" && $NF == "ok"' | grep -q .; then
+  if [ -n "$(ct plugins ls | awk '$2 == "overlayfs" && $NF == "ok"')" ]; then
     CTR_SNAP=overlayfs
   else
     CTR_SNAP=native

@@ -214,7 +214,7 @@ case_image_podman_run() {
   echo "GET http://127.0.0.1:$port/v2/ -> 200 from the container"
   # Not root: the process runs as 65532 (no user namespace here: host uid).
   pm "${IMG_GLOBAL[@]}" top "$IMG_CTR" user huser args | tee "$IMG_DIR/top.txt"
-  awk 'NR > 1 && /wharf/ { print $2 }' "$IMG_DIR/top.txt" | grep -qx 65532 ||
+  [ "$(awk 'NR > 1 && /wharf/ { print $2 }' "$IMG_DIR/top.txt")" = 65532 ] ||
     die "the container's wharf does not run as uid 65532" || return 1
   # It takes a push; the data lands on the image's volume, owned by 65532.
   sk copy --dest-tls-verify=false "oci:$TMP/layout:1" "docker://127.0.0.1:$port/e2e/in-container:1" ||
