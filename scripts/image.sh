@@ -92,6 +92,10 @@ trap 'rm -rf "$WORK"' EXIT
 BUNDLE=$WORK/bundle
 
 # ------------------------------------------------------------ the layout
+# Replaced only if it is an image layout (or empty): never some other dir.
+if [ -e "$OUT" ] && [ ! -f "$OUT/oci-layout" ] && [ -n "$(ls -A "$OUT" 2>/dev/null)" ]; then
+  die "$OUT exists and is not an OCI image layout; not replacing it"
+fi
 rm -rf "$OUT"
 umoci init --layout "$OUT"
 umoci new --image "$OUT:$TAG"
