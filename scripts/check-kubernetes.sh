@@ -15,7 +15,10 @@
 #   directory (and the signing key's) is mounted from a Secret, and every
 #   key it sets is one `wharf serve` accepts (docs/wharf.example.toml);
 # - that the checker catches a typo: a copy of the Deployment with one
-#   field misspelt must fail.
+#   field misspelt must fail;
+# - that the image the manifests name is the one scripts/image.sh builds:
+#   the kustomization's tag is the workspace version, and the containers
+#   run its binary path as its user, with its ports and volume.
 #
 #   bash scripts/check-kubernetes.sh
 #
@@ -24,7 +27,7 @@
 # and promtool. Ends with `kubernetes: N passed, M failed`; exits non-zero
 # on any failure.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 TOOLS=${WHARF_TOOLS_DIR:-$HOME/.local/share/wharf-tools}
 KV=$TOOLS/kubernetes-validate/bin/kubernetes-validate
@@ -143,6 +146,60 @@ then
   pass "kustomization, prometheus operator kinds, protected configuration"
 else
   fail "kustomization, prometheus operator kinds, protected configuration" "$(tr '\n' ';' <"$TMP/crd.out" | cut -c1-400)"
+fi
+
+# 5. The image the manifests name is the one scripts/image.sh builds: the
+# kustomization maps `wharf` to the workspace version's tag, and both
+# containers run its binary path as its user, on its ports and volume.
+if "$PY" - "$DIR" scripts/image.sh Cargo.toml >"$TMP/image.out" 2>&1 <<'PYEOF'
+import os, re, sys, tomllib, yaml
+
+d, script, cargo = sys.argv[1], sys.argv[2], sys.argv[3]
+problems = []
+def load(name):
+    with open(os.path.join(d, name)) as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc]
+with open(cargo, "rb") as f:
+    version = tomllib.load(f)["workspace"]["package"]["version"]
+with open(script) as f:
+    text = f.read()
+m = re.search(r"^UID_WHARF=(\d+)$", text, re.M)
+uid = int(m.group(1)) if m else None
+if uid is None:
+    problems.append(f"{script} sets no UID_WHARF")
+binary = "/usr/local/bin/wharf"
+if f'"$RFS{binary}"' not in text:
+    problems.append(f"{script} does not install the binary at {binary}")
+ports = {int(p) for p in re.findall(r"--config\.exposedports (\d+)/tcp", text)}
+volumes = set(re.findall(r"--config\.volume (\S+)", text))
+
+images = [i for i in load("kustomization.yaml")[0].get("images", []) if i.get("name") == "wharf"]
+if len(images) != 1:
+    problems.append("kustomization.yaml does not map the image `wharf` exactly once")
+elif str(images[0].get("newTag")) != version:
+    problems.append(f"kustomization.yaml tags the image {images[0].get('newTag')!r}, scripts/image.sh tags {version!r}")
+pod = load("deployment.yaml")[0]["spec"]["template"]["spec"]
+sc = pod.get("securityContext", {})
+if sc.get("runAsUser") != uid or sc.get("runAsGroup") != uid:
+    problems.append(f"the pod runs as {sc.get('runAsUser')}:{sc.get('runAsGroup')}, the image's user is {uid}:{uid}")
+for c in pod.get("initContainers", []) + pod["containers"]:
+    if c.get("image") != "wharf":
+        problems.append(f"container {c['name']} runs image {c.get('image')!r}, not `wharf` (the name kustomization maps)")
+    if (c.get("command") or [None])[0] != binary:
+        problems.append(f"container {c['name']} runs {c.get('command')}, not {binary}")
+node = [c for c in pod["containers"] if c["name"] == "wharf"][0]
+if not ports or {p["containerPort"] for p in node.get("ports", [])} != ports:
+    problems.append(f"the node's ports are not the image's {sorted(ports)}")
+mounted = {m["mountPath"] for m in node.get("volumeMounts", [])}
+if not volumes or not volumes <= mounted:
+    problems.append(f"the image's volumes {sorted(volumes)} are not all mounted ({sorted(mounted)})")
+print("\n".join(problems))
+sys.exit(1 if problems else 0)
+PYEOF
+then
+  pass "the image the manifests name (scripts/image.sh)"
+else
+  fail "the image the manifests name (scripts/image.sh)" "$(tr '\n' ';' <"$TMP/image.out" | cut -c1-400)"
 fi
 
 echo "kubernetes: $PASSED passed, $FAILED failed"

@@ -37,6 +37,15 @@ declare -a WANT=(
   "socat:socat"
   "openssl:openssl"
   "systemd-analyze:systemd"
+  # tests/e2e/clients.sh: containerd (ctr) and buildah as real clients;
+  # tests/e2e/image.sh: podman runs Wharf's image with runc where crun
+  # cannot (podman pulls in only one of the two).
+  "containerd:containerd"
+  "buildah:buildah"
+  "runc:runc"
+  # scripts/image.sh strips the binary's debug info and ships the CA bundle.
+  "strip:binutils"
+  "update-ca-certificates:ca-certificates"
 )
 # Rootless podman needs subordinate id mapping and a FUSE overlay; as root
 # (how CI runs) the tests use the vfs driver and need neither.
@@ -54,6 +63,12 @@ for pair in "${WANT[@]}"; do
   fi
   missing_pkgs+=("$pkg")
 done
+
+# The virtual environments below need venv and ensurepip, which Debian
+# ships apart from python3.
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  missing_pkgs+=(python3-venv)
+fi
 
 installed=()
 if [ "${#missing_pkgs[@]}" -gt 0 ]; then
@@ -110,6 +125,16 @@ if [ "$("$KV_DIR/bin/kubernetes-validate" --version 2>/dev/null)" != "$KV_VERSIO
   python3 -m venv --clear "$KV_DIR"
   "$KV_DIR/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KV_VERSION"
   installed+=("kubernetes-validate==$KV_VERSION")
+fi
+
+# The ORAS Python SDK (PyPI `oras`), the ORAS client of tests/e2e/clients.sh,
+# likewise in a pinned virtual environment of its own.
+ORAS_VERSION=0.2.43
+ORAS_DIR=${WHARF_TOOLS_DIR:-$HOME/.local/share/wharf-tools}/oras
+if [ "$("$ORAS_DIR/bin/python" -c 'import importlib.metadata as m; print(m.version("oras"))' 2>/dev/null)" != "$ORAS_VERSION" ]; then
+  python3 -m venv --clear "$ORAS_DIR"
+  "$ORAS_DIR/bin/pip" install --quiet --disable-pip-version-check "oras==$ORAS_VERSION"
+  installed+=("oras==$ORAS_VERSION")
 fi
 
 if [ "${#installed[@]}" -gt 0 ]; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests of Wharf with real clients (skopeo, umoci, curl, podman,
-# docker) against a real `wharf serve` process on loopback.
+# docker, containerd, buildah, ORAS) against a real `wharf serve` process on
+# loopback.
 #
 #   WHARF_BIN=target/release/wharf bash tests/e2e/run.sh
 #
@@ -15,7 +16,13 @@
 #                           (every case but the ones below), `tls` (real clients
 #                           over TLS), `gc-race-single-node`, `gc-crash-mid-pass`,
 #                           `gc-real-clients`, `nginx` (deploy/nginx/wharf.conf in a
-#                           real nginx in front of a token-mode node, skopeo through it) [all]
+#                           real nginx in front of a token-mode node, skopeo through it),
+#                           `clients` (containerd's ctr, buildah and the ORAS SDK,
+#                           plain HTTP and TLS: tests/e2e/clients.sh), `image`
+#                           (Wharf's own image from scripts/image.sh, pushed,
+#                           pulled back and run by podman: tests/e2e/image.sh) [all]
+#   WHARF_E2E_IMAGE_PORT    the image group's container registry port; the admin
+#                           port is the next one [16530]
 #   WHARF_E2E_NGINX_PORT    the nginx group's TLS port [16520]
 #
 # Build first: cargo build --release -p wharf -p wharf-load
@@ -40,6 +47,7 @@ GC_PID=
 DOCKERD_PID=
 WATCHDOG_PID=
 REG=
+REFS= # the layout's refs.json, once case_fixture_layout made it
 DONE=0
 
 SUITE=e2e
@@ -52,6 +60,8 @@ cleanup() {
   stop_secure_wharf
   stop_tls_wharf
   stop_nginx_group
+  stop_clients_group
+  stop_image_group
   stop_pid "$WHARF_PID" 10
   WHARF_PID=
   stop_pid "$GC_PID" 10
@@ -167,6 +177,41 @@ start_wharf() {
     sleep 0.1
   done
   die "GET http://$REG/v2/ did not answer 200 within 5s"
+}
+
+# start_node NAME [FLAGS...]: another plain-HTTP wharf on loopback, with its
+# data in $TMP/NAME-data and its log in $LOGS/NAME-wharf.out; sets NODE_PID
+# and NODE_REG (the caller keeps them and stops the node).
+start_node() {
+  local name=$1 addr_file=$TMP/$1.addr i
+  shift
+  NODE_PID=
+  NODE_REG=
+  [ -x "$WHARF_BIN" ] || die "WHARF_BIN=$WHARF_BIN is not an executable" || return 1
+  rm -f "$addr_file"
+  "$WHARF_BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$TMP/$name-data" \
+    --addr-file "$addr_file" --log "${WHARF_E2E_LOG:-info}" "$@" >>"$LOGS/$name-wharf.out" 2>&1 3>&- 4>&- &
+  NODE_PID=$!
+  for ((i = 0; i < 150; i++)); do
+    [ -s "$addr_file" ] && break
+    kill -0 "$NODE_PID" 2>/dev/null || {
+      tail -n 20 "$LOGS/$name-wharf.out"
+      NODE_PID=
+      die "wharf ($name) exited during start-up"
+      return 1
+    }
+    sleep 0.1
+  done
+  NODE_REG=$(tr -d '[:space:]' <"$addr_file" 2>/dev/null)
+  [ -n "$NODE_REG" ] || die "no address from wharf ($name) after 15s" || return 1
+  for ((i = 0; i < 50; i++)); do
+    [ "$(http_code GET "http://$NODE_REG/v2/")" = 200 ] && {
+      echo "wharf ($name) pid $NODE_PID listening on $NODE_REG"
+      return 0
+    }
+    sleep 0.1
+  done
+  die "GET http://$NODE_REG/v2/ ($name) did not answer 200 within 5s"
 }
 
 case_api_base() {
@@ -598,6 +643,10 @@ source "$HERE/gc.sh"
 source "$HERE/tls.sh"
 # shellcheck source=nginx.sh
 source "$HERE/nginx.sh"
+# shellcheck source=clients.sh
+source "$HERE/clients.sh"
+# shellcheck source=image.sh
+source "$HERE/image.sh"
 
 # ---------------------------------------------------------------- main
 
@@ -689,6 +738,8 @@ for gc_case in gc-race-single-node gc-crash-mid-pass gc-real-clients; do
   GC_PID=
 done
 selected nginx && nginx_cases
+selected clients && clients_cases
+selected image && image_cases
 
 DONE=1
 summary
