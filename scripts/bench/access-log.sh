@@ -12,6 +12,9 @@
 #                   rotating; medians are reported
 #   WRK_SECS=10     duration of each wrk load
 #   WHARF_BIN=target/release/wharf   (`cargo build --release -p wharf`)
+#   BASELINE_BIN=PATH  another wharf binary (e.g. one built from an earlier
+#                   commit) run in modes text-base and json-base beside the
+#                   others, for a before/after in the same run
 #   KEEP=1          keep the work dir (data, logs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,6 +25,7 @@ WRK_SECS=${WRK_SECS:-10}
 WHARF_BIN=${WHARF_BIN:-$ROOT/target/release/wharf}
 OCI_MT=application/vnd.oci.image.manifest.v1+json
 MODES="off text json"
+[ -n "${BASELINE_BIN:-}" ] && MODES="$MODES text-base json-base"
 
 W=$(mktemp -d /tmp/wharf-access-bench.XXXXXX)
 RUN=$W
@@ -43,15 +47,17 @@ cleanup() {
 trap cleanup EXIT
 
 start() { # mode
-  local m=$1 args=()
+  local m=$1 args=() bin=$WHARF_BIN
   case $m in
     off) args=(--access-log off) ;;
     text) args=() ;;
     json) args=(--log-format json) ;;
+    text-base) bin=$BASELINE_BIN args=() ;;
+    json-base) bin=$BASELINE_BIN args=(--log-format json) ;;
   esac
   mkdir -p "$W/$m"
-  "$WHARF_BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    --addr-file "$W/$m/addr" --data-dir "$W/$m/data" --log info "${args[@]}" \
+  "$bin" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+    --addr-file "$W/$m/addr" --admin-addr-file "$W/$m/admin-addr" --data-dir "$W/$m/data" --log info "${args[@]}" \
     2>"$W/$m/log" >/dev/null &
   PID[$m]=$!
   local i
@@ -73,7 +79,7 @@ push_manifest() { # addr: a config blob and a manifest naming it, tagged 1
 }
 
 for m in $MODES; do start "$m"; push_manifest "${ADDR[$m]}"; done
-log "nodes: off ${ADDR[off]}, text ${ADDR[text]}, json ${ADDR[json]}"
+log "nodes: $(for m in $MODES; do printf '%s %s  ' "$m" "${ADDR[$m]}"; done)"
 
 # One warm-up second each, then the rounds.
 for m in $MODES; do
@@ -83,8 +89,8 @@ done
 : >"$W/results.tsv"
 order=($MODES)
 for r in $(seq 1 "$ROUNDS"); do
-  for i in 0 1 2; do
-    m=${order[$(((i + r) % 3))]}
+  for ((i = 0; i < ${#order[@]}; i++)); do
+    m=${order[$(((i + r) % ${#order[@]}))]}
     before=$(stat -c %s "$W/$m/log")
     line=$(WRK_METHOD=GET WRK_ACCEPT=$OCI_MT timeout $((WRK_SECS + 30)) wrk -t2 -c64 -d"${WRK_SECS}s" \
       --timeout 5s --latency -s "$BENCH/wrk.lua" "http://${ADDR[$m]}/v2/bench/app/manifests/1" | grep WRKRESULT)
@@ -115,6 +121,10 @@ for m in $MODES; do
   echo "| $m | $rps | $rel | $p99ms | $bpr |"
 done
 echo
+for m in $MODES; do
+  dropped=$(curl -sf "http://$(cat "$W/$m/admin-addr")/metrics" | awk '$1 == "wharf_log_lines_dropped_total" { print $2 }')
+  echo "$m: access-log lines dropped (wharf_log_lines_dropped_total): ${dropped:--}"
+done
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at the end; $(nproc) cores; wrk -t2 -c64 -d${WRK_SECS}s"
 [ -s "$FAILS" ] && { log "failures: $(cat "$FAILS")"; exit 1; }
 exit 0

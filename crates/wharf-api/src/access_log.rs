@@ -20,7 +20,9 @@
 //! `--log` filter that leaves out `wharf::access`) only the request id is
 //! made and returned. Otherwise each request costs a few small allocations
 //! (the path, the log record, a body wrapper) and the formatting of one
-//! event (docs/benchmarks.md, "Access log").
+//! event; the `wharf` binary queues the formatted line to a writer thread
+//! of its own, so the request never waits on the write (docs/benchmarks.md,
+//! "Access log").
 
 use std::fmt::Write as _;
 use std::future::Future;

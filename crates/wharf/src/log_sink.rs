@@ -13,7 +13,9 @@
 //!
 //! Lines are formatted on the thread that logs (tracing-subscriber's
 //! formatter); only the write moves. The order of lines is the order they
-//! were queued.
+//! were queued. The writer polls every [`IDLE`] rather than sleep on the
+//! queue, so queuing a line is a lock-free push that wakes nobody; a line
+//! reaches stderr at most that long after it was logged.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -61,29 +63,53 @@ pub fn flush(within: Duration) {
     }
 }
 
-/// The writer thread: takes what is queued, writes it in one go.
+/// How long the writer thread sleeps when the queue is empty. It polls
+/// rather than waits on the queue, so that queuing a line never has to
+/// wake it: a sleeping receiver would cost every line a futex wake-up and
+/// a context switch, more than the write it saves.
+const IDLE: Duration = Duration::from_millis(10);
+
+/// The writer thread: takes everything queued, writes it in one go; sleeps
+/// [`IDLE`] when there is nothing; ends when every sender is gone.
 fn write_loop(rx: Receiver<Item>, mut out: impl std::io::Write) {
     let mut batch = Vec::with_capacity(64 * 1024);
     let mut told = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(item) = next {
-            match item {
-                Item::Line(l) => batch.extend_from_slice(&l),
-                Item::Flush(t) => told.push(t),
+    loop {
+        // Why the draining stopped: the queue empty, or every sender gone;
+        // neither at the batch limit, when more is waiting.
+        let mut empty = false;
+        let mut gone = false;
+        while batch.len() < 1024 * 1024 {
+            match rx.try_recv() {
+                Ok(Item::Line(l)) => batch.extend_from_slice(&l),
+                Ok(Item::Flush(t)) => told.push(t),
+                Err(mpsc::TryRecvError::Empty) => {
+                    empty = true;
+                    break;
+                }
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    gone = true;
+                    break;
+                }
             }
-            next = if batch.len() < 1024 * 1024 {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
         }
-        // A write error (stderr closed) is nowhere to be reported.
-        let _ = out.write_all(&batch);
-        let _ = out.flush();
-        batch.clear();
+        if !batch.is_empty() {
+            // A write error (stderr closed) is nowhere to be reported.
+            let _ = out.write_all(&batch);
+            let _ = out.flush();
+            batch.clear();
+        }
         for t in told.drain(..) {
             let _ = t.send(());
+        }
+        if gone {
+            return;
+        }
+        if batch.capacity() > 4 * 1024 * 1024 {
+            batch = Vec::with_capacity(64 * 1024);
+        }
+        if empty {
+            std::thread::sleep(IDLE);
         }
     }
 }
