@@ -59,6 +59,9 @@ pub struct AdminApi {
     /// Whose passwords the registry port checks (for unlocking accounts);
     /// `None` with `--auth none`.
     registry_logins: Option<Arc<crate::auth::Users>>,
+    /// The registry port's notifier, whose counters the notification
+    /// routes show; `None`: shown as none.
+    pub(crate) notifier: Option<wharf_notify::Notifier>,
 }
 
 impl AdminApi {
@@ -70,7 +73,15 @@ impl AdminApi {
             registry: None,
             traffic: None,
             registry_logins: None,
+            notifier: None,
         }
+    }
+
+    /// Shows the delivery counters of `notifier` (the registry port's)
+    /// with each tenant's notification endpoints.
+    pub fn with_notifier(mut self, notifier: Option<wharf_notify::Notifier>) -> AdminApi {
+        self.notifier = notifier;
+        self
     }
 
     /// Serves `POST /admin/v1/logins/unlock` over `users`, the registry
@@ -134,6 +145,7 @@ pub fn admin_api_router(api: Arc<AdminApi>) -> Router {
         .merge(crate::admin_retention::routes())
         .merge(crate::admin_fence::routes())
         .merge(crate::admin_move::routes())
+        .merge(crate::admin_notify::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(api.clone(), require_token))
         .with_state(api)
@@ -217,7 +229,7 @@ pub(crate) fn answer(status: StatusCode, v: Value) -> Answer {
 
 /// A view as JSON, with `*_unix` times turned into RFC 3339 (`created`,
 /// `expires`).
-fn view(v: impl serde::Serialize) -> Value {
+pub(crate) fn view(v: impl serde::Serialize) -> Value {
     let mut v = serde_json::to_value(v).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut v {
         for (from, to) in [("created_unix", "created"), ("expires_unix", "expires")] {
