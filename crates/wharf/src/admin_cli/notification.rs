@@ -30,9 +30,10 @@ pub(super) enum NotificationCommand {
         tenant: String,
         /// The webhook's id within the tenant (1 to 32 of a-z, 0-9, -).
         id: String,
-        /// Where events are POSTed: http:// or https://.
-        #[arg(long, value_name = "URL", value_parser = parse_url)]
-        url: String,
+        /// Where events are POSTed: http:// or https://. (Not `url`: that
+        /// is `wharf admin --url`, the admin port, in clap's ids.)
+        #[arg(value_name = "URL", value_parser = parse_url)]
+        webhook_url: String,
         /// File whose first line is the signing secret (16 to 256 visible
         /// ASCII characters).
         #[arg(long, value_name = "FILE")]
@@ -95,13 +96,13 @@ impl NotificationCommand {
             NotificationCommand::Set {
                 tenant,
                 id,
-                url,
+                webhook_url,
                 secret_file: _,
                 pulls,
                 secret_only,
             } => {
                 let mut body = Map::new();
-                body.insert("url".into(), json!(url));
+                body.insert("url".into(), json!(webhook_url));
                 if let Some(s) = secret {
                     body.insert("secret".into(), json!(s));
                 }
@@ -163,7 +164,6 @@ mod tests {
                 "set",
                 "acme",
                 "ci",
-                "--url",
                 "https://hooks.example/x?t=1",
             ],
             None,
@@ -179,7 +179,6 @@ mod tests {
                 "set",
                 "acme",
                 "ci",
-                "--url",
                 "http://127.0.0.1:9/h",
                 "--pulls",
                 "--secret-only",
@@ -189,7 +188,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.body,
-            Some(json!({"url": "http://127.0.0.1:9/h", "secret": "0123456789abcdef", "pulls": true}))
+            Some(
+                json!({"url": "http://127.0.0.1:9/h", "secret": "0123456789abcdef", "pulls": true})
+            )
         );
         assert_eq!(c.print, Print::Secret);
         let c = call_with(
@@ -198,7 +199,6 @@ mod tests {
                 "set",
                 "acme",
                 "ci",
-                "--url",
                 "http://x/",
                 "--pulls",
                 "false",
@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn bad_urls_ids_and_secrets_are_refused_before_anything_is_sent() {
-        let e = refused(&["notification", "set", "acme", "ci", "--url", "ftp://x/"]);
+        let e = refused(&["notification", "set", "acme", "ci", "ftp://x/"]);
         assert!(e.contains("http:// or https://"), "{e}");
         refused(&["notification", "set", "acme", "ci"]);
         // A secret is never an argument.
@@ -242,7 +242,6 @@ mod tests {
             "set",
             "acme",
             "ci",
-            "--url",
             "http://x/",
             "--secret",
             "0123456789abcdef",
@@ -261,7 +260,6 @@ mod tests {
             "set",
             "acme",
             "ci",
-            "--url",
             "http://x/",
             "--secret-file",
             file.to_str().unwrap(),
