@@ -1,6 +1,8 @@
-//! The admin API: tenants, users, robot accounts, quotas and usage, as JSON
-//! over HTTP under `/admin/v1` on the admin port (described by
-//! `docs/admin-api.yaml`; `wharf admin …` is its command-line client).
+//! The admin API: tenants, users, robot accounts, quotas and usage (and,
+//! in modules of their own, retention, fences, tenant moves and a
+//! tenant's webhooks, `admin_notify`), as JSON over HTTP under `/admin/v1`
+//! on the admin port (described by `docs/admin-api.yaml`; `wharf admin …`
+//! is its command-line client).
 //!
 //! Owns: the admin routes, checking the operator's admin token, reading
 //! request JSON into the directory's input types, and shaping answers

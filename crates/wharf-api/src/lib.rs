@@ -15,6 +15,11 @@
 //! token endpoint (`/auth/token`, outside `/v2/`) is routed here too, in
 //! the admin class.
 //!
+//! Events of manifest pushes, tag moves, deletes and pulls are made by the
+//! manifest handlers from what the registry did and queued after the
+//! response is made (`events`, over `wharf_notify`): a webhook never holds
+//! a request up.
+//!
 //! [`app`] builds the router from state; [`serve`] runs it on a listener the
 //! caller bound, until the caller's shutdown future resolves, so tests bind
 //! `127.0.0.1:0` and hand the listener in.

@@ -406,8 +406,16 @@ fn assert_event(e: &Value, expected: Value) {
         time.len() == 24 && time.ends_with('Z') && &time[10..11] == "T" && &time[19..20] == ".",
         "RFC 3339 with milliseconds: {time}"
     );
-    let now = wharf_notify::event::rfc3339_millis(std::time::SystemTime::now());
-    assert_eq!(&time[..15], &now[..15], "{time} is about now ({now})");
+    // Fixed width, so the text orders as the time does.
+    let now = std::time::SystemTime::now();
+    let (earliest, latest) = (
+        wharf_notify::event::rfc3339_millis(now - Duration::from_secs(60)),
+        wharf_notify::event::rfc3339_millis(now + Duration::from_secs(1)),
+    );
+    assert!(
+        earliest.as_str() <= time && time <= latest.as_str(),
+        "{time} is within the last minute ({earliest} to {latest})"
+    );
     for (k, v) in expected.as_object().unwrap() {
         assert_eq!(&e[k], v, "{k} of {e}");
     }
