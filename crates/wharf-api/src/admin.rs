@@ -54,6 +54,8 @@ pub struct NodeState {
     pub build: Option<BuildInfo>,
     /// Per-tenant traffic, fences and stored bytes (`wharf_tenant_*`).
     pub tenants: Option<Arc<crate::tenant_traffic::TenantTraffic>>,
+    /// Event notification queues and deliveries (`wharf_notify_*`).
+    pub notify: Option<wharf_notify::Notifier>,
     /// Dependencies not yet reached at start: the node is not ready until
     /// each has answered once. Only the start fills it; a dependency that
     /// fails later is the guards' business (a node that was ready keeps
@@ -138,6 +140,7 @@ impl NodeState {
             gc: None,
             build: None,
             tenants: None,
+            notify: None,
             start: Arc::new(StartGate::default()),
         }
     }
@@ -187,6 +190,9 @@ impl NodeState {
         }
         if let Some(tenants) = &self.tenants {
             tenants.render(&mut out);
+        }
+        if let Some(notify) = &self.notify {
+            notify.render(&mut out);
         }
         out.gauge(
             "wharf_ready",

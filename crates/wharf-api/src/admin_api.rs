@@ -1,6 +1,8 @@
-//! The admin API: tenants, users, robot accounts, quotas and usage, as JSON
-//! over HTTP under `/admin/v1` on the admin port (described by
-//! `docs/admin-api.yaml`; `wharf admin …` is its command-line client).
+//! The admin API: tenants, users, robot accounts, quotas and usage (and,
+//! in modules of their own, retention, fences, tenant moves and a
+//! tenant's webhooks, `admin_notify`), as JSON over HTTP under `/admin/v1`
+//! on the admin port (described by `docs/admin-api.yaml`; `wharf admin …`
+//! is its command-line client).
 //!
 //! Owns: the admin routes, checking the operator's admin token, reading
 //! request JSON into the directory's input types, and shaping answers
@@ -59,6 +61,9 @@ pub struct AdminApi {
     /// Whose passwords the registry port checks (for unlocking accounts);
     /// `None` with `--auth none`.
     registry_logins: Option<Arc<crate::auth::Users>>,
+    /// The registry port's notifier, whose counters the notification
+    /// routes show; `None`: shown as none.
+    pub(crate) notifier: Option<wharf_notify::Notifier>,
 }
 
 impl AdminApi {
@@ -70,7 +75,15 @@ impl AdminApi {
             registry: None,
             traffic: None,
             registry_logins: None,
+            notifier: None,
         }
+    }
+
+    /// Shows the delivery counters of `notifier` (the registry port's)
+    /// with each tenant's notification endpoints.
+    pub fn with_notifier(mut self, notifier: Option<wharf_notify::Notifier>) -> AdminApi {
+        self.notifier = notifier;
+        self
     }
 
     /// Serves `POST /admin/v1/logins/unlock` over `users`, the registry
@@ -134,6 +147,7 @@ pub fn admin_api_router(api: Arc<AdminApi>) -> Router {
         .merge(crate::admin_retention::routes())
         .merge(crate::admin_fence::routes())
         .merge(crate::admin_move::routes())
+        .merge(crate::admin_notify::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(api.clone(), require_token))
         .with_state(api)
@@ -217,7 +231,7 @@ pub(crate) fn answer(status: StatusCode, v: Value) -> Answer {
 
 /// A view as JSON, with `*_unix` times turned into RFC 3339 (`created`,
 /// `expires`).
-fn view(v: impl serde::Serialize) -> Value {
+pub(crate) fn view(v: impl serde::Serialize) -> Value {
     let mut v = serde_json::to_value(v).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut v {
         for (from, to) in [("created_unix", "created"), ("expires_unix", "expires")] {

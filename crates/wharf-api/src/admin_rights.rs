@@ -17,8 +17,8 @@
 //! for a route, a tenant or a right the account does not have).
 //!
 //! Must never: let a tenant account reach any other route (tenants, users,
-//! robots, quotas, rules, retention, fences, exports, blobs, garbage
-//! collection are the operator's); let it act on another tenant; let it
+//! robots, quotas, rules, retention, webhooks, fences, exports, blobs,
+//! garbage collection are the operator's); let it act on another tenant; let it
 //! remove a tag an immutable-tag rule protects (only the operator lifts a
 //! rule, so only the operator purges what one guards); or check a password
 //! other than through the registry's own login path (bcrypt off the

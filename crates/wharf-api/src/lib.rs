@@ -15,6 +15,11 @@
 //! token endpoint (`/auth/token`, outside `/v2/`) is routed here too, in
 //! the admin class.
 //!
+//! Events of manifest pushes, tag moves, deletes and pulls are made by the
+//! manifest handlers from what the registry did and queued after the
+//! response is made (`events`, over `wharf_notify`): a webhook never holds
+//! a request up.
+//!
 //! [`app`] builds the router from state; [`serve`] runs it on a listener the
 //! caller bound, until the caller's shutdown future resolves, so tests bind
 //! `127.0.0.1:0` and hand the listener in.
@@ -44,6 +49,7 @@ pub mod admin;
 pub mod admin_api;
 mod admin_fence;
 mod admin_move;
+mod admin_notify;
 mod admin_retention;
 mod admin_rights;
 pub mod auth;
@@ -51,6 +57,7 @@ mod blobs;
 mod body;
 pub mod caller;
 pub mod error;
+mod events;
 pub mod gc_api;
 mod headers;
 mod manifests;
@@ -86,6 +93,10 @@ pub struct AppState {
     /// Per-tenant counters and the write fence (build it over the same
     /// directory; the default counts and fences nothing).
     pub traffic: Arc<tenant_traffic::TenantTraffic>,
+    /// Where events of pushes, tag moves, deletes and pulls go (the
+    /// node's endpoints, and each tenant's from the directory); `None`:
+    /// no events are made.
+    pub notifier: Option<wharf_notify::Notifier>,
 }
 
 impl AppState {
@@ -101,6 +112,7 @@ impl AppState {
             token_service: None,
             directory: None,
             traffic: Arc::new(tenant_traffic::TenantTraffic::default()),
+            notifier: None,
         }
     }
 }
@@ -140,6 +152,8 @@ pub(crate) struct Req {
     pub headers: HeaderMap,
     /// Who sent it, as authentication verified.
     pub caller: caller::Caller,
+    /// Its `X-Request-Id` (set by the access log layer, when present).
+    pub request_id: Option<String>,
 }
 
 /// What admission and metrics need to know about a request.
@@ -259,11 +273,16 @@ async fn answer(
             return resp;
         }
     };
+    let request_id = parts
+        .extensions
+        .get::<access_log::RequestId>()
+        .map(|id| id.as_str().to_string());
     let mut req = Req {
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
         caller: caller::Caller::default(),
+        request_id,
     };
     let token_service = match &state.token_service {
         Some(t) if req.uri.path() == auth::TOKEN_PATH => Some(t.clone()),
@@ -384,7 +403,10 @@ async fn answer(
             error::error_response(&routes::refusal(req.uri.path(), &req.method, e), head)
         }
     };
-    let response = finish(response);
+    let mut response = finish(response);
+    // The registry has done its part and the answer is made: its events
+    // are queued now, without waiting.
+    events::send(state, &mut response);
     state.metrics.observe(
         c.route,
         method_label(&req.method),
@@ -557,9 +579,9 @@ async fn route(state: &AppState, endpoint: Endpoint, req: &Req, body: Body) -> R
         E::Catalog if *m == Method::GET => tags::get_catalog(reg, req).await,
         E::Tags(repo) if *m == Method::GET => tags::get_tags(reg, &repo, req).await,
         E::Manifest(repo, r) => match *m {
-            Method::GET | Method::HEAD => manifests::get_manifest(reg, &repo, &r, req).await,
+            Method::GET | Method::HEAD => manifests::get_manifest(state, &repo, &r, req).await,
             Method::PUT => manifests::put_manifest(state, &repo, &r, req, body).await,
-            Method::DELETE => manifests::delete_manifest(reg, &repo, &r).await,
+            Method::DELETE => manifests::delete_manifest(state, &repo, &r, req).await,
             _ => not_allowed(req),
         },
         E::Blob(repo, d) => match *m {

@@ -6,9 +6,10 @@ use axum::response::Response;
 use bytes::BytesMut;
 use futures_util::{StreamExt, TryStreamExt};
 use wharf_core::{media, Reference, RegistryError, RepoName};
-use wharf_registry::Registry;
+use wharf_notify::Action;
 
 use crate::body::RateChecked;
+use crate::events;
 use crate::headers::{self, set};
 use crate::{AppState, Req, Result};
 
@@ -30,9 +31,10 @@ fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
     !named_manifest_types
 }
 
-/// Serves a manifest's exact stored bytes (or, for `HEAD`, its headers).
-pub async fn get_manifest(reg: &Registry, repo: &RepoName, r: &Reference, req: &Req) -> Result {
-    let m = reg.get_manifest(repo, r).await?;
+/// Serves a manifest's exact stored bytes (or, for `HEAD`, its headers);
+/// a `GET` is a `manifest.pull` event for endpoints that asked for pulls.
+pub async fn get_manifest(state: &AppState, repo: &RepoName, r: &Reference, req: &Req) -> Result {
+    let m = state.registry.get_manifest(repo, r).await?;
     if !accepts(&req.headers, &m.media_type) {
         return Err(RegistryError::ManifestUnknown(format!(
             "{repo} {r} is a {} and the request's Accept header does not include it",
@@ -50,12 +52,20 @@ pub async fn get_manifest(reg: &Registry, repo: &RepoName, r: &Reference, req: &
     resp.headers_mut()
         .insert(axum::http::header::CONTENT_LENGTH, len.into());
     set(&mut resp, "etag", format!("\"{digest}\""));
+    if req.method == Method::GET && events::listening(state, repo, Action::ManifestPull) {
+        let mut e = events::event(state, req, Action::ManifestPull, repo, r);
+        e.digest = Some(digest.clone());
+        e.media_type = Some(m.media_type.clone());
+        e.size = Some(len as u64);
+        events::attach(&mut resp, vec![e]);
+    }
     set(&mut resp, "docker-content-digest", digest);
     Ok(resp)
 }
 
 /// Stores a manifest: `201` with `Location`, its digest, and `OCI-Subject`
-/// when it refers to another manifest.
+/// when it refers to another manifest. A `manifest.push` event, and a
+/// `tag.move` when a push by tag moved the tag.
 pub async fn put_manifest(
     state: &AppState,
     repo: &RepoName,
@@ -89,6 +99,17 @@ pub async fn put_manifest(
     }
     let bytes = buf.freeze();
     let reg = &state.registry;
+    // Where the tag pointed before, to tell a move from a first push:
+    // read only when someone listens, and an event is no reason to fail
+    // the push.
+    let listening = events::listening(state, repo, Action::ManifestPush);
+    let previous = match r {
+        Reference::Tag(t) if listening => reg.tag_target(repo, t).await.unwrap_or_else(|e| {
+            tracing::debug!(%repo, tag = %t, error = %e, "tag not read for its event");
+            None
+        }),
+        _ => None,
+    };
     let content_type = headers::get(&req.headers, "content-type");
     let out = reg.put_manifest(repo, r, content_type, bytes).await?;
     let mut resp = headers::empty(201);
@@ -98,16 +119,65 @@ pub async fn put_manifest(
         format!("/v2/{repo}/manifests/{}", out.digest),
     );
     set(&mut resp, "docker-content-digest", out.digest.to_string());
-    if let Some(subject) = out.subject {
+    if let Some(subject) = &out.subject {
         set(&mut resp, "oci-subject", subject.to_string());
+    }
+    if listening {
+        let described = |action| {
+            let mut e = events::event(state, req, action, repo, r);
+            e.digest = Some(out.digest.to_string());
+            e.media_type = Some(out.media_type.clone());
+            e.size = Some(out.size);
+            e
+        };
+        let mut made = vec![described(Action::ManifestPush)];
+        if let Some(previous) = previous.filter(|p| *p != out.digest) {
+            let mut moved = described(Action::TagMove);
+            moved.previous_digest = Some(previous.to_string());
+            made.push(moved);
+        }
+        events::attach(&mut resp, made);
     }
     Ok(resp)
 }
 
-/// Deletes a tag, or a manifest by digest: `202`.
-pub async fn delete_manifest(reg: &Registry, repo: &RepoName, r: &Reference) -> Result {
+/// Deletes a tag, or a manifest by digest: `202`, and a `tag.delete` or
+/// `manifest.delete` event describing what was deleted.
+pub async fn delete_manifest(
+    state: &AppState,
+    repo: &RepoName,
+    r: &Reference,
+    req: &Req,
+) -> Result {
+    let reg = &state.registry;
+    let action = match r {
+        Reference::Tag(_) => Action::TagDelete,
+        Reference::Digest(_) => Action::ManifestDelete,
+    };
+    // What is about to go, for the event: read only when someone listens,
+    // and no reason to fail the delete.
+    let listening = events::listening(state, repo, action);
+    let before = match listening {
+        true => reg.describe_manifest(repo, r).await.unwrap_or_else(|e| {
+            tracing::debug!(%repo, reference = %r, error = %e, "manifest not read for its event");
+            None
+        }),
+        false => None,
+    };
     reg.delete_manifest(repo, r).await?;
-    Ok(headers::empty(202))
+    let mut resp = headers::empty(202);
+    if listening {
+        let mut e = events::event(state, req, action, repo, r);
+        e.digest = match (r, &before) {
+            (_, Some(b)) => Some(b.digest.to_string()),
+            (Reference::Digest(d), None) => Some(d.to_string()),
+            (Reference::Tag(_), None) => None,
+        };
+        e.media_type = before.as_ref().map(|b| b.media_type.clone());
+        e.size = before.as_ref().map(|b| b.size);
+        events::attach(&mut resp, vec![e]);
+    }
+    Ok(resp)
 }
 
 #[cfg(test)]

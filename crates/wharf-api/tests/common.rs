@@ -55,7 +55,19 @@ impl Server {
         registry: Registry,
         configure: impl FnOnce(&mut wharf_api::AppState),
     ) -> Server {
-        let mut s = Server::start_registry(stores.dir.path(), registry, configure).await;
+        let mut s = Server::start_registry(stores.dir.path(), registry, configure, false).await;
+        s._dir = Some(stores.dir);
+        s
+    }
+
+    /// [`Server::start_over`], with request ids (the access log layer,
+    /// writing no lines) as the binary has them.
+    pub async fn start_over_with_ids(
+        stores: Stores,
+        registry: Registry,
+        configure: impl FnOnce(&mut wharf_api::AppState),
+    ) -> Server {
+        let mut s = Server::start_registry(stores.dir.path(), registry, configure, true).await;
         s._dir = Some(stores.dir);
         s
     }
@@ -67,21 +79,28 @@ impl Server {
         let blobs = FsStore::open(data).await.unwrap();
         let meta = EmbeddedStore::open(data.join("meta.redb")).unwrap();
         let registry = Registry::new(Arc::new(blobs), Arc::new(meta), RegistryConfig::default());
-        Server::start_registry(data, registry, configure).await
+        Server::start_registry(data, registry, configure, false).await
     }
 
     async fn start_registry(
         data: &Path,
         registry: Registry,
         configure: impl FnOnce(&mut wharf_api::AppState),
+        ids: bool,
     ) -> Server {
         let mut state = wharf_api::AppState::new(registry);
         configure(&mut state);
+        let app = match ids {
+            true => {
+                wharf_api::app_with(state).layer(wharf_api::access_log::AccessLogLayer::ids_only())
+            }
+            false => wharf_api::app_with(state),
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            wharf_api::serve(listener, wharf_api::app_with(state), async {
+            wharf_api::serve(listener, app, async {
                 let _ = rx.await;
             })
             .await

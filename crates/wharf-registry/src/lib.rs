@@ -37,7 +37,7 @@ pub mod retention;
 pub mod uploads;
 
 pub use blobs::{BlobRead, ByteRange};
-pub use manifests::{PutOutcome, StoredManifest};
+pub use manifests::{ManifestSummary, PutOutcome, StoredManifest};
 pub use wharf_storage::ByteStream;
 
 /// Tunables of the registry service.

@@ -32,6 +32,18 @@ pub struct PutOutcome {
     pub digest: Digest,
     /// The subject it refers to, echoed as `OCI-Subject`.
     pub subject: Option<Digest>,
+    /// Its media type, as stored.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// What metadata records of a manifest, without its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestSummary {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
 }
 
 impl Registry {
@@ -228,11 +240,12 @@ impl Registry {
                 .tags
                 .put((repo.clone(), t.clone()), digest.clone());
         }
+        let size = bytes.len() as u64;
         self.inner.manifests.insert(
             repo,
             &digest,
             Cached {
-                media_type: manifest.media_type,
+                media_type: manifest.media_type.clone(),
                 bytes,
             },
         );
@@ -242,7 +255,49 @@ impl Registry {
         Ok(PutOutcome {
             digest,
             subject: record.subject,
+            media_type: manifest.media_type,
+            size,
         })
+    }
+
+    /// The manifest `tag` of `repo` points at, as metadata holds it now
+    /// (not this node's tag cache, which may be a TTL behind a move made
+    /// through another node); `None` if the tag does not exist. For
+    /// telling a push that moves a tag from one that creates it.
+    pub async fn tag_target(
+        &self,
+        repo: &RepoName,
+        tag: &wharf_core::Tag,
+    ) -> Result<Option<Digest>, RegistryError> {
+        self.meta().resolve_tag(repo, tag).await.map_err(meta_err)
+    }
+
+    /// What metadata records of the manifest `reference` names in `repo`
+    /// now (a tag resolved in metadata), without reading its bytes;
+    /// `None` if there is none. For describing a manifest about to be
+    /// deleted.
+    pub async fn describe_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestSummary>, RegistryError> {
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => match self.tag_target(repo, t).await? {
+                Some(d) => d,
+                None => return Ok(None),
+            },
+        };
+        let record = self
+            .meta()
+            .get_manifest(repo, &digest)
+            .await
+            .map_err(meta_err)?;
+        Ok(record.map(|r| ManifestSummary {
+            digest,
+            media_type: r.media_type,
+            size: r.size,
+        }))
     }
 
     /// What metadata records of manifest `manifest` (`digest`, `size`

@@ -44,6 +44,7 @@ use crate::snapshot::{Credential, Snapshot, SubjectStatus};
 use crate::validate::{self, clip, pattern_in_tenant};
 
 mod moving;
+mod notify;
 
 pub use moving::{AccountsImported, TenantExport};
 
@@ -553,9 +554,11 @@ impl Directory {
         let users = snap.users.values().filter(|u| u.tenant == name);
         let robots = snap.robots.values().filter(|r| r.tenant == name);
         let orphans = snap.orphans.iter().filter(|o| o.tenant == name);
+        let endpoints = snap.notify_records.iter().filter(|(_, r)| r.tenant == name);
         let doomed: Vec<(&str, &str)> = users
             .map(|u| (KIND_USER, u.name.as_str()))
             .chain(robots.map(|r| (KIND_ROBOT, r.name.as_str())))
+            .chain(endpoints.map(|(key, _)| (crate::notify::KIND_NOTIFY, key.as_str())))
             .chain(orphans.map(|o| (o.kind, o.key.as_str())))
             .collect();
         let retired: Vec<String> = snap

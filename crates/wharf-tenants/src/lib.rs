@@ -21,6 +21,9 @@
 //!   [`wharf_core::ImmutableTagSource`], implemented by [`Directory`]).
 //! - [`snapshot`]: one immutable, indexed version of the directory, the
 //!   [`Credential`] and grant lookups, and [`verify_password`].
+//! - [`notify`]: a tenant's notification endpoints (webhooks of its
+//!   events, `wharf_notify`): the stored record with its signing secret,
+//!   the view without it, and the limit per tenant.
 //! - [`directory`]: [`Directory`], which holds the current snapshot, loads
 //!   and refreshes it, and makes the admin mutations.
 //! - [`error`]: [`DirectoryError`], what every call can fail with.
@@ -32,7 +35,8 @@
 //! Must never: make a request wait on the metadata store (design invariant
 //! 3: every lookup answers from the in-memory snapshot, refreshed in the
 //! background, and kept when the store fails); put a password or secret
-//! hash into anything the admin API serializes (but the tenant-move export,
+//! hash or a notification endpoint's secret into anything the admin API
+//! serializes (but the tenant-move export,
 //! [`Directory::export_accounts`], which exists to recreate accounts
 //! identically on another cell), or print one in `Debug`;
 //! grant a user or robot anything outside its tenant; or know about HTTP
@@ -50,6 +54,7 @@ pub mod directory;
 pub mod error;
 pub mod immutable;
 pub mod model;
+pub mod notify;
 pub mod snapshot;
 pub mod validate;
 
@@ -62,6 +67,9 @@ pub use model::{
     Fence, NewTenant, QuotaPatch, Revoked, RobotView, Role, RoleBinding, RoleSpec, Tenant,
     TenantPatch, TenantQuota, Usage, UserView, DEFAULT_FENCE_RETRY_SECS, MAX_FENCE_LEASE_SECS,
     MAX_FENCE_RETRY_SECS, MIN_FENCE_LEASE_SECS, MIN_FENCE_RETRY_SECS,
+};
+pub use notify::{
+    GeneratedSecret, NotifyEndpointInput, NotifyEndpointView, KIND_NOTIFY, MAX_NOTIFY_ENDPOINTS,
 };
 pub use snapshot::{verify_password, Credential, SubjectStatus};
 

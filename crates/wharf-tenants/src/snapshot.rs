@@ -26,6 +26,7 @@ use crate::model::{
     DeletedTenant, Retired, Revocation, Robot, Tenant, User, KIND_DELETED_TENANT, KIND_RETIRED,
     KIND_REVOCATION, KIND_ROBOT, KIND_TENANT, KIND_USER, REVOCATION_ALL,
 };
+use crate::notify::{NotifyRecord, KIND_NOTIFY};
 use crate::validate::{self, pattern_in_tenant, split_host, ROBOT_SEPARATOR};
 
 /// What the node checks a password against. `Debug` never shows the hash.
@@ -141,6 +142,10 @@ pub(crate) struct Snapshot {
     /// Tenant → its retention policy, compiled (only tenants that have
     /// one whose rules still compile: they were checked when written).
     pub retention: HashMap<String, Arc<CompiledPolicy>>,
+    /// Notification endpoints of existing tenants, by key (`tenant/id`).
+    pub notify_records: HashMap<String, NotifyRecord>,
+    /// Tenant → where its events go (only tenants that have endpoints).
+    pub notify: HashMap<String, Arc<[Arc<wharf_notify::Target>]>>,
 }
 
 impl Snapshot {
@@ -151,6 +156,7 @@ impl Snapshot {
         };
         let mut users = Vec::new();
         let mut robots = Vec::new();
+        let mut endpoints = Vec::new();
         for rec in store.records {
             match rec.kind.as_str() {
                 KIND_TENANT => match serde_json::from_str::<Tenant>(&rec.value) {
@@ -192,6 +198,10 @@ impl Snapshot {
                     }
                     _ => skip(&rec.kind, &rec.key),
                 },
+                KIND_NOTIFY => match serde_json::from_str::<NotifyRecord>(&rec.value) {
+                    Ok(e) if NotifyRecord::key(&e.tenant, &e.id) == rec.key => endpoints.push(e),
+                    _ => skip(&rec.kind, &rec.key),
+                },
                 other => tracing::debug!(kind = other, "ignoring unknown directory record kind"),
             }
         }
@@ -229,6 +239,36 @@ impl Snapshot {
                 .retain(|g| keep_inside(&g.pattern, &tenant, KIND_ROBOT, &r.name));
             snap.robots.insert(r.name.clone(), r);
         }
+        let mut targets: HashMap<String, Vec<Arc<wharf_notify::Target>>> = HashMap::new();
+        endpoints.sort_by(|a, b| (&a.tenant, &a.id).cmp(&(&b.tenant, &b.id)));
+        for e in endpoints {
+            let key = NotifyRecord::key(&e.tenant, &e.id);
+            if !snap.tenants.contains_key(&e.tenant) {
+                snap.orphans.push(Orphan {
+                    kind: KIND_NOTIFY,
+                    key,
+                    tenant: e.tenant,
+                });
+                continue;
+            }
+            // Checked when written; one a later build refuses sends
+            // nothing rather than something unintended.
+            match e.check().and_then(|()| e.target()) {
+                Ok(target) => targets
+                    .entry(e.tenant.clone())
+                    .or_default()
+                    .push(Arc::new(target)),
+                Err(error) => {
+                    tracing::warn!(endpoint = %key, %error, "ignoring a notification endpoint");
+                    continue;
+                }
+            }
+            snap.notify_records.insert(key, e);
+        }
+        snap.notify = targets
+            .into_iter()
+            .map(|(tenant, list)| (tenant, Arc::from(list)))
+            .collect();
         for t in snap.tenants.values() {
             let rules = TenantRules::build(&t.name, &t.immutable_tags);
             if !rules.is_empty() {

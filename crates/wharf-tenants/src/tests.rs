@@ -1629,3 +1629,140 @@ async fn accounts_export_and_import_identically_without_the_fence() {
     renamed.users[0]["tenant"] = serde_json::json!("other");
     invalid(b.import_accounts("acme", renamed, false).await);
 }
+
+// ---- notification endpoints ----
+
+fn endpoint(url: &str, secret: Option<&str>) -> NotifyEndpointInput {
+    NotifyEndpointInput {
+        url: url.into(),
+        secret: secret.map(str::to_string),
+        pulls: None,
+    }
+}
+
+#[tokio::test]
+async fn notification_endpoints_are_kept_per_tenant_with_their_secret_shown_once() {
+    let (store, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    dir.create_tenant(new_tenant("globex")).await.unwrap();
+    assert!(dir.notify_targets("acme").is_none());
+
+    // Without a secret: one is generated and returned this once.
+    let (view, created, secret) = dir
+        .put_notify_endpoint("acme", "ci", endpoint("http://127.0.0.1:9/hook", None))
+        .await
+        .unwrap();
+    assert!(created);
+    let secret = secret.expect("a generated secret");
+    assert!(secret.expose().starts_with("whsec_"));
+    assert!(!format!("{secret:?}").contains(secret.expose()));
+    assert_eq!(
+        (view.tenant.as_str(), view.id.as_str(), view.pulls),
+        ("acme", "ci", false)
+    );
+    // With one: kept as given, never shown.
+    let mut input = endpoint("https://hooks.example/x", Some("0123456789abcdef-given"));
+    input.pulls = Some(true);
+    let (_, created, none) = dir
+        .put_notify_endpoint("globex", "audit", input)
+        .await
+        .unwrap();
+    assert!(created && none.is_none());
+
+    let targets = dir.notify_targets("acme").unwrap();
+    assert_eq!(targets.len(), 1);
+    assert_eq!(targets[0].id, "acme/ci");
+    assert_eq!(targets[0].secret.expose(), secret.expose().as_bytes());
+    assert!(!targets[0].pulls);
+    let g = dir.notify_targets("globex").unwrap();
+    assert_eq!((g[0].id.as_str(), g[0].pulls), ("globex/audit", true));
+    assert_eq!(g[0].secret.expose(), b"0123456789abcdef-given");
+
+    // Views never hold the secret.
+    let shown = serde_json::to_string(&dir.notify_endpoints("acme").unwrap()).unwrap();
+    assert!(
+        !shown.contains(secret.expose()) && !shown.contains("secret"),
+        "{shown}"
+    );
+    assert_eq!(dir.notify_endpoint("acme", "ci").unwrap(), view);
+
+    // Replacing keeps the secret, pulls and creation time unless given.
+    let (again, created, none) = dir
+        .put_notify_endpoint("acme", "ci", endpoint("http://127.0.0.1:10/other", None))
+        .await
+        .unwrap();
+    assert!(!created && none.is_none());
+    assert_eq!(again.url, "http://127.0.0.1:10/other");
+    assert_eq!(again.created_unix, view.created_unix);
+    let t = dir.notify_targets("acme").unwrap();
+    assert_eq!(t[0].secret.expose(), secret.expose().as_bytes());
+    assert_eq!(t[0].url.as_str(), "http://127.0.0.1:10/other");
+
+    // Another node loading the store sees the same.
+    let other = Directory::open(store.clone()).await.unwrap();
+    assert_eq!(other.notify_endpoints("acme").unwrap(), vec![again]);
+
+    dir.delete_notify_endpoint("acme", "ci").await.unwrap();
+    assert!(dir.notify_targets("acme").is_none());
+    not_found(dir.delete_notify_endpoint("acme", "ci").await);
+    not_found(dir.notify_endpoint("acme", "ci"));
+    not_found(dir.notify_endpoints("nobody"));
+    not_found(
+        dir.put_notify_endpoint("nobody", "ci", endpoint("http://x/", None))
+            .await,
+    );
+}
+
+#[tokio::test]
+async fn bad_notification_endpoints_are_refused_and_capped_per_tenant() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    let put = |id: &'static str, input: NotifyEndpointInput| {
+        let dir = dir.clone();
+        async move { dir.put_notify_endpoint("acme", id, input).await }
+    };
+    let msg = invalid(put("ci", endpoint("ftp://example.com/", None)).await);
+    assert!(msg.contains("http:// or https://"), "{msg}");
+    let msg = invalid(put("ci", endpoint("http://u:p@example.com/", None)).await);
+    assert!(msg.contains("credentials"), "{msg}");
+    let msg = invalid(put("ci", endpoint("http://example.com/", Some("short"))).await);
+    assert!(msg.contains("16 to 256 bytes"), "{msg}");
+    invalid(put("Bad_Id", endpoint("http://example.com/", None)).await);
+    for id in ["a", "b", "c", "d"] {
+        put(id, endpoint("http://example.com/", None))
+            .await
+            .unwrap();
+    }
+    let msg = conflict(put("e", endpoint("http://example.com/", None)).await);
+    assert!(msg.contains("at most") || msg.contains("the most"), "{msg}");
+    // Replacing one is not a fifth.
+    put("a", endpoint("http://example.com/2", None))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_deleted_tenant_takes_its_notification_endpoints_along() {
+    let (store, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    dir.put_notify_endpoint("acme", "ci", endpoint("http://127.0.0.1:9/", None))
+        .await
+        .unwrap();
+    assert!(store.has(KIND_NOTIFY, "acme/ci"));
+    dir.delete_tenant("acme", false).await.unwrap();
+    assert!(!store.has(KIND_NOTIFY, "acme/ci"));
+    assert!(dir.notify_targets("acme").is_none());
+
+    // An endpoint a cut-short deletion left behind is inert, and swept
+    // when the name is taken again.
+    dir.create_tenant(new_tenant("globex")).await.unwrap();
+    dir.put_notify_endpoint("globex", "ci", endpoint("http://127.0.0.1:9/", None))
+        .await
+        .unwrap();
+    store.remove("tenant", "globex");
+    dir.load().await.unwrap();
+    assert!(dir.notify_targets("globex").is_none());
+    dir.create_tenant(new_tenant("globex")).await.unwrap();
+    assert!(!store.has(KIND_NOTIFY, "globex/ci"));
+    assert!(dir.notify_endpoints("globex").unwrap().is_empty());
+}

@@ -390,6 +390,52 @@ pub struct ServeArgs {
     /// like any target (docs/operations.md, "Access log") [default: on].
     #[arg(long, env = "WHARF_ACCESS_LOG", value_enum)]
     pub access_log: Option<Switch>,
+
+    /// This node's name, as the events it sends carry it (`node`)
+    /// [default: the machine's host name].
+    #[arg(long, env = "WHARF_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Send every event (manifest pushes, tag moves, deletes; pulls with
+    /// --notify-pulls) to this webhook: `URL` or `NAME=URL`, http or https,
+    /// each signed with --notify-secret-file (docs/notifications.md). NAME
+    /// is its `endpoint` label in metrics [default: node-1, node-2, … in
+    /// order]. Repeatable; the variable takes several separated by spaces
+    /// [default: none].
+    #[arg(long, env = "WHARF_NOTIFY_ENDPOINT", value_delimiter = ' ')]
+    pub notify_endpoint: Option<Vec<String>>,
+
+    /// File holding the secret (16 to 256 visible ASCII characters, one
+    /// line) that signs deliveries to the --notify-endpoint webhooks
+    /// (X-Wharf-Signature: HMAC-SHA256) [required with --notify-endpoint].
+    #[arg(long, env = "WHARF_NOTIFY_SECRET_FILE")]
+    pub notify_secret_file: Option<PathBuf>,
+
+    /// The --notify-endpoint webhooks get manifest pull events too (one
+    /// per manifest GET: many) [default: off].
+    #[arg(long, env = "WHARF_NOTIFY_PULLS", num_args = 0..=1, default_missing_value = "true")]
+    pub notify_pulls: Option<bool>,
+
+    /// Events waiting per webhook (each endpoint has its own queue); one
+    /// more is dropped and counted in wharf_notify_events_dropped_total
+    /// [default: 1024].
+    #[arg(long, env = "WHARF_NOTIFY_QUEUE_SIZE")]
+    pub notify_queue_size: Option<usize>,
+
+    /// Longest one delivery attempt may take, connecting included, in ms
+    /// [default: 5000].
+    #[arg(long, env = "WHARF_NOTIFY_TIMEOUT_MS")]
+    pub notify_timeout_ms: Option<u64>,
+
+    /// Attempts per event and webhook, the first included; between two,
+    /// 1 s doubling up to 60 s [default: 6].
+    #[arg(long, env = "WHARF_NOTIFY_MAX_ATTEMPTS")]
+    pub notify_max_attempts: Option<u32>,
+
+    /// An event not delivered this many seconds after it happened is given
+    /// up [default: 900].
+    #[arg(long, env = "WHARF_NOTIFY_MAX_AGE_SECS")]
+    pub notify_max_age_secs: Option<u64>,
 }
 
 /// A feature turned `on` or `off`.
@@ -656,6 +702,138 @@ pub struct Config {
     pub admin_tls: bool,
     /// Write the access log (`--access-log`).
     pub access_log: bool,
+    /// This node's name in events.
+    pub node_name: String,
+    /// Event notifications: the node's webhooks and how deliveries are
+    /// made.
+    pub notify: NotifySettings,
+}
+
+/// The node's webhooks and how deliveries are made (checked, the secret
+/// read, with the rest of the configuration).
+#[derive(Clone, PartialEq)]
+pub struct NotifySettings {
+    /// Each webhook's name and URL, in order.
+    pub endpoints: Vec<(String, String)>,
+    pub secret_file: Option<PathBuf>,
+    /// What that file holds.
+    pub secret: Option<String>,
+    pub pulls: bool,
+    pub queue_size: usize,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub max_age: Duration,
+}
+
+impl std::fmt::Debug for NotifySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifySettings")
+            .field("endpoints", &self.endpoints.len())
+            .field("secret_file", &self.secret_file)
+            .field("pulls", &self.pulls)
+            .field("queue_size", &self.queue_size)
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("max_age", &self.max_age)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NotifySettings {
+    fn from_args(a: &ServeArgs) -> Result<NotifySettings, String> {
+        let defaults = wharf_notify::NotifyConfig::default();
+        let mut endpoints: Vec<(String, String)> = Vec::new();
+        for (i, given) in a.notify_endpoint.iter().flatten().enumerate() {
+            let given = given.trim();
+            if given.is_empty() {
+                continue;
+            }
+            // NAME=URL when what comes before the first `=` is no URL's
+            // start (a URL's query may hold `=`).
+            let named = given
+                .split_once('=')
+                .filter(|(name, _)| !name.contains(':') && !name.contains('/'));
+            let (name, url) = if given.contains("://") && named.is_none() {
+                (format!("node-{}", i + 1), given.to_string())
+            } else {
+                match named {
+                    Some((name, url)) => (name.to_string(), url.to_string()),
+                    None => {
+                        return Err(format!(
+                            "--notify-endpoint {given:?} is neither URL nor NAME=URL \
+                             (e.g. https://hooks.example.com/wharf)"
+                        ))
+                    }
+                }
+            };
+            wharf_notify::target::check_id(&name).map_err(|e| format!("--notify-endpoint: {e}"))?;
+            wharf_notify::target::check_url(&url).map_err(|e| format!("--notify-endpoint: {e}"))?;
+            if endpoints.iter().any(|(n, _)| *n == name) {
+                return Err(format!("--notify-endpoint: two endpoints are named {name}"));
+            }
+            endpoints.push((name, url));
+        }
+        let secret = match &a.notify_secret_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--notify-secret-file {}: {e}", path.display()))?;
+                let secret = text.trim().to_string();
+                wharf_notify::target::check_secret(&secret)
+                    .map_err(|e| format!("--notify-secret-file {}: {e}", path.display()))?;
+                Some(secret)
+            }
+            None => None,
+        };
+        if !endpoints.is_empty() && secret.is_none() {
+            return Err(
+                "--notify-endpoint needs --notify-secret-file (the secret deliveries are \
+                 signed with; e.g. `openssl rand -hex 32 > notify.secret`)"
+                    .into(),
+            );
+        }
+        let positive = |v: Option<u64>, name: &str, default: u64| match v {
+            Some(0) => Err(format!("--{name} must be at least 1")),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        Ok(NotifySettings {
+            endpoints,
+            secret_file: a.notify_secret_file.clone(),
+            secret,
+            pulls: a.notify_pulls.unwrap_or(false),
+            queue_size: positive(
+                a.notify_queue_size.map(|v| v as u64),
+                "notify-queue-size",
+                defaults.queue_size as u64,
+            )? as usize,
+            timeout: Duration::from_millis(positive(
+                a.notify_timeout_ms,
+                "notify-timeout-ms",
+                defaults.timeout.as_millis() as u64,
+            )?),
+            max_attempts: positive(
+                a.notify_max_attempts.map(u64::from),
+                "notify-max-attempts",
+                u64::from(defaults.max_attempts),
+            )?
+            .min(u64::from(u32::MAX)) as u32,
+            max_age: Duration::from_secs(positive(
+                a.notify_max_age_secs,
+                "notify-max-age-secs",
+                defaults.max_age.as_secs(),
+            )?),
+        })
+    }
+}
+
+/// The machine's host name, for `--node-name`'s default.
+fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "wharf".into())
 }
 
 /// Where and how to reach an S3-compatible store.
@@ -769,11 +947,28 @@ impl Config {
             grants, anonymous_pull, token_realm, token_service, token_issuer, token_keys,
             token_signing_key, token_lifetime_secs, admin_token_file, admin_insecure,
             metrics_require_token, allow_unauthenticated, tls_cert, tls_key, tls_client_ca,
-            admin_tls, access_log,
+            admin_tls, access_log, node_name, notify_endpoint, notify_secret_file, notify_pulls,
+            notify_queue_size, notify_timeout_ms, notify_max_attempts, notify_max_age_secs,
         );
         let limits = Limits::derive(&a, machine)?;
         let s3 = S3Settings::from_args(&a)?;
         let auth = AuthSettings::from_args(&a)?;
+        let node_name = match a.node_name.as_deref().map(str::trim) {
+            None | Some("") => host_name(),
+            Some(n)
+                if n.len() <= 253
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) =>
+            {
+                n.to_string()
+            }
+            Some(n) => {
+                return Err(format!(
+                    "--node-name {n:?} must be at most 253 letters, digits, '.', '-' and '_'"
+                ))
+            }
+        };
+        let notify = NotifySettings::from_args(&a)?;
         let admin_listen: SocketAddr = a
             .admin_listen
             .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().expect("valid default"));
@@ -914,6 +1109,8 @@ impl Config {
             tls,
             admin_tls,
             access_log: a.access_log != Some(Switch::Off),
+            node_name,
+            notify,
         })
     }
 }
@@ -1070,6 +1267,82 @@ mod tests {
             ..Default::default()
         };
         assert!(merge(zero, "").unwrap_err().contains("at least 1"));
+    }
+
+    #[test]
+    fn notification_endpoints_need_a_secret_and_take_names() {
+        let c = merge(ServeArgs::default(), "").unwrap();
+        assert!(c.notify.endpoints.is_empty() && c.notify.secret.is_none());
+        assert_eq!(c.notify.queue_size, 1024);
+        assert_eq!(c.notify.max_attempts, 6);
+        assert!(!c.notify.pulls);
+        assert!(!c.node_name.is_empty(), "the host name by default");
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("notify.secret");
+        std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+        let err = merge(
+            ServeArgs::default(),
+            "notify_endpoint = [\"http://127.0.0.1:9/hook\"]",
+        )
+        .unwrap_err();
+        assert!(err.contains("--notify-secret-file"), "{err}");
+        let args = ServeArgs {
+            notify_endpoint: Some(vec![
+                "http://127.0.0.1:9/a".into(),
+                "audit=https://hooks.example/b?token=t".into(),
+            ]),
+            notify_secret_file: Some(secret.clone()),
+            node_name: Some("node-a".into()),
+            ..Default::default()
+        };
+        let c = merge(args, "notify_pulls = true\nnotify_queue_size = 8").unwrap();
+        assert_eq!(
+            c.notify.endpoints,
+            [
+                ("node-1".to_string(), "http://127.0.0.1:9/a".to_string()),
+                ("audit".into(), "https://hooks.example/b?token=t".into())
+            ]
+        );
+        assert_eq!(c.notify.secret.as_deref(), Some("0123456789abcdef0123"));
+        assert!(c.notify.pulls);
+        assert_eq!(c.notify.queue_size, 8);
+        assert_eq!(c.node_name, "node-a");
+        let shown = crate::config_view::render(&c).join("\n");
+        assert!(
+            !shown.contains("0123456789abcdef") && !shown.contains("token=t"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("audit=https://hooks.example/b?<hidden>"),
+            "{shown}"
+        );
+        for (file, says) in [
+            ("notify_endpoint = [\"ftp://x/\"]", "http:// or https://"),
+            (
+                "notify_endpoint = [\"hooks.example\"]",
+                "neither URL nor NAME=URL",
+            ),
+            ("notify_endpoint = [\"Bad=http://x/\"]", "endpoint id"),
+            (
+                "notify_endpoint = [\"a=http://x/\", \"a=http://y/\"]",
+                "two endpoints",
+            ),
+            ("notify_queue_size = 0", "--notify-queue-size"),
+            ("node_name = \"a b\"", "--node-name"),
+        ] {
+            let args = ServeArgs {
+                notify_secret_file: Some(secret.clone()),
+                ..Default::default()
+            };
+            let err = merge(args, file).unwrap_err();
+            assert!(err.contains(says), "{file}: {err}");
+        }
+        std::fs::write(&secret, "short\n").unwrap();
+        let args = ServeArgs {
+            notify_secret_file: Some(secret),
+            ..Default::default()
+        };
+        assert!(merge(args, "").unwrap_err().contains("16 to 256"));
     }
 
     #[test]

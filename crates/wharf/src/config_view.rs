@@ -4,7 +4,8 @@
 //!
 //! Owns: [`entries`], the one list of keys and how each is shown. Must
 //! never: print a secret (the S3 secret key, a password in the metadata
-//! URL), or read anything but the [`Config`] it is given.
+//! URL, the notification secret, a webhook URL's query), or read anything
+//! but the [`Config`] it is given.
 
 use std::path::Path;
 use std::time::Duration;
@@ -71,6 +72,14 @@ fn redact_url(url: &str) -> String {
             })
             .collect::<Vec<_>>()
             .join(" "),
+    }
+}
+
+/// A webhook URL without its query, which may hold the receiver's token.
+fn redact_query(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?<hidden>"),
+        None => url.to_string(),
     }
 }
 
@@ -221,6 +230,34 @@ pub fn entries(c: &Config) -> Vec<Entry> {
                 .map(path),
         ),
         ("admin_tls", Some(c.admin_tls.to_string())),
+        ("node_name", Some(text(&c.node_name))),
+        (
+            "notify_endpoint",
+            Some(format!(
+                "[{}]",
+                c.notify
+                    .endpoints
+                    .iter()
+                    .map(|(name, url)| text(&format!("{name}={}", redact_query(url))))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        ),
+        (
+            "notify_secret_file",
+            c.notify.secret_file.as_deref().map(path),
+        ),
+        ("notify_pulls", Some(c.notify.pulls.to_string())),
+        ("notify_queue_size", Some(c.notify.queue_size.to_string())),
+        (
+            "notify_timeout_ms",
+            Some(c.notify.timeout.as_millis().to_string()),
+        ),
+        (
+            "notify_max_attempts",
+            Some(c.notify.max_attempts.to_string()),
+        ),
+        ("notify_max_age_secs", Some(secs(c.notify.max_age))),
     ];
     let machine = format!(
         "derived from this machine: {} cores, {} open files",

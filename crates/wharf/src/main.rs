@@ -499,7 +499,9 @@ async fn serve(config: Config) -> Result<(), String> {
     let shares = directory.clone();
     let admission = Admission::new(class(l.pull), class(l.push), class(l.admin))
         .with_tenant_shares(Arc::new(move |t: &str| shares.concurrency_share(t)));
+    let notifier = start_notifier(&config)?;
     let mut state = AppState::new(registry);
+    state.notifier = Some(notifier.clone());
     state.admission = Some(admission.clone());
     state.traffic = traffic.clone();
     state.blob_redirects = config.s3.as_ref().is_some_and(|s| s.presign_redirects);
@@ -518,6 +520,7 @@ async fn serve(config: Config) -> Result<(), String> {
     node.gc = Some(collector.metrics());
     node.build = Some(build);
     node.tenants = Some(traffic.clone());
+    node.notify = Some(notifier.clone());
     let node = Arc::new(node);
 
     let auth = auth.into_loaded(&config.auth, &directory, refresh_store);
@@ -532,7 +535,8 @@ async fn serve(config: Config) -> Result<(), String> {
         AdminApi::new(directory.clone(), admin_token)
             .with_registry(state.registry.clone())
             .with_traffic(traffic)
-            .with_logins(auth.users.clone()),
+            .with_logins(auth.users.clone())
+            .with_notifier(Some(notifier)),
     );
     state.directory = Some(directory);
     let listener = bind(config.listen, config.addr_file.as_deref()).await?;
@@ -630,6 +634,41 @@ async fn serve(config: Config) -> Result<(), String> {
     served.map_err(|e| format!("serving: {e}"))?;
     tracing::info!("wharf stopped");
     Ok(())
+}
+
+/// The node's event notifier over its configured webhooks (a tenant's
+/// come from the directory with each event).
+fn start_notifier(config: &Config) -> Result<wharf_notify::Notifier, String> {
+    let n = &config.notify;
+    let targets = n
+        .endpoints
+        .iter()
+        .map(|(name, url)| {
+            let secret = n.secret.as_deref().unwrap_or_default();
+            wharf_notify::Target::new(
+                name.clone(),
+                url,
+                wharf_notify::Secret::new(secret.as_bytes()),
+                n.pulls,
+            )
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    for t in &targets {
+        tracing::info!(endpoint = %t.id, origin = %t.origin(), pulls = t.pulls,
+            "event notifications to this webhook");
+    }
+    wharf_notify::Notifier::new(
+        wharf_notify::NotifyConfig {
+            node: config.node_name.clone(),
+            queue_size: n.queue_size,
+            timeout: n.timeout,
+            max_attempts: n.max_attempts,
+            max_age: n.max_age,
+            user_agent: format!("wharf/{}", env!("CARGO_PKG_VERSION")),
+            ..wharf_notify::NotifyConfig::default()
+        },
+        targets,
+    )
 }
 
 /// Writes a new signing key pair into `dir` (see `Command::Keygen`).

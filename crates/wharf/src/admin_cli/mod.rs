@@ -35,6 +35,7 @@
 //! | `repo.rs` | `wharf admin repo delete` (one repository and everything in it) |
 //! | `content.rs` | `wharf admin content delete` (everything a tenant's repositories hold) |
 //! | `sessions.rs` | `wharf admin sessions revoke` |
+//! | `notification.rs` | `wharf admin notification` (`set`, `list`, `show`, `delete`): a tenant's webhooks, the signing secret from `--secret-file`, `--secret-only` |
 //!
 //! Running retention or garbage collection is `wharf gc` (`crate::gc_cli`),
 //! which reuses `connection.rs`.
@@ -45,6 +46,7 @@ use clap::{Args, Subcommand};
 
 pub(crate) mod connection;
 mod content;
+mod notification;
 mod repo;
 mod robot;
 mod sessions;
@@ -55,6 +57,7 @@ mod user;
 
 use connection::{send, Call, Connection};
 use content::ContentCommand;
+use notification::NotificationCommand;
 use repo::RepoCommand;
 use robot::RobotCommand;
 use sessions::SessionsCommand;
@@ -111,6 +114,10 @@ enum ApiCommand {
     /// at once (passwords and robot secrets still log in).
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Set, list, show and delete a tenant's webhooks: where its events
+    /// (pushes, tag moves, deletes, pulls if asked) are sent, signed.
+    #[command(subcommand)]
+    Notification(NotificationCommand),
 }
 
 /// Runs `wharf admin …`: 0 on success, 1 with a message on stderr if
@@ -134,6 +141,7 @@ fn execute(args: AdminArgs) -> Result<(), String> {
     let (base, auth) = args.connection.resolve()?;
     let password = match &command {
         ApiCommand::User(user) => user.password()?,
+        ApiCommand::Notification(n) => n.secret()?,
         _ => None,
     };
     let call = call(&command, password.as_deref())?;
@@ -141,7 +149,8 @@ fn execute(args: AdminArgs) -> Result<(), String> {
 }
 
 /// The request `command` makes; `password` is what `user set` read from
-/// stdin or the environment.
+/// stdin or the environment, or the secret `notification set` read from
+/// its file.
 fn call(command: &ApiCommand, password: Option<&str>) -> Result<Call, String> {
     match command {
         ApiCommand::Tenant(tenant) => tenant.call(),
@@ -151,6 +160,7 @@ fn call(command: &ApiCommand, password: Option<&str>) -> Result<Call, String> {
         ApiCommand::Repo(repo) => repo.call(),
         ApiCommand::Content(content) => content.call(),
         ApiCommand::Sessions(sessions) => sessions.call(),
+        ApiCommand::Notification(n) => n.call(password),
     }
 }
 
