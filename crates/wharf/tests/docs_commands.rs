@@ -9,8 +9,8 @@
 //! while nothing is served or changed. Shell variables stand for a value
 //! (`"$X"` and `a:$X` become a placeholder); an unquoted `$X` alone may be
 //! any number of words and is left out, as is `…`, which the docs write for
-//! "the other flags". tests/e2e/docs.sh runs the examples that can be run
-//! as written against a real node.
+//! "the other flags". `docs_examples.rs` runs the examples of
+//! docs/admin.md as written against a real node.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
