@@ -62,6 +62,9 @@ bash scripts/garage.sh start "$GARAGE_DIR" 13900
 # shellcheck source=/dev/null
 source "$GARAGE_DIR/env"
 export WHARF_REQUIRE_S3=1
+# install-deps put docker, podman, skopeo and buildah here: the docs test
+# checks their documented command lines and must not skip one.
+export WHARF_REQUIRE_CLIENTS=1
 
 step "cargo test"
 # --no-fail-fast: a failing test binary does not hide the results of the

@@ -1,4 +1,5 @@
-//! Every `wharf` command line in the README and in `docs/` parses.
+//! Every `wharf` command line in the README and in `docs/` parses, and so
+//! does every docker, podman, skopeo and buildah line.
 //!
 //! The shell blocks (```sh, bash, shell, console) of README.md and
 //! docs/*.md are read; every command in them that runs `wharf` (also as
@@ -18,6 +19,8 @@ use std::process::Command;
 /// One command line found in a doc.
 struct Found {
     place: String,
+    /// `wharf`, or one of [`CLIENTS`].
+    tool: &'static str,
     args: Vec<String>,
 }
 
@@ -219,6 +222,23 @@ fn word(cur: &mut Option<Word>) -> &mut Word {
     })
 }
 
+/// The client tools whose command lines in the docs are checked too, as
+/// `TOOL SUBCOMMAND --help ARGS…` (their parsers refuse an unknown flag
+/// even after `--help`, and never act on a `--help` command).
+const CLIENTS: [&str; 4] = ["docker", "podman", "skopeo", "buildah"];
+
+/// The client tool `words` runs and its arguments (placeholders as for
+/// wharf), if it runs one of [`CLIENTS`].
+fn client_args(words: &[Word]) -> Option<(&'static str, Vec<String>)> {
+    let first = words
+        .iter()
+        .find(|w| w.quoted || !w.text.contains('=') || w.text.starts_with('-'))?;
+    let tool = *CLIENTS.iter().find(|t| first.text == **t)?;
+    let at = words.iter().position(|w| std::ptr::eq(w, first))?;
+    let args = placeholders(words[at + 1..].iter());
+    Some((tool, args))
+}
+
 /// The arguments after `wharf` if `words` runs it.
 fn wharf_args(words: &[Word]) -> Option<Vec<String>> {
     // Leading `NAME=value` assignments set the environment.
@@ -242,8 +262,14 @@ fn wharf_args(words: &[Word]) -> Option<Vec<String>> {
     } else {
         return None;
     };
+    Some(placeholders(after.into_iter()))
+}
+
+/// `words` as arguments: a variable stands for a value, an unquoted `$X`
+/// alone and `…` are left out.
+fn placeholders<'a>(words: impl Iterator<Item = &'a Word>) -> Vec<String> {
     let mut args = Vec::new();
-    for w in after {
+    for w in words {
         if w.text == "…" || w.text == "..." {
             continue;
         }
@@ -280,7 +306,7 @@ fn wharf_args(words: &[Word]) -> Option<Vec<String>> {
         };
         args.push(text);
     }
-    Some(args)
+    args
 }
 
 fn found() -> Vec<Found> {
@@ -295,11 +321,15 @@ fn found() -> Vec<Found> {
         let name = name.trim_start_matches("../").to_string();
         for (line, cmd_line) in shell_lines(&text) {
             for words in commands(&cmd_line) {
+                let place = format!("{name}:{line}");
                 if let Some(args) = wharf_args(&words) {
                     all.push(Found {
-                        place: format!("{name}:{line}"),
+                        place,
+                        tool: "wharf",
                         args,
                     });
+                } else if let Some((tool, args)) = client_args(&words) {
+                    all.push(Found { place, tool, args });
                 }
             }
         }
@@ -365,7 +395,7 @@ fn the_shell_reader_splits_commands_as_a_shell_would() {
 
 #[test]
 fn every_wharf_command_in_the_docs_parses() {
-    let all = found();
+    let all: Vec<Found> = found().into_iter().filter(|f| f.tool == "wharf").collect();
     // The docs hold about eighty; a reader that finds few is broken.
     assert!(
         all.len() >= 60,
@@ -406,6 +436,70 @@ fn every_wharf_command_in_the_docs_parses() {
         "{} of {} documented wharf commands do not parse:\n{}",
         failures.len(),
         all.len(),
+        failures.join("\n")
+    );
+}
+
+/// Whether `tool` runs here.
+fn installed(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn every_client_command_in_the_docs_parses() {
+    let all: Vec<Found> = found().into_iter().filter(|f| f.tool != "wharf").collect();
+    assert!(
+        all.len() >= 10,
+        "only {} client commands found in the docs",
+        all.len()
+    );
+    // Where the test command runs, install-deps has put every client on
+    // the machine; elsewhere a missing one is skipped unless required.
+    let required = std::env::var("WHARF_REQUIRE_CLIENTS").is_ok_and(|v| v == "1");
+    let mut failures = Vec::new();
+    let mut checked = std::collections::BTreeMap::new();
+    for tool in CLIENTS {
+        if !installed(tool) {
+            assert!(
+                !required,
+                "{tool} is not installed (WHARF_REQUIRE_CLIENTS=1)"
+            );
+            println!("{tool} is not installed here: its doc lines are not checked");
+        }
+    }
+    for f in all.iter().filter(|f| installed(f.tool)) {
+        // `--help` right after the subcommand: these tools stop reading
+        // flags after a positional argument (`docker tag A B --help` is
+        // three arguments; in `podman run IMAGE …` what follows the image
+        // is the container's), so at the end it could even run something.
+        // Flags after it are still checked.
+        let mut args = f.args.clone();
+        let at = args
+            .iter()
+            .position(|a| !a.starts_with('-'))
+            .map_or(args.len(), |i| i + 1);
+        args.insert(at, "--help".into());
+        let out = Command::new(f.tool).args(&args).output().unwrap();
+        *checked.entry(f.tool).or_insert(0) += 1;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            failures.push(format!(
+                "{}: {} {}\n    {first}",
+                f.place,
+                f.tool,
+                f.args.join(" ")
+            ));
+        }
+    }
+    println!("client commands checked: {checked:?}");
+    assert!(
+        failures.is_empty(),
+        "{} documented client commands do not parse:\n{}",
+        failures.len(),
         failures.join("\n")
     );
 }
