@@ -46,6 +46,8 @@ declare -a WANT=(
   # scripts/image.sh strips the binary's debug info and ships the CA bundle.
   "strip:binutils"
   "update-ca-certificates:ca-certificates"
+  # libfuzzer-sys (fuzz/, scripts/fuzz.sh) compiles libFuzzer's C++.
+  "c++:g++"
 )
 # Rootless podman needs subordinate id mapping and a FUSE overlay; as root
 # (how CI runs) the tests use the vfs driver and need neither.
@@ -113,6 +115,15 @@ if command -v rustup >/dev/null 2>&1; then
     rustup component add "${comps[@]}"
     installed+=("rustup:${comps[*]}")
   fi
+fi
+
+# cargo-fuzz (crates.io), for scripts/fuzz.sh: pinned, built from its
+# locked dependencies; libFuzzer itself comes with the fuzz crate's
+# libfuzzer-sys, which needs a C++ compiler (g++, in WANT above).
+CARGO_FUZZ_VERSION=0.13.2
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+  cargo install --locked --force cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+  installed+=("cargo-fuzz $CARGO_FUZZ_VERSION")
 fi
 
 # kubernetes-validate (PyPI), for scripts/check-kubernetes.sh: the

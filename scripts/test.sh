@@ -9,6 +9,7 @@
 #
 #   bash scripts/test.sh            # everything
 #   WHARF_SKIP_E2E=1 bash scripts/test.sh   # Rust suites only (quick loop)
+#   WHARF_SKIP_FUZZ=1 ...                   # without the fuzz smoke stage
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,6 +75,16 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/cargo-test.log 
 # Sum the per-binary result lines so the run ends with one honest total.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "rust: %d passed, %d failed\n", p, f }' target/cargo-test.log
 [ "$rust_rc" = 0 ] || exit "$rust_rc"
+
+# Every fuzz target (fuzz/, docs/fuzzing.md) a few seconds on its committed
+# corpus: builds them (their own workspace, on stable with RUSTC_BOOTSTRAP=1
+# where no nightly is installed) and fails the run on any crash.
+if [ "${WHARF_SKIP_FUZZ:-0}" = 1 ]; then
+  echo "WHARF_SKIP_FUZZ=1: fuzz smoke skipped"
+else
+  step "fuzz targets, briefly, on their committed corpora"
+  bash scripts/fuzz.sh smoke
+fi
 
 if [ "${WHARF_SKIP_E2E:-0}" = 1 ]; then
   echo "WHARF_SKIP_E2E=1: end-to-end tests skipped"

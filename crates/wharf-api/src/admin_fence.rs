@@ -58,7 +58,7 @@ pub(crate) fn routes() -> Router<Arc<AdminApi>> {
 /// `PUT …/fence`.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FenceInput {
+pub(crate) struct FenceInput {
     #[serde(default)]
     retry_after_secs: Option<u32>,
     #[serde(default)]

@@ -108,7 +108,7 @@ pub(crate) fn routes() -> Router<Arc<AdminApi>> {
 /// One NDJSON line of an export or import.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-enum Line {
+pub(crate) enum Line {
     Tenant {
         record: Value,
     },

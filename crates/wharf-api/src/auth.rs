@@ -572,8 +572,8 @@ fn anonymous_may_pull(patterns: &[RepoPattern], resource: &Resource, action: Act
     }
 }
 
-/// The `Authorization` header's credentials.
-enum Presented<'a> {
+/// The `Authorization` header's credentials, as [`presented`] reads them.
+pub enum Presented<'a> {
     None,
     Basic {
         user: String,
@@ -584,8 +584,10 @@ enum Presented<'a> {
     Malformed,
 }
 
-/// The credentials of `headers`; `Err` when the header is too long.
-fn presented(headers: &HeaderMap) -> Result<Presented<'_>, RegistryError> {
+/// The credentials of `headers` (`Basic` or `Bearer`, schemes matched
+/// without regard to case); `Err` when the header is longer than
+/// [`MAX_AUTHORIZATION_LEN`]. Public for the fuzz targets.
+pub fn presented(headers: &HeaderMap) -> Result<Presented<'_>, RegistryError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(Presented::None);
     };

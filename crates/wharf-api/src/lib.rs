@@ -129,7 +129,9 @@ pub fn app_with(state: AppState) -> Router {
     Router::new().fallback(dispatch).with_state(Arc::new(state))
 }
 
+pub use admin_api::{parse_admin_body, AdminBody};
 pub use server::{serve_with, ConnStats, ServerConfig};
+pub use uploads::content_range as parse_content_range;
 
 /// Serves `app` on `listener` with default limits until `shutdown`
 /// resolves, then lets requests in flight finish.

@@ -79,8 +79,10 @@ pub async fn get_upload(reg: &Registry, repo: &RepoName, id: &UploadId) -> Resul
 }
 
 /// Parses `Content-Range: <start>-<end>` (also accepting a `bytes ` or
-/// `bytes=` prefix, which some clients send) into its start and length.
-fn content_range(v: &str) -> Result<(u64, u64)> {
+/// `bytes=` prefix, which some clients send) into its start and length
+/// (never 0, and `start + length - 1` never overflows). Public (as
+/// `wharf_api::parse_content_range`) for the fuzz targets.
+pub fn content_range(v: &str) -> Result<(u64, u64)> {
     let bad = || RegistryError::SizeInvalid(format!("bad Content-Range {v:?}"));
     let s = v.trim();
     let s = s
