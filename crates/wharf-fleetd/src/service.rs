@@ -624,13 +624,14 @@ impl Fleetd {
         let mut capacity = before.capacity;
         if let Some(c) = m.get("capacity") {
             let given = load_from_json(c).map_err(|e| bad(format!("capacity: {e}")))?;
-            for (k, _) in c.as_object().into_iter().flatten() {
-                let d = Dimension::ALL
-                    .into_iter()
-                    .find(|d| d.label() == k)
-                    .expect("load_from_json checked the names");
+            // Only the dimensions named change (load_from_json checked the
+            // names; an absent one reads as 0).
+            for d in Dimension::ALL
+                .into_iter()
+                .filter(|d| c.get(d.label()).is_some())
+            {
                 if given[d] == 0 {
-                    return Err(bad(format!("capacity {k} must be above 0")));
+                    return Err(bad(format!("capacity {} must be above 0", d.label())));
                 }
                 capacity[d.index()] = given[d];
             }

@@ -16,6 +16,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
+use common::docs::join_continued;
+
 /// One command line found in a doc.
 struct Found {
     place: String,
@@ -44,13 +48,11 @@ fn docs() -> Vec<PathBuf> {
 /// The logical lines of the shell blocks of `text` (continuations joined),
 /// each with the line number it starts on.
 fn shell_lines(text: &str) -> Vec<(usize, String)> {
-    let mut out = Vec::new();
+    let mut shell = Vec::new();
     let mut in_shell = false;
     let mut in_block = false;
-    let mut pending: Option<(usize, String)> = None;
     for (i, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start();
-        if let Some(info) = trimmed.strip_prefix("```") {
+        if let Some(info) = line.trim_start().strip_prefix("```") {
             if in_block {
                 in_block = false;
                 in_shell = false;
@@ -59,26 +61,11 @@ fn shell_lines(text: &str) -> Vec<(usize, String)> {
                 let lang = info.split_whitespace().next().unwrap_or("");
                 in_shell = matches!(lang, "sh" | "bash" | "shell" | "console");
             }
-            continue;
-        }
-        if !in_shell {
-            continue;
-        }
-        let (start, mut joined) = pending.take().unwrap_or((i + 1, String::new()));
-        let body = trimmed.strip_prefix("$ ").unwrap_or(trimmed);
-        match body.strip_suffix('\\') {
-            Some(head) => {
-                joined.push_str(head);
-                joined.push(' ');
-                pending = Some((start, joined));
-            }
-            None => {
-                joined.push_str(body);
-                out.push((start, joined));
-            }
+        } else if in_shell {
+            shell.push((i + 1, line));
         }
     }
-    out
+    join_continued(shell)
 }
 
 /// A word of a command, and whether any of it was quoted.

@@ -17,6 +17,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::docs::join_continued;
 use common::Wharf;
 
 /// What an example needs that the doc takes for granted: bash run just
@@ -140,26 +141,14 @@ fn examples(text: &str) -> Vec<Example> {
 /// Lines joined across trailing backslashes; comment-only and empty lines
 /// dropped.
 fn logical(body: &[String], first: usize) -> Vec<(usize, String)> {
-    let mut out = Vec::new();
-    let mut pending: Option<(usize, String)> = None;
-    for (k, line) in body.iter().enumerate() {
-        let (start, mut joined) = pending.take().unwrap_or((first + k, String::new()));
-        match line.trim_end().strip_suffix('\\') {
-            Some(head) => {
-                joined.push_str(head);
-                joined.push(' ');
-                pending = Some((start, joined));
-            }
-            None => {
-                joined.push_str(line);
-                let t = joined.trim();
-                if !t.is_empty() && !t.starts_with('#') {
-                    out.push((start, joined));
-                }
-            }
-        }
-    }
-    out
+    let numbered = body
+        .iter()
+        .enumerate()
+        .map(|(k, l)| (first + k, l.as_str()));
+    join_continued(numbered)
+        .into_iter()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#'))
+        .collect()
 }
 
 /// The part of `line` after its comment's `#` (outside quotes), if any.
