@@ -1192,8 +1192,23 @@ if body.get("status") != "success":
 for s in body["data"]["result"]:
     vals = [(float(t), float(v)) for t, v in s["values"]]
     print(json.dumps({"labels": s["metric"], "samples": len(vals), "first": vals[0][0], "last": vals[-1][0],
-                      "max": round(max(v for _, v in vals), 4)}))
+                      "min": round(min(v for _, v in vals), 4), "max": round(max(v for _, v in vals), 4)}))
 PY
+}
+
+# prom_diag URL SINCE: what Prometheus holds of the service since SINCE,
+# for a failure's message: its scrapes (up, duration) and the raw storage
+# utilisation and warning levels, summarised per series.
+prom_diag() {
+  local e
+  for e in 'up{job="wharf-fleet"}' 'scrape_duration_seconds{job="wharf-fleet"}' \
+    'wharf_fleet_cell_utilisation{dimension="storage_bytes"}' \
+    'wharf_fleet_cell_threshold{dimension="storage_bytes"}'; do
+    echo "$e:"
+    prom_series "$1" "$e" "$2" "$(date +%s)" 2>&1 | sed 's/^/  /'
+  done
+  [ -n "$LOGS" ] && [ -s "$LOGS/growth-prometheus.log" ] && tail -n 5 "$LOGS/growth-prometheus.log"
+  return 0
 }
 
 # prom_now URL EXPR: the series EXPR has now (instant query), JSON lines.
@@ -1354,10 +1369,17 @@ YML
   # Prometheus has scraped it too before the next round (bounded).
   local near over
   over=$(rule_expr WharfFleetCellOverThreshold) && near=$(rule_expr WharfFleetCellNearThreshold) || return 1
-  for ((i = 0; i < 30; i++)); do
-    [ -n "$(prom_now "$prom" "$near" 2>/dev/null)" ] && break
+  # Round 2 starts only once Prometheus has seen the warning band: on a
+  # loaded machine a scrape of the service can miss its 1 s timeout, and
+  # a missed scrape marks the series stale until the next one.
+  local seen_near=
+  for ((i = 0; i < 120; i++)); do
+    seen_near=$(prom_now "$prom" "$near" 2>/dev/null)
+    [ -n "$seen_near" ] && break
     sleep 0.5
   done
+  [ -n "$seen_near" ] || die "Prometheus did not see cell $hot in its warning band within 60 s of the service
+$(prom_diag "$prom" "$t_warn")" || return 1
   out=$(fsvc moves list --json) || return 1
   [ "$(jq '.moves | length' <<<"$out")" = 0 ] || die "moves below the threshold: $(jq -c . <<<"$out")" || return 1
 
@@ -1467,9 +1489,11 @@ YML
   echo "over-threshold expression during round 2 and the moves: ${s_over:-none}"
   echo "WharfFleetCellOverThreshold pending (its for: 5m not reached): ${s_pending:-none}"
   grep -q "\"cell\": \"$hot\", \"dimension\": \"storage_bytes\"" <<<"$s_near" ||
-    die "the near-threshold expression was never true for cell $hot's storage" || return 1
+    die "the near-threshold expression was never true for cell $hot's storage
+$(prom_diag "$prom" "$t_warn")" || return 1
   grep -q "\"cell\": \"$hot\", \"dimension\": \"storage_bytes\"" <<<"$s_over" ||
-    die "the over-threshold expression was never true for cell $hot's storage" || return 1
+    die "the over-threshold expression was never true for cell $hot's storage
+$(prom_diag "$prom" "$t_warn")" || return 1
   grep -q "\"cell\": \"$hot\"" <<<"$s_pending" || die "Prometheus never had the alert pending" || return 1
   now_over=$(prom_now "$prom" "$over") && now_near=$(prom_now "$prom" "$near") || die "Prometheus query failed" || return 1
   echo "at the end: over ${now_over:-none}; near ${now_near:-none}"
