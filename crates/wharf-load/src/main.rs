@@ -84,6 +84,8 @@ struct RaceArgs {
     /// Base URL: `http://ip:port` of a node or a load balancer (loopback).
     #[arg(long)]
     url: String,
+    #[command(flatten)]
+    credentials: Credentials,
     /// Concurrent pushers, each on its own connection.
     #[arg(long, default_value_t = 8)]
     pushers: usize,
@@ -157,11 +159,42 @@ struct RaceArgs {
     label: String,
 }
 
+/// HTTP Basic credentials for a registry that asks for them (`--auth
+/// htpasswd`, a user of the htpasswd file or of the tenant directory).
+#[derive(clap::Args, Debug)]
+struct Credentials {
+    /// The user every request is sent as.
+    #[arg(long, requires = "password_file")]
+    user: Option<String>,
+    /// A file holding the user's password (its first line).
+    #[arg(long, value_name = "FILE", requires = "user")]
+    password_file: Option<std::path::PathBuf>,
+}
+
+impl Credentials {
+    /// The `Authorization` header value, if credentials were given.
+    fn header(&self) -> Result<Option<hyper::header::HeaderValue>, String> {
+        use base64::Engine;
+        let (Some(user), Some(file)) = (&self.user, &self.password_file) else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("--password-file {}: {e}", file.display()))?;
+        let password = text.lines().next().unwrap_or("");
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        hyper::header::HeaderValue::from_str(&format!("Basic {token}"))
+            .map(Some)
+            .map_err(|_| "--user: not usable in a header".to_string())
+    }
+}
+
 #[derive(clap::Args, Debug)]
 struct VerifyArgs {
     /// Base URL: `http://ip:port` of a node or a load balancer (loopback).
     #[arg(long)]
     url: String,
+    #[command(flatten)]
+    credentials: Credentials,
     /// A state file written by `gc-race --state-out`.
     #[arg(long)]
     state: std::path::PathBuf,
@@ -437,8 +470,11 @@ fn plan_race(a: RaceArgs) -> Result<race::Plan, String> {
         );
     }
     Ok(race::Plan {
-        addr,
-        authority,
+        to: race::Endpoint {
+            addr,
+            authority,
+            auth: a.credentials.header()?,
+        },
         pushers: a.pushers,
         duration: Duration::from_secs_f64(a.duration),
         max_pushes: a.max_pushes,
@@ -477,8 +513,11 @@ fn plan_verify(a: VerifyArgs) -> Result<race::VerifyPlan, String> {
         return Err("--clients must be within 1..=1000 and --max-tries positive".into());
     }
     Ok(race::VerifyPlan {
-        addr,
-        authority,
+        to: race::Endpoint {
+            addr,
+            authority,
+            auth: a.credentials.header()?,
+        },
         state: a.state,
         clients: a.clients,
         deadline: Duration::from_millis(a.deadline_ms.max(1)),

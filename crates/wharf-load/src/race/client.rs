@@ -12,7 +12,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST,
+};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -50,21 +52,34 @@ impl Drop for Conn {
     }
 }
 
+/// Where requests go and as whom.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// The `Host` sent.
+    pub authority: String,
+    /// Sent as `Authorization` with every request (HTTP Basic), if the
+    /// registry asks for credentials.
+    pub auth: Option<HeaderValue>,
+}
+
 pub struct Client {
     addr: SocketAddr,
     authority: String,
     deadline: Duration,
+    auth: Option<HeaderValue>,
     conn: Option<Conn>,
     /// Connections opened so far.
     pub connections: u64,
 }
 
 impl Client {
-    pub fn new(addr: SocketAddr, authority: String, deadline: Duration) -> Client {
+    pub fn new(to: &Endpoint, deadline: Duration) -> Client {
         Client {
-            addr,
-            authority,
+            addr: to.addr,
+            authority: to.authority.clone(),
             deadline,
+            auth: to.auth.clone(),
             conn: None,
             connections: 0,
         }
@@ -124,6 +139,9 @@ impl Client {
             .method(method.clone())
             .uri(path)
             .header(HOST, self.authority.as_str());
+        if let Some(auth) = &self.auth {
+            req = req.header(AUTHORIZATION, auth.clone());
+        }
         for (k, v) in headers {
             req = req.header(k, v);
         }

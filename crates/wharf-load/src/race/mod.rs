@@ -33,7 +33,6 @@ pub mod image;
 pub mod ledger;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -44,6 +43,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::Method;
 use serde_json::{json, Value};
 
+pub use client::Endpoint;
 use client::{Client, Resp};
 use image::{sha256, Blob, Image, Rng, Shape, MANIFEST_TYPE};
 use ledger::{classify_resp, Answer, Counts, Held, State, Tags};
@@ -51,8 +51,7 @@ use ledger::{classify_resp, Answer, Counts, Held, State, Tags};
 /// Everything a `gc-race` run needs; built and checked by `main`.
 #[derive(Debug)]
 pub struct Plan {
-    pub addr: SocketAddr,
-    pub authority: String,
+    pub to: Endpoint,
     pub pushers: usize,
     pub duration: Duration,
     pub max_pushes: u64,
@@ -87,8 +86,7 @@ pub struct Plan {
 /// Everything a `gc-verify` run needs.
 #[derive(Debug)]
 pub struct VerifyPlan {
-    pub addr: SocketAddr,
-    pub authority: String,
+    pub to: Endpoint,
     pub state: PathBuf,
     pub clients: usize,
     pub deadline: Duration,
@@ -257,14 +255,14 @@ impl Pusher {
         Pusher {
             id,
             wire: Wire {
-                client: Client::new(plan.addr, plan.authority.clone(), plan.deadline),
+                client: Client::new(&plan.to, plan.deadline),
                 counts: Counts::default(),
                 max_pause: plan.max_pause,
                 rng: Rng::new(seed),
             },
             lanes: (1..plan.upload_lanes)
                 .map(|l| Wire {
-                    client: Client::new(plan.addr, plan.authority.clone(), plan.deadline),
+                    client: Client::new(&plan.to, plan.deadline),
                     counts: Counts::default(),
                     max_pause: plan.max_pause,
                     rng: Rng::new(seed ^ (l as u64).wrapping_mul(0x9E37_79B9)),
@@ -764,8 +762,7 @@ struct Checked {
 
 /// Pulls every held tag by tag, `clients` at a time, checking every byte.
 async fn verify(
-    addr: SocketAddr,
-    authority: &str,
+    to: &Endpoint,
     held: Vec<Held>,
     clients: usize,
     deadline: Duration,
@@ -776,10 +773,10 @@ async fn verify(
     let next = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..clients.max(1))
         .map(|i| {
-            let (held, next, authority) = (held.clone(), next.clone(), authority.to_string());
+            let (held, next, to) = (held.clone(), next.clone(), to.clone());
             tokio::spawn(async move {
                 let mut wire = Wire {
-                    client: Client::new(addr, authority, deadline),
+                    client: Client::new(&to, deadline),
                     counts: Counts::default(),
                     max_pause,
                     rng: Rng::new(i as u64),
@@ -901,8 +898,7 @@ pub async fn run(plan: Plan) -> Result<(Value, bool), String> {
     }
     tokio::time::sleep(plan.settle).await;
     let checked = verify(
-        plan.addr,
-        &plan.authority,
+        &plan.to,
         held.clone(),
         plan.pushers,
         plan.deadline,
@@ -919,7 +915,7 @@ pub async fn run(plan: Plan) -> Result<(Value, bool), String> {
     let mut report = json!({
         "mode": "gc-race",
         "label": plan.label,
-        "target": plan.authority,
+        "target": plan.to.authority,
         "seed": plan.seed,
         "pushers": plan.pushers,
         "race_secs": (raced.as_secs_f64() * 10.0).round() / 10.0,
@@ -942,8 +938,7 @@ pub async fn run_verify(plan: VerifyPlan) -> Result<(Value, bool), String> {
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", plan.state.display()))?;
     let n = state.tags.len();
     let checked = verify(
-        plan.addr,
-        &plan.authority,
+        &plan.to,
         state.tags,
         plan.clients,
         plan.deadline,
@@ -955,13 +950,13 @@ pub async fn run_verify(plan: VerifyPlan) -> Result<(Value, bool), String> {
     let report = json!({
         "mode": "gc-verify",
         "label": plan.label,
-        "target": plan.authority,
+        "target": plan.to.authority,
         "verify": verify_json(n, &checked, 0),
         "ok": ok,
     });
     eprintln!(
         "gc-verify {}: {} tags, {} pulled byte-identical, {} failed, {} blobs checked",
-        plan.authority, n, checked.ok, checked.failed, checked.blobs
+        plan.to.authority, n, checked.ok, checked.failed, checked.blobs
     );
     for f in &checked.failures {
         eprintln!("  FAILED {f}");
