@@ -11,23 +11,32 @@
 //! - `DELETE …/notifications/{id}`: `204`.
 //!
 //! An endpoint is shown as `{"tenant", "id", "url", "pulls", "created",
-//! "delivery"}`, where `delivery` is what this node has done for it lately
-//! (its `wharf_notify_*` counters; `null` when it has had no event here
-//! since its lane was last idle).
+//! "set_by", "delivery"}`, where `set_by` is the tenant account that set it
+//! (`null`: the operator) and `delivery` what this node has done for it
+//! lately (its `wharf_notify_*` counters; `null` when it has had no event
+//! here since its lane was last idle).
+//!
+//! The operator (admin token) may set any endpoint. A tenant's account
+//! with the admin role over the whole tenant may call these routes too,
+//! for its own tenant (`crate::admin_rights`): an endpoint it sets must
+//! be on the public internet, checked when it is written (its host
+//! resolved now) and again at every delivery (`wharf_notify::public`), and
+//! an endpoint the operator set is not its to replace or delete (`409`).
 //!
 //! Owns: those routes and their JSON. What an endpoint may be (URL,
 //! secret, id, how many) is `wharf_tenants::notify`'s and
 //! `wharf_notify::target`'s business.
 //!
 //! Must never: show an endpoint's secret (but the generated one, once),
-//! log it or its URL's query; or be open to tenant accounts (an endpoint
-//! makes this node send requests to an address of the caller's choosing:
-//! only the operator chooses, `crate::admin_rights`).
+//! log it or its URL's query; or let a tenant account point this node at
+//! an address that is not public (an endpoint makes the node send requests
+//! to an address of its setter's choosing: into the operator's own
+//! network only the operator may).
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -35,7 +44,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use wharf_tenants::{NotifyEndpointInput, NotifyEndpointView};
 
-use crate::admin_api::{answer, read_json, view, AdminApi, Answer};
+use crate::admin_api::{answer, read_json, view, AdminApi, Answer, Caller, Failure};
 
 /// The notification routes, to merge into the admin API's router.
 pub(crate) fn routes() -> Router<Arc<AdminApi>> {
@@ -88,19 +97,35 @@ async fn show(
     answer(StatusCode::OK, shown(&api, endpoint))
 }
 
+/// The tenant account that calls, if it is one.
+fn tenant_account(caller: &Caller) -> Option<&str> {
+    match caller {
+        Caller::Operator => None,
+        Caller::Tenant { subject, .. } => Some(subject),
+    }
+}
+
 async fn put(
     State(api): State<Arc<AdminApi>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path((tenant, id)): Path<(String, String)>,
     body: Body,
 ) -> Answer {
     let input: NotifyEndpointInput = read_json(&headers, body).await?;
+    let by = tenant_account(&caller);
+    if by.is_some() {
+        let url = wharf_notify::target::check_url(&input.url).map_err(Failure::invalid)?;
+        wharf_notify::public::check_public_target(&url)
+            .await
+            .map_err(Failure::invalid)?;
+    }
     let (endpoint, created, secret) = api
         .directory
-        .put_notify_endpoint(&tenant, &id, input)
+        .put_notify_endpoint(&tenant, &id, input, by)
         .await?;
     tracing::info!(%tenant, endpoint = %id, created, pulls = endpoint.pulls,
-        "admin: notification endpoint written");
+        set_by = by.unwrap_or("operator"), "admin: notification endpoint written");
     let mut v = shown(&api, endpoint);
     if let Some(secret) = secret {
         v["secret"] = Value::from(secret.expose());
@@ -115,9 +140,14 @@ async fn put(
 
 async fn remove(
     State(api): State<Arc<AdminApi>>,
+    Extension(caller): Extension<Caller>,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Answer {
-    api.directory.delete_notify_endpoint(&tenant, &id).await?;
-    tracing::info!(%tenant, endpoint = %id, "admin: notification endpoint deleted");
+    let by = tenant_account(&caller);
+    api.directory
+        .delete_notify_endpoint(&tenant, &id, by)
+        .await?;
+    tracing::info!(%tenant, endpoint = %id, by = by.unwrap_or("operator"),
+        "admin: notification endpoint deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

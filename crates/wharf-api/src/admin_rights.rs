@@ -2,14 +2,17 @@
 //!
 //! The operator holds the admin token and may call every route. A
 //! tenant's user or robot may, with its own name and password (HTTP
-//! Basic, as `docker login` takes them), call exactly three routes, and
-//! only on its own tenant: `GET …/tenants/{t}/usage` (any account of the
+//! Basic, as `docker login` takes them), call these routes, and only on
+//! its own tenant: `GET …/tenants/{t}/usage` (any account of the
 //! tenant), `DELETE …/tenants/{t}/repositories/{repo}` (an account that may
-//! delete in that repository) and `DELETE …/tenants/{t}/content` (an
-//! account that may delete in every repository of the tenant: the `admin`
-//! role without a narrower pattern). Deleting there is what the same
-//! account could already do one manifest and blob at a time on the
-//! registry port, in one call.
+//! delete in that repository), `DELETE …/tenants/{t}/content` and the
+//! tenant's notification endpoints, `…/tenants/{t}/notifications[/{id}]`
+//! (an account that may delete in every repository of the tenant: the
+//! `admin` role without a narrower pattern). Deleting there is what the
+//! same account could already do one manifest and blob at a time on the
+//! registry port, in one call. An endpoint a tenant account sets delivers
+//! to public addresses only, and one the operator set is not its to change
+//! (`crate::admin_notify`, `wharf_notify::public`).
 //!
 //! Owns: [`Caller`] (put in each admin request's extensions once it is
 //! authorized), the list of routes open to tenant accounts and the rights
@@ -17,8 +20,8 @@
 //! for a route, a tenant or a right the account does not have).
 //!
 //! Must never: let a tenant account reach any other route (tenants, users,
-//! robots, quotas, rules, retention, webhooks, fences, exports, blobs,
-//! garbage collection are the operator's); let it act on another tenant; let it
+//! robots, quotas, rules, retention, fences, exports, blobs, garbage
+//! collection are the operator's); let it act on another tenant; let it
 //! remove a tag an immutable-tag rule protects (only the operator lifts a
 //! rule, so only the operator purges what one guards); or check a password
 //! other than through the registry's own login path (bcrypt off the
@@ -49,9 +52,20 @@ pub(crate) enum Caller {
 /// A route a tenant account may call, with the tenant it names.
 #[derive(Debug, PartialEq, Eq)]
 enum TenantRoute {
-    Usage { tenant: String },
-    DeleteRepository { tenant: String, repo: String },
-    DeleteContent { tenant: String },
+    Usage {
+        tenant: String,
+    },
+    DeleteRepository {
+        tenant: String,
+        repo: String,
+    },
+    DeleteContent {
+        tenant: String,
+    },
+    /// Listing, reading, writing or deleting its notification endpoints.
+    Notifications {
+        tenant: String,
+    },
 }
 
 impl TenantRoute {
@@ -59,7 +73,8 @@ impl TenantRoute {
         match self {
             TenantRoute::Usage { tenant }
             | TenantRoute::DeleteRepository { tenant, .. }
-            | TenantRoute::DeleteContent { tenant } => tenant,
+            | TenantRoute::DeleteContent { tenant }
+            | TenantRoute::Notifications { tenant } => tenant,
         }
     }
 }
@@ -77,7 +92,14 @@ fn tenant_route(method: &Method, path: &str) -> Option<TenantRoute> {
         return None;
     }
     let tenant = tenant.to_string();
+    let endpoint = rest
+        .strip_prefix("notifications/")
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'));
     match (method, rest) {
+        (&Method::GET, "notifications") => Some(TenantRoute::Notifications { tenant }),
+        (&Method::GET | &Method::PUT | &Method::DELETE, _) if endpoint => {
+            Some(TenantRoute::Notifications { tenant })
+        }
         (&Method::GET, "usage") => Some(TenantRoute::Usage { tenant }),
         (&Method::DELETE, "content") => Some(TenantRoute::DeleteContent { tenant }),
         (&Method::DELETE, _) => {
@@ -133,9 +155,10 @@ pub(crate) async fn tenant_caller(
     let Some(route) = tenant_route(method, path) else {
         return Err(denied(format!(
             "{subject} is a tenant account: with its own password it may only read its \
-             tenant's usage and delete its repositories or content \
-             (GET /admin/v1/tenants/{own}/usage, DELETE …/repositories/REPO, DELETE …/content); \
-             everything else needs the operator's admin token"
+             tenant's usage, delete its repositories or content and manage its notification \
+             endpoints (GET /admin/v1/tenants/{own}/usage, DELETE …/repositories/REPO, \
+             DELETE …/content, …/notifications[/ID]); everything else needs the operator's \
+             admin token"
         )));
     };
     if route.tenant() != own {
@@ -168,6 +191,14 @@ pub(crate) async fn tenant_caller(
                 )));
             }
         }
+        TenantRoute::Notifications { tenant } => {
+            if !covers_whole_tenant(&grants, tenant) {
+                return Err(denied(format!(
+                    "{subject} may not manage tenant {tenant}'s notification endpoints (it \
+                     needs the admin role over the whole tenant, {tenant}/*)"
+                )));
+            }
+        }
     }
     tracing::info!(%subject, tenant = %own, %method, %path, "admin API: tenant account");
     Ok(Caller::Tenant {
@@ -189,7 +220,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_three_routes_are_open_to_tenant_accounts() {
+    fn only_these_routes_are_open_to_tenant_accounts() {
         let t = |m: Method, p: &str| tenant_route(&m, p);
         assert_eq!(
             t(Method::GET, "/admin/v1/tenants/acme/usage"),
@@ -214,6 +245,24 @@ mod tests {
             })
         );
         for (m, p) in [
+            (Method::GET, "/admin/v1/tenants/acme/notifications"),
+            (Method::GET, "/admin/v1/tenants/acme/notifications/ci"),
+            (Method::PUT, "/admin/v1/tenants/acme/notifications/ci"),
+            (Method::DELETE, "/admin/v1/tenants/acme/notifications/ci"),
+        ] {
+            assert_eq!(
+                t(m.clone(), p),
+                Some(TenantRoute::Notifications {
+                    tenant: "acme".into()
+                }),
+                "{m} {p}"
+            );
+        }
+        for (m, p) in [
+            (Method::PUT, "/admin/v1/tenants/acme/notifications"),
+            (Method::POST, "/admin/v1/tenants/acme/notifications/ci"),
+            (Method::GET, "/admin/v1/tenants/acme/notifications/"),
+            (Method::GET, "/admin/v1/tenants/acme/notifications/ci/x"),
             (Method::GET, "/admin/v1/tenants"),
             (Method::DELETE, "/admin/v1/tenants/acme"),
             (Method::GET, "/admin/v1/tenants/acme"),

@@ -295,6 +295,7 @@ impl Node {
                     secret: Some(secret.into()),
                     pulls: Some(pulls),
                 },
+                None,
             )
             .await
             .unwrap();
@@ -1018,8 +1019,8 @@ async fn the_admin_api_sets_lists_and_deletes_a_tenants_endpoints() {
         (404, &json!("NOT_FOUND"))
     );
 
-    // A tenant's own account may not set its endpoints (only the operator
-    // chooses where this node sends requests).
+    // A tenant's own admin may set its endpoints, but only on the public
+    // internet: this receiver, on loopback, is the operator's to choose.
     let r = client
         .put(format!("{base}/tenants/acme/notifications/mine"))
         .basic_auth("alice", Some(pw("alice")))
@@ -1027,7 +1028,14 @@ async fn the_admin_api_sets_lists_and_deletes_a_tenants_endpoints() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("public internet")),
+        "{body}"
+    );
 
     // Deleted: gone, and its events with it.
     let (status, _, _) = call(Method::DELETE, "/tenants/acme/notifications/ci", None).await;

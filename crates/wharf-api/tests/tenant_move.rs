@@ -1327,6 +1327,143 @@ async fn a_tenant_admin_deletes_its_own_repositories_and_content_and_nothing_els
     assert_eq!(cell.usage("beta").await["repositories"], 1);
 }
 
+/// `method path` on `cell`'s admin port as `user`, with a JSON `body`:
+/// the status and the answer.
+async fn account_json(
+    cell: &Cell,
+    user: (&str, &str),
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = cell
+        .http
+        .request(method, format!("{}{path}", cell.admin))
+        .basic_auth(user.0, Some(user.1));
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_tenant_admin_sets_its_own_notification_endpoints_on_the_public_internet_only() {
+    let cell = Cell::start(&["acme", "beta"]).await;
+    let d = &cell.directory;
+    for (tenant, user, role) in [
+        ("acme", "alice", Role::Admin),
+        ("acme", "bob", Role::Push),
+        ("beta", "eve", Role::Admin),
+    ] {
+        d.put_user(
+            tenant,
+            user,
+            Some(&format!("{user}-password")),
+            &[RoleSpec::tenant_wide(role)],
+        )
+        .await
+        .unwrap();
+    }
+    let alice = ("alice", "alice-password");
+    let hooks = "/admin/v1/tenants/acme/notifications";
+    // The operator's endpoint, on the operator's own network.
+    let (status, v) = cell
+        .admin_json(
+            Method::PUT,
+            &format!("{hooks}/ops"),
+            Some(json!({"url": "http://10.0.0.5:9000/hook"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["set_by"], Value::Null, "{v}");
+
+    // Not public: refused when written, with the rule named.
+    for url in [
+        "http://127.0.0.1:9000/hook",
+        "http://[::1]:9000/hook",
+        "http://localhost:5001/admin/v1/tenants",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.5:9000/hook",
+        "http://[::ffff:192.168.1.1]/",
+    ] {
+        let (status, v) = account_json(
+            &cell,
+            alice,
+            Method::PUT,
+            &format!("{hooks}/ci"),
+            Some(json!({ "url": url })),
+        )
+        .await;
+        assert_eq!(status, 400, "{url}: {v}");
+        let m = v["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(m.contains("public internet"), "{url}: {m}");
+    }
+    // Public: written, marked as the tenant's, its secret shown once.
+    let (status, v) = account_json(
+        &cell,
+        alice,
+        Method::PUT,
+        &format!("{hooks}/ci"),
+        Some(json!({"url": "https://93.184.216.34/hook"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["set_by"], "alice", "{v}");
+    assert!(
+        v["secret"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("whsec_")),
+        "{v}"
+    );
+    let targets = d.notify_targets("acme").unwrap();
+    let public_only: Vec<(String, bool)> = targets
+        .iter()
+        .map(|t| (t.id.clone(), t.public_only))
+        .collect();
+    assert!(
+        public_only.contains(&("acme/ci".into(), true)),
+        "{public_only:?}"
+    );
+    assert!(
+        public_only.contains(&("acme/ops".into(), false)),
+        "{public_only:?}"
+    );
+
+    // It reads the list (the operator's included), but may not change the
+    // operator's endpoint.
+    let (status, v) = account_json(&cell, alice, Method::GET, hooks, None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["endpoints"].as_array().map(Vec::len), Some(2), "{v}");
+    for (m, body) in [
+        (Method::PUT, Some(json!({"url": "https://93.184.216.34/x"}))),
+        (Method::DELETE, None),
+    ] {
+        let (status, v) =
+            account_json(&cell, alice, m.clone(), &format!("{hooks}/ops"), body).await;
+        assert_eq!(
+            (status, v["errors"][0]["code"].as_str()),
+            (409, Some("CONFLICT")),
+            "{m}: {v}"
+        );
+    }
+    // Other accounts: a pusher of the tenant, and another tenant's admin.
+    for (user, path) in [
+        (("bob", "bob-password"), hooks.to_string()),
+        (("eve", "eve-password"), hooks.to_string()),
+        (("eve", "eve-password"), format!("{hooks}/ci")),
+    ] {
+        let (status, v) = account_json(&cell, user, Method::GET, &path, None).await;
+        assert_eq!(status, 403, "{}: {path}: {v}", user.0);
+    }
+    // Its own endpoint it deletes.
+    let (status, _) =
+        account_json(&cell, alice, Method::DELETE, &format!("{hooks}/ci"), None).await;
+    assert_eq!(status, 204);
+    assert_eq!(d.notify_endpoints("acme").unwrap().len(), 1);
+}
+
 /// `POST /auth/token` on `cell` with `form` (and the service); the status
 /// and the answer's JSON.
 async fn post_token(cell: &Cell, form: &[(&str, &str)]) -> (u16, Value) {

@@ -38,6 +38,7 @@
 pub mod event;
 mod metrics;
 mod notifier;
+pub mod public;
 pub mod sign;
 pub mod target;
 

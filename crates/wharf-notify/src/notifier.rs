@@ -176,7 +176,7 @@ struct Lane {
 
 struct Inner {
     config: NotifyConfig,
-    client: reqwest::Client,
+    clients: Clients,
     node_targets: Vec<Arc<Target>>,
     node_wants_pulls: bool,
     lanes: RwLock<HashMap<String, Lane>>,
@@ -205,14 +205,28 @@ impl Notifier {
         if config.queue_size == 0 || config.max_attempts == 0 {
             return Err("the notification queue size and attempts must be at least 1".into());
         }
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.timeout)
-            .timeout(config.timeout)
-            .user_agent(config.user_agent.clone())
-            .pool_max_idle_per_host(2)
-            .build()
-            .map_err(|e| format!("the notification HTTP client cannot be built: {e}"))?;
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(config.timeout)
+                .timeout(config.timeout)
+                .user_agent(config.user_agent.clone())
+                .pool_max_idle_per_host(2)
+        };
+        let built = |b: reqwest::ClientBuilder| {
+            b.build()
+                .map_err(|e| format!("the notification HTTP client cannot be built: {e}"))
+        };
+        let clients = Clients {
+            any: built(builder())?,
+            // No proxy: a proxy would resolve the name itself, out of
+            // `PublicOnly`'s reach.
+            public: built(
+                builder()
+                    .no_proxy()
+                    .dns_resolver(Arc::new(crate::public::PublicOnly)),
+            )?,
+        };
         let mut seen = std::collections::HashSet::new();
         for t in &node_targets {
             if !seen.insert(t.id.clone()) {
@@ -224,7 +238,7 @@ impl Notifier {
             inner: Arc::new(Inner {
                 node_wants_pulls: node_targets.iter().any(|t| t.pulls),
                 config,
-                client,
+                clients,
                 node_targets,
                 lanes: RwLock::new(HashMap::new()),
             }),
@@ -328,7 +342,7 @@ impl Notifier {
             let worker = Worker {
                 id: id.to_string(),
                 config: self.inner.config.clone(),
-                client: self.inner.client.clone(),
+                clients: self.inner.clients.clone(),
                 counters: Arc::clone(&counters),
                 notifier: Arc::downgrade(&self.inner),
                 permanent,
@@ -414,13 +428,24 @@ enum Verdict {
     Retry(String),
     /// Refused for good, with this status.
     Rejected(u16),
+    /// Not to be sent at all, because of this.
+    Forbidden(String),
+}
+
+/// The HTTP clients deliveries go through: one for the operator's
+/// endpoints, one that connects to public addresses only for those a
+/// tenant set (`crate::public`).
+#[derive(Clone)]
+struct Clients {
+    any: reqwest::Client,
+    public: reqwest::Client,
 }
 
 /// The task that empties one lane.
 struct Worker {
     id: String,
     config: NotifyConfig,
-    client: reqwest::Client,
+    clients: Clients,
     counters: Arc<Counters>,
     notifier: Weak<Inner>,
     /// A node endpoint's lane never stops.
@@ -485,6 +510,12 @@ impl Worker {
                     self.give_up(&d, GaveUp::Rejected, &format!("it answered {status}"));
                     return;
                 }
+                Verdict::Forbidden(why) => {
+                    c.attempts_failed.fetch_add(1, Ordering::Relaxed);
+                    self.failed_attempt(&d, &why);
+                    self.give_up(&d, GaveUp::Rejected, &why);
+                    return;
+                }
                 Verdict::Retry(why) => {
                     c.attempts_failed.fetch_add(1, Ordering::Relaxed);
                     self.failed_attempt(&d, &why);
@@ -520,8 +551,21 @@ impl Worker {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |t| t.as_secs());
         let signature = sign::signature(d.target.secret.expose(), timestamp, &d.body);
-        let sent = self
-            .client
+        let client = if d.target.public_only {
+            // A host given as an address is never resolved, so it is
+            // judged here (the resolver judges names).
+            if let Some(ip) = crate::public::literal_ip(&d.target.url) {
+                if !crate::public::is_public(ip) {
+                    return Verdict::Forbidden(format!(
+                        "a tenant's endpoint may reach public addresses only, not {ip}"
+                    ));
+                }
+            }
+            &self.clients.public
+        } else {
+            &self.clients.any
+        };
+        let sent = client
             .post(d.target.url.clone())
             .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
             .header(sign::TIMESTAMP_HEADER, timestamp)

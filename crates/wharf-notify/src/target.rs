@@ -55,6 +55,9 @@ pub struct Target {
     pub secret: Secret,
     /// Whether it gets `manifest.pull` events (off unless asked for).
     pub pulls: bool,
+    /// Set by a tenant: deliveries connect to public addresses only
+    /// ([`crate::public`]).
+    pub public_only: bool,
 }
 
 impl Target {
@@ -65,7 +68,14 @@ impl Target {
             url: check_url(url)?,
             secret,
             pulls,
+            public_only: false,
         })
+    }
+
+    /// The same target, its deliveries limited to public addresses or not.
+    pub fn with_public_only(mut self, public_only: bool) -> Target {
+        self.public_only = public_only;
+        self
     }
 
     /// The URL's scheme, host and port, for log lines (its path and query

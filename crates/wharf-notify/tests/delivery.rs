@@ -374,3 +374,41 @@ async fn pulls_go_only_to_endpoints_that_ask_and_tenant_lanes_retire_when_idle()
     n.notify(&pull, &tenant);
     assert!(eventually(Duration::from_secs(5), || r.seen().len() == 2).await);
 }
+
+#[tokio::test]
+async fn a_public_only_endpoint_never_reaches_a_private_address() {
+    let r = Receiver::start().await;
+    let config = NotifyConfig {
+        max_attempts: 2,
+        ..fast()
+    };
+    let by_name = r.url().replace("127.0.0.1", "localhost");
+    let n = Notifier::new(
+        config,
+        vec![
+            target("literal", &r.url(), "0123456789abcdef").with_public_only(true),
+            target("name", &by_name, "0123456789abcdef").with_public_only(true),
+            // The same receiver, set by the operator: reached.
+            target("operator", &r.url(), "0123456789abcdef"),
+        ],
+    )
+    .unwrap();
+    n.notify(&event("a"), &[]);
+    let done =
+        |id: &str, f: fn(&wharf_notify::EndpointStats) -> u64| n.endpoint(id).map_or(0, |s| f(&s));
+    assert!(
+        eventually(Duration::from_secs(10), || done("literal", |s| s
+            .failed_rejected)
+            == 1
+            && done("name", |s| s.failed_attempts) == 1
+            && done("operator", |s| s.delivered) == 1)
+        .await,
+        "{:?}",
+        n.endpoints()
+    );
+    // An address is refused without a try; a name that resolves only to
+    // private addresses finds nothing to connect to, every attempt.
+    assert_eq!(r.seen().len(), 1, "only the operator's endpoint got it");
+    assert_eq!(n.endpoint("literal").unwrap().attempts_failed, 1);
+    assert_eq!(n.endpoint("name").unwrap().attempts_failed, 2);
+}

@@ -38,6 +38,11 @@ pub(crate) struct NotifyRecord {
     #[serde(default)]
     pub pulls: bool,
     pub created_unix: u64,
+    /// The tenant account that set it (`None`: the operator). An endpoint
+    /// a tenant set delivers to public addresses only
+    /// (`wharf_notify::public`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_by: Option<String>,
 }
 
 impl std::fmt::Debug for NotifyRecord {
@@ -47,6 +52,7 @@ impl std::fmt::Debug for NotifyRecord {
             .field("id", &self.id)
             .field("url", &self.url)
             .field("pulls", &self.pulls)
+            .field("set_by", &self.set_by)
             .finish_non_exhaustive()
     }
 }
@@ -64,6 +70,7 @@ impl NotifyRecord {
             url: self.url.clone(),
             pulls: self.pulls,
             created_unix: self.created_unix,
+            set_by: self.set_by.clone(),
         }
     }
 
@@ -75,6 +82,7 @@ impl NotifyRecord {
             Secret::new(self.secret.as_bytes()),
             self.pulls,
         )
+        .map(|t| t.with_public_only(self.set_by.is_some()))
     }
 
     /// The rules a record must meet to be written.
@@ -94,6 +102,8 @@ pub struct NotifyEndpointView {
     /// Whether it gets `manifest.pull` events.
     pub pulls: bool,
     pub created_unix: u64,
+    /// The tenant account that set it; `None`: the operator.
+    pub set_by: Option<String>,
 }
 
 /// What the admin API sends to create or replace an endpoint.

@@ -1649,7 +1649,12 @@ async fn notification_endpoints_are_kept_per_tenant_with_their_secret_shown_once
 
     // Without a secret: one is generated and returned this once.
     let (view, created, secret) = dir
-        .put_notify_endpoint("acme", "ci", endpoint("http://127.0.0.1:9/hook", None))
+        .put_notify_endpoint(
+            "acme",
+            "ci",
+            endpoint("http://127.0.0.1:9/hook", None),
+            None,
+        )
         .await
         .unwrap();
     assert!(created);
@@ -1664,7 +1669,7 @@ async fn notification_endpoints_are_kept_per_tenant_with_their_secret_shown_once
     let mut input = endpoint("https://hooks.example/x", Some("0123456789abcdef-given"));
     input.pulls = Some(true);
     let (_, created, none) = dir
-        .put_notify_endpoint("globex", "audit", input)
+        .put_notify_endpoint("globex", "audit", input, None)
         .await
         .unwrap();
     assert!(created && none.is_none());
@@ -1688,7 +1693,12 @@ async fn notification_endpoints_are_kept_per_tenant_with_their_secret_shown_once
 
     // Replacing keeps the secret, pulls and creation time unless given.
     let (again, created, none) = dir
-        .put_notify_endpoint("acme", "ci", endpoint("http://127.0.0.1:10/other", None))
+        .put_notify_endpoint(
+            "acme",
+            "ci",
+            endpoint("http://127.0.0.1:10/other", None),
+            None,
+        )
         .await
         .unwrap();
     assert!(!created && none.is_none());
@@ -1702,15 +1712,87 @@ async fn notification_endpoints_are_kept_per_tenant_with_their_secret_shown_once
     let other = Directory::open(store.clone()).await.unwrap();
     assert_eq!(other.notify_endpoints("acme").unwrap(), vec![again]);
 
-    dir.delete_notify_endpoint("acme", "ci").await.unwrap();
+    dir.delete_notify_endpoint("acme", "ci", None)
+        .await
+        .unwrap();
     assert!(dir.notify_targets("acme").is_none());
-    not_found(dir.delete_notify_endpoint("acme", "ci").await);
+    not_found(dir.delete_notify_endpoint("acme", "ci", None).await);
     not_found(dir.notify_endpoint("acme", "ci"));
     not_found(dir.notify_endpoints("nobody"));
     not_found(
-        dir.put_notify_endpoint("nobody", "ci", endpoint("http://x/", None))
+        dir.put_notify_endpoint("nobody", "ci", endpoint("http://x/", None), None)
             .await,
     );
+}
+
+#[tokio::test]
+async fn a_tenant_set_endpoint_is_public_only_and_the_operators_are_not_the_tenants_to_change() {
+    let (_, dir) = setup().await;
+    dir.create_tenant(new_tenant("acme")).await.unwrap();
+    // The operator's endpoint: any address, left alone by tenant accounts.
+    dir.put_notify_endpoint("acme", "ops", endpoint("http://10.0.0.5/hook", None), None)
+        .await
+        .unwrap();
+    for refused in [
+        dir.put_notify_endpoint(
+            "acme",
+            "ops",
+            endpoint("https://hooks.example/x", None),
+            Some("acme/alice"),
+        )
+        .await
+        .map(|_| ()),
+        dir.delete_notify_endpoint("acme", "ops", Some("acme/alice"))
+            .await,
+    ] {
+        match refused {
+            Err(DirectoryError::Conflict(m)) => {
+                assert!(
+                    m.contains("set by the operator") && m.contains("acme/alice"),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // The tenant's own: marked, public-only where events are sent.
+    let (view, created, _) = dir
+        .put_notify_endpoint(
+            "acme",
+            "ci",
+            endpoint("https://hooks.example/ci", None),
+            Some("acme/alice"),
+        )
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(view.set_by.as_deref(), Some("acme/alice"));
+    let targets = dir.notify_targets("acme").unwrap();
+    let public_only = |id: &str| targets.iter().find(|t| t.id == id).unwrap().public_only;
+    assert!(public_only("acme/ci"));
+    assert!(!public_only("acme/ops"));
+    // The operator may replace it, and it is the operator's then.
+    let (view, _, _) = dir
+        .put_notify_endpoint("acme", "ci", endpoint("http://10.0.0.6/", None), None)
+        .await
+        .unwrap();
+    assert_eq!(view.set_by, None);
+    assert!(!dir
+        .notify_targets("acme")
+        .unwrap()
+        .iter()
+        .any(|t| t.public_only));
+    dir.put_notify_endpoint(
+        "acme",
+        "ci",
+        endpoint("https://hooks.example/ci", None),
+        Some("acme/bob"),
+    )
+    .await
+    .unwrap_err();
+    dir.delete_notify_endpoint("acme", "ops", None)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -1719,7 +1801,7 @@ async fn bad_notification_endpoints_are_refused_and_capped_per_tenant() {
     dir.create_tenant(new_tenant("acme")).await.unwrap();
     let put = |id: &'static str, input: NotifyEndpointInput| {
         let dir = dir.clone();
-        async move { dir.put_notify_endpoint("acme", id, input).await }
+        async move { dir.put_notify_endpoint("acme", id, input, None).await }
     };
     let msg = invalid(put("ci", endpoint("ftp://example.com/", None)).await);
     assert!(msg.contains("http:// or https://"), "{msg}");
@@ -1745,7 +1827,7 @@ async fn bad_notification_endpoints_are_refused_and_capped_per_tenant() {
 async fn a_deleted_tenant_takes_its_notification_endpoints_along() {
     let (store, dir) = setup().await;
     dir.create_tenant(new_tenant("acme")).await.unwrap();
-    dir.put_notify_endpoint("acme", "ci", endpoint("http://127.0.0.1:9/", None))
+    dir.put_notify_endpoint("acme", "ci", endpoint("http://127.0.0.1:9/", None), None)
         .await
         .unwrap();
     assert!(store.has(KIND_NOTIFY, "acme/ci"));
@@ -1756,7 +1838,7 @@ async fn a_deleted_tenant_takes_its_notification_endpoints_along() {
     // An endpoint a cut-short deletion left behind is inert, and swept
     // when the name is taken again.
     dir.create_tenant(new_tenant("globex")).await.unwrap();
-    dir.put_notify_endpoint("globex", "ci", endpoint("http://127.0.0.1:9/", None))
+    dir.put_notify_endpoint("globex", "ci", endpoint("http://127.0.0.1:9/", None), None)
         .await
         .unwrap();
     store.remove("tenant", "globex");

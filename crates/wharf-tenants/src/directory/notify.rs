@@ -53,14 +53,17 @@ impl Directory {
     }
 
     /// Creates `tenant`'s endpoint `id`, or replaces it (a secret or
-    /// `pulls` not given keeps the current one). Returns its view, whether
-    /// it was created, and the secret if one was generated (shown only
-    /// this once).
+    /// `pulls` not given keeps the current one), as the operator (`by`
+    /// `None`) or as a tenant account (`by` its subject: the endpoint then
+    /// delivers to public addresses only, and one the operator set may not
+    /// be replaced). Returns its view, whether it was created, and the
+    /// secret if one was generated (shown only this once).
     pub async fn put_notify_endpoint(
         &self,
         tenant: &str,
         id: &str,
         input: NotifyEndpointInput,
+        by: Option<&str>,
     ) -> Result<(NotifyEndpointView, bool, Option<GeneratedSecret>), DirectoryError> {
         wharf_notify::target::check_id(id).map_err(DirectoryError::Invalid)?;
         wharf_notify::target::check_url(&input.url).map_err(DirectoryError::Invalid)?;
@@ -72,6 +75,9 @@ impl Directory {
         require_tenant(&snap, tenant)?;
         let key = NotifyRecord::key(tenant, id);
         let current = snap.notify_records.get(&key);
+        if let Some(c) = current {
+            set_by_operator_refused(c, by)?;
+        }
         if current.is_none() {
             let count = snap
                 .notify_records
@@ -105,6 +111,7 @@ impl Directory {
                 .pulls
                 .unwrap_or_else(|| current.is_some_and(|c| c.pulls)),
             created_unix: current.map_or_else(now_unix, |c| c.created_unix),
+            set_by: by.map(str::to_string),
         };
         record.check().map_err(DirectoryError::Invalid)?;
         // A record of a deleted tenant of the same name may still hold the
@@ -114,23 +121,40 @@ impl Directory {
         Ok((record.view(), current.is_none(), generated))
     }
 
-    /// Deletes `tenant`'s endpoint `id`. Events already queued for it are
-    /// still delivered.
+    /// Deletes `tenant`'s endpoint `id`, as the operator (`by` `None`) or
+    /// as a tenant account (which may not delete one the operator set).
+    /// Events already queued for it are still delivered.
     pub async fn delete_notify_endpoint(
         &self,
         tenant: &str,
         id: &str,
+        by: Option<&str>,
     ) -> Result<(), DirectoryError> {
         let _one_writer = self.inner.writes.lock().await;
         let snap = self.fresh().await?;
         require_tenant(&snap, tenant)?;
         let key = NotifyRecord::key(tenant, id);
-        if !snap.notify_records.contains_key(&key)
-            || !self.inner.store.directory_delete(KIND_NOTIFY, &key).await?
-        {
+        let Some(current) = snap.notify_records.get(&key) else {
+            return Err(not_found(tenant, id));
+        };
+        set_by_operator_refused(current, by)?;
+        if !self.inner.store.directory_delete(KIND_NOTIFY, &key).await? {
             return Err(not_found(tenant, id));
         }
         self.load().await
+    }
+}
+
+/// A tenant account (`by`) may not change an endpoint the operator set.
+fn set_by_operator_refused(current: &NotifyRecord, by: Option<&str>) -> Result<(), DirectoryError> {
+    match (by, &current.set_by) {
+        (Some(who), None) => Err(DirectoryError::Conflict(format!(
+            "notification endpoint {} of tenant {} was set by the operator; {who} may not \
+             change or delete it (choose another id)",
+            clip(&current.id),
+            current.tenant
+        ))),
+        _ => Ok(()),
     }
 }
 
