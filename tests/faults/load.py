@@ -320,7 +320,9 @@ async def cmd_run(a):
     tasks = [load.pusher(i) for i in range(a.pushers)]
     tasks += [load.puller(i) for i in range(a.pullers)]
     t0 = now()
-    await asyncio.gather(*tasks)
+    for r in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(r, BaseException):
+            print(f"load {a.case}: a worker failed: {r!r}", file=sys.stderr)
     with open(a.events, "w") as f:
         for e in load.events:
             f.write(json.dumps(e, separators=(",", ":")) + "\n")
@@ -457,7 +459,7 @@ async def verify_one(a, img, sem):
         for url, want, h in checks:
             for attempt in range(1, 4):
                 resp, out, _ = await request("GET", url, a.deadline, h)
-                if resp is not None and resp.status in RETRY_STATUS and attempt < 3:
+                if (resp is None or resp.status in RETRY_STATUS) and attempt < 3:
                     await asyncio.sleep(0.5)
                     continue
                 break

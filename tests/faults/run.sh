@@ -123,8 +123,10 @@ cleanup() {
     local pid
     # PostgreSQL may be stopped (pg-stall): continue it before anything.
     for pid in $(net_pids_in pg); do kill -CONT "$pid" 2>/dev/null; done
-    for pid in "${STARTED_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-    for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid" 5; done
+    local live=()
+    for pid in "${STARTED_PIDS[@]}"; do ours "$pid" && live+=("$pid"); done
+    for pid in "${live[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    for pid in "${live[@]}"; do stop_pid "$pid" 5; done
     [ "$GARAGE_STARTED" = 1 ] && timeout 40 bash "$ROOT/scripts/garage.sh" stop "$GARAGE_DIR"
     [ "$PG_STARTED" = 1 ] && pg_ctl_in stop -m immediate -w -t 20
     net_down
@@ -186,6 +188,15 @@ pg_ctl_in() {
 # through the nx function (which would fork a subshell and give its pid):
 # ip, env, nohup and timeout exec or signal on, so the pid is the process's.
 started() { STARTED_PIDS+=("$1"); }
+
+# ours PID: PID is alive and is one of this run's (its command line names
+# this run's temp dir or this directory), so a recycled pid is never signalled.
+ours() {
+  local cmd
+  kill -0 "$1" 2>/dev/null || return 1
+  cmd=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+  [[ $cmd == *"$TMP"* || $cmd == *"$HERE"* ]]
+}
 
 # wait_http URL CODE SECONDS: until URL (from the clients) answers CODE.
 wait_http() {
@@ -357,7 +368,7 @@ EOF
 start_haproxy() {
   local i st
   write_haproxy_cfg || return 1
-  haproxy -c -q -f "$TMP/haproxy.cfg" || die "haproxy.cfg does not validate" || return 1
+  nx lb haproxy -c -q -f "$TMP/haproxy.cfg" || die "haproxy.cfg does not validate" || return 1
   ip netns exec "$(net_ns lb)" nohup haproxy -db -f "$TMP/haproxy.cfg" </dev/null >>"$LOGS/haproxy.log" 2>&1 &
   started $!
   for ((i = 0; i < 150; i++)); do
@@ -424,6 +435,7 @@ heal_garage_slow() { echo 0 >"$TMP/s3.delay"; }
 
 KILL_HOLD=10
 inject_node_kill() {
+  ours "${NODE_PID[3]}" || die "node3 (pid ${NODE_PID[3]}) is not running" || return 1
   echo "SIGKILL to node3 (pid ${NODE_PID[3]})"
   kill -KILL "${NODE_PID[3]}"
 }
@@ -517,7 +529,7 @@ EOF
 case_acked_after_restart() {
   local n files
   for n in 1 2 3; do
-    stop_pid "${NODE_PID[n]}" 10
+    ours "${NODE_PID[n]}" && stop_pid "${NODE_PID[n]}" 10
     start_node $n || return 1
   done
   local i st
