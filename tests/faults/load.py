@@ -39,7 +39,9 @@ recover: after a fault is healed, sweeps every 0.25 s until, in one sweep,
 every node's /readyz answers 200, HAProxy shows every server UP, and
 through every node directly a new blob is pushed (201), a seeded manifest
 is pulled by tag (digest checked) and a seeded layer past the small-blob
-memory is read (bytes checked). Writes how many seconds after --since.
+memory is read (bytes checked), and every sweep for --stable seconds more
+does too. Writes how many seconds after --since the first of those good
+sweeps began (a good sweep followed by a bad one does not count).
 
 verify: every acknowledged push through the load balancer: manifest by
 tag and by digest, then every blob; each body must hash to its digest (so
@@ -208,13 +210,15 @@ class Load:
                 or os.path.exists(self.a.stop))
 
     async def req(self, op, step, method, url, attempt, content_acked, headers=None, body=None,
-                  worker=""):
+                  worker="", src=None):
         self.sent += 1
         t = now()
         resp, outcome, secs = await request(method, url, self.a.deadline, headers, body)
-        self.events.append({"t": round(t, 4), "s": round(secs, 4), "op": op, "step": step,
-                            "out": outcome, "try": attempt, "acked_at": content_acked,
-                            "w": worker})
+        e = {"t": round(t, 4), "s": round(secs, 4), "op": op, "step": step, "out": outcome,
+             "try": attempt, "acked_at": content_acked, "w": worker}
+        if src:
+            e["src"] = src
+        self.events.append(e)
         return resp, outcome
 
     # ---- push
@@ -282,11 +286,11 @@ class Load:
 
     # ---- pull
 
-    async def fetch(self, step, url, want, acked_at, w, headers=None):
+    async def fetch(self, step, url, want, acked_at, w, src, headers=None):
         """True when some attempt got 200 with bytes hashing to `want`."""
         for attempt in range(1, 4):
             resp, out = await self.req("pull", step, "GET", url, attempt, acked_at, headers,
-                                       None, w)
+                                       None, w, src)
             if out == "200":
                 if sha(resp.body) == want:
                     return True
@@ -298,15 +302,16 @@ class Load:
         return False
 
     async def pull_one(self, rng, w):
-        pool = self.seed if (not self.acked or rng.random() < 0.5) else self.acked
-        img = rng.choice(pool)
+        seeded = not self.acked or rng.random() < 0.5
+        img = rng.choice(self.seed if seeded else self.acked)
+        src = "seed" if seeded else "run"
         acked_at = img["acked_at"]
         base = f"{self.a.lb}/v2/{img['repo']}"
         if not await self.fetch("manifest-get", f"{base}/manifests/{img['tag']}",
-                                img["manifest"], acked_at, w, {"Accept": ACCEPT}):
+                                img["manifest"], acked_at, w, src, {"Accept": ACCEPT}):
             return
         for d in img["blobs"]:
-            if not await self.fetch("blob-get", f"{base}/blobs/{d}", d, acked_at, w):
+            if not await self.fetch("blob-get", f"{base}/blobs/{d}", d, acked_at, w, src):
                 return
 
     async def puller(self, w):
@@ -425,19 +430,25 @@ async def sweep(a, seed, n):
 
 async def cmd_recover(a):
     seed = json.load(open(a.seed))["images"]
-    t_end = now() + a.max_secs
+    t_end = a.since + a.max_secs + a.stable
     n = 0
     last = None
+    good_since = None  # start of the current run of good sweeps
     while True:
         t = now()
         why = await sweep(a, seed, n)
         n += 1
         if why is None:
-            rec = {"recovered": True, "seconds": round(max(0.0, t - a.since), 2), "sweeps": n,
-                   "last_failure": last}
-            break
-        last = why
-        if now() >= t_end:
+            if good_since is None:
+                good_since = t
+            if now() - good_since >= a.stable:
+                rec = {"recovered": True, "seconds": round(max(0.0, good_since - a.since), 2),
+                       "sweeps": n, "last_failure": last}
+                break
+        else:
+            good_since = None
+            last = why
+        if now() >= t_end or (good_since is None and now() >= a.since + a.max_secs):
             rec = {"recovered": False, "seconds": None, "sweeps": n, "last_failure": last,
                    "waited": round(now() - a.since, 2)}
             break
@@ -517,10 +528,15 @@ def cmd_report(a):
     pre = [e for e in ev if e["op"] == "pull" and e["acked_at"] is not None
            and e["acked_at"] < fault and e["t"] >= fault]
     pre_first = [e for e in pre if e["try"] == 1]
+    # Of those, the content every node had served before (seeded).
+    seen = [e for e in pre if e.get("src") == "seed"]
     during = [e for e in ev if fault <= e["t"] < heal]
     lat = [e["s"] for e in ev]
     late = [e for e in ev if e["out"] == "timeout" or e["s"] >= a.deadline]
     after_heal_bad = [e for e in ev if e["t"] >= heal and not ok(e)]
+    last_bad_end = max((e["t"] + e["s"] - heal for e in after_heal_bad), default=0.0)
+    probe_s = rec.get("seconds")
+    full_s = round(max(probe_s, last_bad_end), 2) if rec.get("recovered") else None
     statuses = {}
     for e in during:
         statuses[e["out"]] = statuses.get(e["out"], 0) + 1
@@ -540,19 +556,29 @@ def cmd_report(a):
         "prefault_pull_ok": sum(1 for e in pre if ok(e)),
         "prefault_pull_share": round(100.0 * sum(1 for e in pre if ok(e)) / len(pre), 2) if pre else None,
         "prefault_first_try_share": round(100.0 * sum(1 for e in pre_first if ok(e)) / len(pre_first), 2) if pre_first else None,
+        "seen_pull_requests": len(seen),
+        "seen_pull_ok": sum(1 for e in seen if ok(e)),
+        "seen_pull_share": round(100.0 * sum(1 for e in seen if ok(e)) / len(seen), 2) if seen else None,
         "prefault_corrupt": sum(1 for e in pre if e["out"] == "corrupt"),
         "max_latency_s": round(max(lat), 3) if lat else None,
         "p99_latency_s": round(pct(lat, 0.99), 3),
         "deadline_s": a.deadline,
         "over_deadline": len(late),
         "recovered": rec.get("recovered"),
-        "recovery_s": rec.get("seconds"),
+        # Full service: the later of the probes' stable success and the end
+        # of the load's last failed request sent after the heal.
+        "recovery_s": full_s,
+        "recovery_probe_s": probe_s,
         "recovery_last_failure": rec.get("last_failure"),
         "failed_after_heal": len(after_heal_bad),
-        "last_failure_after_heal_s": round(max(e["t"] for e in after_heal_bad) - heal, 2) if after_heal_bad else None,
+        "last_failure_after_heal_s": round(last_bad_end, 2) if after_heal_bad else None,
         "statuses_during_fault": dict(sorted(statuses.items(), key=lambda kv: -kv[1])),
-        "prefault_failures": [f"{e['step']} try {e['try']} -> {e['out']} at +{e['t'] - fault:.1f}s"
+        "prefault_failures": [f"{e.get('src')} {e['step']} try {e['try']} -> {e['out']} at "
+                              f"+{e['t'] - fault:.1f}s after {e['s']:.2f}s"
                               for e in pre if not ok(e)][:8],
+        "failures_after_heal": [f"{e['op']} {e['step']} try {e['try']} -> {e['out']} at "
+                                f"heal+{e['t'] - heal:.2f}s after {e['s']:.2f}s"
+                                for e in after_heal_bad][:8],
     }
     json.dump(fig, open(a.out, "w"), indent=1)
     print(json.dumps(fig))
@@ -588,6 +614,7 @@ def main():
     c.add_argument("--seed", required=True)
     c.add_argument("--since", type=float, required=True)
     c.add_argument("--max-secs", type=float, default=60)
+    c.add_argument("--stable", type=float, default=3)
     c.add_argument("--out", required=True)
     v = sub.add_parser("verify")
     v.add_argument("--lb", required=True)
