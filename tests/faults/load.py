@@ -32,8 +32,8 @@ timeout, connection error) is tried again after Retry-After (at most
 then every blob, bytes checked) seeded images and images this run
 acknowledged, each request tried at most 3 times. Every request is one
 event (start, duration, step, status, attempt, the content's
-acknowledgement time); every acknowledged push goes to ACKED as soon as
-it is.
+acknowledgement time); every acknowledged push goes to ACKED (written
+with the events when the load ends).
 
 recover: after a fault is healed, sweeps every 0.25 s until, in one sweep,
 every node's /readyz answers 200, HAProxy shows every server UP, and
@@ -203,7 +203,6 @@ class Load:
         self.t_end = now() + a.max_secs
         self.acked = []  # this run's acknowledged images
         self.seed = json.load(open(a.seed))["images"] if getattr(a, "seed", None) else []
-        self.acked_f = open(a.acked, "a") if getattr(a, "acked", None) else None
 
     def stopping(self):
         return (now() >= self.t_end or self.sent >= self.a.max_requests
@@ -270,8 +269,6 @@ class Load:
                 rec = {"repo": repo, "tag": tag, "manifest": md, "blobs": list(blobs),
                        "acked_at": round(now(), 4), "digest_header_ok": got == md}
                 self.acked.append(rec)
-                self.acked_f.write(json.dumps(rec) + "\n")
-                self.acked_f.flush()
                 return
             if resp is not None and resp.status not in RETRY_STATUS:
                 return
@@ -328,9 +325,14 @@ async def cmd_run(a):
     for r in await asyncio.gather(*tasks, return_exceptions=True):
         if isinstance(r, BaseException):
             print(f"load {a.case}: a worker failed: {r!r}", file=sys.stderr)
+    # Written once, at the end: no file I/O on the event loop while the
+    # load runs (a write stalled by the disk would stall every worker).
     with open(a.events, "w") as f:
         for e in load.events:
             f.write(json.dumps(e, separators=(",", ":")) + "\n")
+    with open(a.acked, "a") as f:
+        for rec in load.acked:
+            f.write(json.dumps(rec) + "\n")
     print(f"load {a.case}: {len(load.events)} requests in {now() - t0:.1f}s, "
           f"{len(load.acked)} pushes acknowledged", flush=True)
 
