@@ -49,7 +49,10 @@ it is byte-identical to what was pushed). A 5xx is asked again at most 3
 times (the cluster is healed by then); anything else is a failure.
 
 report: the figures of one case from the events, the marks (lines
-`fault EPOCH`, `heal EPOCH`), verify and recover.
+`fault EPOCH`, `heal EPOCH`), verify and recover, and from the nodes' own
+access logs (--node-logs) the slowest answer any node gave while the load
+ran (a client's time includes HAProxy's retries on other nodes; a node's
+is its own).
 
 Owns: nothing but its own files. Must never: wait without a bound (every
 request has a deadline, every loop a count or a clock), or reuse a tag
@@ -58,6 +61,7 @@ request has a deadline, every loop a count or a clock), or reuse a tag
 
 import argparse
 import asyncio
+import datetime
 import hashlib
 import json
 import os
@@ -510,6 +514,32 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+def node_answers(paths, since, until):
+    """The slowest answer in the nodes' access logs between since and until:
+    (seconds, description), and how many answers were read."""
+    worst, n = (0.0, None), 0
+    for i, path in enumerate(paths):
+        if not os.path.exists(path):
+            continue
+        for line in open(path, errors="replace"):
+            if "wharf::access" not in line or "duration_ms=" not in line:
+                continue
+            try:
+                t = datetime.datetime.strptime(line[:26], "%Y-%m-%dT%H:%M:%S.%f")
+            except ValueError:
+                continue
+            t = t.replace(tzinfo=datetime.timezone.utc).timestamp()
+            if not since <= t <= until:
+                continue
+            n += 1
+            f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+            secs = float(f.get("duration_ms", "0")) / 1000
+            if secs > worst[0]:
+                worst = (secs, f"node{i + 1} {f.get('method')} {f.get('path', '')[:60]} -> "
+                               f"{f.get('status')}")
+    return worst, n
+
+
 def cmd_report(a):
     ev = [json.loads(l) for l in open(a.events) if l.strip()]
     marks = {}
@@ -543,6 +573,9 @@ def cmd_report(a):
     for e in during:
         statuses[e["out"]] = statuses.get(e["out"], 0) + 1
     pushes_during = [x for x in acked if fault <= x["acked_at"] < heal]
+    (node_max, node_slowest), node_n = node_answers(
+        a.node_logs.split(",") if a.node_logs else [],
+        min(e["t"] for e in ev) if ev else fault, max(e["t"] + e["s"] for e in ev) + 1 if ev else heal)
     # Pull operations: a manifest GET starts one; it succeeded if its last
     # attempt of every step got 200 (approximated by: no step gave up).
     fig = {
@@ -566,6 +599,9 @@ def cmd_report(a):
         "p99_latency_s": round(pct(lat, 0.99), 3),
         "deadline_s": a.deadline,
         "over_deadline": len(late),
+        "node_max_answer_s": round(node_max, 3),
+        "node_slowest": node_slowest,
+        "node_answers": node_n,
         "recovered": rec.get("recovered"),
         # Full service: the later of the probes' stable success and the end
         # of the load's last failed request sent after the heal.
@@ -631,6 +667,7 @@ def main():
     o.add_argument("--verify")
     o.add_argument("--recover")
     o.add_argument("--deadline", type=float, default=15)
+    o.add_argument("--node-logs", help="the nodes' logs, comma-separated, node1 first")
     o.add_argument("--out", required=True)
     a = p.parse_args()
     if a.cmd == "report":

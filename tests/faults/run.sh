@@ -9,8 +9,9 @@
 #
 # Pieces: PostgreSQL (10.77.0.2:5432), Garage (its S3 port on 127.0.0.1
 # inside its namespace, reached by the nodes at 10.77.0.3:3900 through
-# linkproxy.py, which can hold replies), HAProxy (10.77.0.4:5000, the same
-# settings as scripts/cluster.sh's), nodes 1-3 (10.77.0.11-13, registry
+# linkproxy.py, which can hold replies), HAProxy (10.77.0.4:5000,
+# scripts/cluster.sh's settings, plus, by default, L7 retries of pulls on
+# another node: WHARF_FAULTS_LB_RETRY), nodes 1-3 (10.77.0.11-13, registry
 # :5000, admin :5001), the test's clients (10.77.0.100). Node 1 reaches
 # PostgreSQL through a linkproxy.py of its own (127.0.0.1:5432 in its
 # namespace), so that link can be slowed; nodes 2 and 3 directly.
@@ -32,24 +33,28 @@
 # Each fault case asserts: every acknowledged push is present and
 # byte-identical afterwards (through HAProxy); pulls of content acknowledged
 # before the fault, sent from the fault on, succeed (share >=
-# WHARF_FAULTS_PULL_TARGET); no request reaches the client's deadline; the
-# cell is back to full service (every node ready, UP in HAProxy, and
-# pushing and pulling through each node) within WHARF_FAULTS_RECOVER_MAX
-# seconds of the heal. Each prints one `figures:` line; the table of all
-# is in $TMP/figures.md and printed at the end.
+# WHARF_FAULTS_PULL_TARGET; of content every node had served, all of
+# them); no request reaches the client's deadline, and no node takes
+# longer than its dependency deadline (10 s) and a second to answer one
+# (from the nodes' access logs); the cell is back to full service (every
+# node ready, UP in HAProxy, and pushing and pulling through each node, for
+# 3 s running, and no request of the load failing after that) within
+# WHARF_FAULTS_RECOVER_MAX seconds of the heal. Each prints one `figures:`
+# line; the table of all is in $TMP/figures.md and printed at the end.
 #
 # Environment:
 #   WHARF_BIN                  the wharf binary [target/release/wharf]
 #   WHARF_CASES                only these cases, comma-separated [all]
 #   WHARF_FAULTS_SECS          how long each fault lasts [15]
-#   WHARF_FAULTS_DEADLINE      each client request's deadline, seconds [15]
+#   WHARF_FAULTS_DEADLINE      each client request's deadline, seconds [30: with
+#                              L7 retries a pull may meet two nodes' 10 s deadlines]
 #   WHARF_FAULTS_PUSHERS       concurrent pushers [3]
 #   WHARF_FAULTS_PULLERS       concurrent pullers [3]
-#   WHARF_FAULTS_PULL_TARGET   least share (%) of pre-fault pulls that must succeed [100]
+#   WHARF_FAULTS_PULL_TARGET   least share (%) of pre-fault pulls that must succeed [99]
 #   WHARF_FAULTS_RECOVER_MAX   seconds after the heal by which full service must be back [30]
 #   WHARF_FAULTS_LB_RETRY      HAProxy's retry-on: `conn` (scripts/cluster.sh's:
 #                              conn-failure only) or `pull` (also 502/503/504,
-#                              empty and timed-out answers, for GET and HEAD only) [conn]
+#                              empty and timed-out answers, for GET and HEAD only) [pull]
 #   WHARF_FAULTS_BUDGET        seconds the whole run may take [600]
 #   WHARF_FAULTS_KEEP=1        keep the temp dir after a passing run
 #
@@ -70,12 +75,15 @@ LOGS=$TMP/logs
 mkdir -p "$LOGS" "$TMP/figures"
 
 FAULT_SECS=${WHARF_FAULTS_SECS:-15}
-DEADLINE=${WHARF_FAULTS_DEADLINE:-15}
+DEADLINE=${WHARF_FAULTS_DEADLINE:-30}
+# The nodes' --dependency-deadline-ms (their default); no node may take
+# longer than this and a second to answer any request of this load.
+DEP_DEADLINE_MS=10000
 PUSHERS=${WHARF_FAULTS_PUSHERS:-3}
 PULLERS=${WHARF_FAULTS_PULLERS:-3}
-PULL_TARGET=${WHARF_FAULTS_PULL_TARGET:-100}
+PULL_TARGET=${WHARF_FAULTS_PULL_TARGET:-99}
 RECOVER_MAX=${WHARF_FAULTS_RECOVER_MAX:-30}
-LB_RETRY=${WHARF_FAULTS_LB_RETRY:-conn}
+LB_RETRY=${WHARF_FAULTS_LB_RETRY:-pull}
 BUDGET=${WHARF_FAULTS_BUDGET:-600}
 PRE_SECS=5
 POST_SECS=4
@@ -484,16 +492,17 @@ fault_case() {
   LOAD_TIMEOUT=120 load_py verify --lb "$LB" --acked "$d/acked.jsonl" --deadline "$DEADLINE" --out "$d/verify.json"
   load_py report --case "$name" --events "$d/events.jsonl" --acked "$d/acked.jsonl" --marks "$d/marks" \
     --verify "$d/verify.json" --recover "$d/recover.json" --deadline "$DEADLINE" \
+    --node-logs "$LOGS/node1.log,$LOGS/node2.log,$LOGS/node3.log" \
     --out "$TMP/figures/$name.json" >/dev/null || die "load.py report failed" || return 1
   check_figures "$TMP/figures/$name.json"
 }
 
 # check_figures FILE: prints the case's figures and fails on any miss.
 check_figures() {
-  python3 - "$1" "$PULL_TARGET" "$RECOVER_MAX" <<'EOF'
+  python3 - "$1" "$PULL_TARGET" "$RECOVER_MAX" "$DEP_DEADLINE_MS" <<'EOF'
 import json, sys
 f = json.load(open(sys.argv[1]))
-target, rmax = float(sys.argv[2]), float(sys.argv[3])
+target, rmax, node_max = float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]) / 1000 + 1
 print(f"figures: {f['case']}: pushes acknowledged {f['pushes_acknowledged']} "
       f"({f['pushes_acknowledged_during_fault']} during the fault), verified identical "
       f"{f['verified_identical']}/{f['verified_of']}; pre-fault pulls {f['prefault_pull_ok']}/"
@@ -501,7 +510,8 @@ print(f"figures: {f['case']}: pushes acknowledged {f['pushes_acknowledged']} "
       f"(first tries {f['prefault_first_try_share']}%; of content every node had served "
       f"{f['seen_pull_ok']}/{f['seen_pull_requests']} = {f['seen_pull_share']}%); "
       f"max latency {f['max_latency_s']} s (p99 {f['p99_latency_s']} s) vs deadline "
-      f"{f['deadline_s']} s, {f['over_deadline']} over; full service {f['recovery_s']} s after "
+      f"{f['deadline_s']} s, {f['over_deadline']} over; slowest node answer "
+      f"{f['node_max_answer_s']} s ({f['node_slowest']}); full service {f['recovery_s']} s after "
       f"the heal (probes {f['recovery_probe_s']} s); requests {f['requests']} "
       f"({f['requests_during_fault']} during the fault: {f['statuses_during_fault']}); "
       f"{f['failed_after_heal']} failed after the heal")
@@ -524,6 +534,9 @@ if f["prefault_corrupt"]:
     why.append(f"{f['prefault_corrupt']} pulls got wrong bytes")
 if f["over_deadline"]:
     why.append(f"{f['over_deadline']} requests reached the {f['deadline_s']} s deadline")
+if f["node_max_answer_s"] > node_max:
+    why.append(f"a node took {f['node_max_answer_s']} s to answer ({f['node_slowest']}), "
+               f"past its {node_max - 1:g} s dependency deadline and a second")
 if not f["recovered"] or f["recovery_s"] > rmax:
     why.append(f"not back to full service within {rmax:g} s of the heal (last: {f['recovery_last_failure']})")
 if why:
@@ -560,11 +573,12 @@ for name in sorted(os.listdir(d), key=lambda n: os.path.getmtime(os.path.join(d,
     rows.append(f"| {f['case']} | {f['fault_secs']:g} | {f['pushes_acknowledged']} ({f['pushes_acknowledged_during_fault']}) "
                 f"| {f['verified_identical']}/{f['verified_of']} | {f['prefault_pull_ok']}/{f['prefault_pull_requests']} "
                 f"= {f['prefault_pull_share']}% | {f['seen_pull_share']}% | {f['max_latency_s']} / {f['p99_latency_s']} "
+                f"| {f['node_max_answer_s']} "
                 f"| {f['over_deadline']} | {f['recovery_s']} ({f['recovery_probe_s']}) | {f['failed_after_heal']} |")
 print("| case | fault s | pushes acked (during fault) | verified identical | pre-fault pulls ok "
-      "| of which seen by every node | max / p99 latency s | over deadline "
+      "| of which seen by every node | max / p99 latency s | slowest node answer s | over deadline "
       "| full service after heal s (probes) | failed after heal |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 print("\n".join(rows))
 EOF
 }
