@@ -279,7 +279,10 @@ mod tests {
         let probe = b.allow().unwrap();
         assert!(b.allow().is_none());
         drop(probe);
-        assert!(b.allow().is_some(), "an abandoned current probe frees the slot");
+        assert!(
+            b.allow().is_some(),
+            "an abandoned current probe frees the slot"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -423,7 +423,10 @@ mod tests {
         .await;
         assert_eq!(results, vec![true, false, false, false, false]);
         let st = g.stats();
-        assert_eq!(st.calls_total, 2, "one answered, one cut short, three not made");
+        assert_eq!(
+            st.calls_total, 2,
+            "one answered, one cut short, three not made"
+        );
         assert_eq!(st.timeouts_total, 0);
         assert_eq!(st.breaker, BreakerState::Closed);
         // Outside a request every call has its whole deadline again.
