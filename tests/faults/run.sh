@@ -167,9 +167,13 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# It ends with the run, too: were the run SIGKILLed, no trap would stop it.
 (
   exec >/dev/null 2>&1 3>&- 4>&-
-  for ((w = 0; w < BUDGET; w++)); do sleep 1; done
+  for ((w = 0; w < BUDGET; w++)); do
+    sleep 1
+    kill -0 $$ 2>/dev/null || exit 0
+  done
   echo "over ${BUDGET}s, stopped by the watchdog" >"$LOGS/watchdog"
   kill -TERM $$
 ) &
