@@ -48,6 +48,10 @@ declare -a WANT=(
   "update-ca-certificates:ca-certificates"
   # libfuzzer-sys (fuzz/, scripts/fuzz.sh) compiles libFuzzer's C++.
   "c++:g++"
+  # tests/faults/run.sh: network namespaces, veth links, a bridge, and
+  # faults made with iptables in them.
+  "ip:iproute2"
+  "iptables:iptables"
 )
 # Rootless podman needs subordinate id mapping and a FUSE overlay; as root
 # (how CI runs) the tests use the vfs driver and need neither.

@@ -4,7 +4,9 @@
 # lints, runs the Rust test suites, then the end-to-end tests with real
 # clients (skopeo, podman, docker) against a release build, and the
 # multi-node tests (three nodes on PostgreSQL and Garage behind HAProxy,
-# tests/cluster/run.sh) and the fleet tests (two such cells behind a router,
+# tests/cluster/run.sh), the network fault tests (such a cell with each
+# piece in a network namespace of its own, links cut, slowed and lossy under
+# load, tests/faults/run.sh) and the fleet tests (two cells behind a router,
 # with the fleet service, tests/fleet/run.sh).
 #
 #   bash scripts/test.sh            # everything
@@ -99,6 +101,13 @@ WHARF_BIN="$PWD/target/release/wharf" bash tests/e2e/run.sh
 
 step "multi-node cluster tests"
 WHARF_BIN="$PWD/target/release/wharf" bash tests/cluster/run.sh
+
+# The same cell with every piece in a network namespace of its own (root
+# only): a link cut, PostgreSQL stalled and restarted, Garage slow, a node
+# killed, latency and loss, each under a mixed load through HAProxy. Fails
+# at once, saying so, when namespaces cannot be made; removes all it made.
+step "network fault tests (namespaces, under load)"
+WHARF_BIN="$PWD/target/release/wharf" bash tests/faults/run.sh
 
 # Two cells behind a router HAProxy, and the fleet service. Its ports are
 # free ones the runner picks (never the fixed ones above, which are bound

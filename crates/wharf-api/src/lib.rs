@@ -239,10 +239,12 @@ fn refusal_error(r: Refusal) -> RegistryError {
 }
 
 /// Answers every request ([`answer`]) and hands the access log what only
-/// routing learns: the tenant and the verified user.
+/// routing learns: the tenant and the verified user. Each request's calls
+/// to its dependencies share one deadline ([`wharf_guard::request_scope`]):
+/// however many it makes, it waits on them at most that long in all.
 async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response {
     let mut note = access_log::AccessNote::default();
-    let mut response = answer(&state, request, &mut note).await;
+    let mut response = wharf_guard::request_scope(answer(&state, request, &mut note)).await;
     response.extensions_mut().insert(note);
     response
 }

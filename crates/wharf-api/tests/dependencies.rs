@@ -3,7 +3,8 @@
 //! and its circuit breaker, seen from a client on a real socket.
 //!
 //! The real filesystem store sits underneath; [`Faulty`] only adds delay or
-//! failure in front of its reads, switched at run time by the test.
+//! failure in front of its reads (and of the presigned-URL question a
+//! redirecting node asks first), switched at run time by the test.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -91,6 +92,16 @@ impl BlobStore for Faulty {
     async fn upload_list(&self) -> Result<Vec<UploadId>, StorageError> {
         self.inner.upload_list().await
     }
+    /// Asked before a GET when redirects are on; offers none (so the node
+    /// then reads the blob itself: two calls in one request).
+    async fn redirect_url(
+        &self,
+        _digest: &Digest,
+        _ttl: Duration,
+    ) -> Result<Option<String>, StorageError> {
+        self.fault().await?;
+        Ok(None)
+    }
 }
 
 struct Node {
@@ -104,6 +115,12 @@ struct Node {
 /// A server whose blob storage has a pool of `pool` slots, a 300 ms
 /// deadline, and a breaker that opens after 3 failures for 500 ms.
 async fn start(pool: usize) -> Node {
+    start_with(pool, false).await
+}
+
+/// The same, answering whole-blob GETs with redirects when the storage
+/// offers them (`redirects`).
+async fn start_with(pool: usize, redirects: bool) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let faults = Arc::new(Faulty {
         inner: FsStore::open(dir.path()).await.unwrap(),
@@ -125,9 +142,11 @@ async fn start(pool: usize) -> Node {
     let registry = Registry::new(Arc::new(blobs), Arc::new(meta), RegistryConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut state = wharf_api::AppState::new(registry);
+    state.blob_redirects = redirects;
     tokio::spawn(wharf_api::serve(
         listener,
-        wharf_api::app(registry),
+        wharf_api::app_with(state),
         std::future::pending(),
     ));
     Node {
@@ -194,6 +213,33 @@ async fn a_slow_store_is_a_fast_503_at_the_deadline() {
         "answered after {took:?}, not at the 300 ms deadline"
     );
     assert_eq!(n.guard.stats().timeouts_total, 1);
+}
+
+#[tokio::test]
+async fn the_calls_of_one_request_share_one_deadline() {
+    // Each storage call takes 200 ms, inside the 300 ms deadline; a GET on
+    // a redirecting node makes two (is there a presigned URL? none: read
+    // the blob), 400 ms in all. The second gets only the 100 ms the first
+    // left: the answer is a 503 at the deadline, not a 200 after two.
+    let n = start_with(8, true).await;
+    let d = n.push("a/app", b"layer bytes").await;
+    n.faults.delay_ms.store(200, Ordering::Relaxed);
+    let (status, code, retry, took) = n.pull("a/app", &d).await;
+    assert_eq!(status, 503, "answered {status} after {took:?}");
+    assert_eq!(code, "UNAVAILABLE");
+    assert!(!retry.is_empty(), "Retry-After missing");
+    assert!(
+        took < Duration::from_secs(2),
+        "answered after {took:?}, not at the 300 ms deadline"
+    );
+    // The storage was not at fault for the call cut short: no timeout
+    // counted against it, the breaker stays closed.
+    let st = n.guard.stats();
+    assert_eq!(st.timeouts_total, 0);
+    assert!(!n.guard.is_open());
+    // A request that is not slow in all is served as before.
+    n.faults.delay_ms.store(50, Ordering::Relaxed);
+    assert_eq!(n.pull("a/app", &d).await.0, 200);
 }
 
 #[tokio::test]

@@ -14,9 +14,19 @@
 //! A slow or failing dependency therefore turns into fast `503`s: calls find
 //! no free slot (busy), hit their deadline, or meet an open breaker, and each
 //! of those is `Unavailable` to the registry.
+//!
+//! One request may make several calls in a row (a pull resolves its tag,
+//! then reads the manifest; falling back to what the node last saw when
+//! metadata is unreachable). Inside [`request_scope`] the deadline-bound
+//! calls of one request share one deadline: each may take only what the
+//! earlier ones left of it, so a request waits on its dependencies at most
+//! one deadline in all, not one per call. A stalled database once held a
+//! pull 10 s on its tag and 5 s more on its manifest (tests/faults/run.sh,
+//! pg-stall), past the client's 15 s.
 
 #![forbid(unsafe_code)]
 
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,6 +42,32 @@ mod storage;
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use meta::GuardedMetaStore;
 pub use storage::GuardedBlobStore;
+
+tokio::task_local! {
+    /// Time the current request spent in deadline-bound calls so far.
+    static SPENT: Cell<Duration>;
+}
+
+/// Runs one request: within `fut`, the deadline-bound calls of every guard
+/// together take at most a deadline (each call's deadline is what is left
+/// of it; when nothing is left, a call fails as a timeout without reaching
+/// the dependency). Outside a scope (background work, a task the request
+/// spawned) every call has its whole deadline.
+pub async fn request_scope<F: Future>(fut: F) -> F::Output {
+    SPENT.scope(Cell::new(Duration::ZERO), fut).await
+}
+
+/// What is left of the current request's deadline `full`, or all of it
+/// outside a request.
+fn left_of(full: Duration) -> Duration {
+    SPENT
+        .try_with(|spent| full.saturating_sub(spent.get()))
+        .unwrap_or(full)
+}
+
+fn charge(took: Duration) {
+    let _ = SPENT.try_with(|spent| spent.set(spent.get() + took));
+}
 
 /// Limits of one dependency guard.
 #[derive(Clone, Debug)]
@@ -179,6 +215,12 @@ impl Guard {
         F: Future<Output = Result<T, E>>,
     {
         let i = &self.inner;
+        let limit = left_of(i.config.deadline);
+        if deadline && limit.is_zero() {
+            // The request already waited a whole deadline on its
+            // dependencies: no verdict on this one, which was not asked.
+            return Err(GuardError::Timeout);
+        }
         let Some(ticket) = i.breaker.allow() else {
             i.rejected_open.fetch_add(1, Ordering::Relaxed);
             return Err(GuardError::Open);
@@ -197,7 +239,7 @@ impl Guard {
         add_micros(&i.wait_micros, started - waited);
         i.calls.fetch_add(1, Ordering::Relaxed);
         let result = if deadline {
-            match tokio::time::timeout(i.config.deadline, call).await {
+            match tokio::time::timeout(limit, call).await {
                 Ok(r) => r.map_err(GuardError::Inner),
                 Err(_) => Err(GuardError::Timeout),
             }
@@ -206,9 +248,18 @@ impl Guard {
         };
         drop(slot);
         let took = started.elapsed();
+        if deadline {
+            charge(took);
+        }
         add_micros(&i.call_micros, took);
         i.latency.observe(took);
         let failed = match &result {
+            // Cut short by the request's deadline, not the call's own: the
+            // dependency did not get its full time, so no verdict.
+            Err(GuardError::Timeout) if limit < i.config.deadline => {
+                ticket.neutral();
+                false
+            }
             Err(GuardError::Timeout) => {
                 i.timeouts.fetch_add(1, Ordering::Relaxed);
                 ticket.failure();
@@ -326,6 +377,77 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(g.run(true, |_: &String| true, ok()).await.unwrap(), 7);
         assert_eq!(g.stats().breaker, BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waits_one_deadline_in_all_not_one_per_call() {
+        let g = guard(4);
+        let hang = || async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<u32, String>(1)
+        };
+        let start = tokio::time::Instant::now();
+        let (first, second) = request_scope(async {
+            let first = g.run(true, |_: &String| true, hang()).await;
+            let second = g.run(true, |_: &String| true, hang()).await;
+            (first, second)
+        })
+        .await;
+        assert!(matches!(first, Err(GuardError::Timeout)));
+        assert!(matches!(second, Err(GuardError::Timeout)));
+        // 200 ms (the deadline) in all: the second call got nothing left
+        // and was not made.
+        assert_eq!(start.elapsed(), Duration::from_millis(200));
+        assert_eq!(g.stats().calls_total, 1);
+        assert_eq!(g.stats().timeouts_total, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_cut_short_by_its_request_gives_no_verdict() {
+        let g = guard(4);
+        let slow = |ms| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<u32, String>(1)
+        };
+        let results = request_scope(async {
+            let mut out = Vec::new();
+            // 150 ms answered; then each slow call gets the 50 ms left, is
+            // cut short, and counts neither against the breaker nor as the
+            // dependency's timeout; then nothing is left at all.
+            out.push(g.run(true, |_: &String| true, slow(150)).await.is_ok());
+            for _ in 0..4 {
+                out.push(g.run(true, |_: &String| true, slow(150)).await.is_ok());
+            }
+            out
+        })
+        .await;
+        assert_eq!(results, vec![true, false, false, false, false]);
+        let st = g.stats();
+        assert_eq!(
+            st.calls_total, 2,
+            "one answered, one cut short, three not made"
+        );
+        assert_eq!(st.timeouts_total, 0);
+        assert_eq!(st.breaker, BreakerState::Closed);
+        // Outside a request every call has its whole deadline again.
+        assert_eq!(g.run(true, |_: &String| true, slow(150)).await.unwrap(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_without_a_deadline_do_not_spend_the_requests() {
+        let g = guard(4);
+        let r = request_scope(async {
+            // A streamed body paced by its client: minutes, no deadline.
+            g.run(false, |_: &String| true, async {
+                tokio::time::sleep(Duration::from_secs(120)).await;
+                Ok::<u32, String>(1)
+            })
+            .await
+            .unwrap();
+            g.run(true, |_: &String| true, ok()).await
+        })
+        .await;
+        assert_eq!(r.unwrap(), 7);
     }
 
     #[tokio::test]

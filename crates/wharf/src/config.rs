@@ -264,7 +264,8 @@ pub struct ServeArgs {
     pub metadata_pool: Option<usize>,
 
     /// Deadline of one storage or metadata call, in ms; past it the request
-    /// gets `503` [default: 10000].
+    /// gets `503`. The calls of one request share it: each gets what the
+    /// earlier ones left [default: 10000].
     #[arg(long, env = "WHARF_DEPENDENCY_DEADLINE_MS")]
     pub dependency_deadline_ms: Option<u64>,
 
