@@ -27,7 +27,9 @@
 #   4. RSS and VmHWM after the loads ("warm");
 #   5. PUSHES pushes of a small image (3 x 4 KiB layers, a config, the
 #      manifest), one after the other from one client: p50 and p99;
-#   6. sizes: metadata (meta.redb; pg_database_size after VACUUM ANALYZE;
+#   6. startup again after kill -9 (what a crash costs: redb's repair of
+#      its allocator state, the reference's nothing);
+#   7. sizes (taken while the node is down, before 2.): metadata (meta.redb; pg_database_size after VACUUM ANALYZE;
 #      the reference's repositories/ tree, where its tags and links live)
 #      and the whole store, per manifest.
 #
@@ -134,8 +136,8 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---------------------------------------------------------------- a node
 # start_node backend size: starts the registry on its fixed ports, records
 # the startup times; sets NODE_PID and NODE (ip:port).
-start_node() {
-  local b=$1 n=$2 t0 t1 t2 ready
+start_node() { # backend size [metric suffix]
+  local b=$1 n=$2 sfx=${3:-} t0 t1 t2 ready
   t0=$(now)
   case $b in
     reference)
@@ -154,16 +156,16 @@ start_node() {
     fail "$b at $n: the registry did not answer /v2/ within 600 s"; return 1
   fi
   t1=$ready
-  record "$b" "$n" startup_s "$(calc "$t1 - $t0")"
+  record "$b" "$n" "startup${sfx}_s" "$(calc "$t1 - $t0")"
   if [ "$b" != reference ]; then
     if t2=$(python3 "$BENCH/scalefill.py" ready --addr "$NODE_ADMIN" --path /readyz --timeout 600); then
-      record "$b" "$n" readyz_s "$(calc "$t2 - $t0")"
+      record "$b" "$n" "readyz${sfx}_s" "$(calc "$t2 - $t0")"
     else
       fail "$b at $n: /readyz did not answer 200 within 600 s"
     fi
   fi
   sleep 2
-  record "$b" "$n" rss_start_kib "$(kib "$NODE_PID" VmRSS:)"
+  record "$b" "$n" "rss_start${sfx}_kib" "$(kib "$NODE_PID" VmRSS:)"
   log "$b at $n: up in $(calc "$t1 - $t0") s (pid $NODE_PID, $NODE), RSS $(kib "$NODE_PID" VmRSS:) KiB"
 }
 
@@ -286,6 +288,12 @@ bench_backend() {
       fail "$b at $n: the small-image pushes failed (push-$b-$n.json, logs/push-$b-$n.err)"
     fi
     log "$b at $n: measured; RSS warm $(kib "$NODE_PID" VmRSS:) KiB"
+    # 6. startup after a crash: kill -9, then start again (the fill of
+    #    the next size goes on with this node)
+    kill -9 "$NODE_PID" 2>/dev/null || true
+    wait "$NODE_PID" 2>/dev/null || true
+    NODE_PID=""
+    start_node "$b" "$n" _crash || return 0
   done
   stop_node
   if [ "$b" = postgres ]; then bash "$ROOT/scripts/postgres.sh" stop "$PGDIR" >/dev/null 2>&1 || true; fi
