@@ -132,6 +132,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+# What else runs on the machine: the load average and the busiest
+# processes every 30 s (at most 12 hours), for the report.
+( for _ in $(seq 1 1440); do
+    [ -d "$W" ] || exit 0
+    printf '%s load %s\n' "$(date -u +%T)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    ps -eo pcpu=,etime=,args= --sort=-pcpu 2>/dev/null | head -6 | cut -c1-160 | sed 's/^/    /'
+    sleep 30
+  done ) >"$RUN/load.txt" 2>/dev/null &
+PIDS+=("$!")
 
 # ---------------------------------------------------------------- a node
 # start_node backend size: starts the registry on its fixed ports, records
