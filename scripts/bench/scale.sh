@@ -20,7 +20,8 @@
 #      /v2/ (and, for Wharf, to /readyz 200 on the admin port); RSS 2 s later;
 #   3. wrk loads, ROUNDS rounds of WRK_SECS each, CONNS connections, one
 #      thread, closed loop: manifest GET by tag and by digest (SAMPLES paths
-#      drawn uniformly over all N tags), a tag-list page of a big repository
+#      drawn uniformly over all N tags), by tag over a hot set (the same
+#      1,000 tags at every size), a tag-list page of a big repository
 #      (`?n=100`, half of them from a random `last=`), a catalog page
 #      (`?n=100`, half with a random `last=`); medians over the rounds of the
 #      p50, p99 and req/s;
@@ -117,6 +118,9 @@ fi
 
 W=$(mktemp -d /tmp/wharf-scale.XXXXXX)
 chmod 755 "$W"              # the postgres user must reach its cluster dir
+# The binary measured is a copy: a rebuild during the run does not change it.
+WHARF_VERSION=$("$WHARF_BIN" --version)
+cp "$WHARF_BIN" "$W/wharf"; WHARF_BIN=$W/wharf
 PIDS=()
 PG_DIRS=()
 declare -A PID ADDR ADMIN
@@ -192,7 +196,7 @@ stop_node() {
 # One wrk load over a path file: appends to ROUNDS_TSV.
 load() { # backend size kind round
   local b=$1 n=$2 kind=$3 r=$4 accept="" line
-  case $kind in tag | digest) accept=$OCI_MT ;; esac
+  case $kind in tag | digest | hot) accept=$OCI_MT ;; esac
   local log=$RUN/logs/wrk-$b-$n-$kind-$r.txt
   WRK_PATHS=$W/paths-$n/$kind-paths WRK_ACCEPT=$accept WRK_THINK_MS=0 \
     timeout $((WRK_SECS + 60)) wrk -t1 -c"$CONNS" -d"${WRK_SECS}s" --timeout 10s \
@@ -282,7 +286,7 @@ bench_backend() {
       >"$RUN/logs/paths-$n.json"
     local r kind
     for r in $(seq 1 "$ROUNDS"); do
-      for kind in tag digest taglist catalog; do load "$b" "$n" "$kind" "$r"; done
+      for kind in tag digest hot taglist catalog; do load "$b" "$n" "$kind" "$r"; done
     done
     # 4. memory after the loads
     record "$b" "$n" rss_warm_kib "$(kib "$NODE_PID" VmRSS:)"
@@ -318,7 +322,7 @@ for b in $BACKENDS; do bench_backend "$b" "$SIZES"; done
   echo "cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
   echo "loadavg_start=$LOAD_START"
   echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "wharf=$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- crates 2>/dev/null || echo '+dirty') ($WHARF_BIN)"
+  echo "wharf=$WHARF_VERSION; worktree $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- crates 2>/dev/null || echo '+dirty')"
   echo "wrk=$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
   echo "rounds=$ROUNDS wrk_secs=$WRK_SECS conns=$CONNS samples=$SAMPLES pushes=$PUSHES"
   echo "fill=$FILL_PROCS procs x $FILL_THREADS threads"

@@ -28,7 +28,8 @@ Subcommands:
          the repositories they bring), PROCS processes x THREADS threads,
          each on a keep-alive connection; prints JSON counts and timings.
   paths  --size N --out DIR: request path files for the loads (uniform over
-         the whole store): tag-paths, digest-paths, taglist-paths (big
+         the whole store): tag-paths, digest-paths, hot-paths (by tag, the
+         same 1,000 tags at every size), taglist-paths (big
          repositories, the first page or one from a random tag on),
          catalog-paths (the first page or one from a random repository on).
   push   --addr --count C: pushes C small images (a config and three 4 KiB
@@ -337,6 +338,13 @@ def cmd_paths(a):
             repo, tag, body = manifest_of(k)
             ft.write(f"/v2/{repo}/manifests/{tag}\n")
             fd.write(f"/v2/{repo}/manifests/{digest_of(body)}\n")
+    # The hot set: the same 1,000 tags at every size (all of them exist from
+    # 10^3 on), few enough to stay in the node's caches.
+    hot = list(range(min(n, 1000)))
+    rng.shuffle(hot)
+    with open(os.path.join(a.out, "hot-paths"), "w") as f:
+        for k in hot:
+            f.write(f"/v2/{repo_of(k)}/manifests/{tag_of(k)}\n")
     with open(os.path.join(a.out, "taglist-paths"), "w") as f:
         for _ in range(a.pages):
             t = rng.randrange(TENANTS)

@@ -23,6 +23,7 @@ import sys
 from collections import defaultdict
 
 KINDS = [("tag", "manifest GET by tag"), ("digest", "manifest GET by digest"),
+         ("hot", "GET by tag, 1,000 hot tags"),
          ("taglist", "tag list page (n=100)"), ("catalog", "catalog page (n=100)")]
 ORDER = {"embedded": 0, "postgres": 1, "reference": 2}
 LABEL = {"embedded": "Wharf, embedded", "postgres": "Wharf, PostgreSQL",
@@ -85,9 +86,10 @@ def table(res, rounds):
         if not sizes:
             continue
         out.append(f"**{LABEL.get(b, b)}**\n")
-        out.append("| tags | fill (manifests/s) | by tag p50 / p99 (ms) | by digest p50 / p99 | tag list p50 / p99 |"
-                   " catalog p50 / p99 | req/s tag, digest, list, catalog | push p50 / p99 (ms) |")
-        out.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        out.append("| tags | fill (manifests/s) | by tag p50 / p99 (ms) | by digest p50 / p99 | hot tags p50 / p99 |"
+                   " tag list p50 / p99 | catalog p50 / p99 | req/s tag, digest, hot, list, catalog |"
+                   " push p50 / p99 (ms) |")
+        out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for n in sizes:
             r, rd = res[(b, n)], rounds.get((b, n), {})
             cells = [f"{n:,}", fmt(num(r.get("fill_manifests_per_s")), 0)]
@@ -165,7 +167,7 @@ def plots(res, rounds, prefix):
                 ys.append(y)
         return xs, ys
 
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
+    fig, axes = plt.subplots(1, len(KINDS), figsize=(15, 3.4))
     for ax, (kind, label) in zip(axes, KINDS):
         for b in backends:
             for q, style in ((0, "-"), (1, "--")):
