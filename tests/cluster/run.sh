@@ -56,12 +56,17 @@ source "$HERE/../harness.sh"
 cleanup() {
   [ -n "$WATCHDOG_PID" ] && kill "$WATCHDOG_PID" 2>/dev/null
   stop_dockerd
+  local stop_failed=0
   if [ "$CLUSTER_STARTED" = 1 ]; then
-    timeout 120 bash "$CLUSTER_SH" stop "$CDIR" >>"$LOGS/cluster-stop.log" 2>&1 ||
-      echo "cluster stop failed; see $LOGS/cluster-stop.log"
+    timeout 120 bash "$CLUSTER_SH" stop "$CDIR" >>"$LOGS/cluster-stop.log" 2>&1 || {
+      # The directory stays: its log says why, and what did not stop
+      # still runs from it.
+      echo "cluster stop failed; see $LOGS/cluster-stop.log (kept)"
+      stop_failed=1
+    }
     CLUSTER_STARTED=0
   fi
-  if [ "$FAILED" -gt 0 ] || [ "${WHARF_CLUSTER_KEEP:-0}" = 1 ]; then
+  if [ "$FAILED" -gt 0 ] || [ "$stop_failed" = 1 ] || [ "${WHARF_CLUSTER_KEEP:-0}" = 1 ]; then
     return
   fi
   # docker vfs layers may hold read-only dirs; make them removable.
