@@ -26,6 +26,7 @@ mod metrics;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde::Serialize;
 use wharf_core::{now_unix, Digest, RepoName};
 use wharf_meta::gc::{GcStatus, ReviewKind, ReviewPolicy, Verdict};
@@ -66,13 +67,16 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(600);
 /// A deletion is not started with less than this left of its lease.
 const LEASE_MARGIN_SECS: u64 = 30;
-/// Tries of releasing a tombstone once its bytes are gone. Metadata busy
-/// with pushes refuses a call now and then ("all connections busy"), and a
-/// tombstone left standing refuses pushes of its digest (`503`) until its
-/// lease passes: worth a few short retries.
-const RELEASE_TRIES: u32 = 5;
-/// The pause before the first retry (doubled before each next one).
+/// The pause before the first retry of releasing a tombstone once its bytes
+/// are gone (doubled before each next one, up to [`RELEASE_PAUSE_MAX`]).
+/// Metadata busy with pushes refuses a call now and then ("all connections
+/// busy"), and a tombstone left standing refuses pushes of its digest
+/// (`503`) until its lease passes.
 const RELEASE_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between two tries of a release.
+const RELEASE_PAUSE_MAX: Duration = Duration::from_secs(2);
+/// Deletions of one batch under way at once.
+pub const DELETE_CONCURRENCY: usize = 8;
 /// Most reviews a dry run decides when no limit is given.
 pub const DRY_RUN_LIMIT: usize = 1000;
 
@@ -265,9 +269,7 @@ impl Collector {
                 break;
             }
             left = left.saturating_sub(verdicts.len());
-            for v in &verdicts {
-                self.apply(v, report).await;
-            }
+            self.apply(&verdicts, report).await;
             if keep_verdicts {
                 report.verdicts.extend(verdicts);
             }
@@ -281,39 +283,58 @@ impl Collector {
         Ok(())
     }
 
-    /// Carries out one verdict: counts it, forgets an unlinked link, deletes
-    /// doomed bytes under the tombstone.
-    async fn apply(&self, verdict: &Verdict, report: &mut PassReport) {
-        report.reviewed += 1;
-        match verdict {
-            Verdict::Unlinked { repo, digest, .. } => {
-                report.unlinked += 1;
-                self.metrics.reviewed(ReviewKind::Link, "unlinked");
-                tracing::debug!(%repo, %digest, "gc: link removed");
-                if let Some(f) = &self.on_unlink {
-                    f(repo, digest);
+    /// Carries out one batch of verdicts: counts them, forgets unlinked
+    /// links, and deletes doomed bytes under their tombstones, at most
+    /// [`DELETE_CONCURRENCY`] at a time. Concurrently, because every
+    /// tombstone of the batch was committed before the first deletion, and
+    /// each refuses pushes of its digest until released: one after another
+    /// against a slow object store, the last of a batch of 16 stood for 16
+    /// deletions.
+    async fn apply(&self, verdicts: &[Verdict], report: &mut PassReport) {
+        let mut doomed = Vec::new();
+        for verdict in verdicts {
+            report.reviewed += 1;
+            match verdict {
+                Verdict::Unlinked { repo, digest, .. } => {
+                    report.unlinked += 1;
+                    self.metrics.reviewed(ReviewKind::Link, "unlinked");
+                    tracing::debug!(%repo, %digest, "gc: link removed");
+                    if let Some(f) = &self.on_unlink {
+                        f(repo, digest);
+                    }
+                }
+                Verdict::Kept { kind, .. } => self.metrics.reviewed(*kind, "kept"),
+                Verdict::Doomed {
+                    digest,
+                    lease_until_unix,
+                    ..
+                } => {
+                    self.metrics.reviewed(ReviewKind::Content, "doomed");
+                    doomed.push((digest.clone(), *lease_until_unix));
                 }
             }
-            Verdict::Kept { kind, .. } => self.metrics.reviewed(*kind, "kept"),
-            Verdict::Doomed {
-                digest,
-                lease_until_unix,
-                ..
-            } => {
-                self.metrics.reviewed(ReviewKind::Content, "doomed");
-                match self.delete(digest, *lease_until_unix).await {
-                    Ok(Some(bytes)) => {
-                        report.deleted += 1;
-                        report.bytes_reclaimed += bytes;
-                        self.metrics.deleted(bytes);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        report.failures += 1;
-                        self.metrics.delete_failed();
-                        tracing::warn!(%digest, error = %e,
-                            "gc: deleting bytes failed; the tombstone stays and the content is claimed again after its lease");
-                    }
+        }
+        let outcomes: Vec<_> = futures_util::stream::iter(doomed)
+            .map(|(digest, lease_until)| async move {
+                let outcome = self.delete(&digest, lease_until).await;
+                (digest, outcome)
+            })
+            .buffer_unordered(DELETE_CONCURRENCY)
+            .collect()
+            .await;
+        for (digest, outcome) in outcomes {
+            match outcome {
+                Ok(Some(bytes)) => {
+                    report.deleted += 1;
+                    report.bytes_reclaimed += bytes;
+                    self.metrics.deleted(bytes);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    report.failures += 1;
+                    self.metrics.delete_failed();
+                    tracing::warn!(%digest, error = %e,
+                        "gc: deleting bytes failed; the tombstone stays and the content is claimed again after its lease");
                 }
             }
         }
@@ -333,18 +354,22 @@ impl Collector {
             Err(e) => return Err(e.into()),
         }
         tracing::info!(%digest, bytes = size, "gc: content deleted");
+        // Released as soon as metadata lets it: a tombstone left standing
+        // refuses pushes of its digest until its lease passes. Retried while
+        // the lease still has its margin; past that another collector may
+        // claim it anyway.
         let mut pause = RELEASE_PAUSE;
-        for tries in 1.. {
+        loop {
             match self.meta.gc_release(digest, &self.id).await {
                 Ok(true) => break,
                 Ok(false) => {
                     tracing::warn!(%digest, "gc: the tombstone was no longer this collector's");
                     break;
                 }
-                Err(e) if tries < RELEASE_TRIES => {
+                Err(e) if now_unix().saturating_add(LEASE_MARGIN_SECS) < lease_until => {
                     tracing::debug!(%digest, error = %e, "gc: releasing a tombstone; retrying");
                     tokio::time::sleep(pause).await;
-                    pause *= 2;
+                    pause = (pause * 2).min(RELEASE_PAUSE_MAX);
                 }
                 Err(e) => return Err(e.into()),
             }
