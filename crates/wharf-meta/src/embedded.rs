@@ -187,23 +187,42 @@ impl fmt::Debug for EmbeddedStore {
     }
 }
 
+/// The memory [`EmbeddedStore::open`] gives redb's page cache: the pages of
+/// the file it keeps in memory, read and written. Without a size redb
+/// takes 1 GiB, which a store of a few hundred thousand manifests fills, so
+/// a node's resident memory would follow the content up to that; past the
+/// cache, pages are read from the file (through the operating system's page
+/// cache, which is not the node's and is given back under pressure).
+pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
+
 impl EmbeddedStore {
     /// Opens the database at `path`, creating it (and its parent directory)
-    /// if needed, and makes sure every table exists.
+    /// if needed, and makes sure every table exists, with a page cache of
+    /// [`DEFAULT_CACHE_BYTES`].
     ///
     /// Synchronous: call it at start-up, before serving, or from
     /// `spawn_blocking`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, MetaError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`EmbeddedStore::open`] with a page cache of at most `cache_bytes`
+    /// (redb splits it: nine tenths for pages read, one tenth for pages
+    /// written and not yet flushed).
+    pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: usize) -> Result<Self, MetaError> {
         let path = path.as_ref();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 MetaError::Unavailable(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => already_open(path),
-            e => engine(e),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => already_open(path),
+                e => engine(e),
+            })?;
 
         // Create every table up front, so read transactions can always open
         // them and never see "table does not exist".
@@ -1885,6 +1904,53 @@ fn remove_refresh_where(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The page cache is the size asked for: 4 MiB of entries read back
+    /// through a 1 MiB cache evict pages, through the default cache none.
+    /// (redb counts evictions only with its `cache_metrics` feature, which
+    /// the tests turn on.)
+    #[tokio::test]
+    async fn the_page_cache_is_bounded_by_the_size_given() {
+        async fn evictions(cache_bytes: usize) -> u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let store =
+                EmbeddedStore::open_with_cache(dir.path().join("meta.redb"), cache_bytes).unwrap();
+            let value = "v".repeat(200);
+            store
+                .write(move |txn| {
+                    let mut t = txn.open_table(DIRECTORY).map_err(engine)?;
+                    for i in 0..20_000 {
+                        t.insert(format!("k\0{i:06}").as_str(), value.as_str())
+                            .map_err(engine)?;
+                    }
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            let before = store.db.cache_stats().evictions();
+            let read = store
+                .read(|txn| {
+                    let t = txn.open_table(DIRECTORY).map_err(engine)?;
+                    let mut n = 0;
+                    for i in 0..20_000 {
+                        n += usize::from(
+                            t.get(format!("k\0{i:06}").as_str())
+                                .map_err(engine)?
+                                .is_some(),
+                        );
+                    }
+                    Ok(n)
+                })
+                .unwrap();
+            assert_eq!(read, 20_000);
+            store.db.cache_stats().evictions() - before
+        }
+        assert!(
+            evictions(1024 * 1024).await > 0,
+            "a 1 MiB cache holds 4 MiB"
+        );
+        assert_eq!(evictions(DEFAULT_CACHE_BYTES).await, 0);
+    }
 
     /// A database written before tags, manifests and repositories had times
     /// gets them at open: the open's time, as push time and as pull time,

@@ -129,6 +129,12 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_MANIFEST_CACHE_MIB")]
     pub manifest_cache_mib: Option<usize>,
 
+    /// Memory for the embedded metadata store's page cache, in MiB: the
+    /// pages of meta.redb kept in memory; the others are read from the file
+    /// when needed. Unused with --metadata-url [default: 256].
+    #[arg(long, env = "WHARF_METADATA_CACHE_MIB")]
+    pub metadata_cache_mib: Option<usize>,
+
     /// Upload sessions older than this many hours are removed [default: 24].
     #[arg(long, env = "WHARF_UPLOAD_EXPIRY_HOURS")]
     pub upload_expiry_hours: Option<u64>,
@@ -659,6 +665,8 @@ pub struct Config {
     pub log: String,
     pub log_format: LogFormat,
     pub manifest_cache_bytes: usize,
+    /// The embedded metadata store's page cache (unused with PostgreSQL).
+    pub metadata_cache_bytes: usize,
     pub upload_expiry: Duration,
     /// Open upload sessions per tenant namespace, and per user.
     pub max_uploads_per_tenant: u64,
@@ -936,7 +944,7 @@ impl Config {
             listen, data_dir, addr_file, admin_listen, admin_addr_file, metadata_url, migrate,
             cluster_nodes, log, log_format, s3_endpoint, s3_bucket, s3_region, s3_access_key_id,
             s3_secret_access_key, s3_prefix, s3_presign_redirects, storage_max_connections,
-            manifest_cache_mib, upload_expiry_hours, max_uploads_per_tenant, max_uploads_per_user,
+            manifest_cache_mib, metadata_cache_mib, upload_expiry_hours, max_uploads_per_tenant, max_uploads_per_user,
             gc_enabled, gc_review_delay_secs, gc_interval_secs, gc_orphan_age_secs,
             gc_orphan_scan_interval_secs, gc_lease_secs, gc_max_reviews_per_sec,
             retention_interval_secs, max_connections,
@@ -1082,6 +1090,11 @@ impl Config {
             log,
             log_format: a.log_format.unwrap_or_default(),
             manifest_cache_bytes: a.manifest_cache_mib.unwrap_or(64) * 1024 * 1024,
+            metadata_cache_bytes: a
+                .metadata_cache_mib
+                .map_or(wharf_meta::embedded::DEFAULT_CACHE_BYTES, |m| {
+                    m * 1024 * 1024
+                }),
             upload_expiry: Duration::from_secs(a.upload_expiry_hours.unwrap_or(24) * 3600),
             max_uploads_per_tenant: a
                 .max_uploads_per_tenant

@@ -134,6 +134,10 @@ pub fn entries(c: &Config) -> Vec<Entry> {
             Some((c.manifest_cache_bytes / (1024 * 1024)).to_string()),
         ),
         (
+            "metadata_cache_mib",
+            Some((c.metadata_cache_bytes / (1024 * 1024)).to_string()),
+        ),
+        (
             "upload_expiry_hours",
             Some((c.upload_expiry.as_secs() / 3600).to_string()),
         ),

@@ -415,7 +415,7 @@ pub async fn prepare(config: &Config) -> Result<Prepared, String> {
         Some(store) => Arc::new(store),
         None => {
             let path = config.data_dir.join("meta.redb");
-            let store = EmbeddedStore::open(&path)
+            let store = EmbeddedStore::open_with_cache(&path, config.metadata_cache_bytes)
                 .map_err(|e| format!("opening metadata in {}: {e}", path.display()))?;
             Arc::new(store)
         }
@@ -828,7 +828,7 @@ pub async fn open_stores(
         None => {
             let path = config.data_dir.join("meta.redb");
             Arc::new(
-                EmbeddedStore::open(&path)
+                EmbeddedStore::open_with_cache(&path, config.metadata_cache_bytes)
                     .map_err(|e| format!("opening metadata in {}: {e}", path.display()))?,
             )
         }
