@@ -101,10 +101,14 @@ pub fn parse(path: &str) -> Result<Endpoint, RegistryError> {
 }
 
 /// The error a request for `path` gets when [`parse`] refused it with `e`.
-/// A lookup (`GET`, `HEAD`, `DELETE`) of a manifest by a reference that is
-/// neither a tag nor a digest asks for something that cannot exist: that
-/// is `MANIFEST_UNKNOWN` (404), as the OCI conformance suite expects, while
-/// a `PUT` under such a reference stays the `400` that names what is wrong.
+/// A lookup (`GET`, `HEAD`, `DELETE`) of something that cannot exist is
+/// "not found": a manifest by a reference that is neither a tag nor a
+/// digest is `MANIFEST_UNKNOWN` (404), as the OCI conformance suite
+/// expects, and a blob by a string that is no digest `BLOB_UNKNOWN` (404),
+/// as for any blob the registry lacks. A `PUT` under such a reference stays
+/// the `400` that names what is wrong, and so does a referrers request (the
+/// spec lists `400` for it, and a registry with the referrers API must not
+/// answer it `404`).
 pub fn refusal(path: &str, method: &axum::http::Method, e: RegistryError) -> RegistryError {
     use axum::http::Method;
     let lookup = matches!(*method, Method::GET | Method::HEAD | Method::DELETE);
@@ -115,18 +119,26 @@ pub fn refusal(path: &str, method: &axum::http::Method, e: RegistryError) -> Reg
     if !(lookup && bad_reference) {
         return e;
     }
-    let manifest_of = path
+    let Some((prefix, last)) = path
         .strip_prefix("/v2/")
         .and_then(|rest| rest.rsplit_once('/'))
-        .and_then(|(prefix, last)| Some((prefix.strip_suffix("/manifests")?, last)))
-        .filter(|(n, _)| name(n).is_ok());
-    match manifest_of {
-        Some((n, reference)) => {
-            let reference: String = reference.chars().take(128).collect();
-            RegistryError::ManifestUnknown(format!("{n}:{reference}"))
-        }
-        None => e,
+    else {
+        return e;
+    };
+    let shown: String = last.chars().take(128).collect();
+    if let Some(n) = prefix
+        .strip_suffix("/manifests")
+        .filter(|n| name(n).is_ok())
+    {
+        return RegistryError::ManifestUnknown(format!("{n}:{shown}"));
     }
+    let is_blob = prefix
+        .strip_suffix("/blobs")
+        .is_some_and(|n| name(n).is_ok());
+    if is_blob && matches!(e, RegistryError::DigestInvalid(_)) {
+        return RegistryError::BlobUnknownText(shown);
+    }
+    e
 }
 
 #[cfg(test)]
@@ -157,6 +169,20 @@ mod tests {
         assert_eq!(
             code(Method::GET, "/v2/A/manifests/-bad"),
             "MANIFEST_INVALID"
+        );
+        // Blobs: a lookup by no digest at all is not found; the referrers
+        // API keeps its 400.
+        for m in [Method::GET, Method::HEAD, Method::DELETE] {
+            assert_eq!(code(m, "/v2/a/b/blobs/sha256:1234"), "BLOB_UNKNOWN");
+        }
+        assert_eq!(
+            code(Method::GET, "/v2/a/blobs/not-a-digest"),
+            "BLOB_UNKNOWN"
+        );
+        assert_eq!(code(Method::GET, "/v2/A/blobs/sha256:1234"), "NAME_INVALID");
+        assert_eq!(
+            code(Method::GET, "/v2/a/referrers/sha256:1234"),
+            "DIGEST_INVALID"
         );
     }
 

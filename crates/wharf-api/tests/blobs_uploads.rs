@@ -230,8 +230,26 @@ async fn bad_digests_are_refused() {
         assert_eq!(r.status(), 400, "{q}");
         assert_eq!(error_code(r).await, "DIGEST_INVALID");
     }
+    // A lookup by something that is no digest asks for what cannot exist:
+    // not found, as any missing blob (a body for GET and DELETE, none for
+    // HEAD); the referrers API keeps its 400.
+    for m in [Method::GET, Method::DELETE] {
+        let r = s
+            .req(m.clone(), "/v2/a/blobs/sha256:short")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{m}");
+        assert_eq!(error_code(r).await, "BLOB_UNKNOWN", "{m}");
+    }
     let r = s
-        .req(Method::GET, "/v2/a/blobs/sha256:short")
+        .req(Method::HEAD, "/v2/a/blobs/sha256:short")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = s
+        .req(Method::GET, "/v2/a/referrers/sha256:short")
         .send()
         .await
         .unwrap();

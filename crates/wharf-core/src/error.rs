@@ -59,6 +59,10 @@ impl ErrorCode {
 pub enum RegistryError {
     #[error("blob unknown to registry: {0}")]
     BlobUnknown(Digest),
+    /// A lookup of a blob by a string that is no digest at all: nothing
+    /// can be stored under it, so it is as unknown as a missing blob.
+    #[error("blob unknown to registry: {0}")]
+    BlobUnknownText(String),
     #[error("blob upload unknown to registry")]
     BlobUploadUnknown,
     #[error("blob upload invalid: {0}")]
@@ -122,7 +126,9 @@ impl RegistryError {
     pub fn classify(&self) -> (ErrorCode, u16) {
         use ErrorCode as C;
         match self {
-            RegistryError::BlobUnknown(_) => (C::BlobUnknown, 404),
+            RegistryError::BlobUnknown(_) | RegistryError::BlobUnknownText(_) => {
+                (C::BlobUnknown, 404)
+            }
             RegistryError::BlobUploadUnknown => (C::BlobUploadUnknown, 404),
             RegistryError::BlobUploadInvalid(_) => (C::BlobUploadInvalid, 400),
             RegistryError::UploadOutOfOrder { .. } => (C::BlobUploadInvalid, 416),
