@@ -56,6 +56,8 @@ pub struct NodeState {
     pub tenants: Option<Arc<crate::tenant_traffic::TenantTraffic>>,
     /// Event notification queues and deliveries (`wharf_notify_*`).
     pub notify: Option<wharf_notify::Notifier>,
+    /// The registry, for its caches' sizes (`wharf_cache_*`).
+    pub registry: Option<wharf_registry::Registry>,
     /// Dependencies not yet reached at start: the node is not ready until
     /// each has answered once. Only the start fills it; a dependency that
     /// fails later is the guards' business (a node that was ready keeps
@@ -141,6 +143,7 @@ impl NodeState {
             build: None,
             tenants: None,
             notify: None,
+            registry: None,
             start: Arc::new(StartGate::default()),
         }
     }
@@ -193,6 +196,9 @@ impl NodeState {
         }
         if let Some(notify) = &self.notify {
             notify.render(&mut out);
+        }
+        if let Some(registry) = &self.registry {
+            render_caches(registry, &mut out);
         }
         out.gauge(
             "wharf_ready",
@@ -375,6 +381,47 @@ impl NodeState {
                 g.latency(),
             );
         }
+    }
+}
+
+/// The in-memory caches, each beside its bound: a node's resident memory
+/// levels off once they are full (docs/operations.md, "Memory").
+fn render_caches(registry: &wharf_registry::Registry, out: &mut Exposition) {
+    // One family after another: a family's samples stay together.
+    let caches = registry.cache_usage();
+    for c in &caches {
+        out.gauge(
+            "wharf_cache_entries",
+            "Entries an in-memory cache holds.",
+            &[("cache", c.name)],
+            c.entries as f64,
+        );
+    }
+    for c in &caches {
+        if let Some(bytes) = c.bytes {
+            out.gauge(
+                "wharf_cache_bytes",
+                "Memory a byte-bounded cache counts against its budget.",
+                &[("cache", c.name)],
+                bytes as f64,
+            );
+        }
+    }
+    for c in caches.iter().filter(|c| c.bytes.is_some()) {
+        out.gauge(
+            "wharf_cache_budget_bytes",
+            "The byte budget of a byte-bounded cache.",
+            &[("cache", c.name)],
+            c.bound as f64,
+        );
+    }
+    for c in caches.iter().filter(|c| c.bytes.is_none()) {
+        out.gauge(
+            "wharf_cache_max_entries",
+            "The most entries a bounded map keeps.",
+            &[("cache", c.name)],
+            c.bound as f64,
+        );
     }
 }
 

@@ -151,6 +151,17 @@ impl<K: Hash + Eq + Clone + Weighed, V: Weighed + Clone> ByteCache<K, V> {
         }
     }
 
+    /// Bytes held against the budget, and entries.
+    pub fn usage(&self) -> (usize, usize) {
+        let state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        (state.used, state.map.len())
+    }
+
+    /// The budget in bytes.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.inner.lock().unwrap().map.len()

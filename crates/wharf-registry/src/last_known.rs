@@ -87,6 +87,17 @@ impl<K: Eq + Hash + Clone, V: Clone> LastKnown<K, V> {
         self.lock().map.remove(key);
     }
 
+    /// Entries held, and items in the eviction queue (at most twice the
+    /// capacity).
+    pub fn usage(&self) -> (usize, usize) {
+        let e = self.lock();
+        (e.map.len(), e.order.len())
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Removes every entry for which `f` is true.
     pub fn remove_where(&self, f: impl Fn(&K, &V) -> bool) {
         self.lock().map.retain(|k, (v, _, _)| !f(k, v));

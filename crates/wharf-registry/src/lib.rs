@@ -99,6 +99,19 @@ pub struct Registry {
     inner: Arc<Inner>,
 }
 
+/// One in-memory cache's size, from [`Registry::cache_usage`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheUsage {
+    /// `manifests`, `small_blobs` (bounded in bytes), or one of the
+    /// last-known maps (bounded in entries).
+    pub name: &'static str,
+    pub entries: usize,
+    /// Bytes counted against the budget (byte-bounded caches only).
+    pub bytes: Option<usize>,
+    /// The budget in bytes, or the most entries.
+    pub bound: usize,
+}
+
 struct Inner {
     /// Where blob and manifest bytes live.
     blobs: Arc<dyn BlobStore>,
@@ -170,6 +183,39 @@ impl Registry {
 
     fn meta(&self) -> &dyn MetaStore {
         &*self.inner.meta
+    }
+
+    /// What this node's in-memory caches hold now, each against its bound:
+    /// exported as metrics, so that a node's memory can be told apart from
+    /// its caches filling up (`wharf_cache_*`).
+    pub fn cache_usage(&self) -> Vec<CacheUsage> {
+        let i = &*self.inner;
+        let bytes = |name, c: (usize, usize), budget| CacheUsage {
+            name,
+            entries: c.1,
+            bytes: Some(c.0),
+            bound: budget,
+        };
+        let mut out = vec![
+            bytes("manifests", i.manifests.usage(), i.manifests.budget()),
+            bytes("small_blobs", i.small_blobs.usage(), i.small_blobs.budget()),
+        ];
+        let entries = |name, (held, _queued): (usize, usize), capacity| CacheUsage {
+            name,
+            entries: held,
+            bytes: None,
+            bound: capacity,
+        };
+        out.push(entries("links", i.links.usage(), i.links.capacity()));
+        out.push(entries("tags", i.tags.usage(), i.tags.capacity()));
+        out.push(entries(
+            "manifests_seen",
+            i.manifests_seen.usage(),
+            i.manifests_seen.capacity(),
+        ));
+        out.push(entries("touched", i.touched.usage(), i.touched.capacity()));
+        out.push(entries("pulled", i.pulled.usage(), i.pulled.capacity()));
+        out
     }
 
     /// Repository names after `last`, at most `n`.

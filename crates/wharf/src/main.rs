@@ -521,6 +521,7 @@ async fn serve(config: Config) -> Result<(), String> {
     node.build = Some(build);
     node.tenants = Some(traffic.clone());
     node.notify = Some(notifier.clone());
+    node.registry = Some(state.registry.clone());
     let node = Arc::new(node);
 
     let auth = auth.into_loaded(&config.auth, &directory, refresh_store);

@@ -575,3 +575,45 @@ fn repositories_and_tenant_content_are_deleted_with_the_cli_by_operator_and_tena
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Each in-memory cache is exported beside its bound, so that an operator
+/// can tell memory taken by caches filling up from a leak: pulled manifests
+/// show in `wharf_cache_entries` and `wharf_cache_bytes`, under the budget
+/// the flag set.
+#[test]
+fn the_caches_are_exported_beside_their_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Wharf::start_with(dir.path(), &["--manifest-cache-mib", "1"]);
+    let metrics = || get(&format!("{}/metrics", w.admin)).1;
+    let before = metrics();
+    assert_eq!(
+        sample(&before, r#"wharf_cache_budget_bytes{cache="manifests"}"#),
+        Some(1048576.0)
+    );
+    for cache in ["links", "tags", "manifests_seen", "touched", "pulled"] {
+        let max = sample(
+            &before,
+            &format!(r#"wharf_cache_max_entries{{cache="{cache}"}}"#),
+        );
+        assert!(max.is_some_and(|m| m >= 1.0), "{cache}: {max:?}");
+    }
+    let held = |text: &str| sample(text, r#"wharf_cache_entries{cache="manifests"}"#);
+    let start = held(&before).expect("wharf_cache_entries for manifests");
+    for (i, tag) in ["a", "b", "c"].into_iter().enumerate() {
+        push_image(&w, "team/app", tag, i as u8 + 1);
+        let r = client()
+            .get(format!("{}/v2/team/app/manifests/{tag}", w.base))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let after = metrics();
+    assert!(held(&after).unwrap() >= start + 3.0, "{after}");
+    let bytes = sample(&after, r#"wharf_cache_bytes{cache="manifests"}"#).unwrap();
+    assert!(bytes > 0.0 && bytes <= 1048576.0, "{bytes}");
+    assert!(
+        sample(&after, r#"wharf_cache_entries{cache="tags"}"#).unwrap() >= 3.0,
+        "{after}"
+    );
+}
