@@ -112,19 +112,26 @@ done
 # Every node has loaded the directory (it asks once a second).
 sleep 3
 
-# sample PID: "rss_kib fds threads conns" of one process.
+# sample PID ADMIN: "rss_kib fds threads conns cache_kib lastknown" of one
+# node: its process, and from its metrics what its caches hold (the
+# manifest and small-blob caches' bytes, the last-known maps' entries).
 sample() {
-  local pid=$1 rss threads fds conns
+  local pid=$1 admin=$2 rss threads fds conns caches
   rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
   threads=$(awk '/^Threads:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
   fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
   conns=$(ss -Htanp state established 2>/dev/null | grep -c "pid=$pid,")
-  printf '%s\t%s\t%s\t%s' "${rss:-0}" "$fds" "${threads:-0}" "$conns"
+  caches=$(curl -sf --max-time 2 "http://$admin/metrics" 2>/dev/null | awk '
+    /^wharf_cache_bytes\{/ { b += $2 }
+    /^wharf_cache_entries\{cache="(links|tags|manifests_seen|touched|pulled)"\}/ { e += $2 }
+    END { printf "%d\t%d", b / 1024, e }')
+  printf '%s\t%s\t%s\t%s\t%s' "${rss:-0}" "$fds" "${threads:-0}" "$conns" "${caches:-$'0\t0'}"
 }
 (
   printf 'secs'
   for ((n = 1; n <= NODES; n++)); do
     printf '\tnode%s_rss_kib\tnode%s_fds\tnode%s_threads\tnode%s_conns' "$n" "$n" "$n" "$n"
+    printf '\tnode%s_cache_kib\tnode%s_lastknown' "$n" "$n"
   done
   echo
   t0=$SECONDS
@@ -132,7 +139,8 @@ sample() {
     printf '%s' $((SECONDS - t0))
     for ((n = 1; n <= NODES; n++)); do
       v=CLUSTER_NODE${n}_PID
-      printf '\t%s' "$(sample "${!v}")"
+      a=CLUSTER_NODE${n}_ADMIN
+      printf '\t%s' "$(sample "${!v}" "${!a}")"
     done
     echo
     sleep "$SAMPLE"
