@@ -20,7 +20,9 @@
 # Environment:
 #   WHARF_BIN               the wharf binary [target/release/wharf]
 #   WHARF_FLEET_KEEP=1      keep the temp dir (logs, fleet state) after the run
-#   WHARF_FLEET_BUDGET      seconds the whole run may take [600]
+#   WHARF_FLEET_BUDGET      seconds the whole run may take [900]: a guard
+#                           against a hang, three times a quiet run (~300 s;
+#                           616 s was seen on a machine at load 11 to 14)
 #   WHARF_CASES             run only these cases, comma-separated (names as
 #                           printed; fixtures, fleet-start and fleet-stop
 #                           always run, service-start with any service-*
@@ -95,7 +97,7 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-BUDGET=${WHARF_FLEET_BUDGET:-600}
+BUDGET=${WHARF_FLEET_BUDGET:-900}
 (
   exec >/dev/null 2>&1 3>&- 4>&-
   for ((w = 0; w < BUDGET; w++)); do sleep 1; done

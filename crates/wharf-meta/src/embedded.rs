@@ -216,13 +216,37 @@ impl EmbeddedStore {
                 MetaError::Unavailable(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
+        // After a crash redb rebuilds its allocator state by reading the
+        // whole file before the node can start (about 4 s at 10^5
+        // manifests, 7 s at 10^6 in the scale benchmark). redb's quick
+        // repair would save that state at every durable commit instead; it
+        // tripled a push's time at 10^5 (docs/benchmarks.md, "Cost as the
+        // work grows"), so a crashed node pays at restart, and says so.
+        let shown = path.display().to_string();
+        let opening = std::time::Instant::now();
+        let repairing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::clone(&repairing);
         let db = Database::builder()
             .set_cache_size(cache_bytes)
+            .set_repair_callback(move |_| {
+                if !seen.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(path = %shown,
+                        "metadata: the store was not closed cleanly (the node was killed or crashed); \
+                         repairing it, which reads the whole file");
+                }
+            })
             .create(path)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => already_open(path),
                 e => engine(e),
             })?;
+
+        if repairing.load(Ordering::Relaxed) {
+            tracing::warn!(
+                seconds = opening.elapsed().as_secs_f64(),
+                "metadata: store repaired"
+            );
+        }
 
         // Create every table up front, so read transactions can always open
         // them and never see "table does not exist".

@@ -229,3 +229,60 @@ fn sigkill_during_a_stream_of_pushes_leaves_a_consistent_store() {
     w.kill();
     assert_blob_files_verified(dir.path());
 }
+
+/// A node killed with SIGKILL leaves its metadata store to be repaired at
+/// the next start (redb reads the whole file to rebuild its allocator
+/// state: seconds on a large store). The restarted node says so in its log,
+/// so that an operator waiting for it knows why; a clean stop needs none.
+#[test]
+fn a_restart_after_sigkill_says_the_store_is_being_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("node.log");
+    // The log is written by the node's own thread: give it a moment.
+    let repaired = |log: &Path| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if std::fs::read_to_string(log)
+                .unwrap()
+                .contains("repairing it")
+            {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let push = |w: &Wharf| {
+        for i in 0..5u8 {
+            let b = data(1000 + i as usize, i);
+            let r = Client::new()
+                .post(format!(
+                    "{}/v2/crash/log/blobs/uploads/?digest={}",
+                    w.base,
+                    sha256(&b)
+                ))
+                .body(b)
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+    };
+    let data_dir = dir.path().join("data");
+    let mut w = Wharf::start_logging(&data_dir, &[], Some(&log));
+    push(&w);
+    // A clean stop: the next start repairs nothing.
+    w.terminate();
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).is_some(),
+        "no exit after SIGTERM"
+    );
+    let w = Wharf::start_logging(&data_dir, &[], Some(&log));
+    assert!(!repaired(&log), "a clean stop left a repair");
+    push(&w);
+    w.kill();
+    let w = Wharf::start_logging(&data_dir, &[], Some(&log));
+    assert!(repaired(&log), "no word of the repair after SIGKILL");
+    w.kill();
+}

@@ -28,6 +28,11 @@ impl Wharf {
     /// Starts `wharf serve` with `extra` flags and waits until both of its
     /// listeners are bound.
     pub fn start_with(data: &Path, extra: &[&str]) -> Wharf {
+        Wharf::start_logging(data, extra, None)
+    }
+
+    /// [`Wharf::start_with`], its log (stderr) written to `log` when given.
+    pub fn start_logging(data: &Path, extra: &[&str], log: Option<&Path>) -> Wharf {
         std::fs::create_dir_all(data).unwrap();
         let addr_file = data.join("addr");
         let admin_file = data.join("admin-addr");
@@ -50,6 +55,12 @@ impl Wharf {
             .arg(&admin_file)
             .args(extra)
             .stdout(Stdio::null())
+            .stderr(match log {
+                Some(path) => {
+                    Stdio::from(std::fs::File::create(path).expect("create the log file"))
+                }
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("start wharf");
         let deadline = Instant::now() + Duration::from_secs(20);
