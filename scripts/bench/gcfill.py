@@ -26,7 +26,6 @@ counts, what a pass must reclaim (contents and bytes) and the timings.
 
 import argparse
 import hashlib
-import http.client
 import ipaddress
 import json
 import os
@@ -36,40 +35,19 @@ import sys
 import threading
 import time
 
+from keepalive import KeepAlive
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 RETRIES = 20
 
 
-class Client:
+class Client(KeepAlive):
     """One keep-alive connection; reconnects when the server closes it."""
 
     def __init__(self, host, port):
-        self.host, self.port = host, port
-        self.conn = None
-
-    def request(self, method, path, body=None, headers=None):
-        for attempt in range(RETRIES):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
-            try:
-                self.conn.request(method, path, body=body, headers=headers or {})
-                resp = self.conn.getresponse()
-                data = resp.read()
-            except (OSError, http.client.HTTPException):
-                self.conn.close()
-                self.conn = None
-                time.sleep(0.05 * (attempt + 1))
-                continue
-            if resp.getheader("connection", "").lower() == "close":
-                self.conn.close()
-                self.conn = None
-            if resp.status in (429, 503):
-                time.sleep(0.05 * (attempt + 1))
-                continue
-            return resp.status, data, resp
-        raise RuntimeError(f"{method} {path}: no answer after {RETRIES} tries")
+        super().__init__(host, port, RETRIES)
 
 
 class Maker:

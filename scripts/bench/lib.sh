@@ -8,6 +8,18 @@ log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 now() { date +%s.%N; }
 fail() { log "FAIL: $*"; printf '%s\n' "$*" >>"$FAILS"; }
 
+# bench_cleanup: the EXIT trap of a run that started processes (PIDS) and
+# PostgreSQL clusters (PG_DIRS) under the work dir W: stops them all and
+# removes W, unless KEEP=1. Needs ROOT.
+bench_cleanup() {
+  local p d
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for d in "${PG_DIRS[@]}"; do bash "$ROOT/scripts/postgres.sh" stop "$d" >/dev/null 2>&1 || true; done
+  sleep 0.5
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  if [ "${KEEP:-0}" = 1 ]; then log "kept $W"; else rm -rf "$W"; fi
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_http() { # url: bounded wait (10 s, 1 s per try) for a 200

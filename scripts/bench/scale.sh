@@ -125,15 +125,7 @@ PIDS=()
 PG_DIRS=()
 declare -A PID ADDR ADMIN
 NODE_PID=""
-cleanup() {
-  local p d
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for d in "${PG_DIRS[@]}"; do bash "$ROOT/scripts/postgres.sh" stop "$d" >/dev/null 2>&1 || true; done
-  sleep 0.5
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  if [ "${KEEP:-0}" = 1 ]; then log "kept $W"; else rm -rf "$W"; fi
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT # lib.sh
 trap 'exit 130' INT TERM
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 # What else runs on the machine: the load average and the busiest

@@ -46,7 +46,6 @@ number of times.
 
 import argparse
 import hashlib
-import http.client
 import ipaddress
 import json
 import multiprocessing
@@ -56,6 +55,8 @@ import socket
 import sys
 import threading
 import time
+
+from keepalive import KeepAlive
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -159,35 +160,12 @@ def manifest_of(k):
 
 # ---------------------------------------------------------------- client
 
-class Client:
+class Client(KeepAlive):
     """One keep-alive connection; reconnects when the server closes it."""
 
     def __init__(self, host, port):
-        self.host, self.port = host, port
-        self.conn = None
+        super().__init__(host, port, RETRIES)
         self.sessions = False  # the registry answered a monolithic POST with 202
-
-    def request(self, method, path, body=None, headers=None):
-        for attempt in range(RETRIES):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
-            try:
-                self.conn.request(method, path, body=body, headers=headers or {})
-                resp = self.conn.getresponse()
-                data = resp.read()
-            except (OSError, http.client.HTTPException):
-                self.conn.close()
-                self.conn = None
-                time.sleep(0.05 * (attempt + 1))
-                continue
-            if resp.getheader("connection", "").lower() == "close":
-                self.conn.close()
-                self.conn = None
-            if resp.status in (429, 503):
-                time.sleep(0.05 * (attempt + 1))
-                continue
-            return resp.status, data, resp
-        raise RuntimeError(f"{method} {path}: no answer after {RETRIES} tries")
 
     def upload(self, repo, body):
         """A blob into repo: monolithic, or POST then PUT where the
