@@ -678,7 +678,7 @@ impl ConnCtx {
         let idle_timeout = self.idle_timeout;
         let activity = Arc::new(AtomicU64::new(0));
         let clock = tokio::time::Instant::now();
-        let io = TokioIo::new(Tracked::new(stream, activity.clone(), clock));
+        let io = TokioIo::new(Tracked::new(stream, activity.clone(), clock, h2));
         let peer = ClientAddr(self.peer);
         let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = requested.clone();
@@ -897,27 +897,117 @@ const LINGER_BYTES: usize = 64 * 1024 * 1024;
 /// unread bytes would make the kernel send a reset, and the client would
 /// lose the answer it has not read yet. So shutdown sends FIN, then keeps
 /// reading and discarding for a bounded time and byte count.
+///
+/// An HTTP/2 connection's writes are also coalesced (see [`Coalesce`]).
 struct Tracked {
     inner: Prefixed,
     activity: Arc<AtomicU64>,
     clock: tokio::time::Instant,
     /// Set once the write side is shut: the drain's deadline and budget.
     linger: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
+    /// HTTP/2 only: the writes held for the next flush.
+    coalesce: Option<Coalesce>,
 }
 
+/// Writes held back until a flush, and that flush put off by one turn of
+/// the scheduler.
+///
+/// HTTP/2 answers each stream from a task of its own, and the connection
+/// flushes as soon as the first answer is ready: with a few streams in
+/// flight that is one TLS record and one system call per response, most of
+/// the CPU of a small answer. Held here, and with the first flush after a
+/// write deferred once (the connection task wakes itself and goes to the
+/// back of the run queue, behind the stream tasks just spawned), the
+/// answers ready by then leave together. Never holds more than
+/// [`COALESCE_MAX`] bytes, nor a flush longer than one turn.
+struct Coalesce {
+    buf: Vec<u8>,
+    /// How much of `buf` has already gone to the connection.
+    sent: usize,
+    /// The flush asked for was put off once already.
+    deferred: bool,
+}
+
+/// The most an HTTP/2 connection holds back before writing.
+const COALESCE_MAX: usize = 64 * 1024;
+
 impl Tracked {
-    fn new(inner: Prefixed, activity: Arc<AtomicU64>, clock: tokio::time::Instant) -> Tracked {
+    fn new(
+        inner: Prefixed,
+        activity: Arc<AtomicU64>,
+        clock: tokio::time::Instant,
+        coalesce: bool,
+    ) -> Tracked {
         Tracked {
             inner,
             activity,
             clock,
             linger: None,
+            coalesce: coalesce.then(|| Coalesce {
+                buf: Vec::with_capacity(16 * 1024),
+                sent: 0,
+                deferred: false,
+            }),
         }
     }
 
     fn touch(&self) {
         self.activity
             .store(self.clock.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Writes out what is held, if anything.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some(c) = self.coalesce.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        while c.sent < c.buf.len() {
+            match std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &c.buf[c.sent..])) {
+                Ok(0) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => c.sent += n,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            self.activity
+                .store(self.clock.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        c.buf.clear();
+        c.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Holds `bufs` (as much as fits) for the next flush; `None` when
+    /// this connection does not coalesce or the bytes should go straight
+    /// through (nothing held, and more than the holding limit).
+    fn poll_hold(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Option<Poll<std::io::Result<usize>>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let c = self.coalesce.as_ref()?;
+        if c.buf.is_empty() && total >= COALESCE_MAX {
+            return None;
+        }
+        if c.buf.len() >= COALESCE_MAX {
+            match self.poll_drain(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Some(Poll::Ready(Err(e))),
+                Poll::Pending => return Some(Poll::Pending),
+            }
+        }
+        let c = self.coalesce.as_mut()?;
+        let mut room = COALESCE_MAX - c.buf.len();
+        let mut held = 0;
+        for b in bufs {
+            let n = b.len().min(room);
+            c.buf.extend_from_slice(&b[..n]);
+            held += n;
+            room -= n;
+            if room == 0 {
+                break;
+            }
+        }
+        Some(Poll::Ready(Ok(held)))
     }
 }
 
@@ -944,6 +1034,9 @@ impl AsyncWrite for Tracked {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(r) = this.poll_hold(cx, &[std::io::IoSlice::new(buf)]) {
+            return r;
+        }
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             this.touch();
@@ -957,6 +1050,9 @@ impl AsyncWrite for Tracked {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(r) = this.poll_hold(cx, bufs) {
+            return r;
+        }
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             this.touch();
@@ -965,16 +1061,31 @@ impl AsyncWrite for Tracked {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.coalesce.is_some() || self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        if let Some(c) = this.coalesce.as_mut() {
+            if c.sent < c.buf.len() && !c.deferred {
+                // Once: behind the tasks already woken, whose answers may
+                // join this write.
+                c.deferred = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            std::task::ready!(this.poll_drain(cx))?;
+            if let Some(c) = this.coalesce.as_mut() {
+                c.deferred = false;
+            }
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         if this.linger.is_none() {
+            std::task::ready!(this.poll_drain(cx))?;
             if let Err(e) = std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx)) {
                 return Poll::Ready(Err(e));
             }
@@ -1001,7 +1112,118 @@ impl AsyncWrite for Tracked {
 
 #[cfg(test)]
 mod tests {
-    use super::is_pull;
+    use super::{is_pull, Prefixed, Stream, Tracked, COALESCE_MAX};
+    use std::future::poll_fn;
+    use std::pin::Pin;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    /// A served end (wrapped, `coalesce` as asked) and the client's end.
+    async fn pair(coalesce: bool) -> (Tracked, tokio::net::TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(l.local_addr().unwrap());
+        let (served, client) = tokio::join!(l.accept(), client);
+        let served = Prefixed::new(Stream::Plain(served.unwrap().0), Vec::new());
+        let clock = tokio::time::Instant::now();
+        (
+            Tracked::new(served, Arc::new(AtomicU64::new(0)), clock, coalesce),
+            client.unwrap(),
+        )
+    }
+
+    /// What the client can read within 200 ms.
+    async fn readable(client: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut got = vec![0u8; 4 * COALESCE_MAX];
+        match tokio::time::timeout(std::time::Duration::from_millis(200), client.read(&mut got))
+            .await
+        {
+            Ok(Ok(n)) => got[..n].to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn http2_writes_wait_for_a_flush_put_off_once() {
+        let (mut served, mut client) = pair(true).await;
+        served.write_all(b"first answer;").await.unwrap();
+        served.write_all(b"second answer").await.unwrap();
+        assert!(readable(&mut client).await.is_empty(), "held until a flush");
+        // The first flush asks to be polled again (and wakes itself)...
+        let mut polls = 0;
+        poll_fn(|cx| {
+            polls += 1;
+            Pin::new(&mut served).poll_flush(cx)
+        })
+        .await
+        .unwrap();
+        assert_eq!(polls, 2, "the flush is put off once, not more");
+        // ... and the second sends everything held, together.
+        assert_eq!(readable(&mut client).await, b"first answer;second answer");
+        // With nothing held, a flush is not put off.
+        let mut polls = 0;
+        poll_fn(|cx| {
+            polls += 1;
+            Pin::new(&mut served).poll_flush(cx)
+        })
+        .await
+        .unwrap();
+        assert_eq!(polls, 1);
+    }
+
+    #[tokio::test]
+    async fn http2_holds_at_most_its_limit_and_large_writes_go_straight_through() {
+        let (mut served, mut client) = pair(true).await;
+        // A write larger than the limit, with nothing held, is not held.
+        let big = vec![7u8; COALESCE_MAX + 1];
+        let n = poll_fn(|cx| Pin::new(&mut served).poll_write(cx, &big))
+            .await
+            .unwrap();
+        assert!(n > 0);
+        let mut got = 0;
+        while got < n {
+            got += readable(&mut client).await.len();
+        }
+        assert_eq!(got, n, "sent without a flush");
+        // Small writes fill the hold up to its limit; the next one sends
+        // what was held first.
+        let chunk = vec![1u8; 1000];
+        let mut held = 0;
+        while held < COALESCE_MAX {
+            held += served.write(&chunk).await.unwrap();
+        }
+        assert_eq!(held, COALESCE_MAX, "the hold stops at its limit");
+        assert!(readable(&mut client).await.is_empty());
+        served.write_all(&chunk).await.unwrap();
+        let mut got = 0;
+        while got < COALESCE_MAX {
+            let n = readable(&mut client).await.len();
+            assert!(n > 0, "the full hold was sent before more was taken");
+            got += n;
+        }
+        assert_eq!(got, COALESCE_MAX);
+        served.flush().await.unwrap();
+        assert_eq!(readable(&mut client).await.len(), chunk.len());
+    }
+
+    #[tokio::test]
+    async fn http1_writes_are_not_held() {
+        let (mut served, mut client) = pair(false).await;
+        served.write_all(b"an answer").await.unwrap();
+        assert_eq!(readable(&mut client).await, b"an answer");
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_sends_what_is_held() {
+        let (mut served, mut client) = pair(true).await;
+        served.write_all(b"last words").await.unwrap();
+        let shut = tokio::spawn(async move { served.shutdown().await });
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"last words");
+        drop(client);
+        shut.await.unwrap().unwrap();
+    }
 
     #[test]
     fn pulls_are_reads_of_manifests_and_blob_gets() {
