@@ -6,7 +6,10 @@
 #   bash scripts/bench/tls.sh            # full run (~6 min on 2 cores)
 #   QUICK=1 bash scripts/bench/tls.sh    # smoke run (~1 min)
 #
-# Knobs: ROUNDS=5, SECS=10 (each load), WHARF_BIN=target/release/wharf.
+# Knobs: ROUNDS=5, SECS=10 (each load), WHARF_BIN=target/release/wharf,
+# ACCESS_LOG=on (each server writes its access log to a file, as both do by
+# default: nginx's `combined` format unbuffered, Wharf's own) or off (both
+# off), MANIFESTS_ONLY=1 (skip the blob loads).
 #
 # Measures, for each server, HTTP/1.1 (wrk) and HTTP/2 (h2load):
 #   - manifest GET requests/s and p99 at 64 connections (HTTP/2: 16
@@ -22,6 +25,9 @@ BENCH=$ROOT/scripts/bench
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then ROUNDS=${ROUNDS:-1}; SECS=${SECS:-2}; else ROUNDS=${ROUNDS:-5}; SECS=${SECS:-10}; fi
 WHARF_BIN=${WHARF_BIN:-$ROOT/target/release/wharf}
+ACCESS_LOG=${ACCESS_LOG:-on}
+MANIFESTS_ONLY=${MANIFESTS_ONLY:-0}
+case $ACCESS_LOG in on | off) ;; *) echo "ACCESS_LOG is on or off" >&2; exit 2 ;; esac
 OCI_MT=application/vnd.oci.image.manifest.v1+json
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUT=$ROOT/bench-out
@@ -56,6 +62,9 @@ cleanup() {
   local p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # The logs' last lines (with the access logs on they run to gigabytes).
+  tail -n 200 "$W/wharf.log" >"$RUN/logs/wharf.log" 2>/dev/null || true
+  tail -n 200 "$W/nginx/access.log" >"$RUN/logs/nginx-access.log" 2>/dev/null || true
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -69,8 +78,11 @@ mkdir -p "$W/certs" && cp "$W/tls.crt" "$W/certs/ca.crt"
 declare -A ADDR
 WPORT=$(free_port)
 "$WHARF_BIN" serve --listen "127.0.0.1:$WPORT" --admin-listen 127.0.0.1:0 --data-dir "$W/wharf-data" \
-  --tls-cert "$W/tls.crt" --tls-key "$W/tls.key" --log error >"$RUN/logs/wharf.log" 2>&1 &
+  --tls-cert "$W/tls.crt" --tls-key "$W/tls.key" --access-log "$ACCESS_LOG" \
+  --log "$([ "$ACCESS_LOG" = on ] && echo error,wharf::access=info || echo error)" \
+  >"$W/wharf.log" 2>&1 &
 PIDS+=("$!")
+WHARF_PID=$!
 ADDR[wharf]=127.0.0.1:$WPORT
 NPORT=$(free_port)
 mkdir -p "$W/nginx-root/v2" "$W/nginx/tmp"
@@ -81,7 +93,7 @@ pid $W/nginx/nginx.pid;
 error_log $RUN/logs/nginx-error.log error;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  access_log $([ "$ACCESS_LOG" = on ] && echo "$W/nginx/access.log combined" || echo off);
   sendfile on;
   tcp_nopush on;
   tcp_nodelay on;
@@ -112,6 +124,7 @@ http {
 EOF
 "$NGINX" -e "$RUN/logs/nginx-error.log" -p "$W/nginx" -c "$W/nginx/nginx.conf" >"$RUN/logs/nginx.log" 2>&1 &
 PIDS+=("$!")
+NGINX_PID=$!
 ADDR[nginx]=127.0.0.1:$NPORT
 for i in $(seq 1 100); do
   curl -sf --cacert "$W/tls.crt" -o /dev/null "https://${ADDR[wharf]}/v2/" && break
@@ -179,6 +192,7 @@ for r in $(seq 1 "$ROUNDS"); do
     log "round $r: $s"
     wrk_run h1_manifest "$s" "$r" "$man" 64
     h2_run h2_manifest "$s" "$r" "$man" 16 4 "$(printf %s "$MANIFEST" | wc -c)"
+    [ "$MANIFESTS_ONLY" = 1 ] && continue
     wrk_run h1_blob_c1 "$s" "$r" "$blob" 1
     wrk_run h1_blob_c8 "$s" "$r" "$blob" 8
     h2_run h2_blob_c1 "$s" "$r" "$blob" 1 1 "$BLOB_SIZE"
@@ -186,11 +200,16 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 
+# Resident memory after the loads: Wharf's process, nginx's master and
+# workers together (MiB).
+rss_mib() { awk '/^VmRSS:/ { s += $2 } END { printf "%.0f", s / 1024 }' "$@" 2>/dev/null; }
+RSS_WHARF=$(rss_mib /proc/"$WHARF_PID"/status)
+RSS_NGINX=$(rss_mib /proc/"$NGINX_PID"/status $(pgrep -P "$NGINX_PID" | sed 's|.*|/proc/&/status|'))
 REPORT=$OUT/tls-$STAMP.md
 {
   echo "## TLS: Wharf beside nginx ($(date -u +%F), \`$([ "$QUICK" = 1 ] && echo "QUICK=1 ")bash scripts/bench/tls.sh\`)"
   echo
-  echo "Load average at start: $LOAD_START; rounds: $ROUNDS x ${SECS}s; medians."
+  echo "Load average at start: $LOAD_START; rounds: $ROUNDS x ${SECS}s; access logs $ACCESS_LOG; medians."
   echo
   echo "| measure | wharf | nginx | wharf/nginx |"
   echo "|---|---:|---:|---:|"
@@ -217,6 +236,8 @@ for label, m in rows:
     mw, mn = statistics.median(w), statistics.median(n)
     print(f"| {label} | {mw:.1f} | {mn:.1f} | {mw / mn:.2f} |")
 PY
+  echo
+  echo "Resident memory after the loads: wharf ${RSS_WHARF} MiB, nginx ${RSS_NGINX} MiB (master and workers)."
   echo
   if [ -s "$FAILS" ]; then echo "Failures:"; sed 's/^/- /' "$FAILS"; else echo "No failures."; fi
 } | tee "$REPORT"
