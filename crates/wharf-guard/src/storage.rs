@@ -59,6 +59,10 @@ impl BlobStore for GuardedBlobStore {
         self.call(true, self.inner.get(digest, range)).await
     }
 
+    async fn read_small(&self, digest: &Digest, size: u64) -> Result<Bytes, StorageError> {
+        self.call(true, self.inner.read_small(digest, size)).await
+    }
+
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<(), StorageError> {
         self.call(true, self.inner.put(digest, bytes)).await
     }

@@ -5,10 +5,9 @@
 //! already in the repository. Its bytes are made durable in the blob store
 //! before metadata records it.
 
-use bytes::{Bytes, BytesMut};
-use futures_util::TryStreamExt;
+use bytes::Bytes;
 use wharf_core::manifest::{Manifest, ManifestKind};
-use wharf_core::{media, Digest, Reference, RegistryError, RepoName};
+use wharf_core::{Digest, Reference, RegistryError, RepoName};
 use wharf_meta::ManifestRecord;
 use wharf_storage::StorageError;
 
@@ -161,21 +160,11 @@ impl Registry {
         digest: &Digest,
         size: u64,
     ) -> Result<Bytes, RegistryError> {
-        let stream = match self.blobs().get(digest, None).await {
-            Ok(s) => s,
-            Err(StorageError::NotFound) => return Err(RegistryError::BlobUnknown(digest.clone())),
-            Err(e) => return Err(storage_err(e)),
-        };
-        let mut buf = BytesMut::with_capacity(size.min(media::MAX_MANIFEST_BYTES as u64) as usize);
-        let mut stream = stream;
-        while let Some(chunk) = stream
-            .try_next()
-            .await
-            .map_err(|e| RegistryError::Internal(format!("reading manifest: {e}")))?
-        {
-            buf.extend_from_slice(&chunk);
+        match self.blobs().read_small(digest, size).await {
+            Ok(bytes) => Ok(bytes),
+            Err(StorageError::NotFound) => Err(RegistryError::BlobUnknown(digest.clone())),
+            Err(e) => Err(storage_err(e)),
         }
-        Ok(buf.freeze())
     }
 
     /// Stores a manifest pushed to `repo` under `reference`.

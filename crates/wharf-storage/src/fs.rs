@@ -18,7 +18,8 @@
 //! fsynced file, followed by an fsync of the directory, so `kill -9` (or a
 //! power cut) at any moment leaves either the whole blob or nothing. Must
 //! never block an async worker on disk I/O either: all file work runs on the
-//! blocking pool in large pieces (1 MiB read or written; past the first
+//! blocking pool (but for a small read the kernel answers from its caches
+//! without waiting, or refuses: [`read_if_cached`]) in large pieces (1 MiB read or written; past the first
 //! piece, blob reads map 4 MiB windows and fault them in there), so a slow
 //! disk costs blocking threads, not the event loop. Paths are built only from parsed digests and
 //! upload ids, whose grammars exclude `/` and `..`, so no request can name a
@@ -147,6 +148,62 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Runs file work on the blocking pool.
+/// Whether this kernel (and its seccomp filter) lets `openat2` run: tests
+/// of [`read_if_cached`] say so rather than fail where it cannot.
+#[doc(hidden)]
+pub fn cached_reads_supported(dir: &Path) -> bool {
+    use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
+    rustix::fs::openat2(
+        CWD,
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::empty(),
+    )
+    .is_ok()
+}
+
+/// The largest content [`read_if_cached`] is tried for.
+const CACHED_READ_MAX: u64 = 256 * 1024;
+
+/// The whole file `path` of `size` bytes if the kernel can hand it over
+/// from its caches without waiting for a disk: the path resolved from the
+/// directory-entry cache alone (`openat2` with `RESOLVE_CACHED`) and every
+/// byte read from the page cache (`preadv2` with `RWF_NOWAIT`). `None`
+/// otherwise (anything not cached, a short read, an error, an older kernel),
+/// and the caller reads on the blocking pool as before: the one read done on
+/// an async worker, because a manifest read from memory costs less than the
+/// trip to the blocking pool (a wake-up and two context switches) and can
+/// never wait on a slow disk.
+#[doc(hidden)]
+pub fn read_if_cached(path: &Path, size: u64) -> Option<Bytes> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
+    use rustix::io::ReadWriteFlags;
+    let fd = rustix::fs::openat2(
+        CWD,
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::CACHED,
+    )
+    .ok()?;
+    // One byte more than expected: a file longer than its record is read
+    // by the slow path, which reads it all.
+    let mut buf = vec![0u8; size as usize + 1];
+    let n = rustix::io::preadv2(
+        &fd,
+        &mut [io::IoSliceMut::new(&mut buf)],
+        0,
+        ReadWriteFlags::NOWAIT,
+    )
+    .ok()?;
+    if n as u64 != size {
+        return None;
+    }
+    buf.truncate(n);
+    Some(Bytes::from(buf))
+}
+
 async fn blocking<T, F>(f: F) -> Result<T, StorageError>
 where
     F: FnOnce() -> io::Result<T> + Send + 'static,
@@ -229,6 +286,26 @@ impl BlobStore for FsStore {
             Err(StorageError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    async fn read_small(&self, digest: &Digest, size: u64) -> Result<Bytes, StorageError> {
+        let path = self.inner.blob_path(digest);
+        if size <= CACHED_READ_MAX {
+            if let Some(bytes) = read_if_cached(&path, size) {
+                return Ok(bytes);
+            }
+        }
+        blocking(move || {
+            let mut file = File::open(path)?;
+            let mut buf = Vec::with_capacity(size.min(crate::SMALL_READ_MAX) as usize);
+            file.read_to_end(&mut buf)?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .map_err(|e| match e {
+            StorageError::Io(e) => not_found_as(e, StorageError::NotFound),
+            other => other,
+        })
     }
 
     async fn get(

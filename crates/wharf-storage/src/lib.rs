@@ -58,6 +58,10 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
 }
 
+/// The most [`BlobStore::read_small`] reserves up front, whatever size it
+/// is told.
+pub const SMALL_READ_MAX: u64 = 4 << 20;
+
 /// A content-addressed blob store with resumable uploads.
 ///
 /// Implementations must be safe to call concurrently from many tasks, and
@@ -75,6 +79,18 @@ pub trait BlobStore: Send + Sync + 'static {
         digest: &Digest,
         range: Option<Range<u64>>,
     ) -> Result<ByteStream, StorageError>;
+
+    /// The whole of small content (a manifest) of `size` bytes, as recorded
+    /// in metadata. `NotFound` when it is not stored. By default the bytes of
+    /// [`BlobStore::get`], collected; a backend may answer faster.
+    async fn read_small(&self, digest: &Digest, size: u64) -> Result<Bytes, StorageError> {
+        let mut stream = self.get(digest, None).await?;
+        let mut buf = bytes::BytesMut::with_capacity(size.min(SMALL_READ_MAX) as usize);
+        while let Some(chunk) = futures_util::TryStreamExt::try_next(&mut stream).await? {
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    }
 
     /// Stores small content (manifests) in one call: verifies that `bytes`
     /// hash to `digest`, then stores them durably. Storing content that is

@@ -164,6 +164,22 @@ macro_rules! blob_store_suite {
             }
 
             #[tokio::test]
+            async fn read_small_returns_the_whole_content_or_not_found() {
+                let (store, _guard) = $make.await;
+                for (len, seed) in [(0, 30), (1, 31), (4096, 32), (300_000, 33)] {
+                    let bytes = content(len, seed);
+                    let digest = sha256(&bytes);
+                    store.put(&digest, bytes.clone()).await.unwrap();
+                    let got = store.read_small(&digest, len as u64).await.unwrap();
+                    assert!(got == bytes, "{len} bytes read back whole");
+                }
+                assert!(matches!(
+                    store.read_small(&sha256(b"never stored"), 10).await,
+                    Err(StorageError::NotFound)
+                ));
+            }
+
+            #[tokio::test]
             async fn get_and_delete_of_a_missing_blob_are_not_found() {
                 let (store, _guard) = $make.await;
                 let digest = sha256(b"never stored");

@@ -116,3 +116,49 @@ async fn leftover_temporary_files_are_removed_at_open() {
     assert!(files_under(dir.path()).is_empty());
     assert!(store.list().await.unwrap().is_empty());
 }
+
+/// The path of stored blob `digest` below the store's root.
+fn blob_file(root: &Path, digest: &wharf_core::Digest) -> std::path::PathBuf {
+    root.join("blobs/sha256")
+        .join(&digest.hex()[..2])
+        .join(digest.hex())
+}
+
+#[tokio::test]
+async fn read_small_reads_what_the_file_holds_when_its_record_is_wrong() {
+    // A file longer or shorter than the size its record gives (damage, or
+    // a record out of step) is read whole by the slow path, never cut.
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(dir.path()).await.unwrap();
+    let bytes = content(5000, 40);
+    let digest = sha256(&bytes);
+    store.put(&digest, bytes.clone()).await.unwrap();
+    for recorded in [10, 4999, 5001, 1 << 20] {
+        let got = store.read_small(&digest, recorded).await.unwrap();
+        assert!(got == bytes, "recorded as {recorded}: the whole file");
+    }
+}
+
+#[test]
+fn a_small_read_from_the_kernels_caches_is_answered_without_the_blocking_pool() {
+    // Just written, so the file's path and pages are in the kernel's
+    // caches: read_if_cached answers (no disk, no blocking pool).
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = content(2000, 41);
+    let digest = sha256(&bytes);
+    let path = blob_file(dir.path(), &digest);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::read(&path).unwrap();
+    match wharf_storage::fs::read_if_cached(&path, 2000) {
+        Some(got) => assert!(got == bytes),
+        None if !wharf_storage::fs::cached_reads_supported(dir.path()) => {
+            eprintln!("openat2 is not available here (seccomp or an old kernel): not shown");
+        }
+        None => panic!("a cached file was not read from the caches"),
+    }
+    // Not the recorded size, or no such file: left to the slow path.
+    assert!(wharf_storage::fs::read_if_cached(&path, 1999).is_none());
+    assert!(wharf_storage::fs::read_if_cached(&path, 2001).is_none());
+    assert!(wharf_storage::fs::read_if_cached(&dir.path().join("nothing"), 10).is_none());
+}
