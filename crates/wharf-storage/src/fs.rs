@@ -148,19 +148,32 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Runs file work on the blocking pool.
-/// Whether this kernel (and its seccomp filter) lets `openat2` run: tests
-/// of [`read_if_cached`] say so rather than fail where it cannot.
+/// Whether this kernel, its seccomp filter and the filesystem of `file`
+/// let [`read_if_cached`] work at all (`openat2`, and `preadv2` with
+/// `RWF_NOWAIT`): tests of it say so rather than fail where it cannot.
 #[doc(hidden)]
-pub fn cached_reads_supported(dir: &Path) -> bool {
+pub fn cached_reads_supported(file: &Path) -> bool {
     use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
-    rustix::fs::openat2(
+    use rustix::io::ReadWriteFlags;
+    let Ok(fd) = rustix::fs::openat2(
         CWD,
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        file,
+        OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::empty(),
-    )
-    .is_ok()
+    ) else {
+        return false;
+    };
+    let mut byte = [0u8; 1];
+    match rustix::io::preadv2(
+        &fd,
+        &mut [io::IoSliceMut::new(&mut byte)],
+        0,
+        ReadWriteFlags::NOWAIT,
+    ) {
+        Ok(_) => true,
+        Err(e) => e == rustix::io::Errno::AGAIN,
+    }
 }
 
 /// The largest content [`read_if_cached`] is tried for.
