@@ -2055,7 +2055,7 @@ impl MetaStore for PostgresStore {
                     c.batch("BEGIN").await?;
                     let mut verdicts = Vec::new();
                     while verdicts.len() < policy.limit {
-                        match gc::decide_one(&mut c, policy).await? {
+                        match gc::decide_one(&mut c, policy, true).await? {
                             Some(v) => verdicts.push(v),
                             None => break,
                         }
@@ -2067,13 +2067,29 @@ impl MetaStore for PostgresStore {
                 .await;
         }
         let mut verdicts = Vec::new();
+        // First the tombstones whose collector died (each claim is one
+        // statement, committed by itself), then the due reviews.
+        while verdicts.len() < policy.limit {
+            let claimed = self
+                .call("gc_review", || async move {
+                    let mut c = self.conn().await?;
+                    let claimed = gc::claim_expired(&mut c, policy).await?;
+                    c.release();
+                    Ok(claimed)
+                })
+                .await?;
+            match claimed {
+                Some(v) => verdicts.push(v),
+                None => break,
+            }
+        }
         while verdicts.len() < policy.limit {
             // One short transaction per review.
             let verdict = self
                 .call("gc_review", || async move {
                     let mut c = self.conn().await?;
                     c.batch("BEGIN").await?;
-                    let verdict = gc::decide_one(&mut c, policy).await?;
+                    let verdict = gc::decide_one(&mut c, policy, false).await?;
                     c.batch("COMMIT").await?;
                     c.release();
                     Ok(verdict)

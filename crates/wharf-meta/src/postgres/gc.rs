@@ -80,19 +80,26 @@ pub(super) const UPSERT_HOLD: &str =
      WHERE wharf.gc_holds.until_unix < EXCLUDED.until_unix";
 pub(super) const UNHOLD: &str = "DELETE FROM wharf.gc_holds WHERE digest = $1 AND holder = $2";
 const PRUNE_HOLDS: &str = "DELETE FROM wharf.gc_holds WHERE until_unix <= $1";
-/// The oldest due review nobody else is deciding: `$1` is the latest
-/// touch an orphan review may have to be due, `$2` the same for the others.
-const CLAIM_DUE: &str = "SELECT kind, digest, repo, touched_unix FROM wharf.gc_queue \
-     WHERE touched_unix <= greatest($1::bigint, $2::bigint) \
-       AND ((kind = 'o' AND touched_unix <= $1::bigint) OR (kind <> 'o' AND touched_unix <= $2::bigint)) \
-     ORDER BY touched_unix LIMIT 1 FOR UPDATE SKIP LOCKED";
-const UNQUEUE: &str = "DELETE FROM wharf.gc_queue WHERE kind = $1 AND digest = $2 AND repo = $3";
+/// Takes the oldest due review nobody else is deciding off the queue (in
+/// one statement: the row the subquery locks is the row deleted): `$1` is
+/// the latest touch an orphan review may have to be due, `$2` the same for
+/// the others.
+const CLAIM_DUE: &str = "DELETE FROM wharf.gc_queue WHERE (kind, digest, repo) = \
+     (SELECT kind, digest, repo FROM wharf.gc_queue \
+      WHERE touched_unix <= greatest($1::bigint, $2::bigint) \
+        AND ((kind = 'o' AND touched_unix <= $1::bigint) OR (kind <> 'o' AND touched_unix <= $2::bigint)) \
+      ORDER BY touched_unix LIMIT 1 FOR UPDATE SKIP LOCKED) \
+     RETURNING kind, digest, repo, touched_unix";
 const LOCK_LINK: &str = "SELECT size FROM wharf.blobs WHERE repo = $1 AND digest = $2 FOR UPDATE";
 const A_REF_IN_REPO: &str =
     "SELECT manifest FROM wharf.refs WHERE digest = $1 AND repo = $2 LIMIT 1";
 const DELETE_LINK: &str = "DELETE FROM wharf.blobs WHERE repo = $1 AND digest = $2";
-const TOMBSTONE: &str = "SELECT holder, lease_until FROM wharf.gc_tombstones WHERE digest = $1";
+/// Who keeps digest `$1` (holds ending after `$2`), after its exclusive
+/// lock was taken by a statement of its own: a statement reads what was
+/// committed when it started, so one that waited for the lock itself
+/// could miss a holder committed meanwhile.
 const HOLDERS: &str = "SELECT \
+     (SELECT holder FROM wharf.gc_tombstones WHERE digest = $1), \
      (SELECT repo FROM wharf.blobs WHERE digest = $1 LIMIT 1), \
      (SELECT repo FROM wharf.manifests WHERE digest = $1 LIMIT 1), \
      (SELECT repo || '@' || manifest FROM wharf.refs WHERE digest = $1 LIMIT 1), \
@@ -192,9 +199,9 @@ pub(super) async fn touch_if_queued(
     Ok(())
 }
 
-/// Decides one due review (or claims one expired tombstone) inside the
-/// caller's open transaction; `None` when nothing is due.
-pub(super) async fn decide_one(
+/// Claims one tombstone whose lease ran out (its collector died before
+/// deleting), to finish its deletion; `None` when there is none.
+pub(super) async fn claim_expired(
     c: &mut Conn,
     policy: &ReviewPolicy,
 ) -> Result<Option<Verdict>, Failure> {
@@ -206,13 +213,31 @@ pub(super) async fn decide_one(
             &[&now, &policy.holder, &lease_until],
         )
         .await?;
-    if let Some(row) = claimed.first() {
-        return Ok(Some(Verdict::Doomed {
+    match claimed.first() {
+        Some(row) => Ok(Some(Verdict::Doomed {
             digest: digest_of(get(row, 0)?)?,
             lease_until_unix: from_db(lease_until, "lease")?,
             reclaimed: true,
-        }));
+        })),
+        None => Ok(None),
     }
+}
+
+/// Decides one due review (or, with `claim_expired_first`, claims one
+/// expired tombstone) inside the caller's open transaction; `None` when
+/// nothing is due.
+pub(super) async fn decide_one(
+    c: &mut Conn,
+    policy: &ReviewPolicy,
+    claim_expired_first: bool,
+) -> Result<Option<Verdict>, Failure> {
+    if claim_expired_first {
+        if let Some(v) = claim_expired(c, policy).await? {
+            return Ok(Some(v));
+        }
+    }
+    let now = to_db(policy.now_unix, "clock")?;
+    let lease_until = to_db(policy.now_unix.saturating_add(policy.lease_secs), "lease")?;
     let orphan_cutoff = to_db(
         policy.now_unix.saturating_sub(policy.orphan_age_secs),
         "clock",
@@ -231,7 +256,6 @@ pub(super) async fn decide_one(
     let touched: i64 = get(row, 3)?;
     let kind = ReviewKind::from_code(&code)
         .ok_or_else(|| super::corrupt("review kind", format_args!("{code:?}")))?;
-    c.execute(UNQUEUE, &[&code, &digest, &repo]).await?;
     let verdict = match kind {
         ReviewKind::Link => review_link(c, &digest, &repo, touched).await?,
         ReviewKind::Content | ReviewKind::Orphan => {
@@ -298,17 +322,16 @@ async fn review_content(
         })
     };
     c.query(LOCK_EXCLUSIVE, &[&digest]).await?;
-    let rows = c.query(TOMBSTONE, &[&digest]).await?;
-    if let Some(row) = rows.first() {
-        let holder: String = get(row, 0)?;
-        return kept(format!("being deleted by {holder}"));
-    }
     let rows = c.query(HOLDERS, &[&digest, &now]).await?;
     let row = &rows[0];
-    let blob: Option<String> = get(row, 0)?;
-    let manifest: Option<String> = get(row, 1)?;
-    let reference: Option<String> = get(row, 2)?;
-    let hold: Option<i64> = get(row, 3)?;
+    let tombstone: Option<String> = get(row, 0)?;
+    if let Some(holder) = tombstone {
+        return kept(format!("being deleted by {holder}"));
+    }
+    let blob: Option<String> = get(row, 1)?;
+    let manifest: Option<String> = get(row, 2)?;
+    let reference: Option<String> = get(row, 3)?;
+    let hold: Option<i64> = get(row, 4)?;
     if let Some(repo) = blob {
         return kept(format!("linked in {repo}"));
     }
