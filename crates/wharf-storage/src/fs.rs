@@ -18,10 +18,11 @@
 //! fsynced file, followed by an fsync of the directory, so `kill -9` (or a
 //! power cut) at any moment leaves either the whole blob or nothing. Must
 //! never block an async worker on disk I/O either: all file work runs on the
-//! blocking pool (but for a small read the kernel answers from its caches
-//! without waiting, or refuses: [`read_if_cached`]) in large pieces (1 MiB read or written; past the first
+//! blocking pool in large pieces (1 MiB read or written; past the first
 //! piece, blob reads map 4 MiB windows and fault them in there), so a slow
-//! disk costs blocking threads, not the event loop. Paths are built only from parsed digests and
+//! disk costs blocking threads, not the event loop; the one exception is a
+//! small read the kernel answers from its caches without waiting, or
+//! refuses ([`read_if_cached`]). Paths are built only from parsed digests and
 //! upload ids, whose grammars exclude `/` and `..`, so no request can name a
 //! file outside `root`.
 
@@ -147,30 +148,36 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Runs file work on the blocking pool.
+/// Opens `path` (resolved as `resolve` allows) and reads its start into
+/// `buf` from the page cache only (`RWF_NOWAIT`: `EAGAIN` rather than a
+/// wait for the disk).
+fn read_nowait(
+    path: &Path,
+    resolve: rustix::fs::ResolveFlags,
+    buf: &mut [u8],
+) -> rustix::io::Result<usize> {
+    use rustix::fs::{Mode, OFlags, CWD};
+    let fd = rustix::fs::openat2(
+        CWD,
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        resolve,
+    )?;
+    rustix::io::preadv2(
+        &fd,
+        &mut [io::IoSliceMut::new(buf)],
+        0,
+        rustix::io::ReadWriteFlags::NOWAIT,
+    )
+}
+
 /// Whether this kernel, its seccomp filter and the filesystem of `file`
 /// let [`read_if_cached`] work at all (`openat2`, and `preadv2` with
 /// `RWF_NOWAIT`): tests of it say so rather than fail where it cannot.
 #[doc(hidden)]
 pub fn cached_reads_supported(file: &Path) -> bool {
-    use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
-    use rustix::io::ReadWriteFlags;
-    let Ok(fd) = rustix::fs::openat2(
-        CWD,
-        file,
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::empty(),
-    ) else {
-        return false;
-    };
-    let mut byte = [0u8; 1];
-    match rustix::io::preadv2(
-        &fd,
-        &mut [io::IoSliceMut::new(&mut byte)],
-        0,
-        ReadWriteFlags::NOWAIT,
-    ) {
+    match read_nowait(file, rustix::fs::ResolveFlags::empty(), &mut [0u8; 1]) {
         Ok(_) => true,
         Err(e) => e == rustix::io::Errno::AGAIN,
     }
@@ -190,26 +197,10 @@ const CACHED_READ_MAX: u64 = 256 * 1024;
 /// never wait on a slow disk.
 #[doc(hidden)]
 pub fn read_if_cached(path: &Path, size: u64) -> Option<Bytes> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
-    use rustix::io::ReadWriteFlags;
-    let fd = rustix::fs::openat2(
-        CWD,
-        path,
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::CACHED,
-    )
-    .ok()?;
     // One byte more than expected: a file longer than its record is read
     // by the slow path, which reads it all.
     let mut buf = vec![0u8; size as usize + 1];
-    let n = rustix::io::preadv2(
-        &fd,
-        &mut [io::IoSliceMut::new(&mut buf)],
-        0,
-        ReadWriteFlags::NOWAIT,
-    )
-    .ok()?;
+    let n = read_nowait(path, rustix::fs::ResolveFlags::CACHED, &mut buf).ok()?;
     if n as u64 != size {
         return None;
     }
@@ -217,6 +208,7 @@ pub fn read_if_cached(path: &Path, size: u64) -> Option<Bytes> {
     Some(Bytes::from(buf))
 }
 
+/// Runs file work on the blocking pool.
 async fn blocking<T, F>(f: F) -> Result<T, StorageError>
 where
     F: FnOnce() -> io::Result<T> + Send + 'static,
