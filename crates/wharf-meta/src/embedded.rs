@@ -119,14 +119,15 @@ const MAX_BATCH: usize = 64;
 struct Writer {
     queue: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
-    /// Writes run, and durable commits (fsyncs) made for them.
-    counts: Arc<[AtomicU64; 2]>,
+    /// Writes run, durable commits (fsyncs) made for them, and saves of
+    /// the allocator state after a lull.
+    counts: Arc<[AtomicU64; 3]>,
 }
 
 impl Writer {
     fn start(db: Arc<Database>) -> Result<Writer, MetaError> {
         let (queue, jobs) = mpsc::channel::<Job>();
-        let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
         let counted = Arc::clone(&counts);
         let thread = std::thread::Builder::new()
             .name("wharf-meta-writer".into())
@@ -149,10 +150,49 @@ impl Drop for Writer {
     }
 }
 
+/// How long the writer thread waits with nothing queued, after a durable
+/// commit, before it saves redb's allocator state (see [`save_allocator`]).
+const LULL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The writer thread's loop: a batch is every job queued when the first one
 /// is taken (at most [`MAX_BATCH`]); one durable commit covers them all.
-fn group_commits(db: &Database, jobs: &mpsc::Receiver<Job>, counts: &[AtomicU64; 2]) {
-    while let Ok(first) = jobs.recv() {
+/// After a lull of [`LULL`] that follows a durable commit, the allocator
+/// state is saved once, so a crash while no write is going on costs no
+/// repair at the next start.
+fn group_commits(db: &Database, jobs: &mpsc::Receiver<Job>, counts: &[AtomicU64; 3]) {
+    // The open's own commits are not saved yet.
+    let mut unsaved = true;
+    loop {
+        let first = if unsaved {
+            match jobs.recv_timeout(LULL) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    unsaved = false;
+                    let started = std::time::Instant::now();
+                    match save_allocator(db) {
+                        Ok(()) => {
+                            counts[2].fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(
+                                seconds = started.elapsed().as_secs_f64(),
+                                "metadata: allocator state saved"
+                            );
+                        }
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "metadata: cannot save the allocator state; a crash now \
+                             would need a full repair at the next start"
+                        ),
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
         let mut batch = vec![first(db)];
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
@@ -163,6 +203,7 @@ fn group_commits(db: &Database, jobs: &mpsc::Receiver<Job>, counts: &[AtomicU64;
         counts[0].fetch_add(batch.len() as u64, Ordering::Relaxed);
         let durable = if batch.iter().any(|r| r.committed) {
             counts[1].fetch_add(1, Ordering::Relaxed);
+            unsaved = true;
             make_durable(db)
         } else {
             Ok(())
@@ -178,6 +219,22 @@ fn group_commits(db: &Database, jobs: &mpsc::Receiver<Job>, counts: &[AtomicU64;
 fn make_durable(db: &Database) -> Result<(), MetaError> {
     let mut txn = db.begin_write().map_err(engine)?;
     txn.set_durability(Durability::Immediate);
+    txn.commit().map_err(engine)
+}
+
+/// An empty durable commit with redb's quick repair: it saves the
+/// allocator state beside the commit (and commits in two phases), so that
+/// if this stays the last durable commit, opening the file after a crash
+/// loads that state instead of rebuilding it by reading the whole file
+/// (seconds at a million manifests). Any later durable commit drops the
+/// saved state again. Saving it at every commit would spare the repair
+/// after a crash in the middle of writes too, but it tripled a push's time
+/// at 10^5 manifests (docs/benchmarks.md, "Cost as the work grows"); once
+/// per lull costs a push nothing unless it arrives during the save.
+fn save_allocator(db: &Database) -> Result<(), MetaError> {
+    let mut txn = db.begin_write().map_err(engine)?;
+    txn.set_durability(Durability::Immediate);
+    txn.set_quick_repair(true);
     txn.commit().map_err(engine)
 }
 
@@ -218,10 +275,10 @@ impl EmbeddedStore {
         }
         // After a crash redb rebuilds its allocator state by reading the
         // whole file before the node can start (about 4 s at 10^5
-        // manifests, 7 s at 10^6 in the scale benchmark). redb's quick
-        // repair would save that state at every durable commit instead; it
-        // tripled a push's time at 10^5 (docs/benchmarks.md, "Cost as the
-        // work grows"), so a crashed node pays at restart, and says so.
+        // manifests, 7 s at 10^6 in the scale benchmark), unless the last
+        // durable commit saved that state: the writer thread saves it after
+        // every lull in the writes (`save_allocator`), so only a crash in
+        // the middle of writes pays the repair, and the node says so.
         let shown = path.display().to_string();
         let opening = std::time::Instant::now();
         let repairing = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -279,6 +336,13 @@ impl EmbeddedStore {
     pub fn write_counts(&self) -> (u64, u64) {
         let c = &self.writer.counts;
         (c[0].load(Ordering::Relaxed), c[1].load(Ordering::Relaxed))
+    }
+
+    /// Times the allocator state was saved after a lull in the writes (see
+    /// [`save_allocator`]): at most once per lull, and only when something
+    /// was committed since the last save.
+    pub fn allocator_saves(&self) -> u64 {
+        self.writer.counts[2].load(Ordering::Relaxed)
     }
 
     /// Runs `f` in one write transaction on the writer thread, commits it if

@@ -58,6 +58,46 @@ async fn reopen_on_same_path_keeps_data() {
     assert_eq!(store.list_repos(None, 10).await.unwrap(), vec!["team/app"]);
 }
 
+/// After a lull in the writes the writer saves redb's allocator state once
+/// (so that a crash then needs no full repair), and not again until
+/// something new is committed: an idle store makes no commits of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allocator_state_is_saved_once_per_lull_after_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path().join("meta.redb")).unwrap();
+    let repo: RepoName = "team/app".parse().unwrap();
+    let settle = || tokio::time::sleep(std::time::Duration::from_millis(600));
+    // The open's own commits are saved after the first lull.
+    settle().await;
+    assert_eq!(
+        store.allocator_saves(),
+        1,
+        "no save after the open's commits"
+    );
+    settle().await;
+    assert_eq!(
+        store.allocator_saves(),
+        1,
+        "saved again with nothing written"
+    );
+    for i in 0..20u32 {
+        let d = Digest::sha256_of(&i.to_be_bytes());
+        store.link_blob(&repo, &d, 1).await.unwrap();
+    }
+    settle().await;
+    assert_eq!(
+        store.allocator_saves(),
+        2,
+        "no save after the lull that followed writes"
+    );
+    settle().await;
+    assert_eq!(
+        store.allocator_saves(),
+        2,
+        "saved again with nothing written"
+    );
+}
+
 /// Concurrent writes share durable commits (group commit): 200 links made at
 /// once take fewer fsyncs than writes, and every one of them is on disk when
 /// the store is dropped and the file reopened at once (dropping the last

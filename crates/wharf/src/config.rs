@@ -19,6 +19,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:5001";
 /// Where data lives unless told otherwise (relative to the working dir).
 pub const DEFAULT_DATA_DIR: &str = "./wharf-data";
+/// Reviews a garbage-collection pass decides per second unless told
+/// otherwise: 720,000 an hour, far above what a registry's pushes and
+/// deletes queue (docs/operations.md, "Sizing"), and slow enough that a
+/// pass on a shared machine left pull p99 where it was without one.
+pub const DEFAULT_GC_MAX_REVIEWS_PER_SEC: u32 = 200;
 
 /// Flags of `wharf serve`. Each can also be set by the environment variable
 /// shown, or in the TOML file given by `--config` under the flag's name with
@@ -181,8 +186,9 @@ pub struct ServeArgs {
 
     /// Most reviews a garbage-collection pass decides per second, pausing
     /// between batches to keep to it, so a long pass leaves the CPU and the
-    /// metadata store to pulls and pushes; 0 or absent: as fast as metadata
-    /// answers [default: unlimited].
+    /// metadata store to pulls and pushes (an unpaced pass on PostgreSQL
+    /// raised pull p99 by a tenth to a quarter; docs/benchmarks.md); 0: as
+    /// fast as metadata answers [default: 200].
     #[arg(long, env = "WHARF_GC_MAX_REVIEWS_PER_SEC")]
     pub gc_max_reviews_per_sec: Option<u32>,
 
@@ -1049,7 +1055,11 @@ impl Config {
                 defaults.orphan_scan_interval,
             ),
             lease: secs_or(a.gc_lease_secs, defaults.lease),
-            max_reviews_per_sec: a.gc_max_reviews_per_sec.filter(|r| *r > 0),
+            max_reviews_per_sec: Some(
+                a.gc_max_reviews_per_sec
+                    .unwrap_or(DEFAULT_GC_MAX_REVIEWS_PER_SEC),
+            )
+            .filter(|r| *r > 0),
             ..defaults
         };
         let tls = match (a.tls_cert, a.tls_key) {
