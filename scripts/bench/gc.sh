@@ -24,6 +24,13 @@
 #      the first chunk is reported with the share of it the pass covered).
 #      The node's resident memory is sampled every 0.2 s and its high-water
 #      mark (VmHWM, reset just before the pass) read at the end;
+#      With ALTERNATE=1, step 3 is instead a run of short passes, each
+#      limited to about 1.5 chunks' worth of reviews (from the rate of the
+#      one before it), with a chunk taken while each runs and a chunk
+#      taken after it ended, pass and no pass alternating until the queue
+#      is empty: on a shared machine whose other load drifts over minutes,
+#      each chunk with a pass has one without it seconds away. Only chunks
+#      the pass lasted through count as "with";
 #   4. checks the pass deleted exactly the unreferenced contents and bytes
 #      (the filler knows them), that deleted content answers 404, that the
 #      loads saw no error, and that `wharf check --storage` is clean.
@@ -37,6 +44,8 @@
 #                        before each request: an offered load below saturation
 #                        (THINK_MS=0: closed loop, as fast as the node answers)
 #   GC_ARGS=""           extra `wharf serve` flags (e.g. a GC throttle)
+#   ALTERNATE=0          1: short passes alternating with chunks without one
+#   ALT_FIRST=2000       reviews in the first short pass
 #   FILL_TIMEOUT=5400 PASS_TIMEOUT=3600   upper bounds, seconds
 #   WHARF_BIN=target/release/wharf   built if missing
 #   KEEP=1               keep the temp dir (data, logs) after the run
@@ -49,7 +58,7 @@ ROOT=$PWD
 BENCH=$ROOT/scripts/bench
 CMDLINE=""
 for v in QUICK BACKENDS REPOS MANIFESTS LAYERS BLOB_BYTES FILL_THREADS CHUNK_SECS BASE_CHUNKS \
-         CONNS THINK_MS GC_ARGS; do
+         CONNS THINK_MS GC_ARGS ALTERNATE ALT_FIRST; do
   [ -n "${!v+x}" ] && CMDLINE+="$v=\"${!v}\" "
 done
 CMDLINE+="bash scripts/bench/gc.sh"
@@ -69,6 +78,8 @@ MAX_CHUNKS=${MAX_CHUNKS:-200}
 CONNS=${CONNS:-8}
 THINK_MS=${THINK_MS:-1}
 GC_ARGS=${GC_ARGS:-}
+ALTERNATE=${ALTERNATE:-0}
+ALT_FIRST=${ALT_FIRST:-2000}
 BACKENDS=${BACKENDS:-"embedded postgres"}
 FILL_TIMEOUT=${FILL_TIMEOUT:-5400}
 PASS_TIMEOUT=${PASS_TIMEOUT:-3600}
@@ -120,6 +131,24 @@ metric() { # name text: a collector counter from a /metrics scrape (0 if absent)
 }
 kib() { awk -v k="$2" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || true; }
 
+# The watching the pass needs (VmRSS every 0.2 s, /metrics every 0.5 s)
+# costs the machine CPU of its own: about 4% of the two cores in a profile
+# (curl, awk, date and the node rendering its metrics). The same watching
+# runs, its results thrown away, while the chunks without a pass are taken,
+# so that the phases differ by the pass alone. Stops when file $2 appears.
+shadow_watch() { # pid stop-file admin
+  local pid=$1 stop=$2 admin=$3
+  ( while kill -0 "$pid" 2>/dev/null && [ ! -e "$stop" ]; do
+      printf '%s\t%s\n' "$(now)" "$(kib "$pid" VmRSS:)" >/dev/null; sleep 0.2
+    done ) &
+  PIDS+=("$!")
+  ( while [ ! -e "$stop" ]; do
+      m=$(metrics_of "$admin"); metric passes "$m" >/dev/null; metric pass_failures "$m" >/dev/null
+      sleep 0.5
+    done ) &
+  PIDS+=("$!")
+}
+
 # One chunk: the manifest load and the blob load at once, CHUNK_SECS long.
 # Appends a line per load to CHUNKS; returns when both are done.
 chunk() { # backend phase n data-dir
@@ -155,6 +184,7 @@ bench_backend() {
     pgdir=$d/pg; PG_DIRS+=("$pgdir")
     url=$(timeout 120 bash "$ROOT/scripts/postgres.sh" start "$pgdir" "$(free_port)" 2>"$RUN/logs/pg-start.log") \
       || { fail "postgres: did not start (logs/pg-start.log)"; return 0; }
+    printf '%s\n' "$url" >"$d/url"
     meta=(--metadata-url "$url")
     "$WHARF_BIN" migrate "${meta[@]}" >>"$RUN/logs/pg-start.log" 2>&1 \
       || { fail "postgres: wharf migrate failed (logs/pg-start.log)"; return 0; }
@@ -199,9 +229,74 @@ bench_backend() {
   # 2. without a pass: a warm-up chunk (not recorded), then BASE_CHUNKS
   chunk "$b" warmup 0 "$d"; sed -i "/^$b\twarmup\t/d" "$CHUNKS"
   record "$b" rss_before_kib "$(kib "$pid" VmRSS:)"
+  shadow_watch "$pid" "$d/base-done" "$admin"
   for i in $(seq 1 "$BASE_CHUNKS"); do chunk "$b" base "$i" "$d"; done
+  touch "$d/base-done"
 
-  # 3. a full pass, with the same loads while it runs
+  if [ "$ALTERNATE" = 1 ]; then
+    alternate "$b" "$d" "$admin" "$pid"
+  else
+    full_pass "$b" "$d" "$admin" "$pid"
+  fi
+  local p=$RUN/pass-$b.json
+
+  # the same loads again after the pass: "without" is the chunks before and
+  # after it, so a drift in the machine's other load does not pass for the
+  # collector's doing
+  shadow_watch "$pid" "$d/after-done" "$admin"
+  for i in $(seq 1 "$BASE_CHUNKS"); do chunk "$b" after "$i" "$d"; done
+  touch "$d/after-done"
+  verify "$b" "$d" "$admin" "$pid" "$f" "$p"
+}
+
+# 3, with ALTERNATE=1: short passes, each with a chunk taken while it runs
+# ("alt-with", counted only if the pass outlasted it) and one after it
+# ("alt-without"), until a pass finds the queue empty. The passes' figures
+# are summed into pass-<backend>.json for the checks.
+alternate() { # backend data-dir admin pid
+  local b=$1 d=$2 admin=$3 pid=$4 lim=$ALT_FIRST k=0 r secs covered=0 t0
+  local sum='{"reviewed":0,"unlinked":0,"deleted":0,"bytes_reclaimed":0,"failures":0,"seconds":0}'
+  echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true
+  record "$b" rss_pass_start_kib "$(kib "$pid" VmRSS:)"
+  : >"$d/alt-covered"
+  while [ $k -lt "$MAX_CHUNKS" ]; do
+    k=$((k + 1))
+    t0=$(now)
+    curl -s -m "$PASS_TIMEOUT" -X POST -o "$d/alt-$k.json" \
+      "http://$admin/admin/v1/gc/run?verdicts=false&limit=$lim" &
+    local cp=$!
+    chunk "$b" alt-with "$k" "$d"
+    wait "$cp" || { fail "$b: short pass $k gave no answer"; break; }
+    r=$(jq -r '.reviewed // empty' "$d/alt-$k.json")
+    [ -n "$r" ] || { fail "$b: short pass $k: $(head -c 300 "$d/alt-$k.json")"; break; }
+    secs=$(jq -r .seconds "$d/alt-$k.json")
+    sum=$(jq -c --slurpfile a "$d/alt-$k.json" \
+      'reduce ("reviewed","unlinked","deleted","bytes_reclaimed","failures","seconds") as $f (.; .[$f] += $a[0][$f])' <<<"$sum")
+    # the chunk counts as "with" if the pass outlasted it
+    if awk -v s="$secs" -v c="$CHUNK_SECS" -v t0="$t0" -v now="$(now)" 'BEGIN {exit !(s >= c)}'; then
+      echo "$k" >>"$d/alt-covered"; covered=$((covered + 1))
+    fi
+    chunk "$b" alt-without "$k" "$d"
+    [ "$r" -lt "$lim" ] && break   # the queue ran dry
+    lim=$(awk -v r="$r" -v s="$secs" -v c="$CHUNK_SECS" 'BEGIN {n = r / (s > 0.1 ? s : 0.1) * c * 1.5; printf "%d", (n < 100 ? 100 : n)}')
+  done
+  printf '%s\n' "$sum" >"$RUN/pass-$b.json"
+  record "$b" pass_source "alternating short passes ($k)"
+  record "$b" alt_passes "$k"
+  record "$b" alt_covered "$covered"
+  paste -sd, "$d/alt-covered" | sed 's/^/alt_covered_list\t/; s/^/'"$b"'\t/' >>"$RUN/results.tsv"
+  record "$b" pass_chunks_inside 0
+  local k2; for k2 in reviewed unlinked deleted bytes_reclaimed failures seconds; do
+    record "$b" "pass_$k2" "$(jq -r ".$k2" "$RUN/pass-$b.json")"
+  done
+  record "$b" rss_peak_kib "$(kib "$pid" VmHWM:)"
+  record "$b" hwm_pass_kib "$(kib "$pid" VmHWM:)"
+  log "$b: $k short passes, $covered outlasting their chunk: $(jq -c . "$RUN/pass-$b.json")"
+}
+
+# 3. a full pass, with the same loads while it runs
+full_pass() { # backend data-dir admin pid
+  local b=$1 d=$2 admin=$3 pid=$4
   echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || fail "$b: cannot reset VmHWM; the high-water mark includes the fill"
   record "$b" rss_pass_start_kib "$(kib "$pid" VmRSS:)"
   ( while kill -0 "$pid" 2>/dev/null && [ ! -e "$d/pass-done" ]; do
@@ -264,12 +359,11 @@ bench_backend() {
   record "$b" rss_peak_kib "$(cut -f2 "$RUN/rss-$b.tsv" | sort -n | tail -1)"
   record "$b" hwm_pass_kib "$(kib "$pid" VmHWM:)"
   log "$b: pass $(jq -c '{reviewed, unlinked, deleted, bytes_reclaimed, failures, seconds}' "$p"), $n load chunks"
+}
 
-  # the same loads again after the pass: "without" is the chunks before and
-  # after it, so a drift in the machine's other load does not pass for the
-  # collector's doing
-  for i in $(seq 1 "$BASE_CHUNKS"); do chunk "$b" after "$i" "$d"; done
-
+verify() { # backend data-dir admin pid fill-json pass-json
+  local b=$1 d=$2 admin=$3 pid=$4 f=$5 p=$6 meta=()
+  [ "$b" = postgres ] && meta=(--metadata-url "$(cat "$d/url")")
   # 4. verification: a second pass finds what a link review queued late
   curl -s -m "$PASS_TIMEOUT" -X POST -o "$RUN/pass2-$b.json" "http://$admin/admin/v1/gc/run?verdicts=false" || true
   local del bytes

@@ -74,9 +74,35 @@ for b in res:
         partial |= not whole
         cells.append(f"{fmt(base, '.2f')} / {fmt(dur, '.2f')}")
         cells.append(fmt(dur / base if base == base and base > 0 else float("nan"), ".2f"))
-    if partial:
+    if partial and not chunks.get((b, "alt-with", "manifest")):
         cells[0] += f" (pass covered {num(b, 'pass_cover') * 100:.0f}% of the load window)"
     print("| " + " | ".join(cells) + " |")
+
+alt = [b for b in res if chunks.get((b, "alt-with", "manifest"))]
+if alt:
+    print(
+        "\nAlternating short passes (ALTERNATE=1): each chunk with a pass (counted only when "
+        "the pass outlasted it) has a chunk without one right after it. Ratio = median p99 with / "
+        "median p99 without; pair median = the median over pairs of with / without.\n"
+    )
+    print("| backend | passes (outlasting their chunk) | reviews/s in the passes | kind "
+          "| p99 without / with (ms) | ratio | pair median | before and after, p99 (ms) |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|")
+    for b in alt:
+        covered = {int(k) for k in res[b].get("alt_covered_list", "").split(",") if k}
+        secs, rev = num(b, "pass_seconds"), num(b, "pass_reviewed")
+        for kind in ("manifest", "blob"):
+            withs = {r[0]: r[1] for r in chunks[(b, "alt-with", kind)] if r[0] in covered}
+            withouts = {r[0]: r[1] for r in chunks[(b, "alt-without", kind)]}
+            pairs = [withs[k] / withouts[k] for k in withs if withouts.get(k)]
+            w, wo = med_ms(list(withs.values())), med_ms(list(withouts.values()))
+            outer = med_ms([r[1] for ph in ("base", "after") for r in chunks[(b, ph, kind)]])
+            print(
+                f"| {b} | {num(b, 'alt_passes', 0):.0f} ({len(covered)}) "
+                f"| {fmt(rev / secs if secs > 0 else float('nan'), ',.0f')} | {kind} "
+                f"| {fmt(wo, '.2f')} / {fmt(w, '.2f')} | {fmt(w / wo if wo > 0 else float('nan'), '.2f')} "
+                f"| {fmt(statistics.median(pairs) if pairs else float('nan'), '.2f')} | {fmt(outer, '.2f')} |"
+            )
 
 print("\n| backend | fill (s) | unreferenced: manifests / blobs | reclaimed (contents, MiB) "
       "| exact | 2nd pass deleted | storage before → after (MiB) | `wharf check --storage` |")

@@ -28,8 +28,10 @@
 #   4. RSS and VmHWM after the loads ("warm");
 #   5. PUSHES pushes of a small image (3 x 4 KiB layers, a config, the
 #      manifest), one after the other from one client: p50 and p99;
-#   6. startup again after kill -9 (what a crash costs: redb's repair of
-#      its allocator state, the reference's nothing);
+#   6. startup again after kill -9 right after the pushes (what a crash in
+#      the middle of writes costs: redb's repair of its allocator state,
+#      the reference's nothing), then after kill -9 that follows 3 pushes
+#      and 2 s without writes (the embedded store saved that state);
 #   7. sizes (taken while the node is down, before 2.): metadata (meta.redb; pg_database_size after VACUUM ANALYZE;
 #      the reference's repositories/ tree, where its tags and links live)
 #      and the whole store, per manifest.
@@ -299,6 +301,19 @@ bench_backend() {
     wait "$NODE_PID" 2>/dev/null || true
     NODE_PID=""
     start_node "$b" "$n" _crash || return 0
+    # 7. and after a crash that follows a lull: a few pushes, 2 s without
+    #    writes (the embedded store saves its allocator state after
+    #    200 ms of none), kill -9, start again
+    if [ "$b" != reference ]; then
+      timeout 300 python3 "$BENCH/scalefill.py" push --addr "$NODE" --repo "t0$((NSIZE % 10))/probe" \
+        --count 3 --seed "$((n + 1))" >/dev/null 2>>"$RUN/logs/push-$b-$n.err" \
+        || fail "$b at $n: the pushes before the lull failed (logs/push-$b-$n.err)"
+      sleep 2
+      kill -9 "$NODE_PID" 2>/dev/null || true
+      wait "$NODE_PID" 2>/dev/null || true
+      NODE_PID=""
+      start_node "$b" "$n" _crash_lull || return 0
+    fi
   done
   stop_node
   if [ "$b" = postgres ]; then bash "$ROOT/scripts/postgres.sh" stop "$PGDIR" >/dev/null 2>&1 || true; fi
