@@ -350,6 +350,8 @@ def cmd_push(a):
     rng = random.Random(a.seed)
     secs, errors = [], []
     for i in range(a.count):
+        if i and a.gap_ms:
+            time.sleep(a.gap_ms / 1000)
         t0 = time.perf_counter()
         layers = [rng.randbytes(4096) for _ in range(3)]
         config = json.dumps({"architecture": "amd64", "os": "linux",
@@ -426,6 +428,8 @@ def main():
     u.add_argument("--repo", required=True)
     u.add_argument("--count", type=int, default=50)
     u.add_argument("--seed", type=int, default=1)
+    u.add_argument("--gap-ms", type=float, default=0,
+                   help="pause before each push after the first (not timed)")
     r = sub.add_parser("ready")
     r.add_argument("--addr", required=True)
     r.add_argument("--path", default="/v2/")
