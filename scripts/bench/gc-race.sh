@@ -67,7 +67,7 @@ trap 'exit 143' TERM
 export WHARF_CLUSTER_PORT=${WHARF_CLUSTER_PORT:-18280}
 export WHARF_CLUSTER_PG_PORT=${WHARF_CLUSTER_PG_PORT:-15680}
 export WHARF_CLUSTER_GARAGE_PORT=${WHARF_CLUSTER_GARAGE_PORT:-14180}
-export WHARF_CLUSTER_NODE_ARGS="--gc-review-delay-secs 0 --gc-interval-secs ${GC_INTERVAL:-1} --gc-orphan-age-secs 0"
+export WHARF_CLUSTER_NODE_ARGS="--gc-review-delay-secs 0 --gc-interval-secs ${GC_INTERVAL:-1} --gc-orphan-age-secs 0 --gc-max-reviews-per-sec 0"
 log "starting the cluster (collector: $WHARF_CLUSTER_NODE_ARGS)"
 timeout 180 bash scripts/cluster.sh start "$TMP/cluster" >"$OUT/cluster-start.log" 2>&1 || {
   tail -n 20 "$OUT/cluster-start.log" >&2

@@ -780,7 +780,7 @@ case_gc_race_cluster() {
   "$WHARF_BIN" serve --help 2>/dev/null | grep -q -- '--gc-review-delay-secs' ||
     die "$WHARF_BIN has no --gc-review-delay-secs (no collector in this build)" || return 1
   local n rc secs=${WHARF_CLUSTER_GC_RACE_SECS:-60} out=$TMP/gc-race-cluster.json
-  export WHARF_CLUSTER_NODE_ARGS="--gc-review-delay-secs 0 --gc-interval-secs ${WHARF_CLUSTER_GC_INTERVAL:-1} --gc-orphan-age-secs 0"
+  export WHARF_CLUSTER_NODE_ARGS="--gc-review-delay-secs 0 --gc-interval-secs ${WHARF_CLUSTER_GC_INTERVAL:-1} --gc-orphan-age-secs 0 --gc-max-reviews-per-sec 0"
   for n in 1 2 3; do
     cluster restart-node $n || die "restarting node$n with the collector on failed" || return 1
   done

@@ -74,9 +74,13 @@ gc_stop() {
 
 # ---------------------------------------------------------------- race
 
+# The race and crash cases run the collector unpaced
+# (`--gc-max-reviews-per-sec 0`): they are about the collector racing
+# pushes as hard as it can, and a backlog of tens of thousands of reviews
+# at the default 200 a second would outlast `wharf gc run`'s 120 s here.
 case_gc_race_single_node() {
   need_gc_tools || return 1
-  gc_start gc-race --gc-review-delay-secs 0 --gc-interval-secs 1 --gc-orphan-age-secs 0 || return 1
+  gc_start gc-race --gc-review-delay-secs 0 --gc-interval-secs 1 --gc-orphan-age-secs 0 --gc-max-reviews-per-sec 0 || return 1
   local out=$TMP/gc-race.json rc secs=${WHARF_E2E_GC_RACE_SECS:-45}
   timeout $((secs + 90)) "$WHARF_LOAD_BIN" gc-race --url "http://$GC_REG" --pushers 8 --duration "$secs" \
     --state-out "$TMP/gc-race.state" --label e2e-single-node >"$out" 2>"$TMP/gc-race.err"
@@ -97,7 +101,7 @@ case_gc_race_single_node() {
   # And everything held still pulls after the final passes, from storage:
   # restarted, the node has nothing in memory that could hide lost bytes.
   gc_stop
-  gc_start gc-race --gc-review-delay-secs 0 --gc-interval-secs 1 --gc-orphan-age-secs 0 || return 1
+  gc_start gc-race --gc-review-delay-secs 0 --gc-interval-secs 1 --gc-orphan-age-secs 0 --gc-max-reviews-per-sec 0 || return 1
   timeout 120 "$WHARF_LOAD_BIN" gc-verify --url "http://$GC_REG" --state "$TMP/gc-race.state" \
     --label after-final-gc >"$TMP/gc-race-verify.json"
   rc=$?
@@ -132,7 +136,7 @@ case_gc_crash_mid_pass() {
   # Collector on, a pass a second; SIGKILL as soon as a pass has begun.
   # The tombstones the dead collector leaves are claimed again after its
   # lease: a short one, so that the test sees the work complete.
-  gc_start gc-crash --gc-review-delay-secs 0 --gc-interval-secs 1 --gc-lease-secs 35 || return 1
+  gc_start gc-crash --gc-review-delay-secs 0 --gc-interval-secs 1 --gc-lease-secs 35 --gc-max-reviews-per-sec 0 || return 1
   local i reviews=0 passes=0 deleted=0 m
   for ((i = 0; i < 1500; i++)); do # 30 s at most
     m=$(c --max-time 2 "http://$GC_ADMIN/metrics" 2>/dev/null)
@@ -156,7 +160,7 @@ case_gc_crash_mid_pass() {
   # The first pass takes the whole backlog: none completed means mid-pass.
   [ "${passes:-0}" = 0 ] || die "a pass had completed before the kill: not mid-pass" || return 1
   # Back up: nothing kept is lost, and the work completes.
-  gc_start gc-crash --gc-review-delay-secs 0 --gc-interval-secs 1 --gc-orphan-age-secs 0 --gc-lease-secs 35 || return 1
+  gc_start gc-crash --gc-review-delay-secs 0 --gc-interval-secs 1 --gc-orphan-age-secs 0 --gc-lease-secs 35 --gc-max-reviews-per-sec 0 || return 1
   timeout 120 "$WHARF_LOAD_BIN" gc-verify --url "http://$GC_REG" --state "$TMP/gc-crash.state" \
     --label after-crash >"$TMP/gc-crash-verify.json"
   rc=$?
