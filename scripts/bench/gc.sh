@@ -131,6 +131,14 @@ metric() { # name text: a collector counter from a /metrics scrape (0 if absent)
 }
 kib() { awk -v k="$2" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || true; }
 
+# Prints "time<TAB>VmRSS" of pid every 0.2 s until it exits or file $2
+# appears.
+sample_rss() { # pid stop-file
+  while kill -0 "$1" 2>/dev/null && [ ! -e "$2" ]; do
+    printf '%s\t%s\n' "$(now)" "$(kib "$1" VmRSS:)"; sleep 0.2
+  done
+}
+
 # The watching the pass needs (VmRSS every 0.2 s, /metrics every 0.5 s)
 # costs the machine CPU of its own: about 4% of the two cores in a profile
 # (curl, awk, date and the node rendering its metrics). The same watching
@@ -138,9 +146,7 @@ kib() { awk -v k="$2" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || true
 # so that the phases differ by the pass alone. Stops when file $2 appears.
 shadow_watch() { # pid stop-file admin
   local pid=$1 stop=$2 admin=$3
-  ( while kill -0 "$pid" 2>/dev/null && [ ! -e "$stop" ]; do
-      printf '%s\t%s\n' "$(now)" "$(kib "$pid" VmRSS:)" >/dev/null; sleep 0.2
-    done ) &
+  sample_rss "$pid" "$stop" >/dev/null &
   PIDS+=("$!")
   ( while [ ! -e "$stop" ]; do
       m=$(metrics_of "$admin"); metric passes "$m" >/dev/null; metric pass_failures "$m" >/dev/null
@@ -254,14 +260,13 @@ bench_backend() {
 # ("alt-without"), until a pass finds the queue empty. The passes' figures
 # are summed into pass-<backend>.json for the checks.
 alternate() { # backend data-dir admin pid
-  local b=$1 d=$2 admin=$3 pid=$4 lim=$ALT_FIRST k=0 r secs covered=0 t0
+  local b=$1 d=$2 admin=$3 pid=$4 lim=$ALT_FIRST k=0 r secs covered=0
   local sum='{"reviewed":0,"unlinked":0,"deleted":0,"bytes_reclaimed":0,"failures":0,"seconds":0}'
   echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true
   record "$b" rss_pass_start_kib "$(kib "$pid" VmRSS:)"
   : >"$d/alt-covered"
   while [ $k -lt "$MAX_CHUNKS" ]; do
     k=$((k + 1))
-    t0=$(now)
     curl -s -m "$PASS_TIMEOUT" -X POST -o "$d/alt-$k.json" \
       "http://$admin/admin/v1/gc/run?verdicts=false&limit=$lim" &
     local cp=$!
@@ -273,7 +278,7 @@ alternate() { # backend data-dir admin pid
     sum=$(jq -c --slurpfile a "$d/alt-$k.json" \
       'reduce ("reviewed","unlinked","deleted","bytes_reclaimed","failures","seconds") as $f (.; .[$f] += $a[0][$f])' <<<"$sum")
     # the chunk counts as "with" if the pass outlasted it
-    if awk -v s="$secs" -v c="$CHUNK_SECS" -v t0="$t0" -v now="$(now)" 'BEGIN {exit !(s >= c)}'; then
+    if awk -v s="$secs" -v c="$CHUNK_SECS" 'BEGIN {exit !(s >= c)}'; then
       echo "$k" >>"$d/alt-covered"; covered=$((covered + 1))
     fi
     chunk "$b" alt-without "$k" "$d"
@@ -299,9 +304,7 @@ full_pass() { # backend data-dir admin pid
   local b=$1 d=$2 admin=$3 pid=$4
   echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || fail "$b: cannot reset VmHWM; the high-water mark includes the fill"
   record "$b" rss_pass_start_kib "$(kib "$pid" VmRSS:)"
-  ( while kill -0 "$pid" 2>/dev/null && [ ! -e "$d/pass-done" ]; do
-      printf '%s\t%s\n' "$(now)" "$(kib "$pid" VmRSS:)"; sleep 0.2
-    done ) >"$RUN/rss-$b.tsv" &
+  sample_rss "$pid" "$d/pass-done" >"$RUN/rss-$b.tsv" &
   local sampler=$!; PIDS+=("$sampler")
   # The admin port drops a request that moves no byte for twice its idle
   # timeout (2 x 60 s), and a pass answers only at its end: a pass longer

@@ -187,6 +187,13 @@ stop_node() {
   NODE_PID=""
 }
 
+# kill -9 of the node, as a crash would.
+crash_node() {
+  kill -9 "$NODE_PID" 2>/dev/null || true
+  wait "$NODE_PID" 2>/dev/null || true
+  NODE_PID=""
+}
+
 # One wrk load over a path file: appends to ROUNDS_TSV.
 load() { # backend size kind round
   local b=$1 n=$2 kind=$3 r=$4 accept="" line
@@ -297,9 +304,7 @@ bench_backend() {
     log "$b at $n: measured; RSS warm $(kib "$NODE_PID" VmRSS:) KiB"
     # 6. startup after a crash: kill -9, then start again (the fill of
     #    the next size goes on with this node)
-    kill -9 "$NODE_PID" 2>/dev/null || true
-    wait "$NODE_PID" 2>/dev/null || true
-    NODE_PID=""
+    crash_node
     start_node "$b" "$n" _crash || return 0
     # 7. and after a crash that follows a lull: a few pushes, 2 s without
     #    writes (the embedded store saves its allocator state after
@@ -309,9 +314,7 @@ bench_backend() {
         --count 3 --seed "$((n + 1))" >/dev/null 2>>"$RUN/logs/push-$b-$n.err" \
         || fail "$b at $n: the pushes before the lull failed (logs/push-$b-$n.err)"
       sleep 2
-      kill -9 "$NODE_PID" 2>/dev/null || true
-      wait "$NODE_PID" 2>/dev/null || true
-      NODE_PID=""
+      crash_node
       start_node "$b" "$n" _crash_lull || return 0
     fi
   done
