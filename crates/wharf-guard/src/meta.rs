@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use wharf_core::{Digest, RepoName, Tag, UploadId};
 use wharf_meta::gc::{GcStatus, Known, ReviewPolicy, Verdict};
 use wharf_meta::{
-    DirectorySnapshot, ManifestEntry, ManifestRecord, MetaError, MetaStore, NamespaceUsage,
+    DirectorySnapshot, ManifestEntry, ManifestRecord, MetaError, MetaStore, NamespaceUsage, Pull,
     PurgeCounts, RefreshRecord, RefreshScope, RepoEntry, RepositorySnapshot, TagTimes,
     UploadRecord, UploadUsage, Upsert,
 };
@@ -325,14 +325,8 @@ impl MetaStore for GuardedMetaStore {
         self.call(self.inner.gc_known(policy)).await
     }
 
-    async fn record_pull(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        now_unix: u64,
-    ) -> Result<bool, MetaError> {
-        self.call(self.inner.record_pull(repo, digest, now_unix))
-            .await
+    async fn record_pulls(&self, pulls: &[Pull]) -> Result<u64, MetaError> {
+        self.call(self.inner.record_pulls(pulls)).await
     }
 
     async fn retention_snapshot(

@@ -66,8 +66,8 @@ use crate::gc::{GcStatus, Known, ReviewKind, ReviewPolicy, Verdict};
 use crate::retention::{pull_due, snapshots, RepoRead};
 use crate::{
     check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestEntry,
-    ManifestRecord, MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope,
-    RepoEntry, RepositorySnapshot, TagTimes, UploadRecord, UploadUsage, Upsert,
+    ManifestRecord, MetaError, MetaStore, NamespaceUsage, Pull, PurgeCounts, RefreshRecord,
+    RefreshScope, RepoEntry, RepositorySnapshot, TagTimes, UploadRecord, UploadUsage, Upsert,
 };
 
 const BLOBS: TableDefinition<&str, u64> = TableDefinition::new("blobs");
@@ -1557,37 +1557,44 @@ impl MetaStore for EmbeddedStore {
         self.read(|txn| gc::known_all(txn, policy))
     }
 
-    async fn record_pull(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        now_unix: u64,
-    ) -> Result<bool, MetaError> {
-        let key = key2(repo.as_str(), &digest.to_string());
+    async fn record_pulls(&self, pulls: &[Pull]) -> Result<u64, MetaError> {
         let last_pull = |times: (u64, u64)| (times.1 != 0).then_some(times.1);
-        // A read first, inline and never waiting for the writer: most pulls
-        // of a busy manifest find a recent pull and queue nothing.
+        // In key order, so the lookups walk the tree's pages in order.
+        let mut keyed: Vec<(String, u64)> = pulls
+            .iter()
+            .map(|p| (key2(p.repo.as_str(), &p.digest.to_string()), p.at_unix))
+            .collect();
+        keyed.sort_unstable();
+        // Reads first, inline and never waiting for the writer: pulls of
+        // manifests recorded lately queue nothing.
         let due = self.read(|txn| {
             let table = txn.open_table(MANIFEST_TIMES).map_err(engine)?;
-            let times = table.get(key.as_str()).map_err(engine)?;
-            Ok(times.is_some_and(|t| pull_due(last_pull(t.value()), now_unix)))
+            let mut due = Vec::new();
+            for (key, at) in keyed {
+                let times = table.get(key.as_str()).map_err(engine)?;
+                if times.is_some_and(|t| pull_due(last_pull(t.value()), at)) {
+                    due.push((key, at));
+                }
+            }
+            Ok(due)
         })?;
-        if !due {
-            return Ok(false);
+        if due.is_empty() {
+            return Ok(0);
         }
         // Checked again in the write: another pull may have landed since.
         self.write(move |txn| {
             let mut table = txn.open_table(MANIFEST_TIMES).map_err(engine)?;
-            let times = table.get(key.as_str()).map_err(engine)?.map(|t| t.value());
-            match times {
-                Some(t) if pull_due(last_pull(t), now_unix) => {
+            let mut written = 0;
+            for (key, at) in &due {
+                let times = table.get(key.as_str()).map_err(engine)?.map(|t| t.value());
+                if let Some(t) = times.filter(|t| pull_due(last_pull(*t), *at)) {
                     table
-                        .insert(key.as_str(), (t.0, now_unix.max(1)))
+                        .insert(key.as_str(), (t.0, (*at).max(1)))
                         .map_err(engine)?;
-                    Ok(true)
+                    written += 1;
                 }
-                _ => Ok(false),
             }
+            Ok(written)
         })
         .await
     }

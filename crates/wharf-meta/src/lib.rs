@@ -53,6 +53,17 @@ pub struct ManifestRecord {
     pub references: Vec<Digest>,
 }
 
+/// A manifest pulled: what [`MetaStore::record_pulls`] records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pull {
+    /// The repository it was pulled from.
+    pub repo: RepoName,
+    /// The manifest.
+    pub digest: Digest,
+    /// When (the node's clock).
+    pub at_unix: u64,
+}
+
 /// An open upload session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRecord {
@@ -568,6 +579,13 @@ pub trait MetaStore: Send + Sync + 'static {
 
     // ---- retention (the planner is `wharf_retention`; see [`retention`]) ----
 
+    /// Records each pull of `pulls` as [`MetaStore::record_pull`] does, in
+    /// as few writes as the backend can (one transaction or statement for
+    /// the lot): a node gathers the pulls of a moment and records them
+    /// together, so a registry pulled across many manifests does not queue
+    /// a write per manifest. How many were written.
+    async fn record_pulls(&self, pulls: &[Pull]) -> Result<u64, MetaError>;
+
     /// Records that manifest `digest` of `repo` was pulled at `now_unix`,
     /// unless the pull recorded for it is less than
     /// [`retention::PULL_RECORD_SECS`] older than that (or newer): at most
@@ -579,7 +597,14 @@ pub trait MetaStore: Send + Sync + 'static {
         repo: &RepoName,
         digest: &Digest,
         now_unix: u64,
-    ) -> Result<bool, MetaError>;
+    ) -> Result<bool, MetaError> {
+        let pull = Pull {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            at_unix: now_unix,
+        };
+        Ok(self.record_pulls(std::slice::from_ref(&pull)).await? > 0)
+    }
 
     /// Every repository of namespace `namespace` that holds a manifest,
     /// with its tags and manifests as the retention planner reads them:

@@ -96,8 +96,8 @@ use crate::gc::{GcStatus, Known, ReviewPolicy, Verdict};
 use crate::retention::{snapshots, RepoRead, PULL_RECORD_SECS};
 use crate::{
     check_directory_text, check_namespace, DirectoryRecord, DirectorySnapshot, ManifestEntry,
-    ManifestRecord, MetaError, MetaStore, NamespaceUsage, PurgeCounts, RefreshRecord, RefreshScope,
-    RepoEntry, RepositorySnapshot, TagTimes, UploadRecord, UploadUsage, Upsert,
+    ManifestRecord, MetaError, MetaStore, NamespaceUsage, Pull, PurgeCounts, RefreshRecord,
+    RefreshScope, RepoEntry, RepositorySnapshot, TagTimes, UploadRecord, UploadUsage, Upsert,
 };
 
 /// How a node reaches its PostgreSQL server.
@@ -575,9 +575,10 @@ const DELETE_TAG: &str = "DELETE FROM wharf.tags WHERE repo = $1 AND tag = $2";
 const DELETE_TAG_AT: &str = "DELETE FROM wharf.tags WHERE repo = $1 AND tag = $2 AND digest = $3";
 /// The bound on pull writes is in the `WHERE`: a row pulled less than
 /// `$4` seconds before `$3` is not rewritten (see `crate::retention`).
-const RECORD_PULL: &str = "UPDATE wharf.manifests SET last_pulled_unix = $3 \
-     WHERE repo = $1 AND digest = $2 \
-     AND (last_pulled_unix IS NULL OR last_pulled_unix <= $3::bigint - $4::bigint)";
+const RECORD_PULLS: &str = "UPDATE wharf.manifests m SET last_pulled_unix = p.at \
+     FROM unnest($1::text[], $2::text[], $3::bigint[]) AS p(repo, digest, at) \
+     WHERE m.repo = p.repo AND m.digest = p.digest \
+     AND (m.last_pulled_unix IS NULL OR m.last_pulled_unix <= p.at - $4::bigint)";
 /// Locks the manifest row, so a concurrent put of a tag on it (whose
 /// foreign key check shares the row) either committed before and shows to
 /// the next statement, or waits until the delete is done.
@@ -2161,22 +2162,36 @@ impl MetaStore for PostgresStore {
         .await
     }
 
-    async fn record_pull(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        now_unix: u64,
-    ) -> Result<bool, MetaError> {
-        let (repo, digest) = (repo.as_str(), &digest.to_string());
-        let now = &to_db(now_unix, "clock")?;
+    async fn record_pulls(&self, pulls: &[Pull]) -> Result<u64, MetaError> {
+        // One row per manifest, the latest pull, in key order (rows locked
+        // in the same order by every node; a deadlock is retried anyway).
+        let mut latest: BTreeMap<(&str, String), u64> = BTreeMap::new();
+        for p in pulls {
+            let at = latest
+                .entry((p.repo.as_str(), p.digest.to_string()))
+                .or_default();
+            *at = (*at).max(p.at_unix);
+        }
+        if latest.is_empty() {
+            return Ok(0);
+        }
+        let mut repos = Vec::with_capacity(latest.len());
+        let mut digests = Vec::with_capacity(latest.len());
+        let mut times = Vec::with_capacity(latest.len());
+        for ((repo, digest), at) in latest {
+            repos.push(repo);
+            digests.push(digest);
+            times.push(to_db(at, "clock")?);
+        }
         let interval = &to_db(PULL_RECORD_SECS, "pull interval")?;
-        self.call("record_pull", || async move {
+        let (repos, digests, times) = (&repos, &digests, &times);
+        self.call("record_pulls", || async move {
             let mut c = self.conn().await?;
             let written = c
-                .execute(RECORD_PULL, &[&repo, digest, now, interval])
+                .execute(RECORD_PULLS, &[repos, digests, times, interval])
                 .await?;
             c.release();
-            Ok(written > 0)
+            Ok(written)
         })
         .await
     }

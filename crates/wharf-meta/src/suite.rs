@@ -85,6 +85,7 @@ macro_rules! meta_store_suite {
             namespace_bytes_follow_links_manifests_and_collection,
             push_times_follow_tags_and_manifests,
             record_pull_writes_at_most_once_per_interval,
+            record_pulls_writes_a_batch_as_single_pulls_would,
             retention_snapshot_lists_a_namespace_with_children_and_subjects,
             retention_deletes_recheck_the_live_state_in_their_transaction,
             retention_deletes_queue_what_they_free_for_collection,
@@ -2091,6 +2092,59 @@ pub async fn record_pull_writes_at_most_once_per_interval<S: MetaStore>(store: A
         .await
         .unwrap());
     assert!(repo_snapshot(&*store, "acme/other").await.is_none());
+}
+
+/// A batch of pulls writes what the same pulls one by one would: each
+/// manifest the repository holds, once per interval, the latest pull of a
+/// manifest named twice; nothing for one it does not hold.
+pub async fn record_pulls_writes_a_batch_as_single_pulls_would<S: MetaStore>(store: Arc<S>) {
+    use crate::retention::PULL_RECORD_SECS;
+    use crate::Pull;
+    let (r, other) = (repo("acme/app"), repo("acme/other"));
+    let (a, b, c) = (manifest("a"), manifest("b"), manifest("c"));
+    for (m, t) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        store.put_manifest(&r, m, Some(&tag(t))).await.unwrap();
+    }
+    let t = wharf_core::now_unix();
+    let pull = |repo: &RepoName, m: &ManifestRecord, at: u64| Pull {
+        repo: repo.clone(),
+        digest: m.digest.clone(),
+        at_unix: at,
+    };
+    // c was pulled moments ago, through another node.
+    assert!(store.record_pull(&r, &c.digest, t).await.unwrap());
+    let batch = [
+        pull(&r, &a, t),
+        pull(&r, &b, t),
+        pull(&r, &b, t + 5),
+        pull(&r, &c, t + 1),
+        pull(&other, &a, t),
+        Pull {
+            repo: r.clone(),
+            digest: digest("absent"),
+            at_unix: t,
+        },
+    ];
+    let written = store.record_pulls(&batch).await.unwrap();
+    assert_eq!(written, 2, "a and b, once each");
+    let snap = repo_snapshot(&*store, "acme/app").await.unwrap();
+    let pulled = |m: &ManifestRecord| manifest_times(&snap, &m.digest).unwrap().last_pulled_unix;
+    assert_eq!(pulled(&a), Some(t));
+    assert!(
+        pulled(&b) == Some(t) || pulled(&b) == Some(t + 5),
+        "{:?}",
+        pulled(&b)
+    );
+    assert_eq!(pulled(&c), Some(t), "within the interval: left");
+    assert!(repo_snapshot(&*store, "acme/other").await.is_none());
+    // The same batch again writes nothing; an interval on, all three.
+    assert_eq!(store.record_pulls(&batch).await.unwrap(), 0);
+    let later: Vec<Pull> = [&a, &b, &c]
+        .into_iter()
+        .map(|m| pull(&r, m, t + 5 + PULL_RECORD_SECS))
+        .collect();
+    assert_eq!(store.record_pulls(&later).await.unwrap(), 3);
+    assert_eq!(store.record_pulls(&[]).await.unwrap(), 0);
 }
 
 /// A namespace's snapshot: its repositories with a manifest (by name), tags

@@ -31,6 +31,7 @@ mod immutable;
 mod last_known;
 pub mod manifests;
 pub mod moving;
+mod pull_log;
 mod quota;
 pub mod referrers;
 pub mod retention;
@@ -76,6 +77,10 @@ pub const DEFAULT_MAX_UPLOADS_PER_TENANT: u64 = 512;
 pub const DEFAULT_MAX_UPLOADS_PER_USER: u64 = 64;
 
 /// The largest blob kept in the small-blob cache.
+/// The most pulls a node gathers before writing them (`pull_log`): a
+/// second of pulls at 20,000 a second, a few MiB at most.
+const PULL_LOG_ENTRIES: usize = 20_000;
+
 pub const SMALL_BLOB_MAX: u64 = 256 * 1024;
 
 impl Default for RegistryConfig {
@@ -137,6 +142,8 @@ struct Inner {
     /// Manifests whose pull this node recorded lately: at most one record
     /// an hour each (`retention`).
     pulled: last_known::LastKnown<(RepoName, Digest), ()>,
+    /// Pulls gathered and not yet written (`retention`, `pull_log`).
+    pull_log: pull_log::PullLog,
     /// Tenant quotas, looked up in memory; `None`: no limits.
     quotas: Option<Arc<dyn QuotaSource>>,
     /// Immutable-tag rules, looked up in memory; `None`: every tag moves.
@@ -159,6 +166,7 @@ impl Registry {
                 tags: last_known::LastKnown::new(config.last_known_entries),
                 touched: last_known::LastKnown::new(config.last_known_entries.max(1024)),
                 pulled: last_known::LastKnown::new(config.last_known_entries.max(1024)),
+                pull_log: pull_log::PullLog::new(PULL_LOG_ENTRIES),
                 blobs,
                 meta,
                 quotas: None,
@@ -215,6 +223,11 @@ impl Registry {
         ));
         out.push(entries("touched", i.touched.usage(), i.touched.capacity()));
         out.push(entries("pulled", i.pulled.usage(), i.pulled.capacity()));
+        out.push(entries(
+            "pull_log",
+            (i.pull_log.usage().0, 0),
+            i.pull_log.capacity(),
+        ));
         out
     }
 

@@ -35,8 +35,11 @@
 //! A `GET` or `HEAD` of a manifest records a pull for it: this node asks
 //! metadata at most once an hour per (repository, manifest), in the
 //! background, and metadata writes at most once an hour per manifest
-//! whatever the number of nodes ([`wharf_meta::retention`]). A request
-//! never waits for it, and a failure to record is only logged.
+//! whatever the number of nodes ([`wharf_meta::retention`]). The pulls of
+//! half a second are gathered and written together (`pull_log`), so a node
+//! pulled across many manifests makes a few writes a second, not one per
+//! manifest. A request never waits for it, and a failure to record is only
+//! logged (the manifests' next pulls try again).
 //!
 //! # Time
 //!
@@ -56,6 +59,7 @@ use wharf_core::{now_unix, Digest, RegistryError, RepoName};
 use wharf_meta::retention::PULL_RECORD_SECS;
 use wharf_retention::{CompiledPolicy, Deletion, Plan, Snapshot, Target};
 
+use crate::pull_log::{self, Gathered};
 use crate::{meta_err, Registry};
 
 /// What one retention pass over one tenant did (or, dry, would do).
@@ -88,21 +92,48 @@ pub struct Skipped {
 
 impl Registry {
     /// Records a pull of manifest `digest` of `repo` for retention: at most
-    /// once an hour per manifest from this node, in the background.
+    /// once an hour per manifest from this node, gathered with the other
+    /// pulls of the moment and written in the background (`pull_log`).
     pub(crate) fn note_pull(&self, repo: &RepoName, digest: &Digest) {
         let key = (repo.clone(), digest.clone());
         let every = Duration::from_secs(PULL_RECORD_SECS);
         if self.inner.pulled.get_fresh(&key, every).is_some() {
             return;
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        match self.inner.pull_log.gather(repo, digest, now_unix()) {
+            // Not marked: the next pull of it tries again.
+            Gathered::Full => return,
+            Gathered::Queued => {}
+            Gathered::StartWriting => {
+                let this = self.clone();
+                runtime.spawn(async move { this.write_pulls().await });
+            }
+        }
         self.inner.pulled.put(key, ());
-        let (this, repo, digest) = (self.clone(), repo.clone(), digest.clone());
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = this.meta().record_pull(&repo, &digest, now_unix()).await {
-                    tracing::debug!(error = %e, %repo, %digest, "recording a pull");
+    }
+
+    /// The writing task of `pull_log`: waits for pulls to gather, writes
+    /// them in batches, and ends when a wait gathered none.
+    async fn write_pulls(&self) {
+        loop {
+            tokio::time::sleep(pull_log::FLUSH_AFTER).await;
+            let Some(pulls) = self.inner.pull_log.take() else {
+                return;
+            };
+            for batch in pulls.chunks(pull_log::BATCH) {
+                if let Err(e) = self.meta().record_pulls(batch).await {
+                    tracing::debug!(error = %e, pulls = batch.len(), "recording pulls");
+                    // Not recorded: their next pulls try again.
+                    for p in batch {
+                        self.inner
+                            .pulled
+                            .remove(&(p.repo.clone(), p.digest.clone()));
+                    }
                 }
-            });
+            }
         }
     }
 

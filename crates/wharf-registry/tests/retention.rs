@@ -177,3 +177,45 @@ async fn pulls_are_recorded_once_off_the_request_path() {
     assert_eq!(meta.write_counts().0, writes, "no more writes");
     assert_eq!(pulled().await, recorded);
 }
+
+/// Pulls of many manifests at once are gathered and written together: a
+/// few metadata writes, not one per manifest, and every pull is recorded.
+#[tokio::test]
+async fn pulls_of_many_manifests_are_written_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, meta) = registry(dir.path(), Arc::default()).await;
+    let repo: RepoName = "acme/app".parse().unwrap();
+    let mut tags = Vec::new();
+    for i in 0..40 {
+        let tag = format!("v{i}");
+        push(&reg, &repo, &tag, &format!("seed {i}")).await;
+        tags.push(tag);
+    }
+    let (before, _) = meta.write_counts();
+    for tag in &tags {
+        reg.get_manifest(&repo, &reference(tag)).await.unwrap();
+    }
+    let recorded = || async {
+        let snap = meta.retention_snapshot("acme").await.unwrap();
+        let manifests = &snap[0].manifests;
+        manifests
+            .iter()
+            .filter(|m| m.last_pulled_unix.is_some())
+            .count()
+    };
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = recorded().await;
+        if seen == tags.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, tags.len(), "every pull was recorded");
+    let writes = meta.write_counts().0 - before;
+    assert!(
+        writes <= 2,
+        "{writes} metadata writes for {} manifests pulled",
+        tags.len()
+    );
+}

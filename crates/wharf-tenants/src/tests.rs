@@ -350,7 +350,7 @@ impl MetaStore for MemStore {
     ) -> Result<wharf_meta::gc::Known, MetaError> {
         unsupported()
     }
-    async fn record_pull(&self, _: &RepoName, _: &Digest, _: u64) -> Result<bool, MetaError> {
+    async fn record_pulls(&self, _: &[wharf_meta::Pull]) -> Result<u64, MetaError> {
         unsupported()
     }
     async fn retention_snapshot(
