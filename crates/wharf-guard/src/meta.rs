@@ -84,6 +84,14 @@ impl MetaStore for GuardedMetaStore {
         self.call(self.inner.resolve_tag(repo, tag)).await
     }
 
+    async fn get_tagged_manifest(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<ManifestRecord>, MetaError> {
+        self.call(self.inner.get_tagged_manifest(repo, tag)).await
+    }
+
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
         self.call(self.inner.delete_tag(repo, tag)).await
     }

@@ -60,6 +60,7 @@ use redb::{
 use wharf_core::{Digest, RepoName, Tag, UploadId};
 
 mod gc;
+mod record;
 mod usage;
 
 use crate::gc::{GcStatus, Known, ReviewKind, ReviewPolicy, Verdict};
@@ -846,7 +847,7 @@ fn bump_directory_version(txn: &WriteTransaction) -> Result<(), MetaError> {
 }
 
 fn decode_manifest(bytes: &[u8]) -> Result<ManifestRecord, MetaError> {
-    serde_json::from_slice(bytes).map_err(|e| corrupt("manifest record", e))
+    record::decode(bytes)
 }
 
 /// Links `digest` (of `size` bytes) into `repo`, refused under a
@@ -970,7 +971,7 @@ impl MetaStore for EmbeddedStore {
         let repo = repo.to_string();
         let digest = record.digest.to_string();
         let subject = record.subject.as_ref().map(Digest::to_string);
-        let bytes = encode(record)?;
+        let bytes = record::encode(record);
         let tag = tag.map(Tag::to_string);
         let references: Vec<String> = record.references.iter().map(Digest::to_string).collect();
         let size = record.size;
@@ -1063,6 +1064,34 @@ impl MetaStore for EmbeddedStore {
             value
                 .map(|v| v.value().parse().map_err(|e| corrupt("tag target", e)))
                 .transpose()
+        })
+    }
+
+    async fn get_tagged_manifest(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<ManifestRecord>, MetaError> {
+        let key = key2(repo.as_str(), tag.as_str());
+        self.read(|txn| {
+            let tags = txn.open_table(TAGS).map_err(engine)?;
+            let Some(target) = tags.get(key.as_str()).map_err(engine)? else {
+                return Ok(None);
+            };
+            let manifests = txn.open_table(MANIFESTS).map_err(engine)?;
+            let record = manifests
+                .get(key2(repo.as_str(), target.value()).as_str())
+                .map_err(engine)?
+                .ok_or_else(|| {
+                    corrupt(
+                        "tag",
+                        format_args!(
+                            "{repo}:{tag} points at {} which is not stored",
+                            target.value()
+                        ),
+                    )
+                })?;
+            decode_manifest(record.value()).map(Some)
         })
     }
 
@@ -1853,7 +1882,7 @@ impl MetaStore for EmbeddedStore {
     ) -> Result<Upsert, MetaError> {
         let repo = repo.to_string();
         let record = entry.record.clone();
-        let bytes = encode(&record)?;
+        let bytes = record::encode(&record);
         let times = (entry.pushed_unix, entry.last_pulled_unix.unwrap_or(0));
         let now = wharf_core::now_unix();
         self.write(move |txn| {

@@ -39,9 +39,11 @@ pub struct ManifestRecord {
     pub media_type: String,
     /// Length of the stored manifest bytes.
     pub size: u64,
-    /// Reported in referrers lists (`artifactType`, else config media type).
+    /// Reported in referrers lists (`artifactType`, else config media
+    /// type). The registry keeps it only for a manifest with a subject.
     pub artifact_type: Option<String>,
-    /// The manifest's own annotations, reported in referrers lists.
+    /// The manifest's own annotations, reported in referrers lists. The
+    /// registry keeps them only for a manifest with a subject.
     pub annotations: Option<BTreeMap<String, String>>,
     /// The manifest this one refers to, if any.
     pub subject: Option<Digest>,
@@ -320,6 +322,15 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// The digest `tag` points at in `repo`.
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, MetaError>;
+
+    /// The record of the manifest `tag` points at in `repo`, read together
+    /// with the tag (one snapshot, one call): a pull by tag that misses the
+    /// node's caches asks once. A tag always points at a stored manifest.
+    async fn get_tagged_manifest(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<ManifestRecord>, MetaError>;
 
     /// Removes `tag` from `repo` (the manifest stays); false if absent.
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError>;

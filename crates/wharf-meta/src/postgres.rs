@@ -571,6 +571,9 @@ const LOCK_SOURCE_LINK: &str =
 /// unless queued earlier); how many links went.
 const UNLINK_BLOB: &str = "WITH gone AS (          DELETE FROM wharf.blobs WHERE repo = $1 AND digest = $2 RETURNING digest),      queued AS (          INSERT INTO wharf.gc_queue (kind, digest, repo, touched_unix)          SELECT 'c', digest, '', $3 FROM gone          ON CONFLICT (kind, digest, repo) DO UPDATE SET touched_unix = EXCLUDED.touched_unix          WHERE wharf.gc_queue.touched_unix > EXCLUDED.touched_unix)      SELECT count(*) FROM gone";
 const RESOLVE_TAG: &str = "SELECT digest FROM wharf.tags WHERE repo = $1 AND tag = $2";
+const GET_TAGGED_MANIFEST: &str = "SELECT m.record::text FROM wharf.tags t \
+     JOIN wharf.manifests m ON m.repo = t.repo AND m.digest = t.digest \
+     WHERE t.repo = $1 AND t.tag = $2";
 const DELETE_TAG: &str = "DELETE FROM wharf.tags WHERE repo = $1 AND tag = $2";
 const DELETE_TAG_AT: &str = "DELETE FROM wharf.tags WHERE repo = $1 AND tag = $2 AND digest = $3";
 /// The bound on pull writes is in the `WHERE`: a row pulled less than
@@ -1579,6 +1582,24 @@ impl MetaStore for PostgresStore {
                     let digest: &str = get(row, 0)?;
                     Ok(Some(digest.parse().map_err(|e| corrupt("tag target", e))?))
                 }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn get_tagged_manifest(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<ManifestRecord>, MetaError> {
+        let (repo, tag) = (repo.as_str(), tag.as_str());
+        self.call("get_tagged_manifest", || async move {
+            let mut c = self.conn().await?;
+            let rows = c.query(GET_TAGGED_MANIFEST, &[&repo, &tag]).await?;
+            c.release();
+            match rows.first() {
+                Some(row) => Ok(Some(decode_manifest(get(row, 0)?)?)),
                 None => Ok(None),
             }
         })

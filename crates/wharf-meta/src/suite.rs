@@ -51,6 +51,7 @@ macro_rules! meta_store_suite {
             blob_link_is_idempotent_and_scoped_to_repo,
             manifest_put_get_roundtrip,
             tag_moves_when_put_again,
+            a_tagged_manifest_is_read_with_its_tag,
             put_same_manifest_again_only_adds_tag,
             delete_manifest_removes_its_tags_and_referrer_entry,
             delete_tag_leaves_manifest,
@@ -275,6 +276,47 @@ pub async fn tag_moves_when_put_again<S: MetaStore>(store: Arc<S>) {
         store.resolve_tag(&repo("other"), &latest).await.unwrap(),
         None
     );
+}
+
+/// A tag and the record it points at, read together: the record follows
+/// the tag as it moves, and is gone with the tag or the manifest.
+pub async fn a_tagged_manifest_is_read_with_its_tag<S: MetaStore>(store: Arc<S>) {
+    let r = repo("app");
+    let (old, new) = (manifest("old"), manifest("new"));
+    let latest = tag("latest");
+    assert_eq!(store.get_tagged_manifest(&r, &latest).await.unwrap(), None);
+    store.put_manifest(&r, &old, Some(&latest)).await.unwrap();
+    assert_eq!(
+        store.get_tagged_manifest(&r, &latest).await.unwrap(),
+        Some(old.clone())
+    );
+    store.put_manifest(&r, &new, Some(&latest)).await.unwrap();
+    assert_eq!(
+        store.get_tagged_manifest(&r, &latest).await.unwrap(),
+        Some(new.clone())
+    );
+    assert_eq!(
+        store
+            .get_tagged_manifest(&repo("other"), &latest)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.get_tagged_manifest(&r, &tag("v1")).await.unwrap(),
+        None
+    );
+    store
+        .put_manifest(&r, &old, Some(&tag("v1")))
+        .await
+        .unwrap();
+    assert!(store.delete_tag(&r, &tag("v1")).await.unwrap());
+    assert_eq!(
+        store.get_tagged_manifest(&r, &tag("v1")).await.unwrap(),
+        None
+    );
+    assert!(store.delete_manifest(&r, &new.digest).await.unwrap());
+    assert_eq!(store.get_tagged_manifest(&r, &latest).await.unwrap(), None);
 }
 
 /// Re-putting a stored record adds the new tag, keeps the old one and does

@@ -46,14 +46,16 @@ pub struct ManifestSummary {
 }
 
 impl Registry {
-    /// The digest a reference names in `repo` (resolving tags).
+    /// The digest a reference names in `repo` (resolving tags), and the
+    /// manifest's record when a tag was read from metadata with it (one
+    /// call for a pull by tag this node does not know).
     async fn resolve(
         &self,
         repo: &RepoName,
         reference: &Reference,
-    ) -> Result<Digest, RegistryError> {
+    ) -> Result<(Digest, Option<ManifestRecord>), RegistryError> {
         match reference {
-            Reference::Digest(d) => Ok(d.clone()),
+            Reference::Digest(d) => Ok((d.clone(), None)),
             Reference::Tag(t) => {
                 let key = (repo.clone(), t.clone());
                 // A tag this node learned moments ago is good enough: a
@@ -61,21 +63,24 @@ impl Registry {
                 // (this node's own moves update the entry at once).
                 let ttl = self.inner.config.tag_cache_ttl;
                 if let Some(d) = self.inner.tags.get_fresh(&key, ttl) {
-                    return Ok(d);
+                    return Ok((d, None));
                 }
-                match self.meta().resolve_tag(repo, t).await {
-                    Ok(Some(d)) => {
-                        self.inner.tags.put(key, d.clone());
-                        Ok(d)
+                match self.meta().get_tagged_manifest(repo, t).await {
+                    Ok(Some(record)) => {
+                        self.inner.tags.put(key, record.digest.clone());
+                        Ok((record.digest.clone(), Some(record)))
                     }
                     Ok(None) => {
                         self.inner.tags.remove(&key);
                         Err(RegistryError::ManifestUnknown(format!("{repo}:{t}")))
                     }
                     // Metadata unreachable: the tag as this node last saw it.
-                    Err(e) if unreachable(&e) => {
-                        self.inner.tags.get(&key).ok_or_else(|| meta_err(e))
-                    }
+                    Err(e) if unreachable(&e) => self
+                        .inner
+                        .tags
+                        .get(&key)
+                        .map(|d| (d, None))
+                        .ok_or_else(|| meta_err(e)),
                     Err(e) => Err(meta_err(e)),
                 }
             }
@@ -99,7 +104,7 @@ impl Registry {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<StoredManifest, RegistryError> {
-        let digest = self.resolve(repo, reference).await?;
+        let (digest, record) = self.resolve(repo, reference).await?;
         let unknown = || RegistryError::ManifestUnknown(format!("{repo}@{digest}"));
         let seen = (repo.clone(), digest.clone());
         let cached = self.inner.manifests.get(repo, &digest);
@@ -115,7 +120,11 @@ impl Registry {
         {
             return Ok(from_cache(c.clone()));
         }
-        let record = match self.meta().get_manifest(repo, &digest).await {
+        let found = match record {
+            Some(record) => Ok(Some(record)),
+            None => self.meta().get_manifest(repo, &digest).await,
+        };
+        let record = match found {
             Ok(Some(record)) => record,
             Ok(None) => {
                 // Deleted (through another node, or never here).
@@ -301,8 +310,17 @@ impl Registry {
             digest: digest.clone(),
             media_type: manifest.media_type.clone(),
             size,
-            artifact_type: manifest.referrer_artifact_type(),
-            annotations: manifest.annotations.clone(),
+            // Reported only in referrers lists, which list only manifests
+            // with a subject: not kept for the others (most manifests),
+            // whose records are then a third of the size.
+            artifact_type: manifest
+                .subject
+                .as_ref()
+                .and_then(|_| manifest.referrer_artifact_type()),
+            annotations: manifest
+                .subject
+                .as_ref()
+                .and_then(|_| manifest.annotations.clone()),
             subject: manifest.subject.as_ref().map(|s| s.digest.clone()),
             // What the repository must hold for this manifest (foreign
             // layers live elsewhere), each once.

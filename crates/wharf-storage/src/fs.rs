@@ -125,8 +125,17 @@ impl Inner {
             .join(&digest.hex()[..2])
     }
 
+    /// `blob_dir` joined with the hex, built in one allocation: it is on
+    /// every pull's path.
     fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.blob_dir(digest).join(digest.hex())
+        let (algorithm, hex) = (digest.algorithm().as_str(), digest.hex());
+        let root = self.root.as_os_str();
+        let mut path = std::ffi::OsString::with_capacity(root.len() + 16 + hex.len());
+        path.push(root);
+        for part in ["/blobs/", algorithm, "/", &hex[..2], "/", hex] {
+            path.push(part);
+        }
+        PathBuf::from(path)
     }
 
     fn upload_path(&self, id: &UploadId) -> PathBuf {
@@ -710,4 +719,27 @@ fn uuid_like() -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-allocation path is the joined one, with or without a
+    /// trailing slash on the root, for both algorithms.
+    #[test]
+    fn a_blob_path_is_its_directory_joined_with_the_hex() {
+        for root in ["/srv/wharf", "/srv/wharf/", "relative/dir"] {
+            let inner = Inner {
+                root: PathBuf::from(root),
+                uploads: Mutex::default(),
+            };
+            for d in [
+                Digest::sha256_of(b"x"),
+                Digest::of(wharf_core::Algorithm::Sha512, b"x"),
+            ] {
+                assert_eq!(inner.blob_path(&d), inner.blob_dir(&d).join(d.hex()));
+            }
+        }
+    }
 }

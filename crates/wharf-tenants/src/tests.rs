@@ -115,6 +115,13 @@ impl MetaStore for MemStore {
     async fn delete_manifest(&self, _: &RepoName, _: &Digest) -> Result<bool, MetaError> {
         unsupported()
     }
+    async fn get_tagged_manifest(
+        &self,
+        _: &RepoName,
+        _: &Tag,
+    ) -> Result<Option<ManifestRecord>, MetaError> {
+        unsupported()
+    }
     async fn resolve_tag(&self, _: &RepoName, _: &Tag) -> Result<Option<Digest>, MetaError> {
         unsupported()
     }
