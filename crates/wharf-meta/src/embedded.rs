@@ -324,6 +324,7 @@ impl EmbeddedStore {
         gc::open_tables(&txn)?;
         usage::open_tables(&txn)?;
         fill_times(&txn, wharf_core::now_unix())?;
+        record::check_format(&txn, path)?;
         txn.commit().map_err(engine)?;
 
         tracing::debug!(path = %path.display(), "opened embedded metadata store");
@@ -2028,6 +2029,31 @@ fn remove_refresh_where(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file a newer build marked with a record form this one cannot read
+    /// is refused at open, naming what to do; the current form opens.
+    #[tokio::test]
+    async fn a_file_marked_with_a_newer_record_form_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        drop(EmbeddedStore::open(&path).unwrap());
+        let mark = |form: u64| {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            let was = {
+                let mut schema = txn.open_table(gc::SCHEMA).unwrap();
+                let was = schema.insert("manifest_record_format", form).unwrap();
+                was.map(|v| v.value())
+            };
+            txn.commit().unwrap();
+            was
+        };
+        assert_eq!(mark(2), Some(1), "marked at open");
+        let e = EmbeddedStore::open(&path).unwrap_err();
+        assert!(e.to_string().contains("newer Wharf"), "{e}");
+        assert_eq!(mark(1), Some(2), "the refused open changed nothing");
+        EmbeddedStore::open(&path).unwrap();
+    }
 
     /// The page cache is the size asked for: 4 MiB of entries read back
     /// through a 1 MiB cache evict pages, through the default cache none.

@@ -30,14 +30,48 @@
 //! - references: a varint count and that many digests.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
+use redb::{ReadableTable, WriteTransaction};
 use wharf_core::digest::Algorithm;
 use wharf_core::Digest;
 
+use super::gc::SCHEMA;
 use crate::{ManifestRecord, MetaError};
 
 /// The first byte of a binary record (a JSON record starts with `{`).
 pub(super) const VERSION: u8 = 1;
+
+/// The `schema` table's entry naming the newest record form the file may
+/// hold: this build writes [`VERSION`], and refuses a file marked with a
+/// later one (written by a newer Wharf) rather than fail on its records
+/// one request at a time.
+const FORMAT_KEY: &str = "manifest_record_format";
+
+/// Marks the file as holding binary records, or refuses it if a newer
+/// build marked it with a form this one cannot read.
+pub(super) fn check_format(txn: &WriteTransaction, path: &Path) -> Result<(), MetaError> {
+    let mut schema = txn.open_table(SCHEMA).map_err(super::engine)?;
+    let marked = schema
+        .get(FORMAT_KEY)
+        .map_err(super::engine)?
+        .map(|v| v.value());
+    match marked {
+        Some(v) if v > u64::from(VERSION) => Err(MetaError::Unavailable(format!(
+            "{} holds manifest records in form {v}, written by a newer Wharf; this build \
+             reads forms up to {VERSION}: run the newer build, or restore the backup taken \
+             before the upgrade",
+            path.display()
+        ))),
+        Some(_) => Ok(()),
+        None => {
+            schema
+                .insert(FORMAT_KEY, u64::from(VERSION))
+                .map_err(super::engine)?;
+            Ok(())
+        }
+    }
+}
 
 /// The media types written as one byte: index + 1.
 const MEDIA_TYPES: [&str; 4] = [
