@@ -61,6 +61,7 @@ use wharf_core::{Digest, RepoName, Tag, UploadId};
 
 mod gc;
 mod record;
+mod refs;
 mod usage;
 
 use crate::gc::{GcStatus, Known, ReviewKind, ReviewPolicy, Verdict};
@@ -321,6 +322,7 @@ impl EmbeddedStore {
         txn.open_table(DIRECTORY_VERSION).map_err(engine)?;
         txn.open_table(REFRESH).map_err(engine)?;
         txn.open_table(REFRESH_BY_IDENTITY).map_err(engine)?;
+        refs::open(&txn, path)?;
         gc::open_tables(&txn)?;
         usage::open_tables(&txn)?;
         fill_times(&txn, wharf_core::now_unix())?;
@@ -693,15 +695,8 @@ fn tags_pointing_at(
 /// Whether an index of `repo` lists manifest `digest`, or a referrer of
 /// `repo` names it as subject.
 fn still_needed(txn: &WriteTransaction, repo: &str, digest: &str) -> Result<bool, MetaError> {
-    let listed_from = key3(digest, repo, "");
-    let listed_to = format!("{}{END}", key2(digest, repo));
-    let refs = txn.open_table(gc::REFS).map_err(engine)?;
-    if refs
-        .range(listed_from.as_str()..listed_to.as_str())
-        .map_err(engine)?
-        .next()
-        .is_some()
-    {
+    let refs = refs::table(txn)?;
+    if refs::first_under(&refs, &refs::prefix(digest, Some(repo))?)?.is_some() {
         return Ok(true);
     }
     let named_from = key3(repo, digest, "");
@@ -2053,6 +2048,99 @@ mod tests {
         assert!(e.to_string().contains("newer Wharf"), "{e}");
         assert_eq!(mark(1), Some(2), "the refused open changed nothing");
         EmbeddedStore::open(&path).unwrap();
+    }
+
+    /// A file whose references an earlier version wrote as text keys has
+    /// them moved to the binary form at open, entry for entry, under the
+    /// same table name (so that earlier version now refuses the file), and
+    /// garbage collection still finds them.
+    #[tokio::test]
+    async fn references_written_as_text_are_moved_to_binary_keys() {
+        const BINARY: TableDefinition<&[u8], ()> = TableDefinition::new("refs");
+        const TEXT: TableDefinition<&str, ()> = TableDefinition::new("refs");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        let repo: RepoName = "acme/app".parse().unwrap();
+        let (layer, config) = (Digest::sha256_of(b"layer"), Digest::sha256_of(b"config"));
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            for d in [&layer, &config] {
+                store.link_blob(&repo, d, 5).await.unwrap();
+            }
+            let record = ManifestRecord {
+                digest: Digest::sha256_of(b"manifest"),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                size: 300,
+                artifact_type: None,
+                annotations: None,
+                subject: None,
+                references: vec![config.clone(), layer.clone()],
+            };
+            let tag: Tag = "v1".parse().unwrap();
+            store
+                .put_manifest(&repo, &record, Some(&tag))
+                .await
+                .unwrap();
+        }
+        let binary_keys = || -> Vec<Vec<u8>> {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_read().unwrap();
+            let table = txn.open_table(BINARY).unwrap();
+            let keys = table.iter().unwrap().map(|e| e.unwrap().0.value().to_vec());
+            keys.collect()
+        };
+        let written = binary_keys();
+        assert_eq!(written.len(), 2);
+        // Back to what an earlier version wrote: text keys, no mark.
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(BINARY).unwrap();
+            {
+                let mut text = txn.open_table(TEXT).unwrap();
+                for k in &written {
+                    let mut rest = k.as_slice();
+                    let digest = record::take_digest(&mut rest).unwrap();
+                    let r = refs::parse(k).unwrap();
+                    let key = key3(&digest.to_string(), &r.repo, &r.manifest.to_string());
+                    text.insert(key.as_str(), ()).unwrap();
+                }
+                let mut schema = txn.open_table(gc::SCHEMA).unwrap();
+                assert_eq!(
+                    schema.remove("refs_key_format").unwrap().unwrap().value(),
+                    1
+                );
+            }
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        let policy = ReviewPolicy {
+            now_unix: wharf_core::now_unix(),
+            review_delay_secs: 0,
+            orphan_age_secs: 0,
+            lease_secs: 60,
+            holder: "test".into(),
+            limit: 100,
+            dry_run: true,
+        };
+        let held = store.gc_known(&policy).await.unwrap().held;
+        assert!(held.contains(&layer) && held.contains(&config), "{held:?}");
+        drop(store);
+        assert_eq!(binary_keys(), written, "moved entry for entry");
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        assert!(
+            txn.open_table(TEXT).is_err(),
+            "an earlier version must not read the moved table as text"
+        );
+        let names: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| redb::TableHandle::name(&t).to_string())
+            .collect();
+        assert!(!names.iter().any(|n| n == "refs_text"), "{names:?}");
+        let schema = txn.open_table(gc::SCHEMA).unwrap();
+        assert_eq!(schema.get("refs_key_format").unwrap().unwrap().value(), 1);
     }
 
     /// The page cache is the size asked for: 4 MiB of entries read back

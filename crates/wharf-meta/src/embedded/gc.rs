@@ -6,7 +6,7 @@
 //! |-----------------------|---------------------------------------|----------------------------|
 //! | `blobs_by_digest`     | `digest\0repo`                        | `()`                       |
 //! | `manifests_by_digest` | `digest\0repo`                        | `()`                       |
-//! | `refs`                | `digest\0repo\0manifest`              | `()`: `manifest` in `repo` references `digest` |
+//! | `refs`                | `digest repo\0manifest`, digests binary (see [`refs`]) | `()`: `manifest` in `repo` references `digest` |
 //! | `gc_queue`            | `kind\0digest\0repo` (repo empty for content) | touched (`u64`)    |
 //! | `gc_due`              | `touched\0kind\0digest\0repo` (touched zero-padded) | `()`: the queue by age |
 //! | `gc_tombstones`       | `digest`                              | `lease_until\0holder`      |
@@ -27,7 +27,7 @@ use redb::{
 };
 use wharf_core::{Digest, RepoName};
 
-use super::{corrupt, decode_manifest, engine, key2, key3, END, MANIFESTS, SEP};
+use super::{corrupt, decode_manifest, engine, key2, key3, refs, END, MANIFESTS, SEP};
 use crate::gc::{due_unix, GcStatus, Known, ReviewKind, ReviewPolicy, Verdict};
 use crate::MetaError;
 
@@ -35,7 +35,6 @@ pub(super) const BLOBS_BY_DIGEST: TableDefinition<&str, ()> =
     TableDefinition::new("blobs_by_digest");
 pub(super) const MANIFESTS_BY_DIGEST: TableDefinition<&str, ()> =
     TableDefinition::new("manifests_by_digest");
-pub(super) const REFS: TableDefinition<&str, ()> = TableDefinition::new("refs");
 pub(super) const GC_QUEUE: TableDefinition<&str, u64> = TableDefinition::new("gc_queue");
 pub(super) const GC_DUE: TableDefinition<&str, ()> = TableDefinition::new("gc_due");
 pub(super) const GC_TOMBSTONES: TableDefinition<&str, &str> = TableDefinition::new("gc_tombstones");
@@ -44,10 +43,37 @@ const GC_HOLDS_BY_UNTIL: TableDefinition<&str, ()> = TableDefinition::new("gc_ho
 /// Which one-time builds of indexes have run (`gc_indexes` = 1).
 pub(super) const SCHEMA: TableDefinition<&str, u64> = TableDefinition::new("schema");
 
+/// Marks the file's `key` in the `schema` table with form `newest` when
+/// it has no mark, and answers the mark found; refuses a file marked with a
+/// later form (written by a newer Wharf that changed how `what` is stored)
+/// rather than misread it.
+pub(super) fn mark_form(
+    txn: &WriteTransaction,
+    path: &std::path::Path,
+    key: &str,
+    newest: u64,
+    what: &str,
+) -> Result<Option<u64>, MetaError> {
+    let mut schema = txn.open_table(SCHEMA).map_err(engine)?;
+    let marked = schema.get(key).map_err(engine)?.map(|v| v.value());
+    match marked {
+        Some(v) if v > newest => Err(MetaError::Unavailable(format!(
+            "{} holds {what} in form {v}, written by a newer Wharf; this build reads forms \
+             up to {newest}: run the newer build, or restore the backup taken before the upgrade",
+            path.display()
+        ))),
+        Some(_) => Ok(marked),
+        None => {
+            schema.insert(key, newest).map_err(engine)?;
+            Ok(None)
+        }
+    }
+}
+
 /// Creates the tables, and for a database written before they existed
 /// builds the digest indexes and references from what it holds.
 pub(super) fn open_tables(txn: &WriteTransaction) -> Result<(), MetaError> {
-    for t in [BLOBS_BY_DIGEST, MANIFESTS_BY_DIGEST, REFS, GC_DUE] {
+    for t in [BLOBS_BY_DIGEST, MANIFESTS_BY_DIGEST, GC_DUE] {
         txn.open_table(t).map_err(engine)?;
     }
     txn.open_table(GC_QUEUE).map_err(engine)?;
@@ -69,7 +95,7 @@ pub(super) fn open_tables(txn: &WriteTransaction) -> Result<(), MetaError> {
     }
     let manifests = txn.open_table(MANIFESTS).map_err(engine)?;
     let mut by_digest = txn.open_table(MANIFESTS_BY_DIGEST).map_err(engine)?;
-    let mut refs = txn.open_table(REFS).map_err(engine)?;
+    let mut refs = refs::table(txn)?;
     for entry in manifests.iter().map_err(engine)? {
         let (k, v) = entry.map_err(engine)?;
         let (repo, digest) = split2(k.value())?;
@@ -77,7 +103,7 @@ pub(super) fn open_tables(txn: &WriteTransaction) -> Result<(), MetaError> {
             .insert(key2(digest, repo).as_str(), ())
             .map_err(engine)?;
         for r in decode_manifest(v.value())?.references {
-            refs.insert(key3(&r.to_string(), repo, digest).as_str(), ())
+            refs.insert(refs::key(&r.to_string(), repo, digest)?.as_slice(), ())
                 .map_err(engine)?;
         }
     }
@@ -222,9 +248,9 @@ pub(super) fn manifest_stored(
         .map_err(engine)?
         .insert(key2(manifest, repo).as_str(), ())
         .map_err(engine)?;
-    let mut refs = txn.open_table(REFS).map_err(engine)?;
+    let mut refs = refs::table(txn)?;
     for r in references {
-        refs.insert(key3(r, repo, manifest).as_str(), ())
+        refs.insert(refs::key(r, repo, manifest)?.as_slice(), ())
             .map_err(engine)?;
     }
     Ok(())
@@ -243,9 +269,9 @@ pub(super) fn manifest_removed(
         .map_err(engine)?
         .remove(key2(manifest, repo).as_str())
         .map_err(engine)?;
-    let mut refs = txn.open_table(REFS).map_err(engine)?;
+    let mut refs = refs::table(txn)?;
     for r in references {
-        refs.remove(key3(r, repo, manifest).as_str())
+        refs.remove(refs::key(r, repo, manifest)?.as_slice())
             .map_err(engine)?;
     }
     drop(refs);
@@ -491,9 +517,9 @@ fn review_link(
     let Some(size) = blobs.get(link.as_str()).map_err(engine)?.map(|v| v.value()) else {
         return kept("not linked any more".into());
     };
-    let refs = txn.open_table(REFS).map_err(engine)?;
-    if let Some(manifest) = any_under(&refs, &key3(digest, repo, ""))? {
-        return kept(format!("referenced by manifest {manifest}"));
+    let refs = refs::table(txn)?;
+    if let Some(r) = refs::first_under(&refs, &refs::prefix(digest, Some(repo))?)? {
+        return kept(format!("referenced by manifest {}", r.manifest));
     }
     blobs.remove(link.as_str()).map_err(engine)?;
     drop((blobs, refs));
@@ -534,9 +560,9 @@ fn review_content(
     if let Some(repo) = any_under(&manifests, &prefix)? {
         return kept(format!("a manifest in {repo}"));
     }
-    let refs = txn.open_table(REFS).map_err(engine)?;
-    if let Some(by) = any_under(&refs, &prefix)? {
-        return kept(format!("referenced by {}", by.replace(SEP, "@")));
+    let refs = refs::table(txn)?;
+    if let Some(r) = refs::first_under(&refs, &refs::prefix(digest, None)?)? {
+        return kept(format!("referenced by {}@{}", r.repo, r.manifest));
     }
     drop((blobs, manifests, refs));
     if let Some(until) = live_hold(txn, digest, now)? {
@@ -596,13 +622,13 @@ fn known(txn: &WriteTransaction, digest: &str) -> Result<bool, MetaError> {
     let prefix = key2(digest, "");
     let blobs = txn.open_table(BLOBS_BY_DIGEST).map_err(engine)?;
     let manifests = txn.open_table(MANIFESTS_BY_DIGEST).map_err(engine)?;
-    let refs = txn.open_table(REFS).map_err(engine)?;
+    let refs = refs::table(txn)?;
     let holds = txn.open_table(GC_HOLDS).map_err(engine)?;
     let tombstones = txn.open_table(GC_TOMBSTONES).map_err(engine)?;
     let queue = txn.open_table(GC_QUEUE).map_err(engine)?;
     Ok(any_under(&blobs, &prefix)?.is_some()
         || any_under(&manifests, &prefix)?.is_some()
-        || any_under(&refs, &prefix)?.is_some()
+        || refs::first_under(&refs, &refs::prefix(digest, None)?)?.is_some()
         || any_under(&holds, &prefix)?.is_some()
         || tombstones.get(digest).map_err(engine)?.is_some()
         || queue
@@ -688,7 +714,7 @@ pub(super) fn known_all(txn: &ReadTransaction, policy: &ReviewPolicy) -> Result<
     };
     first_parts(BLOBS_BY_DIGEST)?;
     first_parts(MANIFESTS_BY_DIGEST)?;
-    first_parts(REFS)?;
+    held.extend(refs::digests(txn)?);
     let mut pending = BTreeSet::new();
     for entry in txn
         .open_table(GC_HOLDS)

@@ -32,11 +32,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::WriteTransaction;
 use wharf_core::digest::Algorithm;
 use wharf_core::Digest;
 
-use super::gc::SCHEMA;
+use super::gc::mark_form;
 use crate::{ManifestRecord, MetaError};
 
 /// The first byte of a binary record (a JSON record starts with `{`).
@@ -51,26 +51,14 @@ const FORMAT_KEY: &str = "manifest_record_format";
 /// Marks the file as holding binary records, or refuses it if a newer
 /// build marked it with a form this one cannot read.
 pub(super) fn check_format(txn: &WriteTransaction, path: &Path) -> Result<(), MetaError> {
-    let mut schema = txn.open_table(SCHEMA).map_err(super::engine)?;
-    let marked = schema
-        .get(FORMAT_KEY)
-        .map_err(super::engine)?
-        .map(|v| v.value());
-    match marked {
-        Some(v) if v > u64::from(VERSION) => Err(MetaError::Unavailable(format!(
-            "{} holds manifest records in form {v}, written by a newer Wharf; this build \
-             reads forms up to {VERSION}: run the newer build, or restore the backup taken \
-             before the upgrade",
-            path.display()
-        ))),
-        Some(_) => Ok(()),
-        None => {
-            schema
-                .insert(FORMAT_KEY, u64::from(VERSION))
-                .map_err(super::engine)?;
-            Ok(())
-        }
-    }
+    mark_form(
+        txn,
+        path,
+        FORMAT_KEY,
+        u64::from(VERSION),
+        "manifest records",
+    )
+    .map(|_| ())
 }
 
 /// The media types written as one byte: index + 1.
@@ -143,7 +131,7 @@ fn put_option<T>(out: &mut Vec<u8>, value: Option<T>, put: impl FnOnce(&mut Vec<
     }
 }
 
-fn put_digest(out: &mut Vec<u8>, d: &Digest) {
+pub(super) fn put_digest(out: &mut Vec<u8>, d: &Digest) {
     out.push(match d.algorithm() {
         Algorithm::Sha256 => 1,
         Algorithm::Sha512 => 2,
@@ -160,6 +148,15 @@ fn nibble(c: u8) -> u8 {
         b'0'..=b'9' => c - b'0',
         _ => c - b'a' + 10,
     }
+}
+
+/// Reads a digest written by [`put_digest`] from the start of `rest`, and
+/// moves `rest` past it.
+pub(super) fn take_digest(rest: &mut &[u8]) -> Result<Digest, String> {
+    let mut reader = Reader { rest };
+    let digest = reader.digest()?;
+    *rest = reader.rest;
+    Ok(digest)
 }
 
 /// Reads a binary record; every error is a short reason.
