@@ -25,6 +25,9 @@
 #
 # Environment: DURATION [1800], TENANTS [3], PUSHERS [3] (per tenant),
 # SAMPLE [5], WARMUP [300], REVIEW_DELAY [30], GC_INTERVAL [10], SEED,
+# NODE_ARGS (more `wharf serve` flags for every node: small cache bounds,
+# e.g. "--manifest-cache-mib 1 --small-blob-cache-mib 1
+# --last-known-entries 2000", let the caches reach them within the run),
 # WHARF_BIN, WHARF_LOAD_BIN, WHARF_CLUSTER_PORT/PG_PORT/GARAGE_PORT,
 # KEEP=1 (keep the cluster directory).
 #
@@ -83,7 +86,7 @@ trap 'exit 143' TERM
 export WHARF_CLUSTER_PORT=${WHARF_CLUSTER_PORT:-18380}
 export WHARF_CLUSTER_PG_PORT=${WHARF_CLUSTER_PG_PORT:-15780}
 export WHARF_CLUSTER_GARAGE_PORT=${WHARF_CLUSTER_GARAGE_PORT:-14280}
-export WHARF_CLUSTER_NODE_ARGS="--auth htpasswd --gc-review-delay-secs $REVIEW_DELAY --gc-interval-secs $GC_INTERVAL"
+export WHARF_CLUSTER_NODE_ARGS="--auth htpasswd --gc-review-delay-secs $REVIEW_DELAY --gc-interval-secs $GC_INTERVAL ${NODE_ARGS:-}"
 log "starting the cluster ($WHARF_CLUSTER_NODE_ARGS)"
 timeout 180 bash scripts/cluster.sh start "$TMP/cluster" >"$OUT/cluster-start.log" 2>&1 || {
   tail -n 20 "$OUT/cluster-start.log" >&2

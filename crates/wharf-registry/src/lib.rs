@@ -76,11 +76,11 @@ pub const DEFAULT_MAX_UPLOADS_PER_TENANT: u64 = 512;
 /// Default of [`RegistryConfig::max_uploads_per_user`].
 pub const DEFAULT_MAX_UPLOADS_PER_USER: u64 = 64;
 
-/// The largest blob kept in the small-blob cache.
 /// The most pulls a node gathers before writing them (`pull_log`): a
 /// second of pulls at 20,000 a second, a few MiB at most.
 const PULL_LOG_ENTRIES: usize = 20_000;
 
+/// The largest blob kept in the small-blob cache.
 pub const SMALL_BLOB_MAX: u64 = 256 * 1024;
 
 impl Default for RegistryConfig {

@@ -134,6 +134,19 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_MANIFEST_CACHE_MIB")]
     pub manifest_cache_mib: Option<usize>,
 
+    /// Memory for cached small blobs (image configs and other blobs of at
+    /// most 256 KiB, served without a storage read), in MiB; 0 turns it off
+    /// [default: 32].
+    #[arg(long, env = "WHARF_SMALL_BLOB_CACHE_MIB")]
+    pub small_blob_cache_mib: Option<usize>,
+
+    /// Entries in each of the maps of what the node last knew (tags,
+    /// manifests and blob links it served), from which it answers pulls
+    /// while the metadata store is unreachable; each entry takes a few
+    /// hundred bytes; 0 turns that off [default: 100000].
+    #[arg(long, env = "WHARF_LAST_KNOWN_ENTRIES")]
+    pub last_known_entries: Option<usize>,
+
     /// Memory for the embedded metadata store's page cache, in MiB: the
     /// pages of meta.redb kept in memory; the others are read from the file
     /// when needed. Unused with --metadata-url [default: 256].
@@ -671,6 +684,9 @@ pub struct Config {
     pub log: String,
     pub log_format: LogFormat,
     pub manifest_cache_bytes: usize,
+    pub small_blob_cache_bytes: usize,
+    /// Entries in each last-known map.
+    pub last_known_entries: usize,
     /// The embedded metadata store's page cache (unused with PostgreSQL).
     pub metadata_cache_bytes: usize,
     pub upload_expiry: Duration,
@@ -950,7 +966,8 @@ impl Config {
             listen, data_dir, addr_file, admin_listen, admin_addr_file, metadata_url, migrate,
             cluster_nodes, log, log_format, s3_endpoint, s3_bucket, s3_region, s3_access_key_id,
             s3_secret_access_key, s3_prefix, s3_presign_redirects, storage_max_connections,
-            manifest_cache_mib, metadata_cache_mib, upload_expiry_hours, max_uploads_per_tenant, max_uploads_per_user,
+            manifest_cache_mib, small_blob_cache_mib, last_known_entries, metadata_cache_mib,
+            upload_expiry_hours, max_uploads_per_tenant, max_uploads_per_user,
             gc_enabled, gc_review_delay_secs, gc_interval_secs, gc_orphan_age_secs,
             gc_orphan_scan_interval_secs, gc_lease_secs, gc_max_reviews_per_sec,
             retention_interval_secs, max_connections,
@@ -1100,6 +1117,8 @@ impl Config {
             log,
             log_format: a.log_format.unwrap_or_default(),
             manifest_cache_bytes: a.manifest_cache_mib.unwrap_or(64) * 1024 * 1024,
+            small_blob_cache_bytes: a.small_blob_cache_mib.unwrap_or(32) * 1024 * 1024,
+            last_known_entries: a.last_known_entries.unwrap_or(100_000),
             metadata_cache_bytes: a
                 .metadata_cache_mib
                 .map_or(wharf_meta::embedded::DEFAULT_CACHE_BYTES, |m| {
@@ -1291,6 +1310,32 @@ mod tests {
             ..Default::default()
         };
         assert!(merge(zero, "").unwrap_err().contains("at least 1"));
+    }
+
+    #[test]
+    fn cache_bounds_default_and_are_set_by_flag_or_file() {
+        let c = merge(ServeArgs::default(), "").unwrap();
+        assert_eq!(
+            (
+                c.manifest_cache_bytes >> 20,
+                c.small_blob_cache_bytes >> 20,
+                c.last_known_entries
+            ),
+            (64, 32, 100_000)
+        );
+        let args = ServeArgs {
+            small_blob_cache_mib: Some(2),
+            ..Default::default()
+        };
+        let c = merge(args, "last_known_entries = 500\nmanifest_cache_mib = 1").unwrap();
+        assert_eq!(
+            (
+                c.manifest_cache_bytes >> 20,
+                c.small_blob_cache_bytes >> 20,
+                c.last_known_entries
+            ),
+            (1, 2, 500)
+        );
     }
 
     #[test]

@@ -134,6 +134,11 @@ pub fn entries(c: &Config) -> Vec<Entry> {
             Some((c.manifest_cache_bytes / (1024 * 1024)).to_string()),
         ),
         (
+            "small_blob_cache_mib",
+            Some((c.small_blob_cache_bytes / (1024 * 1024)).to_string()),
+        ),
+        ("last_known_entries", Some(c.last_known_entries.to_string())),
+        (
             "metadata_cache_mib",
             Some((c.metadata_cache_bytes / (1024 * 1024)).to_string()),
         ),

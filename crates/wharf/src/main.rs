@@ -435,6 +435,8 @@ async fn serve(config: Config) -> Result<(), String> {
         guarded_meta,
         RegistryConfig {
             manifest_cache_bytes: config.manifest_cache_bytes,
+            small_blob_cache_bytes: config.small_blob_cache_bytes,
+            last_known_entries: config.last_known_entries,
             upload_expiry: config.upload_expiry,
             max_uploads_per_tenant: config.max_uploads_per_tenant,
             max_uploads_per_user: config.max_uploads_per_user,

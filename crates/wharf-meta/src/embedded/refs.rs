@@ -43,7 +43,8 @@ const FORM: u64 = 1;
 
 /// Creates the table, or moves a text-keyed one of an earlier version into
 /// it (in the caller's transaction, logged with its count and time), or
-/// refuses a file marked by a newer build.
+/// refuses a file marked by a newer build. The old table's pages are freed,
+/// not returned: the file keeps its size and later writes reuse them.
 pub(super) fn open(txn: &WriteTransaction, path: &Path) -> Result<(), MetaError> {
     let marked = super::gc::mark_form(txn, path, FORMAT_KEY, FORM, "reference keys")?;
     let has_text = marked.is_none()
