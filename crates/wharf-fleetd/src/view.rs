@@ -21,7 +21,7 @@
 //!
 //! Must never: decide anything (that is `wharf_fleet`'s), or do I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use wharf_fleet::{
     AntiAffinity, Cell, CellId, CellState, Dimension, Fleet, Kind, Load, Placeable, PlaceableId,
@@ -162,14 +162,34 @@ impl View {
         }
         let mut tenant_names = HashMap::new();
         let mut tenant_index = HashMap::new();
-        let mut measured_homed: HashMap<usize, Load> = HashMap::new();
+        // A tenant's measured use is the largest any cell's reading gives
+        // it, and every cell's base is its total less what its reading
+        // gives the tenants known here, wherever they now live. Right after
+        // a move the readings lag (the nodes count stored bytes every few
+        // seconds): the old cell's still holds the tenant, the new one's
+        // not yet. Read by the tenant's home alone, the old cell kept the
+        // tenant's bytes as base and the new cell got only its reservation,
+        // so the old cell still looked full and the next turn moved
+        // another tenant out, and the one after moved the first back.
+        let known: HashSet<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
+        let mut measured_of: HashMap<&str, Load> = HashMap::new();
+        let mut measured_here: HashMap<u32, Load> = HashMap::new();
+        for (&cell, r) in &readings {
+            for (name, l) in r.tenants.iter().filter(|(n, _)| known.contains(n.as_str())) {
+                let m = measured_of.entry(name.as_str()).or_default();
+                for d in Dimension::ALL {
+                    m[d] = m[d].max(l[d]);
+                }
+                let h = measured_here.entry(cell).or_default();
+                *h = h.plus(l);
+            }
+        }
         for t in tenants {
-            let Some(ci) = fleet.cell_idx(CellId(t.cell)) else {
+            if fleet.cell_idx(CellId(t.cell)).is_none() {
                 continue;
-            };
-            let measured = readings
-                .get(&t.cell)
-                .and_then(|r| r.tenants.get(&t.name))
+            }
+            let measured = measured_of
+                .get(t.name.as_str())
                 .copied()
                 .unwrap_or(Load::ZERO);
             let mut demand = Load(t.demand);
@@ -186,8 +206,6 @@ impl View {
                 rules.pinned_to = vec![t.cell];
                 fleet.add_placeable(placeable(id, demand, &rules))
             };
-            let e = measured_homed.entry(ci).or_default();
-            *e = e.plus(&measured);
             tenant_names.insert(id, t.name.clone());
             tenant_index.insert(t.name.clone(), pi);
         }
@@ -217,8 +235,8 @@ impl View {
         }
         for (ci, c) in cells.iter().enumerate() {
             if let Some(r) = readings.get(&c.id) {
-                let homed = measured_homed.get(&ci).copied().unwrap_or(Load::ZERO);
-                fleet.set_base(ci, r.total.minus(&homed));
+                let here = measured_here.get(&c.id).copied().unwrap_or(Load::ZERO);
+                fleet.set_base(ci, r.total.minus(&here));
             }
         }
         View {
@@ -359,6 +377,40 @@ mod tests {
         assert_eq!(v.fleet.cells()[1].state, CellState::Unknown);
         // 700/1000 is at the threshold, not above it.
         assert!(!v.threshold_crossed());
+    }
+
+    /// Just after tenant a moved from cell 1 to cell 2 neither reading
+    /// has caught up: cell 1's still counts a, cell 2's does not yet. The
+    /// view puts a's measured bytes on cell 2 and takes them off cell 1,
+    /// so cell 1 no longer looks over its threshold (which made the
+    /// rebalancer move a second tenant out, then the first one back).
+    #[test]
+    fn a_moved_tenant_counts_where_it_is_now_before_the_readings_catch_up() {
+        let cfg = PolicyConfig::default();
+        let readings = BTreeMap::from([
+            (
+                1,
+                reading(1000, 850, &[("a", 400), ("b", 400), ("gone", 20)]),
+            ),
+            (2, reading(1000, 100, &[("c", 50)])),
+        ]);
+        let v = View::build(
+            &cfg,
+            vec![cell(1, 0.7), cell(2, 0.7)],
+            &[
+                tenant(1, "a", 2, 10),
+                tenant(2, "b", 1, 10),
+                tenant(3, "c", 2, 10),
+            ],
+            &[],
+            readings,
+            1005,
+        );
+        // Cell 1: base 850 - (400 + 400) = 50 (the unknown tenant's 20
+        // stays in it), plus b. Cell 2: base 50, plus c and a.
+        assert_eq!(v.fleet.used(0)[Dimension::Storage], 50 + 400);
+        assert_eq!(v.fleet.used(1)[Dimension::Storage], 50 + 50 + 400);
+        assert!(!v.threshold_crossed(), "neither cell is over 700 of 1000");
     }
 
     #[test]

@@ -842,7 +842,8 @@ pub async fn migrate(config: &Config) -> Result<Vec<String>, String> {
     let Some(url) = &config.metadata_url else {
         return Ok(vec![format!(
             "the embedded metadata store ({}) has no schema migrations: a node creates its \
-             tables when it first opens it; nothing to do",
+             tables, and brings a file of an earlier version to its own form, when it first \
+             opens it; nothing to do",
             config.data_dir.join("meta.redb").display()
         )]);
     };
